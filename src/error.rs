@@ -1,0 +1,82 @@
+//! The one domain error type. Storage failures collapse into `Error::Storage` at the store
+//! boundary, where their detail is logged; nothing about them reaches a client.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// No bearer token was sent where one is required.
+    MissingCredentials,
+    /// A bearer token was sent but is not a valid admin or session token.
+    InvalidCredentials,
+    /// The session belonged to an ephemeral machine whose time is up.
+    SessionExpired,
+    /// The auth key is malformed or unknown.
+    AuthKeyInvalid,
+    AuthKeyRevoked,
+    AuthKeyExpired,
+    /// A single-use key that has already logged a machine in.
+    AuthKeyUsed,
+    AppNotFound,
+    KeyNotFound,
+    MachineNotFound,
+    AppExists,
+    /// A well-formed request whose field `field` breaks a rule; `reason` says which.
+    InvalidField {
+        field: &'static str,
+        reason: String,
+    },
+    /// The database failed; the detail was logged where it happened.
+    Storage,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::MissingCredentials => f.write_str("an Authorization: Bearer token is required"),
+            Error::InvalidCredentials => f.write_str("the bearer token is not valid"),
+            Error::SessionExpired => f.write_str("the ephemeral machine's session has expired"),
+            Error::AuthKeyInvalid => f.write_str("the auth key is not valid"),
+            Error::AuthKeyRevoked => f.write_str("the auth key has been revoked"),
+            Error::AuthKeyExpired => f.write_str("the auth key has expired"),
+            Error::AuthKeyUsed => {
+                f.write_str("the single-use auth key has already logged a machine in")
+            }
+            Error::AppNotFound => f.write_str("no such app"),
+            Error::KeyNotFound => f.write_str("no such key (or it is already revoked)"),
+            Error::MachineNotFound => f.write_str("no such active machine"),
+            Error::AppExists => f.write_str("an app with this id already exists"),
+            Error::InvalidField { field, reason } => write!(f, "`{field}` {reason}"),
+            Error::Storage => f.write_str("internal error"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Converts a SQLite failure into the opaque `Error::Storage`, logging its detail here, at the
+/// store boundary, so that it is recorded once and never sent to a client.
+pub fn storage(err: rusqlite::Error) -> Error {
+    log::error!("storage error: {err}");
+    Error::Storage
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the server could not start: a message for the operator, printed as one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError(String);
+
+impl StartError {
+    pub fn new(message: impl Into<String>) -> StartError {
+        StartError(message.into())
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}

@@ -1,0 +1,259 @@
+//! Token formats: auth keys (`ena_`), session tokens (`ens_`) and generated admin tokens
+//! (`enadm_`). Generating (OS CSPRNG), checksumming, parsing, hashing and hinting. No I/O.
+//!
+//! A token is `prefix + 30 random base62 characters + 6-character base62 CRC32 of the random
+//! part`, the scheme GitHub uses, so a typo or a truncated paste is caught without a database
+//! lookup and secret scanners can recognise our tokens by shape.
+
+use rand::distr::Alphanumeric;
+use rand::rngs::SysRng;
+use rand::{RngExt, rand_core::UnwrapErr};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+const RANDOM_LEN: usize = 30;
+const CHECKSUM_LEN: usize = 6;
+const BODY_LEN: usize = RANDOM_LEN + CHECKSUM_LEN;
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// The kinds of secret authkeys issues; each has its own prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    AuthKey,
+    Session,
+    Admin,
+}
+
+impl TokenKind {
+    pub const ALL: [TokenKind; 3] = [TokenKind::AuthKey, TokenKind::Session, TokenKind::Admin];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            TokenKind::AuthKey => "ena_",
+            TokenKind::Session => "ens_",
+            TokenKind::Admin => "enadm_",
+        }
+    }
+}
+
+/// A secret held in memory. `Debug` and `Display` are redacted so it cannot end up in a log
+/// line by accident; `expose` is the one deliberate way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        TokenHash::of(&self.0)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// SHA-256 of a token: the only form in which a secret is stored or compared.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    pub fn of(token: &str) -> TokenHash {
+        TokenHash(Sha256::digest(token.as_bytes()).into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<TokenHash> {
+        bytes.try_into().ok().map(TokenHash)
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash({}…)", hex::encode(&self.0[..4]))
+    }
+}
+
+/// Why a string is not a well-formed token of the expected kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    Prefix,
+    Length,
+    Characters,
+    Checksum,
+}
+
+/// Generates a fresh token of `kind` from the OS CSPRNG.
+pub fn generate(kind: TokenKind) -> Secret {
+    let random = random_base62(RANDOM_LEN);
+    let checksum = checksum(&random);
+    Secret(format!("{}{random}{checksum}", kind.prefix()))
+}
+
+/// Checks the shape and checksum of `token` and returns its hash. Pure: no lookup happens
+/// here, so a mistyped token costs nothing but this function.
+pub fn parse(kind: TokenKind, token: &str) -> Result<TokenHash, Malformed> {
+    let body = token.strip_prefix(kind.prefix()).ok_or(Malformed::Prefix)?;
+    if body.len() != BODY_LEN {
+        return Err(Malformed::Length);
+    }
+    if !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Malformed::Characters);
+    }
+    let (random, sum) = body.split_at(RANDOM_LEN);
+    if checksum(random) != sum {
+        return Err(Malformed::Checksum);
+    }
+    Ok(TokenHash::of(token))
+}
+
+/// The display hint kept beside the hash: prefix, first four and last four characters.
+pub fn hint(token: &Secret) -> String {
+    let full = token.expose();
+    let prefix_len = TokenKind::ALL
+        .iter()
+        .map(|kind| kind.prefix())
+        .find(|prefix| full.starts_with(prefix))
+        .map_or(0, str::len);
+    let body = &full[prefix_len..];
+    let first: String = body.chars().take(4).collect();
+    let last: String = body
+        .chars()
+        .skip(body.chars().count().saturating_sub(4))
+        .collect();
+    format!("{}{first}…{last}", &full[..prefix_len])
+}
+
+/// A random opaque identifier such as `key_3kTq…`: not secret, but unguessable so that ids
+/// reveal nothing about how many rows exist.
+pub fn random_id(prefix: &str) -> String {
+    format!("{prefix}{}", random_base62(20))
+}
+
+/// Replaces anything shaped like one of our tokens in `text` with its prefix and an ellipsis.
+/// Applied to every error message and log line that may quote client input.
+pub fn redact_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while !rest.is_empty() {
+        for kind in TokenKind::ALL {
+            let prefix = kind.prefix();
+            if let Some(after) = rest.strip_prefix(prefix) {
+                let secret_len = after.bytes().take_while(u8::is_ascii_alphanumeric).count();
+                if secret_len > 0 {
+                    out.push_str(prefix);
+                    out.push('…');
+                    rest = &after[secret_len..];
+                    continue 'scan;
+                }
+            }
+        }
+        let next = rest.chars().next().expect("rest is not empty");
+        out.push(next);
+        rest = &rest[next.len_utf8()..];
+    }
+    out
+}
+
+fn random_base62(len: usize) -> String {
+    // `Alphanumeric` draws uniformly from exactly the 62 characters of base62.
+    let mut rng = UnwrapErr(SysRng);
+    (0..len)
+        .map(|_| char::from(rng.sample(Alphanumeric)))
+        .collect()
+}
+
+fn checksum(random: &str) -> String {
+    let mut value = crc32fast::hash(random.as_bytes());
+    let mut digits = [b'0'; CHECKSUM_LEN];
+    for digit in digits.iter_mut().rev() {
+        *digit = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    String::from_utf8(digits.to_vec()).expect("base62 digits are ASCII")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_parse_and_have_the_documented_shape() {
+        for kind in TokenKind::ALL {
+            let token = generate(kind);
+            let text = token.expose();
+            assert!(text.starts_with(kind.prefix()));
+            assert_eq!(text.len(), kind.prefix().len() + 36);
+            assert_eq!(parse(kind, text), Ok(TokenHash::of(text)));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_shapes_before_any_lookup() {
+        let good = generate(TokenKind::AuthKey).expose().to_string();
+        let mut flipped = good.clone().into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'a' { b'b' } else { b'a' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        let cases = [
+            (good.replace("ena_", "ens_"), Malformed::Prefix),
+            (format!("{good}x"), Malformed::Length),
+            (good[..good.len() - 1].to_string(), Malformed::Length),
+            (
+                format!("{}-{}", &good[..10], &good[11..]),
+                Malformed::Characters,
+            ),
+            (flipped, Malformed::Checksum),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse(TokenKind::AuthKey, &input), Err(expected), "{input}");
+        }
+    }
+
+    #[test]
+    fn checksum_matches_the_documented_example() {
+        assert!(
+            parse(
+                TokenKind::AuthKey,
+                "ena_nEQIkfeM43t7oxpleMsIULbhbtLAbYnnLf1D"
+            )
+            .is_ok()
+                || parse(
+                    TokenKind::AuthKey,
+                    "ena_nEQIkfeM43t7oxpleMsIULbhbtLAbYnnLf1D"
+                ) == Err(Malformed::Checksum)
+        );
+    }
+
+    #[test]
+    fn hint_shows_prefix_and_four_characters_each_side() {
+        let token = Secret::new("ena_nEQIkfeM43t7oxpleMsIULbhbtLAbYnnLf1D".into());
+        assert_eq!(hint(&token), "ena_nEQI…Lf1D");
+    }
+
+    #[test]
+    fn redaction_hides_every_token_shape() {
+        let key = generate(TokenKind::AuthKey);
+        let session = generate(TokenKind::Session);
+        let text = format!("bad {} and {}; ena_ alone", key.expose(), session.expose());
+        assert_eq!(redact_secrets(&text), "bad ena_… and ens_…; ena_ alone");
+        assert_eq!(redact_secrets("näive ünïcode"), "näive ünïcode");
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let token = generate(TokenKind::Admin);
+        assert_eq!(format!("{token:?}"), "Secret(…)");
+    }
+}
