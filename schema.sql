@@ -1,0 +1,56 @@
+-- authkeys schema, version 1. Applied by src/store/mod.rs inside one transaction when
+-- PRAGMA user_version is 0; the version is then set to 1. Times are Unix milliseconds (UTC).
+-- Public ids (apps.id, keys.id, machines.id) are what the API shows; `pk` never leaves the
+-- process.
+
+-- Server-wide values, such as the hash of the generated admin token.
+CREATE TABLE settings (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT;
+
+-- Deleted apps stay as tombstones so their revoked keys keep a valid reference; the id can
+-- be reused by a new app, which gets a new pk.
+CREATE TABLE apps (
+    pk         INTEGER PRIMARY KEY,
+    id         TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    deleted_at INTEGER
+) STRICT;
+CREATE UNIQUE INDEX apps_live_id ON apps (id) WHERE deleted_at IS NULL;
+
+-- Only the SHA-256 of a key is stored. Revoked keys stay (revoked_at set) so that verify can
+-- answer "revoked" rather than "not_found".
+CREATE TABLE keys (
+    pk           INTEGER PRIMARY KEY,
+    id           TEXT    NOT NULL UNIQUE,
+    app_pk       INTEGER NOT NULL REFERENCES apps (pk),
+    hash         BLOB    NOT NULL UNIQUE,
+    hint         TEXT    NOT NULL,
+    description  TEXT,
+    reusable     INTEGER NOT NULL CHECK (reusable IN (0, 1)),
+    ephemeral    INTEGER NOT NULL CHECK (ephemeral IN (0, 1)),
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    revoked_at   INTEGER,
+    last_used_at INTEGER,
+    uses         INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX keys_by_app ON keys (app_pk, created_at);
+
+-- A row per active (or expired but not yet swept) machine session. Logging out, revoking the
+-- key or deleting the app deletes the row.
+CREATE TABLE machines (
+    pk           INTEGER PRIMARY KEY,
+    id           TEXT    NOT NULL UNIQUE,
+    key_pk       INTEGER NOT NULL REFERENCES keys (pk),
+    token_hash   BLOB    NOT NULL UNIQUE,
+    name         TEXT,
+    ephemeral    INTEGER NOT NULL CHECK (ephemeral IN (0, 1)),
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    last_seen_at INTEGER
+) STRICT;
+CREATE INDEX machines_by_key ON machines (key_pk);
+CREATE INDEX machines_by_expiry ON machines (expires_at) WHERE expires_at IS NOT NULL;

@@ -1,0 +1,85 @@
+//! Where the database file lives and who may read it. The file is created owner-only (0600)
+//! before SQLite opens it; SQLite gives its `-wal` and `-shm` files the database file's mode.
+
+use crate::error::StartError;
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where the database is: a file, or `:memory:` for a throwaway instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    File(PathBuf),
+    Memory,
+}
+
+impl Database {
+    pub fn from_arg(arg: &str) -> Database {
+        if arg == ":memory:" {
+            Database::Memory
+        } else {
+            Database::File(PathBuf::from(arg))
+        }
+    }
+}
+
+/// A private directory holding a `:memory:` instance's database, removed on drop.
+///
+/// A true SQLite `:memory:` database is one per connection, which would force readers and the
+/// writer onto one connection; a scratch file keeps the same WAL design for both cases.
+pub struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(err) = fs::remove_dir_all(&self.0) {
+            log::warn!("could not remove {}: {err}", self.0.display());
+        }
+    }
+}
+
+/// Returns the database file's path, creating the file owner-only if it does not exist.
+pub fn prepare(database: &Database) -> Result<(PathBuf, Option<ScratchDir>), StartError> {
+    match database {
+        Database::File(path) => {
+            create_owner_only(path)?;
+            Ok((path.clone(), None))
+        }
+        Database::Memory => {
+            let dir = std::env::temp_dir().join(crate::token::random_id("authkeys-"));
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|err| StartError::new(format!("creating {}: {err}", dir.display())))?;
+            let scratch = ScratchDir(dir);
+            let path = scratch.0.join("authkeys.db");
+            create_owner_only(&path)?;
+            Ok((path, Some(scratch)))
+        }
+    }
+}
+
+/// Creates `path` with mode 0600, or tightens an existing file that others could read.
+fn create_owner_only(path: &Path) -> Result<(), StartError> {
+    let fail = |err: std::io::Error| StartError::new(format!("opening {}: {err}", path.display()));
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = fs::metadata(path).map_err(fail)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                log::warn!(
+                    "{} was readable by others (mode {:o}); setting it to 0600",
+                    path.display(),
+                    mode & 0o777
+                );
+                fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(fail)?;
+            }
+            Ok(())
+        }
+        Err(err) => Err(fail(err)),
+    }
+}

@@ -1,0 +1,136 @@
+//! SQLite storage: opening and migrating the database, and the two ways in: `read` (a pooled
+//! connection of its own, so reads never wait on a write) and `write` (the single writer
+//! connection inside `BEGIN IMMEDIATE`). Every SQL statement of the project lives in this
+//! module; it returns domain types and knows nothing of HTTP.
+
+mod files;
+mod read;
+mod write;
+
+pub use files::Database;
+pub use read::{KeyStatus, Reader};
+pub use write::{NewMachine, Writer};
+
+use crate::error::{self, StartError};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// The schema this binary writes; `PRAGMA user_version` records which one a database has.
+const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = include_str!("../../schema.sql");
+/// How long a statement waits for a lock before failing. Writers are serialised by a mutex
+/// first, so this only matters when another process (a backup, a second server) holds it.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Store {
+    path: PathBuf,
+    synchronous: &'static str,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    /// Keeps a `:memory:` instance's scratch directory alive; removes it on drop.
+    _scratch: Option<files::ScratchDir>,
+}
+
+impl Store {
+    /// Opens (creating if needed, owner-only) and migrates the database.
+    pub fn open(database: &Database) -> Result<Store, StartError> {
+        let (path, scratch) = files::prepare(database)?;
+        // A throwaway instance has nothing to keep across a power cut; everything else makes
+        // each acknowledged write durable before the response is sent.
+        let synchronous = if scratch.is_some() { "OFF" } else { "FULL" };
+        let writer = open_connection(&path, synchronous)
+            .and_then(|conn| {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                Ok(conn)
+            })
+            .map_err(|err| StartError::new(format!("opening {}: {err}", path.display())))?;
+        migrate(&writer, &path)?;
+        Ok(Store {
+            path,
+            synchronous,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            _scratch: scratch,
+        })
+    }
+
+    /// Runs `work` on a read connection of its own. Reads see the last committed state and
+    /// never wait on the writer (WAL mode).
+    pub fn read<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
+        let conn = self.checkout_reader()?;
+        let result = conn
+            .unchecked_transaction()
+            .map_err(error::storage)
+            .and_then(|tx| work(&Reader::new(&tx)));
+        self.return_reader(conn);
+        result
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer connection, committing
+    /// if it returns `Ok` and rolling back otherwise. Keep `work` short: it holds the lock.
+    pub fn write<T>(&self, work: impl FnOnce(&Writer) -> error::Result<T>) -> error::Result<T> {
+        let mut conn = lock(&self.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(error::storage)?;
+        let value = work(&Writer::new(&tx))?;
+        tx.commit().map_err(error::storage)?;
+        Ok(value)
+    }
+
+    fn checkout_reader(&self) -> error::Result<Connection> {
+        if let Some(conn) = lock(&self.readers).pop() {
+            return Ok(conn);
+        }
+        open_connection(&self.path, self.synchronous).map_err(error::storage)
+    }
+
+    fn return_reader(&self, conn: Connection) {
+        lock(&self.readers).push(conn);
+    }
+}
+
+/// A panic while a lock was held has already rolled its transaction back (rusqlite rolls back
+/// on drop), so the connection is still usable: poisoning carries no information here.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn open_connection(path: &std::path::Path, synchronous: &str) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> {
+    let fail =
+        |err: rusqlite::Error| StartError::new(format!("migrating {}: {err}", path.display()));
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(fail)?;
+    match version {
+        0 => {
+            let tx = conn.unchecked_transaction().map_err(fail)?;
+            tx.execute_batch(SCHEMA).map_err(fail)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(fail)?;
+            tx.commit().map_err(fail)?;
+            log::info!(
+                "created schema version {SCHEMA_VERSION} in {}",
+                path.display()
+            );
+            Ok(())
+        }
+        SCHEMA_VERSION => Ok(()),
+        newer => Err(StartError::new(format!(
+            "{} has schema version {newer}, newer than this binary's {SCHEMA_VERSION}: \
+             run a newer authkeys",
+            path.display()
+        ))),
+    }
+}

@@ -1,0 +1,217 @@
+//! Mutations, run inside the writer's `BEGIN IMMEDIATE` transaction. A `Writer` also reads
+//! (it derefs to `Reader`) so that a check and the change it guards are one atomic step.
+
+use super::read::{KeyStatus, Reader};
+use crate::error::{Result, storage};
+use crate::model::{App, Key, Machine, NewKey, Timestamp};
+use crate::token::TokenHash;
+use rusqlite::{Connection, params};
+use std::ops::Deref;
+
+pub struct Writer<'c> {
+    reader: Reader<'c>,
+}
+
+impl<'c> Deref for Writer<'c> {
+    type Target = Reader<'c>;
+
+    fn deref(&self) -> &Reader<'c> {
+        &self.reader
+    }
+}
+
+/// A machine row about to be inserted.
+pub struct NewMachine<'a> {
+    pub id: String,
+    pub token_hash: TokenHash,
+    pub name: Option<&'a str>,
+    pub expires_at: Option<Timestamp>,
+}
+
+impl<'c> Writer<'c> {
+    pub(super) fn new(conn: &'c Connection) -> Writer<'c> {
+        Writer {
+            reader: Reader::new(conn),
+        }
+    }
+
+    fn conn(&self) -> &'c Connection {
+        self.reader.conn()
+    }
+
+    fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+        self.conn()
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params))
+            .map_err(storage)
+    }
+
+    pub fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.execute(
+            "INSERT INTO settings (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )
+        .map(drop)
+    }
+
+    /// Inserts a live app; the caller has checked that no live app has this id.
+    pub fn insert_app(&self, id: &str, name: &str, now: Timestamp) -> Result<App> {
+        self.execute(
+            "INSERT INTO apps (id, name, created_at) VALUES (?1, ?2, ?3)",
+            params![id, name, now.0],
+        )?;
+        Ok(App {
+            pk: self.conn().last_insert_rowid(),
+            id: id.to_string(),
+            name: name.to_string(),
+            created_at: now,
+        })
+    }
+
+    /// Revokes every key of the app, logs out every machine and marks the app deleted.
+    pub fn delete_app(&self, app: &App, now: Timestamp) -> Result<()> {
+        self.execute(
+            "DELETE FROM machines WHERE key_pk IN (SELECT pk FROM keys WHERE app_pk = ?1)",
+            [app.pk],
+        )?;
+        self.execute(
+            "UPDATE keys SET revoked_at = ?2 WHERE app_pk = ?1 AND revoked_at IS NULL",
+            params![app.pk, now.0],
+        )?;
+        self.execute(
+            "UPDATE apps SET deleted_at = ?2 WHERE pk = ?1",
+            params![app.pk, now.0],
+        )
+        .map(drop)
+    }
+
+    pub fn insert_key(
+        &self,
+        app: &App,
+        id: String,
+        hash: &TokenHash,
+        hint: String,
+        new: &NewKey,
+        now: Timestamp,
+    ) -> Result<Key> {
+        let expires_at = new.expires_in_secs.map(|secs| now.plus_secs(secs));
+        self.execute(
+            "INSERT INTO keys (id, app_pk, hash, hint, description, reusable, ephemeral,
+                               created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                id,
+                app.pk,
+                hash.as_bytes(),
+                hint,
+                new.description,
+                new.reusable,
+                new.ephemeral,
+                now.0,
+                expires_at.map(|at| at.0)
+            ],
+        )?;
+        Ok(Key {
+            pk: self.conn().last_insert_rowid(),
+            id,
+            app: app.id.clone(),
+            description: new.description.clone(),
+            reusable: new.reusable,
+            ephemeral: new.ephemeral,
+            hint,
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+            uses: 0,
+            machines: 0,
+        })
+    }
+
+    /// Marks the key revoked and deletes every machine it logged in. Returns how many
+    /// machines were logged out.
+    pub fn revoke_key(&self, key: &Key, now: Timestamp) -> Result<usize> {
+        self.execute(
+            "UPDATE keys SET revoked_at = ?2 WHERE pk = ?1",
+            params![key.pk, now.0],
+        )?;
+        self.execute("DELETE FROM machines WHERE key_pk = ?1", [key.pk])
+    }
+
+    /// Records a successful login with `key` and inserts the machine it created.
+    pub fn insert_machine(
+        &self,
+        key: &KeyStatus,
+        new: NewMachine,
+        now: Timestamp,
+    ) -> Result<Machine> {
+        self.execute(
+            "UPDATE keys SET uses = uses + 1, last_used_at = ?2 WHERE pk = ?1",
+            params![key.pk, now.0],
+        )?;
+        self.execute(
+            "INSERT INTO machines (id, key_pk, token_hash, name, ephemeral, created_at,
+                                   expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                new.id,
+                key.pk,
+                new.token_hash.as_bytes(),
+                new.name,
+                key.ephemeral,
+                now.0,
+                new.expires_at.map(|at| at.0)
+            ],
+        )?;
+        Ok(Machine {
+            pk: self.conn().last_insert_rowid(),
+            id: new.id,
+            app: key.app.clone(),
+            key_id: key.id.clone(),
+            name: new.name.map(str::to_string),
+            ephemeral: key.ephemeral,
+            created_at: now,
+            expires_at: new.expires_at,
+            last_seen_at: None,
+        })
+    }
+
+    /// Deletes one machine; false if it was already gone.
+    pub fn delete_machine(&self, machine_pk: i64) -> Result<bool> {
+        self.execute("DELETE FROM machines WHERE pk = ?1", [machine_pk])
+            .map(|deleted| deleted > 0)
+    }
+
+    /// Deletes up to `limit` machines that expired at or before `now`; returns how many.
+    pub fn delete_expired_machines(&self, now: Timestamp, limit: usize) -> Result<usize> {
+        self.execute(
+            "DELETE FROM machines WHERE pk IN (
+                 SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)",
+            params![now.0, limit as i64],
+        )
+    }
+
+    /// Moves `last_used_at` forward (never back) for each (key pk, time).
+    pub fn stamp_keys_used(&self, stamps: &[(i64, Timestamp)]) -> Result<()> {
+        for (pk, at) in stamps {
+            self.execute(
+                "UPDATE keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE pk = ?1",
+                params![pk, at.0],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Moves `last_seen_at` forward (never back) for each (machine pk, time).
+    pub fn stamp_machines_seen(&self, stamps: &[(i64, Timestamp)]) -> Result<()> {
+        for (pk, at) in stamps {
+            self.execute(
+                "UPDATE machines SET last_seen_at = max(coalesce(last_seen_at, 0), ?2)
+                  WHERE pk = ?1",
+                params![pk, at.0],
+            )?;
+        }
+        Ok(())
+    }
+}
