@@ -1,0 +1,312 @@
+//! The rules: who may do what, and what a key or session is worth at a given moment. Issues,
+//! logs in, verifies, revokes and expires. Time is passed in; storage goes through `Store`;
+//! no sockets and no SQL text here.
+
+use crate::error::{Error, Result};
+use crate::model::{App, Key, Machine, NewKey, Timestamp};
+use crate::store::{KeyStatus, NewMachine, Store};
+use crate::token::{self, Secret, TokenHash, TokenKind};
+use crate::usage::UsageStamps;
+use crate::validate;
+use std::sync::Arc;
+
+pub struct Authority {
+    store: Arc<Store>,
+    stamps: Arc<UsageStamps>,
+    admin_token: TokenHash,
+    ephemeral_ttl_secs: u64,
+}
+
+/// Why a key would not be accepted, as `POST /v1/keys/verify` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyProblem {
+    Malformed,
+    NotFound,
+    Revoked,
+    Expired,
+    Used,
+}
+
+impl KeyProblem {
+    pub fn code(self) -> &'static str {
+        match self {
+            KeyProblem::Malformed => "malformed",
+            KeyProblem::NotFound => "not_found",
+            KeyProblem::Revoked => "revoked",
+            KeyProblem::Expired => "expired",
+            KeyProblem::Used => "used",
+        }
+    }
+
+    /// The login error for the same problem. Malformed and unknown keys are deliberately one
+    /// answer: a guesser learns nothing from the difference.
+    fn login_error(self) -> Error {
+        match self {
+            KeyProblem::Malformed | KeyProblem::NotFound => Error::AuthKeyInvalid,
+            KeyProblem::Revoked => Error::AuthKeyRevoked,
+            KeyProblem::Expired => Error::AuthKeyExpired,
+            KeyProblem::Used => Error::AuthKeyUsed,
+        }
+    }
+}
+
+/// Judges a stored key at `now`. Revocation outranks expiry, which outranks use.
+pub fn judge_key(key: &KeyStatus, now: Timestamp) -> std::result::Result<(), KeyProblem> {
+    if key.revoked_at.is_some() {
+        Err(KeyProblem::Revoked)
+    } else if key.expires_at.is_some_and(|at| at <= now) {
+        Err(KeyProblem::Expired)
+    } else if !key.reusable && key.uses > 0 {
+        Err(KeyProblem::Used)
+    } else {
+        Ok(())
+    }
+}
+
+impl Authority {
+    pub fn new(
+        store: Arc<Store>,
+        stamps: Arc<UsageStamps>,
+        admin_token: TokenHash,
+        ephemeral_ttl_secs: u64,
+    ) -> Authority {
+        Authority {
+            store,
+            stamps,
+            admin_token,
+            ephemeral_ttl_secs,
+        }
+    }
+
+    /// Accepts the admin token. Comparing SHA-256 digests rather than the tokens means a
+    /// timing difference could only reveal bytes of a hash, which do not help find the token.
+    pub fn authenticate_admin(&self, bearer: &str) -> Result<()> {
+        if TokenHash::of(bearer) == self.admin_token {
+            Ok(())
+        } else {
+            Err(Error::InvalidCredentials)
+        }
+    }
+
+    /// The app and machine behind a session token, if it is still valid at `now`.
+    pub fn authenticate_session(&self, bearer: &str, now: Timestamp) -> Result<(App, Machine)> {
+        let hash =
+            token::parse(TokenKind::Session, bearer).map_err(|_| Error::InvalidCredentials)?;
+        let (app, machine) = self
+            .store
+            .read(|r| r.session(&hash))?
+            .ok_or(Error::InvalidCredentials)?;
+        if machine.is_expired(now) {
+            return Err(Error::SessionExpired);
+        }
+        self.stamps.machine_seen(machine.pk, now);
+        Ok((app, machine))
+    }
+
+    pub fn create_app(&self, id: &str, name: Option<&str>, now: Timestamp) -> Result<App> {
+        validate::app_id(id)?;
+        if let Some(name) = name {
+            validate::text("name", name, validate::MAX_APP_NAME_CHARS)?;
+        }
+        self.store.write(|w| {
+            if w.app(id)?.is_some() {
+                return Err(Error::AppExists);
+            }
+            w.insert_app(id, name.unwrap_or(id), now)
+        })
+    }
+
+    pub fn apps(&self) -> Result<Vec<App>> {
+        self.store.read(|r| r.apps())
+    }
+
+    pub fn app(&self, id: &str) -> Result<App> {
+        self.store.read(|r| r.app(id)?.ok_or(Error::AppNotFound))
+    }
+
+    /// Deletes the app, revoking its keys and logging out its machines in one transaction.
+    pub fn delete_app(&self, id: &str, now: Timestamp) -> Result<()> {
+        self.store.write(|w| {
+            let app = w.app(id)?.ok_or(Error::AppNotFound)?;
+            w.delete_app(&app, now)
+        })?;
+        log::info!("deleted app {id}: its keys are revoked and its machines logged out");
+        Ok(())
+    }
+
+    /// Generates a key; the secret is returned here and never again.
+    pub fn create_key(&self, app_id: &str, new: &NewKey, now: Timestamp) -> Result<(Key, Secret)> {
+        if let Some(description) = &new.description {
+            validate::text("description", description, validate::MAX_DESCRIPTION_CHARS)?;
+        }
+        if let Some(secs) = new.expires_in_secs {
+            validate::expires_in(secs)?;
+        }
+        let secret = token::generate(TokenKind::AuthKey);
+        let hint = token::hint(&secret);
+        let key = self.store.write(|w| {
+            let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
+            w.insert_key(
+                &app,
+                token::random_id("key_"),
+                &secret.hash(),
+                hint,
+                new,
+                now,
+            )
+        })?;
+        log::info!("created key {} for app {app_id}", key.id);
+        Ok((key, secret))
+    }
+
+    pub fn keys(&self, app_id: &str, include_revoked: bool, now: Timestamp) -> Result<Vec<Key>> {
+        self.store.read(|r| {
+            let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
+            r.keys(&app, include_revoked, now)
+        })
+    }
+
+    pub fn key(&self, app_id: &str, key_id: &str, now: Timestamp) -> Result<Key> {
+        self.store.read(|r| {
+            let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
+            r.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)
+        })
+    }
+
+    /// Revokes the key and logs out every machine it logged in, before returning.
+    pub fn revoke_key(&self, app_id: &str, key_id: &str, now: Timestamp) -> Result<()> {
+        let logged_out = self.store.write(|w| {
+            let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
+            let key = w.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)?;
+            if key.revoked_at.is_some() {
+                return Err(Error::KeyNotFound);
+            }
+            w.revoke_key(&key, now)
+        })?;
+        log::info!("revoked key {key_id} of app {app_id}; logged out {logged_out} machine(s)");
+        Ok(())
+    }
+
+    pub fn machines(&self, app_id: &str, now: Timestamp) -> Result<Vec<Machine>> {
+        self.store.read(|r| {
+            let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
+            r.active_machines(&app, now)
+        })
+    }
+
+    /// Logs out one machine of the app. Expired machines are already logged out: not found.
+    pub fn logout_machine(&self, app_id: &str, machine_id: &str, now: Timestamp) -> Result<()> {
+        self.store.write(|w| {
+            let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
+            let machine = w
+                .machine(&app, machine_id)?
+                .filter(|machine| !machine.is_expired(now))
+                .ok_or(Error::MachineNotFound)?;
+            w.delete_machine(machine.pk).map(drop)
+        })
+    }
+
+    /// Exchanges an auth key for a machine session. Judging the key and recording the login
+    /// happen in one write transaction, so of any number of concurrent logins with a
+    /// single-use key exactly one succeeds.
+    pub fn login(
+        &self,
+        auth_key: &str,
+        machine_name: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(Secret, Machine)> {
+        let hash = token::parse(TokenKind::AuthKey, auth_key).map_err(|_| Error::AuthKeyInvalid)?;
+        if let Some(name) = machine_name {
+            validate::text("machine", name, validate::MAX_MACHINE_NAME_CHARS)?;
+        }
+        let session = token::generate(TokenKind::Session);
+        let machine = self.store.write(|w| {
+            let key = w.key_status(&hash)?.ok_or(Error::AuthKeyInvalid)?;
+            judge_key(&key, now).map_err(KeyProblem::login_error)?;
+            let expires_at = key
+                .ephemeral
+                .then(|| now.plus_secs(self.ephemeral_ttl_secs));
+            let new = NewMachine {
+                id: token::random_id("mch_"),
+                token_hash: session.hash(),
+                name: machine_name,
+                expires_at,
+            };
+            w.insert_machine(&key, new, now)
+        })?;
+        log::info!(
+            "machine {} logged in to app {} with key {}",
+            machine.id,
+            machine.app,
+            machine.key_id
+        );
+        Ok((session, machine))
+    }
+
+    /// Ends the session behind `bearer`.
+    pub fn logout(&self, bearer: &str, now: Timestamp) -> Result<()> {
+        let (_, machine) = self.authenticate_session(bearer, now)?;
+        self.store.write(|w| w.delete_machine(machine.pk)).map(drop)
+    }
+
+    /// Whether `auth_key` would be accepted by a login at `now`. Never consumes the key.
+    pub fn verify(
+        &self,
+        auth_key: &str,
+        now: Timestamp,
+    ) -> Result<std::result::Result<KeyStatus, KeyProblem>> {
+        let Ok(hash) = token::parse(TokenKind::AuthKey, auth_key) else {
+            return Ok(Err(KeyProblem::Malformed));
+        };
+        let Some(key) = self.store.read(|r| r.key_status(&hash))? else {
+            return Ok(Err(KeyProblem::NotFound));
+        };
+        if let Err(problem) = judge_key(&key, now) {
+            return Ok(Err(problem));
+        }
+        self.stamps.key_used(key.pk, now);
+        Ok(Ok(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(reusable: bool, uses: i64) -> KeyStatus {
+        KeyStatus {
+            pk: 1,
+            id: "key_x".into(),
+            app: "app".into(),
+            reusable,
+            ephemeral: false,
+            expires_at: Some(Timestamp(100)),
+            revoked_at: None,
+            uses,
+        }
+    }
+
+    #[test]
+    fn judging_keys() {
+        let check = |key: KeyStatus, now: i64, expected: std::result::Result<(), KeyProblem>| {
+            assert_eq!(
+                judge_key(&key, Timestamp(now)),
+                expected,
+                "{key:?} at {now}"
+            );
+        };
+        check(key(false, 0), 99, Ok(()));
+        check(key(false, 0), 100, Err(KeyProblem::Expired));
+        check(key(false, 1), 50, Err(KeyProblem::Used));
+        check(key(true, 5), 50, Ok(()));
+        check(
+            KeyStatus {
+                revoked_at: Some(Timestamp(1)),
+                ..key(false, 1)
+            },
+            200,
+            Err(KeyProblem::Revoked),
+        );
+        check(key(false, 1), 200, Err(KeyProblem::Expired));
+    }
+}

@@ -1,0 +1,96 @@
+//! Rules for client-supplied fields: formats and length bounds. Each check names the field
+//! it rejects so the client sees exactly what to fix.
+
+use crate::error::{Error, Result};
+
+pub const MAX_APP_NAME_CHARS: usize = 100;
+pub const MAX_DESCRIPTION_CHARS: usize = 200;
+pub const MAX_MACHINE_NAME_CHARS: usize = 100;
+/// Ten years: long enough for any real key, short enough that `now + expires_in` cannot
+/// overflow.
+pub const MAX_EXPIRES_IN_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// App ids match `^[a-z0-9][a-z0-9-]{0,62}$`.
+pub fn app_id(id: &str) -> Result<()> {
+    let mut bytes = id.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if first_ok && rest_ok && id.len() <= 63 {
+        Ok(())
+    } else {
+        Err(invalid(
+            "id",
+            "must be 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit",
+        ))
+    }
+}
+
+/// Display text: non-empty, at most `max_chars` characters, no control characters.
+pub fn text(field: &'static str, value: &str, max_chars: usize) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > max_chars {
+        return Err(invalid(
+            field,
+            &format!("must be at most {max_chars} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+pub fn expires_in(secs: u64) -> Result<()> {
+    if (1..=MAX_EXPIRES_IN_SECS).contains(&secs) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "expires_in",
+            &format!("must be a whole number of seconds from 1 to {MAX_EXPIRES_IN_SECS}"),
+        ))
+    }
+}
+
+fn invalid(field: &'static str, reason: &str) -> Error {
+    Error::InvalidField {
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_ids() {
+        for ok in ["a", "0", "my-app", "a-", &"a".repeat(63)] {
+            assert!(app_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "A", "my_app", "my app", "é", &"a".repeat(64)] {
+            assert!(app_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_bounds() {
+        assert!(text("name", "CI runner ✓", 100).is_ok());
+        assert!(text("name", &"é".repeat(100), 100).is_ok());
+        assert!(text("name", &"é".repeat(101), 100).is_err());
+        assert!(text("name", " ", 100).is_err());
+        assert!(text("name", "a\u{0}b", 100).is_err());
+        assert!(text("name", "a\nb", 100).is_err());
+    }
+
+    #[test]
+    fn expiry_bounds() {
+        assert!(expires_in(0).is_err());
+        assert!(expires_in(1).is_ok());
+        assert!(expires_in(MAX_EXPIRES_IN_SECS).is_ok());
+        assert!(expires_in(MAX_EXPIRES_IN_SECS + 1).is_err());
+    }
+}
