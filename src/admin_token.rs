@@ -1,0 +1,94 @@
+//! Where the admin token comes from: the configuration (`AUTHKEYS_ADMIN_TOKEN`), the hash
+//! stored by an earlier start, or a fresh one generated now. Only its hash is ever stored; a
+//! generated token is written once to `<db>.admin-token` (0600) or, for `:memory:`, handed
+//! back for the ready line.
+
+use crate::error::{Error, StartError};
+use crate::store::{Database, Store};
+use crate::token::{self, Secret, TokenHash, TokenKind};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+const SETTING: &str = "admin_token_sha256";
+
+/// The admin token's hash, and the token itself when this start generated it.
+pub struct AdminToken {
+    pub hash: TokenHash,
+    pub generated: Option<Secret>,
+}
+
+pub fn resolve(
+    store: &Store,
+    database: &Database,
+    configured: Option<&Secret>,
+) -> Result<AdminToken, StartError> {
+    if let Some(token) = configured {
+        if token.expose().len() < 16 {
+            log::warn!("AUTHKEYS_ADMIN_TOKEN is shorter than 16 characters: easy to guess");
+        }
+        return Ok(AdminToken {
+            hash: token.hash(),
+            generated: None,
+        });
+    }
+    let stored = store
+        .read(|r| r.setting(SETTING))
+        .map_err(|err| start_error(&err))?;
+    if let Some(hash) = stored.as_deref().and_then(TokenHash::from_slice) {
+        if let Database::File(path) = database {
+            log::info!("admin token: see {}", token_file(path).display());
+        }
+        return Ok(AdminToken {
+            hash,
+            generated: None,
+        });
+    }
+    let token = token::generate(TokenKind::Admin);
+    // The file is written before the hash is stored: a crash in between leaves a token no
+    // start accepts, and the next start simply generates a new one, never a lost token.
+    if let Database::File(path) = database {
+        let file = token_file(path);
+        write_owner_only(&file, token.expose())
+            .map_err(|err| StartError::new(format!("writing {}: {err}", file.display())))?;
+        log::info!(
+            "generated an admin token and wrote it to {}",
+            file.display()
+        );
+    }
+    store
+        .write(|w| w.put_setting(SETTING, token.hash().as_bytes()))
+        .map_err(|err| start_error(&err))?;
+    Ok(AdminToken {
+        hash: token.hash(),
+        generated: Some(token),
+    })
+}
+
+/// `<db path>.admin-token`
+pub fn token_file(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".admin-token");
+    PathBuf::from(name)
+}
+
+fn write_owner_only(path: &Path, contents: &str) -> std::io::Result<()> {
+    let temporary = path.with_extension("admin-token.tmp");
+    // A leftover from a crash could have another mode; start from nothing.
+    let _ = fs::remove_file(&temporary);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    fs::rename(&temporary, path)
+}
+
+fn start_error(err: &Error) -> StartError {
+    StartError::new(format!("reading the admin token setting: {err}"))
+}

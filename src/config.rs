@@ -1,0 +1,52 @@
+//! The server's configuration: one plain struct, built by the CLI (or a test) and passed
+//! explicitly. The admin token is a `Secret`, so printing a `Config` never shows it.
+
+use crate::store::Database;
+use crate::token::Secret;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: Database,
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// How long after login an ephemeral machine is logged out.
+    pub ephemeral_ttl: Duration,
+    /// How often expired machines are removed and usage stamps written.
+    pub sweep_interval: Duration,
+    /// `AUTHKEYS_ADMIN_TOKEN`; when absent one is generated on first start.
+    pub admin_token: Option<Secret>,
+    /// Threads answering requests.
+    pub workers: usize,
+}
+
+pub const DEFAULT_DB: &str = "./authkeys.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7373";
+pub const DEFAULT_EPHEMERAL_TTL_SECS: u64 = 3600;
+pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
+pub const DEFAULT_WORKERS: usize = 8;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            database: Database::from_arg(DEFAULT_DB),
+            listen: DEFAULT_LISTEN.to_string(),
+            ephemeral_ttl: Duration::from_secs(DEFAULT_EPHEMERAL_TTL_SECS),
+            sweep_interval: Duration::from_secs(DEFAULT_SWEEP_INTERVAL_SECS),
+            admin_token: None,
+            workers: DEFAULT_WORKERS,
+        }
+    }
+}
+
+impl Config {
+    /// A throwaway instance for tests: in-memory database on a free loopback port, with a
+    /// generated admin token.
+    pub fn throwaway() -> Config {
+        Config {
+            database: Database::Memory,
+            listen: "127.0.0.1:0".to_string(),
+            ..Config::default()
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Every way a request can fail, and the one function that maps each to a status and a code.
+
+use crate::error::Error;
+use crate::token::redact_secrets;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// A rule of the domain said no.
+    Domain(Error),
+    RouteNotFound,
+    MethodNotAllowed {
+        allow: &'static [&'static str],
+    },
+    BodyTooLarge,
+    UnsupportedMediaType,
+    /// The body is not JSON, or not a JSON object.
+    MalformedBody(String),
+    /// Well-formed JSON naming a field the endpoint does not take.
+    UnknownField(String),
+    /// Well-formed JSON with a missing field or a value of the wrong type.
+    InvalidBody(String),
+    /// A query parameter the endpoint does not take, or a bad value for one.
+    InvalidQuery(String),
+    /// A handler panicked.
+    Internal,
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> ApiError {
+        ApiError::Domain(err)
+    }
+}
+
+impl ApiError {
+    /// The HTTP status and the contract's error code. Exhaustive on purpose: a new variant
+    /// must be given its status here.
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            ApiError::Domain(err) => match err {
+                Error::MissingCredentials => (401, "missing_credentials"),
+                Error::InvalidCredentials => (401, "invalid_credentials"),
+                Error::SessionExpired => (401, "session_expired"),
+                Error::AuthKeyInvalid => (401, "invalid_auth_key"),
+                Error::AuthKeyRevoked => (401, "auth_key_revoked"),
+                Error::AuthKeyExpired => (401, "auth_key_expired"),
+                Error::AuthKeyUsed => (401, "auth_key_used"),
+                Error::AppNotFound => (404, "app_not_found"),
+                Error::KeyNotFound => (404, "key_not_found"),
+                Error::MachineNotFound => (404, "machine_not_found"),
+                Error::AppExists => (409, "app_exists"),
+                Error::InvalidField { .. } => (422, "invalid_field"),
+                Error::Storage => (500, "internal"),
+            },
+            ApiError::RouteNotFound => (404, "not_found"),
+            ApiError::MethodNotAllowed { .. } => (405, "method_not_allowed"),
+            ApiError::BodyTooLarge => (413, "body_too_large"),
+            ApiError::UnsupportedMediaType => (415, "unsupported_media_type"),
+            ApiError::MalformedBody(_) => (400, "malformed_body"),
+            ApiError::UnknownField(_) => (422, "unknown_field"),
+            ApiError::InvalidBody(_) => (422, "invalid_field"),
+            ApiError::InvalidQuery(_) => (400, "invalid_query"),
+            ApiError::Internal => (500, "internal"),
+        }
+    }
+
+    /// Human text for the client. Anything quoted from the request passes through
+    /// `redact_secrets`, so a key pasted into the wrong field is never echoed back.
+    pub fn message(&self) -> String {
+        let text = match self {
+            ApiError::Domain(err) => err.to_string(),
+            ApiError::RouteNotFound => "no such endpoint".to_string(),
+            ApiError::MethodNotAllowed { allow } => {
+                format!(
+                    "method not allowed; this endpoint takes {}",
+                    allow.join(", ")
+                )
+            }
+            ApiError::BodyTooLarge => {
+                format!("the body is larger than {} bytes", super::MAX_BODY_BYTES)
+            }
+            ApiError::UnsupportedMediaType => {
+                "the body must be sent as Content-Type: application/json".to_string()
+            }
+            ApiError::MalformedBody(detail)
+            | ApiError::UnknownField(detail)
+            | ApiError::InvalidBody(detail)
+            | ApiError::InvalidQuery(detail) => detail.clone(),
+            ApiError::Internal => "internal error".to_string(),
+        };
+        redact_secrets(&text)
+    }
+}

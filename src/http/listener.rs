@@ -1,0 +1,165 @@
+//! The tiny_http adapter: a fixed pool of worker threads that read a bounded body, call
+//! `handle` under `catch_unwind`, and write the response. Shutdown unblocks and joins every
+//! worker after the requests already received are answered.
+
+use super::{ApiError, MAX_BODY_BYTES, Request, Response, handle};
+use crate::authority::Authority;
+use crate::error::StartError;
+use crate::model::Timestamp;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+pub struct Listener {
+    server: Arc<tiny_http::Server>,
+    address: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Listener {
+    pub fn start(
+        listen: &str,
+        authority: Arc<Authority>,
+        workers: usize,
+    ) -> Result<Listener, StartError> {
+        let server = tiny_http::Server::http(listen)
+            .map_err(|err| StartError::new(format!("listening on {listen}: {err}")))?;
+        let address = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| StartError::new(format!("{listen} is not an IP address")))?;
+        let server = Arc::new(server);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let workers = (0..workers.max(1))
+            .map(|n| {
+                let server = Arc::clone(&server);
+                let authority = Arc::clone(&authority);
+                let stopping = Arc::clone(&stopping);
+                thread::Builder::new()
+                    .name(format!("http-{n}"))
+                    .spawn(move || serve(&server, &authority, &stopping))
+                    .expect("spawning an HTTP worker thread")
+            })
+            .collect();
+        Ok(Listener {
+            server,
+            address,
+            stopping,
+            workers,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Answers what has already been received, then stops every worker and joins it.
+    pub fn shutdown(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Each unblock is queued behind the requests already received and wakes one worker.
+        for _ in &self.workers {
+            self.server.unblock();
+        }
+        for worker in self.workers.drain(..) {
+            if worker.join().is_err() {
+                log::error!("an HTTP worker thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn serve(server: &tiny_http::Server, authority: &Authority, stopping: &AtomicBool) {
+    loop {
+        match server.recv() {
+            Ok(request) => respond(authority, request),
+            Err(_) if stopping.load(Ordering::SeqCst) => return,
+            Err(err) => log::warn!("accepting a request failed: {err}"),
+        }
+    }
+}
+
+fn respond(authority: &Authority, mut raw: tiny_http::Request) {
+    let started = Instant::now();
+    let method = raw.method().as_str().to_string();
+    let mut request = Request::new(&method, raw.url());
+    let response = match read_body(&mut raw) {
+        Ok(body) => {
+            request.body = body;
+            request.authorization = header(&raw, "Authorization");
+            request.content_type = header(&raw, "Content-Type");
+            guarded(|| handle(authority, &request, Timestamp::now()))
+        }
+        Err(err) => Response::error(&err),
+    };
+    let status = response.status;
+    let mut out = tiny_http::Response::from_data(response.body).with_status_code(status);
+    let own = response
+        .headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()));
+    for (name, value) in own.chain(STANDARD_HEADERS.iter().copied()) {
+        let header = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
+            .expect("response headers are built from fixed names and ASCII values");
+        out.add_header(header);
+    }
+    if let Err(err) = raw.respond(out) {
+        log::debug!("writing a response failed (client gone?): {err}");
+    }
+    log::debug!(
+        "{method} {} {status} {}µs",
+        request.path,
+        started.elapsed().as_micros()
+    );
+}
+
+/// Headers every response carries: nothing here may be cached or sniffed.
+const STANDARD_HEADERS: &[(&str, &str)] = &[
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+];
+
+/// Reads the body, refusing one declared or found to be larger than `MAX_BODY_BYTES`
+/// without reading past the limit.
+fn read_body(raw: &mut tiny_http::Request) -> Result<Vec<u8>, ApiError> {
+    if raw
+        .body_length()
+        .is_some_and(|length| length > MAX_BODY_BYTES)
+    {
+        return Err(ApiError::BodyTooLarge);
+    }
+    let mut body = Vec::new();
+    raw.as_reader()
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|err| ApiError::MalformedBody(format!("reading the body failed: {err}")))?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::BodyTooLarge);
+    }
+    Ok(body)
+}
+
+fn header(raw: &tiny_http::Request, name: &'static str) -> Option<String> {
+    raw.headers()
+        .iter()
+        .find(|header| header.field.equiv(name))
+        .map(|header| header.value.as_str().to_string())
+}
+
+/// Runs a handler so that a panic (a bug) becomes a 500 and the worker keeps serving.
+pub fn guarded(work: impl FnOnce() -> Response) -> Response {
+    panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        log::error!("a request handler panicked; answered 500");
+        Response::error(&ApiError::Internal)
+    })
+}

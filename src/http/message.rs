@@ -1,0 +1,148 @@
+//! The request and response values `handle` works on, independent of tiny_http, plus the
+//! decoding of bodies, queries and bearer tokens.
+
+use super::errors::ApiError;
+use crate::error::Error;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// An HTTP request as the handler sees it: the body is already read and bounded.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub query: String,
+    pub authorization: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// Splits a request target such as `/v1/apps?x=1` into path and query.
+    pub fn new(method: &str, target: &str) -> Request {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Request {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+            ..Request::default()
+        }
+    }
+
+    /// The bearer token. A missing header and a header of another scheme are different
+    /// mistakes and get different messages.
+    pub fn bearer(&self) -> Result<&str, Error> {
+        let header = self
+            .authorization
+            .as_deref()
+            .ok_or(Error::MissingCredentials)?;
+        let (scheme, token) = header.split_once(' ').ok_or(Error::InvalidCredentials)?;
+        if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+            Ok(token.trim())
+        } else {
+            Err(Error::InvalidCredentials)
+        }
+    }
+
+    /// Decodes the JSON body into `T`. An empty body counts as `{}` so that endpoints whose
+    /// fields are all optional can be called without one.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.body.is_empty() {
+            return decode_value(serde_json::Value::Object(Default::default()));
+        }
+        let is_json = self.content_type.as_deref().is_some_and(|value| {
+            let media_type = value.split(';').next().unwrap_or("").trim();
+            media_type.eq_ignore_ascii_case("application/json")
+        });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let value: serde_json::Value = serde_json::from_slice(&self.body)
+            .map_err(|err| ApiError::MalformedBody(format!("malformed JSON: {err}")))?;
+        if !value.is_object() {
+            return Err(ApiError::MalformedBody(
+                "the body must be a JSON object".into(),
+            ));
+        }
+        decode_value(value)
+    }
+
+    /// The query parameters, each checked against `allowed`: a parameter an endpoint does not
+    /// take is an error, never silently ignored (a token in a URL would end up in logs).
+    pub fn query_params(&self, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+        let params: Vec<(String, String)> = form_urlencoded::parse(self.query.as_bytes())
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        match params
+            .iter()
+            .find(|(name, _)| !allowed.contains(&name.as_str()))
+        {
+            Some((name, _)) => Err(ApiError::InvalidQuery(format!(
+                "unknown query parameter `{name}`"
+            ))),
+            None => Ok(params),
+        }
+    }
+}
+
+fn decode_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|err| {
+        let message = err.to_string();
+        if message.starts_with("unknown field") {
+            ApiError::UnknownField(message)
+        } else {
+            ApiError::InvalidBody(message)
+        }
+    })
+}
+
+/// A response ready to be written by whatever server carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(status: u16, value: &impl Serialize) -> Response {
+        let body = serde_json::to_vec(value).expect("our response types always serialise");
+        Response {
+            status,
+            headers: vec![("Content-Type", "application/json".into())],
+            body,
+        }
+    }
+
+    pub fn no_content() -> Response {
+        Response {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn error(err: &ApiError) -> Response {
+        let (status, code) = err.status_and_code();
+        let body = serde_json::json!({"error": {"code": code, "message": err.message()}});
+        let mut response = Response::json(status, &body);
+        match err {
+            ApiError::MethodNotAllowed { allow } => {
+                response.headers.push(("Allow", allow.join(", ")));
+            }
+            _ if status == 401 => {
+                response.headers.push(("WWW-Authenticate", "Bearer".into()));
+            }
+            _ => {}
+        }
+        response
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
