@@ -1,0 +1,178 @@
+//! Command-line arguments (clap derive). Secrets are read from the environment, never
+//! required on argv, and clap never prints their values in `--help`.
+
+use crate::config;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "authkeys",
+    version,
+    about = "Issue, verify and revoke auth keys for machines"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Log this machine in with an auth key and save the session.
+    Login(LoginArgs),
+    /// Show the app and machine of the saved session.
+    Whoami(OutputArgs),
+    /// End the saved session.
+    Logout,
+    /// Manage apps (needs AUTHKEYS_ADMIN_TOKEN).
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Manage auth keys (needs AUTHKEYS_ADMIN_TOKEN).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage logged-in machines (needs AUTHKEYS_ADMIN_TOKEN).
+    #[command(subcommand)]
+    Machines(MachinesCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// SQLite database file, or `:memory:` for a throwaway instance.
+    #[arg(long, env = "AUTHKEYS_DB", default_value = config::DEFAULT_DB)]
+    pub db: String,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "AUTHKEYS_LISTEN", default_value = config::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Seconds after login that machines of ephemeral keys are logged out.
+    #[arg(long, env = "AUTHKEYS_EPHEMERAL_TTL", value_name = "SECS",
+          default_value_t = config::DEFAULT_EPHEMERAL_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ephemeral_ttl: u64,
+    /// Seconds between sweeps of expired machines and writes of usage stamps.
+    #[arg(long, env = "AUTHKEYS_SWEEP_INTERVAL", value_name = "SECS",
+          default_value_t = config::DEFAULT_SWEEP_INTERVAL_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sweep_interval: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArg {
+    /// The authkeys server.
+    #[arg(long, env = "AUTHKEYS_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct OutputArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// The auth key (`ena_…`); prefer AUTHKEYS_AUTH_KEY, which stays out of `ps`.
+    #[arg(
+        long,
+        env = "AUTHKEYS_AUTH_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub auth_key: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Name shown for this machine; defaults to the host name.
+    #[arg(long, value_name = "NAME")]
+    pub machine: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppsCommand {
+    /// Create an app.
+    Create {
+        /// Id: 1-63 of a-z, 0-9 and '-'.
+        id: String,
+        /// Display name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List apps.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Generate an auth key; it is shown once.
+    Create {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// The key can log in any number of machines (dangerous if stolen).
+        #[arg(long)]
+        reusable: bool,
+        /// Machines logged in with the key are logged out one hour after login.
+        #[arg(long)]
+        ephemeral: bool,
+        /// The key stops accepting new logins after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        expires_in: Option<u64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List an app's keys, newest first.
+    List {
+        #[arg(long)]
+        app: String,
+        /// Include revoked keys.
+        #[arg(long)]
+        include_revoked: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke a key and log out every machine it logged in.
+    Revoke {
+        #[arg(long)]
+        app: String,
+        /// The key's id (`key_…`).
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MachinesCommand {
+    /// List an app's active machines.
+    List {
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Log out one machine.
+    Logout {
+        #[arg(long)]
+        app: String,
+        /// The machine's id (`mch_…`).
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}

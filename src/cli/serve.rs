@@ -1,0 +1,46 @@
+//! `authkeys serve`: start the server, print the ready line, stop on SIGTERM or SIGINT.
+
+use super::CliError;
+use super::args::ServeArgs;
+use crate::config::{Config, DEFAULT_WORKERS};
+use crate::server::Server;
+use crate::store::Database;
+use crate::token::Secret;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::io::Write;
+use std::time::Duration;
+
+pub fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let admin_token = match std::env::var("AUTHKEYS_ADMIN_TOKEN") {
+        Ok(token) if token.is_empty() => {
+            return Err(CliError("AUTHKEYS_ADMIN_TOKEN is set but empty".into()));
+        }
+        Ok(token) => Some(Secret::new(token)),
+        Err(_) => None,
+    };
+    let database = Database::from_arg(&args.db);
+    let config = Config {
+        database: database.clone(),
+        listen: args.listen,
+        ephemeral_ttl: Duration::from_secs(args.ephemeral_ttl),
+        sweep_interval: Duration::from_secs(args.sweep_interval),
+        admin_token,
+        workers: DEFAULT_WORKERS,
+    };
+    // Registered before the ready line, so a signal sent as soon as it is read is not lost.
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|err| CliError(format!("installing signal handlers: {err}")))?;
+    let server = Server::start(config).map_err(|err| CliError(err.to_string()))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", server.ready_line(&database))
+        .and_then(|()| stdout.flush())
+        .map_err(|err| CliError(format!("writing the ready line: {err}")))?;
+    drop(stdout);
+    if let Some(signal) = signals.forever().next() {
+        log::info!("received signal {signal}: finishing in-flight requests and stopping");
+    }
+    server.shutdown();
+    log::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! The machine's own commands: `login` exchanges an auth key for a saved session; `whoami` and
+//! `logout` use it.
+
+use super::args::{LoginArgs, OutputArgs};
+use super::client::{Client, DEFAULT_SERVER};
+use super::credentials::{self, Credentials};
+use super::{CliError, output};
+use crate::token::Secret;
+use crate::validate::MAX_MACHINE_NAME_CHARS;
+use serde_json::{Value, json};
+
+pub fn login(args: LoginArgs) -> Result<(), CliError> {
+    let auth_key = args
+        .auth_key
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| CliError("no auth key: pass --auth-key or set AUTHKEYS_AUTH_KEY".into()))?;
+    let server = args
+        .server
+        .server
+        .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+    let client = Client::new(&server, None);
+    let machine = args.machine.or_else(host_name);
+    let response = client.post(
+        "/v1/auth/login",
+        &json!({"auth_key": auth_key, "machine": machine}),
+    )?;
+    let token = response["session_token"]
+        .as_str()
+        .ok_or_else(|| CliError("the server's login response has no session token".into()))?;
+    let machine = &response["machine"];
+    let saved = credentials::save(&Credentials {
+        server: client.base().to_string(),
+        session_token: token.to_string(),
+        app: output::field(machine, "app"),
+        machine_id: output::field(machine, "id"),
+    })?;
+    if args.output.json {
+        output::json(&json!({"machine": machine, "credentials": saved}));
+    } else {
+        println!(
+            "Logged in to {} as app {} (machine {}, {}); session saved to {}",
+            client.base(),
+            output::field(machine, "app"),
+            output::field(machine, "id"),
+            output::field(machine, "name"),
+            saved.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn whoami(args: &OutputArgs) -> Result<(), CliError> {
+    let saved = credentials::load()?;
+    let client = Client::new(&saved.server, Some(Secret::new(saved.session_token)));
+    let identity = client.get("/v1/auth/whoami")?;
+    if args.json {
+        output::json(&identity);
+        return Ok(());
+    }
+    let (app, machine) = (&identity["app"], &identity["machine"]);
+    println!("server:    {}", client.base());
+    println!(
+        "app:       {} ({})",
+        output::field(app, "id"),
+        output::field(app, "name")
+    );
+    println!(
+        "machine:   {} ({})",
+        output::field(machine, "id"),
+        output::field(machine, "name")
+    );
+    println!("key:       {}", output::field(machine, "key_id"));
+    println!("logged in: {}", output::field(machine, "created_at"));
+    println!("expires:   {}", output::field(machine, "expires_at"));
+    Ok(())
+}
+
+pub fn logout() -> Result<(), CliError> {
+    let saved = credentials::load()?;
+    let client = Client::new(&saved.server, Some(Secret::new(saved.session_token)));
+    let result = client.post("/v1/auth/logout", &Value::Null);
+    // A session the server no longer knows is as logged out as it gets: forget it either way,
+    // unless the server could not be reached at all.
+    match result {
+        Err(err) if err.0.starts_with("cannot reach") => Err(err),
+        Err(err) => {
+            credentials::remove()?;
+            println!("The session had already ended ({err}); removed the saved credentials.");
+            Ok(())
+        }
+        Ok(_) => {
+            credentials::remove()?;
+            println!(
+                "Logged out machine {} of app {}.",
+                saved.machine_id, saved.app
+            );
+            Ok(())
+        }
+    }
+}
+
+/// This machine's host name, as a default machine name.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()?;
+    let name: String = name.trim().chars().take(MAX_MACHINE_NAME_CHARS).collect();
+    (!name.is_empty()).then_some(name)
+}
