@@ -4,9 +4,41 @@
 use super::CliError;
 use crate::token::Secret;
 use serde_json::Value;
+use std::fmt;
 use std::time::Duration;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7373";
+
+/// Why a request failed: the server could not be reached, or it answered with an error.
+#[derive(Debug)]
+pub enum RequestError {
+    Unreachable(String),
+    Api {
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Unreachable(detail) => f.write_str(detail),
+            RequestError::Api {
+                status,
+                code: Some(code),
+                message,
+            } => write!(f, "{message} ({code}, HTTP {status})"),
+            RequestError::Api { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl From<RequestError> for CliError {
+    fn from(err: RequestError) -> CliError {
+        CliError(err.to_string())
+    }
+}
 
 pub struct Client {
     base: String,
@@ -32,22 +64,24 @@ impl Client {
         &self.base
     }
 
-    pub fn get(&self, path: &str) -> Result<Value, CliError> {
+    pub fn get(&self, path: &str) -> Result<Value, RequestError> {
         self.send("GET", path, None)
     }
 
-    pub fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, RequestError> {
         self.send("POST", path, Some(body))
     }
 
-    pub fn delete(&self, path: &str) -> Result<Value, CliError> {
+    pub fn delete(&self, path: &str) -> Result<Value, RequestError> {
         self.send("DELETE", path, None)
     }
 
     /// Sends a request and returns the JSON body of a success (`null` for 204).
-    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, RequestError> {
         let url = format!("{}{path}", self.base);
-        let unreachable = |err: ureq::Error| CliError(format!("cannot reach {}: {err}", self.base));
+        let unreachable = |err: ureq::Error| {
+            RequestError::Unreachable(format!("cannot reach {}: {err}", self.base))
+        };
         let mut response = match (method, body) {
             ("GET", _) => self.authorize(self.agent.get(&url)).call(),
             ("DELETE", _) => self.authorize(self.agent.delete(&url)).call(),
@@ -56,10 +90,9 @@ impl Client {
         }
         .map_err(unreachable)?;
         let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|err| CliError(format!("reading the response from {url}: {err}")))?;
+        let text = response.body_mut().read_to_string().map_err(|err| {
+            RequestError::Unreachable(format!("reading the response from {url}: {err}"))
+        })?;
         let json: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
             return Ok(json.unwrap_or(Value::Null));
@@ -67,9 +100,13 @@ impl Client {
         let error = json.as_ref().and_then(|json| json.get("error"));
         let message = error.and_then(|e| e.get("message")).and_then(Value::as_str);
         let code = error.and_then(|e| e.get("code")).and_then(Value::as_str);
-        Err(match (message, code) {
-            (Some(message), Some(code)) => CliError(format!("{message} ({code}, HTTP {status})")),
-            _ => CliError(format!("{method} {url} answered HTTP {status}")),
+        Err(RequestError::Api {
+            status,
+            code: code.map(str::to_string),
+            message: message.map_or_else(
+                || format!("{method} {url} answered HTTP {status}"),
+                str::to_string,
+            ),
         })
     }
 

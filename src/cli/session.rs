@@ -2,7 +2,7 @@
 //! `logout` use it.
 
 use super::args::{LoginArgs, OutputArgs};
-use super::client::{Client, DEFAULT_SERVER};
+use super::client::{Client, DEFAULT_SERVER, RequestError};
 use super::credentials::{self, Credentials};
 use super::{CliError, output};
 use crate::token::Secret;
@@ -52,7 +52,7 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
 pub fn whoami(args: &OutputArgs) -> Result<(), CliError> {
     let saved = credentials::load()?;
     let client = Client::new(&saved.server, Some(Secret::new(saved.session_token)));
-    let identity = client.get("/v1/auth/whoami")?;
+    let identity = client.get("/v1/auth/whoami").map_err(session_ended)?;
     if args.json {
         output::json(&identity);
         return Ok(());
@@ -78,11 +78,10 @@ pub fn whoami(args: &OutputArgs) -> Result<(), CliError> {
 pub fn logout() -> Result<(), CliError> {
     let saved = credentials::load()?;
     let client = Client::new(&saved.server, Some(Secret::new(saved.session_token)));
-    let result = client.post("/v1/auth/logout", &Value::Null);
     // A session the server no longer knows is as logged out as it gets: forget it either way,
     // unless the server could not be reached at all.
-    match result {
-        Err(err) if err.0.starts_with("cannot reach") => Err(err),
+    match client.post("/v1/auth/logout", &Value::Null) {
+        Err(RequestError::Unreachable(detail)) => Err(CliError(detail)),
         Err(err) => {
             credentials::remove()?;
             println!("The session had already ended ({err}); removed the saved credentials.");
@@ -96,6 +95,21 @@ pub fn logout() -> Result<(), CliError> {
             );
             Ok(())
         }
+    }
+}
+
+/// Explains a rejected saved session in terms of what the user can do about it.
+fn session_ended(err: RequestError) -> CliError {
+    match err {
+        RequestError::Api {
+            status: 401,
+            code: Some(code),
+            ..
+        } => CliError(format!(
+            "the saved session is no longer valid (logged out, revoked or expired): \
+             run `authkeys login` ({code}, HTTP 401)"
+        )),
+        other => other.into(),
     }
 }
 
