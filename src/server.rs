@@ -5,7 +5,8 @@ use crate::admin_token;
 use crate::authority::Authority;
 use crate::config::Config;
 use crate::error::StartError;
-use crate::http::Listener;
+use crate::http::{self, Listener};
+use crate::model::Timestamp;
 use crate::store::{Database, Store};
 use crate::sweeper::Sweeper;
 use crate::token::Secret;
@@ -18,7 +19,7 @@ pub struct Server {
     url: String,
     admin_token: Option<Secret>,
     // Field order is drop order: stop taking requests before the last sweep.
-    listener: Listener,
+    _listener: Listener,
     _sweeper: Sweeper,
 }
 
@@ -33,14 +34,16 @@ impl Server {
             admin.hash,
             config.ephemeral_ttl.as_secs(),
         ));
-        let listener = Listener::start(&config.listen, authority, config.workers)?;
+        let handler =
+            move |request: &http::Request| http::handle(&authority, request, Timestamp::now());
+        let listener = Listener::start(&config.listen, Arc::new(handler), config.workers)?;
         let sweeper = Sweeper::start(store, stamps, config.sweep_interval);
         let url = format!("http://{}", listener.address());
         log::info!("listening on {url}");
         Ok(Server {
             url,
             admin_token: config.admin_token.or(admin.generated),
-            listener,
+            _listener: listener,
             _sweeper: sweeper,
         })
     }
@@ -73,9 +76,5 @@ impl Server {
     /// Stops taking requests, answers those in flight, and joins every thread.
     pub fn shutdown(self) {
         drop(self);
-    }
-
-    pub fn listener(&self) -> &Listener {
-        &self.listener
     }
 }

@@ -1,11 +1,9 @@
-//! The tiny_http adapter: a fixed pool of worker threads that read a bounded body, call
-//! `handle` under `catch_unwind`, and write the response. Shutdown unblocks and joins every
+//! The tiny_http adapter: a fixed pool of worker threads that read a bounded body, call the
+//! handler (in production `http::handle`) under `catch_unwind`, and write the response. Shutdown unblocks and joins every
 //! worker after the requests already received are answered.
 
-use super::{ApiError, MAX_BODY_BYTES, Request, Response, handle};
-use crate::authority::Authority;
+use super::{ApiError, MAX_BODY_BYTES, Request, Response};
 use crate::error::StartError;
-use crate::model::Timestamp;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -13,6 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
+
+/// What the workers call for each request.
+pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
 pub struct Listener {
     server: Arc<tiny_http::Server>,
@@ -24,7 +25,7 @@ pub struct Listener {
 impl Listener {
     pub fn start(
         listen: &str,
-        authority: Arc<Authority>,
+        handler: Arc<Handler>,
         workers: usize,
     ) -> Result<Listener, StartError> {
         let server = tiny_http::Server::http(listen)
@@ -38,11 +39,11 @@ impl Listener {
         let workers = (0..workers.max(1))
             .map(|n| {
                 let server = Arc::clone(&server);
-                let authority = Arc::clone(&authority);
+                let handler = Arc::clone(&handler);
                 let stopping = Arc::clone(&stopping);
                 thread::Builder::new()
                     .name(format!("http-{n}"))
-                    .spawn(move || serve(&server, &authority, &stopping))
+                    .spawn(move || serve(&server, &*handler, &stopping))
                     .expect("spawning an HTTP worker thread")
             })
             .collect();
@@ -79,17 +80,17 @@ impl Drop for Listener {
     }
 }
 
-fn serve(server: &tiny_http::Server, authority: &Authority, stopping: &AtomicBool) {
+fn serve(server: &tiny_http::Server, handler: &Handler, stopping: &AtomicBool) {
     loop {
         match server.recv() {
-            Ok(request) => respond(authority, request),
+            Ok(request) => respond(handler, request),
             Err(_) if stopping.load(Ordering::SeqCst) => return,
             Err(err) => log::warn!("accepting a request failed: {err}"),
         }
     }
 }
 
-fn respond(authority: &Authority, mut raw: tiny_http::Request) {
+fn respond(handler: &Handler, mut raw: tiny_http::Request) {
     let started = Instant::now();
     let method = raw.method().as_str().to_string();
     let mut request = Request::new(&method, raw.url());
@@ -98,7 +99,7 @@ fn respond(authority: &Authority, mut raw: tiny_http::Request) {
             request.body = body;
             request.authorization = header(&raw, "Authorization");
             request.content_type = header(&raw, "Content-Type");
-            guarded(|| handle(authority, &request, Timestamp::now()))
+            guarded(|| handler(&request))
         }
         Err(err) => Response::error(&err),
     };

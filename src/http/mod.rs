@@ -8,7 +8,7 @@ mod message;
 mod routes;
 
 pub use errors::ApiError;
-pub use listener::{Listener, guarded};
+pub use listener::{Handler, Listener, guarded};
 pub use message::{Request, Response};
 
 use crate::authority::Authority;
