@@ -18,6 +18,8 @@ use std::sync::Arc;
 pub struct Server {
     url: String,
     admin_token: Option<Secret>,
+    /// Whether this start generated the admin token (rather than being given it).
+    token_generated: bool,
     // Field order is drop order: stop taking requests before the last sweep.
     _listener: Listener,
     _sweeper: Sweeper,
@@ -40,9 +42,11 @@ impl Server {
         let sweeper = Sweeper::start(store, stamps, config.sweep_interval);
         let url = format!("http://{}", listener.address());
         log::info!("listening on {url}");
+        let token_generated = admin.generated.is_some();
         Ok(Server {
             url,
             admin_token: config.admin_token.or(admin.generated),
+            token_generated,
             _listener: listener,
             _sweeper: sweeper,
         })
@@ -63,11 +67,14 @@ impl Server {
         self.admin_token.as_ref().map(Secret::expose)
     }
 
-    /// The single JSON line printed on stdout when ready. The admin token is included only for
-    /// `:memory:` databases, whose token exists nowhere else.
+    /// The single JSON line printed on stdout when ready. The admin token is included only when
+    /// it was generated for a `:memory:` database, where it exists nowhere else; a configured
+    /// token is never echoed.
     pub fn ready_line(&self, database: &Database) -> String {
         let mut line = serde_json::json!({"url": self.url});
-        if let (Database::Memory, Some(token)) = (database, &self.admin_token) {
+        if let (Database::Memory, true, Some(token)) =
+            (database, self.token_generated, &self.admin_token)
+        {
             line["admin_token"] = token.expose().into();
         }
         line.to_string()
