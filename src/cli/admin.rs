@@ -1,12 +1,43 @@
 //! Admin commands over HTTP, authenticated by `AUTHKEYS_ADMIN_TOKEN`: apps, keys, machines.
 
 use super::args::{AdminArgs, AppsCommand, KeysCommand, MachinesCommand};
-use super::client::{Client, DEFAULT_SERVER, segment};
+use super::client::{Client, RequestError, segment};
 use super::{CliError, output};
 use crate::token::Secret;
 use serde_json::{Value, json};
 
-fn client(args: &AdminArgs) -> Result<Client, CliError> {
+/// The HTTP client with the admin token. A 401 can only mean that token was refused, so it
+/// says so.
+struct Admin(Client);
+
+impl Admin {
+    fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.0.get(path).map_err(admin_refused)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.0.post(path, body).map_err(admin_refused)
+    }
+
+    fn delete(&self, path: &str) -> Result<Value, CliError> {
+        self.0.delete(path).map_err(admin_refused)
+    }
+}
+
+fn admin_refused(err: RequestError) -> CliError {
+    match err {
+        RequestError::Api {
+            status: 401,
+            code: Some(code),
+            ..
+        } => CliError(format!(
+            "the server did not accept AUTHKEYS_ADMIN_TOKEN ({code}, HTTP 401)"
+        )),
+        other => other.into(),
+    }
+}
+
+fn client(args: &AdminArgs) -> Result<Admin, CliError> {
     let token = std::env::var("AUTHKEYS_ADMIN_TOKEN")
         .ok()
         .filter(|token| !token.is_empty())
@@ -17,8 +48,10 @@ fn client(args: &AdminArgs) -> Result<Client, CliError> {
                     .into(),
             )
         })?;
-    let server = args.server.server.as_deref().unwrap_or(DEFAULT_SERVER);
-    Ok(Client::new(server, Some(Secret::new(token))))
+    Ok(Admin(Client::new(
+        &args.server.server,
+        Some(Secret::new(token)),
+    )))
 }
 
 pub fn apps(command: AppsCommand) -> Result<(), CliError> {

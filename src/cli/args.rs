@@ -58,9 +58,20 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct ServerArg {
-    /// The authkeys server.
-    #[arg(long, env = "AUTHKEYS_SERVER", value_name = "URL")]
-    pub server: Option<String>,
+    /// The authkeys server's URL.
+    #[arg(long, env = "AUTHKEYS_SERVER", value_name = "URL", default_value = DEFAULT_SERVER,
+          value_parser = server_url)]
+    pub server: String,
+}
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7373";
+
+fn server_url(value: &str) -> Result<String, String> {
+    if value.starts_with("http://") || value.starts_with("https://") {
+        Ok(value.to_string())
+    } else {
+        Err(format!("expected a URL such as {DEFAULT_SERVER}"))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -120,14 +131,17 @@ pub enum AppsCommand {
 pub enum KeysCommand {
     /// Generate an auth key; it is shown once.
     Create {
+        /// The app the key logs machines in as.
         #[arg(long)]
         app: String,
+        /// What the key is for, shown in listings.
         #[arg(long)]
         description: Option<String>,
         /// The key can log in any number of machines (dangerous if stolen).
         #[arg(long)]
         reusable: bool,
-        /// Machines logged in with the key are logged out one hour after login.
+        /// Machines logged in with the key are logged out after the server's ephemeral TTL
+        /// (one hour unless it was started with another --ephemeral-ttl).
         #[arg(long)]
         ephemeral: bool,
         /// The key stops accepting new logins after this many seconds.
@@ -138,6 +152,7 @@ pub enum KeysCommand {
     },
     /// List an app's keys, newest first.
     List {
+        /// The app whose keys to list.
         #[arg(long)]
         app: String,
         /// Include revoked keys.
@@ -148,6 +163,7 @@ pub enum KeysCommand {
     },
     /// Revoke a key and log out every machine it logged in.
     Revoke {
+        /// The app the key belongs to.
         #[arg(long)]
         app: String,
         /// The key's id (`key_…`).
@@ -161,6 +177,7 @@ pub enum KeysCommand {
 pub enum MachinesCommand {
     /// List an app's active machines.
     List {
+        /// The app whose machines to list.
         #[arg(long)]
         app: String,
         #[command(flatten)]
@@ -168,6 +185,7 @@ pub enum MachinesCommand {
     },
     /// Log out one machine.
     Logout {
+        /// The app the machine belongs to.
         #[arg(long)]
         app: String,
         /// The machine's id (`mch_…`).

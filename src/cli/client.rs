@@ -7,8 +7,6 @@ use serde_json::Value;
 use std::fmt;
 use std::time::Duration;
 
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7373";
-
 /// Why a request failed: the server could not be reached, or it answered with an error.
 #[derive(Debug)]
 pub enum RequestError {

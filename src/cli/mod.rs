@@ -12,6 +12,7 @@ mod session;
 pub use args::Cli;
 use args::Command;
 use std::fmt;
+use std::process::ExitCode;
 
 /// A failure to report as one line on stderr, with a non-zero exit status.
 #[derive(Debug)]
@@ -27,7 +28,13 @@ impl std::error::Error for CliError {}
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve(args) => serve::serve(args),
+        Command::Serve(args) => {
+            // Only the server logs. Client commands stay quiet: an HTTP library's trace output
+            // would include the Authorization header.
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                .init();
+            serve::serve(args)
+        }
         Command::Login(args) => session::login(args),
         Command::Whoami(output) => session::whoami(&output),
         Command::Logout => session::logout(),
@@ -35,4 +42,21 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys(command) => admin::keys(command),
         Command::Machines(command) => admin::machines(command),
     }
+}
+
+/// Reports a command-line mistake. Help and version go to stdout with status 0; a usage error
+/// becomes one redacted line (a key typed without `--auth-key` must not be echoed) and status 2.
+pub fn usage_error(err: &clap::Error) -> ExitCode {
+    if !err.use_stderr() {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = err.render().to_string();
+    let first_line = rendered.lines().next().unwrap_or("invalid arguments");
+    let message = first_line.strip_prefix("error: ").unwrap_or(first_line);
+    eprintln!(
+        "authkeys: error: {}; see `authkeys --help`",
+        crate::token::redact_secrets(message)
+    );
+    ExitCode::from(2)
 }

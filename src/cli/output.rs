@@ -26,8 +26,13 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 
 /// A field of a JSON object as display text: strings bare, `null` and absent as `-`.
 pub fn field(value: &Value, name: &str) -> String {
+    field_or(value, name, "-")
+}
+
+/// Like `field`, with the text to show when the value is absent (`never` for an expiry).
+pub fn field_or(value: &Value, name: &str, absent: &str) -> String {
     match value.get(name) {
-        None | Some(Value::Null) => "-".to_string(),
+        None | Some(Value::Null) => absent.to_string(),
         Some(Value::String(text)) => text.clone(),
         Some(other) => other.to_string(),
     }

@@ -2,7 +2,7 @@
 //! `logout` use it.
 
 use super::args::{LoginArgs, OutputArgs};
-use super::client::{Client, DEFAULT_SERVER, RequestError};
+use super::client::{Client, RequestError};
 use super::credentials::{self, Credentials};
 use super::{CliError, output};
 use crate::token::Secret;
@@ -14,11 +14,7 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
         .auth_key
         .filter(|key| !key.is_empty())
         .ok_or_else(|| CliError("no auth key: pass --auth-key or set AUTHKEYS_AUTH_KEY".into()))?;
-    let server = args
-        .server
-        .server
-        .unwrap_or_else(|| DEFAULT_SERVER.to_string());
-    let client = Client::new(&server, None);
+    let client = Client::new(&args.server.server, None);
     let machine = args.machine.or_else(host_name);
     let response = client.post(
         "/v1/auth/login",
@@ -71,7 +67,10 @@ pub fn whoami(args: &OutputArgs) -> Result<(), CliError> {
     );
     println!("key:       {}", output::field(machine, "key_id"));
     println!("logged in: {}", output::field(machine, "created_at"));
-    println!("expires:   {}", output::field(machine, "expires_at"));
+    println!(
+        "expires:   {}",
+        output::field_or(machine, "expires_at", "never")
+    );
     Ok(())
 }
 
@@ -82,9 +81,9 @@ pub fn logout() -> Result<(), CliError> {
     // unless the server could not be reached at all.
     match client.post("/v1/auth/logout", &Value::Null) {
         Err(RequestError::Unreachable(detail)) => Err(CliError(detail)),
-        Err(err) => {
+        Err(_) => {
             credentials::remove()?;
-            println!("The session had already ended ({err}); removed the saved credentials.");
+            println!("The session had already ended on the server; removed the saved credentials.");
             Ok(())
         }
         Ok(_) => {
