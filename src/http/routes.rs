@@ -15,10 +15,17 @@ pub enum Route<'a> {
     Whoami,
     Logout,
     Verify,
+    /// The admin dashboard's page, `/`.
+    Dashboard,
+    /// One of the dashboard's static files, `/assets/{name}`.
+    Asset(&'a str),
 }
 
 impl<'a> Route<'a> {
     pub fn parse(path: &'a str) -> Option<Route<'a>> {
+        if path == "/" {
+            return Some(Route::Dashboard);
+        }
         let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
         let route = match segments.as_slice() {
             ["healthz"] => Route::Health,
@@ -32,6 +39,7 @@ impl<'a> Route<'a> {
             ["v1", "auth", "whoami"] => Route::Whoami,
             ["v1", "auth", "logout"] => Route::Logout,
             ["v1", "keys", "verify"] => Route::Verify,
+            ["assets", name] => Route::Asset(name),
             _ => return None,
         };
         let ids_present = segments.iter().all(|segment| !segment.is_empty());
@@ -41,7 +49,7 @@ impl<'a> Route<'a> {
     /// The methods this route answers, for dispatch and for the `Allow` header of a 405.
     pub fn methods(self) -> &'static [&'static str] {
         match self {
-            Route::Health | Route::Whoami => &["GET"],
+            Route::Health | Route::Whoami | Route::Dashboard | Route::Asset(_) => &["GET"],
             Route::Apps | Route::Keys(_) => &["GET", "POST"],
             Route::App(_) | Route::Key(..) => &["GET", "DELETE"],
             Route::Machines(_) => &["GET"],
@@ -69,11 +77,16 @@ mod tests {
             ("/v1/auth/whoami", Some(Route::Whoami)),
             ("/v1/auth/logout", Some(Route::Logout)),
             ("/v1/keys/verify", Some(Route::Verify)),
+            ("/", Some(Route::Dashboard)),
+            ("/assets/app.js", Some(Route::Asset("app.js"))),
+            ("/assets/", None),
+            ("/assets/a/b", None),
             ("/v1/apps/", None),
             ("/v1/apps//keys", None),
             ("/v1/apps/a/keys/k/x", None),
             ("v1/apps", None),
-            ("/", None),
+            ("", None),
+            ("//", None),
             ("/v2/apps", None),
         ];
         for (path, expected) in cases {
