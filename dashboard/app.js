@@ -265,20 +265,18 @@ function renderApps() {
         el("span", { class: "app-link-id" }, app.id),
       );
       button.dataset.appId = app.id;
-      button.addEventListener("click", () => openApp(app.id));
+      button.addEventListener("click", () => busy(() => openApp(app.id)));
       return el("li", {}, button);
     }),
   );
   $("apps-empty").hidden = state.apps.length > 0;
 }
 
-function openApp(appId) {
+/** Shows an app and puts it in the URL (`#/apps/<id>`), so reloads and links keep it. */
+async function openApp(appId) {
   const fragment = `#/apps/${appId}`;
-  if (location.hash === fragment) {
-    selectAppFromUrl({ focus: true });
-  } else {
-    location.hash = fragment;
-  }
+  if (location.hash !== fragment) history.pushState(null, "", fragment);
+  await selectAppFromUrl({ focus: true });
 }
 
 function appIdFromUrl() {
@@ -308,11 +306,12 @@ async function loadApp() {
   const appId = state.appId;
   const revoked = $("show-revoked").checked ? "?include_revoked=true" : "";
   try {
-    const [app, keys, machines] = await Promise.all([
-      api("GET", appPath(appId)),
-      api("GET", `${appPath(appId)}/keys${revoked}`),
-      api("GET", `${appPath(appId)}/machines`),
-    ]);
+    // One after another rather than in parallel: a burst of new connections can leave one
+    // unserved by tiny_http's connection pool (a lost wake-up), so the page asks for one thing
+    // at a time over one kept-alive connection.
+    const app = await api("GET", appPath(appId));
+    const keys = await api("GET", `${appPath(appId)}/keys${revoked}`);
+    const machines = await api("GET", `${appPath(appId)}/machines`);
     if (appId !== state.appId) return false;
     state.app = app;
     state.keys = keys.keys;
@@ -364,7 +363,7 @@ async function createApp(event) {
     fail("Could not list the apps", err);
     return;
   }
-  openApp(id);
+  await openApp(id);
 }
 
 async function deleteApp() {
@@ -438,7 +437,7 @@ function renderKeys() {
         { type: "button", class: "button small danger-outline", "aria-label": `Delete key ${keyLabel(key)}` },
         "Delete",
       );
-      button.addEventListener("click", () => deleteKey(key));
+      button.addEventListener("click", () => busy(() => deleteKey(key)));
       actions.append(button);
     }
     const row = el(
@@ -583,7 +582,7 @@ function renderMachines() {
       { type: "button", class: "button small danger-outline", "aria-label": `Log out machine ${machine.name || machine.id}` },
       "Log out",
     );
-    button.addEventListener("click", () => logOutMachine(machine));
+    button.addEventListener("click", () => busy(() => logOutMachine(machine)));
     const name = el(
       "div",
       {},
@@ -689,29 +688,51 @@ function confirmAction({ title, body, confirmLabel, typed }) {
 // ---------------------------------------------------------------------------------------------
 // Start
 
+let pendingActions = 0;
+
+/**
+ * Runs a user's action, marking the page `aria-busy` until it has settled, so that assistive
+ * technology (and the browser tests) wait for the whole update rather than its first half.
+ */
+async function busy(action) {
+  pendingActions += 1;
+  $("main").setAttribute("aria-busy", "true");
+  try {
+    return await action();
+  } catch (err) {
+    fail("Something went wrong", err);
+  } finally {
+    pendingActions -= 1;
+    if (pendingActions === 0) $("main").removeAttribute("aria-busy");
+  }
+}
+
+/** Listens for `type` on the element with `id`, running the handler as a busy action. */
+function on(id, type, handler) {
+  $(id).addEventListener(type, (event) => busy(() => handler(event)));
+}
+
 function start() {
-  $("sign-in-form").addEventListener("submit", signIn);
-  $("sign-out").addEventListener("click", () => signOut());
-  $("create-app-form").addEventListener("submit", createApp);
-  $("generate-form").addEventListener("submit", generateKey);
-  $("delete-app").addEventListener("click", deleteApp);
-  $("dismiss-key").addEventListener("click", () => {
+  on("sign-in-form", "submit", signIn);
+  on("sign-out", "click", () => signOut());
+  on("create-app-form", "submit", createApp);
+  on("generate-form", "submit", generateKey);
+  on("delete-app", "click", deleteApp);
+  on("dismiss-key", "click", () => {
     hideNewKey();
     showStatus("The key is hidden and cannot be shown again.");
     $("key-description").focus();
   });
-  $("copy-key").addEventListener("click", (event) => copyField("new-key-value", event.currentTarget, "auth key"));
-  $("copy-command").addEventListener("click", (event) =>
-    copyField("new-key-command", event.currentTarget, "login command"),
-  );
-  $("show-revoked").addEventListener("change", () => loadApp());
-  $("refresh").addEventListener("click", async () => {
+  on("copy-key", "click", () => copyField("new-key-value", $("copy-key"), "auth key"));
+  on("copy-command", "click", () => copyField("new-key-command", $("copy-command"), "login command"));
+  on("show-revoked", "change", () => loadApp());
+  on("refresh", "click", async () => {
     clearMessages();
     if (await loadApp()) showStatus("Refreshed.");
     await loadApps().catch((err) => fail("Could not list the apps", err));
   });
   window.addEventListener("hashchange", () => {
-    if (storedToken()) selectAppFromUrl({ focus: true });
+    if (storedToken()) busy(() => selectAppFromUrl({ focus: true }));
   });
   // Keep "time left" honest while the page stays open, without re-rendering (and so without
   // moving the keyboard focus).
@@ -725,18 +746,21 @@ function start() {
     showSignIn();
     return;
   }
-  loadApps()
-    .then(showConsole)
-    .catch((err) => {
+  busy(async () => {
+    try {
+      await loadApps();
+    } catch (err) {
       if (err instanceof ApiError && err.status === 401) {
         signOut("The server refused the saved admin token (it may have changed). Sign in again.");
       } else {
-        $("sign-in-view").hidden = true;
-        $("console-view").hidden = false;
-        $("sign-out").hidden = false;
-        fail("Could not list the apps", err);
+        // Not the token's fault: show the console with the reason, and Refresh to retry.
+        showConsole();
+        fail("Could not list the apps (reload the page to try again)", err);
       }
-    });
+      return;
+    }
+    await showConsole();
+  });
 }
 
 start();

@@ -145,9 +145,23 @@ def browser(tmp_path):
     driver.quit()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test item, so fixtures can see whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
 def dashboard(browser, server, request):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = Dashboard(browser, server, SCREENSHOTS, request.node.name)
     yield page
-    page.assert_no_console_errors()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        page.screenshot(f"FAILED-{request.node.name}")
+        print(f"--- server log ---\n{server.log()}")
+        print(f"--- browser console ---\n{browser.get_log('browser')}")
+    else:
+        page.assert_no_console_errors()

@@ -29,6 +29,19 @@ class Dashboard:
     def wait(self, condition, message):
         return WebDriverWait(self.driver, WAIT_SECS).until(condition, message)
 
+    def wait_idle(self):
+        """Waits until every action the page started has settled (it marks itself aria-busy)."""
+        self.wait(
+            lambda d: d.execute_script("return !document.querySelector('[aria-busy=true]');"),
+            "the page stayed busy",
+        )
+
+    def click(self, target):
+        """Clicks an element (or the element a CSS selector names) and waits for the page to settle."""
+        element = self.find(target) if isinstance(target, str) else target
+        element.click()
+        self.wait_idle()
+
     def wait_visible(self, css):
         return self.wait(EC.visibility_of_element_located((By.CSS_SELECTOR, css)), f"{css} never became visible")
 
@@ -70,11 +83,14 @@ class Dashboard:
 
     def screenshot(self, name):
         """Saves the whole page (not just the window) as target/screenshots/<name>.png."""
+        scrolled = self.driver.execute_script("return [window.scrollX, window.scrollY];")
         size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
         shot = self.driver.execute_cdp_cmd(
             "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
         )
+        # Capturing beyond the viewport scrolls the page: put it back where the test left it.
+        self.driver.execute_script("window.scrollTo(arguments[0], arguments[1]);", *scrolled)
         path = self.screenshots / f"{name}.png"
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
@@ -97,6 +113,7 @@ class Dashboard:
             lambda d: self.find("#sign-in-view").is_displayed() or self.find("#console-view").is_displayed(),
             "the page showed neither sign-in nor the console",
         )
+        self.wait_idle()
 
     def reload(self):
         self.driver.refresh()
@@ -104,20 +121,21 @@ class Dashboard:
             lambda d: self.find("#sign-in-view").is_displayed() or self.find("#console-view").is_displayed(),
             "the page showed neither sign-in nor the console after a reload",
         )
+        self.wait_idle()
 
     def sign_in(self, token=None):
         self.open()
         field = self.wait_visible("#admin-token")
         field.clear()
         field.send_keys(token or self.server.admin_token)
-        self.find("#sign-in-form button[type=submit]").click()
+        self.click("#sign-in-form button[type=submit]")
         self.wait_visible("#console-view")
 
     def create_app(self, app_id, name=""):
         self.find("#app-id").send_keys(app_id)
         if name:
             self.find("#app-name").send_keys(name)
-        self.find("#create-app-form button[type=submit]").click()
+        self.click("#create-app-form button[type=submit]")
 
     def create_and_open_app(self, app_id, name=""):
         self.create_app(app_id, name)
@@ -134,17 +152,17 @@ class Dashboard:
                 self.find(box).click()
         if expiry_label is not None:
             Select(self.find("#key-expiry")).select_by_visible_text(expiry_label)
-        self.find("#generate-form button[type=submit]").click()
+        self.click("#generate-form button[type=submit]")
         self.wait_visible("#new-key-panel")
         self.wait(lambda d: self.find("#new-key-value").get_attribute("value"), "no key in the panel")
         return self.find("#new-key-value").get_attribute("value")
 
     def dismiss_key(self):
-        self.find("#dismiss-key").click()
+        self.click("#dismiss-key")
         self.wait_hidden("#new-key-panel")
 
     def refresh(self):
-        self.find("#refresh").click()
+        self.click("#refresh")
         self.wait_text("#status", "Refreshed")
 
     def open_confirmation(self, button):
@@ -156,7 +174,9 @@ class Dashboard:
     def confirm(self):
         self.find("#confirm-ok").click()
         self.wait_hidden("#confirm-dialog")
+        self.wait_idle()
 
     def cancel(self):
         self.find("#confirm-cancel").click()
         self.wait_hidden("#confirm-dialog")
+        self.wait_idle()
