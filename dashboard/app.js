@@ -119,12 +119,25 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
-const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const thisYearFormat = new Intl.DateTimeFormat(undefined, {
+  month: "short",
+  day: "numeric",
+  hour: "2-digit",
+  minute: "2-digit",
+});
 
-/** A <time> for an RFC 3339 time, or a muted word when there is none. */
+/** A short local date and time: the year only when it is not this year's. */
+function formatTime(iso) {
+  const date = new Date(iso);
+  const format = date.getFullYear() === new Date().getFullYear() ? thisYearFormat : dateTimeFormat;
+  return format.format(date);
+}
+
+/** A <time> for an RFC 3339 time (the exact UTC time in its tooltip), or a muted word. */
 function timeElement(iso, absent = "Never") {
   if (!iso) return el("span", { class: "muted" }, absent);
-  return el("time", { datetime: iso, title: iso }, dateFormat.format(new Date(iso)));
+  return el("time", { datetime: iso, title: iso }, formatTime(iso));
 }
 
 /** "just now", "5 min ago", "3 h ago", then the date: for last used / last seen. */
@@ -135,7 +148,7 @@ function agoElement(iso, absent = "Never") {
   if (minutes < 1) text = "just now";
   else if (minutes < 60) text = `${minutes} min ago`;
   else if (minutes < 24 * 60) text = `${Math.floor(minutes / 60)} h ago`;
-  else text = dateFormat.format(new Date(iso));
+  else text = formatTime(iso);
   return el("time", { datetime: iso, title: iso }, text);
 }
 
@@ -143,7 +156,7 @@ function agoElement(iso, absent = "Never") {
 function timeLeftText(iso) {
   const minutes = Math.ceil((Date.parse(iso) - Date.now()) / 60000);
   if (minutes <= 0) return "expiring now";
-  if (minutes < 60) return `${minutes} min left`;
+  if (minutes <= 60) return `${minutes} min left`;
   const hours = Math.floor(minutes / 60);
   const rest = minutes % 60;
   return rest ? `${hours} h ${rest} min left` : `${hours} h left`;

@@ -114,6 +114,13 @@ class Server:
         return self.request("GET", "/v1/auth/whoami", token=session_token)[0]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_screenshots():
+    """Starts each run with an empty screenshot directory, so every picture is from this run."""
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
+
+
 @pytest.fixture
 def server(tmp_path):
     running = Server(tmp_path)
@@ -155,7 +162,6 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def dashboard(browser, server, request):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = Dashboard(browser, server, SCREENSHOTS, request.node.name)
     yield page
     report = getattr(request.node, "report_call", None)

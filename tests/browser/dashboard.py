@@ -85,7 +85,10 @@ class Dashboard:
         """Saves the whole page (not just the window) as target/screenshots/<name>.png."""
         scrolled = self.driver.execute_script("return [window.scrollX, window.scrollY];")
         size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        # Captured beyond the viewport, the page is laid out without a scrollbar: the whole
+        # window's width, not the content's (which excludes the scrollbar).
+        width = max(size["width"], self.driver.execute_script("return window.innerWidth;"))
+        clip = {"x": 0, "y": 0, "width": width, "height": size["height"], "scale": 1}
         shot = self.driver.execute_cdp_cmd(
             "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
         )
