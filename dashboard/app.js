@@ -441,8 +441,8 @@ function renderKeys() {
   const rows = state.keys.map((key) => {
     const cell = (label, ...content) => el("td", { "data-label": label }, ...content);
     const description = key.description
-      ? el("span", { class: "cell-text" }, key.description)
-      : el("span", { class: "muted" }, "No description");
+      ? el("div", { class: "cell-text key-description" }, key.description)
+      : el("div", { class: "muted key-description" }, "No description");
     const actions = el("td", { class: "actions" });
     if (!key.revoked_at) {
       const button = el(
@@ -456,8 +456,7 @@ function renderKeys() {
     const row = el(
       "tr",
       { class: key.revoked_at ? "revoked" : null },
-      cell("Description", description),
-      cell("Key", el("span", { class: "hint-text" }, key.hint)),
+      cell("Key", el("div", {}, description, el("div", { class: "hint-text muted" }, key.hint))),
       cell("Type", keyTypeBadges(key)),
       cell("Created", timeElement(key.created_at)),
       cell("Expires", timeElement(key.expires_at)),

@@ -81,8 +81,13 @@ class Dashboard:
             return
         raise AssertionError(f"a JavaScript alert fired: {text!r}")
 
-    def screenshot(self, name):
-        """Saves the whole page (not just the window) as target/screenshots/<name>.png."""
+    def screenshot(self, name, whole_page=True):
+        """Saves the whole page (or just the window, for a modal dialog: the window is what it
+        covers) as target/screenshots/<name>.png."""
+        path = self.screenshots / f"{name}.png"
+        if not whole_page:
+            self.driver.save_screenshot(str(path))
+            return path
         scrolled = self.driver.execute_script("return [window.scrollX, window.scrollY];")
         size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
         # Captured beyond the viewport, the page is laid out without a scrollbar: the whole
@@ -94,7 +99,6 @@ class Dashboard:
         )
         # Capturing beyond the viewport scrolls the page: put it back where the test left it.
         self.driver.execute_script("window.scrollTo(arguments[0], arguments[1]);", *scrolled)
-        path = self.screenshots / f"{name}.png"
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
 

@@ -140,7 +140,7 @@ def test_delete_app_says_what_it_revokes_and_logs_its_machines_out(dashboard, se
     # The destructive button stays disabled until the app id is typed; focus is in that field.
     assert not dashboard.find("#confirm-ok").is_enabled()
     assert dashboard.driver.switch_to.active_element == dashboard.find("#confirm-typed-input")
-    dashboard.screenshot("delete-app-confirmation")
+    dashboard.screenshot("delete-app-confirmation", whole_page=False)
     dashboard.find("#confirm-typed-input").send_keys("doome")
     assert not dashboard.find("#confirm-ok").is_enabled()
     dashboard.find("#confirm-typed-input").send_keys("d")
@@ -212,7 +212,7 @@ def test_the_key_is_shown_once_and_gone_after_dismissing_or_reloading(dashboard,
     dashboard.dismiss_key()
     assert secret not in dashboard.driver.page_source
     assert secret not in dashboard.driver.execute_script(
-        "return [...document.querySelectorAll('input')].map(i => i.value).join(' ');"
+        "return [...document.querySelectorAll('input, textarea')].map(i => i.value).join(' ');"
     )
     assert "cannot be shown again" in dashboard.status()
 
@@ -287,7 +287,7 @@ def test_delete_key_confirms_how_many_machines_it_logs_out_and_they_are_rejected
     text = dashboard.open_confirmation(delete)
     assert "log out 2 machines" in text and "ci runners" in text
     assert dashboard.driver.switch_to.active_element == dashboard.find("#confirm-cancel")
-    dashboard.screenshot("delete-key-confirmation")
+    dashboard.screenshot("delete-key-confirmation", whole_page=False)
     dashboard.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
     dashboard.wait_hidden("#confirm-dialog")
     dashboard.wait_idle()
@@ -347,7 +347,7 @@ def test_a_description_that_looks_like_html_is_shown_as_text(dashboard, server):
     dashboard.refresh()
 
     row = dashboard.key_row(key["id"])
-    assert row.find_element(By.CSS_SELECTOR, '[data-label="Description"]').text == XSS
+    assert row.find_element(By.CSS_SELECTOR, ".key-description").text == XSS
     assert dashboard.find_all("#app-view img") == []
     assert dashboard.find_all("#app-view b, #app-list script, #app-view script") == []
     assert "<b>machine</b>" in dashboard.find("#machines-body").text
