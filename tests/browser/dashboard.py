@@ -114,6 +114,23 @@ class Dashboard:
 
     # --- doing ---------------------------------------------------------------------------------
 
+    def press(self, *keys):
+        """Types keys into whatever has the focus, as a keyboard would."""
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ActionChains(self.driver).send_keys(*keys).perform()
+
+    def tab_to(self, css, limit=60):
+        """Presses Tab until the element `css` names has the focus; fails if it never gets it."""
+        from selenium.webdriver.common.keys import Keys
+
+        target = self.find(css)
+        for _ in range(limit):
+            if self.driver.switch_to.active_element == target:
+                return target
+            self.press(Keys.TAB)
+        raise AssertionError(f"{limit} presses of Tab never reached {css}")
+
     def open(self):
         self.driver.get(self.server.url + "/")
         self.wait(

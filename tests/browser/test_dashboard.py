@@ -408,6 +408,47 @@ def test_machines_list_and_log_out(dashboard, server):
 # --- the page as a whole -------------------------------------------------------------------------
 
 
+def test_everything_can_be_done_with_the_keyboard(dashboard, server):
+    dashboard.open()
+    dashboard.press(server.admin_token, Keys.ENTER)
+    dashboard.wait_visible("#console-view")
+    dashboard.wait_idle()
+
+    dashboard.tab_to("#app-id")
+    dashboard.press("keys", Keys.TAB, "Keyboard app", Keys.ENTER)
+    dashboard.wait_idle()
+    assert dashboard.find("#app-title").text == "Keyboard app"
+    assert dashboard.driver.switch_to.active_element == dashboard.find("#app-title")
+
+    dashboard.tab_to("#key-description")
+    dashboard.press("typed", Keys.TAB, Keys.SPACE, Keys.TAB, Keys.SPACE, Keys.ENTER)
+    dashboard.wait_visible("#new-key-panel")
+    dashboard.wait_idle()
+    assert dashboard.driver.switch_to.active_element == dashboard.find("#new-key-title")
+    secret = dashboard.find("#new-key-value").get_attribute("value")
+    key = key_by_hint(server, "keys", secret)
+    assert (key["description"], key["reusable"], key["ephemeral"]) == ("typed", True, True)
+    dashboard.tab_to("#dismiss-key")
+    dashboard.press(Keys.ENTER)
+    dashboard.wait_hidden("#new-key-panel")
+    dashboard.wait_idle()
+
+    server.login(secret, "keyboard-machine")
+    dashboard.tab_to("#refresh")
+    dashboard.press(Keys.ENTER)
+    dashboard.wait_text("#status", "Refreshed")
+    dashboard.tab_to(f'#keys-body tr[data-key-id="{key["id"]}"] button')
+    dashboard.press(Keys.ENTER)
+    dashboard.wait_visible("#confirm-dialog")
+    assert dashboard.driver.switch_to.active_element == dashboard.find("#confirm-cancel")
+    dashboard.press(Keys.TAB)
+    assert dashboard.driver.switch_to.active_element == dashboard.find("#confirm-ok")
+    dashboard.press(Keys.ENTER)
+    dashboard.wait_hidden("#confirm-dialog")
+    dashboard.wait_text("#status", "1 machine logged out")
+    assert server.admin("GET", f"/v1/apps/keys/keys/{key['id']}")[1]["revoked_at"] is not None
+
+
 def test_every_control_is_labelled(dashboard):
     dashboard.sign_in()
     dashboard.create_and_open_app("labels")
