@@ -5,6 +5,7 @@ use super::errors::ApiError;
 use crate::error::Error;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
 
 /// An HTTP request as the handler sees it: the body is already read and bounded.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +17,8 @@ pub struct Request {
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
+    /// The client's address, for throttling failed logins and verifies per client.
+    pub remote_addr: Option<SocketAddr>,
 }
 
 impl Request {
@@ -130,6 +133,11 @@ impl Response {
         match err {
             ApiError::MethodNotAllowed { allow } => {
                 response.headers.push(("Allow", allow.join(", ")));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                response
+                    .headers
+                    .push(("Retry-After", retry_after_secs.to_string()));
             }
             _ if status == 401 => {
                 response.headers.push(("WWW-Authenticate", "Bearer".into()));
