@@ -162,6 +162,12 @@ impl TestServer {
         self.spawn();
     }
 
+    /// Starts the server again on the same database with other options.
+    pub fn restart_with(&mut self, options: Options) {
+        self.options = options;
+        self.restart();
+    }
+
     /// A client with the admin token.
     pub fn admin(&self) -> Api {
         self.client(Some(&self.admin_token))
