@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::thread;
 use std::time::Duration;
 
-const ROUNDS: usize = 12;
+const ROUNDS: usize = 15;
 /// The stream of writes runs for up to this long before the kill.
 const MAX_RUN_MS: u64 = 300;
 /// Fixed so that a failure can be replayed; the moments of the kills still vary with timing.
@@ -101,6 +101,10 @@ fn every_acknowledged_write_survives_kill_9_and_nothing_is_half_revoked() {
     );
     assert!(ledger.keys.iter().any(|key| key.revoked));
     assert!(ledger.machines.len() >= ROUNDS);
+    let logs = server.all_logs();
+    for symptom in ["storage error", "panicked"] {
+        assert!(!logs.contains(symptom), "a log shows {symptom:?}:\n{logs}");
+    }
 }
 
 /// Sends writes until the server stops answering, recording each acknowledged one.

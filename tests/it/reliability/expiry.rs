@@ -70,7 +70,7 @@ fn an_ephemeral_machine_works_until_its_ttl_and_a_restart_keeps_its_expiry() {
         let reply = session.get("/v1/auth/whoami");
         let received = now_ms();
         seen.push((sent, received, reply.status, reply.body.clone()));
-        if sent > expires_at + 300 {
+        if sent > expires_at + 600 {
             break;
         }
         std::thread::sleep(Duration::from_millis(if expires_at - received > 1500 {
@@ -98,10 +98,10 @@ fn an_ephemeral_machine_works_until_its_ttl_and_a_restart_keeps_its_expiry() {
         }
     }
     let just_before = seen.iter().any(|(_, received, status, _)| {
-        *status == 200 && (expires_at - 200..expires_at).contains(received)
+        *status == 200 && (expires_at - 500..expires_at).contains(received)
     });
     let just_after = seen.iter().any(|(sent, _, status, _)| {
-        *status == 401 && (expires_at..expires_at + 200).contains(sent)
+        *status == 401 && (expires_at..expires_at + 500).contains(sent)
     });
     assert!(
         just_before && just_after,
