@@ -27,10 +27,7 @@ pub struct RawReply {
 
 impl RawReply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(header, _)| header.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        crate::support::header(&self.headers, name)
     }
 
     /// The contract's error code, if the body is an error.
@@ -133,10 +130,8 @@ impl Conn {
                         (h.name.to_string(), value)
                     })
                     .collect();
-                let length = headers
-                    .iter()
-                    .find(|(name, _)| name.eq_ignore_ascii_case("Content-Length"))
-                    .map(|(_, value)| value.trim().parse::<usize>())
+                let length = crate::support::header(&headers, "Content-Length")
+                    .map(|value| value.trim().parse::<usize>())
                     .transpose()
                     .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?
                     .unwrap_or(0);
