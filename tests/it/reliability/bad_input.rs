@@ -390,7 +390,7 @@ fn wrong_types_unknown_fields_and_huge_numbers_get_422_and_change_nothing() {
 }
 
 #[test]
-fn sql_injection_in_ids_keys_and_tokens_is_refused_and_changes_nothing() {
+fn hostile_ids_keys_and_tokens_are_refused_and_change_nothing() {
     let target = target();
     let mut cases = Vec::new();
     for text in INJECTIONS {
@@ -443,6 +443,27 @@ fn sql_injection_in_ids_keys_and_tokens_is_refused_and_changes_nothing() {
             )
             .admin()
             .expect(400, "invalid_query"),
+        ]);
+    }
+    // NUL bytes, invalid UTF-8 and huge numbers, percent-encoded in paths and queries.
+    for odd in ["%00", "victim%00", "%FF%FE", "99999999999999999999999999"] {
+        cases.extend([
+            case("GET", &format!("/v1/apps/{odd}"), "")
+                .admin()
+                .expect(404, "app_not_found"),
+            case("DELETE", &format!("/v1/apps/victim/keys/{odd}"), "")
+                .admin()
+                .expect(404, "key_not_found"),
+            case(
+                "GET",
+                &format!("/v1/apps/victim/keys?include_revoked={odd}"),
+                "",
+            )
+            .admin()
+            .expect(400, "invalid_query"),
+            case("GET", &format!("/v1/apps/victim/keys?{odd}=true"), "")
+                .admin()
+                .expect(400, "invalid_query"),
         ]);
     }
     // The right ids in the wrong app.
