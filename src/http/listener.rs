@@ -119,7 +119,8 @@ fn respond(handler: &Handler, mut raw: tiny_http::Request) {
     }
     log::debug!(
         "{method} {} {status} {}µs",
-        request.path,
+        // A secret pasted into a URL must not reach the log.
+        crate::token::redact_secrets(&request.path),
         started.elapsed().as_micros()
     );
 }
