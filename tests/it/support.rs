@@ -126,15 +126,6 @@ impl TestServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Every log line of every process this harness started.
-    pub fn all_logs(&self) -> String {
-        (0..self.starts)
-            .map(|n| std::fs::read_to_string(self.dir.path().join(format!("server-{n}.log"))))
-            .filter_map(Result::ok)
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// `kill -9` the server: no chance to flush or clean up.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,8 @@
+//! The integration suite: the real server on 127.0.0.1:0, real HTTP, real SQLite files.
+
+mod adapter;
+mod admin_api;
+mod cli;
+mod machine_auth;
+mod process;
+mod support;
