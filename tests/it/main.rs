@@ -1,9 +1,9 @@
-//! The integration suite: the real `authkeys` binary on `127.0.0.1:0` with real SQLite files.
-
-// Each suite uses a different part of the harness.
-#[allow(dead_code)]
-mod support;
+//! The integration suite: the real server on 127.0.0.1:0, real HTTP, real SQLite files.
 
 mod adapter;
+mod admin_api;
 mod cli;
+mod machine_auth;
+mod process;
 mod reliability;
+mod support;
