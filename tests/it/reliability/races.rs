@@ -37,6 +37,20 @@ pub(super) fn concurrent_logins(
     })
 }
 
+/// The successful logins' bodies, and how many logins lost to `auth_key_used`.
+pub(super) fn winners_and_losers(results: &[(u16, Value)]) -> (Vec<&Value>, usize) {
+    let winners = results
+        .iter()
+        .filter(|(status, _)| *status == 201)
+        .map(|(_, body)| body)
+        .collect();
+    let losers = results
+        .iter()
+        .filter(|(status, body)| *status == 401 && body["error"]["code"] == "auth_key_used")
+        .count();
+    (winners, losers)
+}
+
 /// How many answers of each status and error code, for failure messages.
 pub(super) fn tally(results: &[(u16, Value)]) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
@@ -70,15 +84,7 @@ fn a_single_use_key_has_exactly_one_winner_among_100_concurrent_logins_20_times(
     for round in 0..20 {
         let created = server.create_key(&app, json!({"description": format!("round {round}")}));
         let results = concurrent_logins(&server, created["key"].as_str().unwrap(), 100);
-        let winners: Vec<&Value> = results
-            .iter()
-            .filter(|(status, _)| *status == 201)
-            .map(|(_, body)| body)
-            .collect();
-        let losers = results
-            .iter()
-            .filter(|(status, body)| *status == 401 && body["error"]["code"] == "auth_key_used")
-            .count();
+        let (winners, losers) = winners_and_losers(&results);
         assert_eq!(
             (winners.len(), losers),
             (1, 99),
