@@ -162,6 +162,23 @@ function timeLeftText(iso) {
   return rest ? `${hours} h ${rest} min left` : `${hours} h left`;
 }
 
+/** A table cell that names its column, shown beside the value when rows become cards. */
+const cell = (label, ...content) => el("td", { "data-label": label }, ...content);
+
+/** A row's (destructive) action button; `label` is what a screen reader announces. */
+function rowButton(text, label, action) {
+  const button = el("button", { type: "button", class: "button small danger-outline", "aria-label": label }, text);
+  button.addEventListener("click", () => busy(action));
+  return button;
+}
+
+/** Shows `rows` in the table `<name>-table`, or its empty note `<name>-empty` when none. */
+function fillTable(name, rows) {
+  $(`${name}-body`).replaceChildren(...rows);
+  $(`${name}-empty`).hidden = rows.length > 0;
+  $(`${name}-table`).hidden = rows.length === 0;
+}
+
 const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
 
 // ---------------------------------------------------------------------------------------------
@@ -439,19 +456,12 @@ function keyLabel(key) {
 
 function renderKeys() {
   const rows = state.keys.map((key) => {
-    const cell = (label, ...content) => el("td", { "data-label": label }, ...content);
     const description = key.description
       ? el("div", { class: "cell-text key-description" }, key.description)
       : el("div", { class: "muted key-description" }, "No description");
     const actions = el("td", { class: "actions" });
     if (!key.revoked_at) {
-      const button = el(
-        "button",
-        { type: "button", class: "button small danger-outline", "aria-label": `Delete key ${keyLabel(key)}` },
-        "Delete",
-      );
-      button.addEventListener("click", () => busy(() => deleteKey(key)));
-      actions.append(button);
+      actions.append(rowButton("Delete", `Delete key ${keyLabel(key)}`, () => deleteKey(key)));
     }
     const row = el(
       "tr",
@@ -468,9 +478,7 @@ function renderKeys() {
     row.dataset.keyId = key.id;
     return row;
   });
-  $("keys-body").replaceChildren(...rows);
-  $("keys-empty").hidden = rows.length > 0;
-  $("keys-table").hidden = rows.length === 0;
+  fillTable("keys", rows);
 }
 
 async function generateKey(event) {
@@ -588,13 +596,9 @@ async function deleteKey(key) {
 function renderMachines() {
   const keyHints = new Map(state.keys.map((key) => [key.id, key.hint]));
   const rows = state.machines.map((machine) => {
-    const cell = (label, ...content) => el("td", { "data-label": label }, ...content);
-    const button = el(
-      "button",
-      { type: "button", class: "button small danger-outline", "aria-label": `Log out machine ${machine.name || machine.id}` },
-      "Log out",
+    const button = rowButton("Log out", `Log out machine ${machine.name || machine.id}`, () =>
+      logOutMachine(machine),
     );
-    button.addEventListener("click", () => busy(() => logOutMachine(machine)));
     const name = el(
       "div",
       {},
@@ -617,9 +621,7 @@ function renderMachines() {
     row.dataset.machineId = machine.id;
     return row;
   });
-  $("machines-body").replaceChildren(...rows);
-  $("machines-empty").hidden = rows.length > 0;
-  $("machines-table").hidden = rows.length === 0;
+  fillTable("machines", rows);
 }
 
 async function logOutMachine(machine) {
