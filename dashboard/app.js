@@ -226,8 +226,14 @@ async function signIn(event) {
   const input = $("admin-token");
   const token = input.value.trim();
   const error = $("sign-in-error");
-  if (!token) {
-    error.textContent = "Enter the admin token.";
+  // An HTTP header carries printable ASCII only; anything else was not pasted from a token.
+  const problem = !token
+    ? "Enter the admin token."
+    : /^[\x20-\x7e]+$/.test(token)
+      ? null
+      : "An admin token is plain ASCII text: check that it was pasted whole and nothing else.";
+  if (problem) {
+    error.textContent = problem;
     error.hidden = false;
     input.focus();
     return;

@@ -42,6 +42,11 @@ def test_sign_in_refuses_a_wrong_token_then_accepts_the_right_one(dashboard, ser
     dashboard.find("#admin-token").clear()
     dashboard.find("#sign-in-form button[type=submit]").click()
     dashboard.wait_text("#sign-in-error", "Enter the admin token")
+    # So is one that could not even be sent in a header.
+    dashboard.find("#admin-token").send_keys("enadm_ünïcode token")
+    dashboard.click("#sign-in-form button[type=submit]")
+    dashboard.wait_text("#sign-in-error", "plain ASCII text")
+    dashboard.find("#admin-token").clear()
 
     # Keyboard only: the field has the focus; type and press Enter.
     dashboard.find("#admin-token").send_keys(server.admin_token + Keys.ENTER)
