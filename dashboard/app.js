@@ -316,9 +316,9 @@ async function openApp(appId) {
 }
 
 function appIdFromUrl() {
+  // App ids never need escaping, so the fragment is taken as it is: anything else is no app.
   const match = /^#\/apps\/(.+)$/.exec(location.hash);
-  const appId = match ? decodeURIComponent(match[1]) : null;
-  return appId && APP_ID_PATTERN.test(appId) ? appId : null;
+  return match && APP_ID_PATTERN.test(match[1]) ? match[1] : null;
 }
 
 async function selectAppFromUrl({ focus }) {
