@@ -6,9 +6,11 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use crate::common::{HTTPVersion, Method};
-use crate::util::RefinedTcpStream;
+use crate::common::{HTTPVersion, Header, Method};
+use crate::limits::{Limits, Rejection};
+use crate::util::{Deadline, RefinedTcpStream};
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
@@ -34,16 +36,29 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // authkeys patch: the bounds enforced on this connection, and the read deadline that
+    // `read` moves as a request progresses.
+    limits: Arc<Limits>,
+    deadline: Deadline,
 }
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
-    WrongRequestLine,
-    WrongHeader(HTTPVersion),
-    /// the client sent an unrecognized `Expect` header
-    ExpectationFailed(HTTPVersion),
+    /// authkeys patch: every refusal that gets a response, then a closed connection
+    /// (upstream's WrongRequestLine, WrongHeader and ExpectationFailed are among them).
+    Rejected(Rejection),
+    /// authkeys patch: the connection ended, or stayed idle past `idle_timeout`, before a
+    /// request started: it is closed without a response.
+    Closed,
     ReadIoError(IoError),
+}
+
+impl From<Rejection> for ReadError {
+    fn from(rejection: Rejection) -> ReadError {
+        ReadError::Rejected(rejection)
+    }
 }
 
 impl ClientConnection {
@@ -51,9 +66,12 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        limits: Arc<Limits>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        let deadline = Deadline::default();
+        read_socket.set_deadline(deadline.clone());
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -65,68 +83,121 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            limits,
+            deadline,
         }
-    }
-
-    /// true if the connection is HTTPS
-    pub fn secure(&self) -> bool {
-        self.secure
     }
 
     /// Reads the next line from self.next_header_source.
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
-        let mut buf = Vec::new();
+    ///
+    /// authkeys patch: upstream grew the line without limit. A line longer than `max_line`
+    /// (or than what is left of `max_head`, counted in `head_left`) is refused with
+    /// `too_long`, a line that is not printable ASCII with 400.
+    fn read_next_line(
+        &mut self,
+        head_left: &mut usize,
+        too_long: Rejection,
+    ) -> Result<AsciiString, ReadError> {
+        let limit = self.limits.max_line.min(*head_left);
+        let mut buf: Vec<u8> = Vec::new();
         let mut prev_byte_was_cr = false;
 
         loop {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(b) => b.map_err(ReadError::ReadIoError)?,
+                None => {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
+                *head_left = head_left.saturating_sub(buf.len() + 2);
+                // Control characters (a lone CR or LF, NUL, ...) in a line are refused, so
+                // that nothing the client sends can end up splitting a header downstream.
+                if buf.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
+                    return Err(Rejection::Malformed("a control character in the request head").into());
+                }
                 return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                    .map_err(|_| Rejection::Malformed("the request head is not ASCII").into());
             }
 
             prev_byte_was_cr = byte == b'\r';
 
             buf.push(byte);
+            if buf.len() > limit + 1 {
+                // (+1: the line's CR is in `buf` until its LF arrives)
+                return Err(too_long.into());
+            }
+        }
+    }
+
+    /// authkeys patch: waits up to `idle_timeout` for the first byte of the next request,
+    /// then gives the whole request `request_timeout`. `None` when the connection closed or
+    /// stayed idle: there is nobody to answer.
+    fn wait_for_request(&mut self) -> Result<u8, ReadError> {
+        self.deadline.set(self.limits.idle_timeout);
+        let mut first = [0u8];
+        match self.next_header_source.read(&mut first) {
+            Ok(1) => {
+                self.deadline.set(self.limits.request_timeout);
+                Ok(first[0])
+            }
+            _ => Err(ReadError::Closed),
         }
     }
 
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        let first_byte = self.wait_for_request()?;
+        let mut head_left = self.limits.max_head;
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let rest = self.read_next_line(&mut head_left, Rejection::RequestLineTooLong)?;
+                let mut line = String::with_capacity(rest.len() + 1);
+                line.push(char::from(first_byte));
+                line.push_str(rest.as_str());
+                if !first_byte.is_ascii() || first_byte.is_ascii_control() {
+                    return Err(Rejection::Malformed("a malformed request line").into());
+                }
 
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
+                let (method, path, version) = parse_request_line(
+                    line.trim(), // TODO: remove this conversion
+                )?;
+                // authkeys patch: checked here, before the request owns this connection's
+                // next writer (upstream checked later and deadlocked writing its 505).
+                if version > (1, 1) {
+                    return Err(Rejection::VersionNotSupported.into());
+                }
+                (method, path, version)
             };
 
             // getting all headers
             let headers = {
-                let mut headers = Vec::new();
+                let mut headers: Vec<Header> = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line(&mut head_left, Rejection::HeadersTooLarge)?;
 
                     if line.is_empty() {
                         break;
                     };
+                    if headers.len() == self.limits.max_headers {
+                        return Err(Rejection::HeadersTooLarge.into());
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
+                        _ => return Err(Rejection::Malformed("a malformed header").into()),
                     });
                 }
 
@@ -148,18 +219,19 @@ impl ClientConnection {
             self.secure,
             method,
             path,
-            version.clone(),
+            version,
             headers,
             *self.remote_addr.as_ref().unwrap(),
             data_source,
             writer,
+            &self.limits,
         )
         .map_err(|e| {
             use crate::request;
             match e {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
-                request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
+                request::RequestCreationError::Rejected(rejection) => {
+                    ReadError::Rejected(rejection)
                 }
             }
         })?;
@@ -175,8 +247,6 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
-
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
@@ -184,59 +254,24 @@ impl Iterator for ClientConnection {
         }
 
         loop {
+            // authkeys patch: every refusal is answered with `limits.rejection_response`
+            // and closes the connection, since where the next request would start is unknown
+            // (upstream answered empty 400/408/417 bodies, and 505 on an open connection).
             let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                Err(ReadError::Rejected(rejection)) => {
+                    self.reject(&rejection);
+                    return None;
                 }
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
+                    self.reject(&Rejection::Timeout);
+                    return None;
                 }
 
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
-                }
-
-                Err(ReadError::ReadIoError(_)) => return None,
+                Err(ReadError::ReadIoError(_)) | Err(ReadError::Closed) => return None,
 
                 Ok(rq) => rq,
             };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
-            }
 
             // updating the status of the connection
             let connection_header = rq
@@ -265,6 +300,18 @@ impl Iterator for ClientConnection {
     }
 }
 
+impl ClientConnection {
+    /// authkeys patch: answers a refused request and marks the connection for closing.
+    fn reject(&mut self, rejection: &Rejection) {
+        self.no_more_requests = true;
+        let writer = self.sink.next().unwrap();
+        let response = (self.limits.rejection_response)(rejection).with_connection_close();
+        response
+            .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+            .ok();
+    }
+}
+
 /// Parses a "HTTP/1.1" string.
 fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
     let (major, minor) = match version {
@@ -273,7 +320,7 @@ fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
         "HTTP/1.1" => (1, 1),
         "HTTP/2.0" => (2, 0),
         "HTTP/3.0" => (3, 0),
-        _ => return Err(ReadError::WrongRequestLine),
+        _ => return Err(Rejection::Malformed("a malformed request line").into()),
     };
 
     Ok(HTTPVersion(major, minor))
@@ -290,7 +337,9 @@ fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadE
 
     method
         .and_then(|method| Some((method, path?, version?)))
-        .ok_or(ReadError::WrongRequestLine)
+        .ok_or(ReadError::Rejected(Rejection::Malformed(
+            "a malformed request line",
+        )))
 }
 
 #[cfg(test)]

@@ -168,6 +168,15 @@ impl Header {
         B1: Into<Vec<u8>> + AsRef<[u8]>,
         B2: Into<Vec<u8>> + AsRef<[u8]>,
     {
+        // authkeys patch: upstream accepted any ASCII, so a CR or LF in a value (or name)
+        // written into a response split the header and let its source inject others.
+        let is_control = |b: &u8| b.is_ascii_control() && *b != b'\t';
+        if header.as_ref().iter().any(is_control)
+            || header.as_ref().is_empty()
+            || value.as_ref().iter().any(is_control)
+        {
+            return Err(());
+        }
         let header = HeaderField::from_bytes(header).or(Err(()))?;
         let value = AsciiString::from_ascii(value).or(Err(()))?;
 

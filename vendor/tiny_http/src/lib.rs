@@ -101,17 +101,18 @@ use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use client::ClientConnection;
 use connection::Connection;
-use util::MessagesQueue;
+use util::{ConnectionSlots, MessagesQueue};
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
+pub use limits::{empty_rejection_response, Limits, Rejection};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
@@ -119,6 +120,7 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+mod limits;
 mod request;
 mod response;
 mod ssl;
@@ -161,6 +163,7 @@ impl From<Request> for Message {
 
 // this trait is to make sure that Server implements Share and Send
 #[doc(hidden)]
+#[allow(dead_code)] // authkeys patch: silences a newer compiler's warning
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
@@ -177,6 +180,9 @@ pub struct ServerConfig {
 
     /// If `Some`, then the server will use SSL to encode the communications.
     pub ssl: Option<SslConfig>,
+
+    /// authkeys patch: the bounds enforced on every connection.
+    pub limits: Limits,
 }
 
 /// Configuration of the server for SSL.
@@ -198,6 +204,7 @@ impl Server {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::from_socket_addrs(addr)?,
             ssl: None,
+            limits: Limits::default(),
         })
     }
 
@@ -214,6 +221,7 @@ impl Server {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::from_socket_addrs(addr)?,
             ssl: Some(config),
+            limits: Limits::default(),
         })
     }
 
@@ -226,13 +234,14 @@ impl Server {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::unix_from_path(path),
             ssl: None,
+            limits: Limits::default(),
         })
     }
 
     /// Builds a new server that listens on the specified address.
     pub fn new(config: ServerConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = config.addr.bind()?;
-        Self::from_listener(listener, config.ssl)
+        Self::from_listener_with_limits(listener, config.ssl, config.limits)
     }
 
     /// Builds a new server using the specified TCP listener.
@@ -243,7 +252,17 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// authkeys patch: `from_listener` with explicit limits.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
+        let limits = Arc::new(limits);
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -288,12 +307,30 @@ impl Server {
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
+            // authkeys patch: at most `max_connections` connections at once; the others wait
+            // in the listen backlog until one ends.
+            let slots = ConnectionSlots::new(limits.max_connections);
+            let mut accept_failures = 0u32;
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
+                let slot = match slots.acquire(Duration::from_millis(100)) {
+                    Some(slot) => slot,
+                    None => continue, // still full: check for shutdown, then wait again
+                };
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
+                        if accept_failures > 0 {
+                            log::info!(
+                                "accepting connections again after {} failed attempts",
+                                accept_failures
+                            );
+                            accept_failures = 0;
+                        }
+                        // authkeys patch: no response write blocks forever (reads are bounded
+                        // by the connection's deadline, see ClientConnection).
+                        sock.set_write_timeout(Some(limits.write_timeout)).ok();
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -309,41 +346,33 @@ impl Server {
                             }
                             #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
                             Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        }
+                        .map_err(|e| accept_failed(e, &mut accept_failures))
+                        .ok()
+                        .unzip();
+                        match (read_closable, write_closable) {
+                            (Some(read), Some(write)) => {
+                                ClientConnection::new(write, read, Arc::clone(&limits))
+                            }
+                            _ => continue,
+                        }
                     }
-                    Err(e) => Err(e),
+                    // authkeys patch: upstream pushed the error to `recv()` and ended the accept
+                    // loop, so one EMFILE stopped the server accepting for good.
+                    Err(e) => {
+                        accept_failed(e, &mut accept_failures);
+                        continue;
+                    }
                 };
 
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
+                let messages = inside_messages.clone();
+                let close = inside_close_trigger.clone();
+                let mut client = Some((new_client, slot));
+                tasks_pool.spawn(Box::new(move || {
+                    if let Some((client, _slot)) = client.take() {
+                        serve_connection(client, &messages, &close);
                     }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
-                }
+                }));
             }
             log::debug!("Terminating accept thread");
         });
@@ -408,6 +437,51 @@ impl Server {
     /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+}
+
+/// authkeys patch: how long the accept loop pauses after a failed accept (out of file
+/// descriptors, say) before it tries again: long enough not to spin, short enough to recover
+/// promptly once descriptors are free.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// authkeys patch: logs a failed accept (once per run of failures) and pauses before the next.
+fn accept_failed(err: IoError, failures: &mut u32) {
+    if matches!(
+        err.kind(),
+        IoErrorKind::ConnectionAborted | IoErrorKind::Interrupted
+    ) {
+        return; // that one client gave up: nothing to wait for
+    }
+    if *failures == 0 {
+        log::error!(
+            "accepting a connection failed: {}; retrying every {} ms",
+            err,
+            ACCEPT_RETRY.as_millis()
+        );
+    }
+    *failures += 1;
+    thread::sleep(ACCEPT_RETRY);
+}
+
+/// authkeys patch: hands a connection's requests to `recv()` one at a time, reading the next
+/// only once the previous one is answered (upstream did this for HTTPS only). A pipelining
+/// client therefore cannot queue requests without bound, and at most one request per
+/// connection waits for the application. Gives up waiting once the server is closing.
+fn serve_connection(client: ClientConnection, messages: &MessagesQueue<Message>, close: &AtomicBool) {
+    for rq in client {
+        let (sender, answered) = mpsc::channel();
+        messages.push(rq.with_notify_sender(sender).into());
+        loop {
+            match answered.recv_timeout(Duration::from_millis(200)) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) if close.load(Relaxed) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+        if close.load(Relaxed) {
+            return;
+        }
     }
 }
 

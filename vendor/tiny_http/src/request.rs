@@ -3,11 +3,10 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
-use crate::util::{EqualReader, FusedReader};
+use crate::limits::{Limits, Rejection};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -96,15 +95,17 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        // authkeys patch: the connection may be gone (server shutting down); not a panic.
+        self.sender.send(()).ok();
     }
 }
 
 /// Error that can happen when building a `Request` object.
 #[derive(Debug)]
 pub enum RequestCreationError {
-    /// The client sent an `Expect` header that was not recognized by tiny-http.
-    ExpectationFailed,
+    /// authkeys patch: the request is refused before the application sees it (upstream had
+    /// only `ExpectationFailed`, now `Rejected(Rejection::ExpectationFailed)`).
+    Rejected(Rejection),
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
@@ -134,29 +135,18 @@ pub fn new_request<R, W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
-    writer: W,
+    mut writer: W,
+    limits: &Limits,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
-    };
+    // authkeys patch: upstream let Transfer-Encoding silently override Content-Length, took
+    // the first of several Content-Length headers, and ignored one it could not parse (as no
+    // body). Each of those is a way to make two parsers disagree on where a request ends, so
+    // each is refused here.
+    let framing = body_framing(&headers, &version, limits)?;
 
     // true if the client sent a `Expect: 100-continue` header
     let expects_continue = {
@@ -167,64 +157,41 @@ where
         {
             None => false,
             Some(v) if v.eq_ignore_ascii_case("100-continue") => true,
-            _ => return Err(RequestCreationError::ExpectationFailed),
+            _ => return Err(RequestCreationError::Rejected(Rejection::ExpectationFailed)),
         }
     };
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
-
-    // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
-    // content-length headers
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
-        if content_length == 0 {
-            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
+    // authkeys patch: the body is read whole, within `limits.max_body`, here on the
+    // connection's own thread and under its read deadline. Upstream read bodies over 1 KiB
+    // lazily from the application's thread (so a client trickling a body held that thread),
+    // and on drop drained whatever was left into a buffer as large as the declared
+    // Content-Length. `Connection: upgrade` no longer hands the raw socket to the
+    // application (authkeys never upgrades).
+    if expects_continue && framing != BodyFraming::Empty {
+        send_continue(&mut writer, &version, &headers)?;
+    }
+    let body = match framing {
+        BodyFraming::Empty => Vec::new(),
+        BodyFraming::Length(length) => {
+            let mut body = vec![0; length];
+            source_data.read_exact(&mut body).map_err(|err| {
+                if err.kind() == ErrorKind::UnexpectedEof {
                     let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
+                    IoError::new(ErrorKind::ConnectionAborted, info)
+                } else {
+                    err
                 }
-
-                offset += read;
-            }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
+            })?;
+            body
         }
-    } else if transfer_encoding.is_some() {
-        // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
-    } else {
-        // if we have neither a Content-Length nor a Transfer-Encoding,
-        // assuming that we have no data
-        // TODO: could also be multipart/byteranges
-        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
+        BodyFraming::Chunked => read_chunked(&mut source_data, limits.max_body)?,
     };
+    let content_length = match framing {
+        BodyFraming::Length(length) => Some(length),
+        _ => None,
+    };
+    let reader = Box::new(Cursor::new(body)) as Box<dyn Read + Send + 'static>;
+    let expects_continue = false; // answered above
 
     Ok(Request {
         data_reader: Some(reader),
@@ -435,7 +402,7 @@ impl Request {
     {
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+            sender.send(()).ok(); // authkeys patch: was unwrap (see NotifyOnDrop)
         }
         res
     }
@@ -475,6 +442,105 @@ impl Request {
     }
 }
 
+/// authkeys patch: how the body of a request is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFraming {
+    Empty,
+    Length(usize),
+    Chunked,
+}
+
+/// authkeys patch: the body framing of a request, or why it is refused. At most one
+/// `Content-Length` (digits only) or one `Transfer-Encoding: chunked` (HTTP/1.1 only), never
+/// both; a declared length over `limits.max_body` is refused before any of it is read.
+fn body_framing(
+    headers: &[Header],
+    version: &HTTPVersion,
+    limits: &Limits,
+) -> Result<BodyFraming, Rejection> {
+    let named = |name: &'static str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str())
+            .collect()
+    };
+    let lengths = named("Content-Length");
+    let encodings = named("Transfer-Encoding");
+    match (lengths.as_slice(), encodings.as_slice()) {
+        ([], []) => Ok(BodyFraming::Empty),
+        ([_], [_]) => Err(Rejection::Malformed(
+            "both Content-Length and Transfer-Encoding",
+        )),
+        ([length], []) => {
+            if length.is_empty() || !length.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Rejection::Malformed("a malformed Content-Length"));
+            }
+            // All digits: the only parse failure left is overflow, which is too large too.
+            match length.parse::<usize>() {
+                Ok(0) => Ok(BodyFraming::Empty),
+                Ok(length) if length <= limits.max_body => Ok(BodyFraming::Length(length)),
+                _ => Err(Rejection::BodyTooLarge),
+            }
+        }
+        ([], [encoding]) => {
+            if *version < HTTPVersion(1, 1) {
+                Err(Rejection::Malformed("Transfer-Encoding in an HTTP/1.0 request"))
+            } else if encoding.eq_ignore_ascii_case("chunked") {
+                Ok(BodyFraming::Chunked)
+            } else {
+                Err(Rejection::Malformed(
+                    "a Transfer-Encoding other than chunked",
+                ))
+            }
+        }
+        ([_, _, ..], _) => Err(Rejection::Malformed("more than one Content-Length")),
+        (_, _) => Err(Rejection::Malformed("more than one Transfer-Encoding")),
+    }
+}
+
+impl From<Rejection> for RequestCreationError {
+    fn from(rejection: Rejection) -> RequestCreationError {
+        RequestCreationError::Rejected(rejection)
+    }
+}
+
+/// authkeys patch: the interim `100 Continue`, sent before reading a body the client holds
+/// back until it is asked for it (upstream sent it from `as_reader`).
+fn send_continue<W: Write>(
+    writer: &mut W,
+    version: &HTTPVersion,
+    headers: &[Header],
+) -> Result<(), RequestCreationError> {
+    Response::new_empty(StatusCode(100)).raw_print(
+        writer.by_ref(),
+        version.clone(),
+        headers,
+        true,
+        None,
+    )?;
+    writer.flush()?;
+    Ok(())
+}
+
+/// authkeys patch: reads a chunked body whole. At most `max_body` decoded bytes, and at most
+/// four times that on the wire, since the decoder buffers a chunk-size line without limit.
+fn read_chunked<R: Read>(source: &mut R, max_body: usize) -> Result<Vec<u8>, RequestCreationError> {
+    let wire_limit = (max_body as u64).saturating_mul(4).saturating_add(1024);
+    let mut wire = source.take(wire_limit);
+    let mut body = Vec::new();
+    let result = Decoder::new(wire.by_ref())
+        .take(max_body as u64 + 1)
+        .read_to_end(&mut body);
+    match result {
+        Err(err) if err.kind() == ErrorKind::TimedOut => Err(err.into()),
+        Err(_) if wire.limit() == 0 => Err(Rejection::BodyTooLarge.into()),
+        Err(_) => Err(Rejection::Malformed("a malformed chunked body").into()),
+        Ok(_) if body.len() > max_body => Err(Rejection::BodyTooLarge.into()),
+        Ok(_) => Ok(body),
+    }
+}
+
 impl fmt::Debug for Request {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> Result<(), fmt::Error> {
         write!(
@@ -491,7 +557,7 @@ impl Drop for Request {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+                sender.send(()).ok(); // authkeys patch: was unwrap (see NotifyOnDrop)
             }
         }
     }

@@ -289,6 +289,14 @@ where
     ///
     /// Some headers cannot be modified and some other have a
     ///  special behavior. See the documentation above.
+    /// authkeys patch: marks a response after which the server closes the connection.
+    /// `add_header` drops any `Connection` header, so this bypasses it.
+    pub(crate) fn with_connection_close(mut self) -> Response<R> {
+        self.headers
+            .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+        self
+    }
+
     #[inline]
     pub fn with_header<H>(mut self, header: H) -> Response<R>
     where

@@ -80,7 +80,10 @@ impl TaskPool {
     fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        // authkeys patch: upstream's `thread::spawn` panicked when no thread could be created,
+        // which killed the accept thread. Now the task (a connection) is dropped instead. The
+        // pool stays bounded by the connection cap in lib.rs.
+        let spawned = thread::Builder::new().spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -124,6 +127,9 @@ impl TaskPool {
                 task();
             }
         });
+        if let Err(err) = spawned {
+            log::error!("could not start a connection thread: {}", err);
+        }
     }
 }
 
