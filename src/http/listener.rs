@@ -1,10 +1,12 @@
-//! The tiny_http adapter: a fixed pool of worker threads that read a bounded body, call the
-//! handler (in production `http::handle`) under `catch_unwind`, and write the response. Shutdown unblocks and joins every
-//! worker after the requests already received are answered.
+//! The tiny_http adapter: a fixed pool of worker threads that take requests tiny_http has
+//! already read whole within `http::limits`, call the handler (in production `http::handle`)
+//! under `catch_unwind`, and write the response. Workers never wait on a client's input.
+//! Shutdown unblocks and joins every worker after the requests already received are answered.
 
+use super::limits;
 use super::{ApiError, MAX_BODY_BYTES, Request, Response};
 use crate::error::StartError;
-use std::io::Read;
+use std::io::{Cursor, Read};
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -28,8 +30,15 @@ impl Listener {
         handler: Arc<Handler>,
         workers: usize,
     ) -> Result<Listener, StartError> {
-        let server = tiny_http::Server::http(listen)
-            .map_err(|err| StartError::new(format!("listening on {listen}: {err}")))?;
+        let cannot_listen =
+            |err: &dyn std::fmt::Display| StartError::new(format!("listening on {listen}: {err}"));
+        let server = tiny_http::Server::new(tiny_http::ServerConfig {
+            addr: tiny_http::ConfigListenAddr::from_socket_addrs(listen)
+                .map_err(|err| cannot_listen(&err))?,
+            ssl: None,
+            limits: limits::limits(rejection_response),
+        })
+        .map_err(|err| cannot_listen(&err))?;
         let address = server
             .server_addr()
             .to_ip()
@@ -104,17 +113,7 @@ fn respond(handler: &Handler, mut raw: tiny_http::Request) {
         Err(err) => Response::error(&err),
     };
     let status = response.status;
-    let mut out = tiny_http::Response::from_data(response.body).with_status_code(status);
-    let own = response
-        .headers
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()));
-    for (name, value) in own.chain(STANDARD_HEADERS.iter().copied()) {
-        let header = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-            .expect("response headers are built from fixed names and ASCII values");
-        out.add_header(header);
-    }
-    if let Err(err) = raw.respond(out) {
+    if let Err(err) = raw.respond(to_tiny(response)) {
         log::debug!("writing a response failed (client gone?): {err}");
     }
     log::debug!(
@@ -124,21 +123,44 @@ fn respond(handler: &Handler, mut raw: tiny_http::Request) {
     );
 }
 
+/// The response tiny_http writes. One whose headers cannot be sent as they are (a CR, LF or
+/// other control character in a value, which would let its source inject headers) becomes a
+/// 500 instead.
+fn to_tiny(response: Response) -> tiny_http::Response<Cursor<Vec<u8>>> {
+    let own = response
+        .headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()));
+    let headers: Result<Vec<tiny_http::Header>, ()> = own
+        .chain(STANDARD_HEADERS.iter().copied())
+        .map(|(name, value)| tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()))
+        .collect();
+    let Ok(headers) = headers else {
+        log::error!("a response carried a header that is not a valid field value; answered 500");
+        return to_tiny(Response::error(&ApiError::Internal));
+    };
+    let mut out = tiny_http::Response::from_data(response.body).with_status_code(response.status);
+    for header in headers {
+        out.add_header(header);
+    }
+    out
+}
+
+/// How a request tiny_http refused (malformed, too large, too slow) is answered: the
+/// contract's error shape, like every other error.
+fn rejection_response(rejection: &tiny_http::Rejection) -> tiny_http::Response<Cursor<Vec<u8>>> {
+    to_tiny(Response::error(&limits::rejection_error(rejection)))
+}
+
 /// Headers every response carries: nothing here may be cached or sniffed.
 const STANDARD_HEADERS: &[(&str, &str)] = &[
     ("Cache-Control", "no-store"),
     ("X-Content-Type-Options", "nosniff"),
 ];
 
-/// Reads the body, refusing one declared or found to be larger than `MAX_BODY_BYTES`
-/// without reading past the limit.
+/// Takes the body. tiny_http has already read it whole and refused one over `MAX_BODY_BYTES`
+/// (see `http::limits`), so this reads from memory; the bound is checked again regardless.
 fn read_body(raw: &mut tiny_http::Request) -> Result<Vec<u8>, ApiError> {
-    if raw
-        .body_length()
-        .is_some_and(|length| length > MAX_BODY_BYTES)
-    {
-        return Err(ApiError::BodyTooLarge);
-    }
     let mut body = Vec::new();
     raw.as_reader()
         .take(MAX_BODY_BYTES as u64 + 1)
