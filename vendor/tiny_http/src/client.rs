@@ -194,6 +194,11 @@ impl ClientConnection {
                     if headers.len() == self.limits.max_headers {
                         return Err(Rejection::HeadersTooLarge.into());
                     }
+                    // authkeys patch: upstream trimmed the line, so an obsolete folded
+                    // continuation (" Content-Length: 5") became a header of its own.
+                    if line.as_str().starts_with([' ', '\t']) {
+                        return Err(Rejection::Malformed("a folded header line").into());
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,

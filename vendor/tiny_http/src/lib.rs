@@ -321,13 +321,6 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
-                        if accept_failures > 0 {
-                            log::info!(
-                                "accepting connections again after {} failed attempts",
-                                accept_failures
-                            );
-                            accept_failures = 0;
-                        }
                         // authkeys patch: no response write blocks forever (reads are bounded
                         // by the connection's deadline, see ClientConnection).
                         sock.set_write_timeout(Some(limits.write_timeout)).ok();
@@ -352,6 +345,13 @@ impl Server {
                         .unzip();
                         match (read_closable, write_closable) {
                             (Some(read), Some(write)) => {
+                                if accept_failures > 0 {
+                                    log::info!(
+                                        "accepting connections again after {} failed attempts",
+                                        accept_failures
+                                    );
+                                    accept_failures = 0;
+                                }
                                 ClientConnection::new(write, read, Arc::clone(&limits))
                             }
                             _ => continue,
