@@ -141,7 +141,7 @@ impl ClientConnection {
     }
 
     /// authkeys patch: waits up to `idle_timeout` for the first byte of the next request,
-    /// then gives the whole request `request_timeout`. `None` when the connection closed or
+    /// then gives the whole request `request_timeout`. `Closed` when the connection closed or
     /// stayed idle: there is nobody to answer.
     fn wait_for_request(&mut self) -> Result<u8, ReadError> {
         self.deadline.set(self.limits.idle_timeout);
