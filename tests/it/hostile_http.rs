@@ -471,6 +471,16 @@ fn ambiguous_or_malformed_body_framing_is_refused_and_the_connection_closed() {
         "body_too_large",
         "a Content-Length beyond 64 bits",
     );
+    let oversized = format!(
+        "POST /v1/auth/login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n{smuggled}",
+        70_000,
+        "x".repeat(70_000)
+    );
+    exchange(address, oversized.as_bytes()).expect_refusal(
+        413,
+        "body_too_large",
+        "a chunked body over 64 KiB",
+    );
     let request = b"POST /v1/auth/login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
     exchange(address, request).expect_refusal(400, "malformed_request", "a bad chunk size");
     let request = format!("GET /healthz HTTP/2.0\r\n\r\n{smuggled}");
@@ -667,4 +677,42 @@ fn a_handler_echoing_cr_lf_into_a_header_gets_a_500_not_an_injected_header() {
         "{}",
         reply.text()
     );
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body_and_other_expectations_are_refused() {
+    let server = TestServer::start();
+    let address = address(&server);
+    let login = "{\"auth_key\": \"nope\"}";
+    let mut stream = connect(address);
+    let head = format!(
+        "POST /v1/auth/login HTTP/1.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        login.len()
+    );
+    stream.write_all(head.as_bytes()).expect("sending the head");
+    let mut interim = [0u8; 25];
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    stream
+        .read_exact(&mut interim)
+        .expect("reading 100 Continue");
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&interim)
+    );
+    stream
+        .write_all(login.as_bytes())
+        .expect("sending the body");
+    let reply = read_until_closed(&mut stream, Duration::from_secs(5));
+    assert!(
+        reply.text().contains("HTTP/1.1 401 ") && reply.text().contains("invalid_auth_key"),
+        "{}",
+        reply.text()
+    );
+
+    let request = b"POST /v1/auth/login HTTP/1.1\r\nContent-Length: 2\r\nExpect: 200-ok\r\n\r\n{}";
+    exchange(address, request).expect_refusal(417, "expectation_failed", "Expect: 200-ok");
 }
