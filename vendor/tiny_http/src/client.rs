@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Header, Method};
 use crate::limits::{Limits, Rejection};
@@ -49,9 +49,11 @@ pub struct ClientConnection {
     in_progress: Arc<AtomicUsize>,
 }
 
-/// authkeys patch: how long, and how much, a refused connection is drained before closing.
+/// authkeys patch: how long, and how much, a refused connection is drained before closing, and
+/// the pause that shows the client has stopped sending.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER_QUIET: Duration = Duration::from_millis(200);
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
@@ -337,13 +339,18 @@ impl ClientConnection {
     /// authkeys patch: a lingering close. Closing a socket that still has unread input makes
     /// the kernel send a reset, which can destroy the response before the client has read it:
     /// a client still sending a refused body would see "broken pipe" instead of the 413. So
-    /// what the client is still sending is read and discarded, briefly and boundedly (a fixed
-    /// buffer, at most `LINGER_BYTES` within `LINGER_TIME`), before the connection closes.
+    /// what the client is still sending is read and discarded, into a fixed buffer, until it
+    /// pauses for `LINGER_QUIET`, or `LINGER_BYTES` or `LINGER_TIME` are reached.
     fn linger(&mut self) {
-        self.deadline.set(LINGER_TIME);
+        let started = Instant::now();
         let mut discard = [0u8; 8192];
         let mut drained = 0;
         while drained < LINGER_BYTES {
+            let left = LINGER_TIME.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            self.deadline.set(left.min(LINGER_QUIET));
             match self.next_header_source.read(&mut discard) {
                 Ok(0) | Err(_) => break,
                 Ok(read) => drained += read,
