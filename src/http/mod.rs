@@ -5,6 +5,7 @@
 
 mod dashboard;
 mod errors;
+mod limits;
 mod listener;
 mod message;
 mod routes;
@@ -20,7 +21,7 @@ use crate::throttle::Throttle;
 use routes::Route;
 use serde::{Deserialize, Serialize};
 
-/// Largest request body accepted; larger ones get 413 before they are read.
+/// Largest request body accepted; a larger declared one gets 413 before any of it is read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Deserialize)]
