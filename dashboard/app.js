@@ -342,12 +342,11 @@ async function loadApp() {
   const appId = state.appId;
   const revoked = $("show-revoked").checked ? "?include_revoked=true" : "";
   try {
-    // One after another rather than in parallel: a burst of new connections can leave one
-    // unserved by tiny_http's connection pool (a lost wake-up), so the page asks for one thing
-    // at a time over one kept-alive connection.
-    const app = await api("GET", appPath(appId));
-    const keys = await api("GET", `${appPath(appId)}/keys${revoked}`);
-    const machines = await api("GET", `${appPath(appId)}/machines`);
+    const [app, keys, machines] = await Promise.all([
+      api("GET", appPath(appId)),
+      api("GET", `${appPath(appId)}/keys${revoked}`),
+      api("GET", `${appPath(appId)}/machines`),
+    ]);
     if (appId !== state.appId) return false;
     state.app = app;
     state.keys = keys.keys;
