@@ -194,6 +194,11 @@ impl Authority {
         })
     }
 
+    /// How many machines are logged in and not expired at `now`, across all apps.
+    pub fn active_machine_count(&self, now: Timestamp) -> Result<usize> {
+        self.store.read(|r| r.count_active_machines(now))
+    }
+
     /// Logs out one machine of the app. Expired machines are already logged out: not found.
     pub fn logout_machine(&self, app_id: &str, machine_id: &str, now: Timestamp) -> Result<()> {
         self.store.write(|w| {

@@ -6,6 +6,7 @@ use crate::authority::Authority;
 use crate::config::Config;
 use crate::error::StartError;
 use crate::http::{self, Listener};
+use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::store::{Database, Store};
 use crate::sweeper::Sweeper;
@@ -36,10 +37,15 @@ impl Server {
             admin.hash,
             config.ephemeral_ttl.as_secs(),
         ));
-        let handler =
-            move |request: &http::Request| http::handle(&authority, request, Timestamp::now());
+        let metrics = Arc::new(Metrics::new());
+        let handler = {
+            let metrics = Arc::clone(&metrics);
+            move |request: &http::Request| {
+                http::handle(&authority, &metrics, request, Timestamp::now())
+            }
+        };
         let listener = Listener::start(&config.listen, Arc::new(handler), config.workers)?;
-        let sweeper = Sweeper::start(store, stamps, config.sweep_interval);
+        let sweeper = Sweeper::start(store, stamps, metrics, config.sweep_interval);
         let url = format!("http://{}", listener.address());
         log::info!("listening on {url}");
         let token_generated = admin.generated.is_some();

@@ -12,9 +12,11 @@ pub use listener::{Handler, Listener, guarded};
 pub use message::{Request, Response};
 
 use crate::authority::Authority;
+use crate::metrics::{self, Metrics};
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
 use routes::Route;
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 /// Largest request body accepted; larger ones get 413 before they are read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -75,13 +77,42 @@ struct Identity<'a> {
     machine: &'a Machine,
 }
 
-/// Answers one request. Never panics on any input; errors become the contract's JSON shape.
-pub fn handle(authority: &Authority, request: &Request, now: Timestamp) -> Response {
-    route(authority, request, now).unwrap_or_else(|err| Response::error(&err))
+/// The OpenAPI 3.1 document served at `GET /openapi.json`: a static file, held true to the
+/// route table by the tests below.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// Answers one request and counts it. Never panics on any input; errors become the contract's
+/// JSON shape.
+pub fn handle(
+    authority: &Authority,
+    metrics: &Metrics,
+    request: &Request,
+    now: Timestamp,
+) -> Response {
+    let started = Instant::now();
+    let route = Route::parse(&request.path);
+    let response = match route {
+        Some(route) => dispatch(authority, metrics, route, request, now),
+        None => Err(ApiError::RouteNotFound),
+    }
+    .unwrap_or_else(|err| Response::error(&err));
+    let template = route.map_or(routes::UNMATCHED, Route::template);
+    metrics.request(
+        template,
+        &request.method,
+        response.status,
+        started.elapsed(),
+    );
+    response
 }
 
-fn route(authority: &Authority, request: &Request, now: Timestamp) -> Result<Response, ApiError> {
-    let route = Route::parse(&request.path).ok_or(ApiError::RouteNotFound)?;
+fn dispatch(
+    authority: &Authority,
+    metrics: &Metrics,
+    route: Route,
+    request: &Request,
+    now: Timestamp,
+) -> Result<Response, ApiError> {
     let method = request.method.as_str();
     if !route.methods().contains(&method) {
         return Err(ApiError::MethodNotAllowed {
@@ -93,10 +124,28 @@ fn route(authority: &Authority, request: &Request, now: Timestamp) -> Result<Res
             request.query_params(&[])?;
             Ok(Response::json(200, &serde_json::json!({"status": "ok"})))
         }
-        Route::Login | Route::Verify => {
+        Route::OpenApi => {
             request.query_params(&[])?;
-            machine_auth(authority, route, request, now)
+            Ok(Response::body(200, "application/json", OPENAPI_JSON))
         }
+        Route::Metrics => {
+            request.query_params(&[])?;
+            let active = authority.active_machine_count(now)?;
+            Ok(Response::body(
+                200,
+                metrics::CONTENT_TYPE,
+                metrics.encode(active),
+            ))
+        }
+        Route::Login => {
+            let result = login(authority, request, now);
+            metrics.login(outcome(&result, "success"));
+            result
+        }
+        Route::Verify => verify(authority, metrics, request, now),
+        // A proxy's subrequest carries the protected request's query string, which is not
+        // ours to judge: forward-auth reads only the bearer token.
+        Route::ForwardAuth => forward_auth(authority, request.bearer()?, now),
         Route::Whoami | Route::Logout => {
             request.query_params(&[])?;
             let bearer = request.bearer()?;
@@ -104,29 +153,46 @@ fn route(authority: &Authority, request: &Request, now: Timestamp) -> Result<Res
         }
         _ => {
             authority.authenticate_admin(request.bearer()?)?;
-            admin(authority, route, request, now)
+            admin(authority, metrics, route, request, now)
         }
     }
 }
 
-/// Endpoints that take an auth key in the body and no bearer token.
-fn machine_auth(
+/// The label a result is counted under: `success`, or the error code answered.
+fn outcome<T>(result: &Result<T, ApiError>, success: &'static str) -> &'static str {
+    match result {
+        Ok(_) => success,
+        Err(err) => err.status_and_code().1,
+    }
+}
+
+fn login(authority: &Authority, request: &Request, now: Timestamp) -> Result<Response, ApiError> {
+    request.query_params(&[])?;
+    let body: Login = request.json()?;
+    let (session, machine) = authority.login(&body.auth_key, body.machine.as_deref(), now)?;
+    let logged_in = LoggedIn {
+        session_token: session.expose(),
+        machine: &machine,
+    };
+    Ok(Response::json(201, &logged_in))
+}
+
+fn verify(
     authority: &Authority,
-    route: Route,
+    metrics: &Metrics,
     request: &Request,
     now: Timestamp,
 ) -> Result<Response, ApiError> {
-    if route == Route::Login {
-        let body: Login = request.json()?;
-        let (session, machine) = authority.login(&body.auth_key, body.machine.as_deref(), now)?;
-        let logged_in = LoggedIn {
-            session_token: session.expose(),
-            machine: &machine,
-        };
-        return Ok(Response::json(201, &logged_in));
-    }
-    let body: Verify = request.json()?;
-    let verdict = match authority.verify(&body.key, now)? {
+    let verdict = request
+        .query_params(&[])
+        .and_then(|_| request.json::<Verify>())
+        .and_then(|body| Ok(authority.verify(&body.key, now)?));
+    metrics.verify(match &verdict {
+        Ok(Ok(_)) => "valid",
+        Ok(Err(problem)) => problem.code(),
+        Err(err) => err.status_and_code().1,
+    });
+    let body = match verdict? {
         Ok(key) => serde_json::json!({
             "valid": true,
             "app": key.app,
@@ -137,7 +203,7 @@ fn machine_auth(
         }),
         Err(problem) => serde_json::json!({"valid": false, "code": problem.code()}),
     };
-    Ok(Response::json(200, &verdict))
+    Ok(Response::json(200, &body))
 }
 
 /// Endpoints that take a machine's session token.
@@ -161,9 +227,25 @@ fn session(
     ))
 }
 
+/// `GET /v1/forward-auth`: the session's identity as headers for a reverse proxy to pass on,
+/// with an empty body. Same rules as whoami: expiry per request, revocation immediate.
+fn forward_auth(authority: &Authority, bearer: &str, now: Timestamp) -> Result<Response, ApiError> {
+    let (app, machine) = authority.authenticate_session(bearer, now)?;
+    Ok(Response {
+        status: 200,
+        headers: vec![
+            ("X-Authkeys-App", app.id),
+            ("X-Authkeys-Machine", machine.id),
+            ("X-Authkeys-Key-Id", machine.key_id),
+        ],
+        body: Vec::new(),
+    })
+}
+
 /// Endpoints that take the admin token, which the caller has already checked.
 fn admin(
     authority: &Authority,
+    metrics: &Metrics,
     route: Route,
     request: &Request,
     now: Timestamp,
@@ -212,7 +294,9 @@ fn admin(
         }
         (Route::Key(app, key), "GET") => Response::json(200, &authority.key(app, key, now)?),
         (Route::Key(app, key), "DELETE") => {
-            authority.revoke_key(app, key, now)?;
+            let revoked = authority.revoke_key(app, key, now).map_err(ApiError::from);
+            metrics.revocation(outcome(&revoked, "revoked"));
+            revoked?;
             Response::no_content()
         }
         (Route::Machines(app), "GET") => {
@@ -242,4 +326,48 @@ fn include_revoked(request: &Request) -> Result<bool, ApiError> {
         };
     }
     Ok(include)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OPENAPI_JSON;
+    use super::routes::{Route, TEMPLATES, example_path};
+    use std::collections::BTreeSet;
+
+    /// The document and the route table describe the same paths and methods: a route without
+    /// a description, or a description without a route, fails here.
+    #[test]
+    fn openapi_describes_every_route_and_nothing_else() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().expect("paths");
+        let documented: BTreeSet<&str> = paths.keys().map(String::as_str).collect();
+        let routed: BTreeSet<&str> = TEMPLATES.iter().copied().collect();
+        assert_eq!(documented, routed, "documented paths vs the route table");
+        for template in TEMPLATES {
+            let path = example_path(template);
+            let route = Route::parse(&path).expect("every template parses");
+            let item = paths[*template].as_object().expect("path item");
+            let methods: BTreeSet<String> = item
+                .keys()
+                .filter(|key| *key != "parameters")
+                .map(|method| method.to_ascii_uppercase())
+                .collect();
+            let answered: BTreeSet<String> =
+                route.methods().iter().map(|m| m.to_string()).collect();
+            assert_eq!(methods, answered, "methods of {template}");
+            for method in &methods {
+                let operation = &item[&method.to_ascii_lowercase()];
+                for field in ["summary", "description"] {
+                    let text = operation[field].as_str().unwrap_or("");
+                    assert!(!text.is_empty(), "{method} {template} has no {field}");
+                }
+                let responses = operation["responses"].as_object().expect("responses");
+                assert!(
+                    !responses.is_empty(),
+                    "{method} {template} has no responses"
+                );
+            }
+        }
+    }
 }
