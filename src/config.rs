@@ -1,6 +1,7 @@
 //! The server's configuration: one plain struct, built by the CLI (or a test) and passed
 //! explicitly. The admin token is a `Secret`, so printing a `Config` never shows it.
 
+use crate::seed::Seed;
 use crate::store::Database;
 use crate::token::Secret;
 use std::time::Duration;
@@ -18,6 +19,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Threads answering requests.
     pub workers: usize,
+    /// Apps and keys to create at start if they do not exist (`--seed FILE`).
+    pub seed: Option<Seed>,
 }
 
 pub const DEFAULT_DB: &str = "./authkeys.db";
@@ -35,6 +38,7 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(DEFAULT_SWEEP_INTERVAL_SECS),
             admin_token: None,
             workers: DEFAULT_WORKERS,
+            seed: None,
         }
     }
 }

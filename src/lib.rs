@@ -18,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod seed;
 pub mod server;
 pub mod store;
 pub mod sweeper;

@@ -37,6 +37,12 @@ impl Server {
             admin.hash,
             config.ephemeral_ttl.as_secs(),
         ));
+        if let Some(seed) = &config.seed {
+            let (apps, keys) = authority
+                .seed(seed, Timestamp::now())
+                .map_err(|err| StartError::new(format!("seeding: {err}")))?;
+            log::info!("seed applied: created {apps} app(s) and {keys} key(s)");
+        }
         let metrics = Arc::new(Metrics::new());
         let handler = {
             let metrics = Arc::clone(&metrics);
