@@ -1,0 +1,2 @@
+mod integrations;
+mod support;
