@@ -15,7 +15,8 @@ use crate::authority::Authority;
 use crate::metrics::{self, Metrics};
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
 use routes::Route;
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::time::Instant;
 
 /// Largest request body accepted; larger ones get 413 before they are read.
@@ -38,8 +39,27 @@ struct CreateKey {
     reusable: bool,
     #[serde(default)]
     ephemeral: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     expires_in: Option<u64>,
+}
+
+/// JSON does not tell `3600` from `3600.0` (JSON Schema calls both integers, and some
+/// encoders write every number as a float), so either spelling of a whole number is accepted.
+fn whole_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(secs) = number.as_u64() {
+        return Ok(Some(secs));
+    }
+    match number.as_f64() {
+        Some(secs) if secs.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&secs) => {
+            Ok(Some(secs as u64))
+        }
+        _ => Err(D::Error::custom(
+            "`expires_in` must be a whole number of seconds",
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -368,6 +388,24 @@ mod tests {
                     "{method} {template} has no responses"
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod decoding_tests {
+    use super::CreateKey;
+
+    #[test]
+    fn expires_in_takes_whole_seconds_in_either_spelling() {
+        let decode = |body: &str| serde_json::from_str::<CreateKey>(body).map(|k| k.expires_in);
+        assert_eq!(decode(r#"{"expires_in": 3600}"#).ok(), Some(Some(3600)));
+        assert_eq!(decode(r#"{"expires_in": 3600.0}"#).ok(), Some(Some(3600)));
+        assert_eq!(decode(r#"{"expires_in": null}"#).ok(), Some(None));
+        assert_eq!(decode("{}").ok(), Some(None));
+        for bad in ["3600.5", "-1", "-1.0", "1e300", "\"3600\"", "true"] {
+            let body = format!(r#"{{"expires_in": {bad}}}"#);
+            assert!(decode(&body).is_err(), "{body}");
         }
     }
 }
