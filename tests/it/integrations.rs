@@ -1,5 +1,6 @@
-//! The integrations of issue 6, each against the real thing: forward auth through a real
-//! nginx (Debian's, started here on a free loopback port with `examples/nginx.conf`), the
+//! The integrations of issue 6, each against the real thing: forward auth through real nginx
+//! and Caddy (Debian's, started here on a free loopback port with the configs in `examples/`),
+//! the
 //! OpenAPI document as served, Prometheus counters moving with real traffic, the three ways a
 //! test suite starts authkeys (library, `:memory:` binary, seeded start), and `authkeys
 //! backup` of a database that a running server keeps writing.
@@ -16,7 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------
-// Forward auth through nginx
+// Forward auth through nginx and Caddy
 
 /// An upstream that answers every request with the identity headers it received, as JSON.
 struct EchoUpstream {
@@ -68,129 +69,188 @@ impl Drop for EchoUpstream {
     }
 }
 
-/// nginx running `examples/nginx.conf` in a temp dir as the current user, on a free port.
-struct Nginx {
+/// The reverse proxies whose example configs the tests run.
+#[derive(Clone, Copy, Debug)]
+enum ProxyKind {
+    Nginx,
+    Caddy,
+}
+
+/// A real reverse proxy running its example config from `examples/` in a temp dir, as the
+/// current user, on a free loopback port, in front of authkeys and an upstream.
+struct Proxy {
     url: String,
     dir: tempfile::TempDir,
     child: Child,
 }
 
-impl Nginx {
-    fn start(authkeys: &str, upstream: SocketAddr) -> Nginx {
-        let example = std::fs::read_to_string(repo_path("examples/nginx.conf"))
-            .expect("reading examples/nginx.conf");
+impl Proxy {
+    fn start(kind: ProxyKind, authkeys: &str, upstream: SocketAddr) -> Proxy {
         let authkeys = authkeys.trim_start_matches("http://");
-        // A port freed just now could be taken again before nginx binds it: retry a few times.
+        // A port freed just now could be taken again before the proxy binds it: retry.
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
                 .and_then(|listener| listener.local_addr())
                 .expect("finding a free port")
                 .port();
-            let site = replace_once(
-                &example,
-                "server 127.0.0.1:7373;",
-                &format!("server {authkeys};"),
-            );
-            let site = replace_once(
-                &site,
-                "server 127.0.0.1:8080;",
-                &format!("server {upstream};"),
-            );
-            let site = replace_once(
-                &site,
-                "listen 127.0.0.1:8000;",
-                &format!("listen 127.0.0.1:{port};"),
-            );
-            let dir = tempfile::tempdir().expect("a temp dir for nginx");
-            let d = dir.path().display();
-            std::fs::write(dir.path().join("site.conf"), site).expect("writing site.conf");
-            let main = format!(
-                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-                 error_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
-                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
-                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
-                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-                 include {d}/site.conf;\n}}\n"
-            );
-            let conf = dir.path().join("nginx.conf");
-            std::fs::write(&conf, main).expect("writing nginx.conf");
-            let mut child = Command::new(nginx_binary())
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
-                .arg("-c")
-                .arg(&conf)
+            let dir = tempfile::tempdir().expect("a temp dir for the proxy");
+            let mut command = match kind {
+                ProxyKind::Nginx => nginx_command(dir.path(), authkeys, upstream, port),
+                ProxyKind::Caddy => caddy_command(dir.path(), authkeys, upstream, port),
+            };
+            let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("a log");
+            let mut child = command
+                .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .spawn()
-                .expect("running nginx (scripts/test installs Debian's nginx)");
+                .unwrap_or_else(|err| panic!("running {kind:?} (scripts/test installs it): {err}"));
             let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
             let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
+            let exited = loop {
                 if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                    return Nginx {
-                        url: format!("http://{address}"),
-                        dir,
-                        child,
-                    };
+                    break None;
                 }
-                if let Some(status) = child.try_wait().expect("waiting for nginx") {
-                    let log =
-                        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-                    assert!(
-                        log.contains("Address already in use"),
-                        "nginx exited with {status}\n{log}"
-                    );
-                    break;
+                if let Some(status) = child.try_wait().expect("waiting for the proxy") {
+                    break Some(status);
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "nginx did not listen on {address}"
+                    "{kind:?} did not listen on {address}"
                 );
                 thread::sleep(Duration::from_millis(20));
-            }
+            };
+            let Some(status) = exited else {
+                return Proxy {
+                    url: format!("http://{address}"),
+                    dir,
+                    child,
+                };
+            };
+            let log = read_logs(dir.path());
+            assert!(
+                log.to_lowercase().contains("address already in use"),
+                "{kind:?} exited with {status}\n{log}"
+            );
         }
-        panic!("nginx found no free port in five tries");
+        panic!("{kind:?} found no free port in five tries");
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+        read_logs(self.dir.path())
     }
 }
 
-impl Drop for Nginx {
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn nginx_binary() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+fn read_logs(dir: &Path) -> String {
+    ["proxy.log", "stderr.log"]
+        .iter()
+        .filter_map(|name| std::fs::read_to_string(dir.join(name)).ok())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `examples/nginx.conf` with its addresses replaced, inside a minimal main config whose
+/// pid, log and temp paths are all in `dir`.
+fn nginx_command(dir: &Path, authkeys: &str, upstream: SocketAddr, port: u16) -> Command {
+    let site = example_with(
+        "examples/nginx.conf",
+        &[
+            ("server 127.0.0.1:7373;", format!("server {authkeys};")),
+            ("server 127.0.0.1:8080;", format!("server {upstream};")),
+            (
+                "listen 127.0.0.1:8000;",
+                format!("listen 127.0.0.1:{port};"),
+            ),
+        ],
+    );
+    std::fs::write(dir.join("site.conf"), site).expect("writing site.conf");
+    let d = dir.display();
+    let main = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/proxy.log info;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         include {d}/site.conf;\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), main).expect("writing nginx.conf");
+    let mut command = Command::new(installed(&["/usr/sbin/nginx", "/usr/bin/nginx"]));
+    command
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("proxy.log"))
+        .arg("-c")
+        .arg(dir.join("nginx.conf"));
+    command
+}
+
+/// `examples/Caddyfile` with its addresses replaced; Caddy's own files stay in `dir`.
+fn caddy_command(dir: &Path, authkeys: &str, upstream: SocketAddr, port: u16) -> Command {
+    let site = example_with(
+        "examples/Caddyfile",
+        &[
+            (
+                "forward_auth 127.0.0.1:7373 {",
+                format!("forward_auth {authkeys} {{"),
+            ),
+            (
+                "reverse_proxy 127.0.0.1:8080",
+                format!("reverse_proxy {upstream}"),
+            ),
+            (
+                "http://127.0.0.1:8000 {",
+                format!("http://127.0.0.1:{port} {{"),
+            ),
+        ],
+    );
+    let config = dir.join("Caddyfile");
+    std::fs::write(&config, site).expect("writing the Caddyfile");
+    let mut command = Command::new(installed(&["/usr/bin/caddy", "/usr/local/bin/caddy"]));
+    command
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&config)
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir)
+        .env("XDG_DATA_HOME", dir);
+    command
+}
+
+fn installed(candidates: &[&str]) -> PathBuf {
+    candidates
         .iter()
         .map(PathBuf::from)
         .find(|path| path.exists())
-        .expect("nginx is not installed: run scripts/test, which installs it")
+        .unwrap_or_else(|| {
+            panic!("none of {candidates:?} exists: run scripts/test, which installs it")
+        })
 }
 
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-#[track_caller]
-fn replace_once(text: &str, from: &str, to: &str) -> String {
-    assert_eq!(
-        text.matches(from).count(),
-        1,
-        "{from:?} in examples/nginx.conf"
-    );
-    text.replace(from, to)
+/// An example config with each placeholder (which must occur exactly once) replaced.
+fn example_with(example: &str, replacements: &[(&str, String)]) -> String {
+    let mut text = std::fs::read_to_string(repo_path(example))
+        .unwrap_or_else(|err| panic!("reading {example}: {err}"));
+    for (from, to) in replacements {
+        assert_eq!(text.matches(from).count(), 1, "{from:?} in {example}");
+        text = text.replace(from, to);
+    }
+    text
 }
 
 /// A request through nginx: (status, the upstream's echo when it was reached).
 fn through(
-    nginx: &Nginx,
+    proxy: &Proxy,
     method: &str,
     bearer: Option<&str>,
     extra: &[(&str, &str)],
@@ -202,7 +262,7 @@ fn through(
         .into();
     let mut request = ureq::http::Request::builder()
         .method(method)
-        .uri(format!("{}/some/service?page=2", nginx.url));
+        .uri(format!("{}/some/service?page=2", proxy.url));
     if let Some(token) = bearer {
         request = request.header("Authorization", format!("Bearer {token}"));
     }
@@ -217,7 +277,7 @@ fn through(
     let request = request.body(body).expect("a request");
     let mut response = agent
         .run(request)
-        .unwrap_or_else(|err| panic!("{method} through nginx: {err}\n{}", nginx.log()));
+        .unwrap_or_else(|err| panic!("{method} through the proxy: {err}\n{}", proxy.log()));
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string().unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -225,9 +285,18 @@ fn through(
 
 #[test]
 fn nginx_forward_auth_passes_the_identity_and_refuses_everyone_else() {
+    check_forward_auth(ProxyKind::Nginx);
+}
+
+#[test]
+fn caddy_forward_auth_passes_the_identity_and_refuses_everyone_else() {
+    check_forward_auth(ProxyKind::Caddy);
+}
+
+fn check_forward_auth(kind: ProxyKind) {
     let server = TestServer::start_with(Options::default().arg("--ephemeral-ttl", "1"));
     let upstream = EchoUpstream::start();
-    let nginx = Nginx::start(&server.url, upstream.address);
+    let proxy = Proxy::start(kind, &server.url, upstream.address);
     server.create_app("web");
 
     let key = server.create_key("web", json!({"reusable": true}));
@@ -236,12 +305,12 @@ fn nginx_forward_auth_passes_the_identity_and_refuses_everyone_else() {
     let machine = login["machine"]["id"].as_str().unwrap();
 
     for method in ["GET", "POST"] {
-        let (status, echo) = through(&nginx, method, Some(session), &[]);
+        let (status, echo) = through(&proxy, method, Some(session), &[]);
         assert_eq!(
             status,
             200,
             "{method} with a valid session\n{}",
-            nginx.log()
+            proxy.log()
         );
         assert_eq!(echo["method"], method);
         assert_eq!(echo["url"], "/some/service?page=2");
@@ -260,17 +329,17 @@ fn nginx_forward_auth_passes_the_identity_and_refuses_everyone_else() {
         ("X-Authkeys-App", "admin"),
         ("X-Authkeys-Machine", "mch_spoofed"),
     ];
-    let (status, echo) = through(&nginx, "GET", Some(session), &spoof);
+    let (status, echo) = through(&proxy, "GET", Some(session), &spoof);
     assert_eq!(
         (status, &echo["app"], &echo["machine"]),
         (200, &json!(["web"]), &json!([machine]))
     );
-    assert_eq!(through(&nginx, "GET", None, &spoof).0, 401);
+    assert_eq!(through(&proxy, "GET", None, &spoof).0, 401);
 
     // No session, a malformed one, someone else's admin token: 401, upstream never reached.
-    assert_eq!(through(&nginx, "GET", None, &[]).0, 401);
-    assert_eq!(through(&nginx, "GET", Some("ens_not-a-token"), &[]).0, 401);
-    assert_eq!(through(&nginx, "GET", Some(ADMIN_TOKEN), &[]).0, 401);
+    assert_eq!(through(&proxy, "GET", None, &[]).0, 401);
+    assert_eq!(through(&proxy, "GET", Some("ens_not-a-token"), &[]).0, 401);
+    assert_eq!(through(&proxy, "GET", Some(ADMIN_TOKEN), &[]).0, 401);
 
     // Revocation takes effect at once.
     server
@@ -280,15 +349,15 @@ fn nginx_forward_auth_passes_the_identity_and_refuses_everyone_else() {
             key["id"].as_str().unwrap()
         ))
         .expect(204);
-    assert_eq!(through(&nginx, "GET", Some(session), &[]).0, 401);
+    assert_eq!(through(&proxy, "GET", Some(session), &[]).0, 401);
 
     // An ephemeral machine is refused once its TTL (1 s here) is up, before any sweep.
     let ephemeral = server.create_key("web", json!({"ephemeral": true}));
     let login = server.login(ephemeral["key"].as_str().unwrap());
     let session = login["session_token"].as_str().unwrap();
-    assert_eq!(through(&nginx, "GET", Some(session), &[]).0, 200);
+    assert_eq!(through(&proxy, "GET", Some(session), &[]).0, 200);
     wait_past(&login["machine"]["expires_at"]);
-    assert_eq!(through(&nginx, "GET", Some(session), &[]).0, 401);
+    assert_eq!(through(&proxy, "GET", Some(session), &[]).0, 401);
 }
 
 /// Sleeps until just after an RFC 3339 time from the API (at most a couple of seconds here).
