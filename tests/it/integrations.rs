@@ -1,8 +1,7 @@
 //! The integrations of issue 6, each against the real thing: forward auth through real nginx
 //! and Caddy (Debian's, started here on a free loopback port with the configs in `examples/`),
-//! the
-//! OpenAPI document as served, Prometheus counters moving with real traffic, the three ways a
-//! test suite starts authkeys (library, `:memory:` binary, seeded start), and `authkeys
+//! the OpenAPI document as served, Prometheus counters moving with real traffic, the three ways
+//! a test suite starts authkeys (library, `:memory:` binary, seeded start), and `authkeys
 //! backup` of a database that a running server keeps writing.
 
 use crate::support::{ADMIN_TOKEN, Api, BIN, Options, TestServer};
