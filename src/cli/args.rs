@@ -38,6 +38,16 @@ pub enum Command {
     Backup(BackupArgs),
     /// Print a new random auth key for a seed file (`serve --seed`); nothing stores it.
     GenerateKey,
+    /// Replace the generated admin token with a new one in `<db>.admin-token`; restart the
+    /// server afterwards.
+    RotateAdminToken(DbArg),
+}
+
+#[derive(Args, Debug)]
+pub struct DbArg {
+    /// The server's database.
+    #[arg(long, env = "AUTHKEYS_DB", default_value = config::DEFAULT_DB)]
+    pub db: String,
 }
 
 #[derive(Args, Debug)]

@@ -9,6 +9,7 @@ mod output;
 mod serve;
 mod session;
 
+use crate::admin_token;
 use crate::store::{self, Database};
 use crate::token::{self, TokenKind};
 pub use args::Cli;
@@ -44,6 +45,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys(command) => admin::keys(command),
         Command::Machines(command) => admin::machines(command),
         Command::Backup(args) => backup(&args),
+        Command::RotateAdminToken(args) => {
+            let file = admin_token::rotate(&Database::from_arg(&args.db))
+                .map_err(|err| CliError(err.to_string()))?;
+            println!(
+                "wrote a new admin token to {}; restart the server to use it",
+                file.display()
+            );
+            Ok(())
+        }
         Command::GenerateKey => {
             println!("{}", token::generate(TokenKind::AuthKey).expose());
             Ok(())

@@ -932,3 +932,46 @@ fn backup_refuses_what_it_cannot_copy() {
     assert!(fails(":memory:").contains(":memory:"));
     assert!(!out.exists());
 }
+
+// ---------------------------------------------------------------------------------------
+// Operations
+
+#[test]
+fn rotating_the_generated_admin_token_retires_the_old_one() {
+    let mut server = TestServer::start_with(Options {
+        generated_admin_token: true,
+        ..Options::default()
+    });
+    let old = server.admin_token.clone();
+    server.create_app("kept");
+    server.terminate();
+    let output = Command::new(BIN)
+        .args(["rotate-admin-token", "--db"])
+        .arg(server.db_path())
+        .env_remove("AUTHKEYS_ADMIN_TOKEN")
+        .output()
+        .expect("running authkeys rotate-admin-token");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(".admin-token"), "{stdout}");
+    server.restart();
+    assert_ne!(server.admin_token, old, "the token file was not replaced");
+    assert!(
+        !stdout.contains(&server.admin_token),
+        "the new token was printed"
+    );
+    server
+        .client(Some(&old))
+        .get("/v1/apps")
+        .expect_error(401, "invalid_credentials");
+    let apps = server.admin().get("/v1/apps").expect(200);
+    assert_eq!(apps["apps"][0]["id"], "kept");
+    use std::os::unix::fs::PermissionsExt;
+    let file = crate::support::admin_token_path(&server.db_path());
+    let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
