@@ -43,7 +43,7 @@ impl Server {
                 .map_err(|err| StartError::new(format!("seeding: {err}")))?;
             log::info!("seed applied: created {apps} app(s) and {keys} key(s)");
         }
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(http::ROUTE_LABELS));
         let handler = {
             let metrics = Arc::clone(&metrics);
             move |request: &http::Request| {

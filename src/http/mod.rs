@@ -10,6 +10,7 @@ mod routes;
 pub use errors::ApiError;
 pub use listener::{Handler, Listener, guarded};
 pub use message::{Request, Response};
+pub use routes::ROUTE_LABELS;
 
 use crate::authority::Authority;
 use crate::metrics::{self, Metrics};

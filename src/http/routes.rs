@@ -22,9 +22,9 @@ pub enum Route<'a> {
     ForwardAuth,
 }
 
-/// Every route's path template, in the OpenAPI document's notation.
-#[cfg(test)]
-pub const TEMPLATES: &[&str] = &[
+/// The label of every route in the request metrics: each path template, in the OpenAPI
+/// document's notation, then `UNMATCHED` for paths that match no route.
+pub const ROUTE_LABELS: &[&str] = &[
     "/healthz",
     "/openapi.json",
     "/metrics",
@@ -39,7 +39,12 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/auth/logout",
     "/v1/keys/verify",
     "/v1/forward-auth",
+    UNMATCHED,
 ];
+
+/// Every route's path template.
+#[cfg(test)]
+pub const TEMPLATES: &[&str] = ROUTE_LABELS.split_last().expect("not empty").1;
 
 /// The label for a path that matches no route: unknown paths must not become label values.
 pub const UNMATCHED: &str = "unmatched";

@@ -4,90 +4,76 @@
 //! come from closed sets (route templates, standard methods, status codes, error codes), so
 //! no request can create new series.
 
+mod requests;
+
 use crate::sweeper::Swept;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use requests::RequestTable;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `Content-Type` of `GET /metrics`: the Prometheus text exposition format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    route: &'static str,
-    method: &'static str,
-    status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
 
-type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
-
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    request_seconds: HistogramFamily,
-    logins: Family<OutcomeLabels, Counter>,
-    verifies: Family<OutcomeLabels, Counter>,
-    revocations: Family<OutcomeLabels, Counter>,
+    requests: Arc<RequestTable>,
+    logins: Outcomes,
+    verifies: Outcomes,
+    revocations: Outcomes,
     active_machines: Gauge,
-    sweeps: Family<OutcomeLabels, Counter>,
+    sweeps: Outcomes,
     swept_machines: Counter,
     stamps_written: Counter,
 }
 
-/// Latency buckets from 100 µs doubling to about 3.3 s: the hot paths answer in well under a
-/// millisecond, and a write waiting on `synchronous=FULL` can take tens of milliseconds.
-fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
-}
-
-impl Default for Metrics {
-    fn default() -> Metrics {
-        Metrics::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// Metrics for a server whose request routes are labelled with `routes`: every route
+    /// template, then the label for paths that match none (also used for any other value).
+    pub fn new(routes: &'static [&'static str]) -> Metrics {
         let mut registry = Registry::with_prefix("authkeys");
-        let requests = Family::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by route template, method and status",
-            Clone::clone(&requests),
-        );
-        let request_seconds: HistogramFamily = Family::new_with_constructor(latency_histogram);
-        registry.register(
-            "http_request_duration_seconds",
-            "Time to answer an HTTP request, by route template, method and status",
-            request_seconds.clone(),
-        );
-        let logins = Family::default();
-        registry.register(
+        let requests = Arc::new(RequestTable::new(routes));
+        registry.register_collector(Box::new(Arc::clone(&requests)));
+        let logins = Outcomes::register(
+            &mut registry,
             "logins",
             "Login attempts by outcome: success, or the error code answered",
-            Clone::clone(&logins),
+            &[
+                "success",
+                "invalid_auth_key",
+                "auth_key_revoked",
+                "auth_key_expired",
+                "auth_key_used",
+            ],
         );
-        let verifies = Family::default();
-        registry.register(
+        let verifies = Outcomes::register(
+            &mut registry,
             "verifies",
             "Key verifications by outcome: valid, the reason a key is not, or the error code",
-            Clone::clone(&verifies),
+            &[
+                "valid",
+                "malformed",
+                "not_found",
+                "revoked",
+                "expired",
+                "used",
+            ],
         );
-        let revocations = Family::default();
-        registry.register(
+        let revocations = Outcomes::register(
+            &mut registry,
             "revocations",
             "Key revocation requests by outcome: revoked, or the error code answered",
-            Clone::clone(&revocations),
+            &["revoked", "key_not_found", "app_not_found"],
         );
         let active_machines = Gauge::default();
         registry.register(
@@ -95,11 +81,11 @@ impl Metrics {
             "Machines logged in and not expired, counted at scrape time",
             active_machines.clone(),
         );
-        let sweeps = Family::default();
-        registry.register(
+        let sweeps = Outcomes::register(
+            &mut registry,
             "sweeps",
             "Sweeps of expired machines and usage stamps, by outcome (ok, failed)",
-            Clone::clone(&sweeps),
+            &["ok", "failed"],
         );
         let swept_machines = Counter::default();
         registry.register(
@@ -116,7 +102,6 @@ impl Metrics {
         Metrics {
             registry,
             requests,
-            request_seconds,
             logins,
             verifies,
             revocations,
@@ -127,38 +112,27 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered request. `route` is a route template, never a raw path.
-    pub fn request(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
-        let labels = RequestLabels {
-            route,
-            method: method_label(method),
-            status,
-        };
-        self.requests.get_or_create(&labels).inc();
-        self.request_seconds
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+    /// Counts one answered request, without taking a lock. `route` is a route template,
+    /// never a raw path.
+    pub fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.requests.observe(route, method, status, elapsed);
     }
 
     pub fn login(&self, outcome: &'static str) {
-        self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.logins.inc(outcome);
     }
 
     pub fn verify(&self, outcome: &'static str) {
-        self.verifies
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+        self.verifies.inc(outcome);
     }
 
     pub fn revocation(&self, outcome: &'static str) {
-        self.revocations
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+        self.revocations.inc(outcome);
     }
 
     pub fn sweep(&self, result: &crate::error::Result<Swept>) {
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
-        self.sweeps.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.sweeps
+            .inc(if result.is_ok() { "ok" } else { "failed" });
         if let Ok(swept) = result {
             self.swept_machines.inc_by(swept.expired_machines as u64);
             self.stamps_written.inc_by(swept.stamps_written as u64);
@@ -176,14 +150,39 @@ impl Metrics {
     }
 }
 
-/// Methods outside the standard set share one label, so a client cannot mint series.
-fn method_label(method: &str) -> &'static str {
-    const STANDARD: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
-    STANDARD
-        .iter()
-        .find(|standard| **standard == method)
-        .copied()
-        .unwrap_or("other")
+/// A counter per outcome. The expected outcomes are created up front (so they read 0 rather
+/// than being absent) and counted with one atomic add; any other outcome, such as a rare
+/// error code, goes through the family's lock.
+struct Outcomes {
+    family: Family<OutcomeLabels, Counter>,
+    expected: Vec<(&'static str, Counter)>,
+}
+
+impl Outcomes {
+    fn register(
+        registry: &mut Registry,
+        name: &str,
+        help: &str,
+        expected: &[&'static str],
+    ) -> Outcomes {
+        let family = Family::<OutcomeLabels, Counter>::default();
+        registry.register(name, help, family.clone());
+        let expected = expected
+            .iter()
+            .map(|outcome| {
+                let counter = family.get_or_create_owned(&OutcomeLabels { outcome });
+                (*outcome, counter)
+            })
+            .collect();
+        Outcomes { family, expected }
+    }
+
+    fn inc(&self, outcome: &'static str) {
+        match self.expected.iter().find(|(known, _)| *known == outcome) {
+            Some((_, counter)) => counter.inc(),
+            None => self.family.get_or_create(&OutcomeLabels { outcome }).inc(),
+        };
+    }
 }
 
 #[cfg(test)]
@@ -192,7 +191,7 @@ mod tests {
 
     #[test]
     fn counts_requests_per_template_and_keeps_unknown_methods_out_of_labels() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&["/v1/apps/{app}", "unmatched"]);
         metrics.request("/v1/apps/{app}", "GET", 200, Duration::from_micros(150));
         metrics.request("/v1/apps/{app}", "GET", 200, Duration::from_millis(2));
         metrics.request("unmatched", "BREW", 404, Duration::from_micros(50));
@@ -214,13 +213,33 @@ mod tests {
             ),
             "{text}"
         );
+        let bucket = |le: &str, count: u32| {
+            format!(
+                r#"authkeys_http_request_duration_seconds_bucket{{route="/v1/apps/{{app}}",method="GET",status="200",le="{le}"}} {count}"#
+            )
+        };
+        // 150 µs and 2 ms: buckets are cumulative, and +Inf holds every observation.
+        for (le, count) in [("0.0001", 0), ("0.0002", 1), ("0.0016", 1), ("0.0032", 2)] {
+            assert!(has(&bucket(le, count)), "{}\n{text}", bucket(le, count));
+        }
+        assert!(has(&bucket("+Inf", 2)), "{text}");
+        assert!(
+            has(
+                r#"authkeys_http_request_duration_seconds_sum{route="/v1/apps/{app}",method="GET",status="200"} 0.00215"#
+            ),
+            "{text}"
+        );
+        assert!(
+            has(r#"authkeys_logins_total{outcome="auth_key_used"} 0"#),
+            "{text}"
+        );
         assert!(has("authkeys_active_machines 3"), "{text}");
         assert!(!text.contains("BREW"));
     }
 
     #[test]
-    fn counts_sweeps_and_what_they_removed() {
-        let metrics = Metrics::new();
+    fn counts_sweeps_and_outcomes_expected_or_not() {
+        let metrics = Metrics::new(&["unmatched"]);
         let swept = Swept {
             expired_machines: 5,
             stamps_written: 2,
@@ -228,12 +247,17 @@ mod tests {
         metrics.sweep(&Ok(swept));
         metrics.sweep(&Ok(swept));
         metrics.sweep(&Err(crate::error::Error::Storage));
+        metrics.login("success");
+        metrics.login("invalid_field");
         let text = metrics.encode(0);
         for line in [
             r#"authkeys_sweeps_total{outcome="ok"} 2"#,
             r#"authkeys_sweeps_total{outcome="failed"} 1"#,
             "authkeys_swept_machines_total 10",
             "authkeys_usage_stamps_written_total 4",
+            r#"authkeys_logins_total{outcome="success"} 1"#,
+            r#"authkeys_logins_total{outcome="invalid_field"} 1"#,
+            r#"authkeys_logins_total{outcome="auth_key_used"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
