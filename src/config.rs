@@ -3,6 +3,7 @@
 
 use crate::seed::Seed;
 use crate::store::Database;
+use crate::throttle;
 use crate::token::Secret;
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub struct Config {
     pub workers: usize,
     /// Apps and keys to create at start if they do not exist (`--seed FILE`).
     pub seed: Option<Seed>,
+    /// Failed logins and verifies allowed per client address before it gets 429.
+    pub login_failures: throttle::Limits,
 }
 
 pub const DEFAULT_DB: &str = "./authkeys.db";
@@ -39,6 +42,7 @@ impl Default for Config {
             admin_token: None,
             workers: DEFAULT_WORKERS,
             seed: None,
+            login_failures: throttle::Limits::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod seed;
 pub mod server;
 pub mod store;
 pub mod sweeper;
+pub mod throttle;
 pub mod token;
 pub mod usage;
 pub mod validate;

@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::store::{Database, Store};
 use crate::sweeper::Sweeper;
+use crate::throttle::Throttle;
 use crate::token::Secret;
 use crate::usage::UsageStamps;
 use std::sync::Arc;
@@ -44,10 +45,11 @@ impl Server {
             log::info!("seed applied: created {apps} app(s) and {keys} key(s)");
         }
         let metrics = Arc::new(Metrics::new(http::ROUTE_LABELS));
+        let throttle = Throttle::new(config.login_failures);
         let handler = {
             let metrics = Arc::clone(&metrics);
             move |request: &http::Request| {
-                http::handle(&authority, &metrics, request, Timestamp::now())
+                http::handle(&authority, &throttle, &metrics, request, Timestamp::now())
             }
         };
         let listener = Listener::start(&config.listen, Arc::new(handler), config.workers)?;

@@ -5,7 +5,7 @@
 use super::{ApiError, MAX_BODY_BYTES, Request, Response};
 use crate::error::StartError;
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,8 @@ pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
 pub struct Listener {
     server: Arc<tiny_http::Server>,
+    /// The listening socket tiny_http accepts on, kept so shutdown can close it first.
+    socket: TcpListener,
     address: SocketAddr,
     stopping: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
@@ -28,12 +30,12 @@ impl Listener {
         handler: Arc<Handler>,
         workers: usize,
     ) -> Result<Listener, StartError> {
-        let server = tiny_http::Server::http(listen)
-            .map_err(|err| StartError::new(format!("listening on {listen}: {err}")))?;
-        let address = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| StartError::new(format!("{listen} is not an IP address")))?;
+        let fail =
+            |err: &dyn std::fmt::Display| StartError::new(format!("listening on {listen}: {err}"));
+        let socket = TcpListener::bind(listen).map_err(|err| fail(&err))?;
+        let address = socket.local_addr().map_err(|err| fail(&err))?;
+        let accepting = socket.try_clone().map_err(|err| fail(&err))?;
+        let server = tiny_http::Server::from_listener(accepting, None).map_err(|err| fail(&err))?;
         let server = Arc::new(server);
         let stopping = Arc::new(AtomicBool::new(false));
         let workers = (0..workers.max(1))
@@ -49,6 +51,7 @@ impl Listener {
             .collect();
         Ok(Listener {
             server,
+            socket,
             address,
             stopping,
             workers,
@@ -59,9 +62,18 @@ impl Listener {
         self.address
     }
 
-    /// Answers what has already been received, then stops every worker and joins it.
+    /// Stops accepting, answers what has already been received, then stops every worker and
+    /// joins it.
     pub fn shutdown(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Closing the listening socket first makes new connections be refused instead of
+        // queued behind the workers' exit (tiny_http would answer those with an empty 500).
+        // Its accept thread sees the error and ends.
+        if let Err(err) = socket2::SockRef::from(&self.socket).shutdown(Shutdown::Both) {
+            log::warn!("closing the listening socket: {err}");
+        }
         // Each unblock is queued behind the requests already received and wakes one worker.
         for _ in &self.workers {
             self.server.unblock();
@@ -99,6 +111,7 @@ fn respond(handler: &Handler, mut raw: tiny_http::Request) {
             request.body = body;
             request.authorization = header(&raw, "Authorization");
             request.content_type = header(&raw, "Content-Type");
+            request.remote_addr = raw.remote_addr().copied();
             guarded(|| handler(&request))
         }
         Err(err) => Response::error(&err),
@@ -119,7 +132,8 @@ fn respond(handler: &Handler, mut raw: tiny_http::Request) {
     }
     log::debug!(
         "{method} {} {status} {}µs",
-        request.path,
+        // A secret pasted into a URL must not reach the log.
+        crate::token::redact_secrets(&request.path),
         started.elapsed().as_micros()
     );
 }

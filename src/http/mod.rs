@@ -13,8 +13,10 @@ pub use message::{Request, Response};
 pub use routes::ROUTE_LABELS;
 
 use crate::authority::Authority;
+use crate::error::Error;
 use crate::metrics::{self, Metrics};
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
+use crate::throttle::{Attempt, Throttle};
 use routes::Route;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -103,9 +105,10 @@ struct Identity<'a> {
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 /// Answers one request and counts it. Never panics on any input; errors become the contract's
-/// JSON shape.
+/// JSON shape. `throttle` counts failed logins and verifies per client address.
 pub fn handle(
     authority: &Authority,
+    throttle: &Throttle,
     metrics: &Metrics,
     request: &Request,
     now: Timestamp,
@@ -113,7 +116,7 @@ pub fn handle(
     let started = Instant::now();
     let route = Route::parse(&request.path);
     let response = match route {
-        Some(route) => dispatch(authority, metrics, route, request, now),
+        Some(route) => dispatch(authority, throttle, metrics, route, request, now),
         None => Err(ApiError::RouteNotFound),
     }
     .unwrap_or_else(|err| Response::error(&err));
@@ -129,6 +132,7 @@ pub fn handle(
 
 fn dispatch(
     authority: &Authority,
+    throttle: &Throttle,
     metrics: &Metrics,
     route: Route,
     request: &Request,
@@ -159,11 +163,11 @@ fn dispatch(
             ))
         }
         Route::Login => {
-            let result = login(authority, request, now);
+            let result = login(authority, throttle, request, now);
             metrics.login(outcome(&result, "success"));
             result
         }
-        Route::Verify => verify(authority, metrics, request, now),
+        Route::Verify => verify(authority, throttle, metrics, request, now),
         // A proxy's subrequest carries the protected request's query string, which is not
         // ours to judge: forward-auth reads only the bearer token.
         Route::ForwardAuth => forward_auth(authority, request.bearer()?, now),
@@ -187,10 +191,40 @@ fn outcome<T>(result: &Result<T, ApiError>, success: &'static str) -> &'static s
     }
 }
 
-fn login(authority: &Authority, request: &Request, now: Timestamp) -> Result<Response, ApiError> {
+/// Asks the throttle before a login or verify. It comes first, so a throttled client never
+/// reaches the login transaction and cannot consume a key.
+fn admit<'t>(
+    throttle: &'t Throttle,
+    request: &Request,
+    now: Timestamp,
+) -> Result<Attempt<'t>, ApiError> {
+    throttle
+        .admit(request.remote_addr.map(|addr| addr.ip()), now)
+        .map_err(|retry| ApiError::TooManyRequests {
+            retry_after_secs: retry.secs,
+        })
+}
+
+/// `POST /v1/auth/login`: an auth key in the body, no bearer token.
+fn login(
+    authority: &Authority,
+    throttle: &Throttle,
+    request: &Request,
+    now: Timestamp,
+) -> Result<Response, ApiError> {
     request.query_params(&[])?;
+    let attempt = admit(throttle, request, now)?;
     let body: Login = request.json()?;
-    let (session, machine) = authority.login(&body.auth_key, body.machine.as_deref(), now)?;
+    let logged_in = authority.login(&body.auth_key, body.machine.as_deref(), now);
+    let (session, machine) = match logged_in {
+        Ok(logged_in) => logged_in,
+        Err(err) => {
+            if is_refused_auth_key(&err) {
+                attempt.failed();
+            }
+            return Err(err.into());
+        }
+    };
     let logged_in = LoggedIn {
         session_token: session.expose(),
         machine: &machine,
@@ -198,22 +232,27 @@ fn login(authority: &Authority, request: &Request, now: Timestamp) -> Result<Res
     Ok(Response::json(201, &logged_in))
 }
 
+/// `POST /v1/keys/verify`: an auth key in the body, no bearer token; counted by verdict.
 fn verify(
     authority: &Authority,
+    throttle: &Throttle,
     metrics: &Metrics,
     request: &Request,
     now: Timestamp,
 ) -> Result<Response, ApiError> {
-    let verdict = request
-        .query_params(&[])
-        .and_then(|_| request.json::<Verify>())
-        .and_then(|body| Ok(authority.verify(&body.key, now)?));
+    let verdict = (|| {
+        request.query_params(&[])?;
+        let attempt = admit(throttle, request, now)?;
+        let body: Verify = request.json()?;
+        Ok::<_, ApiError>((attempt, authority.verify(&body.key, now)?))
+    })();
     metrics.verify(match &verdict {
-        Ok(Ok(_)) => "valid",
-        Ok(Err(problem)) => problem.code(),
+        Ok((_, Ok(_))) => "valid",
+        Ok((_, Err(problem))) => problem.code(),
         Err(err) => err.status_and_code().1,
     });
-    let body = match verdict? {
+    let (attempt, verdict) = verdict?;
+    let body = match verdict {
         Ok(key) => serde_json::json!({
             "valid": true,
             "app": key.app,
@@ -222,9 +261,21 @@ fn verify(
             "ephemeral": key.ephemeral,
             "expires_at": key.expires_at,
         }),
-        Err(problem) => serde_json::json!({"valid": false, "code": problem.code()}),
+        Err(problem) => {
+            attempt.failed();
+            serde_json::json!({"valid": false, "code": problem.code()})
+        }
     };
     Ok(Response::json(200, &body))
+}
+
+/// Whether a login failed because of the key itself: what a guesser produces, and what the
+/// throttle counts. Bad input and server errors do not count.
+fn is_refused_auth_key(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::AuthKeyInvalid | Error::AuthKeyRevoked | Error::AuthKeyExpired | Error::AuthKeyUsed
+    )
 }
 
 /// Endpoints that take a machine's session token.

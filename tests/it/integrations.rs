@@ -415,6 +415,36 @@ fn forward_auth_answers_headers_and_an_empty_body() {
 // ---------------------------------------------------------------------------------------
 // OpenAPI and Prometheus
 
+/// JSON Schema (and so the OpenAPI document, and schemathesis) counts `1e3` and `1000.0` as
+/// integers: a whole number of seconds is accepted in any spelling, a fraction is not.
+#[test]
+fn expires_in_is_any_spelling_of_a_whole_number() {
+    let server = TestServer::start();
+    server.create_app("ci");
+    for spelling in ["1000", "1000.0", "1e3"] {
+        let body = format!(r#"{{"expires_in": {spelling}}}"#);
+        let key = server
+            .admin()
+            .post_raw(
+                "/v1/apps/ci/keys",
+                Some("application/json"),
+                body.as_bytes(),
+            )
+            .expect(201);
+        let at = |field: &str| {
+            chrono::DateTime::parse_from_rfc3339(key[field].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis()
+        };
+        assert_eq!(at("expires_at") - at("created_at"), 1_000_000, "{spelling}");
+    }
+    let body = br#"{"expires_in": 1000.5}"#;
+    server
+        .admin()
+        .post_raw("/v1/apps/ci/keys", Some("application/json"), body)
+        .expect_error(422, "invalid_field");
+}
+
 #[test]
 fn openapi_document_is_served_as_json() {
     let server = TestServer::start();

@@ -162,6 +162,12 @@ impl TestServer {
         self.spawn();
     }
 
+    /// Starts the server again on the same database with other options.
+    pub fn restart_with(&mut self, options: Options) {
+        self.options = options;
+        self.restart();
+    }
+
     /// A client with the admin token.
     pub fn admin(&self) -> Api {
         self.client(Some(&self.admin_token))
@@ -330,6 +336,14 @@ impl Api {
     }
 }
 
+/// The value of header `name` (case-insensitive) in a response's `headers`.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(header, _)| header.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
+}
+
 /// A response, with what is needed to explain a failed expectation.
 pub struct Reply {
     pub request: String,
@@ -342,10 +356,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(header, _)| header.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        header(&self.headers, name)
     }
 
     /// Asserts the status and returns the JSON body.
