@@ -4,7 +4,7 @@
 //! a test suite starts authkeys (library, `:memory:` binary, seeded start), and `authkeys
 //! backup` of a database that a running server keeps writing.
 
-use crate::support::{ADMIN_TOKEN, Api, BIN, Options, TestServer};
+use crate::support::{ADMIN_TOKEN, Api, BIN, Options, TestServer, wait_until_refused};
 use authkeys::token::{self, TokenKind};
 use serde_json::{Value, json};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -632,23 +632,7 @@ fn library_fixture_starts_in_one_call_and_stops_on_drop() {
         .parse()
         .expect("an address");
     drop(server);
-    assert!(
-        TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_err()
-            || wait_until_closed(address),
-        "{address} still accepts connections after the server was dropped"
-    );
-}
-
-/// tiny_http's accept thread notices the close on its own schedule: poll briefly.
-fn wait_until_closed(address: SocketAddr) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
+    wait_until_refused(address).expect("the dropped server stops listening");
 }
 
 #[test]
