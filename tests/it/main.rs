@@ -5,6 +5,7 @@ mod adapter;
 mod admin_api;
 mod cli;
 mod hostile_http;
+mod integrations;
 mod machine_auth;
 mod process;
 mod reliability;
