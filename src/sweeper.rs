@@ -4,6 +4,7 @@
 //! stopped working, so skipping a sweep never lets anyone in.
 
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::store::Store;
 use crate::usage::UsageStamps;
@@ -57,7 +58,12 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    pub fn start(store: Arc<Store>, stamps: Arc<UsageStamps>, interval: Duration) -> Sweeper {
+    pub fn start(
+        store: Arc<Store>,
+        stamps: Arc<UsageStamps>,
+        metrics: Arc<Metrics>,
+        interval: Duration,
+    ) -> Sweeper {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
             .name("sweeper".into())
@@ -68,7 +74,9 @@ impl Sweeper {
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
                     };
                     // A failed sweep is logged and retried next time: the thread keeps going.
-                    match sweep(&store, &stamps, Timestamp::now()) {
+                    let result = sweep(&store, &stamps, Timestamp::now());
+                    metrics.sweep(&result);
+                    match result {
                         Ok(swept) if swept != Swept::default() => log::debug!("sweep: {swept:?}"),
                         Ok(_) => {}
                         Err(err) => log::warn!("sweep failed, will retry: {err}"),

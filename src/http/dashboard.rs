@@ -66,17 +66,13 @@ pub fn asset(name: &str) -> Option<Response> {
 }
 
 fn serve(asset: &Asset) -> Response {
-    let mut headers = vec![("Content-Type", asset.content_type.to_string())];
-    headers.extend(
+    let mut response = Response::body(200, asset.content_type, asset.body);
+    response.headers.extend(
         SECURITY_HEADERS
             .iter()
             .map(|(name, value)| (*name, value.to_string())),
     );
-    Response {
-        status: 200,
-        headers,
-        body: asset.body.as_bytes().to_vec(),
-    }
+    response
 }
 
 #[cfg(test)]

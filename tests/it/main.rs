@@ -6,6 +6,7 @@ mod admin_api;
 mod cli;
 mod dashboard;
 mod hostile_http;
+mod integrations;
 mod machine_auth;
 mod process;
 mod reliability;

@@ -427,3 +427,18 @@ impl Reply {
         )
     }
 }
+
+/// Polls until connecting to `address` is refused: tiny_http's accept thread notices a closed
+/// server on its own schedule.
+pub fn wait_until_refused(address: std::net::SocketAddr) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
+            Err(_) => return Ok(()),
+            Ok(_) if std::time::Instant::now() > deadline => {
+                return Err(format!("{address} still accepts connections"));
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
