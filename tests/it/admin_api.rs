@@ -10,32 +10,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-const APP_FIELDS: &[&str] = &["id", "name", "created_at"];
-const KEY_FIELDS: &[&str] = &[
-    "id",
-    "app",
-    "description",
-    "reusable",
-    "ephemeral",
-    "hint",
-    "created_at",
-    "expires_at",
-    "revoked_at",
-    "last_used_at",
-    "uses",
-    "machines",
-];
-const MACHINE_FIELDS: &[&str] = &[
-    "id",
-    "app",
-    "key_id",
-    "name",
-    "ephemeral",
-    "created_at",
-    "expires_at",
-    "last_seen_at",
-];
-
 // ---------------------------------------------------------------------------------------------
 // Helpers: shapes, times, listings.
 

@@ -11,32 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use tempfile::TempDir;
 
-const APP_FIELDS: &[&str] = &["id", "name", "created_at"];
-const KEY_FIELDS: &[&str] = &[
-    "id",
-    "app",
-    "description",
-    "reusable",
-    "ephemeral",
-    "hint",
-    "created_at",
-    "expires_at",
-    "revoked_at",
-    "last_used_at",
-    "uses",
-    "machines",
-];
-const MACHINE_FIELDS: &[&str] = &[
-    "id",
-    "app",
-    "key_id",
-    "name",
-    "ephemeral",
-    "created_at",
-    "expires_at",
-    "last_seen_at",
-];
-
 /// One test's world: a server, and a private HOME (the CLI's working directory too) holding
 /// the config directories the CLI writes to.
 struct Sandbox {

@@ -12,6 +12,33 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authkeys");
+/// The fields of the contract's objects (API.md), in order.
+pub const APP_FIELDS: &[&str] = &["id", "name", "created_at"];
+pub const KEY_FIELDS: &[&str] = &[
+    "id",
+    "app",
+    "description",
+    "reusable",
+    "ephemeral",
+    "hint",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "last_used_at",
+    "uses",
+    "machines",
+];
+pub const MACHINE_FIELDS: &[&str] = &[
+    "id",
+    "app",
+    "key_id",
+    "name",
+    "ephemeral",
+    "created_at",
+    "expires_at",
+    "last_seen_at",
+];
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// How to start a server: extra flags and environment on top of the defaults.
