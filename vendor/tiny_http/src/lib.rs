@@ -329,6 +329,11 @@ impl Server {
                         // authkeys patch: no response write blocks forever (reads are bounded
                         // by the connection's deadline, see ClientConnection).
                         sock.set_write_timeout(Some(limits.write_timeout)).ok();
+                        // authkeys patch: responses go out as soon as they are written. With
+                        // Nagle's algorithm, a response larger than the 1 KiB write buffer left
+                        // its last segment waiting for the client's delayed ACK: 45 ms per
+                        // request instead of 1 (measured on a key listing).
+                        sock.set_nodelay(true).ok();
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
