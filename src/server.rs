@@ -5,6 +5,7 @@ use crate::admin_token;
 use crate::authority::Authority;
 use crate::config::Config;
 use crate::error::StartError;
+use crate::hot_cache::HotCache;
 use crate::http::{self, Listener};
 use crate::model::Timestamp;
 use crate::store::{Database, Store};
@@ -30,16 +31,18 @@ impl Server {
         let store = Arc::new(Store::open(&config.database)?);
         let admin = admin_token::resolve(&store, &config.database, config.admin_token.as_ref())?;
         let stamps = Arc::new(UsageStamps::default());
+        let cache = Arc::new(HotCache::default());
         let authority = Arc::new(Authority::new(
             Arc::clone(&store),
             Arc::clone(&stamps),
+            Arc::clone(&cache),
             admin.hash,
             config.ephemeral_ttl.as_secs(),
         ));
         let handler =
             move |request: &http::Request| http::handle(&authority, request, Timestamp::now());
         let listener = Listener::start(&config.listen, Arc::new(handler), config.workers)?;
-        let sweeper = Sweeper::start(store, stamps, config.sweep_interval);
+        let sweeper = Sweeper::start(store, stamps, cache, config.sweep_interval);
         let url = format!("http://{}", listener.address());
         log::info!("listening on {url}");
         let token_generated = admin.generated.is_some();

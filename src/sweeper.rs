@@ -4,6 +4,7 @@
 //! stopped working, so skipping a sweep never lets anyone in.
 
 use crate::error::Result;
+use crate::hot_cache::{HotCache, Invalidation};
 use crate::model::Timestamp;
 use crate::store::Store;
 use crate::usage::UsageStamps;
@@ -23,7 +24,12 @@ pub struct Swept {
 }
 
 /// Deletes every machine expired at `now`, in batches, and writes pending usage stamps.
-pub fn sweep(store: &Store, stamps: &UsageStamps, now: Timestamp) -> Result<Swept> {
+pub fn sweep(
+    store: &Store,
+    stamps: &UsageStamps,
+    cache: &HotCache,
+    now: Timestamp,
+) -> Result<Swept> {
     let pending = stamps.take();
     let stamps_written = pending.len();
     if !pending.is_empty() {
@@ -35,6 +41,9 @@ pub fn sweep(store: &Store, stamps: &UsageStamps, now: Timestamp) -> Result<Swep
             stamps.restore(pending);
             return Err(err);
         }
+        // Cached answers carry the stamps they were read with; dropping them keeps what
+        // whoami shows within one sweep interval of the truth, as the contract promises.
+        cache.invalidate(Invalidation::Everything);
     }
     let mut expired_machines = 0;
     loop {
@@ -57,7 +66,12 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    pub fn start(store: Arc<Store>, stamps: Arc<UsageStamps>, interval: Duration) -> Sweeper {
+    pub fn start(
+        store: Arc<Store>,
+        stamps: Arc<UsageStamps>,
+        cache: Arc<HotCache>,
+        interval: Duration,
+    ) -> Sweeper {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
             .name("sweeper".into())
@@ -68,8 +82,13 @@ impl Sweeper {
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
                     };
                     // A failed sweep is logged and retried next time: the thread keeps going.
-                    match sweep(&store, &stamps, Timestamp::now()) {
-                        Ok(swept) if swept != Swept::default() => log::debug!("sweep: {swept:?}"),
+                    let started = std::time::Instant::now();
+                    match sweep(&store, &stamps, &cache, Timestamp::now()) {
+                        Ok(swept) if swept.expired_machines > 0 => log::info!(
+                            "swept {} expired machines in {} ms",
+                            swept.expired_machines,
+                            started.elapsed().as_millis()
+                        ),
                         Ok(_) => {}
                         Err(err) => log::warn!("sweep failed, will retry: {err}"),
                     }

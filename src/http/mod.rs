@@ -151,14 +151,12 @@ fn session(
         authority.logout(bearer, now)?;
         return Ok(Response::no_content());
     }
-    let (app, machine) = authority.authenticate_session(bearer, now)?;
-    Ok(Response::json(
-        200,
-        &Identity {
-            app: &app,
-            machine: &machine,
-        },
-    ))
+    let session = authority.authenticate_session(bearer, now)?;
+    let identity = Identity {
+        app: &session.app,
+        machine: &session.machine,
+    };
+    Ok(Response::json(200, &identity))
 }
 
 /// Endpoints that take the admin token, which the caller has already checked.

@@ -3,6 +3,7 @@
 mod adapter;
 mod admin_api;
 mod cli;
+mod hot_path;
 mod machine_auth;
 mod process;
 mod support;

@@ -1,0 +1,170 @@
+//! A bounded in-memory cache of positive answers for the hot read paths: sessions (whoami) and
+//! auth keys (verify), so that a hot token costs no database read.
+//!
+//! Revocation stays immediate through one rule, kept by `Authority`: every write that can make
+//! a cached answer wrong calls `invalidate` after it commits and before its response is sent.
+//! A reader that raced with such a write cannot put its stale answer back: it takes a
+//! `generation` ticket before reading the database and `insert` drops the answer if any
+//! invalidation happened since. Expiry is not cached away: callers judge every hit at `now`.
+
+use crate::model::{App, Machine};
+use crate::store::KeyStatus;
+use crate::token::TokenHash;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// Entries per map. When a map is full it is emptied: cheap, bounded, and a hot token is
+/// back after one miss.
+pub const CAPACITY: usize = 10_000;
+
+/// A valid session as whoami answers it.
+#[derive(Debug, PartialEq)]
+pub struct Session {
+    pub app: App,
+    pub machine: Machine,
+}
+
+/// What a write invalidates.
+#[derive(Clone, Copy, Debug)]
+pub enum Invalidation {
+    /// One session ended (logout).
+    Session(TokenHash),
+    /// One key's state changed (a login used it).
+    Key(TokenHash),
+    /// Anything may have changed (revocations, deletions).
+    Everything,
+}
+
+/// Proof of the cache's state before a database read; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket(u64);
+
+#[derive(Default)]
+pub struct HotCache {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    generation: u64,
+    sessions: HashMap<TokenHash, Arc<Session>>,
+    keys: HashMap<TokenHash, Arc<KeyStatus>>,
+}
+
+impl HotCache {
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.read().generation)
+    }
+
+    pub fn session(&self, hash: &TokenHash) -> Option<Arc<Session>> {
+        self.read().sessions.get(hash).cloned()
+    }
+
+    pub fn key(&self, hash: &TokenHash) -> Option<Arc<KeyStatus>> {
+        self.read().keys.get(hash).cloned()
+    }
+
+    /// Caches a session read from the database after `ticket` was taken, unless something was
+    /// invalidated in between.
+    pub fn insert_session(&self, ticket: Ticket, hash: TokenHash, session: Arc<Session>) {
+        let mut inner = self.write();
+        if inner.generation == ticket.0 {
+            insert_bounded(&mut inner.sessions, hash, session);
+        }
+    }
+
+    pub fn insert_key(&self, ticket: Ticket, hash: TokenHash, key: Arc<KeyStatus>) {
+        let mut inner = self.write();
+        if inner.generation == ticket.0 {
+            insert_bounded(&mut inner.keys, hash, key);
+        }
+    }
+
+    /// Forgets what `what` covers and voids every ticket taken before now.
+    pub fn invalidate(&self, what: Invalidation) {
+        let mut inner = self.write();
+        inner.generation += 1;
+        match what {
+            Invalidation::Session(hash) => {
+                inner.sessions.remove(&hash);
+            }
+            Invalidation::Key(hash) => {
+                inner.keys.remove(&hash);
+            }
+            Invalidation::Everything => {
+                inner.sessions.clear();
+                inner.keys.clear();
+            }
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn insert_bounded<V>(map: &mut HashMap<TokenHash, V>, hash: TokenHash, value: V) {
+    if map.len() >= CAPACITY {
+        map.clear();
+    }
+    map.insert(hash, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> Arc<KeyStatus> {
+        Arc::new(KeyStatus {
+            pk: 1,
+            id: id.into(),
+            app: "app".into(),
+            reusable: true,
+            ephemeral: false,
+            expires_at: None,
+            revoked_at: None,
+            uses: 0,
+        })
+    }
+
+    #[test]
+    fn a_read_that_raced_with_an_invalidation_is_not_cached() {
+        let cache = HotCache::default();
+        let hash = TokenHash::of("k");
+        let ticket = cache.ticket();
+        // A revocation commits and invalidates while the reader is still reading.
+        cache.invalidate(Invalidation::Everything);
+        cache.insert_key(ticket, hash, key("stale"));
+        assert_eq!(cache.key(&hash), None);
+        let ticket = cache.ticket();
+        cache.insert_key(ticket, hash, key("fresh"));
+        assert_eq!(cache.key(&hash).map(|k| k.id.clone()), Some("fresh".into()));
+    }
+
+    #[test]
+    fn targeted_invalidation_removes_only_its_entry_but_voids_all_tickets() {
+        let cache = HotCache::default();
+        let (a, b) = (TokenHash::of("a"), TokenHash::of("b"));
+        cache.insert_key(cache.ticket(), a, key("a"));
+        cache.insert_key(cache.ticket(), b, key("b"));
+        let ticket = cache.ticket();
+        cache.invalidate(Invalidation::Key(a));
+        assert_eq!(cache.key(&a), None);
+        assert!(cache.key(&b).is_some());
+        cache.insert_key(ticket, a, key("late"));
+        assert_eq!(cache.key(&a), None);
+    }
+
+    #[test]
+    fn stays_within_capacity() {
+        let cache = HotCache::default();
+        for n in 0..CAPACITY * 2 + 5 {
+            cache.insert_key(cache.ticket(), TokenHash::of(&n.to_string()), key("k"));
+        }
+        assert!(cache.read().keys.len() <= CAPACITY);
+    }
+}
