@@ -106,7 +106,7 @@ impl Authority {
                     .store
                     .read(|r| r.session(&hash))?
                     .ok_or(Error::InvalidCredentials)?;
-                let session = Arc::new(Session { app, machine });
+                let session = Arc::new(Session::new(app, machine));
                 self.cache
                     .insert_session(ticket, hash, Arc::clone(&session));
                 session
@@ -177,14 +177,14 @@ impl Authority {
     }
 
     pub fn keys(&self, app_id: &str, include_revoked: bool, now: Timestamp) -> Result<Vec<Key>> {
-        self.store.read(|r| {
+        self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
             r.keys(&app, include_revoked, now)
         })
     }
 
     pub fn key(&self, app_id: &str, key_id: &str, now: Timestamp) -> Result<Key> {
-        self.store.read(|r| {
+        self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
             r.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)
         })
@@ -206,7 +206,7 @@ impl Authority {
     }
 
     pub fn machines(&self, app_id: &str, now: Timestamp) -> Result<Vec<Machine>> {
-        self.store.read(|r| {
+        self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
             r.active_machines(&app, now)
         })

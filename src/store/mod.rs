@@ -56,16 +56,23 @@ impl Store {
         })
     }
 
-    /// Runs `work` on a read connection of its own. Reads see the last committed state and
-    /// never wait on the writer (WAL mode).
+    /// Runs `work` on a read connection of its own, for reads of one statement each: SQLite
+    /// reads every statement from one committed state, so no transaction is needed (the hot
+    /// paths save a BEGIN and a ROLLBACK). Reads never wait on the writer (WAL mode).
     pub fn read<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
         let conn = self.checkout_reader()?;
-        let result = conn
-            .unchecked_transaction()
-            .map_err(error::storage)
-            .and_then(|tx| work(&Reader::new(&tx)));
+        let result = work(&Reader::new(&conn));
         self.return_reader(conn);
         result
+    }
+
+    /// Like `read`, inside one (deferred) transaction, so that several queries see the same
+    /// committed state.
+    pub fn snapshot<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
+        self.read(|r| {
+            let tx = r.conn().unchecked_transaction().map_err(error::storage)?;
+            work(&Reader::new(&tx))
+        })
     }
 
     /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer connection, committing
