@@ -10,18 +10,31 @@
 use crate::model::{App, Machine};
 use crate::store::KeyStatus;
 use crate::token::TokenHash;
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-/// Entries per map. When a map is full it is emptied: cheap, bounded, and a hot token is
-/// back after one miss.
+/// Entries per map. A full map evicts its oldest insertion: O(1), no latency spike, and a hot
+/// token that was evicted is back after one miss.
 pub const CAPACITY: usize = 10_000;
 
 /// A valid session as whoami answers it.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Session {
     pub app: App,
     pub machine: Machine,
+    /// The HTTP layer's encoding of this answer, made once per cached entry so that a hot
+    /// token is not re-encoded on every request. It lives and dies with the entry.
+    pub encoded: OnceLock<Vec<u8>>,
+}
+
+impl Session {
+    pub fn new(app: App, machine: Machine) -> Session {
+        Session {
+            app,
+            machine,
+            encoded: OnceLock::new(),
+        }
+    }
 }
 
 /// What a write invalidates.
@@ -47,8 +60,56 @@ pub struct HotCache {
 #[derive(Default)]
 struct Inner {
     generation: u64,
-    sessions: HashMap<TokenHash, Arc<Session>>,
-    keys: HashMap<TokenHash, Arc<KeyStatus>>,
+    sessions: Bounded<Session>,
+    keys: Bounded<KeyStatus>,
+}
+
+/// A map that forgets its oldest insertions beyond `CAPACITY`.
+struct Bounded<V> {
+    map: HashMap<TokenHash, Arc<V>>,
+    /// Insertion order. May name entries already removed, or name one twice; it never holds
+    /// more than `CAPACITY` hashes, so neither can the map.
+    order: VecDeque<TokenHash>,
+}
+
+impl<V> Default for Bounded<V> {
+    fn default() -> Bounded<V> {
+        Bounded {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<V> Bounded<V> {
+    fn get(&self, hash: &TokenHash) -> Option<Arc<V>> {
+        self.map.get(hash).cloned()
+    }
+
+    fn insert(&mut self, hash: TokenHash, value: Arc<V>) {
+        if self.map.insert(hash, value).is_none() {
+            self.order.push_back(hash);
+        }
+        while self.order.len() > CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.map.remove(&oldest);
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: &TokenHash) {
+        self.map.remove(hash);
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
+    }
 }
 
 impl HotCache {
@@ -57,11 +118,11 @@ impl HotCache {
     }
 
     pub fn session(&self, hash: &TokenHash) -> Option<Arc<Session>> {
-        self.read().sessions.get(hash).cloned()
+        self.read().sessions.get(hash)
     }
 
     pub fn key(&self, hash: &TokenHash) -> Option<Arc<KeyStatus>> {
-        self.read().keys.get(hash).cloned()
+        self.read().keys.get(hash)
     }
 
     /// Caches a session read from the database after `ticket` was taken, unless something was
@@ -69,14 +130,14 @@ impl HotCache {
     pub fn insert_session(&self, ticket: Ticket, hash: TokenHash, session: Arc<Session>) {
         let mut inner = self.write();
         if inner.generation == ticket.0 {
-            insert_bounded(&mut inner.sessions, hash, session);
+            inner.sessions.insert(hash, session);
         }
     }
 
     pub fn insert_key(&self, ticket: Ticket, hash: TokenHash, key: Arc<KeyStatus>) {
         let mut inner = self.write();
         if inner.generation == ticket.0 {
-            insert_bounded(&mut inner.keys, hash, key);
+            inner.keys.insert(hash, key);
         }
     }
 
@@ -105,13 +166,6 @@ impl HotCache {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-fn insert_bounded<V>(map: &mut HashMap<TokenHash, V>, hash: TokenHash, value: V) {
-    if map.len() >= CAPACITY {
-        map.clear();
-    }
-    map.insert(hash, value);
 }
 
 #[cfg(test)]
@@ -160,11 +214,23 @@ mod tests {
     }
 
     #[test]
-    fn stays_within_capacity() {
+    fn stays_within_capacity_by_forgetting_the_oldest() {
         let cache = HotCache::default();
-        for n in 0..CAPACITY * 2 + 5 {
-            cache.insert_key(cache.ticket(), TokenHash::of(&n.to_string()), key("k"));
+        let hash = |n: usize| TokenHash::of(&n.to_string());
+        for n in 0..CAPACITY + 5 {
+            cache.insert_key(cache.ticket(), hash(n), key("k"));
         }
-        assert!(cache.read().keys.len() <= CAPACITY);
+        assert_eq!(cache.read().keys.len(), CAPACITY);
+        assert!(cache.key(&hash(4)).is_none());
+        assert!(cache.key(&hash(5)).is_some());
+        assert!(cache.key(&hash(CAPACITY + 4)).is_some());
+        // Invalidations and re-insertions never let the order queue grow past the bound.
+        for _ in 0..3 {
+            for n in 0..CAPACITY {
+                cache.invalidate(Invalidation::Key(hash(n)));
+                cache.insert_key(cache.ticket(), hash(n), key("k"));
+            }
+        }
+        assert!(cache.read().keys.order.len() <= CAPACITY);
     }
 }

@@ -108,6 +108,11 @@ pub struct Response {
 impl Response {
     pub fn json(status: u16, value: &impl Serialize) -> Response {
         let body = serde_json::to_vec(value).expect("our response types always serialise");
+        Response::json_bytes(status, body)
+    }
+
+    /// A JSON response from an already encoded body.
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
         Response {
             status,
             headers: vec![("Content-Type", "application/json".into())],

@@ -64,6 +64,22 @@ struct CreatedKey<'a> {
 }
 
 #[derive(Serialize)]
+struct ValidKey<'a> {
+    valid: bool,
+    app: &'a str,
+    key_id: &'a str,
+    reusable: bool,
+    ephemeral: bool,
+    expires_at: Option<Timestamp>,
+}
+
+#[derive(Serialize)]
+struct InvalidKey {
+    valid: bool,
+    code: &'static str,
+}
+
+#[derive(Serialize)]
 struct LoggedIn<'a> {
     session_token: &'a str,
     machine: &'a Machine,
@@ -126,18 +142,27 @@ fn machine_auth(
         return Ok(Response::json(201, &logged_in));
     }
     let body: Verify = request.json()?;
-    let verdict = match authority.verify(&body.key, now)? {
-        Ok(key) => serde_json::json!({
-            "valid": true,
-            "app": key.app,
-            "key_id": key.id,
-            "reusable": key.reusable,
-            "ephemeral": key.ephemeral,
-            "expires_at": key.expires_at,
-        }),
-        Err(problem) => serde_json::json!({"valid": false, "code": problem.code()}),
+    let response = match authority.verify(&body.key, now)? {
+        Ok(key) => Response::json(
+            200,
+            &ValidKey {
+                valid: true,
+                app: &key.app,
+                key_id: &key.id,
+                reusable: key.reusable,
+                ephemeral: key.ephemeral,
+                expires_at: key.expires_at,
+            },
+        ),
+        Err(problem) => Response::json(
+            200,
+            &InvalidKey {
+                valid: false,
+                code: problem.code(),
+            },
+        ),
     };
-    Ok(Response::json(200, &verdict))
+    Ok(response)
 }
 
 /// Endpoints that take a machine's session token.
@@ -152,11 +177,14 @@ fn session(
         return Ok(Response::no_content());
     }
     let session = authority.authenticate_session(bearer, now)?;
-    let identity = Identity {
-        app: &session.app,
-        machine: &session.machine,
-    };
-    Ok(Response::json(200, &identity))
+    let body = session.encoded.get_or_init(|| {
+        let identity = Identity {
+            app: &session.app,
+            machine: &session.machine,
+        };
+        serde_json::to_vec(&identity).expect("an identity always serialises")
+    });
+    Ok(Response::json_bytes(200, body.clone()))
 }
 
 /// Endpoints that take the admin token, which the caller has already checked.
