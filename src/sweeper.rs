@@ -9,7 +9,7 @@ use crate::model::Timestamp;
 use crate::store::Store;
 use crate::usage::UsageStamps;
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -33,10 +33,18 @@ pub fn sweep(
     let pending = stamps.take();
     let stamps_written = pending.len();
     if !pending.is_empty() {
-        let written = store.write(|w| {
-            w.stamp_keys_used(&pending.keys)?;
-            w.stamp_machines_seen(&pending.machines)
-        });
+        // In batches, like the deletions below; rewriting a batch after a failure is harmless
+        // because stamps only move forward.
+        let written = pending
+            .keys
+            .chunks(SWEEP_BATCH)
+            .try_for_each(|batch| store.write(|w| w.stamp_keys_used(batch)))
+            .and_then(|()| {
+                pending
+                    .machines
+                    .chunks(SWEEP_BATCH)
+                    .try_for_each(|batch| store.write(|w| w.stamp_machines_seen(batch)))
+            });
         if let Err(err) = written {
             stamps.restore(pending);
             return Err(err);
@@ -59,9 +67,16 @@ pub fn sweep(
     })
 }
 
+/// Why the sweeper thread wakes before its interval is up.
+enum Wake {
+    /// Many usage stamps are pending: write them now.
+    Flush,
+    Stop,
+}
+
 /// Owns the sweeper thread. Dropping it stops the thread after one last sweep and joins it.
 pub struct Sweeper {
-    stop: Option<mpsc::Sender<()>>,
+    wake: SyncSender<Wake>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -72,14 +87,19 @@ impl Sweeper {
         cache: Arc<HotCache>,
         interval: Duration,
     ) -> Sweeper {
-        let (stop, stopped) = mpsc::channel::<()>();
+        let (wake, woken) = mpsc::sync_channel::<Wake>(4);
+        let flush = wake.clone();
+        stamps.on_many_pending(move || {
+            // A full channel already holds a wake-up; nothing is lost by dropping this one.
+            let _ = flush.try_send(Wake::Flush);
+        });
         let thread = thread::Builder::new()
             .name("sweeper".into())
             .spawn(move || {
                 loop {
-                    let stopping = match stopped.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => false,
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+                    let stopping = match woken.recv_timeout(interval) {
+                        Err(RecvTimeoutError::Timeout) | Ok(Wake::Flush) => false,
+                        Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => true,
                     };
                     // A failed sweep is logged and retried next time: the thread keeps going.
                     let started = std::time::Instant::now();
@@ -99,7 +119,7 @@ impl Sweeper {
             })
             .expect("spawning the sweeper thread");
         Sweeper {
-            stop: Some(stop),
+            wake,
             thread: Some(thread),
         }
     }
@@ -107,7 +127,8 @@ impl Sweeper {
 
 impl Drop for Sweeper {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        // Blocks only while the channel is full, which the thread empties as it runs.
+        let _ = self.wake.send(Wake::Stop);
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
