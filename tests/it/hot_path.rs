@@ -21,7 +21,10 @@ fn verify(server: &TestServer, key: &str) -> Value {
 }
 
 fn session_of(login: &Value) -> String {
-    login["session_token"].as_str().expect("session token").to_string()
+    login["session_token"]
+        .as_str()
+        .expect("session token")
+        .to_string()
 }
 
 /// Logs a machine in with a fresh key of app `hot` and warms the cache with its session.
@@ -53,12 +56,16 @@ fn a_cached_session_ends_with_each_way_of_ending_it() {
 
     let login = cached_session(&server);
     let machine = login["machine"]["id"].as_str().expect("machine id");
-    admin.delete(&format!("/v1/apps/hot/machines/{machine}")).expect(204);
+    admin
+        .delete(&format!("/v1/apps/hot/machines/{machine}"))
+        .expect(204);
     assert_ended(&server, &login);
 
     let login = cached_session(&server);
     let key = login["machine"]["key_id"].as_str().expect("key id");
-    admin.delete(&format!("/v1/apps/hot/keys/{key}")).expect(204);
+    admin
+        .delete(&format!("/v1/apps/hot/keys/{key}"))
+        .expect(204);
     assert_ended(&server, &login);
 
     let login = cached_session(&server);
@@ -75,7 +82,10 @@ fn a_cached_valid_verdict_changes_with_the_login_that_uses_the_key() {
     assert_eq!(verify(&server, secret)["valid"], true);
     assert_eq!(verify(&server, secret)["valid"], true);
     server.login(secret);
-    assert_eq!(verify(&server, secret), json!({"valid": false, "code": "used"}));
+    assert_eq!(
+        verify(&server, secret),
+        json!({"valid": false, "code": "used"})
+    );
 }
 
 #[test]
@@ -87,8 +97,14 @@ fn a_cached_valid_verdict_changes_with_revocation() {
     verify(&server, secret);
     assert_eq!(verify(&server, secret)["valid"], true);
     let id = key["id"].as_str().expect("id");
-    server.admin().delete(&format!("/v1/apps/hot/keys/{id}")).expect(204);
-    assert_eq!(verify(&server, secret), json!({"valid": false, "code": "revoked"}));
+    server
+        .admin()
+        .delete(&format!("/v1/apps/hot/keys/{id}"))
+        .expect(204);
+    assert_eq!(
+        verify(&server, secret),
+        json!({"valid": false, "code": "revoked"})
+    );
 }
 
 #[test]
@@ -123,7 +139,10 @@ fn whoami_shows_last_seen_within_a_sweep_interval_even_when_cached() {
         if now["machine"]["last_seen_at"].is_string() {
             break;
         }
-        assert!(Instant::now() < deadline, "last_seen_at never appeared: {now}");
+        assert!(
+            Instant::now() < deadline,
+            "last_seen_at never appeared: {now}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
