@@ -2,6 +2,7 @@
 //! explicitly. The admin token is a `Secret`, so printing a `Config` never shows it.
 
 use crate::store::Database;
+use crate::throttle;
 use crate::token::Secret;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Threads answering requests.
     pub workers: usize,
+    /// Failed logins and verifies allowed per client address before it gets 429.
+    pub login_failures: throttle::Limits,
 }
 
 pub const DEFAULT_DB: &str = "./authkeys.db";
@@ -35,6 +38,7 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(DEFAULT_SWEEP_INTERVAL_SECS),
             admin_token: None,
             workers: DEFAULT_WORKERS,
+            login_failures: throttle::Limits::default(),
         }
     }
 }

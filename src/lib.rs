@@ -21,6 +21,7 @@ pub mod model;
 pub mod server;
 pub mod store;
 pub mod sweeper;
+pub mod throttle;
 pub mod token;
 pub mod usage;
 pub mod validate;

@@ -10,6 +10,7 @@ use crate::http::{self, Listener};
 use crate::model::Timestamp;
 use crate::store::{Database, Store};
 use crate::sweeper::Sweeper;
+use crate::throttle::Throttle;
 use crate::token::Secret;
 use crate::usage::UsageStamps;
 use std::sync::Arc;
@@ -39,8 +40,10 @@ impl Server {
             admin.hash,
             config.ephemeral_ttl.as_secs(),
         ));
-        let handler =
-            move |request: &http::Request| http::handle(&authority, request, Timestamp::now());
+        let throttle = Throttle::new(config.login_failures);
+        let handler = move |request: &http::Request| {
+            http::handle(&authority, &throttle, request, Timestamp::now())
+        };
         let listener = Listener::start(&config.listen, Arc::new(handler), config.workers)?;
         let sweeper = Sweeper::start(store, stamps, cache, config.sweep_interval);
         let url = format!("http://{}", listener.address());

@@ -136,3 +136,120 @@ impl Drop for Sweeper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NewKey;
+    use crate::store::{Database, NewMachine};
+    use crate::token::{self, TokenKind};
+
+    /// A store in a temp dir with one reusable key, its app id, and machines that expire at
+    /// each of `expiries` (`None`: never).
+    fn store_with_machines(expiries: &[Option<i64>]) -> (tempfile::TempDir, Store, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
+        let secret = token::generate(TokenKind::AuthKey);
+        let new_key = NewKey {
+            description: None,
+            reusable: true,
+            ephemeral: true,
+            expires_in_secs: None,
+        };
+        store
+            .write(|w| {
+                let app = w.insert_app("app", "App", Timestamp(0))?;
+                let hint = token::hint(&secret);
+                w.insert_key(
+                    &app,
+                    "key_1".into(),
+                    &secret.hash(),
+                    hint,
+                    &new_key,
+                    Timestamp(0),
+                )?;
+                let key = w
+                    .key_status(&secret.hash())?
+                    .expect("the key just inserted");
+                for (n, expires_at) in expiries.iter().enumerate() {
+                    let machine = NewMachine {
+                        id: format!("mch_{n}"),
+                        token_hash: token::generate(TokenKind::Session).hash(),
+                        name: None,
+                        expires_at: expires_at.map(Timestamp),
+                    };
+                    w.insert_machine(&key, machine, Timestamp(0))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        (dir, store, "app".into())
+    }
+
+    fn machine_ids(store: &Store, app_id: &str) -> Vec<String> {
+        store
+            .read(|r| {
+                let app = r.app(app_id)?.expect("the app exists");
+                r.active_machines(&app, Timestamp(i64::MIN))
+            })
+            .unwrap()
+            .into_iter()
+            .map(|machine| machine.id)
+            .collect()
+    }
+
+    #[test]
+    fn deletes_exactly_what_has_expired_at_now_in_batches() {
+        // More expired machines than one batch, one that expires later, one that never does.
+        let mut expiries = vec![Some(1_000); SWEEP_BATCH + 2];
+        expiries.extend([Some(5_000), None]);
+        let (_dir, store, app) = store_with_machines(&expiries);
+        let stamps = UsageStamps::default();
+        let cache = HotCache::default();
+        let swept = |now| sweep(&store, &stamps, &cache, Timestamp(now)).unwrap();
+
+        assert_eq!(swept(999), Swept::default());
+        assert_eq!(machine_ids(&store, &app).len(), SWEEP_BATCH + 4);
+        assert_eq!(swept(1_000).expired_machines, SWEEP_BATCH + 2);
+        let left = [
+            format!("mch_{}", SWEEP_BATCH + 2),
+            format!("mch_{}", SWEEP_BATCH + 3),
+        ];
+        let mut ids = machine_ids(&store, &app);
+        ids.sort();
+        assert_eq!(ids, left);
+        assert_eq!(swept(4_999), Swept::default());
+        assert_eq!(swept(i64::MAX).expired_machines, 1);
+        assert_eq!(machine_ids(&store, &app), [left[1].clone()]);
+    }
+
+    #[test]
+    fn writes_pending_usage_stamps() {
+        let (_dir, store, app) = store_with_machines(&[None]);
+        let stamps = UsageStamps::default();
+        let machine_pk = store
+            .read(|r| r.machine(&r.app(&app)?.expect("the app"), "mch_0"))
+            .unwrap()
+            .expect("the machine")
+            .pk;
+        stamps.machine_seen(machine_pk, Timestamp(42_000));
+        let cache = HotCache::default();
+        let ticket = cache.ticket();
+        let swept = sweep(&store, &stamps, &cache, Timestamp(50_000)).unwrap();
+        assert_eq!(swept.stamps_written, 1);
+        assert_ne!(
+            cache.ticket(),
+            ticket,
+            "cached answers carrying old stamps must be dropped"
+        );
+        let machine = store
+            .read(|r| r.machine(&r.app(&app)?.expect("the app"), "mch_0"))
+            .unwrap()
+            .expect("the machine");
+        assert_eq!(machine.last_seen_at, Some(Timestamp(42_000)));
+        assert_eq!(
+            sweep(&store, &stamps, &cache, Timestamp(60_000)).unwrap(),
+            Swept::default()
+        );
+    }
+}

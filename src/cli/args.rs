@@ -2,6 +2,7 @@
 //! required on argv, and clap never prints their values in `--help`.
 
 use crate::config;
+use crate::throttle;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -54,6 +55,16 @@ pub struct ServeArgs {
           default_value_t = config::DEFAULT_SWEEP_INTERVAL_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub sweep_interval: u64,
+    /// Failed logins and verifies one client address may make in a burst before it gets 429
+    /// with Retry-After; 0 turns throttling off.
+    #[arg(long, env = "AUTHKEYS_LOGIN_FAILURES_BURST", value_name = "N",
+          default_value_t = throttle::DEFAULT_BURST)]
+    pub login_failures_burst: u32,
+    /// How many failed logins and verifies a client address earns back per minute once its
+    /// burst is spent; 0 turns throttling off.
+    #[arg(long, env = "AUTHKEYS_LOGIN_FAILURES_PER_MINUTE", value_name = "N",
+          default_value_t = throttle::DEFAULT_PER_MINUTE)]
+    pub login_failures_per_minute: u32,
 }
 
 #[derive(Args, Debug)]

@@ -5,6 +5,7 @@ use super::args::ServeArgs;
 use crate::config::{Config, DEFAULT_WORKERS};
 use crate::server::Server;
 use crate::store::Database;
+use crate::throttle;
 use crate::token::Secret;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -27,6 +28,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         sweep_interval: Duration::from_secs(args.sweep_interval),
         admin_token,
         workers: DEFAULT_WORKERS,
+        login_failures: throttle::Limits {
+            burst: args.login_failures_burst,
+            per_minute: args.login_failures_per_minute,
+        },
     };
     // Registered before the ready line, so a signal sent as soon as it is read is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT])

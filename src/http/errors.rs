@@ -21,6 +21,11 @@ pub enum ApiError {
     InvalidBody(String),
     /// A query parameter the endpoint does not take, or a bad value for one.
     InvalidQuery(String),
+    /// Too many failed logins and verifies from this client; it may try again after
+    /// `retry_after_secs` (sent as `Retry-After`).
+    TooManyRequests {
+        retry_after_secs: u64,
+    },
     /// A handler panicked.
     Internal,
 }
@@ -59,6 +64,7 @@ impl ApiError {
             ApiError::UnknownField(_) => (422, "unknown_field"),
             ApiError::InvalidBody(_) => (422, "invalid_field"),
             ApiError::InvalidQuery(_) => (400, "invalid_query"),
+            ApiError::TooManyRequests { .. } => (429, "too_many_requests"),
             ApiError::Internal => (500, "internal"),
         }
     }
@@ -85,6 +91,10 @@ impl ApiError {
             | ApiError::UnknownField(detail)
             | ApiError::InvalidBody(detail)
             | ApiError::InvalidQuery(detail) => detail.clone(),
+            ApiError::TooManyRequests { retry_after_secs } => format!(
+                "too many failed logins and verifies from this address; \
+                 try again in {retry_after_secs} s"
+            ),
             ApiError::Internal => "internal error".to_string(),
         };
         redact_secrets(&text)

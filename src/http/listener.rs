@@ -111,6 +111,7 @@ fn respond(handler: &Handler, mut raw: tiny_http::Request) {
             request.body = body;
             request.authorization = header(&raw, "Authorization");
             request.content_type = header(&raw, "Content-Type");
+            request.remote_addr = raw.remote_addr().copied();
             guarded(|| handler(&request))
         }
         Err(err) => Response::error(&err),

@@ -5,6 +5,7 @@ use super::errors::ApiError;
 use crate::error::Error;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
 
 /// An HTTP request as the handler sees it: the body is already read and bounded.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +17,8 @@ pub struct Request {
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
+    /// The client's address, for throttling failed logins and verifies per client.
+    pub remote_addr: Option<SocketAddr>,
 }
 
 impl Request {
@@ -58,14 +61,7 @@ impl Request {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let value: serde_json::Value = serde_json::from_slice(&self.body)
-            .map_err(|err| ApiError::MalformedBody(format!("malformed JSON: {err}")))?;
-        if !value.is_object() {
-            return Err(ApiError::MalformedBody(
-                "the body must be a JSON object".into(),
-            ));
-        }
-        decode_value(value)
+        decode_value(parse_object(&self.body)?)
     }
 
     /// The query parameters, each checked against `allowed`: a parameter an endpoint does not
@@ -83,6 +79,31 @@ impl Request {
             ))),
             None => Ok(params),
         }
+    }
+}
+
+/// Parses a body that must be a JSON object: 400 when it is not UTF-8, not JSON or not an
+/// object, 422 when it is well-formed JSON holding a value serde_json cannot represent.
+fn parse_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let malformed = |detail: String| ApiError::MalformedBody(detail);
+    let text = std::str::from_utf8(body)
+        .map_err(|err| malformed(format!("the body is not UTF-8: {err}")))?;
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) if value.is_object() => Ok(value),
+        Ok(_) => Err(malformed("the body must be a JSON object".into())),
+        // JSON's grammar allows numbers beyond f64 (`1e400`) and lone surrogate escapes, which
+        // serde_json refuses to put in a `Value`. Skipping values, it checks only the grammar:
+        // if that passes, the body is well-formed and one of its values is out of range.
+        Err(err) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+            if text.trim_start().starts_with('{') {
+                Err(ApiError::InvalidBody(format!(
+                    "a value cannot be represented: {err}"
+                )))
+            } else {
+                Err(malformed("the body must be a JSON object".into()))
+            }
+        }
+        Err(err) => Err(malformed(format!("malformed JSON: {err}"))),
     }
 }
 
@@ -135,6 +156,11 @@ impl Response {
         match err {
             ApiError::MethodNotAllowed { allow } => {
                 response.headers.push(("Allow", allow.join(", ")));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                response
+                    .headers
+                    .push(("Retry-After", retry_after_secs.to_string()));
             }
             _ if status == 401 => {
                 response.headers.push(("WWW-Authenticate", "Bearer".into()));

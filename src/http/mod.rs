@@ -12,7 +12,9 @@ pub use listener::{Handler, Listener, guarded};
 pub use message::{Request, Response};
 
 use crate::authority::Authority;
+use crate::error::Error;
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
+use crate::throttle::Throttle;
 use routes::Route;
 use serde::{Deserialize, Serialize};
 
@@ -92,11 +94,22 @@ struct Identity<'a> {
 }
 
 /// Answers one request. Never panics on any input; errors become the contract's JSON shape.
-pub fn handle(authority: &Authority, request: &Request, now: Timestamp) -> Response {
-    route(authority, request, now).unwrap_or_else(|err| Response::error(&err))
+/// `throttle` counts failed logins and verifies per client address.
+pub fn handle(
+    authority: &Authority,
+    throttle: &Throttle,
+    request: &Request,
+    now: Timestamp,
+) -> Response {
+    route(authority, throttle, request, now).unwrap_or_else(|err| Response::error(&err))
 }
 
-fn route(authority: &Authority, request: &Request, now: Timestamp) -> Result<Response, ApiError> {
+fn route(
+    authority: &Authority,
+    throttle: &Throttle,
+    request: &Request,
+    now: Timestamp,
+) -> Result<Response, ApiError> {
     let route = Route::parse(&request.path).ok_or(ApiError::RouteNotFound)?;
     let method = request.method.as_str();
     if !route.methods().contains(&method) {
@@ -111,7 +124,7 @@ fn route(authority: &Authority, request: &Request, now: Timestamp) -> Result<Res
         }
         Route::Login | Route::Verify => {
             request.query_params(&[])?;
-            machine_auth(authority, route, request, now)
+            machine_auth(authority, throttle, route, request, now)
         }
         Route::Whoami | Route::Logout => {
             request.query_params(&[])?;
@@ -125,16 +138,32 @@ fn route(authority: &Authority, request: &Request, now: Timestamp) -> Result<Res
     }
 }
 
-/// Endpoints that take an auth key in the body and no bearer token.
+/// Endpoints that take an auth key in the body and no bearer token. The throttle is asked
+/// first, so a throttled client never reaches the login transaction and cannot consume a key.
 fn machine_auth(
     authority: &Authority,
+    throttle: &Throttle,
     route: Route,
     request: &Request,
     now: Timestamp,
 ) -> Result<Response, ApiError> {
+    let attempt = throttle
+        .admit(request.remote_addr.map(|addr| addr.ip()), now)
+        .map_err(|retry| ApiError::TooManyRequests {
+            retry_after_secs: retry.secs,
+        })?;
     if route == Route::Login {
         let body: Login = request.json()?;
-        let (session, machine) = authority.login(&body.auth_key, body.machine.as_deref(), now)?;
+        let logged_in = authority.login(&body.auth_key, body.machine.as_deref(), now);
+        let (session, machine) = match logged_in {
+            Ok(logged_in) => logged_in,
+            Err(err) => {
+                if is_refused_auth_key(&err) {
+                    attempt.failed();
+                }
+                return Err(err.into());
+            }
+        };
         let logged_in = LoggedIn {
             session_token: session.expose(),
             machine: &machine,
@@ -154,15 +183,27 @@ fn machine_auth(
                 expires_at: key.expires_at,
             },
         ),
-        Err(problem) => Response::json(
-            200,
-            &InvalidKey {
-                valid: false,
-                code: problem.code(),
-            },
-        ),
+        Err(problem) => {
+            attempt.failed();
+            Response::json(
+                200,
+                &InvalidKey {
+                    valid: false,
+                    code: problem.code(),
+                },
+            )
+        }
     };
     Ok(response)
+}
+
+/// Whether a login failed because of the key itself: what a guesser produces, and what the
+/// throttle counts. Bad input and server errors do not count.
+fn is_refused_auth_key(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::AuthKeyInvalid | Error::AuthKeyRevoked | Error::AuthKeyExpired | Error::AuthKeyUsed
+    )
 }
 
 /// Endpoints that take a machine's session token.

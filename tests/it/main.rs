@@ -6,4 +6,5 @@ mod cli;
 mod hot_path;
 mod machine_auth;
 mod process;
+mod reliability;
 mod support;

@@ -126,6 +126,15 @@ impl TestServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Every log line of every process this harness started.
+    pub fn all_logs(&self) -> String {
+        (0..self.starts)
+            .map(|n| std::fs::read_to_string(self.dir.path().join(format!("server-{n}.log"))))
+            .filter_map(Result::ok)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// `kill -9` the server: no chance to flush or clean up.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -151,6 +160,12 @@ impl TestServer {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server before restarting it");
         self.spawn();
+    }
+
+    /// Starts the server again on the same database with other options.
+    pub fn restart_with(&mut self, options: Options) {
+        self.options = options;
+        self.restart();
     }
 
     /// A client with the admin token.
@@ -321,6 +336,14 @@ impl Api {
     }
 }
 
+/// The value of header `name` (case-insensitive) in a response's `headers`.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(header, _)| header.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
+}
+
 /// A response, with what is needed to explain a failed expectation.
 pub struct Reply {
     pub request: String,
@@ -333,10 +356,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(header, _)| header.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        header(&self.headers, name)
     }
 
     /// Asserts the status and returns the JSON body.

@@ -1,0 +1,605 @@
+//! Hostile and broken input on every endpoint that takes any: each request gets the contract's
+//! error, the database is byte-for-byte unchanged (a full dump of every table before and after
+//! each request), and the next request on the same keep-alive connection is answered normally.
+//! Secrets sent in the wrong place (query strings) are refused and never echoed or logged.
+
+use super::db;
+use super::raw::{Conn, RawReply};
+use crate::support::*;
+use serde_json::json;
+
+/// The world the bad requests are thrown at: an app with one key and one logged-in machine.
+struct Target {
+    server: TestServer,
+    key_id: String,
+    auth_key: String,
+    session: String,
+    machine_id: String,
+}
+
+fn target() -> Target {
+    // The sweeper would write usage stamps between two dumps; a day's interval keeps it idle.
+    let server = TestServer::start_with(Options::default().arg("--sweep-interval", "86400"));
+    server.create_app("victim");
+    let created = server.create_key("victim", json!({"reusable": true}));
+    let login = server.login(created["key"].as_str().unwrap());
+    Target {
+        key_id: created["id"].as_str().unwrap().into(),
+        auth_key: created["key"].as_str().unwrap().into(),
+        session: login["session_token"].as_str().unwrap().into(),
+        machine_id: login["machine"]["id"].as_str().unwrap().into(),
+        server,
+    }
+}
+
+/// One bad request and the answer the contract gives it.
+struct Case {
+    method: &'static str,
+    target: String,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    status: u16,
+    /// The error code, or for verify's 200 the `code` of `{"valid": false}`.
+    code: &'static str,
+}
+
+fn case(method: &'static str, target: &str, body: impl Into<Vec<u8>>) -> Case {
+    Case {
+        method,
+        target: target.to_string(),
+        headers: vec![("Content-Type", "application/json".into())],
+        body: body.into(),
+        status: 0,
+        code: "",
+    }
+}
+
+impl Case {
+    fn admin(self) -> Case {
+        self.bearer(ADMIN_TOKEN)
+    }
+
+    fn bearer(mut self, token: &str) -> Case {
+        self.headers
+            .push(("Authorization", format!("Bearer {token}")));
+        self
+    }
+
+    fn content_type(mut self, value: &str) -> Case {
+        self.headers[0].1 = value.to_string();
+        self
+    }
+
+    fn expect(mut self, status: u16, code: &'static str) -> Case {
+        (self.status, self.code) = (status, code);
+        self
+    }
+}
+
+/// Sends every case on one connection, checking each answer, the database and the connection.
+fn check_all(target: &Target, cases: Vec<Case>) {
+    let path = target.server.db_path();
+    let mut conn = Conn::open(&target.server.url);
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    for case in cases {
+        let described = format!(
+            "{} {} {:?} {}",
+            case.method,
+            case.target,
+            case.headers,
+            String::from_utf8_lossy(&case.body)
+        );
+        let before = db::dump(&path);
+        let headers: Vec<(&str, &str)> = case
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let reply = conn.send(case.method, &case.target, &headers, &case.body);
+        let code = if case.status == 200 {
+            reply.json["code"].as_str()
+        } else {
+            reply.code()
+        };
+        let message_ok = case.status == 200 || reply.json["error"]["message"].as_str().is_some();
+        if reply.status != case.status || code != Some(case.code) || !message_ok {
+            fail(
+                target,
+                &described,
+                &reply,
+                &format!("expected {} {}", case.status, case.code),
+            );
+        }
+        for secret in [
+            target.auth_key.as_str(),
+            target.session.as_str(),
+            ADMIN_TOKEN,
+        ] {
+            if String::from_utf8_lossy(&reply.body).contains(secret) {
+                fail(target, &described, &reply, "the response echoes a secret");
+            }
+        }
+        let after = db::dump(&path);
+        if before != after {
+            let changed: Vec<_> = after.iter().filter(|row| !before.contains(row)).collect();
+            let lost: Vec<_> = before.iter().filter(|row| !after.contains(row)).collect();
+            fail(
+                target,
+                &described,
+                &reply,
+                &format!("the database changed: +{changed:?} -{lost:?}"),
+            );
+        }
+        let next = conn.send(
+            "GET",
+            "/v1/apps/victim/keys",
+            &[("Authorization", &admin)],
+            b"",
+        );
+        if next.status != 200 || next.json["keys"].as_array().map(Vec::len) != Some(1) {
+            fail(
+                target,
+                &described,
+                &next,
+                "the next request on the connection failed",
+            );
+        }
+    }
+    let log = target.server.log();
+    for secret in [
+        target.auth_key.as_str(),
+        target.session.as_str(),
+        ADMIN_TOKEN,
+    ] {
+        assert!(!log.contains(secret), "the log contains a secret:\n{log}");
+    }
+}
+
+fn fail(target: &Target, request: &str, reply: &RawReply, what: &str) -> ! {
+    panic!(
+        "{what}\n--- request ---\n{request}\n--- response ---\n{} {:?}\n{}\n--- server log ---\n{}",
+        reply.status,
+        reply.headers,
+        String::from_utf8_lossy(&reply.body),
+        target.server.log()
+    )
+}
+
+/// Bodies that are not a JSON object at all: 400 on every endpoint that reads a body.
+const MALFORMED: &[&[u8]] = &[
+    b"{",
+    b"{\"id\": \"ab",
+    b"{\"auth_key\": }",
+    b"{\"a\": 1,}",
+    b"{'id': 'single-quoted'}",
+    b"null",
+    b"[]",
+    b"[{\"id\": \"x\"}]",
+    b"\"victim\"",
+    b"42",
+    b"true",
+    b"{\"id\": \"\xff\xfe\"}",
+    b"\xef\xbb\xbf{}",
+    b"{\"id\": \"a\x00b\"}",
+    b"{\x00}",
+    b"{\"id\": \"x\"}{\"id\": \"y\"}",
+    b"1e400",
+];
+
+const INJECTIONS: &[&str] = &[
+    "' OR '1'='1",
+    "x'; DROP TABLE keys; --",
+    "\" OR \"\"=\"",
+    "1; DELETE FROM machines",
+    "ena_' UNION SELECT hash FROM keys --",
+];
+
+#[test]
+fn malformed_bodies_get_400_change_nothing_and_keep_the_connection() {
+    let target = target();
+    let mut cases = Vec::new();
+    for body in MALFORMED {
+        cases.push(
+            case("POST", "/v1/apps", *body)
+                .admin()
+                .expect(400, "malformed_body"),
+        );
+        cases.push(
+            case("POST", "/v1/apps/victim/keys", *body)
+                .admin()
+                .expect(400, "malformed_body"),
+        );
+        cases.push(case("POST", "/v1/auth/login", *body).expect(400, "malformed_body"));
+        cases.push(case("POST", "/v1/keys/verify", *body).expect(400, "malformed_body"));
+    }
+    let login = format!(r#"{{"auth_key": "{}"}}"#, target.auth_key);
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/jsonx",
+    ] {
+        cases.push(
+            case("POST", "/v1/auth/login", login.clone())
+                .content_type(content_type)
+                .expect(415, "unsupported_media_type"),
+        );
+        cases.push(
+            case("POST", "/v1/apps", r#"{"id": "new"}"#)
+                .admin()
+                .content_type(content_type)
+                .expect(415, "unsupported_media_type"),
+        );
+    }
+    check_all(&target, cases);
+}
+
+#[test]
+fn wrong_types_unknown_fields_and_huge_numbers_get_422_and_change_nothing() {
+    let target = target();
+    let key = &target.auth_key;
+    let long = "x".repeat(201);
+    let mut cases = vec![
+        // Apps.
+        case("POST", "/v1/apps", "{}")
+            .admin()
+            .expect(422, "invalid_field"),
+        case("POST", "/v1/apps", r#"{"id": null}"#)
+            .admin()
+            .expect(422, "invalid_field"),
+        case("POST", "/v1/apps", r#"{"id": 5}"#)
+            .admin()
+            .expect(422, "invalid_field"),
+        case("POST", "/v1/apps", r#"{"id": ["new"]}"#)
+            .admin()
+            .expect(422, "invalid_field"),
+        case("POST", "/v1/apps", r#"{"id": "new", "name": 7}"#)
+            .admin()
+            .expect(422, "invalid_field"),
+        case("POST", "/v1/apps", r#"{"id": "new", "name": "a\u0000b"}"#)
+            .admin()
+            .expect(422, "invalid_field"),
+        case("POST", "/v1/apps", r#"{"id": "a\u0000b"}"#)
+            .admin()
+            .expect(422, "invalid_field"),
+        case(
+            "POST",
+            "/v1/apps",
+            format!(r#"{{"id": "new", "name": "{long}"}}"#),
+        )
+        .admin()
+        .expect(422, "invalid_field"),
+        case("POST", "/v1/apps", r#"{"id": "\ud800"}"#)
+            .admin()
+            .expect(422, "invalid_field"),
+        case("POST", "/v1/apps", r#"{"id": "new", "owner": "me"}"#)
+            .admin()
+            .expect(422, "unknown_field"),
+        case("POST", "/v1/apps", r#"{"id": "victim"}"#)
+            .admin()
+            .expect(409, "app_exists"),
+        // Keys.
+        case("POST", "/v1/apps/victim/keys", r#"{"reuseable": true}"#)
+            .admin()
+            .expect(422, "unknown_field"),
+        case("POST", "/v1/apps/victim/keys", r#"{"reusable": "yes"}"#)
+            .admin()
+            .expect(422, "invalid_field"),
+        case("POST", "/v1/apps/victim/keys", r#"{"reusable": 1}"#)
+            .admin()
+            .expect(422, "invalid_field"),
+        case("POST", "/v1/apps/victim/keys", r#"{"ephemeral": null}"#)
+            .admin()
+            .expect(422, "invalid_field"),
+        case("POST", "/v1/apps/victim/keys", r#"{"description": ["x"]}"#)
+            .admin()
+            .expect(422, "invalid_field"),
+        case(
+            "POST",
+            "/v1/apps/victim/keys",
+            format!(r#"{{"description": "{long}"}}"#),
+        )
+        .admin()
+        .expect(422, "invalid_field"),
+        case(
+            "POST",
+            "/v1/apps/victim/keys",
+            r#"{"description": "tab\tand\u0000nul"}"#,
+        )
+        .admin()
+        .expect(422, "invalid_field"),
+        // Logins: a valid key with a bad field must not log anything in.
+        case("POST", "/v1/auth/login", "{}").expect(422, "invalid_field"),
+        case("POST", "/v1/auth/login", r#"{"auth_key": null}"#).expect(422, "invalid_field"),
+        case("POST", "/v1/auth/login", r#"{"auth_key": 5}"#).expect(422, "invalid_field"),
+        case(
+            "POST",
+            "/v1/auth/login",
+            format!(r#"{{"auth_key": "{key}", "machine": 5}}"#),
+        )
+        .expect(422, "invalid_field"),
+        case(
+            "POST",
+            "/v1/auth/login",
+            format!(r#"{{"auth_key": "{key}", "machine": "a\u0000b"}}"#),
+        )
+        .expect(422, "invalid_field"),
+        case(
+            "POST",
+            "/v1/auth/login",
+            format!(r#"{{"auth_key": "{key}", "machine": "{long}"}}"#),
+        )
+        .expect(422, "invalid_field"),
+        case(
+            "POST",
+            "/v1/auth/login",
+            format!(r#"{{"auth_key": "{key}", "admin": true}}"#),
+        )
+        .expect(422, "unknown_field"),
+        case("POST", "/v1/auth/login", format!(r#"{{"key": "{key}"}}"#))
+            .expect(422, "unknown_field"),
+        case(
+            "POST",
+            "/v1/auth/login",
+            format!(r#"{{"auth_key": "{key}\u0000"}}"#),
+        )
+        .expect(401, "invalid_auth_key"),
+        case(
+            "POST",
+            "/v1/auth/login",
+            format!(r#"{{"auth_key": " {key}"}}"#),
+        )
+        .expect(401, "invalid_auth_key"),
+        // Verify.
+        case("POST", "/v1/keys/verify", "{}").expect(422, "invalid_field"),
+        case("POST", "/v1/keys/verify", r#"{"key": 5}"#).expect(422, "invalid_field"),
+        case(
+            "POST",
+            "/v1/keys/verify",
+            format!(r#"{{"key": "{key}", "consume": true}}"#),
+        )
+        .expect(422, "unknown_field"),
+        case(
+            "POST",
+            "/v1/keys/verify",
+            format!(r#"{{"key": "{key}\u0000"}}"#),
+        )
+        .expect(200, "malformed"),
+    ];
+    for number in [
+        "1e400",
+        "-1e400",
+        "18446744073709551616",
+        "99999999999999999999999999999",
+        "-1",
+        "0",
+        "1.5",
+        "1e3",
+        "315360001",
+        "\"60\"",
+        "true",
+        "[60]",
+    ] {
+        let body = format!(r#"{{"expires_in": {number}}}"#);
+        cases.push(
+            case("POST", "/v1/apps/victim/keys", body)
+                .admin()
+                .expect(422, "invalid_field"),
+        );
+    }
+    check_all(&target, cases);
+}
+
+#[test]
+fn hostile_ids_keys_and_tokens_are_refused_and_change_nothing() {
+    let target = target();
+    let mut cases = Vec::new();
+    for text in INJECTIONS {
+        let quoted = serde_json::to_string(text).unwrap();
+        let escaped: String = form_urlencoded::byte_serialize(text.as_bytes()).collect();
+        let escaped = escaped.replace('+', "%20");
+        cases.extend([
+            case("POST", "/v1/apps", format!(r#"{{"id": {quoted}}}"#))
+                .admin()
+                .expect(422, "invalid_field"),
+            case(
+                "POST",
+                "/v1/auth/login",
+                format!(r#"{{"auth_key": {quoted}}}"#),
+            )
+            .expect(401, "invalid_auth_key"),
+            case("POST", "/v1/keys/verify", format!(r#"{{"key": {quoted}}}"#))
+                .expect(200, "malformed"),
+            case("GET", "/v1/apps", "")
+                .bearer(text)
+                .expect(401, "invalid_credentials"),
+            case("GET", "/v1/auth/whoami", "")
+                .bearer(&format!("ens_{text}"))
+                .expect(401, "invalid_credentials"),
+            case("POST", "/v1/auth/logout", "")
+                .bearer(text)
+                .expect(401, "invalid_credentials"),
+            case("GET", &format!("/v1/apps/{escaped}"), "")
+                .admin()
+                .expect(404, "app_not_found"),
+            case("DELETE", &format!("/v1/apps/{escaped}"), "")
+                .admin()
+                .expect(404, "app_not_found"),
+            case("POST", &format!("/v1/apps/{escaped}/keys"), "{}")
+                .admin()
+                .expect(404, "app_not_found"),
+            case("GET", &format!("/v1/apps/victim/keys/{escaped}"), "")
+                .admin()
+                .expect(404, "key_not_found"),
+            case("DELETE", &format!("/v1/apps/victim/keys/{escaped}"), "")
+                .admin()
+                .expect(404, "key_not_found"),
+            case("DELETE", &format!("/v1/apps/victim/machines/{escaped}"), "")
+                .admin()
+                .expect(404, "machine_not_found"),
+            case(
+                "GET",
+                &format!("/v1/apps/victim/keys?include_revoked={escaped}"),
+                "",
+            )
+            .admin()
+            .expect(400, "invalid_query"),
+        ]);
+    }
+    // NUL bytes, invalid UTF-8 and huge numbers, percent-encoded in paths and queries.
+    for odd in ["%00", "victim%00", "%FF%FE", "99999999999999999999999999"] {
+        cases.extend([
+            case("GET", &format!("/v1/apps/{odd}"), "")
+                .admin()
+                .expect(404, "app_not_found"),
+            case("DELETE", &format!("/v1/apps/victim/keys/{odd}"), "")
+                .admin()
+                .expect(404, "key_not_found"),
+            case(
+                "GET",
+                &format!("/v1/apps/victim/keys?include_revoked={odd}"),
+                "",
+            )
+            .admin()
+            .expect(400, "invalid_query"),
+            case("GET", &format!("/v1/apps/victim/keys?{odd}=true"), "")
+                .admin()
+                .expect(400, "invalid_query"),
+        ]);
+    }
+    // The right ids in the wrong app.
+    cases.push(
+        case(
+            "DELETE",
+            &format!("/v1/apps/other/keys/{}", target.key_id),
+            "",
+        )
+        .admin()
+        .expect(404, "app_not_found"),
+    );
+    cases.push(
+        case(
+            "DELETE",
+            &format!("/v1/apps/victim/machines/{}x", target.machine_id),
+            "",
+        )
+        .admin()
+        .expect(404, "machine_not_found"),
+    );
+    check_all(&target, cases);
+}
+
+#[test]
+fn tokens_in_query_strings_are_refused_and_never_logged() {
+    let target = target();
+    let (key, session) = (&target.auth_key, &target.session);
+    let login = format!(r#"{{"auth_key": "{key}"}}"#);
+    let verify = format!(r#"{{"key": "{key}"}}"#);
+    let cases = vec![
+        case(
+            "GET",
+            &format!("/v1/auth/whoami?access_token={session}"),
+            "",
+        )
+        .expect(400, "invalid_query"),
+        case(
+            "GET",
+            &format!("/v1/auth/whoami?access_token={session}"),
+            "",
+        )
+        .bearer(session)
+        .expect(400, "invalid_query"),
+        case("GET", &format!("/v1/auth/whoami?{session}"), "")
+            .bearer(session)
+            .expect(400, "invalid_query"),
+        case("POST", &format!("/v1/auth/logout?token={session}"), "")
+            .bearer(session)
+            .expect(400, "invalid_query"),
+        case(
+            "POST",
+            &format!("/v1/auth/login?auth_key={key}"),
+            login.clone(),
+        )
+        .expect(400, "invalid_query"),
+        case("POST", &format!("/v1/auth/login?{key}"), login).expect(400, "invalid_query"),
+        case("POST", &format!("/v1/keys/verify?key={key}"), verify).expect(400, "invalid_query"),
+        case("GET", &format!("/v1/apps?token={ADMIN_TOKEN}"), "")
+            .admin()
+            .expect(400, "invalid_query"),
+        case(
+            "GET",
+            &format!("/v1/apps/victim/keys?include_revoked=true&key={key}"),
+            "",
+        )
+        .admin()
+        .expect(400, "invalid_query"),
+        case(
+            "DELETE",
+            &format!(
+                "/v1/apps/victim/machines/{}?access_token={session}",
+                target.machine_id
+            ),
+            "",
+        )
+        .admin()
+        .expect(400, "invalid_query"),
+        case("GET", &format!("/healthz?key={key}"), "").expect(400, "invalid_query"),
+    ];
+    check_all(&target, cases);
+    // The session still works: nothing above logged it out.
+    target
+        .server
+        .client(Some(session))
+        .get("/v1/auth/whoami")
+        .expect(200);
+}
+
+#[test]
+fn sql_injection_in_free_text_is_stored_as_plain_text() {
+    let server = TestServer::start();
+    let schema = |server: &TestServer| {
+        db::dump(&server.db_path())
+            .into_iter()
+            .filter(|row| row.starts_with("table") || row.starts_with("index"))
+            .collect::<Vec<_>>()
+    };
+    let tables_before = schema(&server);
+    for (n, text) in INJECTIONS.iter().enumerate() {
+        let app = format!("app-{n}");
+        let created = server
+            .admin()
+            .post("/v1/apps", &json!({"id": app, "name": text}))
+            .expect(201);
+        assert_eq!(created["name"], *text);
+        let key = server.create_key(&app, json!({"description": text}));
+        assert_eq!(key["description"], *text);
+        let login = server
+            .anonymous()
+            .post(
+                "/v1/auth/login",
+                &json!({"auth_key": key["key"], "machine": text}),
+            )
+            .expect(201);
+        assert_eq!(login["machine"]["name"], *text);
+        let listed = server
+            .admin()
+            .get(&format!("/v1/apps/{app}/machines"))
+            .expect(200);
+        assert_eq!(listed["machines"][0]["name"], *text);
+    }
+    let path = server.db_path();
+    assert_eq!(schema(&server), tables_before);
+    let n = INJECTIONS.len() as i64;
+    for table in ["apps", "keys", "machines"] {
+        assert_eq!(
+            db::scalar(&path, &format!("SELECT count(*) FROM {table}"), []),
+            n,
+            "{table}"
+        );
+    }
+    for text in INJECTIONS {
+        let stored = "SELECT count(*) FROM apps a JOIN keys k ON k.app_pk = a.pk
+                        JOIN machines m ON m.key_pk = k.pk
+                       WHERE a.name = ?1 AND k.description = ?1 AND m.name = ?1";
+        assert_eq!(db::scalar(&path, stored, [text]), 1, "{text}");
+    }
+}
