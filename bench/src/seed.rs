@@ -6,6 +6,7 @@ use rusqlite::{Connection, params};
 use sha2::{Digest, Sha256};
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// What to put in a benchmark database.
@@ -109,11 +110,15 @@ pub fn insert_loop(db: &Path, duration: Duration) -> Result<f64, String> {
     let key_pk: i64 = conn
         .query_row("SELECT min(pk) FROM keys", [], |row| row.get(0))
         .map_err(|err| err.to_string())?;
+    // Ids and hashes stay unique across calls on the same database (one per round).
+    static INSERTED: AtomicU64 = AtomicU64::new(0);
+    let run = format!("{}_{}", std::process::id(), authkeys::model::Timestamp::now().0);
     let started = Instant::now();
     let mut commits = 0u64;
     while started.elapsed() < duration {
         let now = authkeys::model::Timestamp::now().0;
-        let hash: [u8; 32] = Sha256::digest(format!("loop-{now}-{commits}")).into();
+        let n = INSERTED.fetch_add(1, Ordering::Relaxed);
+        let hash: [u8; 32] = Sha256::digest(format!("loop-{run}-{n}")).into();
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(|err| err.to_string())?;
         conn.prepare_cached("UPDATE keys SET uses = uses + 1, last_used_at = ?2 WHERE pk = ?1")
@@ -125,7 +130,7 @@ pub fn insert_loop(db: &Path, duration: Duration) -> Result<f64, String> {
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
-                format!("mch_loop{commits}"),
+                format!("mch_loop{run}_{n}"),
                 key_pk,
                 &hash[..],
                 now
