@@ -11,11 +11,15 @@ use crate::model::{App, Machine};
 use crate::store::KeyStatus;
 use crate::token::TokenHash;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 /// Entries per map. A full map evicts its oldest insertion: O(1), no latency spike, and a hot
-/// token that was evicted is back after one miss.
-pub const CAPACITY: usize = 10_000;
+/// token that was evicted is back after two misses. About 1 KiB per session.
+pub const CAPACITY: usize = 4096;
+
+/// Slots of the doorkeeper (a power of two); see `HotCache::admit`.
+const DOORKEEPER_SLOTS: usize = 1 << 16;
 
 /// A valid session as whoami answers it.
 #[derive(Debug, Default)]
@@ -52,9 +56,22 @@ pub enum Invalidation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket(u64);
 
-#[derive(Default)]
 pub struct HotCache {
     inner: RwLock<Inner>,
+    /// Fingerprints of recently missed tokens, one per slot, written without locks. A token is
+    /// cached on its second miss: a hot token is cached from its second request on, while a
+    /// stream of tokens each seen once (a million clients, or a guesser) never takes the
+    /// write lock or evicts the hot ones.
+    doorkeeper: Box<[AtomicU64]>,
+}
+
+impl Default for HotCache {
+    fn default() -> HotCache {
+        HotCache {
+            inner: RwLock::default(),
+            doorkeeper: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -126,8 +143,11 @@ impl HotCache {
     }
 
     /// Caches a session read from the database after `ticket` was taken, unless something was
-    /// invalidated in between.
+    /// invalidated in between, or this is the token's first miss.
     pub fn insert_session(&self, ticket: Ticket, hash: TokenHash, session: Arc<Session>) {
+        if !self.admit(&hash) {
+            return;
+        }
         let mut inner = self.write();
         if inner.generation == ticket.0 {
             inner.sessions.insert(hash, session);
@@ -135,10 +155,23 @@ impl HotCache {
     }
 
     pub fn insert_key(&self, ticket: Ticket, hash: TokenHash, key: Arc<KeyStatus>) {
+        if !self.admit(&hash) {
+            return;
+        }
         let mut inner = self.write();
         if inner.generation == ticket.0 {
             inner.keys.insert(hash, key);
         }
+    }
+
+    /// Whether a missed token has missed before (recently enough that its slot still holds
+    /// its fingerprint); otherwise remembers it. Token hashes are uniformly random, so their
+    /// first eight bytes serve as both slot and fingerprint.
+    fn admit(&self, hash: &TokenHash) -> bool {
+        let bits = u64::from_le_bytes(hash.0[..8].try_into().expect("eight bytes"));
+        let fingerprint = bits | 1;
+        let slot = &self.doorkeeper[(bits >> 1) as usize % DOORKEEPER_SLOTS];
+        slot.swap(fingerprint, Ordering::Relaxed) == fingerprint
     }
 
     /// Forgets what `what` covers and voids every ticket taken before now.
@@ -172,6 +205,12 @@ impl HotCache {
 mod tests {
     use super::*;
 
+    /// Inserts as the second miss does (the first only passes the doorkeeper).
+    fn insert_key(cache: &HotCache, ticket: Ticket, hash: TokenHash, key: Arc<KeyStatus>) {
+        cache.admit(&hash);
+        cache.insert_key(ticket, hash, key);
+    }
+
     fn key(id: &str) -> Arc<KeyStatus> {
         Arc::new(KeyStatus {
             pk: 1,
@@ -186,16 +225,29 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_cached_on_its_second_miss_only() {
+        let cache = HotCache::default();
+        let hash = TokenHash::of("k");
+        cache.insert_key(cache.ticket(), hash, key("first"));
+        assert_eq!(cache.key(&hash), None);
+        cache.insert_key(cache.ticket(), hash, key("second"));
+        assert_eq!(
+            cache.key(&hash).map(|k| k.id.clone()),
+            Some("second".into())
+        );
+    }
+
+    #[test]
     fn a_read_that_raced_with_an_invalidation_is_not_cached() {
         let cache = HotCache::default();
         let hash = TokenHash::of("k");
         let ticket = cache.ticket();
         // A revocation commits and invalidates while the reader is still reading.
         cache.invalidate(Invalidation::Everything);
-        cache.insert_key(ticket, hash, key("stale"));
+        insert_key(&cache, ticket, hash, key("stale"));
         assert_eq!(cache.key(&hash), None);
         let ticket = cache.ticket();
-        cache.insert_key(ticket, hash, key("fresh"));
+        insert_key(&cache, ticket, hash, key("fresh"));
         assert_eq!(cache.key(&hash).map(|k| k.id.clone()), Some("fresh".into()));
     }
 
@@ -203,13 +255,13 @@ mod tests {
     fn targeted_invalidation_removes_only_its_entry_but_voids_all_tickets() {
         let cache = HotCache::default();
         let (a, b) = (TokenHash::of("a"), TokenHash::of("b"));
-        cache.insert_key(cache.ticket(), a, key("a"));
-        cache.insert_key(cache.ticket(), b, key("b"));
+        insert_key(&cache, cache.ticket(), a, key("a"));
+        insert_key(&cache, cache.ticket(), b, key("b"));
         let ticket = cache.ticket();
         cache.invalidate(Invalidation::Key(a));
         assert_eq!(cache.key(&a), None);
         assert!(cache.key(&b).is_some());
-        cache.insert_key(ticket, a, key("late"));
+        insert_key(&cache, ticket, a, key("late"));
         assert_eq!(cache.key(&a), None);
     }
 
@@ -218,7 +270,7 @@ mod tests {
         let cache = HotCache::default();
         let hash = |n: usize| TokenHash::of(&n.to_string());
         for n in 0..CAPACITY + 5 {
-            cache.insert_key(cache.ticket(), hash(n), key("k"));
+            insert_key(&cache, cache.ticket(), hash(n), key("k"));
         }
         assert_eq!(cache.read().keys.len(), CAPACITY);
         assert!(cache.key(&hash(4)).is_none());
@@ -228,7 +280,7 @@ mod tests {
         for _ in 0..3 {
             for n in 0..CAPACITY {
                 cache.invalidate(Invalidation::Key(hash(n)));
-                cache.insert_key(cache.ticket(), hash(n), key("k"));
+                insert_key(&cache, cache.ticket(), hash(n), key("k"));
             }
         }
         assert!(cache.read().keys.order.len() <= CAPACITY);

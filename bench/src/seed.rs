@@ -112,7 +112,11 @@ pub fn insert_loop(db: &Path, duration: Duration) -> Result<f64, String> {
         .map_err(|err| err.to_string())?;
     // Ids and hashes stay unique across calls on the same database (one per round).
     static INSERTED: AtomicU64 = AtomicU64::new(0);
-    let run = format!("{}_{}", std::process::id(), authkeys::model::Timestamp::now().0);
+    let run = format!(
+        "{}_{}",
+        std::process::id(),
+        authkeys::model::Timestamp::now().0
+    );
     let started = Instant::now();
     let mut commits = 0u64;
     while started.elapsed() < duration {
