@@ -45,6 +45,34 @@ pub fn resolve(
             generated: None,
         });
     }
+    let token = generate(store, database)?;
+    Ok(AdminToken {
+        hash: token.hash(),
+        generated: Some(token),
+    })
+}
+
+/// Replaces the stored admin token with a new one, written to `<db>.admin-token`. A running
+/// server keeps the token it started with until it is restarted.
+pub fn rotate(database: &Database) -> Result<PathBuf, StartError> {
+    let Database::File(path) = database else {
+        return Err(StartError::new(
+            "a :memory: database's admin token lives only as long as its server",
+        ));
+    };
+    if !path.exists() {
+        return Err(StartError::new(format!(
+            "{} does not exist",
+            path.display()
+        )));
+    }
+    let store = Store::open(database)?;
+    generate(&store, database)?;
+    Ok(token_file(path))
+}
+
+/// Generates a token, writes it to the token file (file databases) and stores its hash.
+fn generate(store: &Store, database: &Database) -> Result<Secret, StartError> {
     let token = token::generate(TokenKind::Admin);
     // The file is written before the hash is stored: a crash in between leaves a token no
     // start accepts, and the next start simply generates a new one, never a lost token.
@@ -60,10 +88,7 @@ pub fn resolve(
     store
         .write(|w| w.put_setting(SETTING, token.hash().as_bytes()))
         .map_err(|err| start_error(&err))?;
-    Ok(AdminToken {
-        hash: token.hash(),
-        generated: Some(token),
-    })
+    Ok(token)
 }
 
 /// `<db path>.admin-token`

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::hot_cache::{HotCache, Invalidation, Session};
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
+use crate::seed::Seed;
 use crate::store::{KeyStatus, NewMachine, Store};
 use crate::token::{self, Secret, TokenHash, TokenKind};
 use crate::usage::UsageStamps;
@@ -212,6 +213,11 @@ impl Authority {
         })
     }
 
+    /// How many machines are logged in and not expired at `now`, across all apps.
+    pub fn active_machine_count(&self, now: Timestamp) -> Result<usize> {
+        self.store.read(|r| r.count_active_machines(now))
+    }
+
     /// Logs out one machine of the app. Expired machines are already logged out: not found.
     pub fn logout_machine(&self, app_id: &str, machine_id: &str, now: Timestamp) -> Result<()> {
         self.store.write(|w| {
@@ -225,6 +231,76 @@ impl Authority {
         // The machine's token hash is not at hand; admin logouts are rare enough to clear all.
         self.cache.invalidate(Invalidation::Everything);
         Ok(())
+    }
+
+    /// Creates the seed's apps and keys that do not exist yet, all in one transaction: a bad
+    /// entry changes nothing. A key already stored for the same app is left as it is, so
+    /// restarting with the same seed is a no-op and a seeded key that was revoked stays
+    /// revoked. Returns how many apps and keys were created.
+    pub fn seed(&self, seed: &Seed, now: Timestamp) -> Result<(usize, usize)> {
+        let mut keys = Vec::new();
+        for app in &seed.apps {
+            validate::app_id(&app.id)?;
+            if let Some(name) = &app.name {
+                validate::text("name", name, validate::MAX_APP_NAME_CHARS)?;
+            }
+            for key in &app.keys {
+                if let Some(description) = &key.description {
+                    validate::text("description", description, validate::MAX_DESCRIPTION_CHARS)?;
+                }
+                let hash = token::parse(TokenKind::AuthKey, key.key.expose()).map_err(|_| {
+                    Error::InvalidField {
+                        field: "key",
+                        reason: format!(
+                            "of app {} is not an auth key (ena_ plus 36 characters with a valid \
+                             checksum; `authkeys generate-key` makes one)",
+                            app.id
+                        ),
+                    }
+                })?;
+                keys.push(hash);
+            }
+        }
+        let mut hashes = keys.into_iter();
+        self.store.write(|w| {
+            let (mut apps_created, mut keys_created) = (0, 0);
+            for seeded in &seed.apps {
+                let app = match w.app(&seeded.id)? {
+                    Some(app) => app,
+                    None => {
+                        apps_created += 1;
+                        let name = seeded.name.as_deref().unwrap_or(&seeded.id);
+                        w.insert_app(&seeded.id, name, now)?
+                    }
+                };
+                for key in &seeded.keys {
+                    let hash = hashes.next().expect("one hash per seeded key");
+                    match w.key_status(&hash)? {
+                        Some(existing) if existing.app == app.id => continue,
+                        Some(_) => {
+                            return Err(Error::InvalidField {
+                                field: "key",
+                                reason: format!(
+                                    "seeded for app {} already belongs to another app",
+                                    app.id
+                                ),
+                            });
+                        }
+                        None => {}
+                    }
+                    let new = NewKey {
+                        description: key.description.clone(),
+                        reusable: key.reusable,
+                        ephemeral: key.ephemeral,
+                        expires_in_secs: None,
+                    };
+                    let hint = token::hint(&key.key);
+                    w.insert_key(&app, token::random_id("key_"), &hash, hint, &new, now)?;
+                    keys_created += 1;
+                }
+            }
+            Ok((apps_created, keys_created))
+        })
     }
 
     /// Exchanges an auth key for a machine session. Judging the key and recording the login

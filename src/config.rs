@@ -1,6 +1,7 @@
 //! The server's configuration: one plain struct, built by the CLI (or a test) and passed
 //! explicitly. The admin token is a `Secret`, so printing a `Config` never shows it.
 
+use crate::seed::Seed;
 use crate::store::Database;
 use crate::throttle;
 use crate::token::Secret;
@@ -19,6 +20,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Threads answering requests.
     pub workers: usize,
+    /// Apps and keys to create at start if they do not exist (`--seed FILE`).
+    pub seed: Option<Seed>,
     /// Failed logins and verifies allowed per client address before it gets 429.
     pub login_failures: throttle::Limits,
 }
@@ -38,6 +41,7 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(DEFAULT_SWEEP_INTERVAL_SECS),
             admin_token: None,
             workers: DEFAULT_WORKERS,
+            seed: None,
             login_failures: throttle::Limits::default(),
         }
     }

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::error::StartError;
 use crate::hot_cache::HotCache;
 use crate::http::{self, Listener};
+use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::store::{Database, Store};
 use crate::sweeper::Sweeper;
@@ -40,12 +41,22 @@ impl Server {
             admin.hash,
             config.ephemeral_ttl.as_secs(),
         ));
+        if let Some(seed) = &config.seed {
+            let (apps, keys) = authority
+                .seed(seed, Timestamp::now())
+                .map_err(|err| StartError::new(format!("seeding: {err}")))?;
+            log::info!("seed applied: created {apps} app(s) and {keys} key(s)");
+        }
+        let metrics = Arc::new(Metrics::new(http::ROUTE_LABELS));
         let throttle = Throttle::new(config.login_failures);
-        let handler = move |request: &http::Request| {
-            http::handle(&authority, &throttle, request, Timestamp::now())
+        let handler = {
+            let metrics = Arc::clone(&metrics);
+            move |request: &http::Request| {
+                http::handle(&authority, &throttle, &metrics, request, Timestamp::now())
+            }
         };
         let listener = Listener::start(&config.listen, Arc::new(handler), config.workers)?;
-        let sweeper = Sweeper::start(store, stamps, cache, config.sweep_interval);
+        let sweeper = Sweeper::start(store, stamps, cache, metrics, config.sweep_interval);
         let url = format!("http://{}", listener.address());
         log::info!("listening on {url}");
         let token_generated = admin.generated.is_some();

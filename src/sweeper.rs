@@ -5,6 +5,7 @@
 
 use crate::error::Result;
 use crate::hot_cache::{HotCache, Invalidation};
+use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::store::Store;
 use crate::usage::UsageStamps;
@@ -88,6 +89,7 @@ impl Sweeper {
         store: Arc<Store>,
         stamps: Arc<UsageStamps>,
         cache: Arc<HotCache>,
+        metrics: Arc<Metrics>,
         interval: Duration,
     ) -> Sweeper {
         let (wake, woken) = mpsc::sync_channel::<Wake>(4);
@@ -106,7 +108,9 @@ impl Sweeper {
                     };
                     // A failed sweep is logged and retried next time: the thread keeps going.
                     let started = std::time::Instant::now();
-                    match sweep(&store, &stamps, &cache, Timestamp::now()) {
+                    let result = sweep(&store, &stamps, &cache, Timestamp::now());
+                    metrics.sweep(&result);
+                    match result {
                         Ok(swept) if swept.expired_machines > 0 => log::info!(
                             "swept {} expired machines in {} ms",
                             swept.expired_machines,

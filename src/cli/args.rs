@@ -35,6 +35,30 @@ pub enum Command {
     /// Manage logged-in machines (needs AUTHKEYS_ADMIN_TOKEN).
     #[command(subcommand)]
     Machines(MachinesCommand),
+    /// Copy a database consistently, even while a server is using it.
+    Backup(BackupArgs),
+    /// Print a new random auth key for a seed file (`serve --seed`); nothing stores it.
+    GenerateKey,
+    /// Replace the generated admin token with a new one in `<db>.admin-token`; restart the
+    /// server afterwards.
+    RotateAdminToken(DbArg),
+}
+
+#[derive(Args, Debug)]
+pub struct DbArg {
+    /// The server's database.
+    #[arg(long, env = "AUTHKEYS_DB", default_value = config::DEFAULT_DB)]
+    pub db: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// The database to copy.
+    #[arg(long, env = "AUTHKEYS_DB", default_value = config::DEFAULT_DB)]
+    pub db: String,
+    /// Where to write the copy (created or replaced, mode 0600).
+    #[arg(value_name = "OUT")]
+    pub out: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +79,10 @@ pub struct ServeArgs {
           default_value_t = config::DEFAULT_SWEEP_INTERVAL_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub sweep_interval: u64,
+    /// JSON file of apps and keys to create at start if missing (see README, "In a test
+    /// suite").
+    #[arg(long, env = "AUTHKEYS_SEED", value_name = "FILE")]
+    pub seed: Option<std::path::PathBuf>,
     /// Failed logins and verifies one client address may make in a burst before it gets 429
     /// with Retry-After; 0 turns throttling off.
     #[arg(long, env = "AUTHKEYS_LOGIN_FAILURES_BURST", value_name = "N",

@@ -9,6 +9,9 @@ mod output;
 mod serve;
 mod session;
 
+use crate::admin_token;
+use crate::store::{self, Database};
+use crate::token::{self, TokenKind};
 pub use args::Cli;
 use args::Command;
 use std::fmt;
@@ -41,7 +44,38 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Apps(command) => admin::apps(command),
         Command::Keys(command) => admin::keys(command),
         Command::Machines(command) => admin::machines(command),
+        Command::Backup(args) => backup(&args),
+        Command::RotateAdminToken(args) => {
+            let file = admin_token::rotate(&Database::from_arg(&args.db))
+                .map_err(|err| CliError(err.to_string()))?;
+            println!(
+                "wrote a new admin token to {}; restart the server to use it",
+                file.display()
+            );
+            Ok(())
+        }
+        Command::GenerateKey => {
+            println!("{}", token::generate(TokenKind::AuthKey).expose());
+            Ok(())
+        }
     }
+}
+
+/// `authkeys backup --db PATH OUT`
+fn backup(args: &args::BackupArgs) -> Result<(), CliError> {
+    let Database::File(source) = Database::from_arg(&args.db) else {
+        return Err(CliError(
+            "a :memory: database lives inside its server process and cannot be backed up".into(),
+        ));
+    };
+    let done = store::backup(&source, &args.out).map_err(|err| CliError(err.to_string()))?;
+    println!(
+        "backed up {} to {} ({} bytes)",
+        source.display(),
+        args.out.display(),
+        done.bytes
+    );
+    Ok(())
 }
 
 /// Reports a command-line mistake. Help and version go to stdout with status 0; a usage error

@@ -3,6 +3,7 @@
 use super::CliError;
 use super::args::ServeArgs;
 use crate::config::{Config, DEFAULT_WORKERS};
+use crate::seed;
 use crate::server::Server;
 use crate::store::Database;
 use crate::throttle;
@@ -21,6 +22,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         Err(_) => None,
     };
     let database = Database::from_arg(&args.db);
+    let seed = match &args.seed {
+        Some(path) => Some(seed::load(path).map_err(|err| CliError(err.to_string()))?),
+        None => None,
+    };
     let config = Config {
         database: database.clone(),
         listen: args.listen,
@@ -32,6 +37,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             burst: args.login_failures_burst,
             per_minute: args.login_failures_per_minute,
         },
+        seed,
     };
     // Registered before the ready line, so a signal sent as soon as it is read is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT])

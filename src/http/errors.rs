@@ -26,8 +26,21 @@ pub enum ApiError {
     TooManyRequests {
         retry_after_secs: u64,
     },
-    /// A handler panicked.
+    /// A handler panicked, or built a response that cannot be sent.
     Internal,
+    /// Refused by the HTTP layer before routing (see `http::limits`): a malformed or
+    /// ambiguous request line, header or body framing.
+    MalformedRequest(&'static str),
+    /// The request did not arrive in time.
+    RequestTimeout,
+    /// The request line is too long.
+    UriTooLong,
+    /// An `Expect` other than `100-continue`.
+    ExpectationFailed,
+    /// A header line too long, too many headers, or a head too large.
+    HeadersTooLarge,
+    /// An HTTP version other than 1.0 and 1.1.
+    HttpVersionNotSupported,
 }
 
 impl From<Error> for ApiError {
@@ -66,6 +79,12 @@ impl ApiError {
             ApiError::InvalidQuery(_) => (400, "invalid_query"),
             ApiError::TooManyRequests { .. } => (429, "too_many_requests"),
             ApiError::Internal => (500, "internal"),
+            ApiError::MalformedRequest(_) => (400, "malformed_request"),
+            ApiError::RequestTimeout => (408, "request_timeout"),
+            ApiError::UriTooLong => (414, "uri_too_long"),
+            ApiError::ExpectationFailed => (417, "expectation_failed"),
+            ApiError::HeadersTooLarge => (431, "headers_too_large"),
+            ApiError::HttpVersionNotSupported => (505, "http_version_not_supported"),
         }
     }
 
@@ -96,6 +115,25 @@ impl ApiError {
                  try again in {retry_after_secs} s"
             ),
             ApiError::Internal => "internal error".to_string(),
+            ApiError::MalformedRequest(what) => format!("malformed request: {what}"),
+            ApiError::RequestTimeout => format!(
+                "the request did not arrive within {} seconds",
+                super::limits::REQUEST_TIMEOUT.as_secs()
+            ),
+            ApiError::UriTooLong => format!(
+                "the request line is longer than {} bytes",
+                super::limits::MAX_LINE_BYTES
+            ),
+            ApiError::ExpectationFailed => "only Expect: 100-continue is supported".to_string(),
+            ApiError::HeadersTooLarge => format!(
+                "request headers are limited to {} fields, {} bytes a line and {} bytes in all",
+                super::limits::MAX_HEADERS,
+                super::limits::MAX_LINE_BYTES,
+                super::limits::MAX_HEAD_BYTES
+            ),
+            ApiError::HttpVersionNotSupported => {
+                "only HTTP/1.0 and HTTP/1.1 are supported".to_string()
+            }
         };
         redact_secrets(&text)
     }

@@ -1,24 +1,24 @@
-//! The tiny_http adapter: a fixed pool of worker threads that read a bounded body, call the
-//! handler (in production `http::handle`) under `catch_unwind`, and write the response. Shutdown unblocks and joins every
-//! worker after the requests already received are answered.
+//! The tiny_http adapter: a fixed pool of worker threads that take requests tiny_http has
+//! already read whole within `http::limits`, call the handler (in production `http::handle`)
+//! under `catch_unwind`, and write the response. Workers never wait on a client's input.
+//! Shutdown unblocks and joins every worker after the requests already received are answered.
 
+use super::limits;
 use super::{ApiError, MAX_BODY_BYTES, Request, Response};
 use crate::error::StartError;
-use std::io::Read;
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::io::{Cursor, Read};
+use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What the workers call for each request.
 pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
 pub struct Listener {
     server: Arc<tiny_http::Server>,
-    /// The listening socket tiny_http accepts on, kept so shutdown can close it first.
-    socket: TcpListener,
     address: SocketAddr,
     stopping: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
@@ -30,12 +30,19 @@ impl Listener {
         handler: Arc<Handler>,
         workers: usize,
     ) -> Result<Listener, StartError> {
-        let fail =
+        let cannot_listen =
             |err: &dyn std::fmt::Display| StartError::new(format!("listening on {listen}: {err}"));
-        let socket = TcpListener::bind(listen).map_err(|err| fail(&err))?;
-        let address = socket.local_addr().map_err(|err| fail(&err))?;
-        let accepting = socket.try_clone().map_err(|err| fail(&err))?;
-        let server = tiny_http::Server::from_listener(accepting, None).map_err(|err| fail(&err))?;
+        let server = tiny_http::Server::new(tiny_http::ServerConfig {
+            addr: tiny_http::ConfigListenAddr::from_socket_addrs(listen)
+                .map_err(|err| cannot_listen(&err))?,
+            ssl: None,
+            limits: limits::limits(rejection_response),
+        })
+        .map_err(|err| cannot_listen(&err))?;
+        let address = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| StartError::new(format!("{listen} is not an IP address")))?;
         let server = Arc::new(server);
         let stopping = Arc::new(AtomicBool::new(false));
         let workers = (0..workers.max(1))
@@ -51,7 +58,6 @@ impl Listener {
             .collect();
         Ok(Listener {
             server,
-            socket,
             address,
             stopping,
             workers,
@@ -68,11 +74,14 @@ impl Listener {
         if self.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Closing the listening socket first makes new connections be refused instead of
-        // queued behind the workers' exit (tiny_http would answer those with an empty 500).
-        // Its accept thread sees the error and ends.
-        if let Err(err) = socket2::SockRef::from(&self.socket).shutdown(Shutdown::Both) {
-            log::warn!("closing the listening socket: {err}");
+        // Stopping the accept thread first makes new connections be refused instead of
+        // queued behind the workers' exit (they would be answered with an empty 500).
+        self.server.stop_accepting();
+        // Requests that have begun arriving are in flight too: the workers keep answering
+        // until every one is answered, or until the deadline any request has anyway.
+        let deadline = Instant::now() + limits::REQUEST_TIMEOUT + Duration::from_secs(1);
+        while self.server.requests_in_progress() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
         }
         // Each unblock is queued behind the requests already received and wakes one worker.
         for _ in &self.workers {
@@ -117,17 +126,7 @@ fn respond(handler: &Handler, mut raw: tiny_http::Request) {
         Err(err) => Response::error(&err),
     };
     let status = response.status;
-    let mut out = tiny_http::Response::from_data(response.body).with_status_code(status);
-    let own = response
-        .headers
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()));
-    for (name, value) in own.chain(STANDARD_HEADERS.iter().copied()) {
-        let header = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-            .expect("response headers are built from fixed names and ASCII values");
-        out.add_header(header);
-    }
-    if let Err(err) = raw.respond(out) {
+    if let Err(err) = raw.respond(to_tiny(response)) {
         log::debug!("writing a response failed (client gone?): {err}");
     }
     log::debug!(
@@ -138,21 +137,44 @@ fn respond(handler: &Handler, mut raw: tiny_http::Request) {
     );
 }
 
+/// The response tiny_http writes. One whose headers cannot be sent as they are (a CR, LF or
+/// other control character in a value, which would let its source inject headers) becomes a
+/// 500 instead.
+fn to_tiny(response: Response) -> tiny_http::Response<Cursor<Vec<u8>>> {
+    let own = response
+        .headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()));
+    let headers: Result<Vec<tiny_http::Header>, ()> = own
+        .chain(STANDARD_HEADERS.iter().copied())
+        .map(|(name, value)| tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()))
+        .collect();
+    let Ok(headers) = headers else {
+        log::error!("a response carried a header that is not a valid field value; answered 500");
+        return to_tiny(Response::error(&ApiError::Internal));
+    };
+    let mut out = tiny_http::Response::from_data(response.body).with_status_code(response.status);
+    for header in headers {
+        out.add_header(header);
+    }
+    out
+}
+
+/// How a request tiny_http refused (malformed, too large, too slow) is answered: the
+/// contract's error shape, like every other error.
+fn rejection_response(rejection: &tiny_http::Rejection) -> tiny_http::Response<Cursor<Vec<u8>>> {
+    to_tiny(Response::error(&limits::rejection_error(rejection)))
+}
+
 /// Headers every response carries: nothing here may be cached or sniffed.
 const STANDARD_HEADERS: &[(&str, &str)] = &[
     ("Cache-Control", "no-store"),
     ("X-Content-Type-Options", "nosniff"),
 ];
 
-/// Reads the body, refusing one declared or found to be larger than `MAX_BODY_BYTES`
-/// without reading past the limit.
+/// Takes the body. tiny_http has already read it whole and refused one over `MAX_BODY_BYTES`
+/// (see `http::limits`), so this reads from memory; the bound is checked again regardless.
 fn read_body(raw: &mut tiny_http::Request) -> Result<Vec<u8>, ApiError> {
-    if raw
-        .body_length()
-        .is_some_and(|length| length > MAX_BODY_BYTES)
-    {
-        return Err(ApiError::BodyTooLarge);
-    }
     let mut body = Vec::new();
     raw.as_reader()
         .take(MAX_BODY_BYTES as u64 + 1)

@@ -129,15 +129,15 @@ pub struct Response {
 impl Response {
     pub fn json(status: u16, value: &impl Serialize) -> Response {
         let body = serde_json::to_vec(value).expect("our response types always serialise");
-        Response::json_bytes(status, body)
+        Response::body(status, "application/json", body)
     }
 
-    /// A JSON response from an already encoded body.
-    pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
+    /// A body that is already encoded, such as the OpenAPI document or the metrics text.
+    pub fn body(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
         Response {
             status,
-            headers: vec![("Content-Type", "application/json".into())],
-            body,
+            headers: vec![("Content-Type", content_type.to_string())],
+            body: body.into(),
         }
     }
 

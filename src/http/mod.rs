@@ -3,6 +3,7 @@
 //! decodes, routes and encodes: it contains no SQL and no business rules.
 
 mod errors;
+mod limits;
 mod listener;
 mod message;
 mod routes;
@@ -10,15 +11,19 @@ mod routes;
 pub use errors::ApiError;
 pub use listener::{Handler, Listener, guarded};
 pub use message::{Request, Response};
+pub use routes::ROUTE_LABELS;
 
 use crate::authority::Authority;
 use crate::error::Error;
+use crate::metrics::{self, Metrics};
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
-use crate::throttle::Throttle;
+use crate::throttle::{Attempt, Throttle};
 use routes::Route;
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::time::Instant;
 
-/// Largest request body accepted; larger ones get 413 before they are read.
+/// Largest request body accepted; a larger declared one gets 413 before any of it is read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Deserialize)]
@@ -38,8 +43,27 @@ struct CreateKey {
     reusable: bool,
     #[serde(default)]
     ephemeral: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     expires_in: Option<u64>,
+}
+
+/// JSON does not tell `3600` from `3600.0` (JSON Schema calls both integers, and some
+/// encoders write every number as a float), so either spelling of a whole number is accepted.
+fn whole_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(secs) = number.as_u64() {
+        return Ok(Some(secs));
+    }
+    match number.as_f64() {
+        Some(secs) if secs.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&secs) => {
+            Ok(Some(secs as u64))
+        }
+        _ => Err(D::Error::custom(
+            "`expires_in` must be a whole number of seconds",
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -93,24 +117,44 @@ struct Identity<'a> {
     machine: &'a Machine,
 }
 
-/// Answers one request. Never panics on any input; errors become the contract's JSON shape.
-/// `throttle` counts failed logins and verifies per client address.
+/// The OpenAPI 3.1 document served at `GET /openapi.json`: a static file, held true to the
+/// route table by the tests below.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// Answers one request and counts it. Never panics on any input; errors become the contract's
+/// JSON shape. `throttle` counts failed logins and verifies per client address.
 pub fn handle(
     authority: &Authority,
     throttle: &Throttle,
+    metrics: &Metrics,
     request: &Request,
     now: Timestamp,
 ) -> Response {
-    route(authority, throttle, request, now).unwrap_or_else(|err| Response::error(&err))
+    let started = Instant::now();
+    let route = Route::parse(&request.path);
+    let response = match route {
+        Some(route) => dispatch(authority, throttle, metrics, route, request, now),
+        None => Err(ApiError::RouteNotFound),
+    }
+    .unwrap_or_else(|err| Response::error(&err));
+    let template = route.map_or(routes::UNMATCHED, Route::template);
+    metrics.request(
+        template,
+        &request.method,
+        response.status,
+        started.elapsed(),
+    );
+    response
 }
 
-fn route(
+fn dispatch(
     authority: &Authority,
     throttle: &Throttle,
+    metrics: &Metrics,
+    route: Route,
     request: &Request,
     now: Timestamp,
 ) -> Result<Response, ApiError> {
-    let route = Route::parse(&request.path).ok_or(ApiError::RouteNotFound)?;
     let method = request.method.as_str();
     if !route.methods().contains(&method) {
         return Err(ApiError::MethodNotAllowed {
@@ -122,10 +166,28 @@ fn route(
             request.query_params(&[])?;
             Ok(Response::json(200, &serde_json::json!({"status": "ok"})))
         }
-        Route::Login | Route::Verify => {
+        Route::OpenApi => {
             request.query_params(&[])?;
-            machine_auth(authority, throttle, route, request, now)
+            Ok(Response::body(200, "application/json", OPENAPI_JSON))
         }
+        Route::Metrics => {
+            request.query_params(&[])?;
+            let active = authority.active_machine_count(now)?;
+            Ok(Response::body(
+                200,
+                metrics::CONTENT_TYPE,
+                metrics.encode(active),
+            ))
+        }
+        Route::Login => {
+            let result = login(authority, throttle, request, now);
+            metrics.login(outcome(&result, "success"));
+            result
+        }
+        Route::Verify => verify(authority, throttle, metrics, request, now),
+        // A proxy's subrequest carries the protected request's query string, which is not
+        // ours to judge: forward-auth reads only the bearer token.
+        Route::ForwardAuth => forward_auth(authority, request.bearer()?, now),
         Route::Whoami | Route::Logout => {
             request.query_params(&[])?;
             let bearer = request.bearer()?;
@@ -133,45 +195,81 @@ fn route(
         }
         _ => {
             authority.authenticate_admin(request.bearer()?)?;
-            admin(authority, route, request, now)
+            admin(authority, metrics, route, request, now)
         }
     }
 }
 
-/// Endpoints that take an auth key in the body and no bearer token. The throttle is asked
-/// first, so a throttled client never reaches the login transaction and cannot consume a key.
-fn machine_auth(
-    authority: &Authority,
-    throttle: &Throttle,
-    route: Route,
+/// The label a result is counted under: `success`, or the error code answered.
+fn outcome<T>(result: &Result<T, ApiError>, success: &'static str) -> &'static str {
+    match result {
+        Ok(_) => success,
+        Err(err) => err.status_and_code().1,
+    }
+}
+
+/// Asks the throttle before a login or verify. It comes first, so a throttled client never
+/// reaches the login transaction and cannot consume a key.
+fn admit<'t>(
+    throttle: &'t Throttle,
     request: &Request,
     now: Timestamp,
-) -> Result<Response, ApiError> {
-    let attempt = throttle
+) -> Result<Attempt<'t>, ApiError> {
+    throttle
         .admit(request.remote_addr.map(|addr| addr.ip()), now)
         .map_err(|retry| ApiError::TooManyRequests {
             retry_after_secs: retry.secs,
-        })?;
-    if route == Route::Login {
-        let body: Login = request.json()?;
-        let logged_in = authority.login(&body.auth_key, body.machine.as_deref(), now);
-        let (session, machine) = match logged_in {
-            Ok(logged_in) => logged_in,
-            Err(err) => {
-                if is_refused_auth_key(&err) {
-                    attempt.failed();
-                }
-                return Err(err.into());
+        })
+}
+
+/// `POST /v1/auth/login`: an auth key in the body, no bearer token.
+fn login(
+    authority: &Authority,
+    throttle: &Throttle,
+    request: &Request,
+    now: Timestamp,
+) -> Result<Response, ApiError> {
+    request.query_params(&[])?;
+    let attempt = admit(throttle, request, now)?;
+    let body: Login = request.json()?;
+    let logged_in = authority.login(&body.auth_key, body.machine.as_deref(), now);
+    let (session, machine) = match logged_in {
+        Ok(logged_in) => logged_in,
+        Err(err) => {
+            if is_refused_auth_key(&err) {
+                attempt.failed();
             }
-        };
-        let logged_in = LoggedIn {
-            session_token: session.expose(),
-            machine: &machine,
-        };
-        return Ok(Response::json(201, &logged_in));
-    }
-    let body: Verify = request.json()?;
-    let response = match authority.verify(&body.key, now)? {
+            return Err(err.into());
+        }
+    };
+    let logged_in = LoggedIn {
+        session_token: session.expose(),
+        machine: &machine,
+    };
+    Ok(Response::json(201, &logged_in))
+}
+
+/// `POST /v1/keys/verify`: an auth key in the body, no bearer token; counted by verdict.
+fn verify(
+    authority: &Authority,
+    throttle: &Throttle,
+    metrics: &Metrics,
+    request: &Request,
+    now: Timestamp,
+) -> Result<Response, ApiError> {
+    let verdict = (|| {
+        request.query_params(&[])?;
+        let attempt = admit(throttle, request, now)?;
+        let body: Verify = request.json()?;
+        Ok::<_, ApiError>((attempt, authority.verify(&body.key, now)?))
+    })();
+    metrics.verify(match &verdict {
+        Ok((_, Ok(_))) => "valid",
+        Ok((_, Err(problem))) => problem.code(),
+        Err(err) => err.status_and_code().1,
+    });
+    let (attempt, verdict) = verdict?;
+    let response = match verdict {
         Ok(key) => Response::json(
             200,
             &ValidKey {
@@ -225,12 +323,28 @@ fn session(
         };
         serde_json::to_vec(&identity).expect("an identity always serialises")
     });
-    Ok(Response::json_bytes(200, body.clone()))
+    Ok(Response::body(200, "application/json", body.clone()))
+}
+
+/// `GET /v1/forward-auth`: the session's identity as headers for a reverse proxy to pass on,
+/// with an empty body. Same rules as whoami: expiry per request, revocation immediate.
+fn forward_auth(authority: &Authority, bearer: &str, now: Timestamp) -> Result<Response, ApiError> {
+    let session = authority.authenticate_session(bearer, now)?;
+    Ok(Response {
+        status: 200,
+        headers: vec![
+            ("X-Authkeys-App", session.app.id.clone()),
+            ("X-Authkeys-Machine", session.machine.id.clone()),
+            ("X-Authkeys-Key-Id", session.machine.key_id.clone()),
+        ],
+        body: Vec::new(),
+    })
 }
 
 /// Endpoints that take the admin token, which the caller has already checked.
 fn admin(
     authority: &Authority,
+    metrics: &Metrics,
     route: Route,
     request: &Request,
     now: Timestamp,
@@ -279,7 +393,9 @@ fn admin(
         }
         (Route::Key(app, key), "GET") => Response::json(200, &authority.key(app, key, now)?),
         (Route::Key(app, key), "DELETE") => {
-            authority.revoke_key(app, key, now)?;
+            let revoked = authority.revoke_key(app, key, now).map_err(ApiError::from);
+            metrics.revocation(outcome(&revoked, "revoked"));
+            revoked?;
             Response::no_content()
         }
         (Route::Machines(app), "GET") => {
@@ -309,4 +425,66 @@ fn include_revoked(request: &Request) -> Result<bool, ApiError> {
         };
     }
     Ok(include)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OPENAPI_JSON;
+    use super::routes::{Route, TEMPLATES, example_path};
+    use std::collections::BTreeSet;
+
+    /// The document and the route table describe the same paths and methods: a route without
+    /// a description, or a description without a route, fails here.
+    #[test]
+    fn openapi_describes_every_route_and_nothing_else() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().expect("paths");
+        let documented: BTreeSet<&str> = paths.keys().map(String::as_str).collect();
+        let routed: BTreeSet<&str> = TEMPLATES.iter().copied().collect();
+        assert_eq!(documented, routed, "documented paths vs the route table");
+        for template in TEMPLATES {
+            let path = example_path(template);
+            let route = Route::parse(&path).expect("every template parses");
+            let item = paths[*template].as_object().expect("path item");
+            let methods: BTreeSet<String> = item
+                .keys()
+                .filter(|key| *key != "parameters")
+                .map(|method| method.to_ascii_uppercase())
+                .collect();
+            let answered: BTreeSet<String> =
+                route.methods().iter().map(|m| m.to_string()).collect();
+            assert_eq!(methods, answered, "methods of {template}");
+            for method in &methods {
+                let operation = &item[&method.to_ascii_lowercase()];
+                for field in ["summary", "description"] {
+                    let text = operation[field].as_str().unwrap_or("");
+                    assert!(!text.is_empty(), "{method} {template} has no {field}");
+                }
+                let responses = operation["responses"].as_object().expect("responses");
+                assert!(
+                    !responses.is_empty(),
+                    "{method} {template} has no responses"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod decoding_tests {
+    use super::CreateKey;
+
+    #[test]
+    fn expires_in_takes_whole_seconds_in_either_spelling() {
+        let decode = |body: &str| serde_json::from_str::<CreateKey>(body).map(|k| k.expires_in);
+        assert_eq!(decode(r#"{"expires_in": 3600}"#).ok(), Some(Some(3600)));
+        assert_eq!(decode(r#"{"expires_in": 3600.0}"#).ok(), Some(Some(3600)));
+        assert_eq!(decode(r#"{"expires_in": null}"#).ok(), Some(None));
+        assert_eq!(decode("{}").ok(), Some(None));
+        for bad in ["3600.5", "-1", "-1.0", "1e300", "\"3600\"", "true"] {
+            let body = format!(r#"{{"expires_in": {bad}}}"#);
+            assert!(decode(&body).is_err(), "{body}");
+        }
+    }
 }

@@ -1,10 +1,14 @@
 //! The route table: which paths exist and which methods each takes. Path segments are matched
 //! literally; ids never need percent-decoding because none may contain a reserved character.
+//! `TEMPLATES` enumerates every path as written in the OpenAPI document, so a test can hold the
+//! two to each other, and the templates (never raw paths) label the request metrics.
 
 /// A known path, with the ids it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
     Health,
+    OpenApi,
+    Metrics,
     Apps,
     App(&'a str),
     Keys(&'a str),
@@ -15,13 +19,52 @@ pub enum Route<'a> {
     Whoami,
     Logout,
     Verify,
+    ForwardAuth,
 }
+
+/// The label of every route in the request metrics: each path template, in the OpenAPI
+/// document's notation, then `UNMATCHED` for paths that match no route.
+pub const ROUTE_LABELS: &[&str] = &[
+    "/healthz",
+    "/openapi.json",
+    "/metrics",
+    "/v1/apps",
+    "/v1/apps/{app}",
+    "/v1/apps/{app}/keys",
+    "/v1/apps/{app}/keys/{key}",
+    "/v1/apps/{app}/machines",
+    "/v1/apps/{app}/machines/{machine}",
+    "/v1/auth/login",
+    "/v1/auth/whoami",
+    "/v1/auth/logout",
+    "/v1/keys/verify",
+    "/v1/forward-auth",
+    UNMATCHED,
+];
+
+/// Every route's path template.
+#[cfg(test)]
+pub const TEMPLATES: &[&str] = ROUTE_LABELS.split_last().expect("not empty").1;
+
+/// The label for a path that matches no route: unknown paths must not become label values.
+pub const UNMATCHED: &str = "unmatched";
 
 impl<'a> Route<'a> {
     pub fn parse(path: &'a str) -> Option<Route<'a>> {
-        let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
-        let route = match segments.as_slice() {
+        let mut segments = [""; 5];
+        let mut count = 0;
+        for segment in path.strip_prefix('/')?.split('/') {
+            // Empty segments (`//`, a trailing `/`) name no id and no route.
+            if segment.is_empty() || count == segments.len() {
+                return None;
+            }
+            segments[count] = segment;
+            count += 1;
+        }
+        let route = match &segments[..count] {
             ["healthz"] => Route::Health,
+            ["openapi.json"] => Route::OpenApi,
+            ["metrics"] => Route::Metrics,
             ["v1", "apps"] => Route::Apps,
             ["v1", "apps", app] => Route::App(app),
             ["v1", "apps", app, "keys"] => Route::Keys(app),
@@ -32,23 +75,49 @@ impl<'a> Route<'a> {
             ["v1", "auth", "whoami"] => Route::Whoami,
             ["v1", "auth", "logout"] => Route::Logout,
             ["v1", "keys", "verify"] => Route::Verify,
+            ["v1", "forward-auth"] => Route::ForwardAuth,
             _ => return None,
         };
-        let ids_present = segments.iter().all(|segment| !segment.is_empty());
-        ids_present.then_some(route)
+        Some(route)
     }
 
     /// The methods this route answers, for dispatch and for the `Allow` header of a 405.
     pub fn methods(self) -> &'static [&'static str] {
         match self {
-            Route::Health | Route::Whoami => &["GET"],
+            Route::Health | Route::OpenApi | Route::Metrics => &["GET"],
+            Route::Whoami | Route::ForwardAuth | Route::Machines(_) => &["GET"],
             Route::Apps | Route::Keys(_) => &["GET", "POST"],
             Route::App(_) | Route::Key(..) => &["GET", "DELETE"],
-            Route::Machines(_) => &["GET"],
             Route::Machine(..) => &["DELETE"],
             Route::Login | Route::Logout | Route::Verify => &["POST"],
         }
     }
+
+    /// The path template this route was parsed from (an entry of `TEMPLATES`).
+    pub fn template(self) -> &'static str {
+        match self {
+            Route::Health => "/healthz",
+            Route::OpenApi => "/openapi.json",
+            Route::Metrics => "/metrics",
+            Route::Apps => "/v1/apps",
+            Route::App(_) => "/v1/apps/{app}",
+            Route::Keys(_) => "/v1/apps/{app}/keys",
+            Route::Key(..) => "/v1/apps/{app}/keys/{key}",
+            Route::Machines(_) => "/v1/apps/{app}/machines",
+            Route::Machine(..) => "/v1/apps/{app}/machines/{machine}",
+            Route::Login => "/v1/auth/login",
+            Route::Whoami => "/v1/auth/whoami",
+            Route::Logout => "/v1/auth/logout",
+            Route::Verify => "/v1/keys/verify",
+            Route::ForwardAuth => "/v1/forward-auth",
+        }
+    }
+}
+
+/// A concrete path for `template`, with each `{name}` replaced by `name` itself.
+#[cfg(test)]
+pub fn example_path(template: &str) -> String {
+    template.replace(['{', '}'], "")
 }
 
 #[cfg(test)]
@@ -59,6 +128,8 @@ mod tests {
     fn parses_every_route_and_nothing_else() {
         let cases = [
             ("/healthz", Some(Route::Health)),
+            ("/openapi.json", Some(Route::OpenApi)),
+            ("/metrics", Some(Route::Metrics)),
             ("/v1/apps", Some(Route::Apps)),
             ("/v1/apps/a", Some(Route::App("a"))),
             ("/v1/apps/a/keys", Some(Route::Keys("a"))),
@@ -69,15 +140,31 @@ mod tests {
             ("/v1/auth/whoami", Some(Route::Whoami)),
             ("/v1/auth/logout", Some(Route::Logout)),
             ("/v1/keys/verify", Some(Route::Verify)),
+            ("/v1/forward-auth", Some(Route::ForwardAuth)),
             ("/v1/apps/", None),
             ("/v1/apps//keys", None),
             ("/v1/apps/a/keys/k/x", None),
+            ("/v1/apps/a/keys/k/x/y/z", None),
             ("v1/apps", None),
             ("/", None),
+            ("", None),
             ("/v2/apps", None),
+            ("/metrics/", None),
         ];
         for (path, expected) in cases {
             assert_eq!(Route::parse(path), expected, "{path}");
+            if let Some(route) = expected {
+                assert!(TEMPLATES.contains(&route.template()), "{path}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_template_parses_back_to_itself() {
+        for template in TEMPLATES {
+            let path = example_path(template);
+            let route = Route::parse(&path).unwrap_or_else(|| panic!("{template} does not parse"));
+            assert_eq!(route.template(), *template);
         }
     }
 }

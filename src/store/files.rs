@@ -59,7 +59,7 @@ pub fn prepare(database: &Database) -> Result<(PathBuf, Option<ScratchDir>), Sta
 }
 
 /// Creates `path` with mode 0600, or tightens an existing file that others could read.
-fn create_owner_only(path: &Path) -> Result<(), StartError> {
+pub(super) fn create_owner_only(path: &Path) -> Result<(), StartError> {
     let fail = |err: std::io::Error| StartError::new(format!("opening {}: {err}", path.display()));
     match OpenOptions::new()
         .write(true)

@@ -3,10 +3,12 @@
 //! connection inside `BEGIN IMMEDIATE`). Every SQL statement of the project lives in this
 //! module; it returns domain types and knows nothing of HTTP.
 
+mod backup;
 mod files;
 mod read;
 mod write;
 
+pub use backup::{BackedUp, backup};
 pub use files::Database;
 pub use read::{KeyStatus, Reader};
 pub use write::{NewMachine, Writer};

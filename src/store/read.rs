@@ -140,6 +140,17 @@ impl<'c> Reader<'c> {
             .map_err(storage)
     }
 
+    /// How many machines, across all apps, are logged in and not expired at `now`.
+    pub fn count_active_machines(&self, now: Timestamp) -> Result<usize> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM machines WHERE expires_at IS NULL OR expires_at > ?1",
+            )
+            .and_then(|mut stmt| stmt.query_row([now.0], |row| row.get::<_, i64>(0)))
+            .map(|count| usize::try_from(count).unwrap_or(0))
+            .map_err(storage)
+    }
+
     /// The app's machines that have not expired, newest first.
     pub fn active_machines(&self, app: &App, now: Timestamp) -> Result<Vec<Machine>> {
         let sql = format!(

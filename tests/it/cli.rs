@@ -623,6 +623,7 @@ fn login_finds_the_server_in_authkeys_server_or_server_and_remembers_it() {
     let url = s.server.url.as_str();
     let closed = closed_port_url();
 
+    // (case name, flags, environment)
     type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
     let cases: &[Case] = &[
         ("env", &[], &[("AUTHKEYS_SERVER", url)]),

@@ -1,9 +1,12 @@
-//! The integration suite: the real server on 127.0.0.1:0, real HTTP, real SQLite files.
+//! The integration suite: the real server on 127.0.0.1:0, real HTTP, real SQLite files; one
+//! module per boundary (see ARCHITECTURE.md).
 
 mod adapter;
 mod admin_api;
 mod cli;
+mod hostile_http;
 mod hot_path;
+mod integrations;
 mod machine_auth;
 mod process;
 mod reliability;

@@ -363,20 +363,6 @@ fn healthz(url: &str) -> (u16, Value) {
     http("GET", &format!("{url}/healthz"), None, None)
 }
 
-/// Polls until connecting to `address` is refused.
-fn wait_until_refused(address: SocketAddr) -> Result<(), String> {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
-            Err(_) => return Ok(()),
-            Ok(_) if Instant::now() > deadline => {
-                return Err(format!("{address} still accepts connections"));
-            }
-            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Ready line
 // ---------------------------------------------------------------------------------------------

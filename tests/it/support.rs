@@ -23,6 +23,8 @@ pub struct Options {
     pub generated_admin_token: bool,
     /// Use `--db :memory:` instead of a file.
     pub memory: bool,
+    /// Run the server with at most this many open file descriptors (`ulimit -n`).
+    pub fd_limit: Option<u32>,
 }
 
 impl Options {
@@ -96,8 +98,11 @@ impl TestServer {
         self.log_path = self.dir.path().join(format!("server-{}.log", self.starts));
         self.starts += 1;
         let log = std::fs::File::create(&self.log_path).expect("creating the log file");
-        let mut child = self
-            .command()
+        let mut command = match self.options.fd_limit {
+            Some(limit) => with_fd_limit(&self.command(), limit),
+            None => self.command(),
+        };
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -119,6 +124,11 @@ impl TestServer {
                 .to_string();
         }
         self.child = Some(child);
+    }
+
+    /// The server's process id, for reading `/proc/<pid>`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
     }
 
     /// Everything the current server process has logged.
@@ -217,6 +227,26 @@ impl Drop for TestServer {
             let _ = child.wait();
         }
     }
+}
+
+/// `command` run by `sh` after `ulimit -n limit`; `exec` keeps the server's process id.
+fn with_fd_limit(command: &Command, limit: u32) -> Command {
+    let mut limited = Command::new("sh");
+    limited
+        .arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => limited.env(name, value),
+            None => limited.env_remove(name),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        limited.current_dir(dir);
+    }
+    limited
 }
 
 pub fn admin_token_path(db: &Path) -> PathBuf {
@@ -395,5 +425,20 @@ impl Reply {
             self.body,
             std::fs::read_to_string(&self.log_path).unwrap_or_default()
         )
+    }
+}
+
+/// Polls until connecting to `address` is refused: tiny_http's accept thread notices a closed
+/// server on its own schedule.
+pub fn wait_until_refused(address: std::net::SocketAddr) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
+            Err(_) => return Ok(()),
+            Ok(_) if std::time::Instant::now() > deadline => {
+                return Err(format!("{address} still accepts connections"));
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
     }
 }

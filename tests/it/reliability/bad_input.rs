@@ -373,7 +373,6 @@ fn wrong_types_unknown_fields_and_huge_numbers_get_422_and_change_nothing() {
         "-1",
         "0",
         "1.5",
-        "1e3",
         "315360001",
         "\"60\"",
         "true",

@@ -1,0 +1,97 @@
+//! The seed file of `authkeys serve --seed FILE`: apps and auth keys to create at start, so
+//! a test suite can log in with a key it already knows without any admin call. The caller
+//! chooses each key's full secret (e.g. from `authkeys generate-key`); only its hash is
+//! stored. Applying a seed is the Authority's job (`Authority::seed`); this module reads and
+//! bounds the file.
+
+use crate::error::StartError;
+use crate::token::Secret;
+use serde::Deserialize;
+use std::io::Read;
+use std::path::Path;
+
+/// A seed file larger than this is refused: a seed is a handful of apps and keys.
+pub const MAX_SEED_BYTES: u64 = 1024 * 1024;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    pub apps: Vec<SeedApp>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedApp {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<SeedKey>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedKey {
+    /// The full auth key (`ena_…`); `Secret` keeps it out of `Debug` output.
+    #[serde(deserialize_with = "secret")]
+    pub key: Secret,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub reusable: bool,
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+    String::deserialize(deserializer).map(Secret::new)
+}
+
+/// Reads and decodes a seed file. Decoding errors name the line and column, never the
+/// content (which holds secrets).
+pub fn load(path: &Path) -> Result<Seed, StartError> {
+    let fail = |reason: String| StartError::new(format!("seed file {}: {reason}", path.display()));
+    let file = std::fs::File::open(path).map_err(|err| fail(err.to_string()))?;
+    let mut text = Vec::new();
+    file.take(MAX_SEED_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(|err| fail(err.to_string()))?;
+    if text.len() as u64 > MAX_SEED_BYTES {
+        return Err(fail(format!("larger than {MAX_SEED_BYTES} bytes")));
+    }
+    serde_json::from_slice(&text).map_err(|err| {
+        let what = if err.is_data() {
+            // serde's message for a wrong field names the field, not the value.
+            err.to_string()
+        } else {
+            format!(
+                "not valid JSON (line {}, column {})",
+                err.line(),
+                err.column()
+            )
+        };
+        fail(crate::token::redact_secrets(&what))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_seed_and_hides_its_secrets_from_debug() {
+        let seed: Seed = serde_json::from_str(
+            r#"{"apps": [{"id": "ci", "keys": [{"key": "ena_x", "reusable": true}]}]}"#,
+        )
+        .expect("a valid seed");
+        assert_eq!(seed.apps[0].id, "ci");
+        assert!(seed.apps[0].keys[0].reusable);
+        assert!(!format!("{seed:?}").contains("ena_x"));
+    }
+
+    #[test]
+    fn rejects_unknown_fields() {
+        let typo = r#"{"apps": [{"id": "ci", "keys": [{"key": "ena_x", "reuseable": true}]}]}"#;
+        assert!(serde_json::from_str::<Seed>(typo).is_err());
+    }
+}
