@@ -1,7 +1,9 @@
 //! The HTTP API. `handle` turns a `Request` into a `Response` given the authority and the
 //! time, and is testable without a socket; `listener` carries it over tiny_http. This module
-//! decodes, routes and encodes: it contains no SQL and no business rules.
+//! decodes, routes and encodes: it contains no SQL and no business rules. It also serves the
+//! admin dashboard's static files (`dashboard`), which call the same API.
 
+mod dashboard;
 mod errors;
 mod limits;
 mod listener;
@@ -165,6 +167,14 @@ fn dispatch(
         Route::Health => {
             request.query_params(&[])?;
             Ok(Response::json(200, &serde_json::json!({"status": "ok"})))
+        }
+        Route::Dashboard => {
+            request.query_params(&[])?;
+            Ok(dashboard::page())
+        }
+        Route::Asset(name) => {
+            request.query_params(&[])?;
+            dashboard::asset(name).ok_or(ApiError::RouteNotFound)
         }
         Route::OpenApi => {
             request.query_params(&[])?;

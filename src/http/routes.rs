@@ -20,6 +20,10 @@ pub enum Route<'a> {
     Logout,
     Verify,
     ForwardAuth,
+    /// The admin dashboard's page, `/`.
+    Dashboard,
+    /// One of the dashboard's static files, `/assets/{name}`.
+    Asset(&'a str),
 }
 
 /// The label of every route in the request metrics: each path template, in the OpenAPI
@@ -39,6 +43,8 @@ pub const ROUTE_LABELS: &[&str] = &[
     "/v1/auth/logout",
     "/v1/keys/verify",
     "/v1/forward-auth",
+    "/",
+    "/assets/{asset}",
     UNMATCHED,
 ];
 
@@ -51,6 +57,9 @@ pub const UNMATCHED: &str = "unmatched";
 
 impl<'a> Route<'a> {
     pub fn parse(path: &'a str) -> Option<Route<'a>> {
+        if path == "/" {
+            return Some(Route::Dashboard);
+        }
         let mut segments = [""; 5];
         let mut count = 0;
         for segment in path.strip_prefix('/')?.split('/') {
@@ -76,6 +85,7 @@ impl<'a> Route<'a> {
             ["v1", "auth", "logout"] => Route::Logout,
             ["v1", "keys", "verify"] => Route::Verify,
             ["v1", "forward-auth"] => Route::ForwardAuth,
+            ["assets", name] => Route::Asset(name),
             _ => return None,
         };
         Some(route)
@@ -85,6 +95,7 @@ impl<'a> Route<'a> {
     pub fn methods(self) -> &'static [&'static str] {
         match self {
             Route::Health | Route::OpenApi | Route::Metrics => &["GET"],
+            Route::Dashboard | Route::Asset(_) => &["GET"],
             Route::Whoami | Route::ForwardAuth | Route::Machines(_) => &["GET"],
             Route::Apps | Route::Keys(_) => &["GET", "POST"],
             Route::App(_) | Route::Key(..) => &["GET", "DELETE"],
@@ -110,6 +121,8 @@ impl<'a> Route<'a> {
             Route::Logout => "/v1/auth/logout",
             Route::Verify => "/v1/keys/verify",
             Route::ForwardAuth => "/v1/forward-auth",
+            Route::Dashboard => "/",
+            Route::Asset(_) => "/assets/{asset}",
         }
     }
 }
@@ -141,13 +154,17 @@ mod tests {
             ("/v1/auth/logout", Some(Route::Logout)),
             ("/v1/keys/verify", Some(Route::Verify)),
             ("/v1/forward-auth", Some(Route::ForwardAuth)),
+            ("/", Some(Route::Dashboard)),
+            ("/assets/app.js", Some(Route::Asset("app.js"))),
+            ("/assets/", None),
+            ("/assets/a/b", None),
             ("/v1/apps/", None),
             ("/v1/apps//keys", None),
             ("/v1/apps/a/keys/k/x", None),
             ("/v1/apps/a/keys/k/x/y/z", None),
             ("v1/apps", None),
-            ("/", None),
             ("", None),
+            ("//", None),
             ("/v2/apps", None),
             ("/metrics/", None),
         ];

@@ -1,8 +1,11 @@
 //! The tiny_http adapter on its own: a handler that panics answers 500 in the contract's
-//! shape and the same server keeps answering, and shutdown joins every worker.
+//! shape and the same server keeps answering, shutdown joins every worker, and a burst of new
+//! kept-alive connections (what a browser opens) is served in full.
 
 use authkeys::http::{Listener, Request, Response};
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 fn get(url: &str) -> (u16, serde_json::Value) {
@@ -54,5 +57,53 @@ fn shutdown_joins_the_workers_and_closes_the_port() {
             "{address} still accepts connections"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Opens `count` connections at once, then sends one request on each at the same moment and
+/// keeps every connection open (as a browser does); returns how many were answered in time.
+fn burst_of_kept_alive_connections(address: std::net::SocketAddr, count: usize) -> usize {
+    let barrier = Arc::new(Barrier::new(count));
+    let clients: Vec<_> = (0..count)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(address).expect("connecting");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(3)))
+                    .expect("setting a read timeout");
+                barrier.wait();
+                stream
+                    .write_all(b"GET /burst HTTP/1.1\r\nHost: test\r\n\r\n")
+                    .expect("sending a request");
+                let mut first = [0u8; 12];
+                let answered = stream.read_exact(&mut first).is_ok() && &first == b"HTTP/1.1 200";
+                // Hold the connection until everyone has an answer (or has given up).
+                barrier.wait();
+                answered
+            })
+        })
+        .collect();
+    clients
+        .into_iter()
+        .map(|client| client.join().expect("client thread"))
+        .filter(|answered| *answered)
+        .count()
+}
+
+#[test]
+fn a_burst_of_new_kept_alive_connections_is_served_in_full() {
+    // tiny_http's pool once counted a thread already woken for one connection as free for the
+    // next, so a burst left a connection queued until another one closed: more than half of
+    // these rounds lost a request. Each round needs a fresh pool, so a fresh listener.
+    let handler = |_: &Request| Response::json(200, &serde_json::json!({}));
+    let handler: Arc<authkeys::http::Handler> = Arc::new(handler);
+    for round in 0..20 {
+        let listener = Listener::start("127.0.0.1:0", Arc::clone(&handler), 2).expect("listening");
+        let answered = burst_of_kept_alive_connections(listener.address(), 5);
+        assert_eq!(
+            answered, 5,
+            "round {round}: a connection of the burst was never served"
+        );
     }
 }

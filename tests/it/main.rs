@@ -4,6 +4,7 @@
 mod adapter;
 mod admin_api;
 mod cli;
+mod dashboard;
 mod hostile_http;
 mod hot_path;
 mod integrations;

@@ -69,7 +69,11 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // authkeys patch: a waiting thread already notified for a queued task still counts in
+        // `waiting_tasks` until it takes that task, so only waiters beyond the queue's length
+        // are free. Upstream compared with 0: a burst of connections queued tasks for threads
+        // that were already claimed, and a queued connection waited until another closed.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);

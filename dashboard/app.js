@@ -1,0 +1,785 @@
+// The authkeys dashboard. Plain JavaScript that calls the server's JSON API with the admin
+// token, exactly as any other client would. Rules kept throughout:
+// - The admin token lives in sessionStorage (this tab only); never in a URL, never logged.
+// - A generated key exists only in the one-time panel's inputs and is cleared when the panel
+//   is hidden; nothing stores it, so a reload cannot show it again.
+// - Every string that comes from the server or the user is rendered with textContent or
+//   Text nodes, never parsed as HTML.
+
+const TOKEN_STORAGE_KEY = "authkeys.adminToken";
+const DEFAULT_SERVER = "http://127.0.0.1:7373";
+const APP_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  apps: [],
+  /** The selected app's id, taken from the URL fragment `#/apps/<id>`. */
+  appId: null,
+  app: null,
+  keys: [],
+  machines: [],
+};
+
+// ---------------------------------------------------------------------------------------------
+// The API
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function storedToken() {
+  return sessionStorage.getItem(TOKEN_STORAGE_KEY);
+}
+
+/** Calls the API; resolves to the decoded JSON (null for 204) or rejects with an ApiError. */
+async function api(method, path, body, token = storedToken()) {
+  const headers = { Accept: "application/json", Authorization: `Bearer ${token}` };
+  const init = { method, headers, cache: "no-store", credentials: "omit", redirect: "error" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, "unreachable", "the authkeys server did not answer. Is it running?");
+  }
+  if (response.status === 204) {
+    return null;
+  }
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    // A body that is not JSON: described by its status below.
+  }
+  if (!response.ok) {
+    const error = data && data.error;
+    throw new ApiError(
+      response.status,
+      (error && error.code) || `http_${response.status}`,
+      (error && error.message) || `the server answered HTTP ${response.status}`,
+    );
+  }
+  return data;
+}
+
+const appPath = (appId) => `/v1/apps/${encodeURIComponent(appId)}`;
+
+/** Says, in a sentence, what went wrong with a request. */
+function describeError(err) {
+  if (!(err instanceof ApiError)) {
+    return `something unexpected went wrong (${err && err.message ? err.message : err}).`;
+  }
+  const known = {
+    app_exists: "an app with that id already exists. Choose another id.",
+    app_not_found: "this app no longer exists (it may have been deleted elsewhere).",
+    key_not_found: "this key no longer exists or was already deleted.",
+    machine_not_found: "this machine is no longer logged in.",
+    internal: "the server hit an internal error; its log has the details.",
+    unreachable: err.message,
+  };
+  const text = known[err.code] || `${err.message}.`.replace(/\.\.$/, ".");
+  return err.status ? `${text} (${err.code}, HTTP ${err.status})` : text;
+}
+
+/**
+ * Reports a failed action. A refused admin token ends the session: the dashboard returns to
+ * sign-in, since nothing else can work.
+ */
+function fail(action, err) {
+  if (err instanceof ApiError && err.status === 401) {
+    signOut("The server refused the admin token (it may have changed). Sign in again.");
+    return;
+  }
+  if (!(err instanceof ApiError)) {
+    console.error(err);
+  }
+  showAlert(`${action}: ${describeError(err)}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building DOM safely
+
+/** Creates an element. Children are nodes or strings; strings always become Text nodes. */
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  node.append(...children);
+  return node;
+}
+
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const thisYearFormat = new Intl.DateTimeFormat(undefined, {
+  month: "short",
+  day: "numeric",
+  hour: "2-digit",
+  minute: "2-digit",
+});
+
+/** A short local date and time: the year only when it is not this year's. */
+function formatTime(iso) {
+  const date = new Date(iso);
+  const format = date.getFullYear() === new Date().getFullYear() ? thisYearFormat : dateTimeFormat;
+  return format.format(date);
+}
+
+/** A <time> for an RFC 3339 time (the exact UTC time in its tooltip), or a muted word. */
+function timeElement(iso, absent = "Never") {
+  if (!iso) return el("span", { class: "muted" }, absent);
+  return el("time", { datetime: iso, title: iso }, formatTime(iso));
+}
+
+/** "just now", "5 min ago", "3 h ago", then the date: for last used / last seen. */
+function agoElement(iso, absent = "Never") {
+  if (!iso) return el("span", { class: "muted" }, absent);
+  const minutes = Math.floor((Date.now() - Date.parse(iso)) / 60000);
+  let text;
+  if (minutes < 1) text = "just now";
+  else if (minutes < 60) text = `${minutes} min ago`;
+  else if (minutes < 24 * 60) text = `${Math.floor(minutes / 60)} h ago`;
+  else text = formatTime(iso);
+  return el("time", { datetime: iso, title: iso }, text);
+}
+
+/** How long an ephemeral machine has before it is logged out. */
+function timeLeftText(iso) {
+  const minutes = Math.ceil((Date.parse(iso) - Date.now()) / 60000);
+  if (minutes <= 0) return "expiring now";
+  if (minutes <= 60) return `${minutes} min left`;
+  const hours = Math.floor(minutes / 60);
+  const rest = minutes % 60;
+  return rest ? `${hours} h ${rest} min left` : `${hours} h left`;
+}
+
+/** A table cell that names its column, shown beside the value when rows become cards. */
+const cell = (label, ...content) => el("td", { "data-label": label }, ...content);
+
+/** A row's (destructive) action button; `label` is what a screen reader announces. */
+function rowButton(text, label, action) {
+  const button = el("button", { type: "button", class: "button small danger-outline", "aria-label": label }, text);
+  button.addEventListener("click", () => busy(action));
+  return button;
+}
+
+/** Shows `rows` in the table `<name>-table`, or its empty note `<name>-empty` when none. */
+function fillTable(name, rows) {
+  $(`${name}-body`).replaceChildren(...rows);
+  $(`${name}-empty`).hidden = rows.length > 0;
+  $(`${name}-table`).hidden = rows.length === 0;
+}
+
+const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+function showStatus(text) {
+  const status = $("status");
+  status.textContent = text;
+  status.hidden = false;
+}
+
+function showAlert(text) {
+  const alert = $("alert");
+  alert.textContent = text;
+  alert.hidden = false;
+}
+
+function clearMessages() {
+  for (const id of ["status", "alert"]) {
+    $(id).hidden = true;
+    $(id).textContent = "";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing in and out
+
+function showSignIn(message) {
+  $("console-view").hidden = true;
+  $("sign-out").hidden = true;
+  $("sign-in-view").hidden = false;
+  const error = $("sign-in-error");
+  error.textContent = message || "";
+  error.hidden = !message;
+  if (message) {
+    // Read it out: the field's description includes it, but focus alone may not announce it.
+    showAlert(message);
+  }
+  $("admin-token").focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  clearMessages();
+  const input = $("admin-token");
+  const token = input.value.trim();
+  const error = $("sign-in-error");
+  // An HTTP header carries printable ASCII only; anything else was not pasted from a token.
+  const problem = !token
+    ? "Enter the admin token."
+    : /^[\x20-\x7e]+$/.test(token)
+      ? null
+      : "An admin token is plain ASCII text: check that it was pasted whole and nothing else.";
+  if (problem) {
+    error.textContent = problem;
+    error.hidden = false;
+    input.focus();
+    return;
+  }
+  let apps;
+  try {
+    apps = (await api("GET", "/v1/apps", undefined, token)).apps;
+  } catch (err) {
+    error.textContent =
+      err instanceof ApiError && err.status === 401
+        ? "The server refused this admin token. Check it and try again."
+        : `Could not sign in: ${describeError(err)}`;
+    error.hidden = false;
+    input.select();
+    input.focus();
+    return;
+  }
+  sessionStorage.setItem(TOKEN_STORAGE_KEY, token);
+  input.value = "";
+  error.hidden = true;
+  state.apps = apps;
+  await showConsole();
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_STORAGE_KEY);
+  hideNewKey();
+  state.apps = [];
+  state.app = null;
+  state.keys = [];
+  state.machines = [];
+  clearMessages();
+  $("app-list").replaceChildren();
+  $("keys-body").replaceChildren();
+  $("machines-body").replaceChildren();
+  showSignIn(message);
+  if (!message) showStatus("Signed out. The admin token is forgotten in this tab.");
+}
+
+async function showConsole() {
+  $("sign-in-view").hidden = true;
+  $("console-view").hidden = false;
+  $("sign-out").hidden = false;
+  renderApps();
+  await selectAppFromUrl({ focus: false });
+  if (!state.appId) $("main").focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apps
+
+async function loadApps() {
+  state.apps = (await api("GET", "/v1/apps")).apps;
+  renderApps();
+}
+
+function renderApps() {
+  const list = $("app-list");
+  list.replaceChildren(
+    ...state.apps.map((app) => {
+      const button = el(
+        "button",
+        { type: "button", class: "app-link", "aria-current": app.id === state.appId ? "page" : null },
+        el("span", { class: "app-link-name" }, app.name || app.id),
+        el("span", { class: "app-link-id" }, app.id),
+      );
+      button.dataset.appId = app.id;
+      button.addEventListener("click", () => busy(() => openApp(app.id)));
+      return el("li", {}, button);
+    }),
+  );
+  $("apps-empty").hidden = state.apps.length > 0;
+}
+
+/** Shows an app and puts it in the URL (`#/apps/<id>`), so reloads and links keep it. */
+async function openApp(appId) {
+  const fragment = `#/apps/${appId}`;
+  if (location.hash !== fragment) history.pushState(null, "", fragment);
+  await selectAppFromUrl({ focus: true });
+}
+
+function appIdFromUrl() {
+  // App ids never need escaping, so the fragment is taken as it is: anything else is no app.
+  const match = /^#\/apps\/(.+)$/.exec(location.hash);
+  return match && APP_ID_PATTERN.test(match[1]) ? match[1] : null;
+}
+
+async function selectAppFromUrl({ focus }) {
+  const appId = appIdFromUrl();
+  if (appId !== state.appId) hideNewKey();
+  state.appId = appId;
+  renderApps();
+  if (!appId) {
+    state.app = null;
+    $("app-detail").hidden = true;
+    $("no-app").hidden = false;
+    return;
+  }
+  if (await loadApp()) {
+    if (focus) $("app-title").focus();
+  }
+}
+
+/** Loads the selected app, its keys and its machines. Returns whether it succeeded. */
+async function loadApp() {
+  const appId = state.appId;
+  const revoked = $("show-revoked").checked ? "?include_revoked=true" : "";
+  try {
+    const [app, keys, machines] = await Promise.all([
+      api("GET", appPath(appId)),
+      api("GET", `${appPath(appId)}/keys${revoked}`),
+      api("GET", `${appPath(appId)}/machines`),
+    ]);
+    if (appId !== state.appId) return false;
+    state.app = app;
+    state.keys = keys.keys;
+    state.machines = machines.machines;
+  } catch (err) {
+    fail(`Could not load app ${appId}`, err);
+    if (err instanceof ApiError && err.code === "app_not_found") {
+      history.replaceState(null, "", location.pathname);
+      state.appId = null;
+      state.app = null;
+      $("app-detail").hidden = true;
+      $("no-app").hidden = false;
+      await loadApps().catch((again) => fail("Could not list the apps", again));
+    }
+    return false;
+  }
+  renderApp();
+  return true;
+}
+
+function renderApp() {
+  const app = state.app;
+  $("no-app").hidden = true;
+  $("app-detail").hidden = false;
+  $("app-title").textContent = app.name || app.id;
+  $("app-id-label").textContent = app.id;
+  $("app-created").replaceChildren(timeElement(app.created_at));
+  renderKeys();
+  renderMachines();
+}
+
+async function createApp(event) {
+  event.preventDefault();
+  clearMessages();
+  const id = $("app-id").value.trim();
+  const name = $("app-name").value.trim();
+  const body = name ? { id, name } : { id };
+  try {
+    await api("POST", "/v1/apps", body);
+  } catch (err) {
+    fail(`Could not create app ${id}`, err);
+    return;
+  }
+  event.target.reset();
+  showStatus(`Created app ${id}.`);
+  try {
+    await loadApps();
+  } catch (err) {
+    fail("Could not list the apps", err);
+    return;
+  }
+  await openApp(id);
+}
+
+async function deleteApp() {
+  clearMessages();
+  // Count what the deletion revokes from fresh data, not from what was loaded earlier.
+  if (!(await loadApp())) return;
+  const app = state.app;
+  const activeKeys = state.keys.filter((key) => !key.revoked_at).length;
+  const machines = state.machines.length;
+  const confirmed = await confirmAction({
+    title: `Delete app ${app.name || app.id}?`,
+    body: [
+      `This deletes the app ${app.id}, revokes its ${plural(activeKeys, "active auth key")} ` +
+        `and logs out its ${plural(machines, "machine")} at once.`,
+      "This cannot be undone. The app id can be used again later for a new, empty app.",
+    ],
+    typed: { label: `Type ${app.id} to confirm`, expected: app.id },
+    confirmLabel: "Delete app",
+  });
+  if (!confirmed) return;
+  try {
+    await api("DELETE", appPath(app.id));
+  } catch (err) {
+    fail(`Could not delete app ${app.id}`, err);
+    return;
+  }
+  history.replaceState(null, "", location.pathname);
+  await selectAppFromUrl({ focus: false });
+  showStatus(
+    `Deleted app ${app.id}: ${plural(activeKeys, "key")} revoked, ${plural(machines, "machine")} logged out.`,
+  );
+  try {
+    await loadApps();
+  } catch (err) {
+    fail("Could not list the apps", err);
+  }
+  $("main").focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auth keys
+
+function keyTypeBadges(key) {
+  const badges = [
+    key.reusable
+      ? el("span", { class: "badge badge-reusable" }, "Reusable")
+      : el("span", { class: "badge" }, "Single-use"),
+  ];
+  if (key.ephemeral) badges.push(el("span", { class: "badge badge-ephemeral" }, "Ephemeral"));
+  if (key.revoked_at) badges.push(el("span", { class: "badge badge-gone" }, "Deleted"));
+  else if (key.expires_at && Date.parse(key.expires_at) <= Date.now())
+    badges.push(el("span", { class: "badge badge-gone" }, "Expired"));
+  else if (!key.reusable && key.uses > 0) badges.push(el("span", { class: "badge" }, "Used"));
+  return el("div", { class: "badges" }, ...badges);
+}
+
+function keyLabel(key) {
+  return key.description ? `“${key.description}” (${key.hint})` : key.hint;
+}
+
+function renderKeys() {
+  const rows = state.keys.map((key) => {
+    const description = key.description
+      ? el("div", { class: "cell-text key-description" }, key.description)
+      : el("div", { class: "muted key-description" }, "No description");
+    const actions = el("td", { class: "actions" });
+    if (!key.revoked_at) {
+      actions.append(rowButton("Delete", `Delete key ${keyLabel(key)}`, () => deleteKey(key)));
+    }
+    const row = el(
+      "tr",
+      { class: key.revoked_at ? "revoked" : null },
+      cell("Key", el("div", {}, description, el("div", { class: "hint-text muted" }, key.hint))),
+      cell("Type", keyTypeBadges(key)),
+      cell("Created", timeElement(key.created_at)),
+      cell("Expires", timeElement(key.expires_at)),
+      cell("Last used", agoElement(key.last_used_at)),
+      el("td", { class: "num", "data-label": "Uses" }, String(key.uses)),
+      el("td", { class: "num", "data-label": "Machines" }, String(key.machines)),
+      actions,
+    );
+    row.dataset.keyId = key.id;
+    return row;
+  });
+  fillTable("keys", rows);
+}
+
+async function generateKey(event) {
+  event.preventDefault();
+  clearMessages();
+  const form = event.target;
+  const description = $("key-description").value.trim();
+  const expiry = $("key-expiry").value;
+  const body = {
+    reusable: $("key-reusable").checked,
+    ephemeral: $("key-ephemeral").checked,
+    expires_in: expiry ? Number(expiry) : null,
+  };
+  if (description) body.description = description;
+  const appId = state.appId;
+  let created;
+  try {
+    created = await api("POST", `${appPath(appId)}/keys`, body);
+  } catch (err) {
+    fail("Could not generate the key", err);
+    return;
+  }
+  form.reset();
+  showNewKey(created);
+  const kind = [created.reusable ? "reusable" : "single-use", created.ephemeral ? "ephemeral" : null]
+    .filter(Boolean)
+    .join(", ");
+  showStatus(`Generated a ${kind} key for ${appId}. Copy it now: it is shown only once.`);
+  await loadApp();
+}
+
+function showNewKey(created) {
+  const origin = location.origin;
+  const server = origin === DEFAULT_SERVER ? "" : ` --server=${origin}`;
+  $("new-key-value").value = created.key;
+  $("new-key-command").value = `authkeys login --auth-key=${created.key}${server}`;
+  $("new-key-panel").hidden = false;
+  $("new-key-title").focus();
+  $("new-key-panel").scrollIntoView({ block: "nearest" });
+}
+
+/** Forgets the one-time key: once hidden it cannot be shown again. */
+function hideNewKey() {
+  $("new-key-value").value = "";
+  $("new-key-command").value = "";
+  $("new-key-panel").hidden = true;
+}
+
+async function copyField(inputId, button, what) {
+  const input = $(inputId);
+  const text = input.value;
+  let copied = false;
+  if (navigator.clipboard && window.isSecureContext) {
+    try {
+      await navigator.clipboard.writeText(text);
+      copied = true;
+    } catch {
+      // Not permitted here; fall back to copying the selection below.
+    }
+  }
+  if (!copied) {
+    input.focus();
+    input.select();
+    try {
+      copied = document.execCommand("copy");
+    } catch {
+      copied = false;
+    }
+  }
+  if (copied) {
+    showStatus(`Copied the ${what} to the clipboard.`);
+    const label = button.textContent;
+    button.textContent = "Copied";
+    setTimeout(() => {
+      button.textContent = label;
+    }, 2000);
+  } else {
+    input.focus();
+    input.select();
+    showAlert(`Could not copy the ${what} automatically: it is selected, so press Ctrl+C (⌘C on a Mac).`);
+  }
+}
+
+async function deleteKey(key) {
+  clearMessages();
+  const machines = key.machines;
+  const confirmed = await confirmAction({
+    title: "Delete this auth key?",
+    body: [
+      `The key ${keyLabel(key)} stops working at once: it logs in no more machines.`,
+      machines > 0
+        ? `It will log out ${plural(machines, "machine")} that logged in with it.`
+        : "No machine logged in with it is active, so no machine will be logged out.",
+      "This cannot be undone.",
+    ],
+    confirmLabel: machines > 0 ? `Delete key and log out ${plural(machines, "machine")}` : "Delete key",
+  });
+  if (!confirmed) return;
+  try {
+    await api("DELETE", `${appPath(state.appId)}/keys/${encodeURIComponent(key.id)}`);
+  } catch (err) {
+    fail(`Could not delete the key ${key.hint}`, err);
+    await loadApp();
+    return;
+  }
+  showStatus(`Deleted the key ${keyLabel(key)}; ${plural(machines, "machine")} logged out.`);
+  await loadApp();
+  $("key-list-title").setAttribute("tabindex", "-1");
+  $("key-list-title").focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machines
+
+function renderMachines() {
+  const keyHints = new Map(state.keys.map((key) => [key.id, key.hint]));
+  const rows = state.machines.map((machine) => {
+    const button = rowButton("Log out", `Log out machine ${machine.name || machine.id}`, () =>
+      logOutMachine(machine),
+    );
+    const name = el(
+      "div",
+      {},
+      el("div", { class: "cell-text" }, machine.name || machine.id),
+      el("div", { class: "hint-text muted" }, machine.id),
+    );
+    const timeLeft = machine.expires_at
+      ? el("time", { datetime: machine.expires_at, title: machine.expires_at, class: "time-left" }, timeLeftText(machine.expires_at))
+      : el("span", { class: "muted" }, "No limit");
+    const row = el(
+      "tr",
+      {},
+      cell("Name", name),
+      cell("Key", el("span", { class: "hint-text", title: machine.key_id }, keyHints.get(machine.key_id) || machine.key_id)),
+      cell("Logged in", timeElement(machine.created_at)),
+      cell("Time left", timeLeft),
+      cell("Last seen", agoElement(machine.last_seen_at)),
+      el("td", { class: "actions" }, button),
+    );
+    row.dataset.machineId = machine.id;
+    return row;
+  });
+  fillTable("machines", rows);
+}
+
+async function logOutMachine(machine) {
+  clearMessages();
+  const name = machine.name || machine.id;
+  const confirmed = await confirmAction({
+    title: `Log out ${name}?`,
+    body: [
+      `Its session stops working at once. To come back, the machine must log in again with an auth key.`,
+    ],
+    confirmLabel: "Log out machine",
+  });
+  if (!confirmed) return;
+  try {
+    await api("DELETE", `${appPath(state.appId)}/machines/${encodeURIComponent(machine.id)}`);
+  } catch (err) {
+    fail(`Could not log out ${name}`, err);
+    await loadApp();
+    return;
+  }
+  showStatus(`Logged out ${name}.`);
+  await loadApp();
+  $("machines-title").setAttribute("tabindex", "-1");
+  $("machines-title").focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The confirmation dialog
+
+/**
+ * Asks for confirmation in a modal dialog and resolves to true or false. Focus starts on
+ * Cancel (the safe choice) and returns to where it was; Escape cancels. With `typed`, the
+ * confirm button stays disabled until the expected text is typed.
+ */
+function confirmAction({ title, body, confirmLabel, typed }) {
+  const dialog = $("confirm-dialog");
+  const ok = $("confirm-ok");
+  const typedBox = $("confirm-typed");
+  const typedInput = $("confirm-typed-input");
+  const opener = document.activeElement;
+  $("confirm-title").textContent = title;
+  $("confirm-body").replaceChildren(...body.map((text) => el("p", {}, text)));
+  ok.textContent = confirmLabel;
+  typedBox.hidden = !typed;
+  typedInput.value = "";
+  ok.disabled = Boolean(typed);
+  if (typed) $("confirm-typed-label").textContent = typed.label;
+
+  return new Promise((resolve) => {
+    const onInput = () => {
+      ok.disabled = typedInput.value.trim() !== typed.expected;
+    };
+    const onConfirm = () => dialog.close("confirm");
+    const onCancel = () => dialog.close("cancel");
+    const onTypedKey = (event) => {
+      if (event.key === "Enter" && !ok.disabled) dialog.close("confirm");
+    };
+    const onClose = () => {
+      typedInput.removeEventListener("input", onInput);
+      typedInput.removeEventListener("keydown", onTypedKey);
+      ok.removeEventListener("click", onConfirm);
+      $("confirm-cancel").removeEventListener("click", onCancel);
+      dialog.removeEventListener("close", onClose);
+      if (opener && opener.isConnected) opener.focus();
+      resolve(dialog.returnValue === "confirm");
+    };
+    typedInput.addEventListener("input", onInput);
+    typedInput.addEventListener("keydown", onTypedKey);
+    ok.addEventListener("click", onConfirm);
+    $("confirm-cancel").addEventListener("click", onCancel);
+    dialog.addEventListener("close", onClose);
+    dialog.returnValue = "";
+    dialog.showModal();
+    (typed ? typedInput : $("confirm-cancel")).focus();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+let pendingActions = 0;
+
+/**
+ * Runs a user's action, marking the page `aria-busy` until it has settled, so that assistive
+ * technology (and the browser tests) wait for the whole update rather than its first half.
+ */
+async function busy(action) {
+  pendingActions += 1;
+  $("main").setAttribute("aria-busy", "true");
+  try {
+    return await action();
+  } catch (err) {
+    fail("Something went wrong", err);
+  } finally {
+    pendingActions -= 1;
+    if (pendingActions === 0) $("main").removeAttribute("aria-busy");
+  }
+}
+
+/** Listens for `type` on the element with `id`, running the handler as a busy action. */
+function on(id, type, handler) {
+  $(id).addEventListener(type, (event) => busy(() => handler(event)));
+}
+
+function start() {
+  on("sign-in-form", "submit", signIn);
+  on("sign-out", "click", () => signOut());
+  on("create-app-form", "submit", createApp);
+  on("generate-form", "submit", generateKey);
+  on("delete-app", "click", deleteApp);
+  on("dismiss-key", "click", () => {
+    hideNewKey();
+    showStatus("The key is hidden and cannot be shown again.");
+    $("key-description").focus();
+  });
+  on("copy-key", "click", () => copyField("new-key-value", $("copy-key"), "auth key"));
+  on("copy-command", "click", () => copyField("new-key-command", $("copy-command"), "login command"));
+  on("show-revoked", "change", () => loadApp());
+  on("refresh", "click", async () => {
+    clearMessages();
+    if (await loadApp()) showStatus("Refreshed.");
+    await loadApps().catch((err) => fail("Could not list the apps", err));
+  });
+  window.addEventListener("hashchange", () => {
+    if (storedToken()) busy(() => selectAppFromUrl({ focus: true }));
+  });
+  // Keep "time left" honest while the page stays open, without re-rendering (and so without
+  // moving the keyboard focus).
+  setInterval(() => {
+    for (const time of document.querySelectorAll("#machines-body time.time-left")) {
+      time.textContent = timeLeftText(time.getAttribute("datetime"));
+    }
+  }, 30000);
+
+  if (!storedToken()) {
+    showSignIn();
+    return;
+  }
+  busy(async () => {
+    try {
+      await loadApps();
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        signOut("The server refused the saved admin token (it may have changed). Sign in again.");
+      } else {
+        // Not the token's fault: show the console with the reason, and Refresh to retry.
+        showConsole();
+        fail("Could not list the apps (reload the page to try again)", err);
+      }
+      return;
+    }
+    await showConsole();
+  });
+}
+
+start();
