@@ -14,6 +14,7 @@ pub use read::{KeyStatus, Reader};
 pub use write::{NewMachine, Writer};
 
 use crate::error::{self, StartError};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -110,6 +111,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn open_connection(path: &std::path::Path, synchronous: &str) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
+    // Query-plan stability: without it SQLite (built with STAT4, as the bundled one is) marks
+    // statements with joins for re-preparing whenever a bound value changes, so every session
+    // and key lookup was parsed and planned again. Profiled with callgrind: a re-prepare per
+    // request, two thirds of all instructions; measured on 1,000,000 rows: 25 µs → 6 µs per
+    // session lookup. Our queries have one right plan each.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", synchronous)?;
