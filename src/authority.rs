@@ -3,6 +3,7 @@
 //! no sockets and no SQL text here.
 
 use crate::error::{Error, Result};
+use crate::hot_cache::{HotCache, Invalidation, Session};
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
 use crate::seed::Seed;
 use crate::store::{KeyStatus, NewMachine, Store};
@@ -14,6 +15,9 @@ use std::sync::Arc;
 pub struct Authority {
     store: Arc<Store>,
     stamps: Arc<UsageStamps>,
+    /// Positive answers for whoami and verify. Every write below that could make one wrong
+    /// invalidates it after committing and before returning.
+    cache: Arc<HotCache>,
     admin_token: TokenHash,
     ephemeral_ttl_secs: u64,
 }
@@ -68,12 +72,14 @@ impl Authority {
     pub fn new(
         store: Arc<Store>,
         stamps: Arc<UsageStamps>,
+        cache: Arc<HotCache>,
         admin_token: TokenHash,
         ephemeral_ttl_secs: u64,
     ) -> Authority {
         Authority {
             store,
             stamps,
+            cache,
             admin_token,
             ephemeral_ttl_secs,
         }
@@ -90,18 +96,28 @@ impl Authority {
     }
 
     /// The app and machine behind a session token, if it is still valid at `now`.
-    pub fn authenticate_session(&self, bearer: &str, now: Timestamp) -> Result<(App, Machine)> {
+    pub fn authenticate_session(&self, bearer: &str, now: Timestamp) -> Result<Arc<Session>> {
         let hash =
             token::parse(TokenKind::Session, bearer).map_err(|_| Error::InvalidCredentials)?;
-        let (app, machine) = self
-            .store
-            .read(|r| r.session(&hash))?
-            .ok_or(Error::InvalidCredentials)?;
-        if machine.is_expired(now) {
+        let session = match self.cache.session(&hash) {
+            Some(session) => session,
+            None => {
+                let ticket = self.cache.ticket();
+                let (app, machine) = self
+                    .store
+                    .read(|r| r.session(&hash))?
+                    .ok_or(Error::InvalidCredentials)?;
+                let session = Arc::new(Session::new(app, machine));
+                self.cache
+                    .insert_session(ticket, hash, Arc::clone(&session));
+                session
+            }
+        };
+        if session.machine.is_expired(now) {
             return Err(Error::SessionExpired);
         }
-        self.stamps.machine_seen(machine.pk, now);
-        Ok((app, machine))
+        self.stamps.machine_seen(session.machine.pk, now);
+        Ok(session)
     }
 
     pub fn create_app(&self, id: &str, name: Option<&str>, now: Timestamp) -> Result<App> {
@@ -131,6 +147,7 @@ impl Authority {
             let app = w.app(id)?.ok_or(Error::AppNotFound)?;
             w.delete_app(&app, now)
         })?;
+        self.cache.invalidate(Invalidation::Everything);
         log::info!("deleted app {id}: its keys are revoked and its machines logged out");
         Ok(())
     }
@@ -161,14 +178,14 @@ impl Authority {
     }
 
     pub fn keys(&self, app_id: &str, include_revoked: bool, now: Timestamp) -> Result<Vec<Key>> {
-        self.store.read(|r| {
+        self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
             r.keys(&app, include_revoked, now)
         })
     }
 
     pub fn key(&self, app_id: &str, key_id: &str, now: Timestamp) -> Result<Key> {
-        self.store.read(|r| {
+        self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
             r.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)
         })
@@ -184,12 +201,13 @@ impl Authority {
             }
             w.revoke_key(&key, now)
         })?;
+        self.cache.invalidate(Invalidation::Everything);
         log::info!("revoked key {key_id} of app {app_id}; logged out {logged_out} machine(s)");
         Ok(())
     }
 
     pub fn machines(&self, app_id: &str, now: Timestamp) -> Result<Vec<Machine>> {
-        self.store.read(|r| {
+        self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
             r.active_machines(&app, now)
         })
@@ -209,7 +227,10 @@ impl Authority {
                 .filter(|machine| !machine.is_expired(now))
                 .ok_or(Error::MachineNotFound)?;
             w.delete_machine(machine.pk).map(drop)
-        })
+        })?;
+        // The machine's token hash is not at hand; admin logouts are rare enough to clear all.
+        self.cache.invalidate(Invalidation::Everything);
+        Ok(())
     }
 
     /// Creates the seed's apps and keys that do not exist yet, all in one transaction: a bad
@@ -310,6 +331,8 @@ impl Authority {
             };
             w.insert_machine(&key, new, now)
         })?;
+        // The login used the key: a cached "valid" for a single-use key is now wrong.
+        self.cache.invalidate(Invalidation::Key(hash));
         log::info!(
             "machine {} logged in to app {} with key {}",
             machine.id,
@@ -321,8 +344,11 @@ impl Authority {
 
     /// Ends the session behind `bearer`.
     pub fn logout(&self, bearer: &str, now: Timestamp) -> Result<()> {
-        let (_, machine) = self.authenticate_session(bearer, now)?;
-        self.store.write(|w| w.delete_machine(machine.pk)).map(drop)
+        let session = self.authenticate_session(bearer, now)?;
+        self.store.write(|w| w.delete_machine(session.machine.pk))?;
+        self.cache
+            .invalidate(Invalidation::Session(TokenHash::of(bearer)));
+        Ok(())
     }
 
     /// Whether `auth_key` would be accepted by a login at `now`. Never consumes the key.
@@ -330,12 +356,21 @@ impl Authority {
         &self,
         auth_key: &str,
         now: Timestamp,
-    ) -> Result<std::result::Result<KeyStatus, KeyProblem>> {
+    ) -> Result<std::result::Result<Arc<KeyStatus>, KeyProblem>> {
         let Ok(hash) = token::parse(TokenKind::AuthKey, auth_key) else {
             return Ok(Err(KeyProblem::Malformed));
         };
-        let Some(key) = self.store.read(|r| r.key_status(&hash))? else {
-            return Ok(Err(KeyProblem::NotFound));
+        let key = match self.cache.key(&hash) {
+            Some(key) => key,
+            None => {
+                let ticket = self.cache.ticket();
+                let Some(key) = self.store.read(|r| r.key_status(&hash))? else {
+                    return Ok(Err(KeyProblem::NotFound));
+                };
+                let key = Arc::new(key);
+                self.cache.insert_key(ticket, hash, Arc::clone(&key));
+                key
+            }
         };
         if let Err(problem) = judge_key(&key, now) {
             return Ok(Err(problem));

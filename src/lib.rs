@@ -15,6 +15,7 @@ pub mod authority;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod hot_cache;
 pub mod http;
 pub mod metrics;
 pub mod model;

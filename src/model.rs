@@ -6,7 +6,7 @@ use serde::{Serialize, Serializer};
 
 /// A point in time as milliseconds since the Unix epoch, the unit stored in SQLite. Serialises
 /// as an RFC 3339 UTC string with a `Z` suffix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
@@ -33,7 +33,7 @@ impl Serialize for Timestamp {
 }
 
 /// The identity a machine takes on.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct App {
     #[serde(skip)]
     pub pk: i64,
@@ -64,7 +64,7 @@ pub struct Key {
 }
 
 /// One logged-in session.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Machine {
     #[serde(skip)]
     pub pk: i64,

@@ -5,6 +5,7 @@ use crate::admin_token;
 use crate::authority::Authority;
 use crate::config::Config;
 use crate::error::StartError;
+use crate::hot_cache::HotCache;
 use crate::http::{self, Listener};
 use crate::metrics::Metrics;
 use crate::model::Timestamp;
@@ -32,9 +33,11 @@ impl Server {
         let store = Arc::new(Store::open(&config.database)?);
         let admin = admin_token::resolve(&store, &config.database, config.admin_token.as_ref())?;
         let stamps = Arc::new(UsageStamps::default());
+        let cache = Arc::new(HotCache::default());
         let authority = Arc::new(Authority::new(
             Arc::clone(&store),
             Arc::clone(&stamps),
+            Arc::clone(&cache),
             admin.hash,
             config.ephemeral_ttl.as_secs(),
         ));
@@ -53,7 +56,7 @@ impl Server {
             }
         };
         let listener = Listener::start(&config.listen, Arc::new(handler), config.workers)?;
-        let sweeper = Sweeper::start(store, stamps, metrics, config.sweep_interval);
+        let sweeper = Sweeper::start(store, stamps, cache, metrics, config.sweep_interval);
         let url = format!("http://{}", listener.address());
         log::info!("listening on {url}");
         let token_generated = admin.generated.is_some();

@@ -4,12 +4,20 @@
 
 use crate::model::Timestamp;
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+/// Pending stamps (per map) past which an early flush is requested.
+pub const FLUSH_AT: usize = 20_000;
+/// Pending stamps (per map) past which new rows' stamps are dropped until the next flush, so
+/// that memory stays bounded even if the database cannot be written for a while.
+pub const MAX_PENDING: usize = 100_000;
 
 #[derive(Default)]
 pub struct UsageStamps {
     keys: Mutex<HashMap<i64, Timestamp>>,
     machines: Mutex<HashMap<i64, Timestamp>>,
+    /// Asks the sweeper to flush now (set once by the sweeper).
+    flush_request: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Stamps taken out for writing: (row pk, latest time).
@@ -31,11 +39,32 @@ impl PendingStamps {
 
 impl UsageStamps {
     pub fn key_used(&self, key_pk: i64, at: Timestamp) {
-        record(&self.keys, key_pk, at);
+        self.record(&self.keys, key_pk, at);
     }
 
     pub fn machine_seen(&self, machine_pk: i64, at: Timestamp) {
-        record(&self.machines, machine_pk, at);
+        self.record(&self.machines, machine_pk, at);
+    }
+
+    /// Registers how to ask for an early flush when many stamps are pending.
+    pub fn on_many_pending(&self, request: impl Fn() + Send + Sync + 'static) {
+        let _ = self.flush_request.set(Box::new(request));
+    }
+
+    fn record(&self, map: &Mutex<HashMap<i64, Timestamp>>, pk: i64, at: Timestamp) {
+        let pending = {
+            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            if map.len() < MAX_PENDING || map.contains_key(&pk) {
+                let stamp = map.entry(pk).or_insert(at);
+                *stamp = (*stamp).max(at);
+            }
+            map.len()
+        };
+        if pending >= FLUSH_AT
+            && let Some(request) = self.flush_request.get()
+        {
+            request();
+        }
     }
 
     /// Takes every pending stamp, leaving none behind.
@@ -55,12 +84,6 @@ impl UsageStamps {
             self.machine_seen(pk, at);
         }
     }
-}
-
-fn record(map: &Mutex<HashMap<i64, Timestamp>>, pk: i64, at: Timestamp) {
-    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-    let stamp = map.entry(pk).or_insert(at);
-    *stamp = (*stamp).max(at);
 }
 
 fn drain(map: &Mutex<HashMap<i64, Timestamp>>) -> Vec<(i64, Timestamp)> {
@@ -85,5 +108,27 @@ mod tests {
         stamps.machine_seen(7, Timestamp(9));
         stamps.restore(pending);
         assert_eq!(stamps.take().machines, vec![(7, Timestamp(9))]);
+    }
+
+    #[test]
+    fn asks_for_a_flush_when_many_are_pending_and_stays_bounded() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let stamps = UsageStamps::default();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        stamps.on_many_pending(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        for pk in 0..FLUSH_AT as i64 - 1 {
+            stamps.machine_seen(pk, Timestamp(1));
+        }
+        assert_eq!(requests.load(Ordering::SeqCst), 0);
+        stamps.machine_seen(-1, Timestamp(1));
+        assert_eq!(requests.load(Ordering::SeqCst), 1);
+        for pk in 0..MAX_PENDING as i64 * 2 {
+            stamps.machine_seen(pk, Timestamp(2));
+        }
+        assert_eq!(stamps.take().machines.len(), MAX_PENDING);
     }
 }

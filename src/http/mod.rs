@@ -92,6 +92,22 @@ struct CreatedKey<'a> {
 }
 
 #[derive(Serialize)]
+struct ValidKey<'a> {
+    valid: bool,
+    app: &'a str,
+    key_id: &'a str,
+    reusable: bool,
+    ephemeral: bool,
+    expires_at: Option<Timestamp>,
+}
+
+#[derive(Serialize)]
+struct InvalidKey {
+    valid: bool,
+    code: &'static str,
+}
+
+#[derive(Serialize)]
 struct LoggedIn<'a> {
     session_token: &'a str,
     machine: &'a Machine,
@@ -263,21 +279,30 @@ fn verify(
         Err(err) => err.status_and_code().1,
     });
     let (attempt, verdict) = verdict?;
-    let body = match verdict {
-        Ok(key) => serde_json::json!({
-            "valid": true,
-            "app": key.app,
-            "key_id": key.id,
-            "reusable": key.reusable,
-            "ephemeral": key.ephemeral,
-            "expires_at": key.expires_at,
-        }),
+    let response = match verdict {
+        Ok(key) => Response::json(
+            200,
+            &ValidKey {
+                valid: true,
+                app: &key.app,
+                key_id: &key.id,
+                reusable: key.reusable,
+                ephemeral: key.ephemeral,
+                expires_at: key.expires_at,
+            },
+        ),
         Err(problem) => {
             attempt.failed();
-            serde_json::json!({"valid": false, "code": problem.code()})
+            Response::json(
+                200,
+                &InvalidKey {
+                    valid: false,
+                    code: problem.code(),
+                },
+            )
         }
     };
-    Ok(Response::json(200, &body))
+    Ok(response)
 }
 
 /// Whether a login failed because of the key itself: what a guesser produces, and what the
@@ -300,26 +325,27 @@ fn session(
         authority.logout(bearer, now)?;
         return Ok(Response::no_content());
     }
-    let (app, machine) = authority.authenticate_session(bearer, now)?;
-    Ok(Response::json(
-        200,
-        &Identity {
-            app: &app,
-            machine: &machine,
-        },
-    ))
+    let session = authority.authenticate_session(bearer, now)?;
+    let body = session.encoded.get_or_init(|| {
+        let identity = Identity {
+            app: &session.app,
+            machine: &session.machine,
+        };
+        serde_json::to_vec(&identity).expect("an identity always serialises")
+    });
+    Ok(Response::body(200, "application/json", body.clone()))
 }
 
 /// `GET /v1/forward-auth`: the session's identity as headers for a reverse proxy to pass on,
 /// with an empty body. Same rules as whoami: expiry per request, revocation immediate.
 fn forward_auth(authority: &Authority, bearer: &str, now: Timestamp) -> Result<Response, ApiError> {
-    let (app, machine) = authority.authenticate_session(bearer, now)?;
+    let session = authority.authenticate_session(bearer, now)?;
     Ok(Response {
         status: 200,
         headers: vec![
-            ("X-Authkeys-App", app.id),
-            ("X-Authkeys-Machine", machine.id),
-            ("X-Authkeys-Key-Id", machine.key_id),
+            ("X-Authkeys-App", session.app.id.clone()),
+            ("X-Authkeys-Machine", session.machine.id.clone()),
+            ("X-Authkeys-Key-Id", session.machine.key_id.clone()),
         ],
         body: Vec::new(),
     })

@@ -14,6 +14,7 @@ pub use read::{KeyStatus, Reader};
 pub use write::{NewMachine, Writer};
 
 use crate::error::{self, StartError};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -58,16 +59,23 @@ impl Store {
         })
     }
 
-    /// Runs `work` on a read connection of its own. Reads see the last committed state and
-    /// never wait on the writer (WAL mode).
+    /// Runs `work` on a read connection of its own, for reads of one statement each: SQLite
+    /// reads every statement from one committed state, so no transaction is needed (the hot
+    /// paths save a BEGIN and a ROLLBACK). Reads never wait on the writer (WAL mode).
     pub fn read<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
         let conn = self.checkout_reader()?;
-        let result = conn
-            .unchecked_transaction()
-            .map_err(error::storage)
-            .and_then(|tx| work(&Reader::new(&tx)));
+        let result = work(&Reader::new(&conn));
         self.return_reader(conn);
         result
+    }
+
+    /// Like `read`, inside one (deferred) transaction, so that several queries see the same
+    /// committed state.
+    pub fn snapshot<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
+        self.read(|r| {
+            let tx = r.conn().unchecked_transaction().map_err(error::storage)?;
+            work(&Reader::new(&tx))
+        })
     }
 
     /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer connection, committing
@@ -103,6 +111,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn open_connection(path: &std::path::Path, synchronous: &str) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
+    // Query-plan stability: without it SQLite (built with STAT4, as the bundled one is) marks
+    // statements with joins for re-preparing whenever a bound value changes, so every session
+    // and key lookup was parsed and planned again. Profiled with callgrind: a re-prepare per
+    // request, two thirds of all instructions; measured on 1,000,000 rows: 25 µs → 6 µs per
+    // session lookup. Our queries have one right plan each.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", synchronous)?;

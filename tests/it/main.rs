@@ -6,6 +6,7 @@ mod admin_api;
 mod cli;
 mod dashboard;
 mod hostile_http;
+mod hot_path;
 mod integrations;
 mod machine_auth;
 mod process;

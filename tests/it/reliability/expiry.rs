@@ -178,7 +178,7 @@ fn the_sweeper_keeps_going_after_a_failed_sweep() {
         rows(&server) == 0
     });
     let log = server.log();
-    assert!(log.contains("expired_machines: 1"), "{log}");
+    assert!(log.contains("swept 1 expired machines"), "{log}");
     assert!(log.contains("sweep failed, will retry"), "{log}");
     let status = server.terminate();
     assert!(status.success(), "{status}\n{}", server.log());

@@ -1,0 +1,56 @@
+//! `authkeys-bench`: the benchmark harness behind `scripts/bench`.
+//!
+//! - `run [--quick]` measures everything and prints (and writes) the table;
+//! - `ceiling empty|lookup --db PATH` serves the two reference servers;
+//! - `seed …` fills a database with millions of rows directly, not through HTTP;
+//! - `insert-loop --db PATH --seconds N` is the login baseline: the same insert-and-commit
+//!   done through rusqlite in a loop.
+//!
+//! This is a measuring tool, not the product: it writes SQL directly where the product would
+//! go through the store, to generate data fast and to measure SQLite itself.
+
+mod ceiling;
+mod orchestrate;
+mod seed;
+mod wrk;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => orchestrate::run(args.iter().any(|a| a == "--quick")),
+        Some("ceiling") => ceiling::serve(&args[1..]),
+        Some("seed") => seed::seed_command(&args[1..]),
+        Some("insert-loop") => seed::insert_loop_command(&args[1..]),
+        _ => Err(
+            "usage: authkeys-bench run [--quick] | ceiling empty|lookup --db PATH | \
+             seed --db PATH --keys N --machines N [--expired] --tokens PATH | \
+             insert-loop --db PATH --seconds N"
+                .to_string(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("authkeys-bench: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The value after `--name` in `args`.
+pub fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// A required numeric flag.
+pub fn number_flag(args: &[String], name: &str) -> Result<u64, String> {
+    flag(args, name)
+        .ok_or_else(|| format!("{name} is required"))?
+        .parse()
+        .map_err(|err| format!("{name}: {err}"))
+}

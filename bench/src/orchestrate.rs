@@ -1,0 +1,659 @@
+//! `authkeys-bench run`: every scenario of the benchmark, in one run, with ratios against
+//! baselines measured in the same run. Prints the table and writes it (full runs only) to
+//! BENCHMARKS.md with the machine it ran on.
+
+use crate::seed::{Seed, insert_loop, seed_database};
+use crate::wrk::{self, Load, Request};
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
+
+/// Sizes and durations: the full run, or a quick one for CI that only proves the harness works.
+struct Plan {
+    quick: bool,
+    rounds: usize,
+    seconds: u64,
+    sweep_seconds: u64,
+    scale_rows: u64,
+    medium_rows: u64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                rounds: 1,
+                seconds: 1,
+                sweep_seconds: 3,
+                scale_rows: 10_000,
+                medium_rows: 2_000,
+            }
+        } else {
+            Plan {
+                quick,
+                rounds: 3,
+                seconds: 5,
+                sweep_seconds: 30,
+                scale_rows: 1_000_000,
+                medium_rows: 20_000,
+            }
+        }
+    }
+}
+
+/// A server process started for a scenario; killed on drop.
+struct Spawned {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    startup: Duration,
+}
+
+impl Spawned {
+    fn start(mut command: Command, log: PathBuf) -> Result<Spawned, String> {
+        let log_file = std::fs::File::create(&log).map_err(|err| err.to_string())?;
+        let started = Instant::now();
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|err| format!("spawning {command:?}: {err}"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = sender.send(line);
+        });
+        let line = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| format!("no ready line; see {}", log.display()))?;
+        let startup = started.elapsed();
+        let ready: Value = serde_json::from_str(&line).map_err(|err| format!("{line:?}: {err}"))?;
+        let url = ready["url"]
+            .as_str()
+            .ok_or("ready line without url")?
+            .to_string();
+        Ok(Spawned {
+            child,
+            url,
+            log,
+            startup,
+        })
+    }
+
+    /// Peak resident memory of the process so far, in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(f64::NAN);
+        kib / 1024.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Harness {
+    plan: Plan,
+    work: PathBuf,
+    authkeys: PathBuf,
+    bench: PathBuf,
+}
+
+impl Harness {
+    fn authkeys(&self, db: &Path, extra: &[&str], name: &str) -> Result<Spawned, String> {
+        let mut command = Command::new(&self.authkeys);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .args(extra)
+            .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "info");
+        Spawned::start(command, self.work.join(format!("{name}.log")))
+    }
+
+    fn ceiling(&self, mode: &str, db: Option<&Path>, name: &str) -> Result<Spawned, String> {
+        let mut command = Command::new(&self.bench);
+        command.args(["ceiling", mode]);
+        if let Some(db) = db {
+            command.arg("--db").arg(db);
+        }
+        Spawned::start(command, self.work.join(format!("{name}.log")))
+    }
+
+    /// The median (by requests per second) of `rounds` runs.
+    fn load(&self, url: &str, request: &Request, connections: u32) -> Result<Load, String> {
+        let runs = (0..self.plan.rounds)
+            .map(|_| wrk::run(url, request, connections, self.plan.seconds))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(median(runs))
+    }
+
+    /// Loads a reference server and authkeys with the same requests, alternating round by
+    /// round so that drift in the machine's load affects both alike; returns both medians.
+    fn compare(
+        &self,
+        reference: &str,
+        ours: &str,
+        request: &Request,
+        connections: u32,
+    ) -> Result<(Load, Load), String> {
+        let (mut theirs_runs, mut our_runs) = (Vec::new(), Vec::new());
+        for _ in 0..self.plan.rounds {
+            theirs_runs.push(wrk::run(
+                reference,
+                request,
+                connections,
+                self.plan.seconds,
+            )?);
+            our_runs.push(wrk::run(ours, request, connections, self.plan.seconds)?);
+        }
+        Ok((median(theirs_runs), median(our_runs)))
+    }
+
+    fn seed(&self, name: &str, seed: &Seed) -> Result<(PathBuf, PathBuf), String> {
+        let db = self.work.join(format!("{name}.db"));
+        let tokens = self.work.join(format!("{name}.tokens"));
+        let started = Instant::now();
+        seed_database(&db, seed, &tokens)?;
+        eprintln!(
+            "  seeded {name}: {} keys, {} machines in {:.1}s",
+            seed.keys,
+            seed.machines,
+            started.elapsed().as_secs_f64()
+        );
+        Ok((db, tokens))
+    }
+}
+
+/// The run with the median rate; failures are summed over all runs.
+fn median(mut runs: Vec<Load>) -> Load {
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let mut median = runs[runs.len() / 2];
+    median.failures = runs.iter().map(|run| run.failures).sum();
+    median
+}
+
+/// An admin or anonymous call used to set a scenario up.
+fn call(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let target = format!("{url}{path}");
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let mut response = match (method, body) {
+        ("POST", Some(body)) => agent
+            .post(&target)
+            .header("Authorization", &auth)
+            .send_json(body),
+        _ => agent.get(&target).header("Authorization", &auth).call(),
+    }
+    .map_err(|err| err.to_string())?;
+    response
+        .body_mut()
+        .read_json::<Value>()
+        .map_err(|err| err.to_string())
+}
+
+/// Creates an app and a reusable key, logs one machine in; returns (key, session token).
+fn hot_credentials(url: &str) -> Result<(String, String), String> {
+    call(url, "POST", "/v1/apps", Some(json!({"id": "hot"})))?;
+    let key = call(
+        url,
+        "POST",
+        "/v1/apps/hot/keys",
+        Some(json!({"reusable": true})),
+    )?;
+    let key = key["key"]
+        .as_str()
+        .ok_or("no key in the response")?
+        .to_string();
+    let login = call(
+        url,
+        "POST",
+        "/v1/auth/login",
+        Some(json!({"auth_key": key})),
+    )?;
+    let session = login["session_token"]
+        .as_str()
+        .ok_or("no session token")?
+        .to_string();
+    Ok((key, session))
+}
+
+/// One row of the result table.
+struct Row {
+    scenario: String,
+    figure: String,
+    target: String,
+    ok: Option<bool>,
+}
+
+fn row(scenario: &str, figure: String, target: &str, ok: Option<bool>) -> Row {
+    Row {
+        scenario: scenario.into(),
+        figure,
+        target: target.into(),
+        ok,
+    }
+}
+
+fn load_figure(load: &Load) -> String {
+    format!(
+        "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} failed",
+        load.rps, load.p50_ms, load.p99_ms, load.failures
+    )
+}
+
+pub fn run(quick: bool) -> Result<(), String> {
+    let plan = Plan::new(quick);
+    let bench = std::env::current_exe().map_err(|err| err.to_string())?;
+    let release = bench.parent().ok_or("no binary directory")?.to_path_buf();
+    let work = release.join("bench-work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|err| err.to_string())?;
+    let h = Harness {
+        plan,
+        work,
+        authkeys: release.join("authkeys"),
+        bench,
+    };
+    let mut rows = Vec::new();
+    let c = 32;
+
+    eprintln!("ceilings, whoami and verify on a small database");
+    let (small_db, small_tokens) = h.seed(
+        "small",
+        &Seed {
+            keys: 100,
+            machines: h.plan.medium_rows,
+            expired: false,
+        },
+    )?;
+    let server = h.authkeys(&small_db, &[], "authkeys-small")?;
+    let (key, session) = hot_credentials(&server.url)?;
+    let whoami_request = Request::Get {
+        path: "/v1/auth/whoami",
+        bearer: Some(&session),
+    };
+    let verify_body = json!({"key": key}).to_string();
+    let verify_request = Request::PostJson {
+        path: "/v1/keys/verify",
+        body: &verify_body,
+    };
+    // The reference servers get exactly the traffic authkeys gets: tiny_http's cost grows
+    // with the request's size, so a shorter request would flatter the ceiling.
+    let empty = h.ceiling("empty", None, "ceiling-empty")?;
+    let lookup = h.ceiling("lookup", Some(&small_db), "ceiling-lookup-small")?;
+    let (empty_whoami, whoami) = h.compare(&empty.url, &server.url, &whoami_request, c)?;
+    let (empty_verify, verify) = h.compare(&empty.url, &server.url, &verify_request, c)?;
+    let lookup_whoami = h.load(&lookup.url, &whoami_request, c)?;
+    drop((empty, lookup));
+    rows.push(row(
+        "ceiling: empty tiny_http, 8 workers (whoami's requests)",
+        load_figure(&empty_whoami),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "ceiling: empty tiny_http, 8 workers (verify's requests)",
+        load_figure(&empty_verify),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "ceiling: + one indexed SQLite lookup (whoami's requests)",
+        load_figure(&lookup_whoami),
+        "",
+        None,
+    ));
+    for (name, load, ceiling) in [
+        ("whoami, hot token, 32 connections", &whoami, &empty_whoami),
+        (
+            "keys/verify, hot key, 32 connections",
+            &verify,
+            &empty_verify,
+        ),
+    ] {
+        let ratio = load.rps / ceiling.rps;
+        rows.push(row(
+            name,
+            format!("{} = {:.0}% of empty", load_figure(load), ratio * 100.0),
+            "≥ 80% of empty, p99 ≤ 2 ms",
+            Some(ratio >= 0.8 && load.p99_ms <= 2.0 && load.failures == 0),
+        ));
+    }
+    let login_body = json!({"auth_key": key}).to_string();
+    let login = h.load(
+        &server.url,
+        &Request::PostJson {
+            path: "/v1/auth/login",
+            body: &login_body,
+        },
+        16,
+    )?;
+    let baseline_db = h
+        .seed(
+            "baseline",
+            &Seed {
+                keys: 1,
+                machines: 0,
+                expired: false,
+            },
+        )?
+        .0;
+    let mut direct: Vec<f64> = (0..h.plan.rounds)
+        .map(|_| insert_loop(&baseline_db, Duration::from_secs(h.plan.seconds)))
+        .collect::<Result<_, _>>()?;
+    direct.sort_by(f64::total_cmp);
+    let direct = direct[direct.len() / 2];
+    let ratio = login.rps / direct;
+    rows.push(row(
+        "login, 16 connections (synchronous=FULL)",
+        format!("{} = {:.0}% of direct", load_figure(&login), ratio * 100.0),
+        "≥ 50% of direct",
+        Some(ratio >= 0.5 && login.failures == 0),
+    ));
+    rows.push(row(
+        "baseline: the login's insert+commit via rusqlite, in a loop",
+        format!("{direct:.0} commits/s"),
+        "",
+        None,
+    ));
+
+    eprintln!("WAL under sustained mixed load");
+    let wal = mixed_load_wal(&h, &server, &key, &small_tokens)?;
+    rows.push(row(
+        "WAL size, mixed login/verify/whoami, readers always active",
+        format!("max {wal:.1} MiB"),
+        "≤ 64 MiB",
+        Some(wal <= 64.0),
+    ));
+    let small_rss = server.peak_rss_mib();
+    rows.push(row(
+        "peak RSS under load, small database",
+        format!("{small_rss:.1} MiB"),
+        "≤ 32 MiB",
+        Some(small_rss <= 32.0),
+    ));
+    drop(server);
+
+    eprintln!("scale");
+    let rows_n = h.plan.scale_rows;
+    let (large_db, large_tokens) = h.seed(
+        "large",
+        &Seed {
+            keys: rows_n,
+            machines: rows_n,
+            expired: false,
+        },
+    )?;
+    let tokens_file = large_tokens.to_string_lossy().to_string();
+    let random = Request::GetRandomBearer {
+        path: "/v1/auth/whoami",
+        tokens_file: &tokens_file,
+    };
+    let mut startups = Vec::new();
+    for n in 0..h.plan.rounds {
+        startups.push(
+            h.authkeys(&large_db, &[], &format!("startup-{n}"))?
+                .startup
+                .as_secs_f64()
+                * 1000.0,
+        );
+    }
+    startups.sort_by(f64::total_cmp);
+    let startup = startups[startups.len() / 2];
+    let server = h.authkeys(&large_db, &[], "authkeys-large")?;
+    let lookup = h.ceiling("lookup", Some(&large_db), "ceiling-lookup-large")?;
+    let (lookup_large, scale) = h.compare(&lookup.url, &server.url, &random, c)?;
+    let large_rss = server.peak_rss_mib();
+    drop((server, lookup));
+    let ratio = scale.rps / lookup_large.rps;
+    rows.push(row(
+        &format!("ceiling: one lookup, {rows_n} rows, random tokens"),
+        load_figure(&lookup_large),
+        "",
+        None,
+    ));
+    rows.push(row(
+        &format!("whoami, {rows_n} keys + {rows_n} machines, random tokens"),
+        format!("{} = {:.0}% of lookup", load_figure(&scale), ratio * 100.0),
+        "≥ 90% of lookup",
+        Some(ratio >= 0.9 && scale.failures == 0),
+    ));
+    rows.push(row(
+        "peak RSS under load, large database",
+        format!("{large_rss:.1} MiB"),
+        "≤ 64 MiB",
+        Some(large_rss <= 64.0),
+    ));
+    rows.push(row(
+        "start-up to ready line, large database",
+        format!("{startup:.1} ms"),
+        "≤ 100 ms",
+        Some(startup <= 100.0),
+    ));
+
+    eprintln!("sweep under load");
+    rows.extend(sweep_under_load(&h)?);
+
+    let table = render(&h.plan, &rows);
+    println!("{table}");
+    if !h.plan.quick {
+        std::fs::write("BENCHMARKS.md", &table).map_err(|err| err.to_string())?;
+        eprintln!("wrote BENCHMARKS.md");
+    }
+    Ok(())
+}
+
+/// Runs logins, verifies and whoamis (over more sessions than the cache holds, so readers
+/// are always in the database) at once, sampling the WAL's size; returns its maximum in MiB.
+fn mixed_load_wal(h: &Harness, server: &Spawned, key: &str, tokens: &Path) -> Result<f64, String> {
+    let wal = h.work.join("small.db-wal");
+    let seconds = h.plan.seconds * 2;
+    let url = server.url.clone();
+    let login_body = json!({"auth_key": key}).to_string();
+    let verify_body = json!({"key": key}).to_string();
+    let tokens_file = tokens.to_string_lossy().to_string();
+    let max = std::thread::scope(|scope| {
+        let loads = [
+            scope.spawn(|| {
+                wrk::run(
+                    &url,
+                    &Request::PostJson {
+                        path: "/v1/auth/login",
+                        body: &login_body,
+                    },
+                    4,
+                    seconds,
+                )
+            }),
+            scope.spawn(|| {
+                wrk::run(
+                    &url,
+                    &Request::PostJson {
+                        path: "/v1/keys/verify",
+                        body: &verify_body,
+                    },
+                    8,
+                    seconds,
+                )
+            }),
+            scope.spawn(|| {
+                wrk::run(
+                    &url,
+                    &Request::GetRandomBearer {
+                        path: "/v1/auth/whoami",
+                        tokens_file: &tokens_file,
+                    },
+                    12,
+                    seconds,
+                )
+            }),
+        ];
+        let mut max: u64 = 0;
+        while loads.iter().any(|load| !load.is_finished()) {
+            max = max.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for load in loads {
+            load.join().expect("a load thread")?;
+        }
+        Ok::<u64, String>(max)
+    })?;
+    Ok(max as f64 / (1024.0 * 1024.0))
+}
+
+/// A database of expired ephemeral machines, swept while clients verify a key.
+fn sweep_under_load(h: &Harness) -> Result<Vec<Row>, String> {
+    let n = h.plan.scale_rows;
+    let (db, _) = h.seed(
+        "sweep",
+        &Seed {
+            keys: 1000,
+            machines: n,
+            expired: true,
+        },
+    )?;
+    let server = h.authkeys(&db, &["--sweep-interval", "1"], "authkeys-sweep")?;
+    let (key, _) = hot_credentials(&server.url)?;
+    let body = json!({"key": key}).to_string();
+    let started = Instant::now();
+    let load = wrk::run(
+        &server.url,
+        &Request::PostJson {
+            path: "/v1/keys/verify",
+            body: &body,
+        },
+        32,
+        h.plan.sweep_seconds,
+    )?;
+    // The sweeper logs one line per sweep that deleted anything, with its duration.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let swept_ms = loop {
+        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+        if let Some(ms) = log.lines().find_map(|line| {
+            let rest = line.split("swept ").nth(1)?;
+            let (count, rest) = rest.split_once(' ')?;
+            (count.parse::<u64>().ok()? >= n).then_some(())?;
+            rest.split(" in ")
+                .nth(1)?
+                .trim_end_matches(" ms")
+                .parse::<f64>()
+                .ok()
+        }) {
+            break ms;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the sweep did not finish; see {}",
+                server.log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = started;
+    Ok(vec![
+        row(
+            &format!("keys/verify while {n} expired machines are swept"),
+            load_figure(&load),
+            "p99 ≤ 10 ms, none failed",
+            Some(load.p99_ms <= 10.0 && load.failures == 0),
+        ),
+        row(
+            &format!("sweep of {n} expired machines"),
+            format!("{:.1} s", swept_ms / 1000.0),
+            "≤ 60 s",
+            Some(swept_ms <= 60_000.0),
+        ),
+    ])
+}
+
+fn render(plan: &Plan, rows: &[Row]) -> String {
+    let mut out = String::new();
+    let machine = machine_description();
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Measured by `scripts/bench`{} on {machine}. Load: wrk, 2 threads, keep-alive, on \
+         loopback, sharing the machine's cores with the server. Each figure is the median of \
+         {} runs of {} s; ratios compare with baselines measured in the same run.\n",
+        if plan.quick {
+            " --quick (small sizes, no targets)"
+        } else {
+            ""
+        },
+        plan.rounds,
+        plan.seconds
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | measured | target | met |\n|---|---|---|---|"
+    );
+    for r in rows {
+        let met = match (plan.quick, r.ok) {
+            (_, None) => "",
+            (true, Some(_)) => "(quick)",
+            (false, Some(true)) => "yes",
+            (false, Some(false)) => "**no**",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {met} |",
+            r.scenario, r.figure, r.target
+        );
+    }
+    out
+}
+
+fn machine_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or("?".to_string(), |kib| {
+            format!("{:.0} GiB", kib / 1024.0 / 1024.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} × {model}, {memory} RAM, Linux {}", kernel.trim())
+}

@@ -1,0 +1,151 @@
+//! The hot-path cache must be invisible: every write that changes an answer changes it for the
+//! very next request, even when that answer was cached, and cached answers show usage stamps
+//! no older than one sweep interval.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Asks three times: the second miss caches the session, the third answer comes from the cache.
+fn whoami_cached(server: &TestServer, session: &str) -> Value {
+    let api = server.client(Some(session));
+    api.get("/v1/auth/whoami").expect(200);
+    api.get("/v1/auth/whoami").expect(200);
+    api.get("/v1/auth/whoami").expect(200)
+}
+
+fn verify(server: &TestServer, key: &str) -> Value {
+    server
+        .anonymous()
+        .post("/v1/keys/verify", &json!({"key": key}))
+        .expect(200)
+}
+
+fn session_of(login: &Value) -> String {
+    login["session_token"]
+        .as_str()
+        .expect("session token")
+        .to_string()
+}
+
+/// Logs a machine in with a fresh key of app `hot` and warms the cache with its session.
+fn cached_session(server: &TestServer) -> Value {
+    let key = server.create_key("hot", json!({}));
+    let login = server.login(key["key"].as_str().expect("key"));
+    whoami_cached(server, &session_of(&login));
+    login
+}
+
+#[track_caller]
+fn assert_ended(server: &TestServer, login: &Value) {
+    server
+        .client(Some(&session_of(login)))
+        .get("/v1/auth/whoami")
+        .expect_error(401, "invalid_credentials");
+}
+
+#[test]
+fn a_cached_session_ends_with_each_way_of_ending_it() {
+    let server = TestServer::start();
+    server.create_app("hot");
+    let admin = server.admin();
+
+    let login = cached_session(&server);
+    let own = server.client(Some(&session_of(&login)));
+    assert_eq!(own.send("POST", "/v1/auth/logout", None, None).status, 204);
+    assert_ended(&server, &login);
+
+    let login = cached_session(&server);
+    let machine = login["machine"]["id"].as_str().expect("machine id");
+    admin
+        .delete(&format!("/v1/apps/hot/machines/{machine}"))
+        .expect(204);
+    assert_ended(&server, &login);
+
+    let login = cached_session(&server);
+    let key = login["machine"]["key_id"].as_str().expect("key id");
+    admin
+        .delete(&format!("/v1/apps/hot/keys/{key}"))
+        .expect(204);
+    assert_ended(&server, &login);
+
+    let login = cached_session(&server);
+    admin.delete("/v1/apps/hot").expect(204);
+    assert_ended(&server, &login);
+}
+
+#[test]
+fn a_cached_valid_verdict_changes_with_the_login_that_uses_the_key() {
+    let server = TestServer::start();
+    server.create_app("hot");
+    let key = server.create_key("hot", json!({}));
+    let secret = key["key"].as_str().expect("key");
+    for _ in 0..3 {
+        assert_eq!(verify(&server, secret)["valid"], true);
+    }
+    server.login(secret);
+    assert_eq!(
+        verify(&server, secret),
+        json!({"valid": false, "code": "used"})
+    );
+}
+
+#[test]
+fn a_cached_valid_verdict_changes_with_revocation() {
+    let server = TestServer::start();
+    server.create_app("hot");
+    let key = server.create_key("hot", json!({"reusable": true}));
+    let secret = key["key"].as_str().expect("key");
+    for _ in 0..3 {
+        assert_eq!(verify(&server, secret)["valid"], true);
+    }
+    let id = key["id"].as_str().expect("id");
+    server
+        .admin()
+        .delete(&format!("/v1/apps/hot/keys/{id}"))
+        .expect(204);
+    assert_eq!(
+        verify(&server, secret),
+        json!({"valid": false, "code": "revoked"})
+    );
+}
+
+#[test]
+fn a_cached_session_still_expires_on_time() {
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--ephemeral-ttl", "1")
+            .arg("--sweep-interval", "3600"),
+    );
+    server.create_app("hot");
+    let key = server.create_key("hot", json!({"ephemeral": true}));
+    let session = session_of(&server.login(key["key"].as_str().expect("key")));
+    whoami_cached(&server, &session);
+    std::thread::sleep(Duration::from_millis(1100));
+    server
+        .client(Some(&session))
+        .get("/v1/auth/whoami")
+        .expect_error(401, "session_expired");
+}
+
+#[test]
+fn whoami_shows_last_seen_within_a_sweep_interval_even_when_cached() {
+    let server = TestServer::start_with(Options::default().arg("--sweep-interval", "1"));
+    server.create_app("hot");
+    let key = server.create_key("hot", json!({}));
+    let session = session_of(&server.login(key["key"].as_str().expect("key")));
+    let first = whoami_cached(&server, &session);
+    assert_eq!(first["machine"]["last_seen_at"], Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = whoami_cached(&server, &session);
+        if now["machine"]["last_seen_at"].is_string() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "last_seen_at never appeared: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
