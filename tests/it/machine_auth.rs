@@ -11,16 +11,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const APP: &str = "fleet";
-const MACHINE_FIELDS: [&str; 8] = [
-    "id",
-    "app",
-    "key_id",
-    "name",
-    "ephemeral",
-    "created_at",
-    "expires_at",
-    "last_seen_at",
-];
 /// The four types of key: (reusable, ephemeral).
 const KEY_TYPES: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
 
