@@ -99,20 +99,13 @@ impl Authority {
     pub fn authenticate_session(&self, bearer: &str, now: Timestamp) -> Result<Arc<Session>> {
         let hash =
             token::parse(TokenKind::Session, bearer).map_err(|_| Error::InvalidCredentials)?;
-        let session = match self.cache.session(&hash) {
-            Some(session) => session,
-            None => {
-                let ticket = self.cache.ticket();
-                let (app, machine) = self
-                    .store
-                    .read(|r| r.session(&hash))?
-                    .ok_or(Error::InvalidCredentials)?;
-                let session = Arc::new(Session::new(app, machine));
-                self.cache
-                    .insert_session(ticket, hash, Arc::clone(&session));
-                session
-            }
-        };
+        let session = self
+            .cache
+            .session_or_load(hash, || {
+                let found = self.store.read(|r| r.session(&hash))?;
+                Ok(found.map(|(app, machine)| Session::new(app, machine)))
+            })?
+            .ok_or(Error::InvalidCredentials)?;
         if session.machine.is_expired(now) {
             return Err(Error::SessionExpired);
         }
@@ -360,17 +353,11 @@ impl Authority {
         let Ok(hash) = token::parse(TokenKind::AuthKey, auth_key) else {
             return Ok(Err(KeyProblem::Malformed));
         };
-        let key = match self.cache.key(&hash) {
-            Some(key) => key,
-            None => {
-                let ticket = self.cache.ticket();
-                let Some(key) = self.store.read(|r| r.key_status(&hash))? else {
-                    return Ok(Err(KeyProblem::NotFound));
-                };
-                let key = Arc::new(key);
-                self.cache.insert_key(ticket, hash, Arc::clone(&key));
-                key
-            }
+        let found = self
+            .cache
+            .key_or_load(hash, || self.store.read(|r| r.key_status(&hash)))?;
+        let Some(key) = found else {
+            return Ok(Err(KeyProblem::NotFound));
         };
         if let Err(problem) = judge_key(&key, now) {
             return Ok(Err(problem));

@@ -134,33 +134,66 @@ impl HotCache {
         Ticket(self.read().generation)
     }
 
-    pub fn session(&self, hash: &TokenHash) -> Option<Arc<Session>> {
-        self.read().sessions.get(hash)
+    /// The session behind `hash`, from the cache or else from `load` (a database read).
+    pub fn session_or_load<E>(
+        &self,
+        hash: TokenHash,
+        load: impl FnOnce() -> Result<Option<Session>, E>,
+    ) -> Result<Option<Arc<Session>>, E> {
+        self.read_through(
+            hash,
+            |inner| &inner.sessions,
+            |inner| &mut inner.sessions,
+            load,
+        )
     }
 
-    pub fn key(&self, hash: &TokenHash) -> Option<Arc<KeyStatus>> {
-        self.read().keys.get(hash)
+    /// The key status behind `hash`, from the cache or else from `load` (a database read).
+    pub fn key_or_load<E>(
+        &self,
+        hash: TokenHash,
+        load: impl FnOnce() -> Result<Option<KeyStatus>, E>,
+    ) -> Result<Option<Arc<KeyStatus>>, E> {
+        self.read_through(hash, |inner| &inner.keys, |inner| &mut inner.keys, load)
     }
 
-    /// Caches a session read from the database after `ticket` was taken, unless something was
-    /// invalidated in between, or this is the token's first miss.
-    pub fn insert_session(&self, ticket: Ticket, hash: TokenHash, session: Arc<Session>) {
+    /// The one place the race rule lives: a ticket is taken before `load` reads the database,
+    /// and its answer is cached only if no invalidation happened meanwhile (and this is not
+    /// the token's first miss). Absent answers are never cached.
+    fn read_through<V, E>(
+        &self,
+        hash: TokenHash,
+        map: fn(&Inner) -> &Bounded<V>,
+        map_mut: fn(&mut Inner) -> &mut Bounded<V>,
+        load: impl FnOnce() -> Result<Option<V>, E>,
+    ) -> Result<Option<Arc<V>>, E> {
+        if let Some(hit) = map(&self.read()).get(&hash) {
+            return Ok(Some(hit));
+        }
+        let ticket = self.ticket();
+        let Some(value) = load()? else {
+            return Ok(None);
+        };
+        let value = Arc::new(value);
+        self.insert(ticket, hash, Arc::clone(&value), map_mut);
+        Ok(Some(value))
+    }
+
+    /// Caches `value` read after `ticket` was taken, unless something was invalidated in
+    /// between, or this is the token's first miss.
+    fn insert<V>(
+        &self,
+        ticket: Ticket,
+        hash: TokenHash,
+        value: Arc<V>,
+        map_mut: fn(&mut Inner) -> &mut Bounded<V>,
+    ) {
         if !self.admit(&hash) {
             return;
         }
         let mut inner = self.write();
         if inner.generation == ticket.0 {
-            inner.sessions.insert(hash, session);
-        }
-    }
-
-    pub fn insert_key(&self, ticket: Ticket, hash: TokenHash, key: Arc<KeyStatus>) {
-        if !self.admit(&hash) {
-            return;
-        }
-        let mut inner = self.write();
-        if inner.generation == ticket.0 {
-            inner.keys.insert(hash, key);
+            map_mut(&mut inner).insert(hash, value);
         }
     }
 
@@ -205,10 +238,20 @@ impl HotCache {
 mod tests {
     use super::*;
 
+    /// What the cache holds for `hash`, without loading anything.
+    fn cached(cache: &HotCache, hash: &TokenHash) -> Option<Arc<KeyStatus>> {
+        cache.read().keys.get(hash)
+    }
+
+    /// Offers a key read after `ticket`, as a miss does.
+    fn offer(cache: &HotCache, ticket: Ticket, hash: TokenHash, key: Arc<KeyStatus>) {
+        cache.insert(ticket, hash, key, |inner| &mut inner.keys);
+    }
+
     /// Inserts as the second miss does (the first only passes the doorkeeper).
     fn insert_key(cache: &HotCache, ticket: Ticket, hash: TokenHash, key: Arc<KeyStatus>) {
         cache.admit(&hash);
-        cache.insert_key(ticket, hash, key);
+        offer(cache, ticket, hash, key);
     }
 
     fn key(id: &str) -> Arc<KeyStatus> {
@@ -228,11 +271,11 @@ mod tests {
     fn a_token_is_cached_on_its_second_miss_only() {
         let cache = HotCache::default();
         let hash = TokenHash::of("k");
-        cache.insert_key(cache.ticket(), hash, key("first"));
-        assert_eq!(cache.key(&hash), None);
-        cache.insert_key(cache.ticket(), hash, key("second"));
+        offer(&cache, cache.ticket(), hash, key("first"));
+        assert_eq!(cached(&cache, &hash), None);
+        offer(&cache, cache.ticket(), hash, key("second"));
         assert_eq!(
-            cache.key(&hash).map(|k| k.id.clone()),
+            cached(&cache, &hash).map(|k| k.id.clone()),
             Some("second".into())
         );
     }
@@ -245,10 +288,40 @@ mod tests {
         // A revocation commits and invalidates while the reader is still reading.
         cache.invalidate(Invalidation::Everything);
         insert_key(&cache, ticket, hash, key("stale"));
-        assert_eq!(cache.key(&hash), None);
+        assert_eq!(cached(&cache, &hash), None);
         let ticket = cache.ticket();
         insert_key(&cache, ticket, hash, key("fresh"));
-        assert_eq!(cache.key(&hash).map(|k| k.id.clone()), Some("fresh".into()));
+        assert_eq!(
+            cached(&cache, &hash).map(|k| k.id.clone()),
+            Some("fresh".into())
+        );
+    }
+
+    #[test]
+    fn reading_through_caches_from_the_second_miss_unless_a_write_raced_with_the_load() {
+        let cache = HotCache::default();
+        let hash = TokenHash::of("k");
+        let load = |id: &'static str| move || Ok::<_, ()>(Some((*key(id)).clone()));
+        assert_eq!(
+            cache.key_or_load(hash, load("first")).unwrap().unwrap().id,
+            "first"
+        );
+        // Second miss, but a revocation commits while the database is being read.
+        let raced = cache.key_or_load(hash, || {
+            cache.invalidate(Invalidation::Everything);
+            load("stale")()
+        });
+        assert_eq!(raced.unwrap().unwrap().id, "stale");
+        assert_eq!(cached(&cache, &hash), None);
+        cache.key_or_load(hash, load("fresh")).unwrap();
+        let hit = cache.key_or_load(hash, || -> Result<Option<KeyStatus>, ()> {
+            panic!("a cached key is not loaded again")
+        });
+        assert_eq!(hit.unwrap().unwrap().id, "fresh");
+        assert_eq!(
+            cache.key_or_load(TokenHash::of("absent"), || Ok::<_, ()>(None)),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -259,10 +332,10 @@ mod tests {
         insert_key(&cache, cache.ticket(), b, key("b"));
         let ticket = cache.ticket();
         cache.invalidate(Invalidation::Key(a));
-        assert_eq!(cache.key(&a), None);
-        assert!(cache.key(&b).is_some());
+        assert_eq!(cached(&cache, &a), None);
+        assert!(cached(&cache, &b).is_some());
         insert_key(&cache, ticket, a, key("late"));
-        assert_eq!(cache.key(&a), None);
+        assert_eq!(cached(&cache, &a), None);
     }
 
     #[test]
@@ -273,9 +346,9 @@ mod tests {
             insert_key(&cache, cache.ticket(), hash(n), key("k"));
         }
         assert_eq!(cache.read().keys.len(), CAPACITY);
-        assert!(cache.key(&hash(4)).is_none());
-        assert!(cache.key(&hash(5)).is_some());
-        assert!(cache.key(&hash(CAPACITY + 4)).is_some());
+        assert!(cached(&cache, &hash(4)).is_none());
+        assert!(cached(&cache, &hash(5)).is_some());
+        assert!(cached(&cache, &hash(CAPACITY + 4)).is_some());
         // Invalidations and re-insertions never let the order queue grow past the bound.
         for _ in 0..3 {
             for n in 0..CAPACITY {
