@@ -1,28 +1,30 @@
--- authkeys schema, version 1. Applied by src/store/mod.rs inside one transaction when
--- PRAGMA user_version is 0; the version is then set to 1. Times are Unix milliseconds (UTC).
+-- authkeys schema, version 2. Applied by src/store/mod.rs inside one transaction when
+-- PRAGMA user_version is 0 (the version is then set to 2), and re-run by the upgrade from
+-- version 1, which is why every statement says IF NOT EXISTS. Times are Unix milliseconds
+-- (UTC).
 -- Public ids (apps.id, keys.id, machines.id) are what the API shows; `pk` never leaves the
 -- process.
 
 -- Server-wide values, such as the hash of the generated admin token.
-CREATE TABLE settings (
+CREATE TABLE IF NOT EXISTS settings (
     name  TEXT PRIMARY KEY,
     value BLOB NOT NULL
 ) STRICT;
 
 -- Deleted apps stay as tombstones so their revoked keys keep a valid reference; the id can
 -- be reused by a new app, which gets a new pk.
-CREATE TABLE apps (
+CREATE TABLE IF NOT EXISTS apps (
     pk         INTEGER PRIMARY KEY,
     id         TEXT    NOT NULL,
     name       TEXT    NOT NULL,
     created_at INTEGER NOT NULL,
     deleted_at INTEGER
 ) STRICT;
-CREATE UNIQUE INDEX apps_live_id ON apps (id) WHERE deleted_at IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS apps_live_id ON apps (id) WHERE deleted_at IS NULL;
 
 -- Only the SHA-256 of a key is stored. Revoked keys stay (revoked_at set) so that verify can
 -- answer "revoked" rather than "not_found".
-CREATE TABLE keys (
+CREATE TABLE IF NOT EXISTS keys (
     pk           INTEGER PRIMARY KEY,
     id           TEXT    NOT NULL UNIQUE,
     app_pk       INTEGER NOT NULL REFERENCES apps (pk),
@@ -37,14 +39,19 @@ CREATE TABLE keys (
     last_used_at INTEGER,
     uses         INTEGER NOT NULL DEFAULT 0
 ) STRICT;
-CREATE INDEX keys_by_app ON keys (app_pk, created_at);
+CREATE INDEX IF NOT EXISTS keys_by_app ON keys (app_pk, created_at);
 
 -- A row per active (or expired but not yet swept) machine session. Logging out, revoking the
--- key or deleting the app deletes the row.
-CREATE TABLE machines (
+-- key or deleting the app deletes the row, in the transaction that revokes or deletes, so a
+-- row here always belongs to an unrevoked key of a live app. `app_pk` and `key_id` copy the key's
+-- (they never change) so that a session lookup reads this row and the small apps table only,
+-- not a random row of keys.
+CREATE TABLE IF NOT EXISTS machines (
     pk           INTEGER PRIMARY KEY,
     id           TEXT    NOT NULL UNIQUE,
     key_pk       INTEGER NOT NULL REFERENCES keys (pk),
+    app_pk       INTEGER NOT NULL REFERENCES apps (pk),
+    key_id       TEXT    NOT NULL,
     token_hash   BLOB    NOT NULL UNIQUE,
     name         TEXT,
     ephemeral    INTEGER NOT NULL CHECK (ephemeral IN (0, 1)),
@@ -52,5 +59,5 @@ CREATE TABLE machines (
     expires_at   INTEGER,
     last_seen_at INTEGER
 ) STRICT;
-CREATE INDEX machines_by_key ON machines (key_pk);
-CREATE INDEX machines_by_expiry ON machines (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS machines_by_key ON machines (key_pk);
+CREATE INDEX IF NOT EXISTS machines_by_expiry ON machines (expires_at) WHERE expires_at IS NOT NULL;

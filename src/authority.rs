@@ -375,6 +375,7 @@ mod tests {
         KeyStatus {
             pk: 1,
             id: "key_x".into(),
+            app_pk: 1,
             app: "app".into(),
             reusable,
             ephemeral: false,

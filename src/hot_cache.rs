@@ -258,6 +258,7 @@ mod tests {
         Arc::new(KeyStatus {
             pk: 1,
             id: id.into(),
+            app_pk: 1,
             app: "app".into(),
             reusable: true,
             ephemeral: false,

@@ -65,18 +65,21 @@ pub fn seed_database(db: &Path, seed: &Seed, tokens_out: &Path) -> Result<(), St
         }
         let mut insert_machine = tx
             .prepare(
-                "INSERT INTO machines (id, key_pk, token_hash, name, ephemeral, created_at,
-                                       expires_at)
-                 VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6)",
+                "INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
+                                       created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8)",
             )
             .map_err(|err| err.to_string())?;
         let expires_at = seed.expired.then_some(now - 1000);
         for n in 0..seed.machines {
             let session = token::generate(TokenKind::Session);
+            let key_n = n % seed.keys.max(1);
             insert_machine
                 .execute(params![
                     format!("mch_bench{n}"),
-                    (n % seed.keys.max(1)) as i64 + 1,
+                    key_n as i64 + 1,
+                    app_pk,
+                    format!("key_bench{key_n}"),
                     session.hash().as_bytes(),
                     seed.expired,
                     now,
@@ -107,8 +110,12 @@ pub fn insert_loop(db: &Path, duration: Duration) -> Result<f64, String> {
     let conn = Connection::open(db).map_err(|err| err.to_string())?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(|err| err.to_string())?;
-    let key_pk: i64 = conn
-        .query_row("SELECT min(pk) FROM keys", [], |row| row.get(0))
+    let (key_pk, app_pk, key_id): (i64, i64, String) = conn
+        .query_row(
+            "SELECT pk, app_pk, id FROM keys ORDER BY pk LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
         .map_err(|err| err.to_string())?;
     // Ids and hashes stay unique across calls on the same database (one per round).
     static INSERTED: AtomicU64 = AtomicU64::new(0);
@@ -129,13 +136,16 @@ pub fn insert_loop(db: &Path, duration: Duration) -> Result<f64, String> {
             .and_then(|mut stmt| stmt.execute(params![key_pk, now]))
             .map_err(|err| err.to_string())?;
         conn.prepare_cached(
-            "INSERT INTO machines (id, key_pk, token_hash, name, ephemeral, created_at)
-             VALUES (?1, ?2, ?3, NULL, 0, ?4)",
+            "INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
+                                   created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, NULL, 0, ?6)",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
                 format!("mch_loop{run}_{n}"),
                 key_pk,
+                app_pk,
+                key_id,
                 &hash[..],
                 now
             ])

@@ -21,8 +21,25 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// The schema this binary writes; `PRAGMA user_version` records which one a database has.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = include_str!("../../schema.sql");
+
+/// Version 2 gave machines `app_pk` and `key_id`. SQLite cannot add NOT NULL columns without
+/// a default, so the upgrade rebuilds the table: this sets the old one aside, `SCHEMA` (all
+/// IF NOT EXISTS) creates the new one and its indexes, and the copy below fills it.
+const UPGRADE_FROM_1_SET_ASIDE: &str = "
+    ALTER TABLE machines RENAME TO machines_v1;
+    DROP INDEX machines_by_key;
+    DROP INDEX machines_by_expiry;";
+/// Copies exactly the sessions version 1 honoured: of unrevoked keys of live apps.
+const UPGRADE_FROM_1_COPY: &str = "
+    INSERT INTO machines (pk, id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
+                          created_at, expires_at, last_seen_at)
+    SELECT m.pk, m.id, m.key_pk, k.app_pk, k.id, m.token_hash, m.name, m.ephemeral,
+           m.created_at, m.expires_at, m.last_seen_at
+      FROM machines_v1 m JOIN keys k ON k.pk = m.key_pk JOIN apps a ON a.pk = k.app_pk
+     WHERE k.revoked_at IS NULL AND a.deleted_at IS NULL;
+    DROP TABLE machines_v1;";
 /// How long a statement waits for a lock before failing. Writers are serialised by a mutex
 /// first, so this only matters when another process (a backup, a second server) holds it.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -129,24 +146,48 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(fail)?;
-    match version {
-        0 => {
-            let tx = conn.unchecked_transaction().map_err(fail)?;
-            tx.execute_batch(SCHEMA).map_err(fail)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(fail)?;
-            tx.commit().map_err(fail)?;
-            log::info!(
-                "created schema version {SCHEMA_VERSION} in {}",
+    let steps: &[&str] = match version {
+        0 if has_tables(conn).map_err(fail)? => {
+            // Some other program's database: schema.sql's IF NOT EXISTS must not adopt it.
+            return Err(StartError::new(format!(
+                "{} is not an authkeys database: it has tables but no schema version",
                 path.display()
-            );
-            Ok(())
+            )));
         }
-        SCHEMA_VERSION => Ok(()),
-        newer => Err(StartError::new(format!(
-            "{} has schema version {newer}, newer than this binary's {SCHEMA_VERSION}: \
-             run a newer authkeys",
-            path.display()
-        ))),
+        0 => &[SCHEMA],
+        1 => &[UPGRADE_FROM_1_SET_ASIDE, SCHEMA, UPGRADE_FROM_1_COPY],
+        SCHEMA_VERSION => return Ok(()),
+        newer => {
+            return Err(StartError::new(format!(
+                "{} has schema version {newer}, newer than this binary's {SCHEMA_VERSION}: \
+                 run a newer authkeys",
+                path.display()
+            )));
+        }
+    };
+    // All steps and the new version commit together, or nothing changes.
+    let tx = conn.unchecked_transaction().map_err(fail)?;
+    for step in steps {
+        tx.execute_batch(step).map_err(fail)?;
     }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(fail)?;
+    tx.commit().map_err(fail)?;
+    match version {
+        0 => log::info!(
+            "created schema version {SCHEMA_VERSION} in {}",
+            path.display()
+        ),
+        old => log::info!(
+            "upgraded {} from schema version {old} to {SCHEMA_VERSION}",
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
+fn has_tables(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT count(*) > 0 FROM sqlite_schema", [], |row| {
+        row.get(0)
+    })
 }

@@ -15,8 +15,9 @@ const KEY_SELECT: &str = "SELECT k.pk, k.id, a.id, k.description, k.reusable, k.
           WHERE m.key_pk = k.pk AND (m.expires_at IS NULL OR m.expires_at > ?1))
     FROM keys k JOIN apps a ON a.pk = k.app_pk";
 
-const MACHINE_COLUMNS: &str = "m.pk, m.id, a.id, k.id, m.name, m.ephemeral, m.created_at,
+const MACHINE_COLUMNS: &str = "m.pk, m.id, a.id, m.key_id, m.name, m.ephemeral, m.created_at,
         m.expires_at, m.last_seen_at";
+/// Listings find an app's machines through its keys (`keys_by_app`, then `machines_by_key`).
 const MACHINE_JOIN: &str =
     "FROM machines m JOIN keys k ON k.pk = m.key_pk JOIN apps a ON a.pk = k.app_pk";
 
@@ -26,6 +27,7 @@ const MACHINE_JOIN: &str =
 pub struct KeyStatus {
     pub pk: i64,
     pub id: String,
+    pub app_pk: i64,
     pub app: String,
     pub reusable: bool,
     pub ephemeral: bool,
@@ -93,8 +95,8 @@ impl<'c> Reader<'c> {
     pub fn key_status(&self, hash: &TokenHash) -> Result<Option<KeyStatus>> {
         self.conn
             .prepare_cached(
-                "SELECT k.pk, k.id, a.id, k.reusable, k.ephemeral, k.expires_at, k.revoked_at,
-                        k.uses
+                "SELECT k.pk, k.id, a.pk, a.id, k.reusable, k.ephemeral, k.expires_at,
+                        k.revoked_at, k.uses
                    FROM keys k JOIN apps a ON a.pk = k.app_pk WHERE k.hash = ?1",
             )
             .and_then(|mut stmt| {
@@ -102,12 +104,13 @@ impl<'c> Reader<'c> {
                     Ok(KeyStatus {
                         pk: row.get(0)?,
                         id: row.get(1)?,
-                        app: row.get(2)?,
-                        reusable: row.get(3)?,
-                        ephemeral: row.get(4)?,
-                        expires_at: row.get::<_, Option<i64>>(5)?.map(Timestamp),
-                        revoked_at: row.get::<_, Option<i64>>(6)?.map(Timestamp),
-                        uses: row.get(7)?,
+                        app_pk: row.get(2)?,
+                        app: row.get(3)?,
+                        reusable: row.get(4)?,
+                        ephemeral: row.get(5)?,
+                        expires_at: row.get::<_, Option<i64>>(6)?.map(Timestamp),
+                        revoked_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
+                        uses: row.get(8)?,
                     })
                 })
                 .optional()
@@ -116,11 +119,14 @@ impl<'c> Reader<'c> {
     }
 
     /// The machine holding this session token, with its app. Expired machines are returned
-    /// too: judging expiry is the caller's rule.
+    /// too: judging expiry is the caller's rule. The hot path of whoami: it reads the machine
+    /// row and the small apps table, never keys, because revoking a key deletes its machines
+    /// in the same transaction (and deleting an app, its keys' machines).
     pub fn session(&self, token_hash: &TokenHash) -> Result<Option<(App, Machine)>> {
         let sql = format!(
-            "SELECT {MACHINE_COLUMNS}, {APP_COLUMNS} {MACHINE_JOIN}
-              WHERE m.token_hash = ?1 AND k.revoked_at IS NULL AND a.deleted_at IS NULL"
+            "SELECT {MACHINE_COLUMNS}, {APP_COLUMNS}
+               FROM machines m JOIN apps a ON a.pk = m.app_pk
+              WHERE m.token_hash = ?1 AND a.deleted_at IS NULL"
         );
         self.conn
             .prepare_cached(&sql)

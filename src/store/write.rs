@@ -151,12 +151,14 @@ impl<'c> Writer<'c> {
             params![key.pk, now.0],
         )?;
         self.execute(
-            "INSERT INTO machines (id, key_pk, token_hash, name, ephemeral, created_at,
-                                   expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
+                                   created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 new.id,
                 key.pk,
+                key.app_pk,
+                key.id,
                 new.token_hash.as_bytes(),
                 new.name,
                 key.ephemeral,

@@ -11,4 +11,5 @@ mod integrations;
 mod machine_auth;
 mod process;
 mod reliability;
+mod schema;
 mod support;

@@ -900,7 +900,7 @@ fn every_acknowledged_write_survives_repeated_kill_9() {
     }
     assert_eq!(server.terminate().code(), Some(0));
     assert_eq!(integrity_check(&db), "ok");
-    assert_eq!(user_version(&db), 1);
+    assert_eq!(user_version(&db), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1167,26 +1167,6 @@ fn memory_database_works_end_to_end_and_its_scratch_directory_is_removed_on_stop
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn first_start_sets_schema_version_1() {
-    let server = TestServer::start();
-    let db = server.db_path();
-    assert_eq!(user_version(&db), 1);
-    let mut tables: Vec<String> = open_db(&db)
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    tables.sort();
-    assert_eq!(tables, ["apps", "keys", "machines", "settings"]);
-    let journal: String = open_db(&db)
-        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(journal, "wal");
-}
-
-#[test]
 fn database_with_a_newer_schema_version_is_refused_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("authkeys.db");
@@ -1204,6 +1184,28 @@ fn database_with_a_newer_schema_version_is_refused_with_one_line() {
     assert!(line.contains("99"), "{line}");
     assert!(line.contains("schema version"), "{line}");
     assert_eq!(user_version(&db), 99, "the database was left as it was");
+}
+
+#[test]
+fn another_programs_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("notes.db");
+    open_db(&db)
+        .execute_batch("CREATE TABLE machines (name TEXT); INSERT INTO machines VALUES ('a');")
+        .unwrap();
+
+    let mut command = bare_serve_command(dir.path());
+    command
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
+    let line = one_line_start_error(&run_to_exit(command));
+    assert!(line.contains("not an authkeys database"), "{line}");
+    assert_eq!(user_version(&db), 0);
+    let tables: i64 = open_db(&db)
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(tables, 1, "nothing was created in it");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,224 @@
+//! Schema versions on disk: what a first start creates, and the upgrade of a database written
+//! by an older release (version 1) to this binary's schema, with its sessions intact.
+
+use crate::support::*;
+use rusqlite::Connection;
+use serde_json::json;
+use std::path::Path;
+
+/// The schema of version 1 exactly as it shipped, to build databases an older release wrote.
+const SCHEMA_V1: &str = include_str!("fixtures/schema-v1.sql");
+
+fn open_db(db: &Path) -> Connection {
+    Connection::open(db).unwrap_or_else(|err| panic!("opening {}: {err}", db.display()))
+}
+
+fn user_version(db: &Path) -> i64 {
+    open_db(db)
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .expect("reading PRAGMA user_version")
+}
+
+/// Every table and index with its SQL, to compare two databases' schemas.
+fn schema_of(db: &Path) -> Vec<(String, String, Option<String>)> {
+    open_db(db)
+        .prepare("SELECT type, name, sql FROM sqlite_schema ORDER BY type, name")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Rewrites the (stopped) server's database as version 1 would have stored the same rows.
+fn rewrite_as_version_1(db: &Path) {
+    let old = db.with_extension("v1");
+    let conn = open_db(&old);
+    conn.execute_batch(SCHEMA_V1).unwrap();
+    conn.execute("ATTACH DATABASE ?1 AS current", [db.to_str().unwrap()])
+        .unwrap();
+    conn.execute_batch(
+        "INSERT INTO settings SELECT * FROM current.settings;
+         INSERT INTO apps SELECT * FROM current.apps;
+         INSERT INTO keys SELECT * FROM current.keys;
+         INSERT INTO machines (pk, id, key_pk, token_hash, name, ephemeral, created_at,
+                               expires_at, last_seen_at)
+         SELECT pk, id, key_pk, token_hash, name, ephemeral, created_at, expires_at,
+                last_seen_at FROM current.machines;
+         DETACH DATABASE current;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::rename(&old, db).unwrap();
+}
+
+#[test]
+fn first_start_creates_the_current_schema() {
+    let server = TestServer::start();
+    let db = server.db_path();
+    assert_eq!(user_version(&db), 2);
+    let tables: Vec<String> = schema_of(&db)
+        .into_iter()
+        .filter(|(kind, _, _)| kind == "table")
+        .map(|(_, name, _)| name)
+        .collect();
+    assert_eq!(tables, ["apps", "keys", "machines", "settings"]);
+    let journal: String = open_db(&db)
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+}
+
+#[test]
+fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
+    let mut server = TestServer::start();
+    server.create_app("ci");
+    let key = server.create_key("ci", json!({"reusable": true, "description": "runners"}));
+    let login = server.login(key["key"].as_str().unwrap());
+    let session = login["session_token"].as_str().unwrap().to_string();
+    let before = server
+        .client(Some(&session))
+        .get("/v1/auth/whoami")
+        .expect(200);
+    let revoked = server.create_key("ci", json!({}));
+    server
+        .admin()
+        .delete(&format!(
+            "/v1/apps/ci/keys/{}",
+            revoked["id"].as_str().unwrap()
+        ))
+        .expect(204);
+    assert_eq!(server.terminate().code(), Some(0));
+    let db = server.db_path();
+    let fresh_schema = schema_of(&db);
+
+    rewrite_as_version_1(&db);
+    // A row version 1 would not have honoured (its key is revoked) must not come back to life.
+    open_db(&db)
+        .execute(
+            "INSERT INTO machines (id, key_pk, token_hash, ephemeral, created_at)
+             SELECT 'mch_stale', pk, randomblob(32), 0, 0 FROM keys WHERE revoked_at IS NOT NULL",
+            [],
+        )
+        .unwrap();
+    assert_eq!(user_version(&db), 1);
+
+    server.restart();
+    assert!(
+        server.log().contains("from schema version 1 to 2"),
+        "{}",
+        server.log()
+    );
+    let mut after = server
+        .client(Some(&session))
+        .get("/v1/auth/whoami")
+        .expect(200);
+    assert_eq!(after["machine"]["key_id"], key["id"]);
+    // The first whoami's usage stamp was written when the server stopped.
+    assert!(after["machine"]["last_seen_at"].is_string(), "{after}");
+    let machines = server.admin().get("/v1/apps/ci/machines").expect(200);
+    assert_eq!(machines["machines"], json!([after["machine"]]));
+    after["machine"]["last_seen_at"] = before["machine"]["last_seen_at"].clone();
+    assert_eq!(after, before, "the session reads back as it was");
+    // Logins after the upgrade write the new columns.
+    let second = server.login(key["key"].as_str().unwrap());
+    let token = second["session_token"].as_str().unwrap();
+    let whoami = server
+        .client(Some(token))
+        .get("/v1/auth/whoami")
+        .expect(200);
+    assert_eq!(whoami["machine"]["key_id"], key["id"]);
+    assert_eq!(whoami["app"]["id"], "ci");
+
+    assert_eq!(user_version(&db), 2);
+    let conn = open_db(&db);
+    let stale: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM machines WHERE id = 'mch_stale'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(stale, 0);
+    let broken_references: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(broken_references, 0);
+    assert_eq!(
+        schema_of(&db),
+        fresh_schema,
+        "the same schema a first start creates"
+    );
+}
+
+/// The upgrade is one transaction: killed part-way, the database is still version 1 with every
+/// row, and the next start upgrades it.
+#[test]
+fn an_upgrade_killed_part_way_leaves_version_1_whole() {
+    const MACHINES: i64 = 200_000;
+    let mut server = TestServer::start();
+    server.create_app("ci");
+    server.create_key("ci", json!({"reusable": true}));
+    assert_eq!(server.terminate().code(), Some(0));
+    let db = server.db_path();
+    rewrite_as_version_1(&db);
+    open_db(&db)
+        .execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             INSERT INTO machines (id, key_pk, token_hash, ephemeral, created_at)
+             SELECT 'mch_' || i, (SELECT pk FROM keys), randomblob(32), 0, 0 FROM n",
+            [MACHINES],
+        )
+        .unwrap();
+
+    let mut killed_part_way = false;
+    for delay_ms in [5, 20, 60, 150] {
+        let mut child = server
+            .command()
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let conn = open_db(&db);
+        assert_eq!(
+            conn.query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))
+                .unwrap(),
+            "ok"
+        );
+        let version = user_version(&db);
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM machines", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(
+            count, MACHINES,
+            "version {version} after a kill at {delay_ms} ms"
+        );
+        if version == 2 {
+            break;
+        }
+        assert_eq!(version, 1);
+        killed_part_way = true;
+    }
+    assert!(
+        killed_part_way,
+        "no kill landed before the upgrade finished"
+    );
+    server.restart();
+    assert_eq!(user_version(&db), 2);
+    let count: i64 = open_db(&db)
+        .query_row(
+            "SELECT count(*) FROM machines WHERE key_id IS NOT NULL",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(count, MACHINES);
+}
