@@ -6,11 +6,16 @@ use crate::model::Timestamp;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-/// Pending stamps (per map) past which an early flush is requested.
-pub const FLUSH_AT: usize = 20_000;
+/// Pending stamps (per map) past which an early flush is requested. Large on purpose: each
+/// stamp rewrites a page of its table (in the WAL, then again at the checkpoint), and `n`
+/// stamps spread over a table of `P` leaf pages touch about `P(1 - e^(-n/P))` of them, so
+/// bigger batches cost fewer page writes per stamp. Measured with whoami over 1,000,000
+/// machines and random tokens, flushing at 20,000 spent a fifth of the server's CPU on stamp
+/// writes; at 200,000 (about 4.5 MiB of map) a flush rewrites each page about once.
+pub const FLUSH_AT: usize = 200_000;
 /// Pending stamps (per map) past which new rows' stamps are dropped until the next flush, so
 /// that memory stays bounded even if the database cannot be written for a while.
-pub const MAX_PENDING: usize = 100_000;
+pub const MAX_PENDING: usize = 2 * FLUSH_AT;
 
 #[derive(Default)]
 pub struct UsageStamps {
@@ -67,7 +72,8 @@ impl UsageStamps {
         }
     }
 
-    /// Takes every pending stamp, leaving none behind.
+    /// Takes every pending stamp, leaving none behind, in row order: a batch of neighbouring
+    /// rows shares pages, which keeps each write transaction (and the WAL) small.
     pub fn take(&self) -> PendingStamps {
         PendingStamps {
             keys: drain(&self.keys),
@@ -87,8 +93,12 @@ impl UsageStamps {
 }
 
 fn drain(map: &Mutex<HashMap<i64, Timestamp>>) -> Vec<(i64, Timestamp)> {
-    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-    map.drain().collect()
+    let mut stamps: Vec<_> = {
+        let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.drain().collect()
+    };
+    stamps.sort_unstable();
+    stamps
 }
 
 #[cfg(test)]
@@ -101,13 +111,17 @@ mod tests {
         stamps.key_used(1, Timestamp(20));
         stamps.key_used(1, Timestamp(10));
         stamps.machine_seen(7, Timestamp(5));
+        stamps.machine_seen(3, Timestamp(6));
         let pending = stamps.take();
         assert_eq!(pending.keys, vec![(1, Timestamp(20))]);
-        assert_eq!(pending.machines, vec![(7, Timestamp(5))]);
+        assert_eq!(pending.machines, vec![(3, Timestamp(6)), (7, Timestamp(5))]);
         assert!(stamps.take().is_empty());
         stamps.machine_seen(7, Timestamp(9));
         stamps.restore(pending);
-        assert_eq!(stamps.take().machines, vec![(7, Timestamp(9))]);
+        assert_eq!(
+            stamps.take().machines,
+            vec![(3, Timestamp(6)), (7, Timestamp(9))]
+        );
     }
 
     #[test]
