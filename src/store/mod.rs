@@ -40,6 +40,12 @@ const UPGRADE_FROM_1_COPY: &str = "
       FROM machines_v1 m JOIN keys k ON k.pk = m.key_pk JOIN apps a ON a.pk = k.app_pk
      WHERE k.revoked_at IS NULL AND a.deleted_at IS NULL;
     DROP TABLE machines_v1;";
+/// Page cache of each reader connection (SQLite's default is 2 MiB). There is one reader per
+/// concurrent read, so this is paid about once per worker thread: with 2 MiB, random reads of
+/// a small database filled eight caches, a third of the server's memory. 1 MiB still holds
+/// the interior pages of a 1,000,000-row token index and table (measured: 2.9 page reads per
+/// random session lookup, against 2.3 with 2 MiB and 3.4 with 512 KiB).
+const READER_CACHE_KIB: i64 = 1024;
 /// How long a statement waits for a lock before failing. Writers are serialised by a mutex
 /// first, so this only matters when another process (a backup, a second server) holds it.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,7 +117,12 @@ impl Store {
         if let Some(conn) = lock(&self.readers).pop() {
             return Ok(conn);
         }
-        open_connection(&self.path, self.synchronous).map_err(error::storage)
+        open_connection(&self.path, self.synchronous)
+            .and_then(|conn| {
+                conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+                Ok(conn)
+            })
+            .map_err(error::storage)
     }
 
     fn return_reader(&self, conn: Connection) {
