@@ -9,8 +9,8 @@ use crate::error::StartError;
 use std::io::{Cursor, Read};
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -147,7 +147,7 @@ fn to_tiny(response: Response) -> tiny_http::Response<Cursor<Vec<u8>>> {
         .map(|(name, value)| (*name, value.as_str()));
     let headers: Result<Vec<tiny_http::Header>, ()> = own
         .chain(STANDARD_HEADERS.iter().copied())
-        .map(|(name, value)| tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()))
+        .map(|(name, value)| tiny_header(name, value))
         .collect();
     let Ok(headers) = headers else {
         log::error!("a response carried a header that is not a valid field value; answered 500");
@@ -171,6 +171,29 @@ const STANDARD_HEADERS: &[(&str, &str)] = &[
     ("Cache-Control", "no-store"),
     ("X-Content-Type-Options", "nosniff"),
 ];
+
+/// The headers nearly every response carries, checked once: building a `tiny_http::Header`
+/// validates every byte, and cloning a checked one is several times cheaper (callgrind).
+static CHECKED_HEADERS: LazyLock<Vec<tiny_http::Header>> = LazyLock::new(|| {
+    STANDARD_HEADERS
+        .iter()
+        .chain(&[("Content-Type", "application/json")])
+        .map(|(name, value)| {
+            tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
+                .expect("a constant header is valid")
+        })
+        .collect()
+});
+
+fn tiny_header(name: &str, value: &str) -> Result<tiny_http::Header, ()> {
+    let checked = CHECKED_HEADERS
+        .iter()
+        .find(|h| h.field.as_str().as_str() == name && h.value.as_str() == value);
+    match checked {
+        Some(header) => Ok(header.clone()),
+        None => tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()),
+    }
+}
 
 /// Takes the body. tiny_http has already read it whole and refused one over `MAX_BODY_BYTES`
 /// (see `http::limits`), so this reads from memory; the bound is checked again regardless.

@@ -85,28 +85,26 @@ fn write_message_header<W>(
 where
     W: Write,
 {
-    // writing status line
+    // authkeys patch: the head is assembled in memory and written once. Upstream made four
+    // writes per header, each taking the connection's writer lock, and formatted constant
+    // separators through `write!`.
+    let mut head = Vec::with_capacity(256);
     write!(
-        &mut writer,
+        &mut head,
         "HTTP/{}.{} {} {}\r\n",
         http_version.0,
         http_version.1,
         status_code.0,
         status_code.default_reason_phrase()
     )?;
-
-    // writing headers
     for header in headers.iter() {
-        writer.write_all(header.field.as_str().as_ref())?;
-        write!(&mut writer, ": ")?;
-        writer.write_all(header.value.as_str().as_ref())?;
-        write!(&mut writer, "\r\n")?;
+        head.extend_from_slice(header.field.as_str().as_ref());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(header.value.as_str().as_ref());
+        head.extend_from_slice(b"\r\n");
     }
-
-    // separator between header and data
-    write!(&mut writer, "\r\n")?;
-
-    Ok(())
+    head.extend_from_slice(b"\r\n");
+    writer.write_all(&head)
 }
 
 fn choose_transfer_encoding(
