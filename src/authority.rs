@@ -2,6 +2,7 @@
 //! logs in, verifies, revokes and expires. Time is passed in; storage goes through `Store`;
 //! no sockets and no SQL text here.
 
+use crate::app_cache::AppCache;
 use crate::error::{Error, Result};
 use crate::hot_cache::{HotCache, Invalidation, Session};
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
@@ -18,6 +19,8 @@ pub struct Authority {
     /// Positive answers for whoami and verify. Every write below that could make one wrong
     /// invalidates it after committing and before returning.
     cache: Arc<HotCache>,
+    /// Apps by pk for session lookups; never stale (see `app_cache`).
+    apps: AppCache,
     admin_token: TokenHash,
     ephemeral_ttl_secs: u64,
 }
@@ -80,6 +83,7 @@ impl Authority {
             store,
             stamps,
             cache,
+            apps: AppCache::default(),
             admin_token,
             ephemeral_ttl_secs,
         }
@@ -102,8 +106,19 @@ impl Authority {
         let session = self
             .cache
             .session_or_load(hash, || {
-                let found = self.store.read(|r| r.session(&hash))?;
-                Ok(found.map(|(app, machine)| Session::new(app, machine)))
+                self.store.read(|r| {
+                    let Some((app_pk, machine)) = r.session(&hash)? else {
+                        return Ok(None);
+                    };
+                    let app = self.apps.get_or_load(app_pk, || r.app_by_pk(app_pk))?;
+                    Ok(app.map(|app| {
+                        let machine = Machine {
+                            app: app.id.clone(),
+                            ..machine
+                        };
+                        Session::new(app, machine)
+                    }))
+                })
             })?
             .ok_or(Error::InvalidCredentials)?;
         if session.machine.is_expired(now) {

@@ -7,7 +7,8 @@
 //! `generation` ticket before reading the database and `insert` drops the answer if any
 //! invalidation happened since. Expiry is not cached away: callers judge every hit at `now`.
 
-use crate::model::{App, Machine};
+use crate::app_cache::CachedApp;
+use crate::model::Machine;
 use crate::store::KeyStatus;
 use crate::token::TokenHash;
 use std::collections::{HashMap, VecDeque};
@@ -24,7 +25,7 @@ const DOORKEEPER_SLOTS: usize = 1 << 16;
 /// A valid session as whoami answers it.
 #[derive(Debug, Default)]
 pub struct Session {
-    pub app: App,
+    pub app: Arc<CachedApp>,
     pub machine: Machine,
     /// The HTTP layer's encoding of this answer, made once per cached entry so that a hot
     /// token is not re-encoded on every request. It lives and dies with the entry.
@@ -32,7 +33,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(app: App, machine: Machine) -> Session {
+    pub fn new(app: Arc<CachedApp>, machine: Machine) -> Session {
         Session {
             app,
             machine,

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod admin_token;
+pub mod app_cache;
 pub mod authority;
 pub mod cli;
 pub mod config;

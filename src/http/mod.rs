@@ -18,11 +18,12 @@ pub use routes::ROUTE_LABELS;
 use crate::authority::Authority;
 use crate::error::Error;
 use crate::metrics::{self, Metrics};
-use crate::model::{App, Key, Machine, NewKey, Timestamp};
+use crate::model::{Key, Machine, NewKey, Timestamp};
 use crate::throttle::{Attempt, Throttle};
 use routes::Route;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use std::time::Instant;
 
 /// Largest request body accepted; a larger declared one gets 413 before any of it is read.
@@ -113,9 +114,11 @@ struct LoggedIn<'a> {
     machine: &'a Machine,
 }
 
+/// whoami's answer. The app is encoded once per app (`CachedApp::encoded`), the machine once
+/// per cached session.
 #[derive(Serialize)]
 struct Identity<'a> {
-    app: &'a App,
+    app: &'a RawValue,
     machine: &'a Machine,
 }
 
@@ -327,8 +330,11 @@ fn session(
     }
     let session = authority.authenticate_session(bearer, now)?;
     let body = session.encoded.get_or_init(|| {
+        let app = session.app.encoded.get_or_init(|| {
+            serde_json::value::to_raw_value(&session.app.app).expect("an app always serialises")
+        });
         let identity = Identity {
-            app: &session.app,
+            app,
             machine: &session.machine,
         };
         serde_json::to_vec(&identity).expect("an identity always serialises")

@@ -118,31 +118,34 @@ impl<'c> Reader<'c> {
             .map_err(storage)
     }
 
-    /// The machine holding this session token, with its app. Expired machines are returned
-    /// too: judging expiry is the caller's rule. The hot path of whoami: it reads the machine
-    /// row and the small apps table, never keys, because revoking a key deletes its machines
-    /// in the same transaction (and deleting an app, its keys' machines).
-    pub fn session(&self, token_hash: &TokenHash) -> Result<Option<(App, Machine)>> {
-        let sql = format!(
-            "SELECT {MACHINE_COLUMNS}, {APP_COLUMNS}
-               FROM machines m JOIN apps a ON a.pk = m.app_pk
-              WHERE m.token_hash = ?1 AND a.deleted_at IS NULL"
-        );
+    /// The machine holding this session token, and its app's pk. Expired machines are returned
+    /// too: judging expiry is the caller's rule. The hot path of whoami reads this one row,
+    /// neither keys nor apps: revoking a key deletes its machines in the same transaction, and
+    /// so does deleting an app. The machine's `app` (the app's public id) is left empty for the
+    /// caller, which resolves the app by pk (see `app_cache`).
+    pub fn session(&self, token_hash: &TokenHash) -> Result<Option<(i64, Machine)>> {
         self.conn
-            .prepare_cached(&sql)
+            .prepare_cached(
+                // `machine_from_row`'s columns, with '' for the app's public id.
+                "SELECT m.pk, m.id, '', m.key_id, m.name, m.ephemeral, m.created_at,
+                        m.expires_at, m.last_seen_at, m.app_pk
+                   FROM machines m WHERE m.token_hash = ?1",
+            )
             .and_then(|mut stmt| {
                 stmt.query_row([token_hash.as_bytes()], |row| {
-                    let machine = machine_from_row(row)?;
-                    let app = App {
-                        pk: row.get(9)?,
-                        id: row.get(10)?,
-                        name: row.get(11)?,
-                        created_at: Timestamp(row.get(12)?),
-                    };
-                    Ok((app, machine))
+                    Ok((row.get(9)?, machine_from_row(row)?))
                 })
                 .optional()
             })
+            .map_err(storage)
+    }
+
+    /// The app with this pk, deleted or not.
+    pub fn app_by_pk(&self, pk: i64) -> Result<Option<App>> {
+        let sql = format!("SELECT {APP_COLUMNS} FROM apps a WHERE a.pk = ?1");
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.query_row([pk], app_from_row).optional())
             .map_err(storage)
     }
 

@@ -1363,6 +1363,11 @@ fn deleting_an_app_revokes_its_keys_and_logs_out_its_machines() {
     ];
     let keeper_key = server.create_key("keeper", json!({"reusable": true}));
     let keeper_login = server.login(&secret(&keeper_key));
+    // Answered (and so cached) before the deletion.
+    for login in &doomed_logins {
+        let identity = expect_json(whoami(&server, &session_of(login)), 200);
+        assert_eq!(identity["app"]["name"], "Doomed App");
+    }
 
     expect_no_content(admin.delete("/v1/apps/doomed"));
 
