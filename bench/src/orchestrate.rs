@@ -467,10 +467,38 @@ pub fn run(quick: bool) -> Result<(), String> {
     let table = render(&h.plan, &rows);
     println!("{table}");
     if !h.plan.quick {
-        std::fs::write("BENCHMARKS.md", &table).map_err(|err| err.to_string())?;
+        let earlier = std::fs::read_to_string("BENCHMARKS.md").unwrap_or_default();
+        let file = with_earlier_runs(&table, &earlier);
+        std::fs::write("BENCHMARKS.md", file).map_err(|err| err.to_string())?;
         eprintln!("wrote BENCHMARKS.md");
     }
     Ok(())
+}
+
+/// Runs kept in BENCHMARKS.md, newest first: figures are quoted as medians over them.
+const RUNS_KEPT: usize = 5;
+const RUN_HEADING: &str = "\n## Run of ";
+
+/// BENCHMARKS.md with this run's table first and up to `RUNS_KEPT - 1` earlier runs after it.
+fn with_earlier_runs(table: &str, earlier: &str) -> String {
+    let mut runs = vec![format!(
+        "{}{}\n\n{table}",
+        RUN_HEADING.trim_start(),
+        authkeys::model::Timestamp::now().to_rfc3339()
+    )];
+    runs.extend(
+        earlier
+            .split(RUN_HEADING)
+            .skip(1)
+            .take(RUNS_KEPT - 1)
+            .map(|run| format!("{}{}", RUN_HEADING.trim_start(), run.trim_end())),
+    );
+    format!(
+        "# Benchmarks\n\nEach full `scripts/bench` run adds its table here, newest first; the \
+         last {RUNS_KEPT} are kept. The machine's speed drifts between runs, so quote the median \
+         of a figure over several runs, and compare ratios only within one run.\n\n{}\n",
+        runs.join("\n\n")
+    )
 }
 
 /// Runs logins, verifies and whoamis (over more sessions than the cache holds, so readers
@@ -599,12 +627,11 @@ fn sweep_under_load(h: &Harness) -> Result<Vec<Row>, String> {
 fn render(plan: &Plan, rows: &[Row]) -> String {
     let mut out = String::new();
     let machine = machine_description();
-    let _ = writeln!(out, "# Benchmarks\n");
     let _ = writeln!(
         out,
         "Measured by `scripts/bench`{} on {machine}. Load: wrk, 2 threads, keep-alive, on \
          loopback, sharing the machine's cores with the server. Each figure is the median of \
-         {} runs of {} s; ratios compare with baselines measured in the same run.\n",
+         {} rounds of {} s; ratios compare with baselines measured in the same run.\n",
         if plan.quick {
             " --quick (small sizes, no targets)"
         } else {
@@ -659,4 +686,25 @@ fn machine_description() -> String {
         });
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{cores} × {model}, {memory} RAM, Linux {}", kernel.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_runs_first() {
+        let mut file = "# Benchmarks\n\nan old single table\n".to_string();
+        for n in 0..RUNS_KEPT + 2 {
+            file = with_earlier_runs(&format!("table {n}\n"), &file);
+        }
+        let runs: Vec<&str> = file.split(RUN_HEADING).skip(1).collect();
+        assert_eq!(runs.len(), RUNS_KEPT);
+        let newest = RUNS_KEPT + 1;
+        for (i, run) in runs.iter().enumerate() {
+            assert!(run.contains(&format!("table {}", newest - i)), "{run}");
+        }
+        assert!(!file.contains("an old single table"));
+        assert!(file.starts_with("# Benchmarks\n"));
+    }
 }
