@@ -5,7 +5,6 @@
 //! entry points (`Server::start_throwaway`, `Server::start`).
 
 use crate::support::*;
-use rusqlite::Connection;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -305,22 +304,6 @@ fn assert_not_in_files(secret: &str, what: &str, files: &[PathBuf]) {
 
 fn sha256(text: &str) -> Vec<u8> {
     Sha256::digest(text.as_bytes()).to_vec()
-}
-
-fn open_db(db: &Path) -> Connection {
-    Connection::open(db).unwrap_or_else(|err| panic!("opening {}: {err}", db.display()))
-}
-
-fn integrity_check(db: &Path) -> String {
-    open_db(db)
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .expect("running PRAGMA integrity_check")
-}
-
-fn user_version(db: &Path) -> i64 {
-    open_db(db)
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .expect("reading PRAGMA user_version")
 }
 
 /// The names of the entries of `dir`, sorted.
@@ -1166,6 +1149,16 @@ fn memory_database_works_end_to_end_and_its_scratch_directory_is_removed_on_stop
 // Schema version
 // ---------------------------------------------------------------------------------------------
 
+/// Starts the server on `db` (run in `dir`), expecting it to refuse; returns its error line.
+fn refused_start(dir: &Path, db: &Path) -> String {
+    let mut command = bare_serve_command(dir);
+    command
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
+    one_line_start_error(&run_to_exit(command))
+}
+
 #[test]
 fn database_with_a_newer_schema_version_is_refused_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -1174,12 +1167,7 @@ fn database_with_a_newer_schema_version_is_refused_with_one_line() {
         .pragma_update(None, "user_version", 99)
         .unwrap();
 
-    let mut command = bare_serve_command(dir.path());
-    command
-        .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
-    let line = one_line_start_error(&run_to_exit(command));
+    let line = refused_start(dir.path(), &db);
     assert!(line.contains(&db.display().to_string()), "{line}");
     assert!(line.contains("99"), "{line}");
     assert!(line.contains("schema version"), "{line}");
@@ -1194,12 +1182,7 @@ fn another_programs_database_is_refused_and_left_alone() {
         .execute_batch("CREATE TABLE machines (name TEXT); INSERT INTO machines VALUES ('a');")
         .unwrap();
 
-    let mut command = bare_serve_command(dir.path());
-    command
-        .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
-    let line = one_line_start_error(&run_to_exit(command));
+    let line = refused_start(dir.path(), &db);
     assert!(line.contains("not an authkeys database"), "{line}");
     assert_eq!(user_version(&db), 0);
     let tables: i64 = open_db(&db)
@@ -1232,12 +1215,7 @@ fn listen_address_in_use_is_one_line_and_non_zero_exit() {
 fn database_in_a_missing_directory_is_one_line_and_non_zero_exit() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("does-not-exist").join("authkeys.db");
-    let mut command = bare_serve_command(dir.path());
-    command
-        .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
-    let line = one_line_start_error(&run_to_exit(command));
+    let line = refused_start(dir.path(), &db);
     assert!(line.contains(&db.display().to_string()), "{line}");
     assert!(line.contains("No such file or directory"), "{line}");
     assert!(!dir.path().join("does-not-exist").exists());

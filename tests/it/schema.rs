@@ -2,22 +2,11 @@
 //! by an older release (version 1) to this binary's schema, with its sessions intact.
 
 use crate::support::*;
-use rusqlite::Connection;
 use serde_json::json;
 use std::path::Path;
 
 /// The schema of version 1 exactly as it shipped, to build databases an older release wrote.
 const SCHEMA_V1: &str = include_str!("fixtures/schema-v1.sql");
-
-fn open_db(db: &Path) -> Connection {
-    Connection::open(db).unwrap_or_else(|err| panic!("opening {}: {err}", db.display()))
-}
-
-fn user_version(db: &Path) -> i64 {
-    open_db(db)
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .expect("reading PRAGMA user_version")
-}
 
 /// Every table and index with its SQL, to compare two databases' schemas.
 fn schema_of(db: &Path) -> Vec<(String, String, Option<String>)> {
