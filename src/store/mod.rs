@@ -15,7 +15,7 @@ pub use write::{NewMachine, Writer};
 
 use crate::error::{self, StartError};
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -154,11 +154,15 @@ fn open_connection(path: &std::path::Path, synchronous: &str) -> rusqlite::Resul
 fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> {
     let fail =
         |err: rusqlite::Error| StartError::new(format!("migrating {}: {err}", path.display()));
-    let version: i64 = conn
+    // The version is read under the write lock, so two processes starting on one file cannot
+    // both decide to upgrade it. All steps and the new version commit together, or nothing
+    // changes (an early return rolls back).
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(fail)?;
+    let version: i64 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(fail)?;
     let steps: &[&str] = match version {
-        0 if has_tables(conn).map_err(fail)? => {
+        0 if has_tables(&tx).map_err(fail)? => {
             // Some other program's database: schema.sql's IF NOT EXISTS must not adopt it.
             return Err(StartError::new(format!(
                 "{} is not an authkeys database: it has tables but no schema version",
@@ -176,8 +180,6 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
             )));
         }
     };
-    // All steps and the new version commit together, or nothing changes.
-    let tx = conn.unchecked_transaction().map_err(fail)?;
     for step in steps {
         tx.execute_batch(step).map_err(fail)?;
     }
