@@ -165,29 +165,11 @@ fn login_named(server: &TestServer, auth_key: &str, name: &str) -> Value {
         .expect(201)
 }
 
-fn session_of(login: &Value) -> String {
-    login["session_token"]
-        .as_str()
-        .expect("session token")
-        .to_string()
-}
-
 fn machine_id_of(login: &Value) -> String {
     login["machine"]["id"]
         .as_str()
         .expect("machine id")
         .to_string()
-}
-
-fn whoami(server: &TestServer, session: &str) -> Reply {
-    server.client(Some(session)).get("/v1/auth/whoami")
-}
-
-fn verify(server: &TestServer, key: &str) -> Value {
-    server
-        .anonymous()
-        .post("/v1/keys/verify", &json!({"key": key}))
-        .expect(200)
 }
 
 /// Sends `body` to `path` and expects the error `status`/`code`; then checks that every

@@ -14,20 +14,6 @@ fn whoami_cached(server: &TestServer, session: &str) -> Value {
     api.get("/v1/auth/whoami").expect(200)
 }
 
-fn verify(server: &TestServer, key: &str) -> Value {
-    server
-        .anonymous()
-        .post("/v1/keys/verify", &json!({"key": key}))
-        .expect(200)
-}
-
-fn session_of(login: &Value) -> String {
-    login["session_token"]
-        .as_str()
-        .expect("session token")
-        .to_string()
-}
-
 /// Logs a machine in with a fresh key of app `hot` and warms the cache with its session.
 fn cached_session(server: &TestServer) -> Value {
     let key = server.create_key("hot", json!({}));

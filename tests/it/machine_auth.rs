@@ -119,17 +119,6 @@ fn login_fails(server: &TestServer, auth_key: &str, code: &str) {
     );
 }
 
-fn whoami(server: &TestServer, token: &str) -> Reply {
-    server.client(Some(token)).get("/v1/auth/whoami")
-}
-
-fn verify(server: &TestServer, key: &str) -> Value {
-    server
-        .anonymous()
-        .post("/v1/keys/verify", &json!({"key": key}))
-        .expect(200)
-}
-
 /// Asserts that verify calls `key` invalid for exactly `code`.
 #[track_caller]
 fn verify_says(server: &TestServer, key: &str, code: &str) {

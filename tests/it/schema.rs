@@ -68,11 +68,8 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
     server.create_app("ci");
     let key = server.create_key("ci", json!({"reusable": true, "description": "runners"}));
     let login = server.login(key["key"].as_str().unwrap());
-    let session = login["session_token"].as_str().unwrap().to_string();
-    let before = server
-        .client(Some(&session))
-        .get("/v1/auth/whoami")
-        .expect(200);
+    let session = session_of(&login);
+    let before = whoami(&server, &session).expect(200);
     let revoked = server.create_key("ci", json!({}));
     server
         .admin()
@@ -102,10 +99,7 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
         "{}",
         server.log()
     );
-    let mut after = server
-        .client(Some(&session))
-        .get("/v1/auth/whoami")
-        .expect(200);
+    let mut after = whoami(&server, &session).expect(200);
     assert_eq!(after["machine"]["key_id"], key["id"]);
     // The first whoami's usage stamp was written when the server stopped.
     assert!(after["machine"]["last_seen_at"].is_string(), "{after}");
@@ -115,13 +109,9 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
     assert_eq!(after, before, "the session reads back as it was");
     // Logins after the upgrade write the new columns.
     let second = server.login(key["key"].as_str().unwrap());
-    let token = second["session_token"].as_str().unwrap();
-    let whoami = server
-        .client(Some(token))
-        .get("/v1/auth/whoami")
-        .expect(200);
-    assert_eq!(whoami["machine"]["key_id"], key["id"]);
-    assert_eq!(whoami["app"]["id"], "ci");
+    let identity = whoami(&server, &session_of(&second)).expect(200);
+    assert_eq!(identity["machine"]["key_id"], key["id"]);
+    assert_eq!(identity["app"]["id"], "ci");
 
     assert_eq!(user_version(&db), 2);
     let conn = open_db(&db);

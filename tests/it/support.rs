@@ -486,3 +486,24 @@ pub fn user_version(db: &Path) -> i64 {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .expect("reading PRAGMA user_version")
 }
+
+/// `GET /v1/auth/whoami` with `session`.
+pub fn whoami(server: &TestServer, session: &str) -> Reply {
+    server.client(Some(session)).get("/v1/auth/whoami")
+}
+
+/// `POST /v1/keys/verify` for `key`; verify always answers 200.
+pub fn verify(server: &TestServer, key: &str) -> Value {
+    server
+        .anonymous()
+        .post("/v1/keys/verify", &json!({"key": key}))
+        .expect(200)
+}
+
+/// The session token of a login response.
+pub fn session_of(login: &Value) -> String {
+    login["session_token"]
+        .as_str()
+        .expect("session token")
+        .to_string()
+}
