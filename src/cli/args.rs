@@ -79,8 +79,8 @@ pub struct ServeArgs {
           default_value_t = config::DEFAULT_SWEEP_INTERVAL_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub sweep_interval: u64,
-    /// JSON file of apps and keys to create at start if missing (see README, "In a test
-    /// suite").
+    /// JSON file of apps and keys to create at start if missing (see docs/testing.md, "A
+    /// seeded start").
     #[arg(long, env = "AUTHKEYS_SEED", value_name = "FILE")]
     pub seed: Option<std::path::PathBuf>,
     /// Failed logins and verifies one client address may make in a burst before it gets 429

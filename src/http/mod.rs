@@ -485,6 +485,50 @@ mod tests {
             }
         }
     }
+
+    /// The users' API reference (`docs/api.md`) has a `### `METHOD /path`` section for every
+    /// operation of the document and none that the document lacks, and lists every field of
+    /// the contract's objects, so neither can drift from the other.
+    #[test]
+    fn api_reference_documents_every_route_of_the_openapi_document() {
+        const REFERENCE: &str = include_str!("../../docs/api.md");
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json");
+        let operations: BTreeSet<String> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, item)| {
+                let methods = item.as_object().expect("path item").keys();
+                methods
+                    .filter(|key| *key != "parameters")
+                    .map(move |method| format!("{} {path}", method.to_ascii_uppercase()))
+            })
+            .collect();
+        let documented: BTreeSet<String> = REFERENCE
+            .lines()
+            .filter_map(|line| line.strip_prefix("### `")?.strip_suffix('`'))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            documented, operations,
+            "docs/api.md sections vs openapi.json"
+        );
+        for object in ["App", "Key", "Machine"] {
+            let schema = &doc["components"]["schemas"][object]["properties"];
+            let heading = format!("**{object}**: `{{");
+            let start = REFERENCE
+                .find(&heading)
+                .unwrap_or_else(|| panic!("no {heading}"));
+            let description = &REFERENCE[start..start + REFERENCE[start..].find("}`").unwrap()];
+            for field in schema.as_object().expect("properties").keys() {
+                let quoted = format!("\"{field}\"");
+                assert!(
+                    description.contains(&quoted),
+                    "docs/api.md's {object} lacks {field}"
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -780,7 +780,7 @@ fn a_bad_seed_stops_the_start_and_changes_nothing() {
 // ---------------------------------------------------------------------------------------
 // Backups
 
-/// A server started on a copy of `db` (the README's restore: put the file in place, start).
+/// A server started on a copy of `db` (docs/operations.md's restore: put the file in place, start).
 fn server_on_copy_of(db: &Path) -> TestServer {
     let mut server = TestServer::start();
     server.kill9();

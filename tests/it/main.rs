@@ -10,6 +10,7 @@ mod hot_path;
 mod integrations;
 mod machine_auth;
 mod process;
+mod readme;
 mod reliability;
 mod schema;
 mod support;
