@@ -512,6 +512,37 @@ fn ambiguous_or_malformed_body_framing_is_refused_and_the_connection_closed() {
     assert_eq!(reply.status(), Some(401), "{}", reply.text());
 }
 
+#[test]
+fn a_chunk_size_is_hex_digits_only_with_optional_extensions() {
+    let server = TestServer::start();
+    let address = address(&server);
+    let login = "{\"auth_key\": \"nope\"}"; // 20 bytes, 0x14
+    let request = |size: &str| {
+        format!(
+            "POST /v1/auth/login HTTP/1.1\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{size}\r\n{login}\r\n0\r\n\r\n"
+        )
+    };
+    // Each is read as 0x14 by a lenient parser (trimming, or a sign) and refused by a strict
+    // one: the disagreement request smuggling is made of.
+    for size in ["+14", " 14", "14 ", "14\t", "0x14", "14 ;ext=1"] {
+        exchange(address, request(size).as_bytes()).expect_refusal(
+            400,
+            "malformed_request",
+            &format!("chunk size {size:?}"),
+        );
+    }
+    for size in ["14", "14;ext=1", "014"] {
+        let reply = exchange(address, request(size).as_bytes());
+        assert_eq!(
+            reply.status(),
+            Some(401),
+            "chunk size {size:?}: {}",
+            reply.text()
+        );
+    }
+}
+
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");

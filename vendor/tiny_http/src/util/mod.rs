@@ -1,3 +1,4 @@
+pub use self::chunked_body::{read_chunked_body, ChunkedError};
 pub use self::connection_slots::ConnectionSlots;
 pub use self::custom_stream::CustomStream;
 pub use self::deadline::Deadline;
@@ -9,6 +10,7 @@ pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;
 
+mod chunked_body;
 mod connection_slots;
 mod custom_stream;
 mod deadline;
