@@ -55,7 +55,13 @@ impl Server {
                 http::handle(&authority, &throttle, &metrics, request, Timestamp::now())
             }
         };
-        let listener = Listener::start(&config.listen, Arc::new(handler), config.workers)?;
+        let listener = Listener::start_with(
+            &config.listen,
+            Arc::new(handler),
+            config.workers,
+            &config.http,
+            Arc::clone(&metrics),
+        )?;
         let sweeper = Sweeper::start(store, stamps, cache, metrics, config.sweep_interval);
         let url = format!("http://{}", listener.address());
         log::info!("listening on {url}");

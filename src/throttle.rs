@@ -56,13 +56,26 @@ enum Client {
 impl fmt::Display for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Client::V4(bits) => write!(f, "{}", Ipv4Addr::from(bits)),
-            Client::V6Prefix(bits) => write!(f, "{}/64", Ipv6Addr::from(u128::from(bits) << 64)),
+            Client::V4(_) => write!(f, "{}", self.network()),
+            Client::V6Prefix(_) => write!(f, "{}/64", self.network()),
         }
     }
 }
 
+/// The network that stands for the client at `ip`, as this throttle groups clients: the IPv4
+/// address, or the first address of the IPv6 /64. The connection shares use it too.
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    Client::of(ip).network()
+}
+
 impl Client {
+    fn network(self) -> IpAddr {
+        match self {
+            Client::V4(bits) => IpAddr::V4(Ipv4Addr::from(bits)),
+            Client::V6Prefix(bits) => IpAddr::V6(Ipv6Addr::from(u128::from(bits) << 64)),
+        }
+    }
+
     fn of(ip: IpAddr) -> Client {
         match ip.to_canonical() {
             IpAddr::V4(v4) => Client::V4(u32::from(v4)),

@@ -116,10 +116,10 @@ impl ApiError {
             ),
             ApiError::Internal => "internal error".to_string(),
             ApiError::MalformedRequest(what) => format!("malformed request: {what}"),
-            ApiError::RequestTimeout => format!(
-                "the request did not arrive within {} seconds",
-                super::limits::REQUEST_TIMEOUT.as_secs()
-            ),
+            // The limit is configurable (`--http-request-timeout-ms`), so it is not quoted.
+            ApiError::RequestTimeout => {
+                "the request did not arrive within the server's time limit".to_string()
+            }
             ApiError::UriTooLong => format!(
                 "the request line is longer than {} bytes",
                 super::limits::MAX_LINE_BYTES

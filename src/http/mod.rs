@@ -5,12 +5,15 @@
 
 mod dashboard;
 mod errors;
-mod limits;
+mod forwarded;
+pub mod limits;
 mod listener;
 mod message;
 mod routes;
 
 pub use errors::ApiError;
+pub use forwarded::{TrustedProxies, parse_range as parse_trusted_proxy};
+pub use limits::Settings;
 pub use listener::{Handler, Listener, guarded};
 pub use message::{Request, Response};
 pub use routes::ROUTE_LABELS;

@@ -4,7 +4,7 @@
 //! a test suite starts authkeys (library, `:memory:` binary, seeded start), and `authkeys
 //! backup` of a database that a running server keeps writing.
 
-use crate::support::{ADMIN_TOKEN, Api, BIN, Options, TestServer, wait_until_refused};
+use crate::support::{ADMIN_TOKEN, BIN, Options, TestServer, sample, scrape, wait_until_refused};
 use authkeys::token::{self, TokenKind};
 use serde_json::{Value, json};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -455,23 +455,6 @@ fn openapi_document_is_served_as_json() {
         .expect("src/http/openapi.json is JSON");
     assert_eq!(served, file);
     assert_eq!(served["openapi"], "3.1.0");
-}
-
-/// The value of one sample line, e.g. `authkeys_logins_total{outcome="success"}`; 0 if absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.parse().expect("a sample value"))
-}
-
-fn scrape(api: &Api) -> String {
-    let reply = api.get("/metrics");
-    assert_eq!(
-        reply.header("Content-Type"),
-        Some("text/plain; version=0.0.4; charset=utf-8")
-    );
-    assert_eq!(reply.status, 200);
-    reply.body
 }
 
 #[test]

@@ -507,3 +507,20 @@ pub fn session_of(login: &Value) -> String {
         .expect("session token")
         .to_string()
 }
+
+/// The value of one sample line, e.g. `authkeys_logins_total{outcome="success"}`; 0 if absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a sample value"))
+}
+
+pub fn scrape(api: &Api) -> String {
+    let reply = api.get("/metrics");
+    assert_eq!(
+        reply.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert_eq!(reply.status, 200);
+    reply.body
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Header, Method};
 use crate::limits::{Limits, Rejection};
-use crate::util::{Deadline, RefinedTcpStream};
+use crate::util::{Deadline, RefinedTcpStream, Slot};
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::request::InProgress;
 use crate::Request;
@@ -47,6 +47,13 @@ pub struct ClientConnection {
 
     // authkeys patch: the server's count of requests in progress (see `InProgress`).
     in_progress: Arc<AtomicUsize>,
+
+    // authkeys patch: this connection's place among those served (see `ConnectionTable`);
+    // dropped with the connection.
+    slot: Slot,
+
+    // authkeys patch: when the request being read started, for `rejection_response`.
+    request_started: Instant,
 }
 
 /// authkeys patch: how long, and how much, a refused connection is drained before closing, and
@@ -80,6 +87,7 @@ impl ClientConnection {
         mut read_socket: RefinedTcpStream,
         limits: Arc<Limits>,
         in_progress: Arc<AtomicUsize>,
+        slot: Slot,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -99,6 +107,8 @@ impl ClientConnection {
             limits,
             deadline,
             in_progress,
+            slot,
+            request_started: Instant::now(),
         }
     }
 
@@ -155,13 +165,15 @@ impl ClientConnection {
     }
 
     /// authkeys patch: waits up to `idle_timeout` for the first byte of the next request,
-    /// then gives the whole request `request_timeout`. `Closed` when the connection closed or
-    /// stayed idle: there is nobody to answer.
+    /// then gives the whole request `request_timeout`. `Closed` when the connection closed,
+    /// stayed idle, or was closed to make room while idle: there is nobody to answer.
     fn wait_for_request(&mut self) -> Result<u8, ReadError> {
         self.deadline.set(self.limits.idle_timeout);
+        self.slot.idle();
         let mut first = [0u8];
         match self.next_header_source.read(&mut first) {
-            Ok(1) => {
+            Ok(1) if self.slot.busy() => {
+                self.request_started = Instant::now();
                 self.deadline.set(self.limits.request_timeout);
                 Ok(first[0])
             }
@@ -328,7 +340,8 @@ impl ClientConnection {
         self.no_more_requests = true;
         {
             let writer = self.sink.next().unwrap();
-            let response = (self.limits.rejection_response)(rejection).with_connection_close();
+            let response = (self.limits.rejection_response)(rejection, self.request_started.elapsed())
+                .with_connection_close();
             response
                 .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
                 .ok();

@@ -1,5 +1,5 @@
 pub use self::chunked_body::{read_chunked_body, ChunkedError};
-pub use self::connection_slots::ConnectionSlots;
+pub use self::connection_table::{ConnectionTable, Refusal, Slot};
 pub use self::custom_stream::CustomStream;
 pub use self::deadline::Deadline;
 pub use self::messages_queue::MessagesQueue;
@@ -11,7 +11,7 @@ pub use self::task_pool::TaskPool;
 use std::str::FromStr;
 
 mod chunked_body;
-mod connection_slots;
+mod connection_table;
 mod custom_stream;
 mod deadline;
 mod messages_queue;
