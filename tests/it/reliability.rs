@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod brute_force;
+mod connections;
 mod crashes;
 mod db;
 mod expiry;

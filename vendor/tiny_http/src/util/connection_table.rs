@@ -5,11 +5,14 @@
 //! - At most `max` connections at once, and at most `max_per_client` from one client (its
 //!   group, chosen by the application: authkeys groups IPv6 by /64 and exempts trusted
 //!   proxies). A connection over its client's share is refused at once.
-//! - When every place is taken, the connection that has waited longest for its next request
-//!   (idle keep-alive, or silent since it opened) is shut down to make room. A connection in
-//!   the middle of a request is never chosen; only when none is idle does a new connection
-//!   wait (in the listen backlog) for a place.
+//! - When every place is taken, an idle connection (waiting for its next request, keep-alive
+//!   or silent since it opened) is shut down to make room: one of the client holding the most
+//!   connections, the longest idle of those. So a flooding client's reconnects close its own
+//!   connections, not others' keep-alive ones. A connection in the middle of a request is
+//!   never chosen; only when none is idle does a new connection wait (in the listen backlog)
+//!   for a place.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -87,7 +90,7 @@ impl ConnectionTable {
                 return Err((Refusal::OverShare, socket));
             }
         }
-        if table.open.len() - table.evicted >= self.max && !table.evict_longest_idle() {
+        if table.open.len() - table.evicted >= self.max && !table.evict_idle() {
             return Err((Refusal::Full, socket));
         }
         table.next_id += 1;
@@ -124,15 +127,18 @@ impl ConnectionTable {
 }
 
 impl Table {
-    /// Shuts down the connection that has waited longest for a request, if any is waiting.
-    fn evict_longest_idle(&mut self) -> bool {
-        let longest = self
+    /// Shuts down an idle connection of the client holding the most connections (exempt ones
+    /// count as holding none), the longest idle of those; `false` if none is idle.
+    fn evict_idle(&mut self) -> bool {
+        let per_client = &self.per_client;
+        let held = |entry: &Entry| entry.client.map_or(0, |c| per_client.get(&c).copied().unwrap_or(0));
+        let chosen = self
             .open
-            .iter_mut()
-            .filter(|(_, entry)| !entry.evicted)
-            .filter_map(|(_, entry)| Some((entry.idle_since?, entry)))
-            .min_by_key(|(since, _)| *since);
-        let Some((_, entry)) = longest else {
+            .values_mut()
+            .filter(|entry| !entry.evicted)
+            .filter_map(|entry| Some((Reverse(held(entry)), entry.idle_since?, entry)))
+            .min_by_key(|(held, since, _)| (*held, *since));
+        let Some((_, _, entry)) = chosen else {
             return false;
         };
         entry.evicted = true;
@@ -182,5 +188,76 @@ impl Drop for Slot {
         }
         drop(table);
         self.table.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ConnectionTable, Refusal, Slot};
+    use crate::connection::Connection;
+    use std::io::Read;
+    use std::net::IpAddr;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    /// A socket for the table, and the peer's end, which sees EOF once it is shut down.
+    fn socket() -> (Connection, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().expect("a socket pair");
+        (Connection::from(ours), theirs)
+    }
+
+    fn admit(table: &Arc<ConnectionTable>, client: Option<&str>) -> Result<(Slot, UnixStream), Refusal> {
+        let (socket, peer) = socket();
+        let client = client.map(|c| c.parse::<IpAddr>().unwrap());
+        table.admit(client, socket).map(|slot| (slot, peer)).map_err(|(why, _)| why)
+    }
+
+    fn was_shut_down(peer: &mut UnixStream) -> bool {
+        peer.set_nonblocking(true).unwrap();
+        matches!(peer.read(&mut [0u8]), Ok(0))
+    }
+
+    #[test]
+    fn a_client_over_its_share_is_refused_and_exempt_peers_are_not_counted() {
+        let table = ConnectionTable::new(10, 2);
+        let _a = admit(&table, Some("192.0.2.1")).unwrap();
+        let b = admit(&table, Some("192.0.2.1")).unwrap();
+        assert_eq!(admit(&table, Some("192.0.2.1")).err(), Some(Refusal::OverShare));
+        assert!(admit(&table, Some("192.0.2.2")).is_ok());
+        for _ in 0..5 {
+            assert!(admit(&table, None).is_ok());
+        }
+        drop(b);
+        assert!(admit(&table, Some("192.0.2.1")).is_ok(), "a freed place is reusable");
+    }
+
+    #[test]
+    fn at_capacity_the_top_holders_longest_idle_connection_makes_room_and_busy_ones_never() {
+        let table = ConnectionTable::new(4, 4);
+        let (busy, mut busy_peer) = admit(&table, Some("192.0.2.9")).unwrap();
+        let (old, mut old_peer) = admit(&table, Some("192.0.2.1")).unwrap();
+        let (new, mut new_peer) = admit(&table, Some("192.0.2.1")).unwrap();
+        let (other, mut other_peer) = admit(&table, Some("192.0.2.2")).unwrap();
+        assert!(busy.busy());
+        old.idle();
+        other.idle();
+        new.idle();
+        // 192.0.2.1 holds the most; of its two, `old` has been idle longest.
+        let _first = admit(&table, Some("192.0.2.3")).unwrap();
+        assert!(was_shut_down(&mut old_peer));
+        assert!(!old.busy(), "a shut-down connection does not start a request");
+        drop(old);
+        // Now each holds one: the longest idle goes, `other` before `new`.
+        let _second = admit(&table, Some("192.0.2.3")).unwrap();
+        assert!(was_shut_down(&mut other_peer));
+        drop(other);
+        let _third = admit(&table, Some("192.0.2.4")).unwrap();
+        assert!(was_shut_down(&mut new_peer));
+        drop(new);
+        // Only busy connections (and idle ones being shut down) are left: full.
+        assert!(!was_shut_down(&mut busy_peer));
+        assert_eq!(admit(&table, Some("192.0.2.5")).err(), Some(Refusal::Full));
+        drop(busy);
+        assert!(admit(&table, Some("192.0.2.5")).is_ok());
     }
 }
