@@ -4,10 +4,11 @@
 //! a test suite starts authkeys (library, `:memory:` binary, seeded start), and `authkeys
 //! backup` of a database that a running server keeps writing.
 
+use crate::reliability::raw::Conn;
 use crate::support::{ADMIN_TOKEN, BIN, Options, TestServer, sample, scrape, wait_until_refused};
 use authkeys::token::{self, TokenKind};
 use serde_json::{Value, json};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -290,6 +291,60 @@ fn nginx_forward_auth_passes_the_identity_and_refuses_everyone_else() {
 #[test]
 fn caddy_forward_auth_passes_the_identity_and_refuses_everyone_else() {
     check_forward_auth(ProxyKind::Caddy);
+}
+
+#[test]
+fn behind_nginx_forwarded_clients_are_throttled_apart_and_forged_headers_are_ignored() {
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--login-failures-burst", "2")
+            .arg("--login-failures-per-minute", "1")
+            .arg("--trusted-proxy", "127.0.0.1/32"),
+    );
+    let upstream = EchoUpstream::start();
+    let proxy = Proxy::start(ProxyKind::Nginx, &server.url, upstream.address);
+    let client = |last: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+    let failed_login = |conn: &mut Conn, target: &str, forged: &str| {
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("X-Forwarded-For", forged),
+        ];
+        conn.send("POST", target, &headers, br#"{"auth_key": "nope"}"#)
+    };
+    let through_nginx = "/authkeys/v1/auth/login";
+
+    // One client spends its failures, naming another client in a forged header: nginx appends
+    // the address it really came from, and that is the one authkeys counts.
+    let mut first = Conn::open_from(&proxy.url, client(2));
+    for attempt in 0..3 {
+        let reply = failed_login(&mut first, through_nginx, "127.0.0.3");
+        let expected = if attempt < 2 { 401 } else { 429 };
+        assert_eq!(
+            reply.status,
+            expected,
+            "attempt {attempt}: {reply:?}\n{}",
+            proxy.log()
+        );
+    }
+    // The client it named, and any other, still gets its own failures.
+    let mut second = Conn::open_from(&proxy.url, client(3));
+    let reply = failed_login(&mut second, through_nginx, "");
+    assert_eq!(reply.status, 401, "another client behind nginx: {reply:?}");
+
+    // From a peer that is not a trusted proxy, the header means nothing.
+    let mut direct = Conn::open_from(&server.url, client(4));
+    for attempt in 0..3 {
+        let forged = format!("10.0.0.{attempt}");
+        let reply = failed_login(&mut direct, "/v1/auth/login", &forged);
+        let expected = if attempt < 2 { 401 } else { 429 };
+        assert_eq!(
+            reply.status, expected,
+            "direct attempt {attempt}: {reply:?}"
+        );
+    }
+    // The example keeps the scrape endpoint from the proxy's clients.
+    let reply = second.send("GET", "/authkeys/metrics", &[], b"");
+    assert_eq!(reply.status, 403, "{reply:?}");
 }
 
 fn check_forward_auth(kind: ProxyKind) {

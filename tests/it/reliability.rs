@@ -9,4 +9,4 @@ mod crashes;
 mod db;
 mod expiry;
 mod races;
-mod raw;
+pub mod raw;
