@@ -34,6 +34,9 @@ fn bare_serve_command(dir: &Path) -> Command {
         "AUTHKEYS_LISTEN",
         "AUTHKEYS_EPHEMERAL_TTL",
         "AUTHKEYS_SWEEP_INTERVAL",
+        "AUTHKEYS_MAX_CONNECTIONS",
+        "AUTHKEYS_MAX_CONNECTIONS_PER_CLIENT",
+        "AUTHKEYS_TRUSTED_PROXIES",
         "RUST_LOG",
     ] {
         command.env_remove(name);
@@ -1266,9 +1269,79 @@ fn zero_ephemeral_ttl_is_rejected_by_the_command_line() {
     );
 }
 
+#[test]
+fn a_malformed_trusted_proxy_range_is_rejected_by_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, env) in [
+        (Some("10.0.0.0/33"), None),
+        (None, Some("127.0.0.1/32,proxy.example")),
+    ] {
+        let mut command = bare_serve_command(dir.path());
+        command
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.path().join("authkeys.db"))
+            .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
+        if let Some(range) = flag {
+            command.args(["--trusted-proxy", range]);
+        }
+        if let Some(ranges) = env {
+            command.env("AUTHKEYS_TRUSTED_PROXIES", ranges);
+        }
+        let exit = run_to_exit(command);
+        let line = one_line_start_error(&exit);
+        assert_eq!(
+            exit.status.code(),
+            Some(2),
+            "a usage error\n{}",
+            exit.stderr
+        );
+        let bad = flag.unwrap_or("proxy.example");
+        assert!(
+            line.contains("--trusted-proxy") && line.contains(bad) && line.contains("CIDR"),
+            "the error names the flag, the value and what was expected: {line}"
+        );
+        assert!(
+            !dir.path().join("authkeys.db").exists(),
+            "rejected before the database"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Environment equivalents of the flags
 // ---------------------------------------------------------------------------------------------
+
+#[test]
+fn authkeys_trusted_proxies_is_a_comma_separated_list_of_ranges() {
+    let options = Options {
+        env: vec![(
+            "AUTHKEYS_TRUSTED_PROXIES".to_string(),
+            "10.0.0.0/8, 127.0.0.1".to_string(),
+        )],
+        ..Options::default()
+    };
+    let server = TestServer::start_with(options.arg("--login-failures-burst", "1"));
+    let mut conn = crate::reliability::raw::Conn::open(&server.url);
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-Forwarded-For", "192.0.2.7"),
+    ];
+    let statuses: Vec<u16> = (0..2)
+        .map(|_| {
+            let reply = conn.send(
+                "POST",
+                "/v1/auth/login",
+                &headers,
+                br#"{"auth_key": "nope"}"#,
+            );
+            reply.status
+        })
+        .collect();
+    assert_eq!(statuses, [401, 429]);
+    // The second range (a bare address) was taken: the client is the forwarded one.
+    let log = server.log();
+    assert!(log.contains("throttling 192.0.2.7"), "{log}");
+}
 
 #[test]
 fn authkeys_db_and_authkeys_listen_replace_the_flags() {
