@@ -1243,14 +1243,9 @@ fn empty_admin_token_is_one_line_and_non_zero_exit() {
     );
 }
 
-#[test]
-fn zero_ephemeral_ttl_is_rejected_by_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut command = bare_serve_command(dir.path());
-    command
-        .args(["--listen", "127.0.0.1:0", "--ephemeral-ttl", "0", "--db"])
-        .arg(dir.path().join("authkeys.db"))
-        .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
+/// Runs a start the command line must refuse: exit 2, one error line, and the database at `db`
+/// never created. Returns the error line.
+fn usage_error(command: Command, db: &Path) -> String {
     let exit = run_to_exit(command);
     let line = one_line_start_error(&exit);
     assert_eq!(
@@ -1259,13 +1254,22 @@ fn zero_ephemeral_ttl_is_rejected_by_the_command_line() {
         "a usage error\n{}",
         exit.stderr
     );
+    assert!(!db.exists(), "rejected before touching the database");
+    line
+}
+
+#[test]
+fn zero_ephemeral_ttl_is_rejected_by_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = bare_serve_command(dir.path());
+    command
+        .args(["--listen", "127.0.0.1:0", "--ephemeral-ttl", "0", "--db"])
+        .arg(dir.path().join("authkeys.db"))
+        .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
+    let line = usage_error(command, &dir.path().join("authkeys.db"));
     assert!(
         line.contains("--ephemeral-ttl") && line.contains("'0'"),
         "the error names the flag and the value: {line}"
-    );
-    assert!(
-        !dir.path().join("authkeys.db").exists(),
-        "rejected before touching the database"
     );
 }
 
@@ -1287,22 +1291,11 @@ fn a_malformed_trusted_proxy_range_is_rejected_by_the_command_line() {
         if let Some(ranges) = env {
             command.env("AUTHKEYS_TRUSTED_PROXIES", ranges);
         }
-        let exit = run_to_exit(command);
-        let line = one_line_start_error(&exit);
-        assert_eq!(
-            exit.status.code(),
-            Some(2),
-            "a usage error\n{}",
-            exit.stderr
-        );
+        let line = usage_error(command, &dir.path().join("authkeys.db"));
         let bad = flag.unwrap_or("proxy.example");
         assert!(
             line.contains("--trusted-proxy") && line.contains(bad) && line.contains("CIDR"),
             "the error names the flag, the value and what was expected: {line}"
-        );
-        assert!(
-            !dir.path().join("authkeys.db").exists(),
-            "rejected before the database"
         );
     }
 }
