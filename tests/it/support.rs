@@ -470,6 +470,18 @@ pub fn wait_until_refused(address: std::net::SocketAddr) -> Result<(), String> {
     }
 }
 
+/// Polls `done` every 20 ms for up to `limit`; panics with `what` if it never holds.
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A connection to a test's database file, for inspecting what the server stored.
 pub fn open_db(db: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(db).unwrap_or_else(|err| panic!("opening {}: {err}", db.display()))
