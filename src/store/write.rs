@@ -5,7 +5,8 @@ use super::read::{KeyStatus, Reader};
 use crate::error::{Result, storage};
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
 use crate::token::TokenHash;
-use rusqlite::{Connection, params};
+use crate::usage::Stamp;
+use rusqlite::{Connection, OptionalExtension, params};
 use std::ops::Deref;
 
 pub struct Writer<'c> {
@@ -179,10 +180,13 @@ impl<'c> Writer<'c> {
         })
     }
 
-    /// Deletes one machine; false if it was already gone.
-    pub fn delete_machine(&self, machine_pk: i64) -> Result<bool> {
-        self.execute("DELETE FROM machines WHERE pk = ?1", [machine_pk])
-            .map(|deleted| deleted > 0)
+    /// Deletes one machine; returns its token hash, or `None` if it was already gone.
+    pub fn delete_machine(&self, machine_pk: i64) -> Result<Option<TokenHash>> {
+        self.conn()
+            .prepare_cached("DELETE FROM machines WHERE pk = ?1 RETURNING token_hash")
+            .and_then(|mut stmt| stmt.query_row([machine_pk], |row| row.get(0)).optional())
+            .map(|hash| hash.map(TokenHash))
+            .map_err(storage)
     }
 
     /// Deletes up to `limit` machines that expired at or before `now`; returns how many.
@@ -194,26 +198,66 @@ impl<'c> Writer<'c> {
         )
     }
 
-    /// Moves `last_used_at` forward (never back) for each (key pk, time).
-    pub fn stamp_keys_used(&self, stamps: &[(i64, Timestamp)]) -> Result<()> {
-        for (pk, at) in stamps {
-            self.execute(
-                "UPDATE keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE pk = ?1",
-                params![pk, at.0],
-            )?;
-        }
-        Ok(())
+    /// Moves `last_used_at` forward (never back) for each stamp whose key row still holds its
+    /// hash; returns how many rows were stamped.
+    pub fn stamp_keys_used(&self, stamps: &[Stamp]) -> Result<usize> {
+        self.stamp_rows(STAMP_KEY_USED, stamps)
     }
 
-    /// Moves `last_seen_at` forward (never back) for each (machine pk, time).
-    pub fn stamp_machines_seen(&self, stamps: &[(i64, Timestamp)]) -> Result<()> {
-        for (pk, at) in stamps {
-            self.execute(
-                "UPDATE machines SET last_seen_at = max(coalesce(last_seen_at, 0), ?2)
-                  WHERE pk = ?1",
-                params![pk, at.0],
-            )?;
+    /// Moves `last_seen_at` forward (never back) for each stamp whose machine row still holds
+    /// its token hash; returns how many rows were stamped.
+    pub fn stamp_machines_seen(&self, stamps: &[Stamp]) -> Result<usize> {
+        self.stamp_rows(STAMP_MACHINE_SEEN, stamps)
+    }
+
+    fn stamp_rows(&self, sql: &str, stamps: &[Stamp]) -> Result<usize> {
+        stamps.iter().try_fold(0, |stamped, stamp| {
+            let changed =
+                self.execute(sql, params![stamp.pk, stamp.at.0, stamp.hash.as_bytes()])?;
+            Ok(stamped + changed)
+        })
+    }
+}
+
+/// The usage-stamp updates: `?1` pk, `?2` time, `?3` the row's token hash. The pk finds the
+/// row (the stamps come in pk order, so neighbours share pages); the hash, compared on that
+/// same row, makes sure it is still the row that was stamped: SQLite reuses the pk of a
+/// deleted newest row, never a token hash. A stamp whose row is gone changes nothing.
+const STAMP_KEY_USED: &str = "UPDATE keys SET last_used_at = max(coalesce(last_used_at, 0), ?2)
+     WHERE pk = ?1 AND hash = ?3";
+const STAMP_MACHINE_SEEN: &str =
+    "UPDATE machines SET last_seen_at = max(coalesce(last_seen_at, 0), ?2)
+     WHERE pk = ?1 AND token_hash = ?3";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Database, Store};
+
+    /// The hash check must not change how a stamp finds its row: by pk, the order the flush
+    /// writes in, not through the token-hash index.
+    #[test]
+    fn a_stamp_finds_its_row_by_pk() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).expect("a store");
+        for (sql, table) in [(STAMP_KEY_USED, "keys"), (STAMP_MACHINE_SEEN, "machines")] {
+            let plan: Vec<String> = store
+                .write(|w| {
+                    w.conn()
+                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .and_then(|mut stmt| {
+                            let stamp = params![1, 1, [0u8; 32]];
+                            stmt.query_map(stamp, |row| row.get(3))?.collect()
+                        })
+                        .map_err(storage)
+                })
+                .expect("explaining the stamp statement");
+            assert_eq!(
+                plan,
+                [format!(
+                    "SEARCH {table} USING INTEGER PRIMARY KEY (rowid=?)"
+                )]
+            );
         }
-        Ok(())
     }
 }

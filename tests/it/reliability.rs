@@ -10,3 +10,4 @@ mod db;
 mod expiry;
 mod races;
 pub mod raw;
+mod stamps;
