@@ -13,10 +13,31 @@ use std::path::{Path, PathBuf};
 
 const SETTING: &str = "admin_token_sha256";
 
+/// The shortest configured admin token accepted: 32 characters, as long as a generated token's
+/// random part, so that a configured root token is never the easy one to guess.
+pub const MIN_CONFIGURED_CHARS: usize = 32;
+
 /// The admin token's hash, and the token itself when this start generated it.
 pub struct AdminToken {
     pub hash: TokenHash,
     pub generated: Option<Secret>,
+}
+
+/// Refuses a configured token too short to be safe. Checked before anything touches the
+/// database, so a refused start leaves nothing behind. The message gives the length, never the
+/// token.
+pub fn check_configured(configured: Option<&Secret>) -> Result<(), StartError> {
+    let Some(token) = configured else {
+        return Ok(());
+    };
+    let chars = token.expose().chars().count();
+    if chars < MIN_CONFIGURED_CHARS {
+        return Err(StartError::new(format!(
+            "AUTHKEYS_ADMIN_TOKEN is {chars} characters long; it must be at least \
+             {MIN_CONFIGURED_CHARS} (for example `openssl rand -hex 32`)"
+        )));
+    }
+    Ok(())
 }
 
 pub fn resolve(
@@ -25,9 +46,6 @@ pub fn resolve(
     configured: Option<&Secret>,
 ) -> Result<AdminToken, StartError> {
     if let Some(token) = configured {
-        if token.expose().len() < 16 {
-            log::warn!("AUTHKEYS_ADMIN_TOKEN is shorter than 16 characters: easy to guess");
-        }
         return Ok(AdminToken {
             hash: token.hash(),
             generated: None,

@@ -1243,6 +1243,44 @@ fn empty_admin_token_is_one_line_and_non_zero_exit() {
     );
 }
 
+#[test]
+fn an_admin_token_shorter_than_32_characters_is_refused_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("authkeys.db");
+    // 31 characters, counted as characters: "é" is two bytes but one character.
+    let short = format!("{}é", "x".repeat(30));
+    let mut command = bare_serve_command(dir.path());
+    command
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env("AUTHKEYS_ADMIN_TOKEN", &short);
+    let line = one_line_start_error(&run_to_exit(command));
+    assert!(
+        line.starts_with("authkeys: error: AUTHKEYS_ADMIN_TOKEN is 31 characters long")
+            && line.contains("at least 32"),
+        "{line}"
+    );
+    assert!(!line.contains(&short), "the token is never echoed: {line}");
+    assert!(!db.exists(), "refused before touching the database");
+
+    // 32 characters is enough.
+    let mut command = bare_serve_command(dir.path());
+    command
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env("AUTHKEYS_ADMIN_TOKEN", "y".repeat(32));
+    let mut server = OwnServer::spawn(command, &dir.path().join("log"));
+    let (status, _) = http(
+        "GET",
+        &format!("{}/v1/apps", server.url()),
+        Some(&"y".repeat(32)),
+        None,
+    );
+    assert_eq!(status, 200);
+    server.send_signal("TERM");
+    assert_eq!(server.wait().code(), Some(0));
+}
+
 /// Runs a start the command line must refuse: exit 2, one error line, and the database at `db`
 /// never created. Returns the error line.
 fn usage_error(command: Command, db: &Path) -> String {

@@ -39,7 +39,7 @@ pub const MACHINE_FIELDS: &[&str] = &[
     "last_seen_at",
 ];
 
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghij";
 
 /// How to start a server: extra flags and environment on top of the defaults.
 #[derive(Clone, Default)]
