@@ -145,10 +145,11 @@ fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: tiny_http::Requ
     let started = Instant::now();
     let method = raw.method().as_str().to_string();
     let mut request = Request::new(&method, raw.url());
-    let response = match read_body(&mut raw) {
-        Ok(body) => {
+    let read = read_body(&mut raw).and_then(|body| Ok((body, authorization(&raw)?)));
+    let response = match read {
+        Ok((body, authorization)) => {
             request.body = body;
-            request.authorization = header(&raw, "Authorization");
+            request.authorization = authorization;
             request.content_type = header(&raw, "Content-Type");
             request.remote_addr = client_address(trusted, &raw);
             guarded(|| handler(&request))
@@ -248,6 +249,24 @@ fn client_address(trusted: &TrustedProxies, raw: &tiny_http::Request) -> Option<
     } else {
         SocketAddr::new(client, 0)
     })
+}
+
+/// The one `Authorization` header, if any. Two are refused rather than one picked: a proxy in
+/// front may check one and we another.
+fn authorization(raw: &tiny_http::Request) -> Result<Option<String>, ApiError> {
+    let mut values = raw
+        .headers()
+        .iter()
+        .filter(|header| header.field.equiv("Authorization"));
+    let first = values
+        .next()
+        .map(|header| header.value.as_str().to_string());
+    match values.next() {
+        None => Ok(first),
+        Some(_) => Err(ApiError::MalformedRequest(
+            "more than one Authorization header",
+        )),
+    }
 }
 
 fn header(raw: &tiny_http::Request, name: &'static str) -> Option<String> {

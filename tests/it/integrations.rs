@@ -763,6 +763,53 @@ fn seeded_start_logs_in_without_admin_calls_and_is_idempotent() {
     assert!(logs.contains("created 0 app(s) and 0 key(s)"), "{logs}");
 }
 
+/// Runs `authkeys serve --seed SEED` on `db` to its end (a bad seed stops the start).
+fn serve_seeded(db: &Path, seed: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .arg("--seed")
+        .arg(seed)
+        .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running authkeys")
+}
+
+#[test]
+fn a_seed_with_a_repeated_key_at_any_depth_is_refused() {
+    let key = token::generate(TokenKind::AuthKey);
+    let key = key.expose();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let db = dir.path().join("authkeys.db");
+    let path = dir.path().join("seed.json");
+    for text in [
+        format!(r#"{{"apps": [{{"id": "ci", "keys": [{{"key": "{key}"}}]}}], "apps": []}}"#),
+        format!(r#"{{"apps": [{{"id": "ci", "id": "cd", "keys": [{{"key": "{key}"}}]}}]}}"#),
+        format!(
+            r#"{{"apps": [{{"id": "ci", "keys": [{{"key": "{key}", "reusable": false, "reusable": true}}]}}]}}"#
+        ),
+    ] {
+        std::fs::write(&path, &text).expect("writing the seed");
+        let output = serve_seeded(&db, &path);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{text} was accepted\n{stderr}");
+        assert!(output.stdout.is_empty(), "a ready line for {text}");
+        assert!(
+            stderr.contains("seed file") && stderr.contains("is repeated"),
+            "{text}\n{stderr}"
+        );
+        assert!(!stderr.contains(key), "the key was echoed:\n{stderr}");
+    }
+    // Without the repetition the same seed is good (and so the refusals above were for it).
+    let fixed =
+        format!(r#"{{"apps": [{{"id": "ci", "keys": [{{"key": "{key}", "reusable": true}}]}}]}}"#);
+    std::fs::write(&path, fixed).expect("writing the seed");
+    let options = Options::default().arg("--seed", path.to_str().unwrap());
+    let server = TestServer::start_with(options);
+    assert_eq!(server.login(key)["machine"]["app"], "ci");
+}
+
 #[test]
 fn a_bad_seed_stops_the_start_and_changes_nothing() {
     let good = token::generate(TokenKind::AuthKey);
@@ -772,18 +819,7 @@ fn a_bad_seed_stops_the_start_and_changes_nothing() {
     bad.push(if last == 'A' { 'B' } else { 'A' });
     let dir = tempfile::tempdir().expect("a temp dir");
     let db = dir.path().join("authkeys.db");
-    let run = |seed: &Value| {
-        let path = write_seed(dir.path(), seed);
-        Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(&db)
-            .arg("--seed")
-            .arg(path)
-            .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running authkeys")
-    };
+    let run = |seed: &Value| serve_seeded(&db, &write_seed(dir.path(), seed));
     let cases = [
         // A good first app and a bad key in the second: the good one is not created either.
         json!({"apps": [{"id": "ok", "keys": [{"key": good.expose()}]},

@@ -41,6 +41,8 @@ struct Case {
     status: u16,
     /// The error code, or for verify's 200 the `code` of `{"valid": false}`.
     code: &'static str,
+    /// Text the error message must contain (such as the field it names), if any.
+    naming: &'static str,
 }
 
 fn case(method: &'static str, target: &str, body: impl Into<Vec<u8>>) -> Case {
@@ -51,6 +53,7 @@ fn case(method: &'static str, target: &str, body: impl Into<Vec<u8>>) -> Case {
         body: body.into(),
         status: 0,
         code: "",
+        naming: "",
     }
 }
 
@@ -72,6 +75,12 @@ impl Case {
 
     fn expect(mut self, status: u16, code: &'static str) -> Case {
         (self.status, self.code) = (status, code);
+        self
+    }
+
+    /// The error message must contain `text`.
+    fn naming(mut self, text: &'static str) -> Case {
+        self.naming = text;
         self
     }
 }
@@ -101,7 +110,10 @@ fn check_all(target: &Target, cases: Vec<Case>) {
         } else {
             reply.code()
         };
-        let message_ok = case.status == 200 || reply.json["error"]["message"].as_str().is_some();
+        let message_ok = case.status == 200
+            || reply.json["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(case.naming));
         if reply.status != case.status || code != Some(case.code) || !message_ok {
             fail(
                 target,
@@ -386,6 +398,189 @@ fn wrong_types_unknown_fields_and_huge_numbers_get_422_and_change_nothing() {
         );
     }
     check_all(&target, cases);
+}
+
+#[test]
+fn format_and_bidi_characters_in_names_and_descriptions_get_422_naming_the_field() {
+    let target = target();
+    let key = &target.auth_key;
+    let mut cases = Vec::new();
+    // Category Cf: the right-to-left override that makes `admin\u{202E}gnp.exe` display as
+    // `adminexe.png`, zero-width space, BOM, the isolates, soft hyphen, a tag character.
+    for escape in [
+        r"\u202e",
+        r"\u202a",
+        r"\u200b",
+        r"\u200d",
+        r"\ufeff",
+        r"\u2066",
+        r"\u2067",
+        r"\u2068",
+        r"\u2069",
+        r"\u00ad",
+        r"\udb40\udc01",
+    ] {
+        let text = format!("admin{escape}gnp.exe");
+        cases.extend([
+            case(
+                "POST",
+                "/v1/apps",
+                format!(r#"{{"id": "new", "name": "{text}"}}"#),
+            )
+            .admin()
+            .expect(422, "invalid_field")
+            .naming("`name`"),
+            case(
+                "POST",
+                "/v1/apps/victim/keys",
+                format!(r#"{{"description": "{text}"}}"#),
+            )
+            .admin()
+            .expect(422, "invalid_field")
+            .naming("`description`"),
+            // A valid key with a bad machine name logs nothing in.
+            case(
+                "POST",
+                "/v1/auth/login",
+                format!(r#"{{"auth_key": "{key}", "machine": "{text}"}}"#),
+            )
+            .expect(422, "invalid_field")
+            .naming("`machine`"),
+        ]);
+    }
+    check_all(&target, cases);
+    // Visible non-ASCII text is still welcome.
+    let created = target
+        .server
+        .admin()
+        .post(
+            "/v1/apps",
+            &json!({"id": "intl", "name": "Ünïcödé 日本語 ✓"}),
+        )
+        .expect(201);
+    assert_eq!(created["name"], "Ünïcödé 日本語 ✓");
+}
+
+#[test]
+fn json_with_a_repeated_key_at_any_depth_gets_400_and_changes_nothing() {
+    let target = target();
+    let key = &target.auth_key;
+    let repeated = "malformed_body";
+    let cases = vec![
+        // With the last value winning each of these would succeed or fail differently.
+        case("POST", "/v1/apps", r#"{"id": "new", "id": "newer"}"#)
+            .admin()
+            .expect(400, repeated)
+            .naming("`id` is repeated"),
+        case(
+            "POST",
+            "/v1/apps",
+            r#"{"id": "new", "name": "a", "name": "b"}"#,
+        )
+        .admin()
+        .expect(400, repeated),
+        case("POST", "/v1/apps", r#"{"id": "new", "id": "new"}"#)
+            .admin()
+            .expect(400, repeated),
+        case(
+            "POST",
+            "/v1/apps/victim/keys",
+            r#"{"reusable": false, "reusable": true}"#,
+        )
+        .admin()
+        .expect(400, repeated),
+        case(
+            "POST",
+            "/v1/auth/login",
+            format!(r#"{{"auth_key": "{key}", "auth_key": "{key}"}}"#),
+        )
+        .expect(400, repeated),
+        case(
+            "POST",
+            "/v1/auth/login",
+            format!(r#"{{"auth_key": "{key}", "machine": "a", "machine": "b"}}"#),
+        )
+        .expect(400, repeated),
+        case(
+            "POST",
+            "/v1/keys/verify",
+            format!(r#"{{"key": "ena_x", "key": "{key}"}}"#),
+        )
+        .expect(400, repeated),
+        // Nested: found while parsing, before any field is looked at.
+        case(
+            "POST",
+            "/v1/apps",
+            r#"{"id": "new", "name": {"a": 1, "b": [{"c": 1, "c": 2}]}}"#,
+        )
+        .admin()
+        .expect(400, repeated),
+        case(
+            "POST",
+            "/v1/apps/victim/keys",
+            r#"{"metadata": {"team": "a", "team": "b"}}"#,
+        )
+        .admin()
+        .expect(400, repeated),
+        // Keys differing in case, or spelled with escapes, are compared as decoded strings.
+        case("POST", "/v1/apps", r#"{"id": "new", "i\u0064": "newer"}"#)
+            .admin()
+            .expect(400, repeated),
+        case("POST", "/v1/apps", r#"{"id": "new", "ID": "newer"}"#)
+            .admin()
+            .expect(422, "unknown_field"),
+    ];
+    check_all(&target, cases);
+}
+
+#[test]
+fn more_than_one_authorization_header_gets_400_and_changes_nothing() {
+    let target = target();
+    let (key, session) = (&target.auth_key, &target.session);
+    let cases = vec![
+        // The same good token twice, or a good one and a bad one in either order.
+        case("POST", "/v1/apps", r#"{"id": "new"}"#)
+            .admin()
+            .admin()
+            .expect(400, "malformed_request")
+            .naming("Authorization"),
+        case("POST", "/v1/apps", r#"{"id": "new"}"#)
+            .bearer("wrong")
+            .admin()
+            .expect(400, "malformed_request"),
+        case("DELETE", "/v1/apps/victim", "")
+            .admin()
+            .bearer(session)
+            .expect(400, "malformed_request"),
+        case("GET", "/v1/auth/whoami", "")
+            .bearer(session)
+            .bearer(session)
+            .expect(400, "malformed_request"),
+        case("POST", "/v1/auth/logout", "")
+            .bearer(session)
+            .bearer("ens_other")
+            .expect(400, "malformed_request"),
+        case("GET", "/v1/forward-auth", "")
+            .bearer("ens_other")
+            .bearer(session)
+            .expect(400, "malformed_request"),
+        // Even where no token is needed: the request is ambiguous all the same.
+        case(
+            "POST",
+            "/v1/auth/login",
+            format!(r#"{{"auth_key": "{key}"}}"#),
+        )
+        .admin()
+        .admin()
+        .expect(400, "malformed_request"),
+    ];
+    check_all(&target, cases);
+    // The session is still logged in: the logout above never ran.
+    target
+        .server
+        .client(Some(session))
+        .get("/v1/auth/whoami")
+        .expect(200);
 }
 
 #[test]
