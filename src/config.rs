@@ -23,7 +23,7 @@ pub struct Config {
     pub workers: usize,
     /// Apps and keys to create at start if they do not exist (`--seed FILE`).
     pub seed: Option<Seed>,
-    /// Failed logins and verifies allowed per client address before it gets 429.
+    /// Failed authentication attempts allowed per client address before it gets 429.
     pub login_failures: throttle::Limits,
     /// Connection caps, trusted proxies and HTTP timeouts.
     pub http: http::Settings,

@@ -1,11 +1,13 @@
-//! Throttling of failed logins and verifies per client address: a token bucket per address,
-//! drained by failures and refilled at a steady rate. Keys carry 178 bits of entropy, so this
-//! does not protect the keyspace; it keeps a guessing loop from spending the server's CPU and
-//! database. Time is passed in, so the arithmetic is tested without sleeping.
+//! Throttling of failed authentication attempts (auth keys, session tokens, the admin token)
+//! per client address: a token bucket per address, drained by failures and refilled at a
+//! steady rate. Generated tokens carry 178 bits of entropy, so this does not protect their
+//! keyspace; it keeps a guessing loop from spending the server's CPU and database, and slows
+//! guessing a configured admin token. Time is passed in, so the arithmetic is tested without
+//! sleeping. Which requests ask, and what counts as a failure, is `http::throttling`.
 //!
 //! An attempt reserves one failure before it runs (`Throttle::admit`) and gives it back unless
 //! it is marked failed: however many attempts one address sends at once, no more of them run
-//! than its bucket allows, and a throttled address never reaches the login transaction.
+//! than its bucket allows, and a throttled address never reaches a credential check.
 
 use crate::model::Timestamp;
 use std::collections::HashMap;
@@ -187,8 +189,7 @@ pub struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// The attempt failed (a wrong, revoked, expired or used key): it counts against the
-    /// client's allowance.
+    /// The attempt failed (a refused credential): it counts against the client's allowance.
     pub fn failed(mut self) {
         let Some(client) = self.reserved.take() else {
             return;
@@ -199,7 +200,7 @@ impl Attempt<'_> {
             && !bucket.warned
         {
             bucket.warned = true;
-            log::warn!("throttling {client}: too many failed logins and verifies");
+            log::warn!("throttling {client}: too many failed authentication attempts");
         }
     }
 }

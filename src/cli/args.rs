@@ -84,12 +84,12 @@ pub struct ServeArgs {
     /// seeded start").
     #[arg(long, env = "AUTHKEYS_SEED", value_name = "FILE")]
     pub seed: Option<std::path::PathBuf>,
-    /// Failed logins and verifies one client address may make in a burst before it gets 429
-    /// with Retry-After; 0 turns throttling off.
+    /// Failed authentication attempts (logins, verifies, session and admin tokens) one client
+    /// address may make in a burst before it gets 429 with Retry-After; 0 turns throttling off.
     #[arg(long, env = "AUTHKEYS_LOGIN_FAILURES_BURST", value_name = "N",
           default_value_t = throttle::DEFAULT_BURST)]
     pub login_failures_burst: u32,
-    /// How many failed logins and verifies a client address earns back per minute once its
+    /// How many failed authentication attempts a client address earns back per minute once its
     /// burst is spent; 0 turns throttling off.
     #[arg(long, env = "AUTHKEYS_LOGIN_FAILURES_PER_MINUTE", value_name = "N",
           default_value_t = throttle::DEFAULT_PER_MINUTE)]

@@ -17,7 +17,7 @@ pub struct Request {
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
-    /// The client's address, for throttling failed logins and verifies per client.
+    /// The client's address, for throttling failed authentication attempts per client.
     pub remote_addr: Option<SocketAddr>,
 }
 
