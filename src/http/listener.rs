@@ -162,8 +162,8 @@ fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: tiny_http::Requ
     }
     log::debug!(
         "{method} {} {status} {}µs",
-        // A secret pasted into a URL must not reach the log.
-        crate::token::redact_secrets(&request.path),
+        // A secret pasted into a URL must not reach the log, whatever its shape or encoding.
+        crate::token::redact_path(&request.path),
         started.elapsed().as_micros()
     );
 }

@@ -748,6 +748,78 @@ fn tokens_in_query_strings_are_refused_and_never_logged() {
 }
 
 #[test]
+fn secrets_in_paths_never_reach_the_debug_log_however_encoded() {
+    // The harness runs the server with RUST_LOG=debug: every request gets an access log line.
+    let target = target();
+    let key = &target.auth_key;
+    let encoded: String = key.bytes().map(|b| format!("%{b:02x}")).collect();
+    let a_secret = "correct-horse-battery-staple-0123";
+    let paths = [
+        // The configured admin token (not one of our formats) pasted into a URL.
+        format!("/v1/apps/{ADMIN_TOKEN}"),
+        format!("/v1/apps/victim/keys/{ADMIN_TOKEN}"),
+        // Our tokens with an encoded prefix, encoded whole, or split by an encoded byte.
+        format!("/v1/apps/%65na_{}", &key[4..]),
+        format!("/v1/apps/victim/keys/{encoded}"),
+        format!(
+            "/v1/apps/{}%{:02X}{}",
+            &key[..20],
+            key.as_bytes()[20],
+            &key[21..]
+        ),
+        format!("/v1/apps/victim/machines/%65ns_{}", &target.session[4..]),
+        // Any long secret, on a route or off it.
+        format!("/{a_secret}"),
+        format!("/v1/{a_secret}/x"),
+    ];
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let mut conn = Conn::open(&target.server.url);
+    for path in &paths {
+        for method in ["GET", "DELETE"] {
+            let reply = conn.send(method, path, &[("Authorization", &admin)], b"");
+            assert!(
+                [404, 405].contains(&reply.status),
+                "{method} {path}: {reply:?}"
+            );
+        }
+    }
+    // An ordinary path is still logged as it is.
+    conn.send("GET", "/v1/apps/victim", &[("Authorization", &admin)], b"");
+    // Each line is written just after its response: wait until every one is there.
+    let sent = 2 * paths.len() + 1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = target.server.log();
+        let logged = log
+            .lines()
+            .filter(|line| line.contains("listener] GET ") || line.contains("listener] DELETE "))
+            .count();
+        if logged == sent {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access log line:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(log.contains("GET /v1/apps/victim 200"), "{log}");
+    assert!(log.contains("GET /v1/apps/… 404"), "{log}");
+    let secrets = [
+        ADMIN_TOKEN,
+        &key[4..],
+        &key[..20],
+        &key[21..],
+        &encoded[12..],
+        &target.session[4..],
+        a_secret,
+    ];
+    for secret in secrets {
+        assert!(!log.contains(secret), "the log shows {secret:?}:\n{log}");
+    }
+}
+
+#[test]
 fn sql_injection_in_free_text_is_stored_as_plain_text() {
     let server = TestServer::start();
     let schema = |server: &TestServer| {
