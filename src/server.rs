@@ -66,6 +66,14 @@ impl Server {
         let sweeper = Sweeper::start(store, stamps, cache, metrics, config.sweep_interval);
         let url = format!("http://{}", listener.address());
         log::info!("listening on {url}");
+        if !listener.address().ip().to_canonical().is_loopback() {
+            // The server speaks plain HTTP only: every token would cross the network readable.
+            log::warn!(
+                "{url} is not a loopback address and authkeys has no TLS: tokens would cross \
+                 the network in clear text. Listen on 127.0.0.1 behind a TLS-terminating \
+                 proxy (README, \"Operations\")"
+            );
+        }
         let token_generated = admin.generated.is_some();
         Ok(Server {
             url,

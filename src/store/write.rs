@@ -47,6 +47,11 @@ impl<'c> Writer<'c> {
             .map_err(storage)
     }
 
+    pub fn delete_setting(&self, name: &str) -> Result<()> {
+        self.execute("DELETE FROM settings WHERE name = ?1", params![name])
+            .map(drop)
+    }
+
     pub fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
         self.execute(
             "INSERT INTO settings (name, value) VALUES (?1, ?2)

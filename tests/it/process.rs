@@ -583,6 +583,130 @@ fn existing_database_readable_by_others_is_tightened_to_owner_only() {
 }
 
 #[test]
+fn leftover_wal_shm_and_token_file_open_to_others_are_tightened_with_a_warning() {
+    let mut server = TestServer::start_with(Options {
+        generated_admin_token: true,
+        ..Options::default()
+    });
+    server.create_app("kept");
+    // kill -9 leaves the WAL and its index behind, as a crash would.
+    server.kill9();
+    let db = server.db_path();
+    let files: Vec<(PathBuf, u32)> = storage_files(&db)
+        .into_iter()
+        .chain([admin_token_path(&db)])
+        .zip([0o644, 0o640, 0o604, 0o666])
+        .collect();
+    for (file, loose) in &files {
+        assert!(file.exists(), "{} should be left behind", file.display());
+        fs::set_permissions(file, fs::Permissions::from_mode(*loose)).unwrap();
+    }
+
+    server.restart();
+    let log = server.log();
+    for (file, loose) in &files {
+        assert_eq!(mode(file), 0o600, "{}\n{log}", file.display());
+        let warning = format!(
+            "{} was readable by others (mode {loose:o}); setting it to 0600",
+            file.display()
+        );
+        assert!(log.contains(&warning), "no {warning:?}\n{log}");
+    }
+    server.admin().get("/v1/apps/kept").expect(200);
+
+    // Owner-only files are left alone, without a warning.
+    server.kill9();
+    server.restart();
+    assert!(
+        !server.log().contains("readable by others"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn listening_beyond_loopback_warns_that_there_is_no_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let warning = "is not a loopback address and authkeys has no TLS";
+    let start = |listen: &str, log: &str| {
+        let mut command = bare_serve_command(dir.path());
+        command
+            .args(["--listen", listen, "--db", ":memory:"])
+            .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
+        OwnServer::spawn(command, &dir.path().join(log))
+    };
+    let mut everywhere = start("0.0.0.0:0", "everywhere.log");
+    let log = everywhere.log();
+    let port = everywhere.url().rsplit(':').next().unwrap().to_string();
+    assert!(
+        log.contains(&format!("http://0.0.0.0:{port} {warning}")) && log.contains("TLS"),
+        "{log}"
+    );
+    everywhere.send_signal("TERM");
+    assert_eq!(everywhere.wait().code(), Some(0));
+
+    let mut loopback = start("127.0.0.1:0", "loopback.log");
+    assert!(!loopback.log().contains(warning), "{}", loopback.log());
+    loopback.send_signal("TERM");
+    assert_eq!(loopback.wait().code(), Some(0));
+}
+
+#[test]
+fn a_generated_admin_token_valid_again_once_the_configured_one_is_unset_is_warned_about() {
+    let generated = Options {
+        generated_admin_token: true,
+        ..Options::default()
+    };
+    let mut server = TestServer::start_with(generated.clone());
+    let token = server.admin_token.clone();
+    let token_file = admin_token_path(&server.db_path());
+    let warning = format!(
+        "AUTHKEYS_ADMIN_TOKEN is not set, but the last start used it: the generated admin \
+         token ({}) is valid again",
+        token_file.display()
+    );
+
+    // A configured token takes over; the generated one stops working but stays on disk.
+    server.terminate();
+    server.restart_with(Options::default());
+    let configured = server.client(Some(ADMIN_TOKEN));
+    configured.get("/v1/apps").expect(200);
+    let refused = server.client(Some(&token)).get("/v1/apps");
+    refused.expect_error(401, "invalid_credentials");
+    assert!(token_file.exists());
+    assert!(!server.log().contains("valid again"), "{}", server.log());
+
+    // AUTHKEYS_ADMIN_TOKEN is gone: the file's token works again, and the log says so once.
+    server.terminate();
+    server.restart_with(generated.clone());
+    assert_eq!(server.admin_token, token);
+    server.admin().get("/v1/apps").expect(200);
+    let refused = server.client(Some(ADMIN_TOKEN)).get("/v1/apps");
+    refused.expect_error(401, "invalid_credentials");
+    assert!(server.log().contains(&warning), "{}", server.log());
+    assert!(!server.log().contains(&token), "{}", server.log());
+    server.terminate();
+    server.restart();
+    assert!(!server.log().contains("valid again"), "{}", server.log());
+
+    // Configured again, and the token rotated before the next start: that token is new, not
+    // valid again, so there is nothing to warn about.
+    server.terminate();
+    server.restart_with(Options::default());
+    server.terminate();
+    let rotated = Command::new(BIN)
+        .args(["rotate-admin-token", "--db"])
+        .arg(server.db_path())
+        .output()
+        .expect("running rotate-admin-token");
+    assert!(rotated.status.success(), "{rotated:?}");
+    server.restart_with(generated);
+    assert_ne!(server.admin_token, token);
+    server.admin().get("/v1/apps").expect(200);
+    assert!(!server.log().contains("valid again"), "{}", server.log());
+}
+
+#[test]
 fn keys_and_session_tokens_are_never_logged_or_stored_in_clear() {
     let server = TestServer::start();
     server.create_app("secrets");
