@@ -536,7 +536,8 @@ fn json_with_a_repeated_key_at_any_depth_gets_400_and_changes_nothing() {
 #[test]
 fn more_than_one_authorization_header_gets_400_and_changes_nothing() {
     let target = target();
-    let (key, session) = (&target.auth_key, &target.session);
+    let session = &target.session;
+    let login = format!(r#"{{"auth_key": "{}"}}"#, target.auth_key);
     let cases = vec![
         // The same good token twice, or a good one and a bad one in either order.
         case("POST", "/v1/apps", r#"{"id": "new"}"#)
@@ -565,14 +566,10 @@ fn more_than_one_authorization_header_gets_400_and_changes_nothing() {
             .bearer(session)
             .expect(400, "malformed_request"),
         // Even where no token is needed: the request is ambiguous all the same.
-        case(
-            "POST",
-            "/v1/auth/login",
-            format!(r#"{{"auth_key": "{key}"}}"#),
-        )
-        .admin()
-        .admin()
-        .expect(400, "malformed_request"),
+        case("POST", "/v1/auth/login", login)
+            .admin()
+            .admin()
+            .expect(400, "malformed_request"),
     ];
     check_all(&target, cases);
     // The session is still logged in: the logout above never ran.
