@@ -57,16 +57,25 @@ pub fn resolve(
     if let Database::File(path) = database {
         store::tighten(&token_file(path))?;
     }
+    // On the writer connection, which is open anyway: a start opens no reader it does not need
+    // (each holds file descriptors for the server's life).
     let (stored, shadowed) = store
-        .read(|r| Ok((r.setting(SETTING)?, r.setting(SHADOWED)?.is_some())))
+        .write(|w| {
+            let stored = w
+                .setting(SETTING)?
+                .as_deref()
+                .and_then(TokenHash::from_slice);
+            let shadowed = w.setting(SHADOWED)?.is_some();
+            if let Some(token) = configured
+                && stored.is_some_and(|hash| hash != token.hash())
+                && !shadowed
+            {
+                w.put_setting(SHADOWED, b"1")?;
+            }
+            Ok((stored, shadowed))
+        })
         .map_err(|err| start_error(&err))?;
-    let stored = stored.as_deref().and_then(TokenHash::from_slice);
     if let Some(token) = configured {
-        if stored.is_some_and(|hash| hash != token.hash()) && !shadowed {
-            store
-                .write(|w| w.put_setting(SHADOWED, b"1"))
-                .map_err(|err| start_error(&err))?;
-        }
         return Ok(AdminToken {
             hash: token.hash(),
             generated: None,
