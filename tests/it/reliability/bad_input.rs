@@ -7,6 +7,7 @@ use super::db;
 use super::raw::{Conn, RawReply};
 use crate::support::*;
 use serde_json::json;
+use std::time::Duration;
 
 /// The world the bad requests are thrown at: an app with one key and one logged-in machine.
 struct Target {
@@ -784,22 +785,17 @@ fn secrets_in_paths_never_reach_the_debug_log_however_encoded() {
     conn.send("GET", "/v1/apps/victim", &[("Authorization", &admin)], b"");
     // Each line is written just after its response: wait until every one is there.
     let sent = 2 * paths.len() + 1;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let log = loop {
+    let access_lines = || {
         let log = target.server.log();
-        let logged = log
-            .lines()
+        let lines = log.lines();
+        lines
             .filter(|line| line.contains("listener] GET ") || line.contains("listener] DELETE "))
-            .count();
-        if logged == sent {
-            break log;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access log line:\n{log}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
+            .count()
     };
+    wait_for("every access log line", Duration::from_secs(10), || {
+        access_lines() == sent
+    });
+    let log = target.server.log();
     assert!(log.contains("GET /v1/apps/victim 200"), "{log}");
     assert!(log.contains("GET /v1/apps/… 404"), "{log}");
     let secrets = [
