@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Header, Method};
 use crate::limits::{Limits, Rejection};
+use crate::request::InProgress;
 use crate::util::{Deadline, RefinedTcpStream, Slot};
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
-use crate::request::InProgress;
 use crate::Request;
 
 /// A ClientConnection is an object that will store a socket to a client
@@ -148,7 +148,9 @@ impl ClientConnection {
                 // Control characters (a lone CR or LF, NUL, ...) in a line are refused, so
                 // that nothing the client sends can end up splitting a header downstream.
                 if buf.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
-                    return Err(Rejection::Malformed("a control character in the request head").into());
+                    return Err(
+                        Rejection::Malformed("a control character in the request head").into(),
+                    );
                 }
                 return AsciiString::from_ascii(buf)
                     .map_err(|_| Rejection::Malformed("the request head is not ASCII").into());
@@ -340,8 +342,9 @@ impl ClientConnection {
         self.no_more_requests = true;
         {
             let writer = self.sink.next().unwrap();
-            let response = (self.limits.rejection_response)(rejection, self.request_started.elapsed())
-                .with_connection_close();
+            let response =
+                (self.limits.rejection_response)(rejection, self.request_started.elapsed())
+                    .with_connection_close();
             response
                 .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
                 .ok();

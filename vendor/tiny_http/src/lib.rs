@@ -109,8 +109,8 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread;
@@ -521,7 +521,10 @@ fn admit(
     let mut handle = match sock.try_clone() {
         Ok(handle) => handle,
         Err(err) => {
-            log::warn!("refusing a connection: duplicating its socket failed: {}", err);
+            log::warn!(
+                "refusing a connection: duplicating its socket failed: {}",
+                err
+            );
             return None;
         }
     };
@@ -529,7 +532,10 @@ fn admit(
         match table.admit(client, handle) {
             Ok(slot) => return Some((sock, slot)),
             Err((Refusal::OverShare, _)) => {
-                log::debug!("refused a connection from {:?}: over its client's share", peer);
+                log::debug!(
+                    "refused a connection from {:?}: over its client's share",
+                    peer
+                );
                 sock.shutdown(Shutdown::Both).ok();
                 return None;
             }
@@ -570,7 +576,11 @@ fn accept_failed(err: IoError, failures: &mut u32) {
 /// only once the previous one is answered (upstream did this for HTTPS only). A pipelining
 /// client therefore cannot queue requests without bound, and at most one request per
 /// connection waits for the application. Gives up waiting once the server is closing.
-fn serve_connection(client: ClientConnection, messages: &MessagesQueue<Message>, close: &AtomicBool) {
+fn serve_connection(
+    client: ClientConnection,
+    messages: &MessagesQueue<Message>,
+    close: &AtomicBool,
+) {
     for rq in client {
         let (sender, answered) = mpsc::channel();
         messages.push(rq.with_notify_sender(sender).into());

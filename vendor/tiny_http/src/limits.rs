@@ -41,7 +41,8 @@ pub struct Limits {
 }
 
 /// See `Limits::rejection_response`.
-pub type RejectionResponse = dyn Fn(&Rejection, Duration) -> Response<Cursor<Vec<u8>>> + Send + Sync;
+pub type RejectionResponse =
+    dyn Fn(&Rejection, Duration) -> Response<Cursor<Vec<u8>>> + Send + Sync;
 
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,7 +55,10 @@ impl std::fmt::Debug for Limits {
             .field("request_timeout", &self.request_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("max_connections", &self.max_connections)
-            .field("max_connections_per_client", &self.max_connections_per_client)
+            .field(
+                "max_connections_per_client",
+                &self.max_connections_per_client,
+            )
             .finish_non_exhaustive()
     }
 }

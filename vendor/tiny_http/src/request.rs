@@ -4,13 +4,13 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 use std::fmt;
 use std::net::SocketAddr;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::limits::{Limits, Rejection};
-use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use crate::util::{read_chunked_body, ChunkedError};
+use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 
 /// Represents an HTTP request made by a client.
 ///
@@ -510,7 +510,9 @@ fn body_framing(
         }
         ([], [encoding]) => {
             if *version < HTTPVersion(1, 1) {
-                Err(Rejection::Malformed("Transfer-Encoding in an HTTP/1.0 request"))
+                Err(Rejection::Malformed(
+                    "Transfer-Encoding in an HTTP/1.0 request",
+                ))
             } else if encoding.eq_ignore_ascii_case("chunked") {
                 Ok(BodyFraming::Chunked)
             } else {
@@ -552,7 +554,9 @@ fn send_continue<W: Write>(
 /// `max_body` decoded bytes, lines of at most `max_line`, and at most four times `max_body` on
 /// the wire (many tiny chunks carry more framing than data).
 fn read_chunked<R: Read>(source: &mut R, limits: &Limits) -> Result<Vec<u8>, RequestCreationError> {
-    let wire_limit = (limits.max_body as u64).saturating_mul(4).saturating_add(1024);
+    let wire_limit = (limits.max_body as u64)
+        .saturating_mul(4)
+        .saturating_add(1024);
     let mut wire = source.take(wire_limit);
     match read_chunked_body(&mut wire, limits.max_body, limits.max_line) {
         Ok(body) => Ok(body),

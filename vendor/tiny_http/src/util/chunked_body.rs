@@ -99,9 +99,18 @@ mod tests {
 
     #[test]
     fn well_formed_bodies_decode_with_extensions_and_trailers() {
-        assert_eq!(decode("b\r\nhello world\r\n0\r\n\r\n").unwrap(), b"hello world");
-        assert_eq!(decode("b;ext=1\r\nhello world\r\n0\r\n\r\n").unwrap(), b"hello world");
-        assert_eq!(decode("5\r\nhello\r\n1\r\n!\r\n0\r\nX-T: 1\r\n\r\n").unwrap(), b"hello!");
+        assert_eq!(
+            decode("b\r\nhello world\r\n0\r\n\r\n").unwrap(),
+            b"hello world"
+        );
+        assert_eq!(
+            decode("b;ext=1\r\nhello world\r\n0\r\n\r\n").unwrap(),
+            b"hello world"
+        );
+        assert_eq!(
+            decode("5\r\nhello\r\n1\r\n!\r\n0\r\nX-T: 1\r\n\r\n").unwrap(),
+            b"hello!"
+        );
         assert_eq!(decode("0\r\n\r\n").unwrap(), b"");
     }
 
@@ -119,10 +128,19 @@ mod tests {
 
     #[test]
     fn bad_terminators_and_sizes_are_refused() {
-        assert!(matches!(decode("5\nhello\r\n0\r\n\r\n"), Err(ChunkedError::Malformed)));
-        assert!(matches!(decode("5\r\nhello!\r\n0\r\n\r\n"), Err(ChunkedError::Malformed)));
+        assert!(matches!(
+            decode("5\nhello\r\n0\r\n\r\n"),
+            Err(ChunkedError::Malformed)
+        ));
+        assert!(matches!(
+            decode("5\r\nhello!\r\n0\r\n\r\n"),
+            Err(ChunkedError::Malformed)
+        ));
         assert!(matches!(decode("41\r\n"), Err(ChunkedError::TooLarge)));
-        assert!(matches!(decode("fffffffffffffffffff\r\n"), Err(ChunkedError::TooLarge)));
+        assert!(matches!(
+            decode("fffffffffffffffffff\r\n"),
+            Err(ChunkedError::TooLarge)
+        ));
         assert!(matches!(decode("5\r\nhel"), Err(ChunkedError::Io(_))));
     }
 }

@@ -131,7 +131,11 @@ impl Table {
     /// count as holding none), the longest idle of those; `false` if none is idle.
     fn evict_idle(&mut self) -> bool {
         let per_client = &self.per_client;
-        let held = |entry: &Entry| entry.client.map_or(0, |c| per_client.get(&c).copied().unwrap_or(0));
+        let held = |entry: &Entry| {
+            entry
+                .client
+                .map_or(0, |c| per_client.get(&c).copied().unwrap_or(0))
+        };
         let chosen = self
             .open
             .values_mut()
@@ -206,10 +210,16 @@ mod tests {
         (Connection::from(ours), theirs)
     }
 
-    fn admit(table: &Arc<ConnectionTable>, client: Option<&str>) -> Result<(Slot, UnixStream), Refusal> {
+    fn admit(
+        table: &Arc<ConnectionTable>,
+        client: Option<&str>,
+    ) -> Result<(Slot, UnixStream), Refusal> {
         let (socket, peer) = socket();
         let client = client.map(|c| c.parse::<IpAddr>().unwrap());
-        table.admit(client, socket).map(|slot| (slot, peer)).map_err(|(why, _)| why)
+        table
+            .admit(client, socket)
+            .map(|slot| (slot, peer))
+            .map_err(|(why, _)| why)
     }
 
     fn was_shut_down(peer: &mut UnixStream) -> bool {
@@ -222,13 +232,19 @@ mod tests {
         let table = ConnectionTable::new(10, 2);
         let _a = admit(&table, Some("192.0.2.1")).unwrap();
         let b = admit(&table, Some("192.0.2.1")).unwrap();
-        assert_eq!(admit(&table, Some("192.0.2.1")).err(), Some(Refusal::OverShare));
+        assert_eq!(
+            admit(&table, Some("192.0.2.1")).err(),
+            Some(Refusal::OverShare)
+        );
         assert!(admit(&table, Some("192.0.2.2")).is_ok());
         for _ in 0..5 {
             assert!(admit(&table, None).is_ok());
         }
         drop(b);
-        assert!(admit(&table, Some("192.0.2.1")).is_ok(), "a freed place is reusable");
+        assert!(
+            admit(&table, Some("192.0.2.1")).is_ok(),
+            "a freed place is reusable"
+        );
     }
 
     #[test]
@@ -245,7 +261,10 @@ mod tests {
         // 192.0.2.1 holds the most; of its two, `old` has been idle longest.
         let _first = admit(&table, Some("192.0.2.3")).unwrap();
         assert!(was_shut_down(&mut old_peer));
-        assert!(!old.busy(), "a shut-down connection does not start a request");
+        assert!(
+            !old.busy(),
+            "a shut-down connection does not start a request"
+        );
         drop(old);
         // Now each holds one: the longest idle goes, `other` before `new`.
         let _second = admit(&table, Some("192.0.2.3")).unwrap();
