@@ -1,0 +1,247 @@
+//! Running out of file descriptors (CHANGES-authkeys.md, rows `accept_failed` and
+//! `RefinedTcpStream::new`). The server runs in a child process, this test binary run again
+//! under `ulimit -n`, so that only the server runs out; this process is its client.
+
+mod support;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{echo, limits, read_response, read_until_closed, TestServer};
+use tiny_http::Limits;
+
+/// Set in the child's environment: serve instead of testing.
+const CHILD: &str = "TINY_HTTP_TEST_SERVE_WITH_FEW_FDS";
+const TEST: &str = "running_out_of_file_descriptors_is_survived_without_spinning";
+/// The child's descriptor limits: room for about twenty connections (two descriptors each,
+/// the accepted socket and its duplicate). Their parities differ, so the last descriptor goes
+/// to `accept` under one limit and to the duplication under the other: both failures happen.
+const FD_LIMITS: [u32; 2] = [48, 49];
+
+/// Rows `accept_failed` and `RefinedTcpStream::new`: while accept fails with EMFILE (or
+/// duplicating an accepted socket does), the accept loop logs once, retries every 100 ms
+/// without spinning, and serves again once descriptors are free. Upstream ended the accept
+/// loop at the first failed accept, and panicked the accept thread at a failed duplication:
+/// either way the server never accepted again.
+#[test]
+fn running_out_of_file_descriptors_is_survived_without_spinning() {
+    if std::env::var_os(CHILD).is_some() {
+        return serve_until_stdin_closes();
+    }
+    for fd_limit in FD_LIMITS {
+        survives_running_out(ChildServer::start(fd_limit));
+    }
+}
+
+fn survives_running_out(server: ChildServer) {
+    let address = server.address;
+    let get = b"GET / HTTP/1.1\r\n\r\n";
+
+    // 60 kept-alive connections need 120 descriptors: some are served, the rest wait in the
+    // backlog while accept fails.
+    let clients: Vec<_> = (0..60)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut stream = TcpStream::connect(address).expect("connecting");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("a read timeout");
+                stream.write_all(get).expect("sending");
+                let answered = read_response(&mut stream).status() == Some(200);
+                (stream, answered)
+            })
+        })
+        .collect();
+    let connections: Vec<(TcpStream, bool)> = clients
+        .into_iter()
+        .map(|client| client.join().expect("a client"))
+        .collect();
+    let answered = connections.iter().filter(|(_, ok)| *ok).count();
+    assert!(
+        answered > 0 && answered < connections.len(),
+        "{answered} of {} answered: the limit was not what the test expects\n{}",
+        connections.len(),
+        server.log()
+    );
+    server.wait_for_log("accepting a connection failed");
+
+    // While out of descriptors the accept loop waits, it does not spin.
+    let busy = server.cpu_share_over(Duration::from_secs(1));
+    assert!(
+        busy < 0.5,
+        "{:.0}% of a core while out of descriptors",
+        busy * 100.0
+    );
+    // Logged once per run of failures, not ten times a second. A second run may start as
+    // queued connections are accepted and closed.
+    let logged = server
+        .log()
+        .matches("accepting a connection failed")
+        .count();
+    assert!(logged <= 2, "logged {} times:\n{}", logged, server.log());
+
+    drop(connections);
+    let recovering = Instant::now();
+    loop {
+        let mut stream = TcpStream::connect(address).expect("connecting");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .expect("sending");
+        if read_until_closed(&mut stream, Duration::from_secs(2)).status() == Some(200) {
+            break;
+        }
+        assert!(
+            recovering.elapsed() < Duration::from_secs(20),
+            "not serving 20 s after the clients left:\n{}",
+            server.log()
+        );
+    }
+    server.wait_for_log("accepting connections again");
+}
+
+/// The child's side: serve on 127.0.0.1:0, print the address, log to stderr, and stop when
+/// the parent closes stdin.
+fn serve_until_stdin_closes() {
+    log::set_logger(&StderrLogger).expect("a logger");
+    log::set_max_level(log::LevelFilter::Info);
+    let server = TestServer::serving(
+        Limits {
+            idle_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(5),
+            max_connections: 1000,
+            ..limits()
+        },
+        echo,
+    );
+    println!("listening on {}", server.address);
+    io::stdout().flush().expect("flushing stdout");
+    io::stdin().read_to_end(&mut Vec::new()).ok();
+}
+
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("{} {}", record.level(), record.args());
+    }
+    fn flush(&self) {}
+}
+
+/// This test binary, run again as the server under a low descriptor limit.
+struct ChildServer {
+    child: Child,
+    address: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl ChildServer {
+    fn start(fd_limit: u32) -> ChildServer {
+        let exe = std::env::current_exe().expect("the test binary");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {fd_limit} && exec \"$0\" \"$@\""))
+            .arg(exe)
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the child server");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let address = stdout
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.split_once("listening on ")?.1.parse().ok())
+            .unwrap_or_else(|| panic!("the child never listened:\n{}", log.lock().unwrap()));
+        ChildServer {
+            child,
+            address,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits for `line` in the log, which the child writes a little after it acts.
+    fn wait_for_log(&self, line: &str) {
+        let started = Instant::now();
+        while !self.log().contains(line) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?} never logged:\n{}",
+                line,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The share of one core the child used over `period`.
+    fn cpu_share_over(&self, period: Duration) -> f64 {
+        let before = self.cpu_ticks();
+        let started = Instant::now();
+        thread::sleep(period);
+        let ticks = self.cpu_ticks() - before;
+        ticks as f64 / clock_ticks_per_second() / started.elapsed().as_secs_f64()
+    }
+
+    /// utime + stime from /proc/<pid>/stat.
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("reading the child's /proc stat");
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("a stat line")
+            .1
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // the child stops serving
+        let stopping = Instant::now();
+        while stopping.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    let output = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("running getconf CLK_TCK");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK is a number")
+}
