@@ -1,6 +1,7 @@
-//! Running out of file descriptors (CHANGES-authkeys.md, rows `accept_failed` and
-//! `RefinedTcpStream::new`). The server runs in a child process, this test binary run again
-//! under `ulimit -n`, so that only the server runs out; this process is its client.
+//! The accept thread survives running out of file descriptors or threads (CHANGES-authkeys.md,
+//! rows `accept_failed`, `RefinedTcpStream::new` and `add_thread`). The server runs in a child
+//! process, this test binary run again under a resource limit, so that only the server runs
+//! out; this process is its client.
 
 mod support;
 
@@ -15,8 +16,7 @@ use support::{echo, limits, read_response, read_until_closed, TestServer};
 use tiny_http::Limits;
 
 /// Set in the child's environment: serve instead of testing.
-const CHILD: &str = "TINY_HTTP_TEST_SERVE_WITH_FEW_FDS";
-const TEST: &str = "running_out_of_file_descriptors_is_survived_without_spinning";
+const CHILD: &str = "TINY_HTTP_TEST_SERVE_UNDER_A_LIMIT";
 /// The child's descriptor limits: room for about twenty connections (two descriptors each,
 /// the accepted socket and its duplicate). Their parities differ, so the last descriptor goes
 /// to `accept` under one limit and to the duplication under the other: both failures happen.
@@ -33,7 +33,10 @@ fn running_out_of_file_descriptors_is_survived_without_spinning() {
         return serve_until_stdin_closes();
     }
     for fd_limit in FD_LIMITS {
-        survives_running_out(ChildServer::start(fd_limit));
+        survives_running_out(ChildServer::start(
+            "running_out_of_file_descriptors_is_survived_without_spinning",
+            &format!("ulimit -n {}", fd_limit),
+        ));
     }
 }
 
@@ -103,6 +106,66 @@ fn survives_running_out(server: ChildServer) {
     server.wait_for_log("accepting connections again");
 }
 
+/// Row `task_pool.rs` `add_thread`: a connection whose thread cannot be created is closed
+/// unanswered and logged, and the server goes on serving with the threads it has. Upstream's
+/// `thread::spawn` panicked, killing the accept thread: the server never accepted again.
+#[test]
+fn a_connection_thread_that_cannot_start_costs_that_connection_only() {
+    if std::env::var_os(CHILD).is_some() {
+        return serve_until_stdin_closes();
+    }
+    // Every thread started from here on asks for a 64 MiB stack...
+    let server = ChildServer::start(
+        "a_connection_thread_that_cannot_start_costs_that_connection_only",
+        "export RUST_MIN_STACK=67108864",
+    );
+    // ...which, once the server runs with its four idle pool threads, no longer fits.
+    let room_kib = server.status_kib("VmSize") + 16 * 1024;
+    let limited = Command::new("prlimit")
+        .arg(format!("--pid={}", server.child.id()))
+        .arg(format!("--as={}", room_kib * 1024))
+        .status()
+        .expect("running prlimit");
+    assert!(limited.success(), "prlimit failed");
+
+    let get = b"GET / HTTP/1.1\r\n\r\n";
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.address).expect("connecting");
+            stream.write_all(get).expect("sending");
+            let reply = read_response(&mut stream);
+            assert_eq!(reply.status(), Some(200), "{}", server.log());
+            stream
+        })
+        .collect();
+    let mut fifth = TcpStream::connect(server.address).expect("connecting");
+    fifth.write_all(get).ok();
+    let reply = read_until_closed(&mut fifth, Duration::from_secs(5));
+    assert!(
+        reply.closed && reply.bytes.is_empty(),
+        "a fifth thread was started: {}",
+        reply.text()
+    );
+    server.wait_for_log("could not start a connection thread");
+
+    drop(held);
+    let recovering = Instant::now();
+    loop {
+        let mut stream = TcpStream::connect(server.address).expect("connecting");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .expect("sending");
+        if read_until_closed(&mut stream, Duration::from_secs(2)).status() == Some(200) {
+            break;
+        }
+        assert!(
+            recovering.elapsed() < Duration::from_secs(10),
+            "not serving 10 s after the four connections closed:\n{}",
+            server.log()
+        );
+    }
+}
+
 /// The child's side: serve on 127.0.0.1:0, print the address, log to stderr, and stop when
 /// the parent closes stdin.
 fn serve_until_stdin_closes() {
@@ -142,13 +205,15 @@ struct ChildServer {
 }
 
 impl ChildServer {
-    fn start(fd_limit: u32) -> ChildServer {
+    /// Runs `test` (which must call `serve_until_stdin_closes` in the child) after the shell
+    /// command `setup`.
+    fn start(test: &str, setup: &str) -> ChildServer {
         let exe = std::env::current_exe().expect("the test binary");
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(format!("ulimit -n {fd_limit} && exec \"$0\" \"$@\""))
+            .arg(format!("{setup} && exec \"$0\" \"$@\""))
             .arg(exe)
-            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
             .env(CHILD, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -203,6 +268,17 @@ impl ChildServer {
         thread::sleep(period);
         let ticks = self.cpu_ticks() - before;
         ticks as f64 / clock_ticks_per_second() / started.elapsed().as_secs_f64()
+    }
+
+    /// A `/proc/<pid>/status` field, in KiB.
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("reading the child's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().strip_suffix(" kB")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {} in {}", field, status))
     }
 
     /// utime + stime from /proc/<pid>/stat.
