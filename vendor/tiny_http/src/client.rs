@@ -341,13 +341,15 @@ impl ClientConnection {
     fn reject(&mut self, rejection: &Rejection) {
         self.no_more_requests = true;
         {
-            let writer = self.sink.next().unwrap();
+            let mut writer = self.sink.next().unwrap();
             let response =
                 (self.limits.rejection_response)(rejection, self.request_started.elapsed())
                     .with_connection_close();
             response
-                .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                .raw_print(&mut writer, HTTPVersion(1, 1), &[], false, None)
                 .ok();
+            // Sent now, not when the connection is dropped after lingering.
+            std::io::Write::flush(&mut writer).ok();
         }
         self.linger();
     }

@@ -33,8 +33,12 @@ fn a_connection_beyond_max_connections_waits_until_one_ends() {
         },
         echo,
     );
-    let holder = server.connect();
-    thread::sleep(Duration::from_millis(200)); // accepted: it holds the only slot
+    let mut holder = server.connect();
+    holder
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .expect("sending");
+    let reply = read_response(&mut holder); // served, and kept alive: it holds the only slot
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
     let mut waiting = server.connect();
     waiting
         .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
@@ -206,7 +210,8 @@ fn large(_: &mut Request) -> Response<Cursor<Vec<u8>>> {
 
 /// Row accept loop `TCP_NODELAY`: a response larger than the 1 KiB write buffer is not held
 /// back by Nagle's algorithm until the client's delayed ACK (about 45 ms per request on a
-/// kept-alive connection instead of about 1). The bound is far from both.
+/// kept-alive connection instead of about 1: Linux delays an ACK at least 40 ms). The bound
+/// is far from both.
 #[test]
 fn a_response_larger_than_the_write_buffer_is_not_held_back_by_nagle() {
     let server = TestServer::serving(patient_limits(), large);
@@ -226,7 +231,7 @@ fn a_response_larger_than_the_write_buffer_is_not_held_back_by_nagle() {
     times.sort();
     let median = times[times.len() / 2];
     assert!(
-        median < Duration::from_millis(20),
+        median < Duration::from_millis(30),
         "median {:?} of {:?}",
         median,
         times
