@@ -1,11 +1,11 @@
-//! Connections and the server's lifecycle (CHANGES-authkeys.md, rows `connection_slots.rs`,
+//! Connections and the server's lifecycle (CHANGES-authkeys.md, rows `connection_table.rs`,
 //! `task_pool.rs` `spawn`, `serve_connection`, `NotifyOnDrop`, `stop_accepting`,
 //! `requests_in_progress` and `TCP_NODELAY`).
 
 mod support;
 
 use std::io::{Cursor, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,10 +22,12 @@ fn patient_limits() -> Limits {
     }
 }
 
-/// Row `connection_slots.rs`: beyond `max_connections`, a connection waits in the listen
-/// backlog until one ends (upstream accepted every connection, a thread each).
+/// Row accept loop and `admit`, `connection_table.rs`: at capacity, an idle kept-alive
+/// connection is closed to make room, but a connection in the middle of a request never is:
+/// then a new connection waits in the backlog until a place frees. Upstream accepted every
+/// connection; a plain cap let idle connections lock everyone else out.
 #[test]
-fn a_connection_beyond_max_connections_waits_until_one_ends() {
+fn at_capacity_an_idle_connection_makes_room_and_a_busy_one_never_does() {
     let server = TestServer::serving(
         Limits {
             max_connections: 1,
@@ -33,25 +35,77 @@ fn a_connection_beyond_max_connections_waits_until_one_ends() {
         },
         echo,
     );
-    let mut holder = server.connect();
-    holder
-        .write_all(b"GET / HTTP/1.1\r\n\r\n")
-        .expect("sending");
-    let reply = read_response(&mut holder); // served, and kept alive: it holds the only slot
+    let mut idle = server.connect();
+    idle.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("sending");
+    assert_eq!(read_response(&mut idle).status(), Some(200)); // kept alive, now idle
+    let reply = server.exchange(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
+    let evicted = read_until_closed(&mut idle, PATIENCE);
+    assert!(
+        evicted.closed && evicted.bytes.is_empty(),
+        "{}",
+        evicted.text()
+    );
+
+    let mut busy = server.connect();
+    busy.write_all(b"GET / HTTP/1.1\r\n")
+        .expect("starting a request");
+    let started = Instant::now();
+    while server.server.requests_in_progress() != 1 {
+        assert!(started.elapsed() < PATIENCE, "the request never started");
+        thread::sleep(Duration::from_millis(10));
+    }
     let mut waiting = server.connect();
     waiting
         .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
         .expect("sending");
     let early = read_until_closed(&mut waiting, Duration::from_millis(500));
     assert!(
-        early.bytes.is_empty(),
-        "answered while the only slot was held: {}",
+        early.bytes.is_empty() && !early.closed,
+        "the busy connection's place was taken: {}",
         early.text()
     );
-    drop(holder);
+    busy.write_all(b"Connection: close\r\n\r\n")
+        .expect("ending the request");
+    assert_eq!(read_until_closed(&mut busy, PATIENCE).status(), Some(200));
     let reply = read_until_closed(&mut waiting, PATIENCE);
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
+}
+
+/// Row accept loop and `admit`, `connection_table.rs`: a connection over its client's
+/// `max_connections_per_client` is closed at once, without a response; a peer that
+/// `connection_client` exempts (a trusted proxy) is not counted.
+#[test]
+fn a_connection_over_its_clients_share_is_closed_unless_the_peer_is_exempt() {
+    let share = |exempt: bool| Limits {
+        max_connections_per_client: 2,
+        connection_client: Arc::new(move |ip: IpAddr| if exempt { None } else { Some(ip) }),
+        ..patient_limits()
+    };
+    for exempt in [false, true] {
+        let server = TestServer::serving(share(exempt), echo);
+        let held: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let mut stream = server.connect();
+                stream
+                    .write_all(b"GET / HTTP/1.1\r\n\r\n")
+                    .expect("sending");
+                assert_eq!(read_response(&mut stream).status(), Some(200));
+                stream
+            })
+            .collect();
+        let third = server.exchange(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        if exempt {
+            assert_eq!(third.status(), Some(200), "{}", third.text());
+        } else {
+            assert!(
+                third.closed && third.bytes.is_empty() && third.elapsed < Duration::from_secs(2),
+                "a third connection from one client: {:?}",
+                third
+            );
+        }
+        drop(held);
+    }
 }
 
 /// Row `task_pool.rs` `spawn`: a burst of new kept-alive connections is served in full.

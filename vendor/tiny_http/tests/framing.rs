@@ -105,10 +105,11 @@ fn a_chunked_body_over_max_body_gets_413() {
     assert_eq!(reply.body(), "a".repeat(800).as_bytes());
 }
 
-/// Row `new_request`, `read_chunked`: the chunk decoder buffers a chunk-size line without
-/// limit, so the wire is capped at four times `max_body`: an endless size line gets 413.
+/// Rows `new_request`, `read_chunked` and `chunked_body.rs`: a chunk-size line is at most
+/// `max_line` (upstream's decoder buffered it without limit), and the wire is capped at four
+/// times `max_body`, since many tiny chunks carry more framing than data: both get 413.
 #[test]
-fn an_endless_chunk_size_line_is_cut_off_by_the_wire_cap() {
+fn an_endless_chunk_size_line_or_too_much_chunk_framing_gets_413() {
     let server = TestServer::serving(patient_limits(), echo);
     let mut stream = server.connect();
     let request = format!(
@@ -117,6 +118,31 @@ fn an_endless_chunk_size_line_is_cut_off_by_the_wire_cap() {
     );
     stream.write_all(request.as_bytes()).expect("sending");
     read_until_closed(&mut stream, PATIENCE).expect_refusal(413, "an 8 KiB chunk-size line");
+    // 1000 one-byte chunks: 1000 bytes of body (under 1 KiB), 6 KB on the wire (over 5 KiB).
+    let request = format!(
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+        "1\r\na\r\n".repeat(1000)
+    );
+    server
+        .exchange(request.as_bytes())
+        .expect_refusal(413, "1000 one-byte chunks");
+}
+
+/// Row `chunked_body.rs`: a chunk size is hex digits only; upstream's decoder trimmed and
+/// parsed `+b`, ` b` or `b ` as 11, sizes other parsers read differently.
+#[test]
+fn a_chunk_size_other_than_hex_digits_gets_400() {
+    let server = TestServer::serving(patient_limits(), echo);
+    for size in ["+b", " b", "b ", "0x5"] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{}\r\n{}\r\n0\r\n\r\n",
+            size,
+            "a".repeat(11)
+        );
+        server
+            .exchange(request.as_bytes())
+            .expect_refusal(400, size);
+    }
 }
 
 /// Row `new_request`: the body is read whole on the connection's thread before the request

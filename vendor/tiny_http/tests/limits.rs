@@ -3,30 +3,40 @@
 
 mod support;
 
-use std::io::{Cursor, Write};
+use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::{echo, limits, read_until_closed, TestServer, PATIENCE};
 use tiny_http::{Limits, Rejection, Response};
 
 /// Row `src/limits.rs`: the application's `rejection_response` builds the answer to a
-/// refusal (authkeys answers in its JSON error shape); upstream answered empty bodies.
+/// refusal (authkeys answers in its JSON error shape; upstream answered empty bodies), and is
+/// told how long ago the request started.
 #[test]
 fn the_applications_rejection_response_answers_a_refusal() {
-    fn refusal_with_body(rejection: &Rejection) -> Response<Cursor<Vec<u8>>> {
-        let body = format!("{{\"refused\":{}}}", rejection.status().0);
-        Response::from_string(body).with_status_code(rejection.status())
-    }
     let server = TestServer::serving(
         Limits {
-            rejection_response: refusal_with_body,
+            rejection_response: Arc::new(|rejection: &Rejection, started: Duration| {
+                let status = rejection.status();
+                let body = format!("{} after {} ms", status.0, started.as_millis());
+                Response::from_string(body).with_status_code(status)
+            }),
             ..limits()
         },
         echo,
     );
     let reply = server.exchange(b"GET / HTTP/1.1\r\nX-A: a\0b\r\n\r\n");
     reply.expect_refusal(400, "a NUL in a header");
-    assert_eq!(reply.body(), b"{\"refused\":400}", "{}", reply.text());
+    assert!(reply.body().starts_with(b"400 after "), "{}", reply.text());
+    // A request begun and left unfinished: refused once `request_timeout` (300 ms) has passed.
+    let reply = server.exchange(b"GET / HTTP/1.1\r\n");
+    reply.expect_refusal(408, "an unfinished head");
+    let waited: u128 = String::from_utf8_lossy(reply.body())
+        .strip_prefix("408 after ")
+        .and_then(|rest| rest.strip_suffix(" ms")?.parse().ok())
+        .unwrap_or_else(|| panic!("{}", reply.text()));
+    assert!(waited >= 250, "{} ms", waited);
 }
 
 /// Row `read_next_line`: a request line longer than `max_line` gets 414, without the server
