@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
+pub(crate) const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
 /// Sizes and durations: the full run, or a quick one for CI that only proves the harness works.
 struct Plan {
@@ -222,7 +222,7 @@ fn call(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<Valu
 }
 
 /// Creates an app and a reusable key, logs one machine in; returns (key, session token).
-fn hot_credentials(url: &str) -> Result<(String, String), String> {
+pub(crate) fn hot_credentials(url: &str) -> Result<(String, String), String> {
     call(url, "POST", "/v1/apps", Some(json!({"id": "hot"})))?;
     let key = call(
         url,
