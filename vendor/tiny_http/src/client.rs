@@ -2,7 +2,7 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::common::{HTTPVersion, Header, Method};
 use crate::limits::{Limits, Rejection};
 use crate::util::{Deadline, RefinedTcpStream};
-use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
+use crate::util::SharedWriter;
 use crate::request::InProgress;
 use crate::Request;
 
@@ -23,16 +23,13 @@ pub struct ClientConnection {
     // address of the client
     remote_addr: IoResult<Option<SocketAddr>>,
 
-    // sequence of Readers to the stream, so that the data is not read in
-    //  the wrong order
-    source: SequentialReaderBuilder<BufReader<RefinedTcpStream>>,
-
-    // sequence of Writers to the stream, to avoid writing response #2 before
-    //  response #1
-    sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
-
-    // Reader to read the next header from
-    next_header_source: SequentialReader<BufReader<RefinedTcpStream>>,
+    // authkeys patch: upstream passed the reader and the writer from request to request
+    // through a channel each (`SequentialReader`, `SequentialWriter`), so that pipelined
+    // requests were read and answered in order: two channels per request. A request is now
+    // read whole here (body included) and a connection has at most one request in flight
+    // (`serve_connection`), so the connection keeps its reader and shares its writer.
+    reader: BufReader<RefinedTcpStream>,
+    writer: SharedWriter<BufWriter<RefinedTcpStream>>,
 
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
@@ -86,14 +83,10 @@ impl ClientConnection {
         let deadline = Deadline::default();
         read_socket.set_deadline(deadline.clone());
 
-        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
-        let first_header = source.next().unwrap();
-
         ClientConnection {
-            source,
-            sink: SequentialWriterBuilder::new(BufWriter::with_capacity(1024, write_socket)),
+            reader: BufReader::with_capacity(1024, read_socket),
+            writer: SharedWriter::new(BufWriter::with_capacity(1024, write_socket)),
             remote_addr,
-            next_header_source: first_header,
             no_more_requests: false,
             secure,
             limits,
@@ -117,23 +110,32 @@ impl ClientConnection {
     ) -> Result<AsciiString, ReadError> {
         let limit = self.limits.max_line.min(*head_left);
         let mut buf: Vec<u8> = Vec::new();
-        let mut prev_byte_was_cr = false;
 
+        // authkeys patch: upstream read the line one byte at a time through `Read::bytes`
+        // (a call through two readers per byte); this takes what the buffer holds up to the
+        // next LF at once. A line ends at CR LF; a lone LF stays in the line (and is refused
+        // below, as a control character).
         loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b.map_err(ReadError::ReadIoError)?,
-                None => {
-                    return Err(ReadError::ReadIoError(IoError::new(
-                        ErrorKind::ConnectionAborted,
-                        "Unexpected EOF",
-                    )))
-                }
+            let available = self.reader.fill_buf().map_err(ReadError::ReadIoError)?;
+            if available.is_empty() {
+                return Err(ReadError::ReadIoError(IoError::new(
+                    ErrorKind::ConnectionAborted,
+                    "Unexpected EOF",
+                )));
+            }
+            let (taken, complete) = match available.iter().position(|&b| b == b'\n') {
+                Some(lf) => (&available[..=lf], true),
+                None => (available, false),
             };
+            buf.extend_from_slice(taken);
+            let used = taken.len();
+            self.reader.consume(used);
 
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
+            if complete && buf.len() >= 2 && buf[buf.len() - 2] == b'\r' {
+                buf.truncate(buf.len() - 2); // removing the CR LF
+                if buf.len() > limit {
+                    return Err(too_long.into());
+                }
                 *head_left = head_left.saturating_sub(buf.len() + 2);
                 // Control characters (a lone CR or LF, NUL, ...) in a line are refused, so
                 // that nothing the client sends can end up splitting a header downstream.
@@ -143,12 +145,8 @@ impl ClientConnection {
                 return AsciiString::from_ascii(buf)
                     .map_err(|_| Rejection::Malformed("the request head is not ASCII").into());
             }
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
+            // (+1: the line's CR may be in `buf` until its LF arrives)
             if buf.len() > limit + 1 {
-                // (+1: the line's CR is in `buf` until its LF arrives)
                 return Err(too_long.into());
             }
         }
@@ -160,7 +158,7 @@ impl ClientConnection {
     fn wait_for_request(&mut self) -> Result<u8, ReadError> {
         self.deadline.set(self.limits.idle_timeout);
         let mut first = [0u8];
-        match self.next_header_source.read(&mut first) {
+        match self.reader.read(&mut first) {
             Ok(1) => {
                 self.deadline.set(self.limits.request_timeout);
                 Ok(first[0])
@@ -229,14 +227,7 @@ impl ClientConnection {
             (method, path, version, headers)
         };
 
-        // building the writer for the request
-        let writer = self.sink.next().unwrap();
-
-        // follow-up for next potential request
-        let mut data_source = self.source.next().unwrap();
-        std::mem::swap(&mut self.next_header_source, &mut data_source);
-
-        // building the next reader
+        // building the request, its body read whole from this connection's reader
         let request = crate::request::new_request(
             self.secure,
             method,
@@ -244,8 +235,8 @@ impl ClientConnection {
             version,
             headers,
             *self.remote_addr.as_ref().unwrap(),
-            data_source,
-            writer,
+            &mut self.reader,
+            self.writer.clone(),
             &self.limits,
         )
         .map_err(|e| {
@@ -327,7 +318,7 @@ impl ClientConnection {
     fn reject(&mut self, rejection: &Rejection) {
         self.no_more_requests = true;
         {
-            let writer = self.sink.next().unwrap();
+            let writer = self.writer.clone();
             let response = (self.limits.rejection_response)(rejection).with_connection_close();
             response
                 .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
@@ -351,7 +342,7 @@ impl ClientConnection {
                 break;
             }
             self.deadline.set(left.min(LINGER_QUIET));
-            match self.next_header_source.read(&mut discard) {
+            match self.reader.read(&mut discard) {
                 Ok(0) | Err(_) => break,
                 Ok(read) => drained += read,
             }

@@ -518,10 +518,14 @@ fn accept_failed(err: IoError, failures: &mut u32) {
 /// only once the previous one is answered (upstream did this for HTTPS only). A pipelining
 /// client therefore cannot queue requests without bound, and at most one request per
 /// connection waits for the application. Gives up waiting once the server is closing.
+///
+/// One channel per connection carries every "answered" notice (each request sends exactly
+/// one, when answered or dropped): a channel per request cost an allocation of its first
+/// block (about 1,700 instructions, callgrind) on every request.
 fn serve_connection(client: ClientConnection, messages: &MessagesQueue<Message>, close: &AtomicBool) {
+    let (sender, answered) = mpsc::channel();
     for rq in client {
-        let (sender, answered) = mpsc::channel();
-        messages.push(rq.with_notify_sender(sender).into());
+        messages.push(rq.with_notify_sender(sender.clone()).into());
         loop {
             match answered.recv_timeout(Duration::from_millis(200)) {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => break,

@@ -161,7 +161,7 @@ pub fn new_request<R, W>(
     limits: &Limits,
 ) -> Result<Request, RequestCreationError>
 where
-    R: Read + Send + 'static,
+    R: Read,
     W: Write + Send + 'static,
 {
     // authkeys patch: upstream let Transfer-Encoding silently override Content-Length, took
