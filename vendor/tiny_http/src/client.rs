@@ -393,4 +393,104 @@ mod test {
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
     }
+
+    // authkeys patch: the socket's read timeout is set lazily (see `RefinedTcpStream::read`),
+    // so a read may wake before its deadline; these hold the deadlines to what they were.
+
+    use crate::{Limits, Response, Server};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    const IDLE: Duration = Duration::from_millis(2000);
+    const REQUEST: Duration = Duration::from_millis(1000);
+
+    /// A server answering every request with `ok`, under short deadlines.
+    fn server() -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = Limits {
+            idle_timeout: IDLE,
+            request_timeout: REQUEST,
+            ..Limits::default()
+        };
+        let server = Server::from_listener_with_limits(listener, None, limits).unwrap();
+        std::thread::spawn(move || {
+            for request in server.incoming_requests() {
+                let _ = request.respond(Response::from_string("ok"));
+            }
+        });
+        TcpStream::connect(address).unwrap()
+    }
+
+    /// Reads one response (whose body is `ok`); its status line.
+    fn response(stream: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\nok") {
+            let read = stream.read(&mut chunk).unwrap();
+            assert!(read > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..read]);
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        text.lines().next().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_connection_kept_alive_after_a_slow_request_waits_its_whole_idle_timeout() {
+        let mut stream = server();
+        // A body sent late in the request's deadline leaves the socket a short timeout...
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(REQUEST * 7 / 10);
+        stream.write_all(b"ok").unwrap();
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+        // ...which must not end the next idle wait early.
+        std::thread::sleep(IDLE * 6 / 10);
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+    }
+
+    #[test]
+    fn a_head_arriving_one_byte_at_a_time_is_read_whole() {
+        // Each CR and its LF arrive in separate reads, so every line is assembled from
+        // several fills of the connection's buffer.
+        let mut stream = server();
+        stream.set_nodelay(true).unwrap();
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: abcdef\r\n\r\n" {
+            stream.write_all(&[*byte]).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+    }
+
+    #[test]
+    fn an_idle_connection_is_closed_at_its_idle_timeout_neither_before_nor_long_after() {
+        let mut stream = server();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+        let answered = Instant::now();
+        stream.set_read_timeout(Some(IDLE * 5)).unwrap();
+        let read = stream.read(&mut [0u8; 16]).unwrap();
+        let waited = answered.elapsed();
+        assert_eq!(read, 0, "closed without a response");
+        assert!(waited >= IDLE - Duration::from_millis(100), "{waited:?}");
+        assert!(waited <= IDLE + Duration::from_secs(2), "{waited:?}");
+    }
+
+    #[test]
+    fn a_request_trickled_past_its_deadline_gets_408_at_the_deadline() {
+        let mut stream = server();
+        let started = Instant::now();
+        stream.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        let mut got = String::new();
+        stream.set_read_timeout(Some(REQUEST * 5)).unwrap();
+        let _ = stream.read_to_string(&mut got);
+        let waited = started.elapsed();
+        assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
+        assert!(waited >= REQUEST - Duration::from_millis(100), "{waited:?}");
+        // the 408 comes at the deadline; closing waits for the 200 ms lingering pause
+        assert!(waited <= REQUEST + Duration::from_secs(2), "{waited:?}");
+    }
 }
