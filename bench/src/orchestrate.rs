@@ -338,7 +338,11 @@ pub fn run(quick: bool) -> Result<(), String> {
         path: "/healthz",
         bearer: None,
     };
-    let servers = [upstream.url.as_str(), empty.url.as_str(), server.url.as_str()];
+    let servers = [
+        upstream.url.as_str(),
+        empty.url.as_str(),
+        server.url.as_str(),
+    ];
     let mut measured = Vec::new();
     for (name, request) in [
         ("/healthz", &healthz_request),
@@ -533,7 +537,8 @@ fn with_earlier_runs(table: &str, earlier: &str) -> String {
     format!(
         "# Benchmarks\n\nEach full `scripts/bench` run adds its table here, newest first; the \
          last {RUNS_KEPT} are kept. The machine's speed drifts between runs, so quote the median \
-         of a figure over several runs, and compare ratios only within one run.\n\n{}\n",
+         of a figure over several runs, and compare ratios only within one run. What a request \
+         costs in instructions and system calls, and why: docs/per-request-cost.md.\n\n{}\n",
         runs.join("\n\n")
     )
 }
