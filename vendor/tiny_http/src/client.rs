@@ -52,6 +52,17 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 const LINGER_QUIET: Duration = Duration::from_millis(200);
 
+/// authkeys patch: what `wait_for_next` saw.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NextRequest {
+    /// The next request has begun arriving.
+    Arrived,
+    /// The connection stayed idle for `idle_timeout`.
+    TimedOut,
+    /// The connection ended, failed, or will carry no more requests.
+    Closed,
+}
+
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
@@ -149,6 +160,24 @@ impl ClientConnection {
             if buf.len() > limit + 1 {
                 return Err(too_long.into());
             }
+        }
+    }
+
+    /// authkeys patch: waits up to `idle_timeout` until the next request has begun arriving,
+    /// without reading it: its first bytes are only buffered (at most the reader's 1 KiB).
+    /// `serve_connection` waits here, for the client, while the application answers the
+    /// previous request, and only then (once it is answered) reads the request.
+    /// The idle timeout counts from `idle_since`.
+    pub(crate) fn wait_for_next(&mut self, idle_since: Instant) -> NextRequest {
+        if self.no_more_requests {
+            return NextRequest::Closed;
+        }
+        self.deadline
+            .set(self.limits.idle_timeout.saturating_sub(idle_since.elapsed()));
+        match self.reader.fill_buf() {
+            Ok(buffered) if !buffered.is_empty() => NextRequest::Arrived,
+            Err(err) if err.kind() == ErrorKind::TimedOut => NextRequest::TimedOut,
+            _ => NextRequest::Closed,
         }
     }
 
@@ -407,6 +436,11 @@ mod test {
 
     /// A server answering every request with `ok`, under short deadlines.
     fn server() -> TcpStream {
+        slow_server(Duration::ZERO)
+    }
+
+    /// A server answering every request with `ok` after `delay`, under short deadlines.
+    fn slow_server(delay: Duration) -> TcpStream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let limits = Limits {
@@ -417,6 +451,7 @@ mod test {
         let server = Server::from_listener_with_limits(listener, None, limits).unwrap();
         std::thread::spawn(move || {
             for request in server.incoming_requests() {
+                std::thread::sleep(delay);
                 let _ = request.respond(Response::from_string("ok"));
             }
         });
@@ -450,6 +485,34 @@ mod test {
         std::thread::sleep(IDLE * 6 / 10);
         stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+    }
+
+    #[test]
+    fn the_idle_timeout_counts_from_the_answer_not_from_the_request() {
+        // The connection waits for the client while the application answers; an answer
+        // slower than the idle timeout must not use the client's idle time up.
+        let mut stream = slow_server(IDLE * 3 / 2);
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+        std::thread::sleep(IDLE / 2);
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+    }
+
+    #[test]
+    fn pipelined_requests_are_all_answered() {
+        // The next request's first bytes are buffered while the previous one is answered.
+        let mut stream = slow_server(Duration::from_millis(50));
+        let request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok";
+        stream.write_all(&request.repeat(3)).unwrap();
+        stream.set_read_timeout(Some(IDLE * 5)).unwrap();
+        let mut got = String::new();
+        let mut chunk = [0u8; 1024];
+        while got.matches("HTTP/1.1 200 OK").count() < 3 {
+            let read = stream.read(&mut chunk).unwrap();
+            assert!(read > 0, "closed after {got:?}");
+            got.push_str(&String::from_utf8_lossy(&chunk[..read]));
+        }
     }
 
     #[test]
