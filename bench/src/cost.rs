@@ -5,7 +5,9 @@
 //!
 //! Each figure is the difference between two runs of the server under the tool, one sent
 //! `SHORT` requests and one `SHORT + MEASURED`, over one keep-alive connection, divided by
-//! `MEASURED`: start-up, set-up requests and shutdown cancel out.
+//! `MEASURED`: start-up, set-up requests and shutdown cancel out. Voluntary context switches
+//! (summed over the server's threads from `/proc`, no tool) are counted across the `MEASURED`
+//! requests of one run.
 
 use crate::orchestrate::{ADMIN_TOKEN, hot_credentials};
 use serde_json::json;
@@ -60,6 +62,8 @@ impl Scenario {
 enum Tool {
     Callgrind,
     Strace,
+    /// None: the server runs as it is, for its context switches.
+    Bare,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -105,11 +109,19 @@ impl Traced {
                 c.args(["-f", "-c", "-o"]).arg(&out);
                 c
             }
+            Tool::Bare => match target {
+                Target::Upstream => Command::new(&paths.upstream),
+                Target::Authkeys => Command::new(&paths.authkeys),
+            },
+        };
+        match (tool, target) {
+            (Tool::Bare, _) => &mut command,
+            (_, Target::Upstream) => command.arg(&paths.upstream),
+            (_, Target::Authkeys) => command.arg(&paths.authkeys),
         };
         match target {
-            Target::Upstream => command.arg(&paths.upstream),
+            Target::Upstream => &mut command,
             Target::Authkeys => command
-                .arg(&paths.authkeys)
                 .args(["serve", "--listen", "127.0.0.1:0", "--db"])
                 .arg(&db)
                 .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -160,6 +172,11 @@ impl Drop for Traced {
 fn send(url: &str, request: &[u8], count: usize) -> Result<(), String> {
     let address = url.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).map_err(|err| err.to_string())?;
+    exchange(&mut stream, request, count)
+}
+
+/// Sends `request` `count` times on `stream`, reading each response whole.
+fn exchange(stream: &mut TcpStream, request: &[u8], count: usize) -> Result<(), String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|err| err.to_string())?;
@@ -226,6 +243,49 @@ fn strace_calls(out: &Path) -> Result<Vec<(String, f64)>, String> {
         .collect())
 }
 
+/// Voluntary context switches (a thread going to sleep) so far, summed over the process's
+/// threads: involuntary ones count the machine's other load.
+fn context_switches(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|line| line.starts_with("voluntary_ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// Context switches per request: one bare run, counted across `MEASURED` requests after
+/// set-up and `SHORT` warm-up requests.
+fn switches_per_request(
+    paths: &Paths,
+    target: Target,
+    scenario: Scenario,
+    credentials: &mut Option<(String, String)>,
+) -> Result<f64, String> {
+    let name = format!("bare-{}", scenario.name().replace(['/', ',', ' '], ""));
+    let server = Traced::start(paths, Tool::Bare, target, &name)?;
+    if target == Target::Authkeys {
+        *credentials = Some(hot_credentials(&server.url)?);
+    }
+    let (key, session) = credentials.as_ref().ok_or("authkeys runs first")?;
+    let host = server.url.trim_start_matches("http://").to_string();
+    let request = scenario.request(&host, key, session);
+    let mut stream = TcpStream::connect(&host).map_err(|err| err.to_string())?;
+    exchange(&mut stream, &request, SHORT)?;
+    let before = context_switches(server.child.id());
+    exchange(&mut stream, &request, MEASURED)?;
+    let after = context_switches(server.child.id());
+    Ok((after - before) / MEASURED as f64)
+}
+
 /// One run: start under `tool`, set up, send `count` requests, stop; the tool's output file.
 fn one_run(
     paths: &Paths,
@@ -272,7 +332,8 @@ pub fn cost_command() -> Result<(), String> {
         "Per request, over one keep-alive connection ({MEASURED} requests, minus a run of {SHORT}):\n"
     );
     println!(
-        "| request | server | instructions | syscalls | syscalls by name |\n|---|---|---|---|---|"
+        "| request | server | instructions | syscalls | syscalls by name | voluntary context switches |\n\
+         |---|---|---|---|---|---|"
     );
     let mut credentials = None;
     for scenario in SCENARIOS {
@@ -304,12 +365,13 @@ pub fn cost_command() -> Result<(), String> {
                 .collect();
             by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
             let total: f64 = by_name.iter().map(|(_, per)| per).sum();
+            let switches = switches_per_request(&paths, target, scenario, &mut credentials)?;
             let names: Vec<String> = by_name
                 .iter()
                 .map(|(name, per)| format!("{name} {per:.1}"))
                 .collect();
             println!(
-                "| {} | {} | {instructions:.0} | {total:.1} | {} |",
+                "| {} | {} | {instructions:.0} | {total:.1} | {} | {switches:.2} |",
                 scenario.name(),
                 if target == Target::Upstream {
                     "tiny_http 0.12.0"
