@@ -1,6 +1,8 @@
 //! `authkeys-bench`: the benchmark harness behind `scripts/bench`.
 //!
 //! - `run [--quick]` measures everything and prints (and writes) the table;
+//! - `cost` counts instructions (callgrind) and system calls (strace) per request, for
+//!   authkeys and for the empty server on unmodified tiny_http;
 //! - `ceiling empty|lookup --db PATH` serves the two reference servers;
 //! - `seed …` fills a database with millions of rows directly, not through HTTP;
 //! - `insert-loop --db PATH --seconds N` is the login baseline: the same insert-and-commit
@@ -10,6 +12,7 @@
 //! go through the store, to generate data fast and to measure SQLite itself.
 
 mod ceiling;
+mod cost;
 mod orchestrate;
 mod seed;
 mod wrk;
@@ -21,10 +24,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => orchestrate::run(args.iter().any(|a| a == "--quick")),
         Some("ceiling") => ceiling::serve(&args[1..]),
+        Some("cost") => cost::cost_command(),
         Some("seed") => seed::seed_command(&args[1..]),
         Some("insert-loop") => seed::insert_loop_command(&args[1..]),
         _ => Err(
-            "usage: authkeys-bench run [--quick] | ceiling empty|lookup --db PATH | \
+            "usage: authkeys-bench run [--quick] | cost | ceiling empty|lookup --db PATH | \
              seed --db PATH --keys N --machines N [--expired] --tokens PATH | \
              insert-loop --db PATH --seconds N"
                 .to_string(),

@@ -142,7 +142,8 @@ fn serve(
 }
 
 fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: tiny_http::Request) {
-    let started = Instant::now();
+    // Timed only for the debug line: a clock read per request is not free.
+    let started = log::log_enabled!(log::Level::Debug).then(Instant::now);
     let method = raw.method().as_str().to_string();
     let mut request = Request::new(&method, raw.url());
     let read = read_body(&mut raw).and_then(|body| Ok((body, authorization(&raw)?)));
@@ -160,12 +161,14 @@ fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: tiny_http::Requ
     if let Err(err) = raw.respond(to_tiny(response)) {
         log::debug!("writing a response failed (client gone?): {err}");
     }
-    log::debug!(
-        "{method} {} {status} {}µs",
-        // A secret pasted into a URL must not reach the log, whatever its shape or encoding.
-        crate::token::redact_path(&request.path),
-        started.elapsed().as_micros()
-    );
+    if let Some(started) = started {
+        log::debug!(
+            "{method} {} {status} {}µs",
+            // A secret pasted into a URL must not reach the log, whatever its shape or encoding.
+            crate::token::redact_path(&request.path),
+            started.elapsed().as_micros()
+        );
+    }
 }
 
 /// The response tiny_http writes. One whose headers cannot be sent as they are (a CR, LF or
@@ -176,16 +179,14 @@ fn to_tiny(response: Response) -> tiny_http::Response<Cursor<Vec<u8>>> {
         .headers
         .iter()
         .map(|(name, value)| (*name, value.as_str()));
-    let headers: Result<Vec<tiny_http::Header>, ()> = own
-        .chain(STANDARD_HEADERS.iter().copied())
-        .map(|(name, value)| tiny_header(name, value))
-        .collect();
-    let Ok(headers) = headers else {
-        log::error!("a response carried a header that is not a valid field value; answered 500");
-        return to_tiny(Response::error(&ApiError::Internal));
-    };
     let mut out = tiny_http::Response::from_data(response.body).with_status_code(response.status);
-    for header in headers {
+    for (name, value) in own.chain(STANDARD_HEADERS.iter().copied()) {
+        let Ok(header) = tiny_header(name, value) else {
+            log::error!(
+                "a response carried a header that is not a valid field value; answered 500"
+            );
+            return to_tiny(Response::error(&ApiError::Internal));
+        };
         out.add_header(header);
     }
     out

@@ -2,7 +2,7 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use crate::common::{HTTPVersion, Header, Method};
 use crate::limits::{Limits, Rejection};
 use crate::request::InProgress;
-use crate::util::{Deadline, RefinedTcpStream, Slot};
-use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
+use crate::util::{Deadline, RefinedTcpStream, SharedWriter, Slot};
 use crate::Request;
 
 /// A ClientConnection is an object that will store a socket to a client
@@ -23,16 +22,13 @@ pub struct ClientConnection {
     // address of the client
     remote_addr: IoResult<Option<SocketAddr>>,
 
-    // sequence of Readers to the stream, so that the data is not read in
-    //  the wrong order
-    source: SequentialReaderBuilder<BufReader<RefinedTcpStream>>,
-
-    // sequence of Writers to the stream, to avoid writing response #2 before
-    //  response #1
-    sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
-
-    // Reader to read the next header from
-    next_header_source: SequentialReader<BufReader<RefinedTcpStream>>,
+    // authkeys patch: upstream passed the reader and the writer from request to request
+    // through a channel each (`SequentialReader`, `SequentialWriter`), so that pipelined
+    // requests were read and answered in order: two channels per request. A request is now
+    // read whole here (body included) and a connection has at most one request in flight
+    // (`serve_connection`), so the connection keeps its reader and shares its writer.
+    reader: BufReader<RefinedTcpStream>,
+    writer: SharedWriter<BufWriter<RefinedTcpStream>>,
 
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
@@ -49,8 +45,10 @@ pub struct ClientConnection {
     in_progress: Arc<AtomicUsize>,
 
     // authkeys patch: this connection's place among those served (see `ConnectionTable`);
-    // dropped with the connection.
+    // dropped with the connection. `marked_idle` says whether the table was told the
+    // connection waits for a request, so that it may be closed to make room.
     slot: Slot,
+    marked_idle: bool,
 
     // authkeys patch: when the request being read started, for `rejection_response`.
     request_started: Instant,
@@ -61,6 +59,24 @@ pub struct ClientConnection {
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 const LINGER_QUIET: Duration = Duration::from_millis(200);
+
+/// authkeys patch: while the previous answer is still being written, how long
+/// `wait_for_next` looks for a next request before it waits for the answer instead. The
+/// connection is busy until answered, so it is marked idle (and may be closed to make room)
+/// only once the answer is out; a client that sends its next request as soon as it has read an
+/// answer (the common case, and every benchmark) never waits this long.
+const ANSWER_GRACE: Duration = Duration::from_millis(50);
+
+/// authkeys patch: what `wait_for_next` saw.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NextRequest {
+    /// The next request has begun arriving.
+    Arrived,
+    /// The connection stayed idle for `idle_timeout`.
+    TimedOut,
+    /// The connection ended, failed, or will carry no more requests.
+    Closed,
+}
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
@@ -94,20 +110,17 @@ impl ClientConnection {
         let deadline = Deadline::default();
         read_socket.set_deadline(deadline.clone());
 
-        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
-        let first_header = source.next().unwrap();
-
         ClientConnection {
-            source,
-            sink: SequentialWriterBuilder::new(BufWriter::with_capacity(1024, write_socket)),
+            reader: BufReader::with_capacity(1024, read_socket),
+            writer: SharedWriter::new(BufWriter::with_capacity(1024, write_socket)),
             remote_addr,
-            next_header_source: first_header,
             no_more_requests: false,
             secure,
             limits,
             deadline,
             in_progress,
             slot,
+            marked_idle: false,
             request_started: Instant::now(),
         }
     }
@@ -127,23 +140,32 @@ impl ClientConnection {
     ) -> Result<AsciiString, ReadError> {
         let limit = self.limits.max_line.min(*head_left);
         let mut buf: Vec<u8> = Vec::new();
-        let mut prev_byte_was_cr = false;
 
+        // authkeys patch: upstream read the line one byte at a time through `Read::bytes`
+        // (a call through two readers per byte); this takes what the buffer holds up to the
+        // next LF at once. A line ends at CR LF; a lone LF stays in the line (and is refused
+        // below, as a control character).
         loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b.map_err(ReadError::ReadIoError)?,
-                None => {
-                    return Err(ReadError::ReadIoError(IoError::new(
-                        ErrorKind::ConnectionAborted,
-                        "Unexpected EOF",
-                    )))
-                }
+            let available = self.reader.fill_buf().map_err(ReadError::ReadIoError)?;
+            if available.is_empty() {
+                return Err(ReadError::ReadIoError(IoError::new(
+                    ErrorKind::ConnectionAborted,
+                    "Unexpected EOF",
+                )));
+            }
+            let (taken, complete) = match available.iter().position(|&b| b == b'\n') {
+                Some(lf) => (&available[..=lf], true),
+                None => (available, false),
             };
+            buf.extend_from_slice(taken);
+            let used = taken.len();
+            self.reader.consume(used);
 
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
+            if complete && buf.len() >= 2 && buf[buf.len() - 2] == b'\r' {
+                buf.truncate(buf.len() - 2); // removing the CR LF
+                if buf.len() > limit {
+                    return Err(too_long.into());
+                }
                 *head_left = head_left.saturating_sub(buf.len() + 2);
                 // Control characters (a lone CR or LF, NUL, ...) in a line are refused, so
                 // that nothing the client sends can end up splitting a header downstream.
@@ -155,14 +177,45 @@ impl ClientConnection {
                 return AsciiString::from_ascii(buf)
                     .map_err(|_| Rejection::Malformed("the request head is not ASCII").into());
             }
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
+            // (+1: the line's CR may be in `buf` until its LF arrives)
             if buf.len() > limit + 1 {
-                // (+1: the line's CR is in `buf` until its LF arrives)
                 return Err(too_long.into());
             }
+        }
+    }
+
+    /// authkeys patch: waits up to `idle_timeout` until the next request has begun arriving,
+    /// without reading it: its first bytes are only buffered (at most the reader's 1 KiB).
+    /// `serve_connection` waits here, for the client, while the application answers the
+    /// previous request, and only then (once it is answered) reads the request.
+    /// The idle timeout counts from `idle_since`. While `answer_pending`, the connection is
+    /// busy: it looks only `ANSWER_GRACE` ahead (then `TimedOut`), and is marked idle in the
+    /// connection table only once nothing is pending.
+    pub(crate) fn wait_for_next(
+        &mut self,
+        idle_since: Instant,
+        answer_pending: bool,
+    ) -> NextRequest {
+        if self.no_more_requests {
+            return NextRequest::Closed;
+        }
+        let idle_left = self
+            .limits
+            .idle_timeout
+            .saturating_sub(idle_since.elapsed());
+        if answer_pending {
+            self.deadline.set(idle_left.min(ANSWER_GRACE));
+        } else {
+            if !self.marked_idle {
+                self.slot.idle();
+                self.marked_idle = true;
+            }
+            self.deadline.set(idle_left);
+        }
+        match self.reader.fill_buf() {
+            Ok(buffered) if !buffered.is_empty() => NextRequest::Arrived,
+            Err(err) if err.kind() == ErrorKind::TimedOut => NextRequest::TimedOut,
+            _ => NextRequest::Closed,
         }
     }
 
@@ -171,10 +224,11 @@ impl ClientConnection {
     /// stayed idle, or was closed to make room while idle: there is nobody to answer.
     fn wait_for_request(&mut self) -> Result<u8, ReadError> {
         self.deadline.set(self.limits.idle_timeout);
-        self.slot.idle();
         let mut first = [0u8];
-        match self.next_header_source.read(&mut first) {
-            Ok(1) if self.slot.busy() => {
+        match self.reader.read(&mut first) {
+            // A connection marked idle may have been closed to make room just as its request
+            // arrived (`busy` says so); one never marked idle cannot have been.
+            Ok(1) if !std::mem::take(&mut self.marked_idle) || self.slot.busy() => {
                 self.request_started = Instant::now();
                 self.deadline.set(self.limits.request_timeout);
                 Ok(first[0])
@@ -243,14 +297,7 @@ impl ClientConnection {
             (method, path, version, headers)
         };
 
-        // building the writer for the request
-        let writer = self.sink.next().unwrap();
-
-        // follow-up for next potential request
-        let mut data_source = self.source.next().unwrap();
-        std::mem::swap(&mut self.next_header_source, &mut data_source);
-
-        // building the next reader
+        // building the request, its body read whole from this connection's reader
         let request = crate::request::new_request(
             self.secure,
             method,
@@ -258,8 +305,8 @@ impl ClientConnection {
             version,
             headers,
             *self.remote_addr.as_ref().unwrap(),
-            data_source,
-            writer,
+            &mut self.reader,
+            self.writer.clone(),
             &self.limits,
         )
         .map_err(|e| {
@@ -341,7 +388,7 @@ impl ClientConnection {
     fn reject(&mut self, rejection: &Rejection) {
         self.no_more_requests = true;
         {
-            let mut writer = self.sink.next().unwrap();
+            let mut writer = self.writer.clone();
             let response =
                 (self.limits.rejection_response)(rejection, self.request_started.elapsed())
                     .with_connection_close();
@@ -369,7 +416,7 @@ impl ClientConnection {
                 break;
             }
             self.deadline.set(left.min(LINGER_QUIET));
-            match self.next_header_source.read(&mut discard) {
+            match self.reader.read(&mut discard) {
                 Ok(0) | Err(_) => break,
                 Ok(read) => drained += read,
             }
@@ -419,5 +466,151 @@ mod test {
 
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
+    }
+
+    // authkeys patch: the socket's read timeout is set lazily (see `RefinedTcpStream::read`),
+    // so a read may wake before its deadline; these hold the deadlines to what they were.
+
+    use crate::{Limits, Response, Server};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    const IDLE: Duration = Duration::from_millis(2000);
+    const REQUEST: Duration = Duration::from_millis(1000);
+
+    /// A server answering every request with `ok`, under short deadlines.
+    fn server() -> TcpStream {
+        slow_server(Duration::ZERO)
+    }
+
+    /// A server answering every request with `ok` after `delay`, under short deadlines.
+    fn slow_server(delay: Duration) -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = Limits {
+            idle_timeout: IDLE,
+            request_timeout: REQUEST,
+            ..Limits::default()
+        };
+        let server = Server::from_listener_with_limits(listener, None, limits).unwrap();
+        std::thread::spawn(move || {
+            for request in server.incoming_requests() {
+                std::thread::sleep(delay);
+                let _ = request.respond(Response::from_string("ok"));
+            }
+        });
+        TcpStream::connect(address).unwrap()
+    }
+
+    /// Reads one response (whose body is `ok`); its status line.
+    fn response(stream: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\nok") {
+            let read = stream.read(&mut chunk).unwrap();
+            assert!(read > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..read]);
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        text.lines().next().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_connection_kept_alive_after_a_slow_request_waits_its_whole_idle_timeout() {
+        let mut stream = server();
+        // A body sent late in the request's deadline leaves the socket a short timeout...
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(REQUEST * 7 / 10);
+        stream.write_all(b"ok").unwrap();
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+        // ...which must not end the next idle wait early.
+        std::thread::sleep(IDLE * 6 / 10);
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+    }
+
+    #[test]
+    fn the_idle_timeout_counts_from_the_answer_not_from_the_request() {
+        // The connection waits for the client while the application answers; an answer
+        // slower than the idle timeout must not use the client's idle time up.
+        let mut stream = slow_server(IDLE * 3 / 2);
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+        std::thread::sleep(IDLE / 2);
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+    }
+
+    #[test]
+    fn pipelined_requests_are_all_answered() {
+        // The next request's first bytes are buffered while the previous one is answered.
+        let mut stream = slow_server(Duration::from_millis(50));
+        let request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok";
+        stream.write_all(&request.repeat(3)).unwrap();
+        stream.set_read_timeout(Some(IDLE * 5)).unwrap();
+        let mut got = String::new();
+        let mut chunk = [0u8; 1024];
+        while got.matches("HTTP/1.1 200 OK").count() < 3 {
+            let read = stream.read(&mut chunk).unwrap();
+            assert!(read > 0, "closed after {:?}", got);
+            got.push_str(&String::from_utf8_lossy(&chunk[..read]));
+        }
+    }
+
+    #[test]
+    fn a_head_arriving_one_byte_at_a_time_is_read_whole() {
+        // Each CR and its LF arrive in separate reads, so every line is assembled from
+        // several fills of the connection's buffer.
+        let mut stream = server();
+        stream.set_nodelay(true).unwrap();
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: abcdef\r\n\r\n" {
+            stream.write_all(&[*byte]).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+    }
+
+    #[test]
+    fn an_idle_connection_is_closed_at_its_idle_timeout_neither_before_nor_long_after() {
+        let mut stream = server();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(response(&mut stream), "HTTP/1.1 200 OK");
+        let answered = Instant::now();
+        stream.set_read_timeout(Some(IDLE * 5)).unwrap();
+        let read = stream.read(&mut [0u8; 16]).unwrap();
+        let waited = answered.elapsed();
+        assert_eq!(read, 0, "closed without a response");
+        assert!(waited >= IDLE - Duration::from_millis(100), "{:?}", waited);
+        assert!(waited <= IDLE + Duration::from_secs(2), "{:?}", waited);
+    }
+
+    #[test]
+    fn a_request_trickled_past_its_deadline_gets_408_at_the_deadline() {
+        let mut stream = server();
+        let started = Instant::now();
+        stream.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        let mut got = String::new();
+        stream.set_read_timeout(Some(REQUEST * 5)).unwrap();
+        let _ = stream.read_to_string(&mut got);
+        let waited = started.elapsed();
+        assert!(got.starts_with("HTTP/1.1 408"), "{:?}", got);
+        assert!(
+            waited >= REQUEST - Duration::from_millis(100),
+            "{:?}",
+            waited
+        );
+        // the 408 comes at the deadline; closing waits for the 200 ms lingering pause
+        assert!(waited <= REQUEST + Duration::from_secs(2), "{:?}", waited);
     }
 }

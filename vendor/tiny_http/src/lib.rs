@@ -114,9 +114,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use client::ClientConnection;
+use client::{ClientConnection, NextRequest};
 use connection::Connection;
 use util::{ConnectionTable, MessagesQueue, Refusal};
 
@@ -576,23 +576,57 @@ fn accept_failed(err: IoError, failures: &mut u32) {
 /// only once the previous one is answered (upstream did this for HTTPS only). A pipelining
 /// client therefore cannot queue requests without bound, and at most one request per
 /// connection waits for the application. Gives up waiting once the server is closing.
+///
+/// While the application answers, this thread waits for the client (`wait_for_next`), not
+/// for the answer: a client that waits for its response sends nothing before the answer has
+/// been written, so by the time its next request arrives the answer's notice is already
+/// there, and the worker had nobody to wake. Waiting for the answer first cost a sleep and a
+/// wake-up of this thread per request. The idle timeout still counts from the answer (the
+/// notice carries its time): a wait that timed out while the answer was pending goes on for
+/// what is left.
+///
+/// One channel per connection carries every "answered" notice (each request sends exactly
+/// one, when answered or dropped): a channel per request cost an allocation of its first
+/// block on every request.
 fn serve_connection(
-    client: ClientConnection,
+    mut client: ClientConnection,
     messages: &MessagesQueue<Message>,
     close: &AtomicBool,
 ) {
-    for rq in client {
-        let (sender, answered) = mpsc::channel();
-        messages.push(rq.with_notify_sender(sender).into());
-        loop {
-            match answered.recv_timeout(Duration::from_millis(200)) {
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) if close.load(Relaxed) => return,
-                Err(RecvTimeoutError::Timeout) => {}
+    let (sender, answered) = mpsc::channel();
+    // A request has been handed to the application and its notice not yet received.
+    let mut pending = false;
+    let mut idle_since = Instant::now();
+    loop {
+        let next = client.wait_for_next(idle_since, pending);
+        if pending {
+            let Some(answered_at) = wait_for_answer(&answered, close) else {
+                return;
+            };
+            pending = false;
+            idle_since = answered_at;
+            if next == NextRequest::TimedOut {
+                continue;
             }
         }
-        if close.load(Relaxed) {
+        if next != NextRequest::Arrived || close.load(Relaxed) {
             return;
+        }
+        let Some(rq) = client.next() else { return };
+        messages.push(rq.with_notify_sender(sender.clone()).into());
+        pending = true;
+    }
+}
+
+/// authkeys patch: waits for the application's answer to a connection's request; when it
+/// was answered, or `None` if the server started closing first.
+fn wait_for_answer(answered: &mpsc::Receiver<Instant>, close: &AtomicBool) -> Option<Instant> {
+    loop {
+        match answered.recv_timeout(Duration::from_millis(200)) {
+            Ok(at) => return Some(at),
+            Err(RecvTimeoutError::Disconnected) => return Some(Instant::now()),
+            Err(RecvTimeoutError::Timeout) if close.load(Relaxed) => return None,
+            Err(RecvTimeoutError::Timeout) => {}
         }
     }
 }

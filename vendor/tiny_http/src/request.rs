@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::limits::{Limits, Rejection};
 use crate::util::{read_chunked_body, ChunkedError};
@@ -73,8 +74,9 @@ pub struct Request {
     // true if a `100 Continue` response must be sent when `as_reader()` is called
     must_send_continue: bool,
 
-    // If Some, a message must be sent after responding
-    notify_when_responded: Option<Sender<()>>,
+    // If Some, a message must be sent after responding (authkeys patch: the time it was
+    // answered, from which the connection's idle timeout counts)
+    notify_when_responded: Option<Sender<Instant>>,
 
     // authkeys patch: counts this request as in progress until it is answered (dropped).
     in_progress: Option<InProgress>,
@@ -98,7 +100,7 @@ impl Drop for InProgress {
 }
 
 struct NotifyOnDrop<R> {
-    sender: Sender<()>,
+    sender: Sender<Instant>,
     inner: R,
 }
 
@@ -118,7 +120,7 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
         // authkeys patch: the connection may be gone (server shutting down); not a panic.
-        self.sender.send(()).ok();
+        self.sender.send(Instant::now()).ok();
     }
 }
 
@@ -161,7 +163,7 @@ pub fn new_request<R, W>(
     limits: &Limits,
 ) -> Result<Request, RequestCreationError>
 where
-    R: Read + Send + 'static,
+    R: Read,
     W: Write + Send + 'static,
 {
     // authkeys patch: upstream let Transfer-Encoding silently override Content-Length, took
@@ -421,7 +423,7 @@ impl Request {
     {
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).ok(); // authkeys patch: was unwrap (see NotifyOnDrop)
+            sender.send(Instant::now()).ok(); // authkeys patch: was unwrap (see NotifyOnDrop)
         }
         res
     }
@@ -461,7 +463,7 @@ impl Request {
         self
     }
 
-    pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
+    pub(crate) fn with_notify_sender(mut self, sender: Sender<Instant>) -> Self {
         self.notify_when_responded = Some(sender);
         self
     }
@@ -583,7 +585,7 @@ impl Drop for Request {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).ok(); // authkeys patch: was unwrap (see NotifyOnDrop)
+                sender.send(Instant::now()).ok(); // authkeys patch: was unwrap (see NotifyOnDrop)
             }
         }
     }

@@ -1,5 +1,6 @@
 use crate::common::{HTTPVersion, Header, StatusCode};
 use httpdate::HttpDate;
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::sync::mpsc::Receiver;
 
@@ -70,10 +71,31 @@ impl FromStr for TransferEncoding {
     }
 }
 
-/// Builds a Date: header with the current date.
-fn build_date_header() -> Header {
-    let d = HttpDate::from(SystemTime::now());
-    Header::from_bytes(&b"Date"[..], &d.to_string().into_bytes()[..]).unwrap()
+/// authkeys patch: the current date as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`),
+/// formatted once per second per thread. Upstream formatted it, then validated it as a
+/// `Header`, on every response (about 1,500 instructions, callgrind).
+fn append_date(head: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    DATE.with(|date| {
+        let mut date = date.borrow_mut();
+        if date.0 != second {
+            *date = (second, HttpDate::from(now).to_string());
+        }
+        head.extend_from_slice(date.1.as_bytes());
+    });
+}
+
+/// authkeys patch: what the head adds to the response's own headers.
+struct Added {
+    server: bool,
+    date: bool,
+    content_length: Option<usize>,
 }
 
 fn write_message_header<W>(
@@ -81,13 +103,16 @@ fn write_message_header<W>(
     http_version: &HTTPVersion,
     status_code: &StatusCode,
     headers: &[Header],
+    added: Added,
 ) -> IoResult<()>
 where
     W: Write,
 {
     // authkeys patch: the head is assembled in memory and written once. Upstream made four
-    // writes per header, each taking the connection's writer lock, and formatted constant
-    // separators through `write!`.
+    // writes per header, each taking the connection's writer lock, formatted constant
+    // separators through `write!`, and built (and validated) a `Header` for each of
+    // `Server`, `Date` and `Content-Length` on every response; those are now written
+    // straight into the head.
     let mut head = Vec::with_capacity(256);
     write!(
         &mut head,
@@ -97,11 +122,22 @@ where
         status_code.0,
         status_code.default_reason_phrase()
     )?;
+    if added.server {
+        head.extend_from_slice(b"Server: tiny-http (Rust)\r\n");
+    }
+    if added.date {
+        head.extend_from_slice(b"Date: ");
+        append_date(&mut head);
+        head.extend_from_slice(b"\r\n");
+    }
     for header in headers.iter() {
         head.extend_from_slice(header.field.as_str().as_ref());
         head.extend_from_slice(b": ");
         head.extend_from_slice(header.value.as_str().as_ref());
         head.extend_from_slice(b"\r\n");
+    }
+    if let Some(length) = added.content_length {
+        write!(&mut head, "Content-Length: {}\r\n", length)?;
     }
     head.extend_from_slice(b"\r\n");
     writer.write_all(&head)
@@ -354,18 +390,13 @@ where
             self.chunked_threshold(),
         ));
 
-        // add `Date` if not in the headers
-        if !self.headers.iter().any(|h| h.field.equiv("Date")) {
-            self.headers.insert(0, build_date_header());
-        }
-
-        // add `Server` if not in the headers
-        if !self.headers.iter().any(|h| h.field.equiv("Server")) {
-            self.headers.insert(
-                0,
-                Header::from_bytes(&b"Server"[..], &b"tiny-http (Rust)"[..]).unwrap(),
-            );
-        }
+        // add `Date` and `Server` if not in the headers (authkeys patch: written by
+        // `write_message_header`)
+        let mut added = Added {
+            server: !self.headers.iter().any(|h| h.field.equiv("Server")),
+            date: !self.headers.iter().any(|h| h.field.equiv("Date")),
+            content_length: None,
+        };
 
         // handling upgrade
         if let Some(upgrade) = upgrade {
@@ -411,15 +442,7 @@ where
 
             Some(TransferEncoding::Identity) => {
                 assert!(data_length.is_some());
-                let data_length = data_length.unwrap();
-
-                self.headers.push(
-                    Header::from_bytes(
-                        &b"Content-Length"[..],
-                        format!("{}", data_length).as_bytes(),
-                    )
-                    .unwrap(),
-                )
+                added.content_length = data_length;
             }
 
             _ => (),
@@ -431,6 +454,7 @@ where
             &http_version,
             &self.status_code,
             &self.headers,
+            added,
         )?;
 
         // sending the body

@@ -4,8 +4,7 @@ pub use self::custom_stream::CustomStream;
 pub use self::deadline::Deadline;
 pub use self::messages_queue::MessagesQueue;
 pub use self::refined_tcp_stream::RefinedTcpStream;
-pub use self::sequential::SequentialWriterBuilder;
-pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
+pub use self::shared_writer::SharedWriter;
 pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;
@@ -16,7 +15,7 @@ mod custom_stream;
 mod deadline;
 mod messages_queue;
 pub(crate) mod refined_tcp_stream;
-mod sequential;
+mod shared_writer;
 mod task_pool;
 
 /// Parses a the value of a header.

@@ -101,6 +101,8 @@ pub struct RefinedTcpStream {
     close_read: bool,
     close_write: bool,
     deadline: Option<Deadline>,
+    // authkeys patch: the read timeout the socket has now (`None`: not set by us).
+    timeout: Option<Duration>,
 }
 
 impl RefinedTcpStream {
@@ -117,6 +119,7 @@ impl RefinedTcpStream {
             close_read: true,
             close_write: false,
             deadline: None,
+            timeout: None,
         };
 
         let write = RefinedTcpStream {
@@ -124,6 +127,7 @@ impl RefinedTcpStream {
             close_read: false,
             close_write: true,
             deadline: None,
+            timeout: None,
         };
 
         Ok((read, write))
@@ -160,19 +164,38 @@ impl Drop for RefinedTcpStream {
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         // authkeys patch: upstream set no read timeout at all, so a silent client held its
-        // thread forever. The socket's timeout is the time left before the deadline.
-        if let Some(left) = self.deadline.as_ref().and_then(Deadline::remaining) {
+        // thread forever. No read blocks past the deadline: the socket's timeout is never
+        // longer than the time left.
+        let Some(deadline) = self.deadline.as_ref() else {
+            return self.stream.read(buf);
+        };
+        loop {
+            let Some(left) = deadline.remaining() else {
+                return self.stream.read(buf);
+            };
             if left.is_zero() {
                 return Err(IoError::new(ErrorKind::TimedOut, "read deadline passed"));
             }
-            self.stream.set_read_timeout(Some(left))?;
-        }
-        match self.stream.read(buf) {
-            // A socket read timeout surfaces as WouldBlock on Unix.
-            Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                Err(IoError::new(ErrorKind::TimedOut, "read deadline passed"))
+            // Setting the timeout is a system call, so it is set only when the one the socket
+            // has is longer than the time left, and then to 15/16 of that time: the next
+            // reads, and the next requests' (whose deadlines are as far away), fit under it
+            // without setting it again. Setting it before every read (as this patch first did)
+            // cost one setsockopt per request.
+            if self.timeout.is_none_or(|timeout| timeout > left) {
+                let timeout = Some(left - left / 16)
+                    .filter(|t| !t.is_zero())
+                    .unwrap_or(left);
+                self.stream.set_read_timeout(Some(timeout))?;
+                self.timeout = Some(timeout);
             }
-            result => result,
+            match self.stream.read(buf) {
+                // A socket read timeout surfaces as WouldBlock on Unix. The socket's timeout
+                // may be shorter than the time left: then wait again, with a timeout set to
+                // what is left (so an idle connection wakes a few times, not every
+                // `timeout`).
+                Err(err) if err.kind() == ErrorKind::WouldBlock => self.timeout = None,
+                result => return result,
+            }
         }
     }
 }
