@@ -20,6 +20,7 @@ pub mod hot_cache;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod page;
 pub mod seed;
 pub mod server;
 pub mod store;

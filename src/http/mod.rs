@@ -185,15 +185,16 @@ fn dispatch(
         }
         Route::Metrics => {
             request.query_params(&[])?;
-            let active = authority.active_machine_count(now)?;
+            // No query: a scrape costs the same whatever the number of rows.
+            let machines = authority.machine_rows();
             Ok(Response::body(
                 200,
                 metrics::CONTENT_TYPE,
-                metrics.encode(active),
+                metrics.encode(machines),
             ))
         }
         Route::Login => {
-            let result = login(authority, throttle, request, now);
+            let result = login(authority, throttle, metrics, request, now);
             metrics.login(outcome(&result, "success"));
             result
         }
@@ -239,6 +240,7 @@ fn admit<'t>(
 fn login(
     authority: &Authority,
     throttle: &Throttle,
+    metrics: &Metrics,
     request: &Request,
     now: Timestamp,
 ) -> Result<Response, ApiError> {
@@ -255,6 +257,7 @@ fn login(
             return Err(err.into());
         }
     };
+    metrics.key_login(&machine.app, &machine.key_id);
     let logged_in = LoggedIn {
         session_token: session.expose(),
         machine: &machine,
@@ -366,12 +369,14 @@ fn admin(
     now: Timestamp,
 ) -> Result<Response, ApiError> {
     let method = request.method.as_str();
-    if !matches!((route, method), (Route::Keys(_), "GET")) {
+    let is_list = matches!(route, Route::Apps | Route::Keys(_) | Route::Machines(_));
+    if !(is_list && method == "GET") {
         request.query_params(&[])?;
     }
     let response = match (route, method) {
         (Route::Apps, "GET") => {
-            Response::json(200, &serde_json::json!({"apps": authority.apps()?}))
+            let (page, _) = request.page_query(&[])?;
+            Response::page("apps", authority.apps(&page)?)
         }
         (Route::Apps, "POST") => {
             let body: CreateApp = request.json()?;
@@ -383,12 +388,14 @@ fn admin(
         (Route::App(app), "GET") => Response::json(200, &authority.app(app)?),
         (Route::App(app), "DELETE") => {
             authority.delete_app(app, now)?;
+            metrics.app_deleted(app);
             Response::no_content()
         }
         (Route::Keys(app), "GET") => {
-            let include_revoked = include_revoked(request)?;
-            let keys = authority.keys(app, include_revoked, now)?;
-            Response::json(200, &serde_json::json!({"keys": keys}))
+            // `tag` (v2's key tags) joins these filters when keys have tags.
+            let (page, filters) = request.page_query(&["include_revoked"])?;
+            let include_revoked = include_revoked(&filters)?;
+            Response::page("keys", authority.keys(app, include_revoked, &page, now)?)
         }
         (Route::Keys(app), "POST") => {
             let body: CreateKey = request.json()?;
@@ -412,11 +419,13 @@ fn admin(
             let revoked = authority.revoke_key(app, key, now).map_err(ApiError::from);
             metrics.revocation(outcome(&revoked, "revoked"));
             revoked?;
+            metrics.key_revoked(key);
             Response::no_content()
         }
         (Route::Machines(app), "GET") => {
-            let machines = authority.machines(app, now)?;
-            Response::json(200, &serde_json::json!({"machines": machines}))
+            let (page, filters) = request.page_query(&["key_id"])?;
+            let key_id = message::single(&filters, "key_id")?;
+            Response::page("machines", authority.machines(app, key_id, &page, now)?)
         }
         (Route::Machine(app, machine), "DELETE") => {
             authority.logout_machine(app, machine, now)?;
@@ -427,9 +436,9 @@ fn admin(
     Ok(response)
 }
 
-fn include_revoked(request: &Request) -> Result<bool, ApiError> {
+fn include_revoked(filters: &[(String, String)]) -> Result<bool, ApiError> {
     let mut include = false;
-    for (_, value) in request.query_params(&["include_revoked"])? {
+    for (_, value) in filters {
         include = match value.as_str() {
             "true" => true,
             "false" => false,

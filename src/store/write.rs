@@ -6,10 +6,14 @@ use crate::error::{Result, storage};
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
 use crate::token::TokenHash;
 use rusqlite::{Connection, params};
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::ops::Deref;
 
 pub struct Writer<'c> {
     reader: Reader<'c>,
+    /// Machine rows inserted minus deleted in this transaction, for `Store::machine_rows`.
+    machines_added: Cell<i64>,
 }
 
 impl<'c> Deref for Writer<'c> {
@@ -32,7 +36,16 @@ impl<'c> Writer<'c> {
     pub(super) fn new(conn: &'c Connection) -> Writer<'c> {
         Writer {
             reader: Reader::new(conn),
+            machines_added: Cell::new(0),
         }
+    }
+
+    pub(super) fn machines_added(&self) -> i64 {
+        self.machines_added.get()
+    }
+
+    fn count_machines(&self, added: i64) {
+        self.machines_added.set(self.machines_added.get() + added);
     }
 
     fn conn(&self) -> &'c Connection {
@@ -71,12 +84,12 @@ impl<'c> Writer<'c> {
 
     /// Revokes every key of the app, logs out every machine and marks the app deleted.
     pub fn delete_app(&self, app: &App, now: Timestamp) -> Result<()> {
+        let deleted = self.execute("DELETE FROM machines WHERE app_pk = ?1", [app.pk])?;
+        self.count_machines(-(deleted as i64));
+        // Revoked keys have no machines (revoking deleted them), so their count is already 0.
         self.execute(
-            "DELETE FROM machines WHERE key_pk IN (SELECT pk FROM keys WHERE app_pk = ?1)",
-            [app.pk],
-        )?;
-        self.execute(
-            "UPDATE keys SET revoked_at = ?2 WHERE app_pk = ?1 AND revoked_at IS NULL",
+            "UPDATE keys SET revoked_at = ?2, machine_rows = 0
+              WHERE app_pk = ?1 AND revoked_at IS NULL",
             params![app.pk, now.0],
         )?;
         self.execute(
@@ -133,10 +146,12 @@ impl<'c> Writer<'c> {
     /// machines were logged out.
     pub fn revoke_key(&self, key: &Key, now: Timestamp) -> Result<usize> {
         self.execute(
-            "UPDATE keys SET revoked_at = ?2 WHERE pk = ?1",
+            "UPDATE keys SET revoked_at = ?2, machine_rows = 0 WHERE pk = ?1",
             params![key.pk, now.0],
         )?;
-        self.execute("DELETE FROM machines WHERE key_pk = ?1", [key.pk])
+        let deleted = self.execute("DELETE FROM machines WHERE key_pk = ?1", [key.pk])?;
+        self.count_machines(-(deleted as i64));
+        Ok(deleted)
     }
 
     /// Records a successful login with `key` and inserts the machine it created.
@@ -147,9 +162,11 @@ impl<'c> Writer<'c> {
         now: Timestamp,
     ) -> Result<Machine> {
         self.execute(
-            "UPDATE keys SET uses = uses + 1, last_used_at = ?2 WHERE pk = ?1",
+            "UPDATE keys SET uses = uses + 1, last_used_at = ?2, machine_rows = machine_rows + 1
+              WHERE pk = ?1",
             params![key.pk, now.0],
         )?;
+        self.count_machines(1);
         self.execute(
             "INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
                                    created_at, expires_at)
@@ -181,17 +198,47 @@ impl<'c> Writer<'c> {
 
     /// Deletes one machine; false if it was already gone.
     pub fn delete_machine(&self, machine_pk: i64) -> Result<bool> {
-        self.execute("DELETE FROM machines WHERE pk = ?1", [machine_pk])
-            .map(|deleted| deleted > 0)
+        let key_pks = self.delete_returning_key_pks(
+            "DELETE FROM machines WHERE pk = ?1 RETURNING key_pk",
+            params![machine_pk],
+        )?;
+        Ok(key_pks > 0)
     }
 
     /// Deletes up to `limit` machines that expired at or before `now`; returns how many.
     pub fn delete_expired_machines(&self, now: Timestamp, limit: usize) -> Result<usize> {
-        self.execute(
+        self.delete_returning_key_pks(
             "DELETE FROM machines WHERE pk IN (
-                 SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)",
+                 SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)
+             RETURNING key_pk",
             params![now.0, limit as i64],
         )
+    }
+
+    /// Runs a `DELETE … RETURNING key_pk` of machines and takes what it deleted off each
+    /// key's `machine_rows`, in this transaction. Returns how many machines it deleted.
+    fn delete_returning_key_pks(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+        let mut per_key: HashMap<i64, i64> = HashMap::new();
+        self.conn()
+            .prepare_cached(sql)
+            .and_then(|mut stmt| {
+                let mut rows = stmt.query(params)?;
+                while let Some(row) = rows.next()? {
+                    *per_key.entry(row.get(0)?).or_default() += 1;
+                }
+                Ok(())
+            })
+            .map_err(storage)?;
+        let mut deleted = 0;
+        for (key_pk, count) in per_key {
+            self.execute(
+                "UPDATE keys SET machine_rows = machine_rows - ?2 WHERE pk = ?1",
+                params![key_pk, count],
+            )?;
+            deleted += count;
+        }
+        self.count_machines(-deleted);
+        Ok(deleted as usize)
     }
 
     /// Moves `last_used_at` forward (never back) for each (key pk, time).

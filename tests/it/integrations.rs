@@ -773,7 +773,7 @@ fn a_bad_seed_stops_the_start_and_changes_nothing() {
     let server = server_on_copy_of(&db);
     assert_eq!(
         server.admin().get("/v1/apps").expect(200),
-        json!({"apps": []})
+        json!({"apps": [], "next_cursor": null})
     );
 }
 
