@@ -90,7 +90,10 @@ impl PageRequest {
 
     /// Where to resume, if this list's `of_this_list` recognises the cursor's position;
     /// `None` on the first page. A cursor of another list is refused.
-    pub fn resume<T>(&self, of_this_list: impl FnOnce(&Position) -> Option<T>) -> Result<Option<T>> {
+    pub fn resume<T>(
+        &self,
+        of_this_list: impl FnOnce(&Position) -> Option<T>,
+    ) -> Result<Option<T>> {
         self.after
             .as_ref()
             .map(|after| of_this_list(after).ok_or_else(bad_cursor))
@@ -150,8 +153,20 @@ mod tests {
         assert_eq!(PageRequest::parse(None, None).unwrap().limit, 100);
         assert_eq!(PageRequest::parse(Some("1000"), None).unwrap().limit, 1000);
         assert_eq!(PageRequest::parse(Some("1"), None).unwrap().limit, 1);
-        for bad in ["0", "1001", "-1", "", "ten", "1.5", "99999999999999999999999"] {
-            assert_eq!(field(PageRequest::parse(Some(bad), None)), "limit", "{bad:?}");
+        for bad in [
+            "0",
+            "1001",
+            "-1",
+            "",
+            "ten",
+            "1.5",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                field(PageRequest::parse(Some(bad), None)),
+                "limit",
+                "{bad:?}"
+            );
         }
         let cursor = Position::Key {
             created_at: 5,
@@ -170,8 +185,18 @@ mod tests {
         };
         assert_eq!(field(page.resume(app)), "cursor", "another list's cursor");
         let too_long = "7b".repeat(300);
-        for bad in ["", "zz", "7b7d", &hex::encode("{\"Machine\":{}}"), &too_long] {
-            assert_eq!(field(PageRequest::parse(None, Some(bad))), "cursor", "{bad:?}");
+        for bad in [
+            "",
+            "zz",
+            "7b7d",
+            &hex::encode("{\"Machine\":{}}"),
+            &too_long,
+        ] {
+            assert_eq!(
+                field(PageRequest::parse(None, Some(bad))),
+                "cursor",
+                "{bad:?}"
+            );
         }
     }
 

@@ -142,8 +142,8 @@ pub fn insert_loop(db: &Path, duration: Duration) -> Result<f64, String> {
             "UPDATE keys SET uses = uses + 1, last_used_at = ?2, machine_rows = machine_rows + 1
               WHERE pk = ?1",
         )
-            .and_then(|mut stmt| stmt.execute(params![key_pk, now]))
-            .map_err(|err| err.to_string())?;
+        .and_then(|mut stmt| stmt.execute(params![key_pk, now]))
+        .map_err(|err| err.to_string())?;
         conn.prepare_cached(
             "INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
                                    created_at)

@@ -39,7 +39,9 @@ impl Admin {
         let mut items: Vec<Value> = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let left = list.limit.map_or(u64::MAX, |limit| limit.saturating_sub(items.len() as u64));
+            let left = list
+                .limit
+                .map_or(u64::MAX, |limit| limit.saturating_sub(items.len() as u64));
             if left == 0 {
                 break;
             }
@@ -229,7 +231,8 @@ pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
             list,
             admin,
         } => {
-            let filters: Vec<(&str, &str)> = key.iter().map(|key| ("key_id", key.as_str())).collect();
+            let filters: Vec<(&str, &str)> =
+                key.iter().map(|key| ("key_id", key.as_str())).collect();
             let path = format!("/v1/apps/{}/machines", segment(&app));
             let listing = client(&admin)?.list(&path, "machines", &filters, &list)?;
             if admin.output.json {

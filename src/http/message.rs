@@ -91,10 +91,7 @@ impl Request {
         let mut allowed = vec!["limit", "cursor"];
         allowed.extend_from_slice(filters);
         let params = self.query_params(&allowed)?;
-        let page = PageRequest::parse(
-            single(&params, "limit")?,
-            single(&params, "cursor")?,
-        )?;
+        let page = PageRequest::parse(single(&params, "limit")?, single(&params, "cursor")?)?;
         let filters = params
             .into_iter()
             .filter(|(name, _)| filters.contains(&name.as_str()))

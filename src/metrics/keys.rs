@@ -83,3 +83,55 @@ impl Collector for KeyLogins {
             .encode_counter::<NoLabelSet, _, u64>(&untracked, None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(logins: KeyLogins) -> String {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("authkeys");
+        registry.register_collector(Box::new(logins));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    /// Past `MAX_KEY_SERIES` keys, logins are still counted, in one series: a scrape stays
+    /// bounded whatever the admins create. Keys already tracked keep counting.
+    #[test]
+    fn series_are_bounded_and_the_rest_counted_as_untracked() {
+        let logins = KeyLogins::default();
+        for n in 0..MAX_KEY_SERIES + 5 {
+            logins.login("app", &format!("key_{n}"));
+        }
+        logins.login("app", "key_0");
+        logins.login("app", "key_late");
+        let text = encoded(logins);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("authkeys_key_logins_total{"))
+            .count();
+        assert_eq!(series, MAX_KEY_SERIES);
+        assert!(
+            text.contains(r#"authkeys_key_logins_total{app="app",key_id="key_0"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("authkeys_key_logins_untracked_total 6"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn revoking_a_key_or_deleting_its_app_removes_its_series() {
+        let logins = KeyLogins::default();
+        logins.login("a", "key_1");
+        logins.login("a", "key_2");
+        logins.login("b", "key_3");
+        logins.remove_key("key_1");
+        logins.remove_app("b");
+        let text = encoded(logins);
+        assert!(!text.contains("key_1") && !text.contains("key_3"), "{text}");
+        assert!(text.contains(r#"key_id="key_2"} 1"#), "{text}");
+    }
+}

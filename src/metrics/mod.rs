@@ -8,13 +8,13 @@ mod keys;
 mod requests;
 
 use crate::sweeper::Swept;
+use keys::KeyLogins;
+pub use keys::MAX_KEY_SERIES;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use keys::KeyLogins;
-pub use keys::MAX_KEY_SERIES;
 use requests::RequestTable;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

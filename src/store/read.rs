@@ -122,7 +122,10 @@ impl<'c> Reader<'c> {
         let key = self
             .conn
             .prepare_cached(&sql)
-            .and_then(|mut stmt| stmt.query_row(params![app.pk, key_id], key_from_row).optional())
+            .and_then(|mut stmt| {
+                stmt.query_row(params![app.pk, key_id], key_from_row)
+                    .optional()
+            })
             .map_err(storage)?;
         let mut keys = Vec::from_iter(key);
         self.with_active_machines(&mut keys, now)?;
@@ -133,7 +136,10 @@ impl<'c> Reader<'c> {
     pub fn key_pk(&self, app: &App, key_id: &str) -> Result<Option<i64>> {
         self.conn
             .prepare_cached("SELECT pk FROM keys WHERE id = ?1 AND app_pk = ?2")
-            .and_then(|mut stmt| stmt.query_row(params![key_id, app.pk], |row| row.get(0)).optional())
+            .and_then(|mut stmt| {
+                stmt.query_row(params![key_id, app.pk], |row| row.get(0))
+                    .optional()
+            })
             .map_err(storage)
     }
 
@@ -386,11 +392,17 @@ mod tests {
         );
         check(
             &machines_page_sql("m.app_pk"),
-            &["SEARCH m USING INDEX machines_by_app (app_pk=? AND rowid<?)", app_by_pk],
+            &[
+                "SEARCH m USING INDEX machines_by_app (app_pk=? AND rowid<?)",
+                app_by_pk,
+            ],
         );
         check(
             &machines_page_sql("m.key_pk"),
-            &["SEARCH m USING INDEX machines_by_key (key_pk=? AND rowid<?)", app_by_pk],
+            &[
+                "SEARCH m USING INDEX machines_by_key (key_pk=? AND rowid<?)",
+                app_by_pk,
+            ],
         );
         // A key's active machines: its counter, less what has expired and is not swept yet.
         check(
@@ -402,7 +414,10 @@ mod tests {
         );
         check(
             &format!("{KEY_SELECT} WHERE k.app_pk = ?1 AND k.id = ?2"),
-            &["SEARCH k USING INDEX sqlite_autoindex_keys_1 (id=?)", app_by_pk],
+            &[
+                "SEARCH k USING INDEX sqlite_autoindex_keys_1 (id=?)",
+                app_by_pk,
+            ],
         );
     }
 
@@ -434,6 +449,10 @@ mod tests {
                 None => break,
             }
         }
-        assert_eq!(seen, ["key_2", "key_1", "key_0"], "newest (highest row) first, once each");
+        assert_eq!(
+            seen,
+            ["key_2", "key_1", "key_0"],
+            "newest (highest row) first, once each"
+        );
     }
 }

@@ -1013,12 +1013,20 @@ fn list_commands_follow_cursors_to_the_end_and_stop_at_the_limit() {
     assert_eq!(ids(&all, "apps"), expected, "every app once, by id");
     assert_eq!(all["next_cursor"], Value::Null);
     let table = s.admin(&["apps", "list"]);
-    assert_eq!(table.success().lines().count(), BULK + 2, "a header and every app");
+    assert_eq!(
+        table.success().lines().count(),
+        BULK + 2,
+        "a header and every app"
+    );
     table.row("bulk-1002");
 
-    let capped = s.admin(&["apps", "list", "--json", "--limit", "1001"]).json();
+    let capped = s
+        .admin(&["apps", "list", "--json", "--limit", "1001"])
+        .json();
     assert_eq!(ids(&capped, "apps"), expected[..1001]);
-    let cursor = capped["next_cursor"].as_str().expect("a capped listing says where it stopped");
+    let cursor = capped["next_cursor"]
+        .as_str()
+        .expect("a capped listing says where it stopped");
     let rest = s
         .server
         .admin()
@@ -1033,7 +1041,9 @@ fn list_commands_follow_cursors_to_the_end_and_stop_at_the_limit() {
         .error_containing("--limit");
 
     // Keys: newest first, capped.
-    let newest = s.admin(&["keys", "list", "--app", "a", "--limit", "1", "--json"]).json();
+    let newest = s
+        .admin(&["keys", "list", "--app", "a", "--limit", "1", "--json"])
+        .json();
     assert_eq!(ids(&newest, "keys"), [other["id"].as_str().unwrap()]);
     assert!(newest["next_cursor"].is_string());
 
@@ -1049,9 +1059,19 @@ fn list_commands_follow_cursors_to_the_end_and_stop_at_the_limit() {
     let filtered = s
         .admin(&["machines", "list", "--app", "a", "--key", key_id, "--json"])
         .json();
-    assert_eq!(ids(&filtered, "machines"), reusable_machines, "newest first");
+    assert_eq!(
+        ids(&filtered, "machines"),
+        reusable_machines,
+        "newest first"
+    );
     let table = s.admin(&["machines", "list", "--app", "a", "--key", key_id]);
-    assert_eq!(table.success().lines().count(), 4, "a header and three machines");
-    let everything = s.admin(&["machines", "list", "--app", "a", "--json"]).json();
+    assert_eq!(
+        table.success().lines().count(),
+        4,
+        "a header and three machines"
+    );
+    let everything = s
+        .admin(&["machines", "list", "--app", "a", "--json"])
+        .json();
     assert_eq!(ids(&everything, "machines").len(), 4);
 }

@@ -37,7 +37,12 @@ fn walk(
             url.push_str(&format!("&cursor={cursor}"));
         }
         let page = server.admin().get(&url).expect(200);
-        let fields: BTreeSet<&str> = page.as_object().unwrap().keys().map(String::as_str).collect();
+        let fields: BTreeSet<&str> = page
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(fields, BTreeSet::from([field, "next_cursor"]), "{page}");
         let items = ids(&page, field);
         assert!(items.len() <= limit, "{url}: {page}");
@@ -65,14 +70,19 @@ fn assert_exactly_once(seen: &[String], kept: &[String], gone: &[String]) {
         assert!(unique.contains(id), "{id} was never seen: {seen:?}");
     }
     for id in gone {
-        assert!(!unique.contains(id), "{id} was deleted before it was reached: {seen:?}");
+        assert!(
+            !unique.contains(id),
+            "{id} was deleted before it was reached: {seen:?}"
+        );
     }
 }
 
 #[test]
 fn walking_apps_sees_each_once_while_apps_come_and_go() {
     let server = TestServer::start();
-    let mut apps: Vec<String> = (0..20).map(|n| server.create_app(&format!("app-{n:02}"))).collect();
+    let mut apps: Vec<String> = (0..20)
+        .map(|n| server.create_app(&format!("app-{n:02}")))
+        .collect();
     let admin = server.admin();
     let (mut deleted_ahead, mut deleted_behind) = (Vec::new(), Vec::new());
     let seen = walk(&server, "/v1/apps", "apps", 3, |page| {
@@ -109,19 +119,33 @@ fn walking_keys_sees_each_once_newest_first_while_keys_come_and_go() {
     server.create_app("ci");
     let admin = server.admin();
     let mut keys: Vec<String> = (0..12)
-        .map(|_| server.create_key("ci", json!({}))["id"].as_str().unwrap().to_string())
+        .map(|_| {
+            server.create_key("ci", json!({}))["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     keys.reverse(); // newest first, the listing's order
     let (mut revoked_ahead, mut created) = (Vec::new(), Vec::new());
     let seen = walk(&server, "/v1/apps/ci/keys", "keys", 4, |page| {
         // The oldest key left is always ahead of a newest-first walk.
         let ahead = keys.pop().expect("keys left to revoke");
-        admin.delete(&format!("/v1/apps/ci/keys/{ahead}")).expect(204);
+        admin
+            .delete(&format!("/v1/apps/ci/keys/{ahead}"))
+            .expect(204);
         revoked_ahead.push(ahead);
         // A revoked key already seen stays seen once; a new key is behind the walk.
         let seen_one = &keys[page - 1];
-        admin.delete(&format!("/v1/apps/ci/keys/{seen_one}")).expect(204);
-        created.push(server.create_key("ci", json!({}))["id"].as_str().unwrap().to_string());
+        admin
+            .delete(&format!("/v1/apps/ci/keys/{seen_one}"))
+            .expect(204);
+        created.push(
+            server.create_key("ci", json!({}))["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     });
     let mut expected_order = seen.clone();
     expected_order.retain(|id| keys.contains(id));
@@ -130,8 +154,19 @@ fn walking_keys_sees_each_once_newest_first_while_keys_come_and_go() {
     assert_exactly_once(&seen, &[], &created);
 
     // With revoked keys, every key there is, once.
-    let everything = walk(&server, "/v1/apps/ci/keys?include_revoked=true", "keys", 5, |_| {});
-    let all: Vec<String> = keys.iter().chain(&revoked_ahead).chain(&created).cloned().collect();
+    let everything = walk(
+        &server,
+        "/v1/apps/ci/keys?include_revoked=true",
+        "keys",
+        5,
+        |_| {},
+    );
+    let all: Vec<String> = keys
+        .iter()
+        .chain(&revoked_ahead)
+        .chain(&created)
+        .cloned()
+        .collect();
     assert_exactly_once(&everything, &all, &[]);
     assert_eq!(everything.len(), all.len());
 }
@@ -143,7 +178,10 @@ fn walking_machines_sees_each_once_newest_first_while_machines_come_and_go() {
     let key = server.create_key("fleet", json!({"reusable": true}));
     let secret = key["key"].as_str().unwrap().to_string();
     let login = |server: &TestServer| -> String {
-        server.login(&secret)["machine"]["id"].as_str().unwrap().to_string()
+        server.login(&secret)["machine"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let mut machines: Vec<String> = (0..14).map(|_| login(&server)).collect();
     machines.reverse(); // newest first
@@ -151,10 +189,14 @@ fn walking_machines_sees_each_once_newest_first_while_machines_come_and_go() {
     let (mut gone_ahead, mut created) = (Vec::new(), Vec::new());
     let seen = walk(&server, "/v1/apps/fleet/machines", "machines", 4, |page| {
         let ahead = machines.pop().expect("machines left to log out");
-        admin.delete(&format!("/v1/apps/fleet/machines/{ahead}")).expect(204);
+        admin
+            .delete(&format!("/v1/apps/fleet/machines/{ahead}"))
+            .expect(204);
         gone_ahead.push(ahead);
         let seen_one = machines.remove(page - 1);
-        admin.delete(&format!("/v1/apps/fleet/machines/{seen_one}")).expect(204);
+        admin
+            .delete(&format!("/v1/apps/fleet/machines/{seen_one}"))
+            .expect(204);
         created.push(login(&server));
     });
     assert_exactly_once(&seen, &machines, &gone_ahead);
@@ -217,7 +259,13 @@ fn pages_hold_100_rows_by_default_and_at_most_1000() {
         let error = admin
             .get(&format!("{path}?limit=1001"))
             .expect_error(422, "invalid_field");
-        assert!(error["error"]["message"].as_str().unwrap().contains("`limit`"), "{error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`limit`"),
+            "{error}"
+        );
     }
 }
 
@@ -246,13 +294,19 @@ fn bad_limits_and_cursors_are_422_naming_the_field() {
             ("cursor=not-hex", "cursor"),
             (&format!("cursor={not_a_cursor}"), "cursor"),
             (&format!("cursor={too_long}"), "cursor"),
-            (&format!("cursor={apps_cursor}&cursor={apps_cursor}"), "cursor"),
+            (
+                &format!("cursor={apps_cursor}&cursor={apps_cursor}"),
+                "cursor",
+            ),
         ] {
             let error = admin
                 .get(&format!("{list}?{query}"))
                 .expect_error(422, "invalid_field");
             let message = error["error"]["message"].as_str().unwrap();
-            assert!(message.contains(&format!("`{field}`")), "{list}?{query}: {message}");
+            assert!(
+                message.contains(&format!("`{field}`")),
+                "{list}?{query}: {message}"
+            );
         }
         // Parameters a list does not take stay what they were: 400 invalid_query.
         for query in ["offset=5", "page=2", "sort=id"] {
@@ -301,7 +355,14 @@ fn machines_can_be_listed_for_one_key() {
     for machine in listed["machines"].as_array().unwrap() {
         assert_eq!(machine["key_id"], a["id"]);
     }
-    assert_eq!(ids(&admin.get("/v1/apps/fleet/machines").expect(200), "machines").len(), 5);
+    assert_eq!(
+        ids(
+            &admin.get("/v1/apps/fleet/machines").expect(200),
+            "machines"
+        )
+        .len(),
+        5
+    );
     // A key of another app, an unknown key and a revoked key have no machines here.
     admin
         .delete(&format!("/v1/apps/fleet/keys/{}", id(&b)))

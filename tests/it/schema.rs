@@ -269,7 +269,11 @@ fn an_early_version_2_database_gains_machine_counts_and_the_index() {
         server.log()
     );
     assert_eq!(user_version(&db), 2);
-    assert_eq!(schema_of(&db), fresh_schema, "the same schema a first start creates");
+    assert_eq!(
+        schema_of(&db),
+        fresh_schema,
+        "the same schema a first start creates"
+    );
     let machines_of = |server: &TestServer, key: &serde_json::Value| {
         let path = format!("/v1/apps/ci/keys/{}", key["id"].as_str().unwrap());
         server.admin().get(&path).expect(200)["machines"].clone()
