@@ -25,6 +25,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS apps_live_id ON apps (id) WHERE deleted_at IS 
 
 -- Only the SHA-256 of a key is stored. Revoked keys stay (revoked_at set) so that verify can
 -- answer "revoked" rather than "not_found".
+-- `machine_rows` counts this key's rows in machines, kept by every write that adds or deletes
+-- one (in its transaction), so that listing a key's active machines never counts its rows.
+-- It came after version 2 shipped: src/store/mod.rs adds it to version 2 files without it.
 CREATE TABLE IF NOT EXISTS keys (
     pk           INTEGER PRIMARY KEY,
     id           TEXT    NOT NULL UNIQUE,
@@ -39,9 +42,6 @@ CREATE TABLE IF NOT EXISTS keys (
     revoked_at   INTEGER,
     last_used_at INTEGER,
     uses         INTEGER NOT NULL DEFAULT 0,
-    -- Rows in machines for this key, kept by every write that adds or deletes one (in its
-    -- transaction), so that listing a key's active machines never counts its rows. Added
-    -- after version 2 shipped: src/store/mod.rs adds it to older version 2 files.
     machine_rows INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE INDEX IF NOT EXISTS keys_by_app ON keys (app_pk, created_at);
