@@ -264,3 +264,83 @@ fn has_tables(conn: &Connection) -> rusqlite::Result<bool> {
         row.get(0)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NewKey, Timestamp};
+    use crate::token::{self, TokenKind};
+
+    /// The kept count of machine rows, and each key's counter, equal the rows themselves after
+    /// writers that add and delete machines race with the first count.
+    #[test]
+    fn kept_machine_counts_match_the_rows_after_racing_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
+        let reusable = NewKey {
+            reusable: true,
+            ..NewKey::default()
+        };
+        let keys: Vec<_> = store
+            .write(|w| {
+                let app = w.insert_app("app", "App", Timestamp(0))?;
+                (0..3)
+                    .map(|n| {
+                        let secret = token::generate(TokenKind::AuthKey);
+                        let hint = token::hint(&secret);
+                        w.insert_key(
+                            &app,
+                            format!("key_{n}"),
+                            &secret.hash(),
+                            hint,
+                            &reusable,
+                            Timestamp(0),
+                        )?;
+                        Ok(w.key_status(&secret.hash())?
+                            .expect("the key just inserted"))
+                    })
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(store.machine_rows(), None, "not counted yet");
+        std::thread::scope(|scope| {
+            for key in &keys {
+                let store = &store;
+                scope.spawn(move || {
+                    for n in 0..100 {
+                        let machine = NewMachine {
+                            id: format!("mch_{}_{n}", key.id),
+                            token_hash: token::generate(TokenKind::Session).hash(),
+                            name: None,
+                            expires_at: (n % 2 == 0).then_some(Timestamp(10)),
+                        };
+                        let pk = store
+                            .write(|w| w.insert_machine(key, machine, Timestamp(0)))
+                            .unwrap()
+                            .pk;
+                        if n % 3 == 0 {
+                            store.write(|w| w.delete_machine(pk)).unwrap();
+                        }
+                    }
+                });
+            }
+            scope.spawn(|| store.count_machines().unwrap());
+        });
+        store
+            .write(|w| w.delete_expired_machines(Timestamp(10), 7))
+            .unwrap();
+        let rows = |sql: &str| -> i64 {
+            lock(&store.writer)
+                .query_row(sql, [], |row| row.get(0))
+                .unwrap()
+        };
+        let stored = rows("SELECT count(*) FROM machines");
+        assert_eq!(store.machine_rows(), Some(stored as u64));
+        assert_eq!(rows("SELECT sum(machine_rows) FROM keys"), stored);
+        let drifted = rows(
+            "SELECT count(*) FROM keys k
+              WHERE k.machine_rows != (SELECT count(*) FROM machines m WHERE m.key_pk = k.pk)",
+        );
+        assert_eq!(drifted, 0);
+    }
+}
