@@ -583,7 +583,8 @@ function showNewKey(created) {
   const origin = location.origin;
   const server = origin === DEFAULT_SERVER ? "" : ` --server=${origin}`;
   $("new-key-value").value = created.key;
-  $("new-key-command").value = `authkeys login --auth-key=${created.key}${server}`;
+  // The key goes in the environment, not argv, where `ps` would show it.
+  $("new-key-command").value = `AUTHKEYS_AUTH_KEY=${created.key} authkeys login${server}`;
   $("new-key-panel").hidden = false;
   $("new-key-title").focus();
   $("new-key-panel").scrollIntoView({ block: "nearest" });

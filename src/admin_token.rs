@@ -2,9 +2,16 @@
 //! stored by an earlier start, or a fresh one generated now. Only its hash is ever stored; a
 //! generated token is written once to `<db>.admin-token` (0600) or, for `:memory:`, handed
 //! back for the ready line.
+//!
+//! A configured token takes precedence over a generated one but does not erase it: its hash
+//! stays stored, and its file stays on disk. So a start without `AUTHKEYS_ADMIN_TOKEN` after
+//! starts with it (the variable lost from a unit's environment, say) makes the generated token
+//! valid again, silently but for the warning this module logs. To tell that case, a configured
+//! start that shadows a stored generated token records it (`SHADOWED`); the next start without
+//! a configured token warns and clears the record, and generating a new token clears it too.
 
 use crate::error::{Error, StartError};
-use crate::store::{Database, Store};
+use crate::store::{self, Database, Store};
 use crate::token::{self, Secret, TokenHash, TokenKind};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -12,6 +19,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 const SETTING: &str = "admin_token_sha256";
+/// Present while the last start used a configured token other than the stored generated one.
+const SHADOWED: &str = "admin_token_shadowed_by_configured";
+
+/// The shortest configured admin token accepted: 32 characters, as long as a generated token's
+/// random part, so that a configured root token is never the easy one to guess.
+pub const MIN_CONFIGURED_CHARS: usize = 32;
 
 /// The admin token's hash, and the token itself when this start generated it.
 pub struct AdminToken {
@@ -19,26 +32,59 @@ pub struct AdminToken {
     pub generated: Option<Secret>,
 }
 
+/// Refuses a configured token too short to be safe. Checked before anything touches the
+/// database, so a refused start leaves nothing behind. The message gives the length, never the
+/// token.
+pub fn check_configured(configured: Option<&Secret>) -> Result<(), StartError> {
+    let Some(token) = configured else {
+        return Ok(());
+    };
+    let chars = token.expose().chars().count();
+    if chars < MIN_CONFIGURED_CHARS {
+        return Err(StartError::new(format!(
+            "AUTHKEYS_ADMIN_TOKEN is {chars} characters long; it must be at least \
+             {MIN_CONFIGURED_CHARS} (for example `openssl rand -hex 32`)"
+        )));
+    }
+    Ok(())
+}
+
 pub fn resolve(
     store: &Store,
     database: &Database,
     configured: Option<&Secret>,
 ) -> Result<AdminToken, StartError> {
+    if let Database::File(path) = database {
+        store::tighten(&token_file(path))?;
+    }
+    // On the writer connection, which is open anyway: a start opens no reader it does not need
+    // (each holds file descriptors for the server's life).
+    let (stored, shadowed) = store
+        .write(|w| {
+            let stored = w
+                .setting(SETTING)?
+                .as_deref()
+                .and_then(TokenHash::from_slice);
+            let shadowed = w.setting(SHADOWED)?.is_some();
+            if let Some(token) = configured
+                && stored.is_some_and(|hash| hash != token.hash())
+                && !shadowed
+            {
+                w.put_setting(SHADOWED, b"1")?;
+            }
+            Ok((stored, shadowed))
+        })
+        .map_err(|err| start_error(&err))?;
     if let Some(token) = configured {
-        if token.expose().len() < 16 {
-            log::warn!("AUTHKEYS_ADMIN_TOKEN is shorter than 16 characters: easy to guess");
-        }
         return Ok(AdminToken {
             hash: token.hash(),
             generated: None,
         });
     }
-    let stored = store
-        .read(|r| r.setting(SETTING))
-        .map_err(|err| start_error(&err))?;
-    if let Some(hash) = stored.as_deref().and_then(TokenHash::from_slice) {
+    if let Some(hash) = stored {
+        // Only a file database outlives its server, so only it can have a stored hash.
         if let Database::File(path) = database {
-            log::info!("admin token: see {}", token_file(path).display());
+            announce_stored(store, &token_file(path), shadowed)?;
         }
         return Ok(AdminToken {
             hash,
@@ -50,6 +96,24 @@ pub fn resolve(
         hash: token.hash(),
         generated: Some(token),
     })
+}
+
+/// Says where the stored token is, or, when a configured token shadowed it until now, warns
+/// that it is valid again (and forgets the shadowing, so the warning is given once).
+fn announce_stored(store: &Store, file: &Path, shadowed: bool) -> Result<(), StartError> {
+    if !shadowed {
+        log::info!("admin token: see {}", file.display());
+        return Ok(());
+    }
+    log::warn!(
+        "AUTHKEYS_ADMIN_TOKEN is not set, but the last start used it: the generated admin \
+         token ({}) is valid again. If that is not meant, set AUTHKEYS_ADMIN_TOKEN, or stop \
+         the server and run `authkeys rotate-admin-token`",
+        file.display()
+    );
+    store
+        .write(|w| w.delete_setting(SHADOWED))
+        .map_err(|err| start_error(&err))
 }
 
 /// Replaces the stored admin token with a new one, written to `<db>.admin-token`. A running
@@ -86,7 +150,11 @@ fn generate(store: &Store, database: &Database) -> Result<Secret, StartError> {
         );
     }
     store
-        .write(|w| w.put_setting(SETTING, token.hash().as_bytes()))
+        .write(|w| {
+            w.put_setting(SETTING, token.hash().as_bytes())?;
+            // A new token was never shadowed: nothing is valid again.
+            w.delete_setting(SHADOWED)
+        })
         .map_err(|err| start_error(&err))?;
     Ok(token)
 }

@@ -125,7 +125,7 @@ impl Authority {
         if session.machine.is_expired(now) {
             return Err(Error::SessionExpired);
         }
-        self.stamps.machine_seen(session.machine.pk, now);
+        self.stamps.machine_seen(session.machine.pk, hash, now);
         Ok(session)
     }
 
@@ -252,15 +252,18 @@ impl Authority {
 
     /// Logs out one machine of the app. Expired machines are already logged out: not found.
     pub fn logout_machine(&self, app_id: &str, machine_id: &str, now: Timestamp) -> Result<()> {
-        self.store.write(|w| {
+        let deleted = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
             let machine = w
                 .machine(&app, machine_id)?
                 .filter(|machine| !machine.is_expired(now))
                 .ok_or(Error::MachineNotFound)?;
-            w.delete_machine(machine.pk).map(drop)
+            Ok((machine.pk, w.delete_machine(machine.pk)?))
         })?;
-        // The machine's token hash is not at hand; admin logouts are rare enough to clear all.
+        if let (pk, Some(hash)) = deleted {
+            self.stamps.forget_machine(pk, hash);
+        }
+        // Admin logouts are rare enough to clear all.
         self.cache.invalidate(Invalidation::Everything);
         Ok(())
     }
@@ -377,9 +380,11 @@ impl Authority {
     /// Ends the session behind `bearer`.
     pub fn logout(&self, bearer: &str, now: Timestamp) -> Result<()> {
         let session = self.authenticate_session(bearer, now)?;
+        let hash = TokenHash::of(bearer);
         self.store.write(|w| w.delete_machine(session.machine.pk))?;
-        self.cache
-            .invalidate(Invalidation::Session(TokenHash::of(bearer)));
+        // Authenticating just stamped the machine; its row is gone, so is the stamp.
+        self.stamps.forget_machine(session.machine.pk, hash);
+        self.cache.invalidate(Invalidation::Session(hash));
         Ok(())
     }
 
@@ -401,7 +406,7 @@ impl Authority {
         if let Err(problem) = judge_key(&key, now) {
             return Ok(Err(problem));
         }
-        self.stamps.key_used(key.pk, now);
+        self.stamps.key_used(key.pk, hash, now);
         Ok(Ok(key))
     }
 }

@@ -1,6 +1,7 @@
 //! The server's configuration: one plain struct, built by the CLI (or a test) and passed
 //! explicitly. The admin token is a `Secret`, so printing a `Config` never shows it.
 
+use crate::http;
 use crate::seed::Seed;
 use crate::store::Database;
 use crate::throttle;
@@ -22,8 +23,10 @@ pub struct Config {
     pub workers: usize,
     /// Apps and keys to create at start if they do not exist (`--seed FILE`).
     pub seed: Option<Seed>,
-    /// Failed logins and verifies allowed per client address before it gets 429.
+    /// Failed authentication attempts allowed per client address before it gets 429.
     pub login_failures: throttle::Limits,
+    /// Connection caps, trusted proxies and HTTP timeouts.
+    pub http: http::Settings,
 }
 
 pub const DEFAULT_DB: &str = "./authkeys.db";
@@ -43,6 +46,7 @@ impl Default for Config {
             workers: DEFAULT_WORKERS,
             seed: None,
             login_failures: throttle::Limits::default(),
+            http: http::Settings::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod hot_cache;
 pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod model;
 pub mod page;

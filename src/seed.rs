@@ -59,19 +59,22 @@ pub fn load(path: &Path) -> Result<Seed, StartError> {
     if text.len() as u64 > MAX_SEED_BYTES {
         return Err(fail(format!("larger than {MAX_SEED_BYTES} bytes")));
     }
-    serde_json::from_slice(&text).map_err(|err| {
-        let what = if err.is_data() {
-            // serde's message for a wrong field names the field, not the value.
-            err.to_string()
-        } else {
-            format!(
-                "not valid JSON (line {}, column {})",
-                err.line(),
-                err.column()
-            )
-        };
-        fail(crate::token::redact_secrets(&what))
-    })
+    let text = std::str::from_utf8(&text).map_err(|err| fail(format!("not UTF-8: {err}")))?;
+    crate::json::from_str(text)
+        .and_then(serde_json::from_value)
+        .map_err(|err| {
+            let what = if err.is_data() {
+                // serde's message for a wrong field names the field, not the value.
+                err.to_string()
+            } else {
+                format!(
+                    "not valid JSON (line {}, column {})",
+                    err.line(),
+                    err.column()
+                )
+            };
+            fail(crate::token::redact_secrets(&what))
+        })
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(config: Config) -> Result<Server, StartError> {
+        admin_token::check_configured(config.admin_token.as_ref())?;
         let store = Arc::new(Store::open(&config.database)?);
         let admin = admin_token::resolve(&store, &config.database, config.admin_token.as_ref())?;
         let stamps = Arc::new(UsageStamps::default());
@@ -55,10 +56,24 @@ impl Server {
                 http::handle(&authority, &throttle, &metrics, request, Timestamp::now())
             }
         };
-        let listener = Listener::start(&config.listen, Arc::new(handler), config.workers)?;
+        let listener = Listener::start_with(
+            &config.listen,
+            Arc::new(handler),
+            config.workers,
+            &config.http,
+            Arc::clone(&metrics),
+        )?;
         let sweeper = Sweeper::start(store, stamps, cache, metrics, config.sweep_interval);
         let url = format!("http://{}", listener.address());
         log::info!("listening on {url}");
+        if !listener.address().ip().to_canonical().is_loopback() {
+            // The server speaks plain HTTP only: every token would cross the network readable.
+            log::warn!(
+                "{url} is not a loopback address and authkeys has no TLS: tokens would cross \
+                 the network in clear text. Listen on 127.0.0.1 behind a TLS-terminating \
+                 proxy (README, \"Operations\")"
+            );
+        }
         let token_generated = admin.generated.is_some();
         Ok(Server {
             url,

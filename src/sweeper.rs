@@ -8,7 +8,7 @@ use crate::hot_cache::{HotCache, Invalidation};
 use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::store::Store;
-use crate::usage::UsageStamps;
+use crate::usage::{PendingStamps, UsageStamps};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::thread::{self, JoinHandle};
@@ -24,6 +24,7 @@ pub const SWEEP_BATCH: usize = 5000;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
     pub expired_machines: usize,
+    /// Rows stamped; the stamps of rows deleted meanwhile are dropped, not counted.
     pub stamps_written: usize,
 }
 
@@ -35,24 +36,15 @@ pub fn sweep(
     now: Timestamp,
 ) -> Result<Swept> {
     let pending = stamps.take();
-    let stamps_written = pending.len();
+    let mut stamps_written = 0;
     if !pending.is_empty() {
-        // In batches, like the deletions below; rewriting a batch after a failure is harmless
-        // because stamps only move forward.
-        let written = pending
-            .keys
-            .chunks(SWEEP_BATCH)
-            .try_for_each(|batch| store.write(|w| w.stamp_keys_used(batch)))
-            .and_then(|()| {
-                pending
-                    .machines
-                    .chunks(SWEEP_BATCH)
-                    .try_for_each(|batch| store.write(|w| w.stamp_machines_seen(batch)))
-            });
-        if let Err(err) = written {
-            stamps.restore(pending);
-            return Err(err);
-        }
+        stamps_written = match write_stamps(store, &pending) {
+            Ok(written) => written,
+            Err(err) => {
+                stamps.restore(pending);
+                return Err(err);
+            }
+        };
         // Cached answers carry the stamps they were read with; dropping them keeps what
         // whoami shows within one sweep interval of the truth, as the contract promises.
         cache.invalidate(Invalidation::Everything);
@@ -69,6 +61,21 @@ pub fn sweep(
         expired_machines,
         stamps_written,
     })
+}
+
+/// Writes the stamps in batches, like the deletions; returns how many rows were stamped.
+/// Rewriting a batch after a failure is harmless because stamps only move forward. A stamp
+/// whose row is gone (logged out, revoked, expired) is written nowhere, even if a new row has
+/// taken its pk: see `usage::Stamp`.
+fn write_stamps(store: &Store, pending: &PendingStamps) -> Result<usize> {
+    let mut written = 0;
+    for batch in pending.keys.chunks(SWEEP_BATCH) {
+        written += store.write(|w| w.stamp_keys_used(batch))?;
+    }
+    for batch in pending.machines.chunks(SWEEP_BATCH) {
+        written += store.write(|w| w.stamp_machines_seen(batch))?;
+    }
+    Ok(written)
 }
 
 fn count_machines(store: &Store) {
@@ -164,13 +171,15 @@ impl Drop for Sweeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::NewKey;
-    use crate::store::{Database, NewMachine};
-    use crate::token::{self, TokenKind};
+    use crate::model::{Machine, NewKey};
+    use crate::store::{Database, NewMachine, Writer};
+    use crate::token::{self, TokenHash, TokenKind};
 
-    /// A store in a temp dir with one reusable key, its app id, and machines that expire at
-    /// each of `expiries` (`None`: never).
-    fn store_with_machines(expiries: &[Option<i64>]) -> (tempfile::TempDir, Store, String) {
+    const APP: &str = "app";
+
+    /// A store in a temp dir with app `APP`, one reusable ephemeral key (returned: its hash),
+    /// and machines `mch_0`, `mch_1`, … that expire at each of `expiries` (`None`: never).
+    fn store_with_machines(expiries: &[Option<i64>]) -> (tempfile::TempDir, Store, TokenHash) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
         let secret = token::generate(TokenKind::AuthKey);
@@ -182,7 +191,7 @@ mod tests {
         };
         store
             .write(|w| {
-                let app = w.insert_app("app", "App", Timestamp(0))?;
+                let app = w.insert_app(APP, "App", Timestamp(0))?;
                 let hint = token::hint(&secret);
                 w.insert_key(
                     &app,
@@ -192,33 +201,49 @@ mod tests {
                     &new_key,
                     Timestamp(0),
                 )?;
-                let key = w
-                    .key_status(&secret.hash())?
-                    .expect("the key just inserted");
                 for (n, expires_at) in expiries.iter().enumerate() {
-                    let machine = NewMachine {
-                        id: format!("mch_{n}"),
-                        token_hash: token::generate(TokenKind::Session).hash(),
-                        name: None,
-                        expires_at: expires_at.map(Timestamp),
-                    };
-                    w.insert_machine(&key, machine, Timestamp(0))?;
+                    log_in(w, &secret.hash(), &format!("mch_{n}"), *expires_at, 0)?;
                 }
                 Ok(())
             })
             .unwrap();
-        (dir, store, "app".into())
+        (dir, store, secret.hash())
+    }
+
+    /// Logs machine `id` in with the key `key` at `now`; returns it and its session's hash.
+    fn log_in(
+        w: &Writer,
+        key: &TokenHash,
+        id: &str,
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<(Machine, TokenHash)> {
+        let key = w.key_status(key)?.expect("the key exists");
+        let session = token::generate(TokenKind::Session).hash();
+        let machine = NewMachine {
+            id: id.to_string(),
+            token_hash: session,
+            name: None,
+            expires_at: expires_at.map(Timestamp),
+        };
+        Ok((w.insert_machine(&key, machine, Timestamp(now))?, session))
+    }
+
+    fn machine(store: &Store, id: &str) -> Option<Machine> {
+        store
+            .read(|r| r.machine(&r.app(APP)?.expect("the app"), id))
+            .unwrap()
     }
 
     /// Every machine row of the app, expired or not, walking the listing's pages.
-    fn machine_ids(store: &Store, app_id: &str) -> Vec<String> {
+    fn machine_ids(store: &Store) -> Vec<String> {
         let mut ids = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let page = crate::page::PageRequest::parse(Some("1000"), cursor.as_deref()).unwrap();
             let machines = store
                 .read(|r| {
-                    let app = r.app(app_id)?.expect("the app exists");
+                    let app = r.app(APP)?.expect("the app exists");
                     r.active_machines(&app, None, &page, Timestamp(i64::MIN))
                 })
                 .unwrap();
@@ -231,9 +256,9 @@ mod tests {
     }
 
     /// The key's `machines` as listed at `now`, and the store's count of machine rows.
-    fn counts(store: &Store, app_id: &str, now: i64) -> (i64, Option<u64>) {
+    fn counts(store: &Store, now: i64) -> (i64, Option<u64>) {
         let key = store
-            .read(|r| r.key(&r.app(app_id)?.expect("the app"), "key_1", Timestamp(now)))
+            .read(|r| r.key(&r.app(APP)?.expect("the app"), "key_1", Timestamp(now)))
             .unwrap()
             .expect("the key");
         (key.machines, store.machine_rows())
@@ -244,7 +269,7 @@ mod tests {
         // More expired machines than one batch, one that expires later, one that never does.
         let mut expiries = vec![Some(1_000); SWEEP_BATCH + 2];
         expiries.extend([Some(5_000), None]);
-        let (_dir, store, app) = store_with_machines(&expiries);
+        let (_dir, store, _) = store_with_machines(&expiries);
         let stamps = UsageStamps::default();
         let cache = HotCache::default();
         let swept = |now| sweep(&store, &stamps, &cache, Timestamp(now)).unwrap();
@@ -252,35 +277,31 @@ mod tests {
         store.count_machines().unwrap();
         let all = SWEEP_BATCH as i64 + 4;
         assert_eq!(swept(999), Swept::default());
-        assert_eq!(machine_ids(&store, &app).len(), SWEEP_BATCH + 4);
-        assert_eq!(counts(&store, &app, 999), (all, Some(all as u64)));
+        assert_eq!(machine_ids(&store).len(), SWEEP_BATCH + 4);
+        assert_eq!(counts(&store, 999), (all, Some(all as u64)));
         // Expired, not yet swept: no longer active, still stored.
-        assert_eq!(counts(&store, &app, 1_000), (2, Some(all as u64)));
+        assert_eq!(counts(&store, 1_000), (2, Some(all as u64)));
         assert_eq!(swept(1_000).expired_machines, SWEEP_BATCH + 2);
-        assert_eq!(counts(&store, &app, 1_000), (2, Some(2)));
+        assert_eq!(counts(&store, 1_000), (2, Some(2)));
         let left = [
             format!("mch_{}", SWEEP_BATCH + 2),
             format!("mch_{}", SWEEP_BATCH + 3),
         ];
-        let mut ids = machine_ids(&store, &app);
+        let mut ids = machine_ids(&store);
         ids.sort();
         assert_eq!(ids, left);
         assert_eq!(swept(4_999), Swept::default());
         assert_eq!(swept(i64::MAX).expired_machines, 1);
-        assert_eq!(machine_ids(&store, &app), [left[1].clone()]);
-        assert_eq!(counts(&store, &app, i64::MAX), (1, Some(1)));
+        assert_eq!(machine_ids(&store), [left[1].clone()]);
+        assert_eq!(counts(&store, i64::MAX), (1, Some(1)));
     }
 
     #[test]
     fn writes_pending_usage_stamps() {
-        let (_dir, store, app) = store_with_machines(&[None]);
+        let (_dir, store, key) = store_with_machines(&[]);
+        let (seen, session) = store.write(|w| log_in(w, &key, "mch_0", None, 0)).unwrap();
         let stamps = UsageStamps::default();
-        let machine_pk = store
-            .read(|r| r.machine(&r.app(&app)?.expect("the app"), "mch_0"))
-            .unwrap()
-            .expect("the machine")
-            .pk;
-        stamps.machine_seen(machine_pk, Timestamp(42_000));
+        stamps.machine_seen(seen.pk, session, Timestamp(42_000));
         let cache = HotCache::default();
         let ticket = cache.ticket();
         let swept = sweep(&store, &stamps, &cache, Timestamp(50_000)).unwrap();
@@ -290,14 +311,41 @@ mod tests {
             ticket,
             "cached answers carrying old stamps must be dropped"
         );
-        let machine = store
-            .read(|r| r.machine(&r.app(&app)?.expect("the app"), "mch_0"))
-            .unwrap()
-            .expect("the machine");
+        let machine = machine(&store, "mch_0").expect("the machine");
         assert_eq!(machine.last_seen_at, Some(Timestamp(42_000)));
         assert_eq!(
             sweep(&store, &stamps, &cache, Timestamp(60_000)).unwrap(),
             Swept::default()
         );
+    }
+
+    /// A whoami that judged its machine live just before expiry records its stamp just after
+    /// the sweep that deleted the machine; the next login takes the freed pk.
+    #[test]
+    fn a_stamp_of_a_swept_machine_never_reaches_the_machine_that_takes_its_pk() {
+        let (_dir, store, key) = store_with_machines(&[]);
+        let stamps = UsageStamps::default();
+        let cache = HotCache::default();
+        let swept = |now| sweep(&store, &stamps, &cache, Timestamp(now)).unwrap();
+        let log_in = |id, expires_at, now| {
+            store
+                .write(|w| log_in(w, &key, id, expires_at, now))
+                .unwrap()
+        };
+        let (old, old_session) = log_in("mch_old", Some(1_000), 0);
+        assert_eq!(swept(1_000).expired_machines, 1);
+        stamps.machine_seen(old.pk, old_session, Timestamp(999));
+        let (new, new_session) = log_in("mch_new", None, 1_500);
+        assert_eq!(
+            new.pk, old.pk,
+            "SQLite reuses the pk of the deleted newest row"
+        );
+
+        assert_eq!(swept(2_000).stamps_written, 0);
+        assert_eq!(machine(&store, "mch_new").unwrap().last_seen_at, None);
+        stamps.machine_seen(new.pk, new_session, Timestamp(2_500));
+        assert_eq!(swept(3_000).stamps_written, 1);
+        let seen = machine(&store, "mch_new").unwrap().last_seen_at;
+        assert_eq!(seen, Some(Timestamp(2_500)));
     }
 }

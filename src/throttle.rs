@@ -1,11 +1,13 @@
-//! Throttling of failed logins and verifies per client address: a token bucket per address,
-//! drained by failures and refilled at a steady rate. Keys carry 178 bits of entropy, so this
-//! does not protect the keyspace; it keeps a guessing loop from spending the server's CPU and
-//! database. Time is passed in, so the arithmetic is tested without sleeping.
+//! Throttling of failed authentication attempts (auth keys, session tokens, the admin token)
+//! per client address: a token bucket per address, drained by failures and refilled at a
+//! steady rate. Generated tokens carry 178 bits of entropy, so this does not protect their
+//! keyspace; it keeps a guessing loop from spending the server's CPU and database, and slows
+//! guessing a configured admin token. Time is passed in, so the arithmetic is tested without
+//! sleeping. Which requests ask, and what counts as a failure, is `http::throttling`.
 //!
 //! An attempt reserves one failure before it runs (`Throttle::admit`) and gives it back unless
 //! it is marked failed: however many attempts one address sends at once, no more of them run
-//! than its bucket allows, and a throttled address never reaches the login transaction.
+//! than its bucket allows, and a throttled address never reaches a credential check.
 
 use crate::model::Timestamp;
 use std::collections::HashMap;
@@ -56,13 +58,26 @@ enum Client {
 impl fmt::Display for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Client::V4(bits) => write!(f, "{}", Ipv4Addr::from(bits)),
-            Client::V6Prefix(bits) => write!(f, "{}/64", Ipv6Addr::from(u128::from(bits) << 64)),
+            Client::V4(_) => write!(f, "{}", self.network()),
+            Client::V6Prefix(_) => write!(f, "{}/64", self.network()),
         }
     }
 }
 
+/// The network that stands for the client at `ip`, as this throttle groups clients: the IPv4
+/// address, or the first address of the IPv6 /64. The connection shares use it too.
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    Client::of(ip).network()
+}
+
 impl Client {
+    fn network(self) -> IpAddr {
+        match self {
+            Client::V4(bits) => IpAddr::V4(Ipv4Addr::from(bits)),
+            Client::V6Prefix(bits) => IpAddr::V6(Ipv6Addr::from(u128::from(bits) << 64)),
+        }
+    }
+
     fn of(ip: IpAddr) -> Client {
         match ip.to_canonical() {
             IpAddr::V4(v4) => Client::V4(u32::from(v4)),
@@ -174,8 +189,7 @@ pub struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// The attempt failed (a wrong, revoked, expired or used key): it counts against the
-    /// client's allowance.
+    /// The attempt failed (a refused credential): it counts against the client's allowance.
     pub fn failed(mut self) {
         let Some(client) = self.reserved.take() else {
             return;
@@ -186,7 +200,7 @@ impl Attempt<'_> {
             && !bucket.warned
         {
             bucket.warned = true;
-            log::warn!("throttling {client}: too many failed logins and verifies");
+            log::warn!("throttling {client}: too many failed authentication attempts");
         }
     }
 }

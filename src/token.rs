@@ -165,6 +165,29 @@ pub fn redact_secrets(text: &str) -> String {
     out
 }
 
+/// Path segments longer than this are never logged: every token and every configured admin
+/// token (at least 32 characters) is longer, whatever its format.
+pub const MAX_LOGGED_SEGMENT_CHARS: usize = 24;
+
+/// A request path as it may be logged. A segment is replaced by `…` when it is longer than
+/// `MAX_LOGGED_SEGMENT_CHARS`, or when, percent-decoded, it holds anything shaped like one of
+/// our tokens (`%65na_…` is `ena_…`). Other segments are logged as they came, still encoded,
+/// so that decoding cannot put a control character into the log.
+pub fn redact_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+            let too_long = segment.chars().count() > MAX_LOGGED_SEGMENT_CHARS;
+            if too_long || redact_secrets(&decoded) != decoded {
+                "…"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn random_base62(len: usize) -> String {
     let mut out = String::with_capacity(len);
     // One read from the OS CSPRNG covers a whole token almost always (64 bytes, 3% rejected).
@@ -252,6 +275,32 @@ mod tests {
         let text = format!("bad {} and {}; ena_ alone", key.expose(), session.expose());
         assert_eq!(redact_secrets(&text), "bad ena_… and ens_…; ena_ alone");
         assert_eq!(redact_secrets("näive ünïcode"), "näive ünïcode");
+    }
+
+    #[test]
+    fn logged_paths_hide_long_segments_and_tokens_however_encoded() {
+        let key = generate(TokenKind::AuthKey);
+        let key = key.expose();
+        let encoded: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+        for (path, logged) in [
+            ("/v1/apps/my-app/keys", "/v1/apps/my-app/keys"),
+            (&format!("/v1/apps/{key}"), "/v1/apps/…"),
+            (&format!("/v1/apps/%65na_{}", &key[4..]), "/v1/apps/…"),
+            (&format!("/v1/apps/{encoded}/keys"), "/v1/apps/…/keys"),
+            // Short, but a token's prefix once decoded: not logged either.
+            ("/v1/apps/%65na_x", "/v1/apps/…"),
+            ("/v1/apps/enadm_x", "/v1/apps/…"),
+            // Any secret at all, if it is long: a configured admin token, say.
+            ("/v1/apps/test-admin-token-0123456789abcd", "/v1/apps/…"),
+            ("/abcdefghijklmnopqrstuvwx", "/abcdefghijklmnopqrstuvwx"),
+            ("/abcdefghijklmnopqrstuvwxy", "/…"),
+            // Encoded bytes stay encoded: a decoded newline would forge a log line.
+            ("/v1/apps/a%0Ab", "/v1/apps/a%0Ab"),
+            ("/", "/"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_path(path), logged, "{path}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the write lock. The stored values may lag by up to one sweep interval, as the contract says.
 
 use crate::model::Timestamp;
+use crate::token::TokenHash;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -11,25 +12,53 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 /// stamps spread over a table of `P` leaf pages touch about `P(1 - e^(-n/P))` of them, so
 /// bigger batches, written in row order, rewrite fewer pages per stamp. With whoami over
 /// 1,000,000 machines and random tokens, the sweeper's share of the server's CPU fell from a
-/// fifth (20,000 stamps in hash order) to 4% (200,000 in row order; about 4.5 MiB of map).
+/// fifth (20,000 stamps in hash order) to 4% (200,000 in row order; about 12 MiB of map, each
+/// stamp carrying its row's 32-byte token hash).
 pub const FLUSH_AT: usize = 200_000;
 /// Pending stamps (per map) past which new rows' stamps are dropped until the next flush, so
 /// that memory stays bounded even if the database cannot be written for a while.
 pub const MAX_PENDING: usize = 2 * FLUSH_AT;
 
+/// The map key: a stamp's row, by pk and token hash (see `Stamp`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct RowId {
+    pk: i64,
+    hash: TokenHash,
+}
+
+/// Hashes the pk alone: only a reused pk is shared by two rows (equality still compares the
+/// token hash), and 8 bytes hash faster than 40 on the hot path.
+impl std::hash::Hash for RowId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pk.hash(state);
+    }
+}
+
 #[derive(Default)]
 pub struct UsageStamps {
-    keys: Mutex<HashMap<i64, Timestamp>>,
-    machines: Mutex<HashMap<i64, Timestamp>>,
+    keys: Mutex<HashMap<RowId, Timestamp>>,
+    machines: Mutex<HashMap<RowId, Timestamp>>,
     /// Asks the sweeper to flush now (set once by the sweeper).
     flush_request: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
-/// Stamps taken out for writing: (row pk, latest time).
+/// One stamp taken out for writing: its row's pk, which orders the flush, the token hash
+/// stored in that row (`keys.hash`, `machines.token_hash`), which the flush requires to match,
+/// and the latest time. SQLite gives the pk of the newest row to the next insert once that
+/// row is deleted, so a pk alone could name another machine by the time the stamp is written;
+/// a token hash is never reused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stamp {
+    pub pk: i64,
+    pub hash: TokenHash,
+    pub at: Timestamp,
+}
+
+/// Stamps taken out for writing, each list in row order.
 #[derive(Debug, Default, PartialEq)]
 pub struct PendingStamps {
-    pub keys: Vec<(i64, Timestamp)>,
-    pub machines: Vec<(i64, Timestamp)>,
+    pub keys: Vec<Stamp>,
+    pub machines: Vec<Stamp>,
 }
 
 impl PendingStamps {
@@ -43,12 +72,31 @@ impl PendingStamps {
 }
 
 impl UsageStamps {
-    pub fn key_used(&self, key_pk: i64, at: Timestamp) {
-        self.record(&self.keys, key_pk, at);
+    /// `hash` is the key's own (`keys.hash`).
+    pub fn key_used(&self, key_pk: i64, hash: TokenHash, at: Timestamp) {
+        self.record(&self.keys, RowId { pk: key_pk, hash }, at);
     }
 
-    pub fn machine_seen(&self, machine_pk: i64, at: Timestamp) {
-        self.record(&self.machines, machine_pk, at);
+    /// `hash` is the machine's session token hash (`machines.token_hash`).
+    pub fn machine_seen(&self, machine_pk: i64, hash: TokenHash, at: Timestamp) {
+        self.record(
+            &self.machines,
+            RowId {
+                pk: machine_pk,
+                hash,
+            },
+            at,
+        );
+    }
+
+    /// Drops the pending stamp of a machine whose row was just deleted. Only saves memory and
+    /// a write: a stamp left behind (or recorded later by a request already under way) matches
+    /// no row when it is flushed.
+    pub fn forget_machine(&self, machine_pk: i64, hash: TokenHash) {
+        lock(&self.machines).remove(&RowId {
+            pk: machine_pk,
+            hash,
+        });
     }
 
     /// Registers how to ask for an early flush when many stamps are pending.
@@ -56,11 +104,11 @@ impl UsageStamps {
         let _ = self.flush_request.set(Box::new(request));
     }
 
-    fn record(&self, map: &Mutex<HashMap<i64, Timestamp>>, pk: i64, at: Timestamp) {
+    fn record(&self, map: &Mutex<HashMap<RowId, Timestamp>>, row: RowId, at: Timestamp) {
         let pending = {
-            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-            if map.len() < MAX_PENDING || map.contains_key(&pk) {
-                let stamp = map.entry(pk).or_insert(at);
+            let mut map = lock(map);
+            if map.len() < MAX_PENDING || map.contains_key(&row) {
+                let stamp = map.entry(row).or_insert(at);
                 *stamp = (*stamp).max(at);
             }
             map.len()
@@ -83,21 +131,27 @@ impl UsageStamps {
 
     /// Puts stamps back after a failed write so the next sweep retries them.
     pub fn restore(&self, pending: PendingStamps) {
-        for (pk, at) in pending.keys {
-            self.key_used(pk, at);
+        for stamp in pending.keys {
+            self.key_used(stamp.pk, stamp.hash, stamp.at);
         }
-        for (pk, at) in pending.machines {
-            self.machine_seen(pk, at);
+        for stamp in pending.machines {
+            self.machine_seen(stamp.pk, stamp.hash, stamp.at);
         }
     }
 }
 
-fn drain(map: &Mutex<HashMap<i64, Timestamp>>) -> Vec<(i64, Timestamp)> {
-    let mut stamps: Vec<_> = {
-        let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-        map.drain().collect()
-    };
-    stamps.sort_unstable();
+fn lock(
+    map: &Mutex<HashMap<RowId, Timestamp>>,
+) -> std::sync::MutexGuard<'_, HashMap<RowId, Timestamp>> {
+    map.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn drain(map: &Mutex<HashMap<RowId, Timestamp>>) -> Vec<Stamp> {
+    let mut stamps: Vec<_> = lock(map)
+        .drain()
+        .map(|(RowId { pk, hash }, at)| Stamp { pk, hash, at })
+        .collect();
+    stamps.sort_unstable_by_key(|stamp| stamp.pk);
     stamps
 }
 
@@ -105,23 +159,48 @@ fn drain(map: &Mutex<HashMap<i64, Timestamp>>) -> Vec<(i64, Timestamp)> {
 mod tests {
     use super::*;
 
+    fn hash(n: u8) -> TokenHash {
+        TokenHash([n; 32])
+    }
+
+    fn stamp(pk: i64, n: u8, at: i64) -> Stamp {
+        Stamp {
+            pk,
+            hash: hash(n),
+            at: Timestamp(at),
+        }
+    }
+
     #[test]
     fn keeps_the_latest_stamp_per_row_and_restores_after_failure() {
         let stamps = UsageStamps::default();
-        stamps.key_used(1, Timestamp(20));
-        stamps.key_used(1, Timestamp(10));
-        stamps.machine_seen(7, Timestamp(5));
-        stamps.machine_seen(3, Timestamp(6));
+        stamps.key_used(1, hash(1), Timestamp(20));
+        stamps.key_used(1, hash(1), Timestamp(10));
+        stamps.machine_seen(7, hash(7), Timestamp(5));
+        stamps.machine_seen(3, hash(3), Timestamp(6));
         let pending = stamps.take();
-        assert_eq!(pending.keys, vec![(1, Timestamp(20))]);
-        assert_eq!(pending.machines, vec![(3, Timestamp(6)), (7, Timestamp(5))]);
+        assert_eq!(pending.keys, vec![stamp(1, 1, 20)]);
+        assert_eq!(pending.machines, vec![stamp(3, 3, 6), stamp(7, 7, 5)]);
         assert!(stamps.take().is_empty());
-        stamps.machine_seen(7, Timestamp(9));
+        stamps.machine_seen(7, hash(7), Timestamp(9));
         stamps.restore(pending);
-        assert_eq!(
-            stamps.take().machines,
-            vec![(3, Timestamp(6)), (7, Timestamp(9))]
-        );
+        assert_eq!(stamps.take().machines, vec![stamp(3, 3, 6), stamp(7, 7, 9)]);
+    }
+
+    #[test]
+    fn a_reused_pk_keeps_each_rows_stamp_apart_and_forgetting_takes_only_its_own() {
+        let stamps = UsageStamps::default();
+        // Machine 5 seen, deleted; a new machine takes pk 5 and is seen, earlier by the clock.
+        stamps.machine_seen(5, hash(1), Timestamp(30));
+        stamps.machine_seen(5, hash(2), Timestamp(20));
+        let mut both = stamps.take().machines;
+        both.sort_unstable_by_key(|stamp| stamp.at.0);
+        assert_eq!(both, vec![stamp(5, 2, 20), stamp(5, 1, 30)]);
+
+        stamps.machine_seen(5, hash(1), Timestamp(30));
+        stamps.machine_seen(5, hash(2), Timestamp(20));
+        stamps.forget_machine(5, hash(1));
+        assert_eq!(stamps.take().machines, vec![stamp(5, 2, 20)]);
     }
 
     #[test]
@@ -135,13 +214,13 @@ mod tests {
             counter.fetch_add(1, Ordering::SeqCst);
         });
         for pk in 0..FLUSH_AT as i64 - 1 {
-            stamps.machine_seen(pk, Timestamp(1));
+            stamps.machine_seen(pk, hash(0), Timestamp(1));
         }
         assert_eq!(requests.load(Ordering::SeqCst), 0);
-        stamps.machine_seen(-1, Timestamp(1));
+        stamps.machine_seen(-1, hash(0), Timestamp(1));
         assert_eq!(requests.load(Ordering::SeqCst), 1);
         for pk in 0..MAX_PENDING as i64 * 2 {
-            stamps.machine_seen(pk, Timestamp(2));
+            stamps.machine_seen(pk, hash(0), Timestamp(2));
         }
         assert_eq!(stamps.take().machines.len(), MAX_PENDING);
     }

@@ -2,6 +2,7 @@
 //! it rejects so the client sees exactly what to fix.
 
 use crate::error::{Error, Result};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 pub const MAX_APP_NAME_CHARS: usize = 100;
 pub const MAX_DESCRIPTION_CHARS: usize = 200;
@@ -27,7 +28,10 @@ pub fn app_id(id: &str) -> Result<()> {
     }
 }
 
-/// Display text: non-empty, at most `max_chars` characters, no control characters.
+/// Display text: non-empty, at most `max_chars` characters, no control characters and no
+/// format characters (general category Cf: bidi controls such as U+202E, zero-width ones such
+/// as U+200B, U+FEFF), which make text display as something other than what it is
+/// (`admin\u{202E}gnp.exe` shows as `adminexe.png`).
 pub fn text(field: &'static str, value: &str, max_chars: usize) -> Result<()> {
     if value.trim().is_empty() {
         return Err(invalid(field, "must not be empty"));
@@ -40,6 +44,18 @@ pub fn text(field: &'static str, value: &str, max_chars: usize) -> Result<()> {
     }
     if value.chars().any(char::is_control) {
         return Err(invalid(field, "must not contain control characters"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.general_category() == GeneralCategory::Format)
+    {
+        return Err(invalid(
+            field,
+            &format!(
+                "must not contain invisible format or bidi-control characters (found U+{:04X})",
+                u32::from(c)
+            ),
+        ));
     }
     Ok(())
 }
@@ -84,6 +100,57 @@ mod tests {
         assert!(text("name", " ", 100).is_err());
         assert!(text("name", "a\u{0}b", 100).is_err());
         assert!(text("name", "a\nb", 100).is_err());
+    }
+
+    #[test]
+    fn text_refuses_every_format_character() {
+        // A sample across Cf: bidi embeddings, overrides and isolates, zero-width characters,
+        // the BOM, the soft hyphen, Arabic and Syriac marks, tags, and the invisible operators.
+        let format = [
+            '\u{AD}',
+            '\u{600}',
+            '\u{61C}',
+            '\u{6DD}',
+            '\u{70F}',
+            '\u{180E}',
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{202A}',
+            '\u{202E}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{206F}',
+            '\u{FEFF}',
+            '\u{FFF9}',
+            '\u{FFFB}',
+            '\u{110BD}',
+            '\u{1D173}',
+            '\u{E0001}',
+            '\u{E007F}',
+        ];
+        for c in format {
+            let value = format!("admin{c}gnp.exe");
+            let err = text("name", &value, 100).expect_err(&format!("U+{:04X}", u32::from(c)));
+            assert!(err.to_string().contains("`name`"), "{err}");
+        }
+        // Every Cf character there is: the rule is the category, not a list.
+        let all_cf = (0..=0x10FFFF_u32)
+            .filter_map(char::from_u32)
+            .filter(|c| c.general_category() == GeneralCategory::Format);
+        for c in all_cf {
+            assert!(text("description", &format!("x{c}"), 100).is_err());
+        }
+        // Visible non-ASCII text is still fine, combining marks included.
+        for ok in ["Ünïcödé", "日本語", "e\u{301}", "✓ ci"] {
+            assert!(text("name", ok, 100).is_ok(), "{ok}");
+        }
     }
 
     #[test]

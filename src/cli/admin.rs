@@ -159,7 +159,8 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
                 );
                 println!("Store it now (in a vault or CI secret): it cannot be shown again.\n");
                 println!("  {secret}\n");
-                println!("Log a machine in with:\n\n  authkeys login --auth-key={secret}");
+                // The key goes in the environment, not argv, where `ps` would show it.
+                println!("Log a machine in with:\n\n  AUTHKEYS_AUTH_KEY={secret} authkeys login");
             }
         }
         KeysCommand::List {

@@ -2,6 +2,7 @@
 //! required on argv, and clap never prints their values in `--help`.
 
 use crate::config;
+use crate::http;
 use crate::throttle;
 use clap::{Args, Parser, Subcommand};
 
@@ -79,20 +80,42 @@ pub struct ServeArgs {
           default_value_t = config::DEFAULT_SWEEP_INTERVAL_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub sweep_interval: u64,
-    /// JSON file of apps and keys to create at start if missing (see README, "In a test
-    /// suite").
+    /// JSON file of apps and keys to create at start if missing (see docs/testing.md, "A
+    /// seeded start").
     #[arg(long, env = "AUTHKEYS_SEED", value_name = "FILE")]
     pub seed: Option<std::path::PathBuf>,
-    /// Failed logins and verifies one client address may make in a burst before it gets 429
-    /// with Retry-After; 0 turns throttling off.
+    /// Failed authentication attempts (logins, verifies, session and admin tokens) one client
+    /// address may make in a burst before it gets 429 with Retry-After; 0 turns throttling off.
     #[arg(long, env = "AUTHKEYS_LOGIN_FAILURES_BURST", value_name = "N",
           default_value_t = throttle::DEFAULT_BURST)]
     pub login_failures_burst: u32,
-    /// How many failed logins and verifies a client address earns back per minute once its
+    /// How many failed authentication attempts a client address earns back per minute once its
     /// burst is spent; 0 turns throttling off.
     #[arg(long, env = "AUTHKEYS_LOGIN_FAILURES_PER_MINUTE", value_name = "N",
           default_value_t = throttle::DEFAULT_PER_MINUTE)]
     pub login_failures_per_minute: u32,
+    /// Most connections open at once; when all are taken, the one idle longest is closed.
+    #[arg(long, env = "AUTHKEYS_MAX_CONNECTIONS", value_name = "N",
+          default_value_t = http::limits::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+    /// Most connections one client address (IPv6: its /64) may hold; default half of
+    /// --max-connections. Peers in --trusted-proxy ranges are exempt.
+    #[arg(long, env = "AUTHKEYS_MAX_CONNECTIONS_PER_CLIENT", value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections_per_client: Option<usize>,
+    /// A proxy (CIDR range or address) whose X-Forwarded-For names the client; repeatable.
+    #[arg(long = "trusted-proxy", env = "AUTHKEYS_TRUSTED_PROXIES", value_name = "CIDR",
+          value_delimiter = ',', value_parser = http::parse_trusted_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long a connection may wait for a request to start (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_idle_timeout_ms: Option<u64>,
+    /// How long a client may take to send a whole request (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_request_timeout_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 use super::CliError;
 use super::args::ServeArgs;
 use crate::config::{Config, DEFAULT_WORKERS};
+use crate::http;
 use crate::seed;
 use crate::server::Server;
 use crate::store::Database;
@@ -12,6 +13,21 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::io::Write;
 use std::time::Duration;
+
+/// The HTTP settings from `serve`'s flags; an absent one keeps its default.
+fn http_settings(args: &ServeArgs) -> http::Settings {
+    let defaults = http::Settings::default();
+    let millis = |ms: Option<u64>, default| ms.map_or(default, Duration::from_millis);
+    http::Settings {
+        max_connections: args.max_connections,
+        max_connections_per_client: args
+            .max_connections_per_client
+            .unwrap_or((args.max_connections / 2).max(1)),
+        trusted_proxies: http::TrustedProxies::new(args.trusted_proxies.clone()),
+        idle_timeout: millis(args.http_idle_timeout_ms, defaults.idle_timeout),
+        request_timeout: millis(args.http_request_timeout_ms, defaults.request_timeout),
+    }
+}
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let admin_token = match std::env::var("AUTHKEYS_ADMIN_TOKEN") {
@@ -26,6 +42,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         Some(path) => Some(seed::load(path).map_err(|err| CliError(err.to_string()))?),
         None => None,
     };
+    let http = http_settings(&args);
     let config = Config {
         database: database.clone(),
         listen: args.listen,
@@ -38,6 +55,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             per_minute: args.login_failures_per_minute,
         },
         seed,
+        http,
     };
     // Registered before the ready line, so a signal sent as soon as it is read is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT])

@@ -21,7 +21,7 @@ pub enum ApiError {
     InvalidBody(String),
     /// A query parameter the endpoint does not take, or a bad value for one.
     InvalidQuery(String),
-    /// Too many failed logins and verifies from this client; it may try again after
+    /// Too many refused credentials from this client; it may try again after
     /// `retry_after_secs` (sent as `Retry-After`).
     TooManyRequests {
         retry_after_secs: u64,
@@ -111,15 +111,15 @@ impl ApiError {
             | ApiError::InvalidBody(detail)
             | ApiError::InvalidQuery(detail) => detail.clone(),
             ApiError::TooManyRequests { retry_after_secs } => format!(
-                "too many failed logins and verifies from this address; \
+                "too many failed authentication attempts from this address; \
                  try again in {retry_after_secs} s"
             ),
             ApiError::Internal => "internal error".to_string(),
             ApiError::MalformedRequest(what) => format!("malformed request: {what}"),
-            ApiError::RequestTimeout => format!(
-                "the request did not arrive within {} seconds",
-                super::limits::REQUEST_TIMEOUT.as_secs()
-            ),
+            // The limit is configurable (`--http-request-timeout-ms`), so it is not quoted.
+            ApiError::RequestTimeout => {
+                "the request did not arrive within the server's time limit".to_string()
+            }
             ApiError::UriTooLong => format!(
                 "the request line is longer than {} bytes",
                 super::limits::MAX_LINE_BYTES

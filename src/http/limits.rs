@@ -2,7 +2,9 @@
 //! (`vendor/tiny_http`, see its CHANGES-authkeys.md) before a request reaches a worker, and
 //! the translation of its refusals into the contract's errors.
 
+use super::forwarded::TrustedProxies;
 use super::{ApiError, MAX_BODY_BYTES};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest request line or header line, without its CRLF.
@@ -11,33 +13,69 @@ pub const MAX_LINE_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 100;
 /// Largest request head: the request line and every header line.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// How long a connection may sit silent waiting for a request to start (keep-alive idle).
+/// How long a connection may sit silent waiting for a request to start (keep-alive idle), by
+/// default.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send one whole request, head and body, once started.
+/// How long a client may take to send one whole request, head and body, once started, by
+/// default.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long writing a response may block on a client that does not read it.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most connections open at once; further ones wait in the kernel's listen backlog. Each
-/// holds at most one request (`MAX_HEAD_BYTES` + `MAX_BODY_BYTES`) and one thread.
-pub const MAX_CONNECTIONS: usize = 1000;
+/// Most connections open at once, by default. Each holds at most one request
+/// (`MAX_HEAD_BYTES` + `MAX_BODY_BYTES`), one thread and three descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// The HTTP settings that come from `Config` (`--max-connections` and friends).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Most connections open at once; at capacity the one idle longest is closed to make room.
+    pub max_connections: usize,
+    /// Most connections one client address (IPv6: /64) holds; more are closed at once. Peers
+    /// in `trusted_proxies` are exempt: a proxy carries many clients.
+    pub max_connections_per_client: usize,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxy`).
+    pub trusted_proxies: TrustedProxies,
+    /// How long a connection may wait for a request to start.
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a whole request once started.
+    pub request_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS / 2,
+            trusted_proxies: TrustedProxies::default(),
+            idle_timeout: IDLE_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+        }
+    }
+}
 
 /// The limits handed to tiny_http, with `rejection_response` answering its refusals.
-pub fn limits(rejection_response: RejectionResponse) -> tiny_http::Limits {
+pub fn limits(
+    settings: &Settings,
+    rejection_response: Arc<tiny_http::RejectionResponse>,
+) -> tiny_http::Limits {
+    let trusted = settings.trusted_proxies.clone();
     tiny_http::Limits {
         max_line: MAX_LINE_BYTES,
         max_headers: MAX_HEADERS,
         max_head: MAX_HEAD_BYTES,
         max_body: MAX_BODY_BYTES,
-        idle_timeout: IDLE_TIMEOUT,
-        request_timeout: REQUEST_TIMEOUT,
+        idle_timeout: settings.idle_timeout,
+        request_timeout: settings.request_timeout,
         write_timeout: WRITE_TIMEOUT,
-        max_connections: MAX_CONNECTIONS,
+        max_connections: settings.max_connections,
+        max_connections_per_client: settings.max_connections_per_client,
+        // The same grouping as the login throttle's; a trusted proxy is exempt.
+        connection_client: Arc::new(move |peer| {
+            (!trusted.contains(peer)).then(|| crate::throttle::client_network(peer))
+        }),
         rejection_response,
     }
 }
-
-pub type RejectionResponse =
-    fn(&tiny_http::Rejection) -> tiny_http::Response<std::io::Cursor<Vec<u8>>>;
 
 /// The contract's error for a request tiny_http refused.
 pub fn rejection_error(rejection: &tiny_http::Rejection) -> ApiError {

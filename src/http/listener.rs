@@ -3,9 +3,11 @@
 //! under `catch_unwind`, and write the response. Workers never wait on a client's input.
 //! Shutdown unblocks and joins every worker after the requests already received are answered.
 
-use super::limits;
-use super::{ApiError, MAX_BODY_BYTES, Request, Response};
+use super::forwarded::TrustedProxies;
+use super::limits::{self, Settings};
+use super::{ApiError, MAX_BODY_BYTES, ROUTE_LABELS, Request, Response, routes};
 use crate::error::StartError;
+use crate::metrics::Metrics;
 use std::io::{Cursor, Read};
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -22,21 +24,42 @@ pub struct Listener {
     address: SocketAddr,
     stopping: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
+    request_timeout: Duration,
 }
 
 impl Listener {
+    /// A listener with the default settings, counting its refusals in metrics of its own.
     pub fn start(
         listen: &str,
         handler: Arc<Handler>,
         workers: usize,
     ) -> Result<Listener, StartError> {
+        let metrics = Arc::new(Metrics::new(ROUTE_LABELS));
+        Listener::start_with(listen, handler, workers, &Settings::default(), metrics)
+    }
+
+    /// A listener with `settings`; requests refused before they reach `handler` (malformed,
+    /// too large, too slow) are counted in `metrics`.
+    pub fn start_with(
+        listen: &str,
+        handler: Arc<Handler>,
+        workers: usize,
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Listener, StartError> {
         let cannot_listen =
             |err: &dyn std::fmt::Display| StartError::new(format!("listening on {listen}: {err}"));
+        let rejection_response = move |rejection: &tiny_http::Rejection, elapsed: Duration| {
+            let response = Response::error(&limits::rejection_error(rejection));
+            // The method is not known here (the request line may be what was refused).
+            metrics.request(routes::UNMATCHED, "other", response.status, elapsed);
+            to_tiny(response)
+        };
         let server = tiny_http::Server::new(tiny_http::ServerConfig {
             addr: tiny_http::ConfigListenAddr::from_socket_addrs(listen)
                 .map_err(|err| cannot_listen(&err))?,
             ssl: None,
-            limits: limits::limits(rejection_response),
+            limits: limits::limits(settings, Arc::new(rejection_response)),
         })
         .map_err(|err| cannot_listen(&err))?;
         let address = server
@@ -50,9 +73,10 @@ impl Listener {
                 let server = Arc::clone(&server);
                 let handler = Arc::clone(&handler);
                 let stopping = Arc::clone(&stopping);
+                let trusted = settings.trusted_proxies.clone();
                 thread::Builder::new()
                     .name(format!("http-{n}"))
-                    .spawn(move || serve(&server, &*handler, &stopping))
+                    .spawn(move || serve(&server, &*handler, &trusted, &stopping))
                     .expect("spawning an HTTP worker thread")
             })
             .collect();
@@ -61,6 +85,7 @@ impl Listener {
             address,
             stopping,
             workers,
+            request_timeout: settings.request_timeout,
         })
     }
 
@@ -79,7 +104,7 @@ impl Listener {
         self.server.stop_accepting();
         // Requests that have begun arriving are in flight too: the workers keep answering
         // until every one is answered, or until the deadline any request has anyway.
-        let deadline = Instant::now() + limits::REQUEST_TIMEOUT + Duration::from_secs(1);
+        let deadline = Instant::now() + self.request_timeout + Duration::from_secs(1);
         while self.server.requests_in_progress() > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
@@ -101,26 +126,32 @@ impl Drop for Listener {
     }
 }
 
-fn serve(server: &tiny_http::Server, handler: &Handler, stopping: &AtomicBool) {
+fn serve(
+    server: &tiny_http::Server,
+    handler: &Handler,
+    trusted: &TrustedProxies,
+    stopping: &AtomicBool,
+) {
     loop {
         match server.recv() {
-            Ok(request) => respond(handler, request),
+            Ok(request) => respond(handler, trusted, request),
             Err(_) if stopping.load(Ordering::SeqCst) => return,
             Err(err) => log::warn!("accepting a request failed: {err}"),
         }
     }
 }
 
-fn respond(handler: &Handler, mut raw: tiny_http::Request) {
+fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: tiny_http::Request) {
     let started = Instant::now();
     let method = raw.method().as_str().to_string();
     let mut request = Request::new(&method, raw.url());
-    let response = match read_body(&mut raw) {
-        Ok(body) => {
+    let read = read_body(&mut raw).and_then(|body| Ok((body, authorization(&raw)?)));
+    let response = match read {
+        Ok((body, authorization)) => {
             request.body = body;
-            request.authorization = header(&raw, "Authorization");
+            request.authorization = authorization;
             request.content_type = header(&raw, "Content-Type");
-            request.remote_addr = raw.remote_addr().copied();
+            request.remote_addr = client_address(trusted, &raw);
             guarded(|| handler(&request))
         }
         Err(err) => Response::error(&err),
@@ -131,8 +162,8 @@ fn respond(handler: &Handler, mut raw: tiny_http::Request) {
     }
     log::debug!(
         "{method} {} {status} {}µs",
-        // A secret pasted into a URL must not reach the log.
-        crate::token::redact_secrets(&request.path),
+        // A secret pasted into a URL must not reach the log, whatever its shape or encoding.
+        crate::token::redact_path(&request.path),
         started.elapsed().as_micros()
     );
 }
@@ -158,12 +189,6 @@ fn to_tiny(response: Response) -> tiny_http::Response<Cursor<Vec<u8>>> {
         out.add_header(header);
     }
     out
-}
-
-/// How a request tiny_http refused (malformed, too large, too slow) is answered: the
-/// contract's error shape, like every other error.
-fn rejection_response(rejection: &tiny_http::Rejection) -> tiny_http::Response<Cursor<Vec<u8>>> {
-    to_tiny(Response::error(&limits::rejection_error(rejection)))
 }
 
 /// Headers every response carries: nothing here may be cached or sniffed.
@@ -207,6 +232,41 @@ fn read_body(raw: &mut tiny_http::Request) -> Result<Vec<u8>, ApiError> {
         return Err(ApiError::BodyTooLarge);
     }
     Ok(body)
+}
+
+/// The client's address: the peer's, or the one a trusted proxy forwarded (`forwarded`). A
+/// forwarded address has no port (0).
+fn client_address(trusted: &TrustedProxies, raw: &tiny_http::Request) -> Option<SocketAddr> {
+    let peer = raw.remote_addr()?;
+    let forwarded_for = raw
+        .headers()
+        .iter()
+        .filter(|header| header.field.equiv("X-Forwarded-For"))
+        .map(|header| header.value.as_str());
+    let client = trusted.client_address(peer.ip(), forwarded_for);
+    Some(if client == peer.ip() {
+        *peer
+    } else {
+        SocketAddr::new(client, 0)
+    })
+}
+
+/// The one `Authorization` header, if any. Two are refused rather than one picked: a proxy in
+/// front may check one and we another.
+fn authorization(raw: &tiny_http::Request) -> Result<Option<String>, ApiError> {
+    let mut values = raw
+        .headers()
+        .iter()
+        .filter(|header| header.field.equiv("Authorization"));
+    let first = values
+        .next()
+        .map(|header| header.value.as_str().to_string());
+    match values.next() {
+        None => Ok(first),
+        Some(_) => Err(ApiError::MalformedRequest(
+            "more than one Authorization header",
+        )),
+    }
 }
 
 fn header(raw: &tiny_http::Request, name: &'static str) -> Option<String> {

@@ -18,7 +18,7 @@ pub struct Request {
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
-    /// The client's address, for throttling failed logins and verifies per client.
+    /// The client's address, for throttling failed authentication attempts per client.
     pub remote_addr: Option<SocketAddr>,
 }
 
@@ -116,15 +116,17 @@ pub fn single<'p>(
     }
 }
 
-/// Parses a body that must be a JSON object: 400 when it is not UTF-8, not JSON or not an
-/// object, 422 when it is well-formed JSON holding a value serde_json cannot represent.
+/// Parses a body that must be a JSON object: 400 when it is not UTF-8, not JSON, not an
+/// object or repeats a key, 422 when it is well-formed JSON holding a value serde_json cannot
+/// represent.
 fn parse_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     let malformed = |detail: String| ApiError::MalformedBody(detail);
     let text = std::str::from_utf8(body)
         .map_err(|err| malformed(format!("the body is not UTF-8: {err}")))?;
-    match serde_json::from_str::<serde_json::Value>(text) {
+    match crate::json::from_str(text) {
         Ok(value) if value.is_object() => Ok(value),
         Ok(_) => Err(malformed("the body must be a JSON object".into())),
+        Err(err) if err.is_data() => Err(malformed(format!("ambiguous JSON: {err}"))),
         // JSON's grammar allows numbers beyond f64 (`1e400`) and lone surrogate escapes, which
         // serde_json refuses to put in a `Value`. Skipping values, it checks only the grammar:
         // if that passes, the body is well-formed and one of its values is out of range.

@@ -5,26 +5,30 @@
 
 mod dashboard;
 mod errors;
-mod limits;
+mod forwarded;
+pub mod limits;
 mod listener;
 mod message;
 mod routes;
+mod throttling;
 
 pub use errors::ApiError;
+pub use forwarded::{TrustedProxies, parse_range as parse_trusted_proxy};
+pub use limits::Settings;
 pub use listener::{Handler, Listener, guarded};
 pub use message::{Request, Response};
 pub use routes::ROUTE_LABELS;
 
 use crate::authority::Authority;
-use crate::error::Error;
 use crate::metrics::{self, Metrics};
 use crate::model::{Key, Machine, NewKey, Timestamp};
-use crate::throttle::{Attempt, Throttle};
+use crate::throttle::Throttle;
 use routes::Route;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use std::time::Instant;
+use throttling::{Answer, throttled};
 
 /// Largest request body accepted; a larger declared one gets 413 before any of it is read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -127,7 +131,7 @@ struct Identity<'a> {
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 /// Answers one request and counts it. Never panics on any input; errors become the contract's
-/// JSON shape. `throttle` counts failed logins and verifies per client address.
+/// JSON shape. `throttle` counts failed credentials per client address (`throttling`).
 pub fn handle(
     authority: &Authority,
     throttle: &Throttle,
@@ -193,24 +197,52 @@ fn dispatch(
                 metrics.encode(machines),
             ))
         }
-        Route::Login => {
-            let result = login(authority, throttle, metrics, request, now);
-            metrics.login(outcome(&result, "success"));
-            result
+        // Every other route takes a credential, a new one included (it falls to `admin`).
+        _ => {
+            let answer = throttled(throttle, request, now, || {
+                credentialed(authority, metrics, route, request, now)
+            });
+            match route {
+                Route::Login => metrics.login(outcome(&answer.result, "success")),
+                Route::Verify => metrics.verify(
+                    answer
+                        .refused
+                        .unwrap_or_else(|| outcome(&answer.result, "valid")),
+                ),
+                _ => {}
+            }
+            answer.result
         }
-        Route::Verify => verify(authority, throttle, metrics, request, now),
+    }
+}
+
+/// Routes that take a credential, once the throttle has admitted the attempt.
+fn credentialed(
+    authority: &Authority,
+    metrics: &Metrics,
+    route: Route,
+    request: &Request,
+    now: Timestamp,
+) -> Answer {
+    match route {
+        Route::Login => Answer::from(login(authority, metrics, request, now)),
+        Route::Verify => verify(authority, request, now),
         // A proxy's subrequest carries the protected request's query string, which is not
         // ours to judge: forward-auth reads only the bearer token.
-        Route::ForwardAuth => forward_auth(authority, request.bearer()?, now),
-        Route::Whoami | Route::Logout => {
+        Route::ForwardAuth => Answer::from(
+            request
+                .bearer()
+                .map_err(ApiError::from)
+                .and_then(|bearer| forward_auth(authority, bearer, now)),
+        ),
+        Route::Whoami | Route::Logout => Answer::from((|| {
             request.query_params(&[])?;
-            let bearer = request.bearer()?;
-            session(authority, route, bearer, now)
-        }
-        _ => {
+            session(authority, route, request.bearer()?, now)
+        })()),
+        _ => Answer::from((|| {
             authority.authenticate_admin(request.bearer()?)?;
             admin(authority, metrics, route, request, now)
-        }
+        })()),
     }
 }
 
@@ -222,41 +254,16 @@ fn outcome<T>(result: &Result<T, ApiError>, success: &'static str) -> &'static s
     }
 }
 
-/// Asks the throttle before a login or verify. It comes first, so a throttled client never
-/// reaches the login transaction and cannot consume a key.
-fn admit<'t>(
-    throttle: &'t Throttle,
-    request: &Request,
-    now: Timestamp,
-) -> Result<Attempt<'t>, ApiError> {
-    throttle
-        .admit(request.remote_addr.map(|addr| addr.ip()), now)
-        .map_err(|retry| ApiError::TooManyRequests {
-            retry_after_secs: retry.secs,
-        })
-}
-
 /// `POST /v1/auth/login`: an auth key in the body, no bearer token.
 fn login(
     authority: &Authority,
-    throttle: &Throttle,
     metrics: &Metrics,
     request: &Request,
     now: Timestamp,
 ) -> Result<Response, ApiError> {
     request.query_params(&[])?;
-    let attempt = admit(throttle, request, now)?;
     let body: Login = request.json()?;
-    let logged_in = authority.login(&body.auth_key, body.machine.as_deref(), now);
-    let (session, machine) = match logged_in {
-        Ok(logged_in) => logged_in,
-        Err(err) => {
-            if is_refused_auth_key(&err) {
-                attempt.failed();
-            }
-            return Err(err.into());
-        }
-    };
+    let (session, machine) = authority.login(&body.auth_key, body.machine.as_deref(), now)?;
     metrics.key_login(&machine.app, &machine.key_id);
     let logged_in = LoggedIn {
         session_token: session.expose(),
@@ -265,28 +272,16 @@ fn login(
     Ok(Response::json(201, &logged_in))
 }
 
-/// `POST /v1/keys/verify`: an auth key in the body, no bearer token; counted by verdict.
-fn verify(
-    authority: &Authority,
-    throttle: &Throttle,
-    metrics: &Metrics,
-    request: &Request,
-    now: Timestamp,
-) -> Result<Response, ApiError> {
+/// `POST /v1/keys/verify`: an auth key in the body, no bearer token. A key that is not good is
+/// a 200 `{"valid": false}`, and a refused credential all the same.
+fn verify(authority: &Authority, request: &Request, now: Timestamp) -> Answer {
     let verdict = (|| {
         request.query_params(&[])?;
-        let attempt = admit(throttle, request, now)?;
         let body: Verify = request.json()?;
-        Ok::<_, ApiError>((attempt, authority.verify(&body.key, now)?))
+        Ok::<_, ApiError>(authority.verify(&body.key, now)?)
     })();
-    metrics.verify(match &verdict {
-        Ok((_, Ok(_))) => "valid",
-        Ok((_, Err(problem))) => problem.code(),
-        Err(err) => err.status_and_code().1,
-    });
-    let (attempt, verdict) = verdict?;
-    let response = match verdict {
-        Ok(key) => Response::json(
+    match verdict {
+        Ok(Ok(key)) => Answer::from(Ok(Response::json(
             200,
             &ValidKey {
                 valid: true,
@@ -296,28 +291,19 @@ fn verify(
                 ephemeral: key.ephemeral,
                 expires_at: key.expires_at,
             },
-        ),
-        Err(problem) => {
-            attempt.failed();
-            Response::json(
+        ))),
+        Ok(Err(problem)) => Answer {
+            result: Ok(Response::json(
                 200,
                 &InvalidKey {
                     valid: false,
                     code: problem.code(),
                 },
-            )
-        }
-    };
-    Ok(response)
-}
-
-/// Whether a login failed because of the key itself: what a guesser produces, and what the
-/// throttle counts. Bad input and server errors do not count.
-fn is_refused_auth_key(err: &Error) -> bool {
-    matches!(
-        err,
-        Error::AuthKeyInvalid | Error::AuthKeyRevoked | Error::AuthKeyExpired | Error::AuthKeyUsed
-    )
+            )),
+            refused: Some(problem.code()),
+        },
+        Err(err) => Answer::from(Err(err)),
+    }
 }
 
 /// Endpoints that take a machine's session token.
@@ -490,6 +476,50 @@ mod tests {
                 assert!(
                     !responses.is_empty(),
                     "{method} {template} has no responses"
+                );
+            }
+        }
+    }
+
+    /// The users' API reference (`docs/api.md`) has a `### `METHOD /path`` section for every
+    /// operation of the document and none that the document lacks, and lists every field of
+    /// the contract's objects, so neither can drift from the other.
+    #[test]
+    fn api_reference_documents_every_route_of_the_openapi_document() {
+        const REFERENCE: &str = include_str!("../../docs/api.md");
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json");
+        let operations: BTreeSet<String> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, item)| {
+                let methods = item.as_object().expect("path item").keys();
+                methods
+                    .filter(|key| *key != "parameters")
+                    .map(move |method| format!("{} {path}", method.to_ascii_uppercase()))
+            })
+            .collect();
+        let documented: BTreeSet<String> = REFERENCE
+            .lines()
+            .filter_map(|line| line.strip_prefix("### `")?.strip_suffix('`'))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            documented, operations,
+            "docs/api.md sections vs openapi.json"
+        );
+        for object in ["App", "Key", "Machine"] {
+            let schema = &doc["components"]["schemas"][object]["properties"];
+            let heading = format!("**{object}**: `{{");
+            let start = REFERENCE
+                .find(&heading)
+                .unwrap_or_else(|| panic!("no {heading}"));
+            let description = &REFERENCE[start..start + REFERENCE[start..].find("}`").unwrap()];
+            for field in schema.as_object().expect("properties").keys() {
+                let quoted = format!("\"{field}\"");
+                assert!(
+                    description.contains(&quoted),
+                    "docs/api.md's {object} lacks {field}"
                 );
             }
         }

@@ -14,7 +14,8 @@ use std::time::Duration;
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
 ];
-/// Every status authkeys answers with; anything else (a bug) is counted as `other`.
+/// Every status authkeys answers with, the HTTP layer's refusals included (see
+/// `http::limits`); anything else (a bug) is counted as `other`.
 const STATUSES: &[(u16, &str)] = &[
     (200, "200"),
     (201, "201"),
@@ -23,11 +24,17 @@ const STATUSES: &[(u16, &str)] = &[
     (401, "401"),
     (404, "404"),
     (405, "405"),
+    (408, "408"),
     (409, "409"),
     (413, "413"),
+    (414, "414"),
     (415, "415"),
+    (417, "417"),
     (422, "422"),
+    (429, "429"),
+    (431, "431"),
     (500, "500"),
+    (505, "505"),
 ];
 /// Status slots: one per entry of `STATUSES`, then `other`.
 const STATUS_SLOTS: usize = STATUSES.len() + 1;

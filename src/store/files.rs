@@ -1,5 +1,7 @@
 //! Where the database file lives and who may read it. The file is created owner-only (0600)
 //! before SQLite opens it; SQLite gives its `-wal` and `-shm` files the database file's mode.
+//! Files left from an earlier run (the database, a `-wal` or `-shm` a crash left behind, the
+//! admin token file) are tightened to 0600 at start, with a warning, if others could read them.
 
 use crate::error::StartError;
 use std::fs::{self, OpenOptions};
@@ -42,6 +44,11 @@ pub fn prepare(database: &Database) -> Result<(PathBuf, Option<ScratchDir>), Sta
     match database {
         Database::File(path) => {
             create_owner_only(path)?;
+            for suffix in ["-wal", "-shm"] {
+                let mut companion = path.as_os_str().to_owned();
+                companion.push(suffix);
+                tighten(Path::new(&companion))?;
+            }
             Ok((path.clone(), None))
         }
         Database::Memory => {
@@ -60,7 +67,6 @@ pub fn prepare(database: &Database) -> Result<(PathBuf, Option<ScratchDir>), Sta
 
 /// Creates `path` with mode 0600, or tightens an existing file that others could read.
 pub(super) fn create_owner_only(path: &Path) -> Result<(), StartError> {
-    let fail = |err: std::io::Error| StartError::new(format!("opening {}: {err}", path.display()));
     match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -68,18 +74,30 @@ pub(super) fn create_owner_only(path: &Path) -> Result<(), StartError> {
         .open(path)
     {
         Ok(_) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mode = fs::metadata(path).map_err(fail)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                log::warn!(
-                    "{} was readable by others (mode {:o}); setting it to 0600",
-                    path.display(),
-                    mode & 0o777
-                );
-                fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(fail)?;
-            }
-            Ok(())
-        }
-        Err(err) => Err(fail(err)),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => tighten(path),
+        Err(err) => Err(StartError::new(format!(
+            "opening {}: {err}",
+            path.display()
+        ))),
     }
+}
+
+/// Sets an existing file that others could read or write to 0600, with a warning; a missing
+/// file is left missing.
+pub fn tighten(path: &Path) -> Result<(), StartError> {
+    let fail = |err: std::io::Error| StartError::new(format!("opening {}: {err}", path.display()));
+    let mode = match fs::metadata(path) {
+        Ok(metadata) => metadata.permissions().mode(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(fail(err)),
+    };
+    if mode & 0o077 != 0 {
+        log::warn!(
+            "{} was readable by others (mode {:o}); setting it to 0600",
+            path.display(),
+            mode & 0o777
+        );
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ mod read;
 mod write;
 
 pub use backup::{BackedUp, backup};
-pub use files::Database;
+pub use files::{Database, tighten};
 pub use read::{KeyStatus, Reader};
 pub use write::{NewMachine, Writer};
 

@@ -5,7 +5,8 @@ use super::read::{KeyStatus, Reader};
 use crate::error::{Result, storage};
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
 use crate::token::TokenHash;
-use rusqlite::{Connection, params};
+use crate::usage::Stamp;
+use rusqlite::{Connection, OptionalExtension, params};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -57,6 +58,11 @@ impl<'c> Writer<'c> {
             .prepare_cached(sql)
             .and_then(|mut stmt| stmt.execute(params))
             .map_err(storage)
+    }
+
+    pub fn delete_setting(&self, name: &str) -> Result<()> {
+        self.execute("DELETE FROM settings WHERE name = ?1", params![name])
+            .map(drop)
     }
 
     pub fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
@@ -196,13 +202,21 @@ impl<'c> Writer<'c> {
         })
     }
 
-    /// Deletes one machine; false if it was already gone.
-    pub fn delete_machine(&self, machine_pk: i64) -> Result<bool> {
-        let key_pks = self.delete_returning_key_pks(
-            "DELETE FROM machines WHERE pk = ?1 RETURNING key_pk",
-            params![machine_pk],
-        )?;
-        Ok(key_pks > 0)
+    /// Deletes one machine; returns its token hash, or `None` if it was already gone.
+    pub fn delete_machine(&self, machine_pk: i64) -> Result<Option<TokenHash>> {
+        let deleted: Option<([u8; 32], i64)> = self
+            .conn()
+            .prepare_cached("DELETE FROM machines WHERE pk = ?1 RETURNING token_hash, key_pk")
+            .and_then(|mut stmt| {
+                stmt.query_row([machine_pk], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(storage)?;
+        let Some((hash, key_pk)) = deleted else {
+            return Ok(None);
+        };
+        self.machines_deleted(key_pk, 1)?;
+        Ok(Some(TokenHash(hash)))
     }
 
     /// Deletes up to `limit` machines that expired at or before `now`; returns how many.
@@ -231,36 +245,82 @@ impl<'c> Writer<'c> {
             .map_err(storage)?;
         let mut deleted = 0;
         for (key_pk, count) in per_key {
-            self.execute(
-                "UPDATE keys SET machine_rows = machine_rows - ?2 WHERE pk = ?1",
-                params![key_pk, count],
-            )?;
+            self.machines_deleted(key_pk, count)?;
             deleted += count;
         }
-        self.count_machines(-deleted);
         Ok(deleted as usize)
     }
 
-    /// Moves `last_used_at` forward (never back) for each (key pk, time).
-    pub fn stamp_keys_used(&self, stamps: &[(i64, Timestamp)]) -> Result<()> {
-        for (pk, at) in stamps {
-            self.execute(
-                "UPDATE keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE pk = ?1",
-                params![pk, at.0],
-            )?;
-        }
+    /// Takes `count` deleted machines off their key's `machine_rows` and the store's count.
+    fn machines_deleted(&self, key_pk: i64, count: i64) -> Result<()> {
+        self.execute(
+            "UPDATE keys SET machine_rows = machine_rows - ?2 WHERE pk = ?1",
+            params![key_pk, count],
+        )?;
+        self.count_machines(-count);
         Ok(())
     }
 
-    /// Moves `last_seen_at` forward (never back) for each (machine pk, time).
-    pub fn stamp_machines_seen(&self, stamps: &[(i64, Timestamp)]) -> Result<()> {
-        for (pk, at) in stamps {
-            self.execute(
-                "UPDATE machines SET last_seen_at = max(coalesce(last_seen_at, 0), ?2)
-                  WHERE pk = ?1",
-                params![pk, at.0],
-            )?;
+    /// Moves `last_used_at` forward (never back) for each stamp whose key row still holds its
+    /// hash; returns how many rows were stamped.
+    pub fn stamp_keys_used(&self, stamps: &[Stamp]) -> Result<usize> {
+        self.stamp_rows(STAMP_KEY_USED, stamps)
+    }
+
+    /// Moves `last_seen_at` forward (never back) for each stamp whose machine row still holds
+    /// its token hash; returns how many rows were stamped.
+    pub fn stamp_machines_seen(&self, stamps: &[Stamp]) -> Result<usize> {
+        self.stamp_rows(STAMP_MACHINE_SEEN, stamps)
+    }
+
+    fn stamp_rows(&self, sql: &str, stamps: &[Stamp]) -> Result<usize> {
+        stamps.iter().try_fold(0, |stamped, stamp| {
+            let changed =
+                self.execute(sql, params![stamp.pk, stamp.at.0, stamp.hash.as_bytes()])?;
+            Ok(stamped + changed)
+        })
+    }
+}
+
+/// The usage-stamp updates: `?1` pk, `?2` time, `?3` the row's token hash. The pk finds the
+/// row (the stamps come in pk order, so neighbours share pages); the hash, compared on that
+/// same row, makes sure it is still the row that was stamped: SQLite reuses the pk of a
+/// deleted newest row, never a token hash. A stamp whose row is gone changes nothing.
+const STAMP_KEY_USED: &str = "UPDATE keys SET last_used_at = max(coalesce(last_used_at, 0), ?2)
+     WHERE pk = ?1 AND hash = ?3";
+const STAMP_MACHINE_SEEN: &str =
+    "UPDATE machines SET last_seen_at = max(coalesce(last_seen_at, 0), ?2)
+     WHERE pk = ?1 AND token_hash = ?3";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Database, Store};
+
+    /// The hash check must not change how a stamp finds its row: by pk, the order the flush
+    /// writes in, not through the token-hash index.
+    #[test]
+    fn a_stamp_finds_its_row_by_pk() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).expect("a store");
+        for (sql, table) in [(STAMP_KEY_USED, "keys"), (STAMP_MACHINE_SEEN, "machines")] {
+            let plan: Vec<String> = store
+                .write(|w| {
+                    w.conn()
+                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .and_then(|mut stmt| {
+                            let stamp = params![1, 1, [0u8; 32]];
+                            stmt.query_map(stamp, |row| row.get(3))?.collect()
+                        })
+                        .map_err(storage)
+                })
+                .expect("explaining the stamp statement");
+            assert_eq!(
+                plan,
+                [format!(
+                    "SEARCH {table} USING INTEGER PRIMARY KEY (rowid=?)"
+                )]
+            );
         }
-        Ok(())
     }
 }

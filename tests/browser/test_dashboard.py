@@ -208,7 +208,7 @@ def test_the_key_is_shown_once_and_gone_after_dismissing_or_reloading(dashboard,
     assert "Store it now in a vault" in panel.text
     assert "cannot be shown again" in panel.text
     command = dashboard.find("#new-key-command").get_attribute("value")
-    assert command == f"authkeys login --auth-key={secret} --server={server.url}"
+    assert command == f"AUTHKEYS_AUTH_KEY={secret} authkeys login --server={server.url}"
     # Focus moves to the panel so a screen reader announces it.
     assert dashboard.driver.switch_to.active_element == dashboard.find("#new-key-title")
     assert secret not in repr(dashboard.storage())
@@ -251,7 +251,7 @@ def test_copy_buttons_put_the_key_and_the_command_on_the_clipboard(dashboard, se
 
     dashboard.click("#copy-command")
     dashboard.wait_text("#status", "Copied the login command")
-    assert read_clipboard(dashboard) == f"authkeys login --auth-key={secret} --server={server.url}"
+    assert read_clipboard(dashboard) == f"AUTHKEYS_AUTH_KEY={secret} authkeys login --server={server.url}"
 
     # What was copied pastes as the key, as a person would paste it elsewhere.
     dashboard.click("#copy-key")

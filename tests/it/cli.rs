@@ -305,7 +305,7 @@ fn quick_start_creates_a_key_logs_in_and_revoking_the_key_ends_the_session() {
     if text.lines().filter(|line| line.trim() == key).count() != 1 {
         created.fail("expected the key alone on one line");
     }
-    let login_line = format!("authkeys login --auth-key={key}");
+    let login_line = format!("AUTHKEYS_AUTH_KEY={key} authkeys login");
     if text
         .lines()
         .filter(|line| line.trim() == login_line)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The server's bounds (README, "HTTP limits").
+/// The server's bounds (docs/api.md, "HTTP limits").
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -510,6 +510,94 @@ fn ambiguous_or_malformed_body_framing_is_refused_and_the_connection_closed() {
     );
     let reply = exchange(address, sized.as_bytes());
     assert_eq!(reply.status(), Some(401), "{}", reply.text());
+}
+
+#[test]
+fn a_chunk_size_is_hex_digits_only_with_optional_extensions() {
+    let server = TestServer::start();
+    let address = address(&server);
+    let login = "{\"auth_key\": \"nope\"}"; // 20 bytes, 0x14
+    let request = |size: &str| {
+        format!(
+            "POST /v1/auth/login HTTP/1.1\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{size}\r\n{login}\r\n0\r\n\r\n"
+        )
+    };
+    // Each is read as 0x14 by a lenient parser (trimming, or a sign) and refused by a strict
+    // one: the disagreement request smuggling is made of.
+    for size in ["+14", " 14", "14 ", "14\t", "0x14", "14 ;ext=1"] {
+        exchange(address, request(size).as_bytes()).expect_refusal(
+            400,
+            "malformed_request",
+            &format!("chunk size {size:?}"),
+        );
+    }
+    for size in ["14", "14;ext=1", "014"] {
+        let reply = exchange(address, request(size).as_bytes());
+        assert_eq!(
+            reply.status(),
+            Some(401),
+            "chunk size {size:?}: {}",
+            reply.text()
+        );
+    }
+}
+
+#[test]
+fn refusals_before_routing_and_429s_are_counted_in_metrics() {
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--login-failures-burst", "1")
+            .arg("--http-request-timeout-ms", "300"),
+    );
+    let address = address(&server);
+    let long_line = "a".repeat(9000);
+    let refusals: &[(u16, String)] = &[
+        (
+            400,
+            "GET /healthz HTTP/1.1\r\nBad header\r\n\r\n".to_string(),
+        ),
+        (408, "GET /healthz HTTP/1.1\r\n".to_string()), // and then silence
+        (
+            413,
+            "POST /v1/auth/login HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n".to_string(),
+        ),
+        (414, format!("GET /healthz?{long_line} HTTP/1.1\r\n\r\n")),
+        (
+            431,
+            format!("GET /healthz HTTP/1.1\r\nX-Long: {long_line}\r\n\r\n"),
+        ),
+        (505, "GET /healthz HTTP/2.0\r\n\r\n".to_string()),
+    ];
+    for (status, request) in refusals {
+        let reply = exchange(address, request.as_bytes());
+        assert_eq!(reply.status(), Some(*status), "{}", reply.text());
+    }
+    let anonymous = server.anonymous();
+    let bad_login = serde_json::json!({"auth_key": "nope"});
+    anonymous
+        .post("/v1/auth/login", &bad_login)
+        .expect_error(401, "invalid_auth_key");
+    anonymous
+        .post("/v1/auth/login", &bad_login)
+        .expect_error(429, "too_many_requests");
+
+    let text = scrape(&anonymous);
+    let count = |route: &str, method: &str, status: u16| {
+        let series = format!(
+            r#"authkeys_http_requests_total{{route="{route}",method="{method}",status="{status}"}}"#
+        );
+        sample(&text, &series)
+    };
+    for (status, _) in refusals {
+        assert_eq!(
+            count("unmatched", "other", *status),
+            1.0,
+            "{status}: {text}"
+        );
+    }
+    assert_eq!(count("/v1/auth/login", "POST", 429), 1.0, "{text}");
+    assert!(!text.contains(r#"status="other""#), "{text}");
 }
 
 /// utime + stime of a process, in seconds.

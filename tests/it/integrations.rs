@@ -4,12 +4,14 @@
 //! a test suite starts authkeys (library, `:memory:` binary, seeded start), and `authkeys
 //! backup` of a database that a running server keeps writing.
 
+use crate::reliability::raw::Conn;
 use crate::support::{
-    ADMIN_TOKEN, Api, BIN, Options, TestServer, open_db, session_of, wait_until_refused,
+    ADMIN_TOKEN, Api, BIN, Options, TestServer, open_db, sample, scrape, session_of,
+    wait_until_refused,
 };
 use authkeys::token::{self, TokenKind};
 use serde_json::{Value, json};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -294,6 +296,60 @@ fn caddy_forward_auth_passes_the_identity_and_refuses_everyone_else() {
     check_forward_auth(ProxyKind::Caddy);
 }
 
+#[test]
+fn behind_nginx_forwarded_clients_are_throttled_apart_and_forged_headers_are_ignored() {
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--login-failures-burst", "2")
+            .arg("--login-failures-per-minute", "1")
+            .arg("--trusted-proxy", "127.0.0.1/32"),
+    );
+    let upstream = EchoUpstream::start();
+    let proxy = Proxy::start(ProxyKind::Nginx, &server.url, upstream.address);
+    let client = |last: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+    let failed_login = |conn: &mut Conn, target: &str, forged: &str| {
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("X-Forwarded-For", forged),
+        ];
+        conn.send("POST", target, &headers, br#"{"auth_key": "nope"}"#)
+    };
+    let through_nginx = "/authkeys/v1/auth/login";
+
+    // One client spends its failures, naming another client in a forged header: nginx appends
+    // the address it really came from, and that is the one authkeys counts.
+    let mut first = Conn::open_from(&proxy.url, client(2));
+    for attempt in 0..3 {
+        let reply = failed_login(&mut first, through_nginx, "127.0.0.3");
+        let expected = if attempt < 2 { 401 } else { 429 };
+        assert_eq!(
+            reply.status,
+            expected,
+            "attempt {attempt}: {reply:?}\n{}",
+            proxy.log()
+        );
+    }
+    // The client it named, and any other, still gets its own failures.
+    let mut second = Conn::open_from(&proxy.url, client(3));
+    let reply = failed_login(&mut second, through_nginx, "");
+    assert_eq!(reply.status, 401, "another client behind nginx: {reply:?}");
+
+    // From a peer that is not a trusted proxy, the header means nothing.
+    let mut direct = Conn::open_from(&server.url, client(4));
+    for attempt in 0..3 {
+        let forged = format!("10.0.0.{attempt}");
+        let reply = failed_login(&mut direct, "/v1/auth/login", &forged);
+        let expected = if attempt < 2 { 401 } else { 429 };
+        assert_eq!(
+            reply.status, expected,
+            "direct attempt {attempt}: {reply:?}"
+        );
+    }
+    // The example keeps the scrape endpoint from the proxy's clients.
+    let reply = second.send("GET", "/authkeys/metrics", &[], b"");
+    assert_eq!(reply.status, 403, "{reply:?}");
+}
+
 fn check_forward_auth(kind: ProxyKind) {
     let server = TestServer::start_with(Options::default().arg("--ephemeral-ttl", "1"));
     let upstream = EchoUpstream::start();
@@ -457,23 +513,6 @@ fn openapi_document_is_served_as_json() {
         .expect("src/http/openapi.json is JSON");
     assert_eq!(served, file);
     assert_eq!(served["openapi"], "3.1.0");
-}
-
-/// The value of one sample line, e.g. `authkeys_logins_total{outcome="success"}`; 0 if absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.parse().expect("a sample value"))
-}
-
-fn scrape(api: &Api) -> String {
-    let reply = api.get("/metrics");
-    assert_eq!(
-        reply.header("Content-Type"),
-        Some("text/plain; version=0.0.4; charset=utf-8")
-    );
-    assert_eq!(reply.status, 200);
-    reply.body
 }
 
 #[test]
@@ -727,6 +766,53 @@ fn seeded_start_logs_in_without_admin_calls_and_is_idempotent() {
     assert!(logs.contains("created 0 app(s) and 0 key(s)"), "{logs}");
 }
 
+/// Runs `authkeys serve --seed SEED` on `db` to its end (a bad seed stops the start).
+fn serve_seeded(db: &Path, seed: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .arg("--seed")
+        .arg(seed)
+        .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running authkeys")
+}
+
+#[test]
+fn a_seed_with_a_repeated_key_at_any_depth_is_refused() {
+    let key = token::generate(TokenKind::AuthKey);
+    let key = key.expose();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let db = dir.path().join("authkeys.db");
+    let path = dir.path().join("seed.json");
+    for text in [
+        format!(r#"{{"apps": [{{"id": "ci", "keys": [{{"key": "{key}"}}]}}], "apps": []}}"#),
+        format!(r#"{{"apps": [{{"id": "ci", "id": "cd", "keys": [{{"key": "{key}"}}]}}]}}"#),
+        format!(
+            r#"{{"apps": [{{"id": "ci", "keys": [{{"key": "{key}", "reusable": false, "reusable": true}}]}}]}}"#
+        ),
+    ] {
+        std::fs::write(&path, &text).expect("writing the seed");
+        let output = serve_seeded(&db, &path);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{text} was accepted\n{stderr}");
+        assert!(output.stdout.is_empty(), "a ready line for {text}");
+        assert!(
+            stderr.contains("seed file") && stderr.contains("is repeated"),
+            "{text}\n{stderr}"
+        );
+        assert!(!stderr.contains(key), "the key was echoed:\n{stderr}");
+    }
+    // Without the repetition the same seed is good (and so the refusals above were for it).
+    let fixed =
+        format!(r#"{{"apps": [{{"id": "ci", "keys": [{{"key": "{key}", "reusable": true}}]}}]}}"#);
+    std::fs::write(&path, fixed).expect("writing the seed");
+    let options = Options::default().arg("--seed", path.to_str().unwrap());
+    let server = TestServer::start_with(options);
+    assert_eq!(server.login(key)["machine"]["app"], "ci");
+}
+
 #[test]
 fn a_bad_seed_stops_the_start_and_changes_nothing() {
     let good = token::generate(TokenKind::AuthKey);
@@ -736,18 +822,7 @@ fn a_bad_seed_stops_the_start_and_changes_nothing() {
     bad.push(if last == 'A' { 'B' } else { 'A' });
     let dir = tempfile::tempdir().expect("a temp dir");
     let db = dir.path().join("authkeys.db");
-    let run = |seed: &Value| {
-        let path = write_seed(dir.path(), seed);
-        Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(&db)
-            .arg("--seed")
-            .arg(path)
-            .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running authkeys")
-    };
+    let run = |seed: &Value| serve_seeded(&db, &write_seed(dir.path(), seed));
     let cases = [
         // A good first app and a bad key in the second: the good one is not created either.
         json!({"apps": [{"id": "ok", "keys": [{"key": good.expose()}]},
@@ -782,7 +857,7 @@ fn a_bad_seed_stops_the_start_and_changes_nothing() {
 // ---------------------------------------------------------------------------------------
 // Backups
 
-/// A server started on a copy of `db` (the README's restore: put the file in place, start).
+/// A server started on a copy of `db` (docs/operations.md's restore: put the file in place, start).
 fn server_on_copy_of(db: &Path) -> TestServer {
     let mut server = TestServer::start();
     server.kill9();

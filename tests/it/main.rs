@@ -11,6 +11,7 @@ mod integrations;
 mod lists;
 mod machine_auth;
 mod process;
+mod readme;
 mod reliability;
 mod schema;
 mod support;

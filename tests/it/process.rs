@@ -34,6 +34,9 @@ fn bare_serve_command(dir: &Path) -> Command {
         "AUTHKEYS_LISTEN",
         "AUTHKEYS_EPHEMERAL_TTL",
         "AUTHKEYS_SWEEP_INTERVAL",
+        "AUTHKEYS_MAX_CONNECTIONS",
+        "AUTHKEYS_MAX_CONNECTIONS_PER_CLIENT",
+        "AUTHKEYS_TRUSTED_PROXIES",
         "RUST_LOG",
     ] {
         command.env_remove(name);
@@ -577,6 +580,130 @@ fn existing_database_readable_by_others_is_tightened_to_owner_only() {
     for file in storage_files(&db) {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
+}
+
+#[test]
+fn leftover_wal_shm_and_token_file_open_to_others_are_tightened_with_a_warning() {
+    let mut server = TestServer::start_with(Options {
+        generated_admin_token: true,
+        ..Options::default()
+    });
+    server.create_app("kept");
+    // kill -9 leaves the WAL and its index behind, as a crash would.
+    server.kill9();
+    let db = server.db_path();
+    let files: Vec<(PathBuf, u32)> = storage_files(&db)
+        .into_iter()
+        .chain([admin_token_path(&db)])
+        .zip([0o644, 0o640, 0o604, 0o666])
+        .collect();
+    for (file, loose) in &files {
+        assert!(file.exists(), "{} should be left behind", file.display());
+        fs::set_permissions(file, fs::Permissions::from_mode(*loose)).unwrap();
+    }
+
+    server.restart();
+    let log = server.log();
+    for (file, loose) in &files {
+        assert_eq!(mode(file), 0o600, "{}\n{log}", file.display());
+        let warning = format!(
+            "{} was readable by others (mode {loose:o}); setting it to 0600",
+            file.display()
+        );
+        assert!(log.contains(&warning), "no {warning:?}\n{log}");
+    }
+    server.admin().get("/v1/apps/kept").expect(200);
+
+    // Owner-only files are left alone, without a warning.
+    server.kill9();
+    server.restart();
+    assert!(
+        !server.log().contains("readable by others"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn listening_beyond_loopback_warns_that_there_is_no_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let warning = "is not a loopback address and authkeys has no TLS";
+    let start = |listen: &str, log: &str| {
+        let mut command = bare_serve_command(dir.path());
+        command
+            .args(["--listen", listen, "--db", ":memory:"])
+            .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
+        OwnServer::spawn(command, &dir.path().join(log))
+    };
+    let mut everywhere = start("0.0.0.0:0", "everywhere.log");
+    let log = everywhere.log();
+    let port = everywhere.url().rsplit(':').next().unwrap().to_string();
+    assert!(
+        log.contains(&format!("http://0.0.0.0:{port} {warning}")) && log.contains("TLS"),
+        "{log}"
+    );
+    everywhere.send_signal("TERM");
+    assert_eq!(everywhere.wait().code(), Some(0));
+
+    let mut loopback = start("127.0.0.1:0", "loopback.log");
+    assert!(!loopback.log().contains(warning), "{}", loopback.log());
+    loopback.send_signal("TERM");
+    assert_eq!(loopback.wait().code(), Some(0));
+}
+
+#[test]
+fn a_generated_admin_token_valid_again_once_the_configured_one_is_unset_is_warned_about() {
+    let generated = Options {
+        generated_admin_token: true,
+        ..Options::default()
+    };
+    let mut server = TestServer::start_with(generated.clone());
+    let token = server.admin_token.clone();
+    let token_file = admin_token_path(&server.db_path());
+    let warning = format!(
+        "AUTHKEYS_ADMIN_TOKEN is not set, but the last start used it: the generated admin \
+         token ({}) is valid again",
+        token_file.display()
+    );
+
+    // A configured token takes over; the generated one stops working but stays on disk.
+    server.terminate();
+    server.restart_with(Options::default());
+    let configured = server.client(Some(ADMIN_TOKEN));
+    configured.get("/v1/apps").expect(200);
+    let refused = server.client(Some(&token)).get("/v1/apps");
+    refused.expect_error(401, "invalid_credentials");
+    assert!(token_file.exists());
+    assert!(!server.log().contains("valid again"), "{}", server.log());
+
+    // AUTHKEYS_ADMIN_TOKEN is gone: the file's token works again, and the log says so once.
+    server.terminate();
+    server.restart_with(generated.clone());
+    assert_eq!(server.admin_token, token);
+    server.admin().get("/v1/apps").expect(200);
+    let refused = server.client(Some(ADMIN_TOKEN)).get("/v1/apps");
+    refused.expect_error(401, "invalid_credentials");
+    assert!(server.log().contains(&warning), "{}", server.log());
+    assert!(!server.log().contains(&token), "{}", server.log());
+    server.terminate();
+    server.restart();
+    assert!(!server.log().contains("valid again"), "{}", server.log());
+
+    // Configured again, and the token rotated before the next start: that token is new, not
+    // valid again, so there is nothing to warn about.
+    server.terminate();
+    server.restart_with(Options::default());
+    server.terminate();
+    let rotated = Command::new(BIN)
+        .args(["rotate-admin-token", "--db"])
+        .arg(server.db_path())
+        .output()
+        .expect("running rotate-admin-token");
+    assert!(rotated.status.success(), "{rotated:?}");
+    server.restart_with(generated);
+    assert_ne!(server.admin_token, token);
+    server.admin().get("/v1/apps").expect(200);
+    assert!(!server.log().contains("valid again"), "{}", server.log());
 }
 
 #[test]
@@ -1241,13 +1368,46 @@ fn empty_admin_token_is_one_line_and_non_zero_exit() {
 }
 
 #[test]
-fn zero_ephemeral_ttl_is_rejected_by_the_command_line() {
+fn an_admin_token_shorter_than_32_characters_is_refused_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("authkeys.db");
+    // 31 characters, counted as characters: "é" is two bytes but one character.
+    let short = format!("{}é", "x".repeat(30));
     let mut command = bare_serve_command(dir.path());
     command
-        .args(["--listen", "127.0.0.1:0", "--ephemeral-ttl", "0", "--db"])
-        .arg(dir.path().join("authkeys.db"))
-        .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env("AUTHKEYS_ADMIN_TOKEN", &short);
+    let line = one_line_start_error(&run_to_exit(command));
+    assert!(
+        line.starts_with("authkeys: error: AUTHKEYS_ADMIN_TOKEN is 31 characters long")
+            && line.contains("at least 32"),
+        "{line}"
+    );
+    assert!(!line.contains(&short), "the token is never echoed: {line}");
+    assert!(!db.exists(), "refused before touching the database");
+
+    // 32 characters is enough.
+    let mut command = bare_serve_command(dir.path());
+    command
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env("AUTHKEYS_ADMIN_TOKEN", "y".repeat(32));
+    let mut server = OwnServer::spawn(command, &dir.path().join("log"));
+    let (status, _) = http(
+        "GET",
+        &format!("{}/v1/apps", server.url()),
+        Some(&"y".repeat(32)),
+        None,
+    );
+    assert_eq!(status, 200);
+    server.send_signal("TERM");
+    assert_eq!(server.wait().code(), Some(0));
+}
+
+/// Runs a start the command line must refuse: exit 2, one error line, and the database at `db`
+/// never created. Returns the error line.
+fn usage_error(command: Command, db: &Path) -> String {
     let exit = run_to_exit(command);
     let line = one_line_start_error(&exit);
     assert_eq!(
@@ -1256,19 +1416,87 @@ fn zero_ephemeral_ttl_is_rejected_by_the_command_line() {
         "a usage error\n{}",
         exit.stderr
     );
+    assert!(!db.exists(), "rejected before touching the database");
+    line
+}
+
+#[test]
+fn zero_ephemeral_ttl_is_rejected_by_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = bare_serve_command(dir.path());
+    command
+        .args(["--listen", "127.0.0.1:0", "--ephemeral-ttl", "0", "--db"])
+        .arg(dir.path().join("authkeys.db"))
+        .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
+    let line = usage_error(command, &dir.path().join("authkeys.db"));
     assert!(
         line.contains("--ephemeral-ttl") && line.contains("'0'"),
         "the error names the flag and the value: {line}"
     );
-    assert!(
-        !dir.path().join("authkeys.db").exists(),
-        "rejected before touching the database"
-    );
+}
+
+#[test]
+fn a_malformed_trusted_proxy_range_is_rejected_by_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, env) in [
+        (Some("10.0.0.0/33"), None),
+        (None, Some("127.0.0.1/32,proxy.example")),
+    ] {
+        let mut command = bare_serve_command(dir.path());
+        command
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.path().join("authkeys.db"))
+            .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
+        if let Some(range) = flag {
+            command.args(["--trusted-proxy", range]);
+        }
+        if let Some(ranges) = env {
+            command.env("AUTHKEYS_TRUSTED_PROXIES", ranges);
+        }
+        let line = usage_error(command, &dir.path().join("authkeys.db"));
+        let bad = flag.unwrap_or("proxy.example");
+        assert!(
+            line.contains("--trusted-proxy") && line.contains(bad) && line.contains("CIDR"),
+            "the error names the flag, the value and what was expected: {line}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Environment equivalents of the flags
 // ---------------------------------------------------------------------------------------------
+
+#[test]
+fn authkeys_trusted_proxies_is_a_comma_separated_list_of_ranges() {
+    let options = Options {
+        env: vec![(
+            "AUTHKEYS_TRUSTED_PROXIES".to_string(),
+            "10.0.0.0/8, 127.0.0.1".to_string(),
+        )],
+        ..Options::default()
+    };
+    let server = TestServer::start_with(options.arg("--login-failures-burst", "1"));
+    let mut conn = crate::reliability::raw::Conn::open(&server.url);
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-Forwarded-For", "192.0.2.7"),
+    ];
+    let statuses: Vec<u16> = (0..2)
+        .map(|_| {
+            let reply = conn.send(
+                "POST",
+                "/v1/auth/login",
+                &headers,
+                br#"{"auth_key": "nope"}"#,
+            );
+            reply.status
+        })
+        .collect();
+    assert_eq!(statuses, [401, 429]);
+    // The second range (a bare address) was taken: the client is the forwarded one.
+    let log = server.log();
+    assert!(log.contains("throttling 192.0.2.7"), "{log}");
+}
 
 #[test]
 fn authkeys_db_and_authkeys_listen_replace_the_flags() {

@@ -4,8 +4,10 @@
 
 mod bad_input;
 mod brute_force;
+mod connections;
 mod crashes;
 mod db;
 mod expiry;
 mod races;
-mod raw;
+pub mod raw;
+mod stamps;

@@ -39,7 +39,7 @@ pub const MACHINE_FIELDS: &[&str] = &[
     "last_seen_at",
 ];
 
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghij";
 
 /// How to start a server: extra flags and environment on top of the defaults.
 #[derive(Clone, Default)]
@@ -470,6 +470,18 @@ pub fn wait_until_refused(address: std::net::SocketAddr) -> Result<(), String> {
     }
 }
 
+/// Polls `done` every 20 ms for up to `limit`; panics with `what` if it never holds.
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A connection to a test's database file, for inspecting what the server stored.
 pub fn open_db(db: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(db).unwrap_or_else(|err| panic!("opening {}: {err}", db.display()))
@@ -506,4 +518,21 @@ pub fn session_of(login: &Value) -> String {
         .as_str()
         .expect("session token")
         .to_string()
+}
+
+/// The value of one sample line, e.g. `authkeys_logins_total{outcome="success"}`; 0 if absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a sample value"))
+}
+
+pub fn scrape(api: &Api) -> String {
+    let reply = api.get("/metrics");
+    assert_eq!(
+        reply.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert_eq!(reply.status, 200);
+    reply.body
 }

@@ -7,6 +7,7 @@ use super::db;
 use super::raw::{Conn, RawReply};
 use crate::support::*;
 use serde_json::json;
+use std::time::Duration;
 
 /// The world the bad requests are thrown at: an app with one key and one logged-in machine.
 struct Target {
@@ -41,6 +42,8 @@ struct Case {
     status: u16,
     /// The error code, or for verify's 200 the `code` of `{"valid": false}`.
     code: &'static str,
+    /// Text the error message must contain (such as the field it names), if any.
+    naming: &'static str,
 }
 
 fn case(method: &'static str, target: &str, body: impl Into<Vec<u8>>) -> Case {
@@ -51,6 +54,7 @@ fn case(method: &'static str, target: &str, body: impl Into<Vec<u8>>) -> Case {
         body: body.into(),
         status: 0,
         code: "",
+        naming: "",
     }
 }
 
@@ -72,6 +76,12 @@ impl Case {
 
     fn expect(mut self, status: u16, code: &'static str) -> Case {
         (self.status, self.code) = (status, code);
+        self
+    }
+
+    /// The error message must contain `text`.
+    fn naming(mut self, text: &'static str) -> Case {
+        self.naming = text;
         self
     }
 }
@@ -101,7 +111,10 @@ fn check_all(target: &Target, cases: Vec<Case>) {
         } else {
             reply.code()
         };
-        let message_ok = case.status == 200 || reply.json["error"]["message"].as_str().is_some();
+        let message_ok = case.status == 200
+            || reply.json["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(case.naming));
         if reply.status != case.status || code != Some(case.code) || !message_ok {
             fail(
                 target,
@@ -389,6 +402,186 @@ fn wrong_types_unknown_fields_and_huge_numbers_get_422_and_change_nothing() {
 }
 
 #[test]
+fn format_and_bidi_characters_in_names_and_descriptions_get_422_naming_the_field() {
+    let target = target();
+    let key = &target.auth_key;
+    let mut cases = Vec::new();
+    // Category Cf: the right-to-left override that makes `admin\u{202E}gnp.exe` display as
+    // `adminexe.png`, zero-width space, BOM, the isolates, soft hyphen, a tag character.
+    for escape in [
+        r"\u202e",
+        r"\u202a",
+        r"\u200b",
+        r"\u200d",
+        r"\ufeff",
+        r"\u2066",
+        r"\u2067",
+        r"\u2068",
+        r"\u2069",
+        r"\u00ad",
+        r"\udb40\udc01",
+    ] {
+        let text = format!("admin{escape}gnp.exe");
+        cases.extend([
+            case(
+                "POST",
+                "/v1/apps",
+                format!(r#"{{"id": "new", "name": "{text}"}}"#),
+            )
+            .admin()
+            .expect(422, "invalid_field")
+            .naming("`name`"),
+            case(
+                "POST",
+                "/v1/apps/victim/keys",
+                format!(r#"{{"description": "{text}"}}"#),
+            )
+            .admin()
+            .expect(422, "invalid_field")
+            .naming("`description`"),
+            // A valid key with a bad machine name logs nothing in.
+            case(
+                "POST",
+                "/v1/auth/login",
+                format!(r#"{{"auth_key": "{key}", "machine": "{text}"}}"#),
+            )
+            .expect(422, "invalid_field")
+            .naming("`machine`"),
+        ]);
+    }
+    check_all(&target, cases);
+    // Visible non-ASCII text is still welcome.
+    let created = target
+        .server
+        .admin()
+        .post(
+            "/v1/apps",
+            &json!({"id": "intl", "name": "Ünïcödé 日本語 ✓"}),
+        )
+        .expect(201);
+    assert_eq!(created["name"], "Ünïcödé 日本語 ✓");
+}
+
+#[test]
+fn json_with_a_repeated_key_at_any_depth_gets_400_and_changes_nothing() {
+    let target = target();
+    let key = &target.auth_key;
+    let repeated = "malformed_body";
+    let cases = vec![
+        // With the last value winning each of these would succeed or fail differently.
+        case("POST", "/v1/apps", r#"{"id": "new", "id": "newer"}"#)
+            .admin()
+            .expect(400, repeated)
+            .naming("`id` is repeated"),
+        case(
+            "POST",
+            "/v1/apps",
+            r#"{"id": "new", "name": "a", "name": "b"}"#,
+        )
+        .admin()
+        .expect(400, repeated),
+        case("POST", "/v1/apps", r#"{"id": "new", "id": "new"}"#)
+            .admin()
+            .expect(400, repeated),
+        case(
+            "POST",
+            "/v1/apps/victim/keys",
+            r#"{"reusable": false, "reusable": true}"#,
+        )
+        .admin()
+        .expect(400, repeated),
+        case(
+            "POST",
+            "/v1/auth/login",
+            format!(r#"{{"auth_key": "{key}", "auth_key": "{key}"}}"#),
+        )
+        .expect(400, repeated),
+        case(
+            "POST",
+            "/v1/auth/login",
+            format!(r#"{{"auth_key": "{key}", "machine": "a", "machine": "b"}}"#),
+        )
+        .expect(400, repeated),
+        case(
+            "POST",
+            "/v1/keys/verify",
+            format!(r#"{{"key": "ena_x", "key": "{key}"}}"#),
+        )
+        .expect(400, repeated),
+        // Nested: found while parsing, before any field is looked at.
+        case(
+            "POST",
+            "/v1/apps",
+            r#"{"id": "new", "name": {"a": 1, "b": [{"c": 1, "c": 2}]}}"#,
+        )
+        .admin()
+        .expect(400, repeated),
+        case(
+            "POST",
+            "/v1/apps/victim/keys",
+            r#"{"metadata": {"team": "a", "team": "b"}}"#,
+        )
+        .admin()
+        .expect(400, repeated),
+        // Keys differing in case, or spelled with escapes, are compared as decoded strings.
+        case("POST", "/v1/apps", r#"{"id": "new", "i\u0064": "newer"}"#)
+            .admin()
+            .expect(400, repeated),
+        case("POST", "/v1/apps", r#"{"id": "new", "ID": "newer"}"#)
+            .admin()
+            .expect(422, "unknown_field"),
+    ];
+    check_all(&target, cases);
+}
+
+#[test]
+fn more_than_one_authorization_header_gets_400_and_changes_nothing() {
+    let target = target();
+    let session = &target.session;
+    let login = format!(r#"{{"auth_key": "{}"}}"#, target.auth_key);
+    let cases = vec![
+        // The same good token twice, or a good one and a bad one in either order.
+        case("POST", "/v1/apps", r#"{"id": "new"}"#)
+            .admin()
+            .admin()
+            .expect(400, "malformed_request")
+            .naming("Authorization"),
+        case("POST", "/v1/apps", r#"{"id": "new"}"#)
+            .bearer("wrong")
+            .admin()
+            .expect(400, "malformed_request"),
+        case("DELETE", "/v1/apps/victim", "")
+            .admin()
+            .bearer(session)
+            .expect(400, "malformed_request"),
+        case("GET", "/v1/auth/whoami", "")
+            .bearer(session)
+            .bearer(session)
+            .expect(400, "malformed_request"),
+        case("POST", "/v1/auth/logout", "")
+            .bearer(session)
+            .bearer("ens_other")
+            .expect(400, "malformed_request"),
+        case("GET", "/v1/forward-auth", "")
+            .bearer("ens_other")
+            .bearer(session)
+            .expect(400, "malformed_request"),
+        // Even where no token is needed: the request is ambiguous all the same.
+        case("POST", "/v1/auth/login", login)
+            .admin()
+            .admin()
+            .expect(400, "malformed_request"),
+    ];
+    check_all(&target, cases);
+    // The session is still logged in: the logout above never ran.
+    target
+        .server
+        .client(Some(session))
+        .get("/v1/auth/whoami")
+        .expect(200);
+}
+
+#[test]
 fn hostile_ids_keys_and_tokens_are_refused_and_change_nothing() {
     let target = target();
     let mut cases = Vec::new();
@@ -550,6 +743,73 @@ fn tokens_in_query_strings_are_refused_and_never_logged() {
         .client(Some(session))
         .get("/v1/auth/whoami")
         .expect(200);
+}
+
+#[test]
+fn secrets_in_paths_never_reach_the_debug_log_however_encoded() {
+    // The harness runs the server with RUST_LOG=debug: every request gets an access log line.
+    let target = target();
+    let key = &target.auth_key;
+    let encoded: String = key.bytes().map(|b| format!("%{b:02x}")).collect();
+    let a_secret = "correct-horse-battery-staple-0123";
+    let paths = [
+        // The configured admin token (not one of our formats) pasted into a URL.
+        format!("/v1/apps/{ADMIN_TOKEN}"),
+        format!("/v1/apps/victim/keys/{ADMIN_TOKEN}"),
+        // Our tokens with an encoded prefix, encoded whole, or split by an encoded byte.
+        format!("/v1/apps/%65na_{}", &key[4..]),
+        format!("/v1/apps/victim/keys/{encoded}"),
+        format!(
+            "/v1/apps/{}%{:02X}{}",
+            &key[..20],
+            key.as_bytes()[20],
+            &key[21..]
+        ),
+        format!("/v1/apps/victim/machines/%65ns_{}", &target.session[4..]),
+        // Any long secret, on a route or off it.
+        format!("/{a_secret}"),
+        format!("/v1/{a_secret}/x"),
+    ];
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let mut conn = Conn::open(&target.server.url);
+    for path in &paths {
+        for method in ["GET", "DELETE"] {
+            let reply = conn.send(method, path, &[("Authorization", &admin)], b"");
+            assert!(
+                [404, 405].contains(&reply.status),
+                "{method} {path}: {reply:?}"
+            );
+        }
+    }
+    // An ordinary path is still logged as it is.
+    conn.send("GET", "/v1/apps/victim", &[("Authorization", &admin)], b"");
+    // Each line is written just after its response: wait until every one is there.
+    let sent = 2 * paths.len() + 1;
+    let access_lines = || {
+        let log = target.server.log();
+        let lines = log.lines();
+        lines
+            .filter(|line| line.contains("listener] GET ") || line.contains("listener] DELETE "))
+            .count()
+    };
+    wait_for("every access log line", Duration::from_secs(10), || {
+        access_lines() == sent
+    });
+    let log = target.server.log();
+    assert!(log.contains("GET /v1/apps/victim 200"), "{log}");
+    assert!(log.contains("GET /v1/apps/… 404"), "{log}");
+    let secrets = [
+        ADMIN_TOKEN,
+        &key[4..],
+        &key[..20],
+        &key[21..],
+        &encoded[12..],
+        &target.session[4..],
+        a_secret,
+    ];
+    for secret in secrets {
+        assert!(!log.contains(secret), "the log shows {secret:?}:\n{log}");
+    }
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Throttling of failed logins and verifies per client address. The default never refuses a
+//! Throttling of failed authentication attempts (logins, verifies, session and admin tokens)
+//! per client address. The default never refuses a
 //! legitimate burst (200 losing logins in a single-use race), slows a sustained guessing loop
 //! to the refill rate, and leaves other addresses alone. A second client is a second loopback
 //! address (127.0.0.2), which the server sees as another client.
@@ -127,22 +128,14 @@ fn a_sustained_guessing_loop_is_slowed_by_default_and_other_clients_are_not() {
     assert_eq!(verify(&mut other, key).json["valid"], true);
     let logged_in = login(&mut other, key);
     assert_eq!(logged_in.status, 201);
-    // Nor is anything but logins and verifies on the guessing address.
+    // The guessing address is refused wherever it presents a credential, a good one included
+    // (as its logins are: the throttle is asked first), but not where it presents none.
     let session = logged_in.json["session_token"].as_str().unwrap();
     let bearer = format!("Bearer {session}");
-    assert_eq!(
-        guesser
-            .send("GET", "/v1/auth/whoami", &[("Authorization", &bearer)], b"")
-            .status,
-        200
-    );
+    retry_after(&guesser.send("GET", "/v1/auth/whoami", &[("Authorization", &bearer)], b""));
     let admin = format!("Bearer {ADMIN_TOKEN}");
-    assert_eq!(
-        guesser
-            .send("GET", "/v1/apps", &[("Authorization", &admin)], b"")
-            .status,
-        200
-    );
+    retry_after(&guesser.send("GET", "/v1/apps", &[("Authorization", &admin)], b""));
+    assert_eq!(guesser.send("GET", "/healthz", &[], b"").status, 200);
     let log = server.log();
     assert!(log.contains("throttling 127.0.0.1"), "{log}");
     assert!(!log.contains("throttling 127.0.0.2"), "{log}");
@@ -218,4 +211,104 @@ fn zero_turns_the_throttle_off() {
             reply.json
         );
     }
+}
+
+/// An endpoint that takes a bearer token, as a guesser would knock on it.
+#[derive(Clone, Copy, Debug)]
+enum Door {
+    AdminToken,
+    Whoami,
+    ForwardAuth,
+    Logout,
+}
+
+impl Door {
+    fn knock(self, conn: &mut Conn, bearer: Option<&str>) -> RawReply {
+        let authorization = bearer.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = authorization
+            .iter()
+            .map(|value| ("Authorization", value.as_str()))
+            .collect();
+        let (method, path) = match self {
+            Door::AdminToken => ("GET", "/v1/apps"),
+            Door::Whoami => ("GET", "/v1/auth/whoami"),
+            Door::ForwardAuth => ("GET", "/v1/forward-auth"),
+            Door::Logout => ("POST", "/v1/auth/logout"),
+        };
+        conn.send(method, path, &headers, b"")
+    }
+
+    /// A wrong token of the right shape: what a guesser sends.
+    fn guess(self) -> String {
+        let kind = match self {
+            Door::AdminToken => TokenKind::Admin,
+            _ => TokenKind::Session,
+        };
+        token::generate(kind).expose().to_string()
+    }
+}
+
+#[test]
+fn brute_forcing_the_admin_token_whoami_forward_auth_and_logout_ends_in_429_per_address() {
+    const BURST: usize = 5;
+    // One failure back a minute, so nothing refills during the test.
+    let options = Options::default()
+        .arg("--login-failures-burst", &BURST.to_string())
+        .arg("--login-failures-per-minute", "1");
+    let server = TestServer::start_with(options);
+    let app = server.create_app("fleet");
+    let key = server.create_key(&app, json!({"reusable": true}));
+    let session = session_of(&server.login(key["key"].as_str().unwrap()));
+    let doors = [
+        Door::AdminToken,
+        Door::Whoami,
+        Door::ForwardAuth,
+        Door::Logout,
+    ];
+    for (n, door) in doors.into_iter().enumerate() {
+        let good = match door {
+            Door::AdminToken => ADMIN_TOKEN,
+            _ => session.as_str(),
+        };
+        // Each door from its own address, so that each one alone is shown to end in 429.
+        let guesser_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + n as u8));
+        let mut guesser = Conn::open_from(&server.url, guesser_ip);
+        // Neither successes nor requests without a credential drain the bucket.
+        if !matches!(door, Door::Logout) {
+            for _ in 0..3 * BURST {
+                assert_eq!(door.knock(&mut guesser, Some(good)).status, 200, "{door:?}");
+            }
+        }
+        for _ in 0..3 * BURST {
+            let reply = door.knock(&mut guesser, None);
+            assert_eq!(reply.code(), Some("missing_credentials"), "{door:?}");
+        }
+        for _ in 0..BURST {
+            let reply = door.knock(&mut guesser, Some(&door.guess()));
+            assert_eq!(reply.code(), Some("invalid_credentials"), "{door:?}");
+        }
+        assert_eq!(
+            retry_after(&door.knock(&mut guesser, Some(&door.guess()))),
+            60,
+            "{door:?}"
+        );
+        // A throttled client is refused before its credential is looked at, a good one
+        // included, as its logins are: a throttled logout logs nothing out.
+        retry_after(&door.knock(&mut guesser, Some(good)));
+
+        // Another address is unaffected: its good token works, its wrong one is a 401.
+        let mut other = Conn::open_from(&server.url, OTHER_CLIENT);
+        let reply = door.knock(&mut other, Some(&door.guess()));
+        assert_eq!(reply.code(), Some("invalid_credentials"), "{door:?}");
+        if !matches!(door, Door::Logout) {
+            assert_eq!(door.knock(&mut other, Some(good)).status, 200, "{door:?}");
+        }
+        let log = server.log();
+        assert!(log.contains(&format!("throttling {guesser_ip}")), "{log}");
+    }
+    // The session survived the throttled logout, and another address can still end it.
+    let mut other = Conn::open_from(&server.url, OTHER_CLIENT);
+    assert_eq!(Door::Whoami.knock(&mut other, Some(&session)).status, 200);
+    assert_eq!(Door::Logout.knock(&mut other, Some(&session)).status, 204);
+    assert!(!server.log().contains("throttling 127.0.0.2"));
 }

@@ -19,15 +19,6 @@ fn parse_ms(rfc3339: &serde_json::Value) -> i64 {
         .timestamp_millis()
 }
 
-/// Polls `done` every 20 ms for up to `limit`; panics with `what` if it never holds.
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 const SWEEPER_OFF: &str = "86400";
 
 #[test]

@@ -113,6 +113,35 @@ impl Conn {
         self.read_response()
     }
 
+    /// Sends bytes as they are: part of a request, say.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads the response to what `write_raw` sent.
+    pub fn read_reply(&mut self) -> io::Result<RawReply> {
+        self.read_response()
+    }
+
+    /// Whether the server closes the connection (EOF or reset) within `wait`, sending nothing.
+    pub fn closed_within(&mut self, wait: Duration) -> bool {
+        self.stream
+            .set_read_timeout(Some(wait))
+            .expect("setting a read timeout");
+        let closed = match self.stream.read(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(err) => !matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        };
+        self.stream
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("setting a read timeout");
+        closed
+    }
+
     fn read_response(&mut self) -> io::Result<RawReply> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Header, Method};
 use crate::limits::{Limits, Rejection};
-use crate::util::{Deadline, RefinedTcpStream};
-use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::request::InProgress;
+use crate::util::{Deadline, RefinedTcpStream, Slot};
+use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
 /// A ClientConnection is an object that will store a socket to a client
@@ -47,6 +47,13 @@ pub struct ClientConnection {
 
     // authkeys patch: the server's count of requests in progress (see `InProgress`).
     in_progress: Arc<AtomicUsize>,
+
+    // authkeys patch: this connection's place among those served (see `ConnectionTable`);
+    // dropped with the connection.
+    slot: Slot,
+
+    // authkeys patch: when the request being read started, for `rejection_response`.
+    request_started: Instant,
 }
 
 /// authkeys patch: how long, and how much, a refused connection is drained before closing, and
@@ -80,6 +87,7 @@ impl ClientConnection {
         mut read_socket: RefinedTcpStream,
         limits: Arc<Limits>,
         in_progress: Arc<AtomicUsize>,
+        slot: Slot,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -99,6 +107,8 @@ impl ClientConnection {
             limits,
             deadline,
             in_progress,
+            slot,
+            request_started: Instant::now(),
         }
     }
 
@@ -138,7 +148,9 @@ impl ClientConnection {
                 // Control characters (a lone CR or LF, NUL, ...) in a line are refused, so
                 // that nothing the client sends can end up splitting a header downstream.
                 if buf.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
-                    return Err(Rejection::Malformed("a control character in the request head").into());
+                    return Err(
+                        Rejection::Malformed("a control character in the request head").into(),
+                    );
                 }
                 return AsciiString::from_ascii(buf)
                     .map_err(|_| Rejection::Malformed("the request head is not ASCII").into());
@@ -155,13 +167,15 @@ impl ClientConnection {
     }
 
     /// authkeys patch: waits up to `idle_timeout` for the first byte of the next request,
-    /// then gives the whole request `request_timeout`. `Closed` when the connection closed or
-    /// stayed idle: there is nobody to answer.
+    /// then gives the whole request `request_timeout`. `Closed` when the connection closed,
+    /// stayed idle, or was closed to make room while idle: there is nobody to answer.
     fn wait_for_request(&mut self) -> Result<u8, ReadError> {
         self.deadline.set(self.limits.idle_timeout);
+        self.slot.idle();
         let mut first = [0u8];
         match self.next_header_source.read(&mut first) {
-            Ok(1) => {
+            Ok(1) if self.slot.busy() => {
+                self.request_started = Instant::now();
                 self.deadline.set(self.limits.request_timeout);
                 Ok(first[0])
             }
@@ -327,11 +341,15 @@ impl ClientConnection {
     fn reject(&mut self, rejection: &Rejection) {
         self.no_more_requests = true;
         {
-            let writer = self.sink.next().unwrap();
-            let response = (self.limits.rejection_response)(rejection).with_connection_close();
+            let mut writer = self.sink.next().unwrap();
+            let response =
+                (self.limits.rejection_response)(rejection, self.request_started.elapsed())
+                    .with_connection_close();
             response
-                .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                .raw_print(&mut writer, HTTPVersion(1, 1), &[], false, None)
                 .ok();
+            // Sent now, not when the connection is dropped after lingering.
+            std::io::Write::flush(&mut writer).ok();
         }
         self.linger();
     }

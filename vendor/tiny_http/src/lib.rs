@@ -90,6 +90,16 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
+// authkeys: upstream's code predates these lints. Rewriting it to satisfy them would churn
+// vendored lines authkeys does not otherwise change, and blur `git diff` against upstream.
+#![allow(
+    clippy::doc_overindented_list_items, // upstream's doc list style (response.rs)
+    clippy::io_other_error, // `IoError::new(Other, ..)` predates `io::Error::other`
+    clippy::needless_borrow, // upstream's unit tests pass `&"name"` to `equiv`
+    clippy::never_loop, // `ClientConnection::next` keeps upstream's loop shape
+    clippy::unbuffered_bytes, // `read_next_line` reads bytes from a `BufReader`: buffered
+    clippy::unnecessary_map_or, // `map_or(true, ..)` predates `Option::is_none_or`
+)]
 
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
 use zeroize::Zeroizing;
@@ -99,8 +109,8 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread;
@@ -108,11 +118,11 @@ use std::time::Duration;
 
 use client::ClientConnection;
 use connection::Connection;
-use util::{ConnectionSlots, MessagesQueue};
+use util::{ConnectionTable, MessagesQueue, Refusal};
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use limits::{empty_rejection_response, Limits, Rejection};
+pub use limits::{empty_rejection_response, Limits, Rejection, RejectionResponse};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
@@ -312,64 +322,20 @@ impl Server {
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
-            // authkeys patch: at most `max_connections` connections at once; the others wait
-            // in the listen backlog until one ends.
-            let slots = ConnectionSlots::new(limits.max_connections);
+            // authkeys patch: at most `max_connections` connections at once, at most
+            // `max_connections_per_client` from one client, idle ones closed first to make
+            // room (see `ConnectionTable`).
+            let table =
+                ConnectionTable::new(limits.max_connections, limits.max_connections_per_client);
             let mut accept_failures = 0u32;
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
-                let slot = match slots.acquire(Duration::from_millis(100)) {
-                    Some(slot) => slot,
-                    None => continue, // still full: check for shutdown, then wait again
-                };
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        // authkeys patch: no response write blocks forever (reads are bounded
-                        // by the connection's deadline, see ClientConnection).
-                        sock.set_write_timeout(Some(limits.write_timeout)).ok();
-                        // authkeys patch: responses go out as soon as they are written. With
-                        // Nagle's algorithm, a response larger than the 1 KiB write buffer left
-                        // its last segment waiting for the client's delayed ACK: 45 ms per
-                        // request instead of 1 (measured on a key listing).
-                        sock.set_nodelay(true).ok();
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        }
-                        .map_err(|e| accept_failed(e, &mut accept_failures))
-                        .ok()
-                        .unzip();
-                        match (read_closable, write_closable) {
-                            (Some(read), Some(write)) => {
-                                if accept_failures > 0 {
-                                    log::info!(
-                                        "accepting connections again after {} failed attempts",
-                                        accept_failures
-                                    );
-                                    accept_failures = 0;
-                                }
-                                ClientConnection::new(
-                                    write,
-                                    read,
-                                    Arc::clone(&limits),
-                                    Arc::clone(&inside_in_progress),
-                                )
-                            }
-                            _ => continue,
+                let (sock, slot) = match server.accept() {
+                    Ok((sock, peer)) => {
+                        match admit(&table, &limits, &inside_close_trigger, sock, peer) {
+                            Some(admitted) => admitted,
+                            None => continue,
                         }
                     }
                     // authkeys patch: upstream pushed the error to `recv()` and ended the accept
@@ -379,12 +345,61 @@ impl Server {
                         continue;
                     }
                 };
+                let new_client = {
+                    use util::RefinedTcpStream;
+                    // authkeys patch: no response write blocks forever (reads are bounded
+                    // by the connection's deadline, see ClientConnection).
+                    sock.set_write_timeout(Some(limits.write_timeout)).ok();
+                    // authkeys patch: responses go out as soon as they are written. With
+                    // Nagle's algorithm, a response larger than the 1 KiB write buffer left
+                    // its last segment waiting for the client's delayed ACK: 45 ms per
+                    // request instead of 1 (measured on a key listing).
+                    sock.set_nodelay(true).ok();
+                    let (read_closable, write_closable) = match ssl {
+                        None => RefinedTcpStream::new(sock),
+                        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                        Some(ref ssl) => {
+                            // trying to apply SSL over the connection
+                            // if an error occurs, we just close the socket and resume listening
+                            let sock = match ssl.accept(sock) {
+                                Ok(s) => s,
+                                Err(_) => continue,
+                            };
+
+                            RefinedTcpStream::new(sock)
+                        }
+                        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                        Some(ref _ssl) => unreachable!(),
+                    }
+                    .map_err(|e| accept_failed(e, &mut accept_failures))
+                    .ok()
+                    .unzip();
+                    match (read_closable, write_closable) {
+                        (Some(read), Some(write)) => {
+                            if accept_failures > 0 {
+                                log::info!(
+                                    "accepting connections again after {} failed attempts",
+                                    accept_failures
+                                );
+                                accept_failures = 0;
+                            }
+                            ClientConnection::new(
+                                write,
+                                read,
+                                Arc::clone(&limits),
+                                Arc::clone(&inside_in_progress),
+                                slot,
+                            )
+                        }
+                        _ => continue,
+                    }
+                };
 
                 let messages = inside_messages.clone();
                 let close = inside_close_trigger.clone();
-                let mut client = Some((new_client, slot));
+                let mut client = Some(new_client);
                 tasks_pool.spawn(Box::new(move || {
-                    if let Some((client, _slot)) = client.take() {
+                    if let Some(client) = client.take() {
                         serve_connection(client, &messages, &close);
                     }
                 }));
@@ -490,6 +505,49 @@ impl Server {
     }
 }
 
+/// authkeys patch: gives an accepted connection its place in `table`. A connection over its
+/// client's share is closed at once, without a response (reading its request first would let
+/// it hold a thread). When every place is taken by a connection in the middle of a request,
+/// waits for one to end, as the accept loop did before per-client shares (the rest wait in the
+/// listen backlog). `None`: the connection was refused, or the server is closing.
+fn admit(
+    table: &Arc<ConnectionTable>,
+    limits: &Limits,
+    close: &AtomicBool,
+    sock: Connection,
+    peer: Option<std::net::SocketAddr>,
+) -> Option<(Connection, util::Slot)> {
+    let client = peer.and_then(|peer| (limits.connection_client)(peer.ip()));
+    let mut handle = match sock.try_clone() {
+        Ok(handle) => handle,
+        Err(err) => {
+            log::warn!(
+                "refusing a connection: duplicating its socket failed: {}",
+                err
+            );
+            return None;
+        }
+    };
+    loop {
+        match table.admit(client, handle) {
+            Ok(slot) => return Some((sock, slot)),
+            Err((Refusal::OverShare, _)) => {
+                log::debug!(
+                    "refused a connection from {:?}: over its client's share",
+                    peer
+                );
+                sock.shutdown(Shutdown::Both).ok();
+                return None;
+            }
+            Err((Refusal::Full, returned)) if !close.load(Relaxed) => {
+                handle = returned;
+                table.wait_for_room(Duration::from_millis(100));
+            }
+            Err((Refusal::Full, _)) => return None,
+        }
+    }
+}
+
 /// authkeys patch: how long the accept loop pauses after a failed accept (out of file
 /// descriptors, say) before it tries again: long enough not to spin, short enough to recover
 /// promptly once descriptors are free.
@@ -518,7 +576,11 @@ fn accept_failed(err: IoError, failures: &mut u32) {
 /// only once the previous one is answered (upstream did this for HTTPS only). A pipelining
 /// client therefore cannot queue requests without bound, and at most one request per
 /// connection waits for the application. Gives up waiting once the server is closing.
-fn serve_connection(client: ClientConnection, messages: &MessagesQueue<Message>, close: &AtomicBool) {
+fn serve_connection(
+    client: ClientConnection,
+    messages: &MessagesQueue<Message>,
+    close: &AtomicBool,
+) {
     for rq in client {
         let (sender, answered) = mpsc::channel();
         messages.push(rq.with_notify_sender(sender).into());

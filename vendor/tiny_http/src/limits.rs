@@ -2,12 +2,14 @@
 //! request is refused before it reaches the application. See CHANGES-authkeys.md.
 
 use std::io::Cursor;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{Response, StatusCode};
 
 /// What the server enforces on every connection. Upstream tiny_http enforces none of these.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Limits {
     /// Longest request line or header line, in bytes, without its CRLF.
     pub max_line: usize,
@@ -24,11 +26,41 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// How long writing a response may block on a client that does not read it.
     pub write_timeout: Duration,
-    /// Most connections served at once; more wait in the listen backlog.
+    /// Most connections served at once. When all are taken, the connection idle longest is
+    /// closed to make room; if none is idle, new connections wait in the listen backlog.
     pub max_connections: usize,
+    /// Most connections one client holds at once; a connection over this is closed at once.
+    pub max_connections_per_client: usize,
+    /// The client a peer's connections count against for `max_connections_per_client`
+    /// (authkeys: the address, IPv6 by /64), or `None` to exempt the peer (a trusted proxy,
+    /// which carries many clients).
+    pub connection_client: Arc<dyn Fn(IpAddr) -> Option<IpAddr> + Send + Sync>,
     /// Builds the response sent, followed by closing the connection, when a request is refused
-    /// before it reaches the application.
-    pub rejection_response: fn(&Rejection) -> Response<Cursor<Vec<u8>>>,
+    /// before it reaches the application; also given how long ago the request started.
+    pub rejection_response: Arc<RejectionResponse>,
+}
+
+/// See `Limits::rejection_response`.
+pub type RejectionResponse =
+    dyn Fn(&Rejection, Duration) -> Response<Cursor<Vec<u8>>> + Send + Sync;
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("max_line", &self.max_line)
+            .field("max_headers", &self.max_headers)
+            .field("max_head", &self.max_head)
+            .field("max_body", &self.max_body)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_client",
+                &self.max_connections_per_client,
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Limits {
@@ -42,7 +74,9 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             max_connections: 1000,
-            rejection_response: empty_rejection_response,
+            max_connections_per_client: 500,
+            connection_client: Arc::new(Some),
+            rejection_response: Arc::new(empty_rejection_response),
         }
     }
 }
@@ -82,6 +116,6 @@ impl Rejection {
 }
 
 /// Upstream's behaviour: the status and no body.
-pub fn empty_rejection_response(rejection: &Rejection) -> Response<Cursor<Vec<u8>>> {
+pub fn empty_rejection_response(rejection: &Rejection, _: Duration) -> Response<Cursor<Vec<u8>>> {
     Response::from_data(Vec::new()).with_status_code(rejection.status())
 }

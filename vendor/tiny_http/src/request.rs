@@ -4,13 +4,13 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 use std::fmt;
 use std::net::SocketAddr;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::limits::{Limits, Rejection};
+use crate::util::{read_chunked_body, ChunkedError};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
-use chunked_transfer::Decoder;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -206,7 +206,7 @@ where
             })?;
             body
         }
-        BodyFraming::Chunked => read_chunked(&mut source_data, limits.max_body)?,
+        BodyFraming::Chunked => read_chunked(&mut source_data, limits)?,
     };
     let content_length = match framing {
         BodyFraming::Length(length) => Some(length),
@@ -328,9 +328,6 @@ impl Request {
     /// # Example
     ///
     /// ```no_run
-    /// # extern crate rustc_serialize;
-    /// # extern crate tiny_http;
-    /// # use rustc_serialize::json::Json;
     /// # use std::io::Read;
     /// # fn get_content_type(_: &tiny_http::Request) -> &'static str { "" }
     /// # fn main() {
@@ -340,7 +337,6 @@ impl Request {
     /// if get_content_type(&request) == "application/json" {
     ///     let mut content = String::new();
     ///     request.as_reader().read_to_string(&mut content).unwrap();
-    ///     let json: Json = content.parse().unwrap();
     /// }
     /// # }
     /// ```
@@ -514,7 +510,9 @@ fn body_framing(
         }
         ([], [encoding]) => {
             if *version < HTTPVersion(1, 1) {
-                Err(Rejection::Malformed("Transfer-Encoding in an HTTP/1.0 request"))
+                Err(Rejection::Malformed(
+                    "Transfer-Encoding in an HTTP/1.0 request",
+                ))
             } else if encoding.eq_ignore_ascii_case("chunked") {
                 Ok(BodyFraming::Chunked)
             } else {
@@ -552,21 +550,20 @@ fn send_continue<W: Write>(
     Ok(())
 }
 
-/// authkeys patch: reads a chunked body whole. At most `max_body` decoded bytes, and at most
-/// four times that on the wire, since the decoder buffers a chunk-size line without limit.
-fn read_chunked<R: Read>(source: &mut R, max_body: usize) -> Result<Vec<u8>, RequestCreationError> {
-    let wire_limit = (max_body as u64).saturating_mul(4).saturating_add(1024);
+/// authkeys patch: reads a chunked body whole, strictly (`util::chunked_body`). At most
+/// `max_body` decoded bytes, lines of at most `max_line`, and at most four times `max_body` on
+/// the wire (many tiny chunks carry more framing than data).
+fn read_chunked<R: Read>(source: &mut R, limits: &Limits) -> Result<Vec<u8>, RequestCreationError> {
+    let wire_limit = (limits.max_body as u64)
+        .saturating_mul(4)
+        .saturating_add(1024);
     let mut wire = source.take(wire_limit);
-    let mut body = Vec::new();
-    let result = Decoder::new(wire.by_ref())
-        .take(max_body as u64 + 1)
-        .read_to_end(&mut body);
-    match result {
-        Err(err) if err.kind() == ErrorKind::TimedOut => Err(err.into()),
+    match read_chunked_body(&mut wire, limits.max_body, limits.max_line) {
+        Ok(body) => Ok(body),
+        Err(ChunkedError::Io(err)) if err.kind() == ErrorKind::TimedOut => Err(err.into()),
+        Err(ChunkedError::TooLarge) => Err(Rejection::BodyTooLarge.into()),
         Err(_) if wire.limit() == 0 => Err(Rejection::BodyTooLarge.into()),
         Err(_) => Err(Rejection::Malformed("a malformed chunked body").into()),
-        Ok(_) if body.len() > max_body => Err(Rejection::BodyTooLarge.into()),
-        Ok(_) => Ok(body),
     }
 }
 

@@ -1,15 +1,17 @@
-pub use self::connection_slots::ConnectionSlots;
+pub use self::chunked_body::{read_chunked_body, ChunkedError};
+pub use self::connection_table::{ConnectionTable, Refusal, Slot};
 pub use self::custom_stream::CustomStream;
 pub use self::deadline::Deadline;
 pub use self::messages_queue::MessagesQueue;
 pub use self::refined_tcp_stream::RefinedTcpStream;
-pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 pub use self::sequential::SequentialWriterBuilder;
+pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;
 
-mod connection_slots;
+mod chunked_body;
+mod connection_table;
 mod custom_stream;
 mod deadline;
 mod messages_queue;
