@@ -1,9 +1,10 @@
 -- authkeys schema, version 2. Applied by src/store/mod.rs inside one transaction when
 -- PRAGMA user_version is 0 (the version is then set to 2), and re-run by the upgrade from
 -- version 1, which is why every statement says IF NOT EXISTS. Times are Unix milliseconds
--- (UTC).
--- Public ids (apps.id, keys.id, machines.id) are what the API shows; `pk` never leaves the
--- process.
+-- (UTC). Every start re-applies this file to a version 2 database (all IF NOT EXISTS), so an
+-- index added here reaches existing files without a version change.
+-- Public ids (apps.id, keys.id, machines.id) are what the API shows; `pk` leaves the
+-- process only inside opaque list cursors (src/page.rs).
 
 -- Server-wide values, such as the hash of the generated admin token.
 CREATE TABLE IF NOT EXISTS settings (
@@ -24,6 +25,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS apps_live_id ON apps (id) WHERE deleted_at IS 
 
 -- Only the SHA-256 of a key is stored. Revoked keys stay (revoked_at set) so that verify can
 -- answer "revoked" rather than "not_found".
+-- `machine_rows` counts this key's rows in machines, kept by every write that adds or deletes
+-- one (in its transaction), so that listing a key's active machines never counts its rows.
+-- It came after version 2 shipped: src/store/mod.rs adds it to version 2 files without it.
 CREATE TABLE IF NOT EXISTS keys (
     pk           INTEGER PRIMARY KEY,
     id           TEXT    NOT NULL UNIQUE,
@@ -37,7 +41,8 @@ CREATE TABLE IF NOT EXISTS keys (
     expires_at   INTEGER,
     revoked_at   INTEGER,
     last_used_at INTEGER,
-    uses         INTEGER NOT NULL DEFAULT 0
+    uses         INTEGER NOT NULL DEFAULT 0,
+    machine_rows INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE INDEX IF NOT EXISTS keys_by_app ON keys (app_pk, created_at);
 
@@ -60,4 +65,6 @@ CREATE TABLE IF NOT EXISTS machines (
     last_seen_at INTEGER
 ) STRICT;
 CREATE INDEX IF NOT EXISTS machines_by_key ON machines (key_pk);
+-- An app's machines newest first, a page at a time (the row number is the index's tail).
+CREATE INDEX IF NOT EXISTS machines_by_app ON machines (app_pk);
 CREATE INDEX IF NOT EXISTS machines_by_expiry ON machines (expires_at) WHERE expires_at IS NOT NULL;

@@ -5,10 +5,14 @@
 //   is hidden; nothing stores it, so a reload cannot show it again.
 // - Every string that comes from the server or the user is rendered with textContent or
 //   Text nodes, never parsed as HTML.
+// - Lists are fetched a page at a time (PAGE_SIZE rows), never whole: "Load more" follows the
+//   server's next_cursor.
 
 const TOKEN_STORAGE_KEY = "authkeys.adminToken";
 const DEFAULT_SERVER = "http://127.0.0.1:7373";
 const APP_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+/** Rows per page of a list: the server's default. */
+const PAGE_SIZE = 100;
 
 const $ = (id) => document.getElementById(id);
 
@@ -19,6 +23,8 @@ const state = {
   app: null,
   keys: [],
   machines: [],
+  /** Where each list's next page starts (the server's next_cursor), or null after the last. */
+  next: { apps: null, keys: null, machines: null },
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -71,6 +77,17 @@ async function api(method, path, body, token = storedToken()) {
 }
 
 const appPath = (appId) => `/v1/apps/${encodeURIComponent(appId)}`;
+
+/**
+ * One page of the list at `path` (`field` names its items): `{items, next}`. `query` holds the
+ * list's filters; `cursor` the previous page's next_cursor (none for the first page).
+ */
+async function listPage(path, field, { cursor = null, query = {}, token } = {}) {
+  const params = new URLSearchParams({ ...query, limit: String(PAGE_SIZE) });
+  if (cursor) params.set("cursor", cursor);
+  const page = await api("GET", `${path}?${params}`, undefined, token);
+  return { items: page[field], next: page.next_cursor };
+}
 
 /** Says, in a sentence, what went wrong with a request. */
 function describeError(err) {
@@ -240,7 +257,7 @@ async function signIn(event) {
   }
   let apps;
   try {
-    apps = (await api("GET", "/v1/apps", undefined, token)).apps;
+    apps = await listPage("/v1/apps", "apps", { token });
   } catch (err) {
     error.textContent =
       err instanceof ApiError && err.status === 401
@@ -254,7 +271,8 @@ async function signIn(event) {
   sessionStorage.setItem(TOKEN_STORAGE_KEY, token);
   input.value = "";
   error.hidden = true;
-  state.apps = apps;
+  state.apps = apps.items;
+  state.next.apps = apps.next;
   await showConsole();
 }
 
@@ -265,6 +283,7 @@ function signOut(message) {
   state.app = null;
   state.keys = [];
   state.machines = [];
+  state.next = { apps: null, keys: null, machines: null };
   clearMessages();
   $("app-list").replaceChildren();
   $("keys-body").replaceChildren();
@@ -285,8 +304,24 @@ async function showConsole() {
 // ---------------------------------------------------------------------------------------------
 // Apps
 
+/** Loads the first page of apps (again). */
 async function loadApps() {
-  state.apps = (await api("GET", "/v1/apps")).apps;
+  const page = await listPage("/v1/apps", "apps");
+  state.apps = page.items;
+  state.next.apps = page.next;
+  renderApps();
+}
+
+async function loadMoreApps() {
+  clearMessages();
+  try {
+    const page = await listPage("/v1/apps", "apps", { cursor: state.next.apps });
+    state.apps = state.apps.concat(page.items);
+    state.next.apps = page.next;
+  } catch (err) {
+    fail("Could not list more apps", err);
+    return;
+  }
   renderApps();
 }
 
@@ -306,6 +341,7 @@ function renderApps() {
     }),
   );
   $("apps-empty").hidden = state.apps.length > 0;
+  $("apps-more").hidden = !state.next.apps;
 }
 
 /** Shows an app and puts it in the URL (`#/apps/<id>`), so reloads and links keep it. */
@@ -337,20 +373,27 @@ async function selectAppFromUrl({ focus }) {
   }
 }
 
-/** Loads the selected app, its keys and its machines. Returns whether it succeeded. */
+/** The keys list's filters: deleted keys only when asked for. */
+const keysQuery = () => ($("show-revoked").checked ? { include_revoked: "true" } : {});
+
+/**
+ * Loads the selected app and the first page of its keys and of its machines. Returns whether
+ * it succeeded.
+ */
 async function loadApp() {
   const appId = state.appId;
-  const revoked = $("show-revoked").checked ? "?include_revoked=true" : "";
   try {
     const [app, keys, machines] = await Promise.all([
       api("GET", appPath(appId)),
-      api("GET", `${appPath(appId)}/keys${revoked}`),
-      api("GET", `${appPath(appId)}/machines`),
+      listPage(`${appPath(appId)}/keys`, "keys", { query: keysQuery() }),
+      listPage(`${appPath(appId)}/machines`, "machines"),
     ]);
     if (appId !== state.appId) return false;
     state.app = app;
-    state.keys = keys.keys;
-    state.machines = machines.machines;
+    state.keys = keys.items;
+    state.next.keys = keys.next;
+    state.machines = machines.items;
+    state.next.machines = machines.next;
   } catch (err) {
     fail(`Could not load app ${appId}`, err);
     if (err instanceof ApiError && err.code === "app_not_found") {
@@ -365,6 +408,25 @@ async function loadApp() {
   }
   renderApp();
   return true;
+}
+
+/** Appends the next page of the selected app's `field` list ("keys" or "machines"). */
+async function loadMore(field) {
+  clearMessages();
+  const appId = state.appId;
+  const query = field === "keys" ? keysQuery() : {};
+  let page;
+  try {
+    page = await listPage(`${appPath(appId)}/${field}`, field, { cursor: state.next[field], query });
+  } catch (err) {
+    fail(`Could not list more ${field}`, err);
+    return;
+  }
+  if (appId !== state.appId) return;
+  state[field] = state[field].concat(page.items);
+  state.next[field] = page.next;
+  if (field === "keys") renderKeys();
+  else renderMachines();
 }
 
 function renderApp() {
@@ -406,13 +468,16 @@ async function deleteApp() {
   // Count what the deletion revokes from fresh data, not from what was loaded earlier.
   if (!(await loadApp())) return;
   const app = state.app;
-  const activeKeys = state.keys.filter((key) => !key.revoked_at).length;
-  const machines = state.machines.length;
+  // Only the first page of each list is loaded: past it, the counts are "N or more".
+  const atLeast = (count, more, word) => (more ? `${count} or more ${word}s` : plural(count, word));
+  const activeKeyCount = state.keys.filter((key) => !key.revoked_at).length;
+  const activeKeys = (word) => atLeast(activeKeyCount, state.next.keys, word);
+  const machines = atLeast(state.machines.length, state.next.machines, "machine");
   const confirmed = await confirmAction({
     title: `Delete app ${app.name || app.id}?`,
     body: [
-      `This deletes the app ${app.id}, revokes its ${plural(activeKeys, "active auth key")} ` +
-        `and logs out its ${plural(machines, "machine")} at once.`,
+      `This deletes the app ${app.id}, revokes its ${activeKeys("active auth key")} ` +
+        `and logs out its ${machines} at once.`,
       "This cannot be undone. The app id can be used again later for a new, empty app.",
     ],
     typed: { label: `Type ${app.id} to confirm`, expected: app.id },
@@ -427,9 +492,7 @@ async function deleteApp() {
   }
   history.replaceState(null, "", location.pathname);
   await selectAppFromUrl({ focus: false });
-  showStatus(
-    `Deleted app ${app.id}: ${plural(activeKeys, "key")} revoked, ${plural(machines, "machine")} logged out.`,
-  );
+  showStatus(`Deleted app ${app.id}: ${activeKeys("key")} revoked, ${machines} logged out.`);
   try {
     await loadApps();
   } catch (err) {
@@ -484,6 +547,7 @@ function renderKeys() {
     return row;
   });
   fillTable("keys", rows);
+  $("keys-more").hidden = !state.next.keys;
 }
 
 async function generateKey(event) {
@@ -628,6 +692,7 @@ function renderMachines() {
     return row;
   });
   fillTable("machines", rows);
+  $("machines-more").hidden = !state.next.machines;
 }
 
 async function logOutMachine(machine) {
@@ -746,6 +811,9 @@ function start() {
   on("copy-key", "click", () => copyField("new-key-value", $("copy-key"), "auth key"));
   on("copy-command", "click", () => copyField("new-key-command", $("copy-command"), "login command"));
   on("show-revoked", "change", () => loadApp());
+  on("apps-more", "click", loadMoreApps);
+  on("keys-more", "click", () => loadMore("keys"));
+  on("machines-more", "click", () => loadMore("machines"));
   on("refresh", "click", async () => {
     clearMessages();
     if (await loadApp()) showStatus("Refreshed.");

@@ -6,6 +6,7 @@ use crate::app_cache::AppCache;
 use crate::error::{Error, Result};
 use crate::hot_cache::{HotCache, Invalidation, Session};
 use crate::model::{App, Key, Machine, NewKey, Timestamp};
+use crate::page::{Page, PageRequest};
 use crate::seed::Seed;
 use crate::store::{KeyStatus, NewMachine, Store};
 use crate::token::{self, Secret, TokenHash, TokenKind};
@@ -141,8 +142,8 @@ impl Authority {
         })
     }
 
-    pub fn apps(&self) -> Result<Vec<App>> {
-        self.store.read(|r| r.apps())
+    pub fn apps(&self, page: &PageRequest) -> Result<Page<App>> {
+        self.store.read(|r| r.apps(page))
     }
 
     pub fn app(&self, id: &str) -> Result<App> {
@@ -185,10 +186,16 @@ impl Authority {
         Ok((key, secret))
     }
 
-    pub fn keys(&self, app_id: &str, include_revoked: bool, now: Timestamp) -> Result<Vec<Key>> {
+    pub fn keys(
+        &self,
+        app_id: &str,
+        include_revoked: bool,
+        page: &PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Key>> {
         self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
-            r.keys(&app, include_revoked, now)
+            r.keys(&app, include_revoked, page, now)
         })
     }
 
@@ -214,16 +221,33 @@ impl Authority {
         Ok(())
     }
 
-    pub fn machines(&self, app_id: &str, now: Timestamp) -> Result<Vec<Machine>> {
+    /// A page of the app's active machines, or of those of its key `key_id` only. A key
+    /// that is not the app's has no machines here: the filter matches nothing.
+    pub fn machines(
+        &self,
+        app_id: &str,
+        key_id: Option<&str>,
+        page: &PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Machine>> {
         self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
-            r.active_machines(&app, now)
+            let key_pk = match key_id {
+                None => None,
+                Some(key_id) => match r.key_pk(&app, key_id)? {
+                    Some(pk) => Some(pk),
+                    None => return Ok(Page::default()),
+                },
+            };
+            r.active_machines(&app, key_pk, page, now)
         })
     }
 
-    /// How many machines are logged in and not expired at `now`, across all apps.
-    pub fn active_machine_count(&self, now: Timestamp) -> Result<usize> {
-        self.store.read(|r| r.count_active_machines(now))
+    /// How many machine sessions are stored, across all apps, without a query: ephemeral
+    /// ones count until the sweeper removes them (at most one sweep interval after they
+    /// expire). `None` until the sweeper's first pass has counted them.
+    pub fn machine_rows(&self) -> Option<u64> {
+        self.store.machine_rows()
     }
 
     /// Logs out one machine of the app. Expired machines are already logged out: not found.

@@ -21,6 +21,7 @@ pub mod http;
 pub mod json;
 pub mod metrics;
 pub mod model;
+pub mod page;
 pub mod seed;
 pub mod server;
 pub mod store;

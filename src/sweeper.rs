@@ -78,6 +78,17 @@ fn write_stamps(store: &Store, pending: &PendingStamps) -> Result<usize> {
     Ok(written)
 }
 
+fn count_machines(store: &Store) {
+    let started = std::time::Instant::now();
+    match store.count_machines() {
+        Ok(count) => log::debug!(
+            "counted {count} machines in {} ms",
+            started.elapsed().as_millis()
+        ),
+        Err(err) => log::warn!("counting machines failed, will retry: {err}"),
+    }
+}
+
 /// Why the sweeper thread wakes before its interval is up.
 enum Wake {
     /// Many usage stamps are pending: write them now.
@@ -108,7 +119,13 @@ impl Sweeper {
         let thread = thread::Builder::new()
             .name("sweeper".into())
             .spawn(move || {
+                // First, off the start-up path: the machine count `/metrics` shows from then on
+                // (kept by every write). Retried each pass until it succeeds.
+                count_machines(&store);
                 loop {
+                    if store.machine_rows().is_none() {
+                        count_machines(&store);
+                    }
                     let stopping = match woken.recv_timeout(interval) {
                         Err(RecvTimeoutError::Timeout) | Ok(Wake::Flush) => false,
                         Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => true,
@@ -218,16 +235,33 @@ mod tests {
             .unwrap()
     }
 
+    /// Every machine row of the app, expired or not, walking the listing's pages.
     fn machine_ids(store: &Store) -> Vec<String> {
-        store
-            .read(|r| {
-                let app = r.app(APP)?.expect("the app exists");
-                r.active_machines(&app, Timestamp(i64::MIN))
-            })
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = crate::page::PageRequest::parse(Some("1000"), cursor.as_deref()).unwrap();
+            let machines = store
+                .read(|r| {
+                    let app = r.app(APP)?.expect("the app exists");
+                    r.active_machines(&app, None, &page, Timestamp(i64::MIN))
+                })
+                .unwrap();
+            ids.extend(machines.items.into_iter().map(|machine| machine.id));
+            match machines.next {
+                Some(next) => cursor = Some(next.encode()),
+                None => return ids,
+            }
+        }
+    }
+
+    /// The key's `machines` as listed at `now`, and the store's count of machine rows.
+    fn counts(store: &Store, now: i64) -> (i64, Option<u64>) {
+        let key = store
+            .read(|r| r.key(&r.app(APP)?.expect("the app"), "key_1", Timestamp(now)))
             .unwrap()
-            .into_iter()
-            .map(|machine| machine.id)
-            .collect()
+            .expect("the key");
+        (key.machines, store.machine_rows())
     }
 
     #[test]
@@ -240,9 +274,15 @@ mod tests {
         let cache = HotCache::default();
         let swept = |now| sweep(&store, &stamps, &cache, Timestamp(now)).unwrap();
 
+        store.count_machines().unwrap();
+        let all = SWEEP_BATCH as i64 + 4;
         assert_eq!(swept(999), Swept::default());
         assert_eq!(machine_ids(&store).len(), SWEEP_BATCH + 4);
+        assert_eq!(counts(&store, 999), (all, Some(all as u64)));
+        // Expired, not yet swept: no longer active, still stored.
+        assert_eq!(counts(&store, 1_000), (2, Some(all as u64)));
         assert_eq!(swept(1_000).expired_machines, SWEEP_BATCH + 2);
+        assert_eq!(counts(&store, 1_000), (2, Some(2)));
         let left = [
             format!("mch_{}", SWEEP_BATCH + 2),
             format!("mch_{}", SWEEP_BATCH + 3),
@@ -253,6 +293,7 @@ mod tests {
         assert_eq!(swept(4_999), Swept::default());
         assert_eq!(swept(i64::MAX).expired_machines, 1);
         assert_eq!(machine_ids(&store), [left[1].clone()]);
+        assert_eq!(counts(&store, i64::MAX), (1, Some(1)));
     }
 
     #[test]

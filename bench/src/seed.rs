@@ -88,6 +88,12 @@ pub fn seed_database(db: &Path, seed: &Seed, tokens_out: &Path) -> Result<(), St
                 .map_err(|err| err.to_string())?;
             writeln!(out, "{}", session.expose()).map_err(|err| err.to_string())?;
         }
+        // What the product's writes keep in step with the machines (`keys.machine_rows`).
+        tx.execute(
+            "UPDATE keys SET machine_rows = (SELECT count(*) FROM machines m WHERE m.key_pk = keys.pk)",
+            [],
+        )
+        .map_err(|err| err.to_string())?;
     }
     tx.commit().map_err(|err| err.to_string())?;
     conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")
@@ -132,9 +138,12 @@ pub fn insert_loop(db: &Path, duration: Duration) -> Result<f64, String> {
         let hash: [u8; 32] = Sha256::digest(format!("loop-{run}-{n}")).into();
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(|err| err.to_string())?;
-        conn.prepare_cached("UPDATE keys SET uses = uses + 1, last_used_at = ?2 WHERE pk = ?1")
-            .and_then(|mut stmt| stmt.execute(params![key_pk, now]))
-            .map_err(|err| err.to_string())?;
+        conn.prepare_cached(
+            "UPDATE keys SET uses = uses + 1, last_used_at = ?2, machine_rows = machine_rows + 1
+              WHERE pk = ?1",
+        )
+        .and_then(|mut stmt| stmt.execute(params![key_pk, now]))
+        .map_err(|err| err.to_string())?;
         conn.prepare_cached(
             "INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
                                    created_at)

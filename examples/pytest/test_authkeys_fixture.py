@@ -41,7 +41,7 @@ def test_a_machine_logs_in_and_is_logged_out_by_revocation(authkeys_server):
 
 def test_each_test_gets_a_fresh_server(authkeys_server):
     status, apps, _ = call(authkeys_server, "GET", "/v1/apps", authkeys_server.admin_token)
-    assert (status, apps) == (200, {"apps": []})
+    assert (status, apps) == (200, {"apps": [], "next_cursor": None})
 
 
 def test_a_seeded_key_logs_in_without_admin_calls(seeded_server):

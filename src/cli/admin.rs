@@ -1,8 +1,9 @@
 //! Admin commands over HTTP, authenticated by `AUTHKEYS_ADMIN_TOKEN`: apps, keys, machines.
 
-use super::args::{AdminArgs, AppsCommand, KeysCommand, MachinesCommand};
+use super::args::{AdminArgs, AppsCommand, KeysCommand, ListArgs, MachinesCommand};
 use super::client::{Client, RequestError, segment};
 use super::{CliError, output};
+use crate::page;
 use crate::token::Secret;
 use serde_json::{Value, json};
 
@@ -21,6 +22,53 @@ impl Admin {
 
     fn delete(&self, path: &str) -> Result<Value, CliError> {
         self.0.delete(path).map_err(admin_refused)
+    }
+
+    /// The list at `path` (with the `filters` query), following `next_cursor` page by page
+    /// to its end, or until `list.limit` items: pages as large as the server allows, the last
+    /// one cut to what is left, so nothing beyond the limit is fetched. Answers in the shape
+    /// of one page: `{"<field>": [every item], "next_cursor": where the next item starts
+    /// (null at the end)}`.
+    fn list(
+        &self,
+        path: &str,
+        field: &str,
+        filters: &[(&str, &str)],
+        list: &ListArgs,
+    ) -> Result<Value, CliError> {
+        let mut items: Vec<Value> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let left = list
+                .limit
+                .map_or(u64::MAX, |limit| limit.saturating_sub(items.len() as u64));
+            if left == 0 {
+                break;
+            }
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.extend_pairs(filters);
+            query.append_pair("limit", &left.min(page::MAX_LIMIT as u64).to_string());
+            if let Some(cursor) = &cursor {
+                query.append_pair("cursor", cursor);
+            }
+            let page = self.get(&format!("{path}?{}", query.finish()))?;
+            items.extend(page[field].as_array().cloned().unwrap_or_default());
+            cursor = page["next_cursor"].as_str().map(str::to_string);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let mut listing = serde_json::Map::new();
+        listing.insert(field.to_string(), Value::Array(items));
+        listing.insert("next_cursor".to_string(), cursor.into());
+        Ok(Value::Object(listing))
+    }
+}
+
+/// After a table cut short by `--limit`, says so.
+fn note_more(listing: &Value) {
+    if listing["next_cursor"].is_string() {
+        println!("(more rows follow: raise or drop --limit to see them)");
     }
 }
 
@@ -68,13 +116,14 @@ pub fn apps(command: AppsCommand) -> Result<(), CliError> {
                 );
             }
         }
-        AppsCommand::List { admin } => {
-            let listing = client(&admin)?.get("/v1/apps")?;
+        AppsCommand::List { list, admin } => {
+            let listing = client(&admin)?.list("/v1/apps", "apps", &[], &list)?;
             if admin.output.json {
                 output::json(&listing);
             } else {
                 let rows = rows(&listing["apps"], &["id", "name", "created_at"]);
                 output::table(&["ID", "NAME", "CREATED"], &rows);
+                note_more(&listing);
             }
         }
     }
@@ -117,15 +166,16 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
         KeysCommand::List {
             app,
             include_revoked,
+            list,
             admin,
         } => {
-            let query = if include_revoked {
-                "?include_revoked=true"
+            let filters: &[(&str, &str)] = if include_revoked {
+                &[("include_revoked", "true")]
             } else {
-                ""
+                &[]
             };
-            let listing =
-                client(&admin)?.get(&format!("/v1/apps/{}/keys{query}", segment(&app)))?;
+            let path = format!("/v1/apps/{}/keys", segment(&app));
+            let listing = client(&admin)?.list(&path, "keys", filters, &list)?;
             if admin.output.json {
                 output::json(&listing);
             } else {
@@ -160,6 +210,7 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
                     "DESCRIPTION",
                 ];
                 output::table(&headers, &rows);
+                note_more(&listing);
             }
         }
         KeysCommand::Revoke { app, id, admin } => {
@@ -175,8 +226,16 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
 
 pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
     match command {
-        MachinesCommand::List { app, admin } => {
-            let listing = client(&admin)?.get(&format!("/v1/apps/{}/machines", segment(&app)))?;
+        MachinesCommand::List {
+            app,
+            key,
+            list,
+            admin,
+        } => {
+            let filters: Vec<(&str, &str)> =
+                key.iter().map(|key| ("key_id", key.as_str())).collect();
+            let path = format!("/v1/apps/{}/machines", segment(&app));
+            let listing = client(&admin)?.list(&path, "machines", &filters, &list)?;
             if admin.output.json {
                 output::json(&listing);
             } else {
@@ -193,6 +252,7 @@ pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
                     &["ID", "NAME", "KEY", "LOGGED IN", "EXPIRES", "LAST SEEN"],
                     &rows,
                 );
+                note_more(&listing);
             }
         }
         MachinesCommand::Logout { app, id, admin } => {

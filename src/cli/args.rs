@@ -170,6 +170,14 @@ pub struct AdminArgs {
     pub output: OutputArgs,
 }
 
+/// How much of a list to print: everything (following the server's pages) unless limited.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Print at most N rows (and fetch no more).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum AppsCommand {
     /// Create an app.
@@ -182,8 +190,10 @@ pub enum AppsCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// List apps.
+    /// List apps, by id.
     List {
+        #[command(flatten)]
+        list: ListArgs,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -221,6 +231,8 @@ pub enum KeysCommand {
         #[arg(long)]
         include_revoked: bool,
         #[command(flatten)]
+        list: ListArgs,
+        #[command(flatten)]
         admin: AdminArgs,
     },
     /// Revoke a key and log out every machine it logged in.
@@ -237,11 +249,16 @@ pub enum KeysCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum MachinesCommand {
-    /// List an app's active machines.
+    /// List an app's active machines, newest first.
     List {
         /// The app whose machines to list.
         #[arg(long)]
         app: String,
+        /// Only the machines logged in with this key (`key_…`).
+        #[arg(long, value_name = "KEY_ID")]
+        key: Option<String>,
+        #[command(flatten)]
+        list: ListArgs,
         #[command(flatten)]
         admin: AdminArgs,
     },

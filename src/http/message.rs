@@ -3,6 +3,7 @@
 
 use super::errors::ApiError;
 use crate::error::Error;
+use crate::page::{Page, PageRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
@@ -80,6 +81,39 @@ impl Request {
             None => Ok(params),
         }
     }
+
+    /// A list endpoint's query: the page asked for (`limit`, `cursor`) and the values of its
+    /// `filters`, which are the only other parameters it takes.
+    pub fn page_query(
+        &self,
+        filters: &[&str],
+    ) -> Result<(PageRequest, Vec<(String, String)>), ApiError> {
+        let mut allowed = vec!["limit", "cursor"];
+        allowed.extend_from_slice(filters);
+        let params = self.query_params(&allowed)?;
+        let page = PageRequest::parse(single(&params, "limit")?, single(&params, "cursor")?)?;
+        let filters = params
+            .into_iter()
+            .filter(|(name, _)| filters.contains(&name.as_str()))
+            .collect();
+        Ok((page, filters))
+    }
+}
+
+/// The value of a query parameter that may be given at most once: twice is ambiguous (422).
+pub fn single<'p>(
+    params: &'p [(String, String)],
+    name: &'static str,
+) -> Result<Option<&'p str>, ApiError> {
+    let mut values = params.iter().filter(|(given, _)| given == name);
+    let first = values.next().map(|(_, value)| value.as_str());
+    match values.next() {
+        None => Ok(first),
+        Some(_) => Err(ApiError::Domain(Error::InvalidField {
+            field: name,
+            reason: "is given more than once".into(),
+        })),
+    }
 }
 
 /// Parses a body that must be a JSON object: 400 when it is not UTF-8, not JSON, not an
@@ -141,6 +175,16 @@ impl Response {
             headers: vec![("Content-Type", content_type.to_string())],
             body: body.into(),
         }
+    }
+
+    /// A page of a list: `{"<name>": [items], "next_cursor": "…" | null}`.
+    pub fn page<T: Serialize>(name: &str, page: Page<T>) -> Response {
+        let mut body = serde_json::Map::new();
+        let items = serde_json::to_value(page.items).expect("our list items always serialise");
+        body.insert(name.to_string(), items);
+        let next = page.next.map(|position| position.encode());
+        body.insert("next_cursor".to_string(), next.into());
+        Response::json(200, &body)
     }
 
     pub fn no_content() -> Response {

@@ -189,11 +189,12 @@ fn dispatch(
         }
         Route::Metrics => {
             request.query_params(&[])?;
-            let active = authority.active_machine_count(now)?;
+            // No query: a scrape costs the same whatever the number of rows.
+            let machines = authority.machine_rows();
             Ok(Response::body(
                 200,
                 metrics::CONTENT_TYPE,
-                metrics.encode(active),
+                metrics.encode(machines),
             ))
         }
         // Every other route takes a credential, a new one included (it falls to `admin`).
@@ -224,7 +225,7 @@ fn credentialed(
     now: Timestamp,
 ) -> Answer {
     match route {
-        Route::Login => Answer::from(login(authority, request, now)),
+        Route::Login => Answer::from(login(authority, metrics, request, now)),
         Route::Verify => verify(authority, request, now),
         // A proxy's subrequest carries the protected request's query string, which is not
         // ours to judge: forward-auth reads only the bearer token.
@@ -254,10 +255,16 @@ fn outcome<T>(result: &Result<T, ApiError>, success: &'static str) -> &'static s
 }
 
 /// `POST /v1/auth/login`: an auth key in the body, no bearer token.
-fn login(authority: &Authority, request: &Request, now: Timestamp) -> Result<Response, ApiError> {
+fn login(
+    authority: &Authority,
+    metrics: &Metrics,
+    request: &Request,
+    now: Timestamp,
+) -> Result<Response, ApiError> {
     request.query_params(&[])?;
     let body: Login = request.json()?;
     let (session, machine) = authority.login(&body.auth_key, body.machine.as_deref(), now)?;
+    metrics.key_login(&machine.app, &machine.key_id);
     let logged_in = LoggedIn {
         session_token: session.expose(),
         machine: &machine,
@@ -348,12 +355,14 @@ fn admin(
     now: Timestamp,
 ) -> Result<Response, ApiError> {
     let method = request.method.as_str();
-    if !matches!((route, method), (Route::Keys(_), "GET")) {
+    let is_list = matches!(route, Route::Apps | Route::Keys(_) | Route::Machines(_));
+    if !(is_list && method == "GET") {
         request.query_params(&[])?;
     }
     let response = match (route, method) {
         (Route::Apps, "GET") => {
-            Response::json(200, &serde_json::json!({"apps": authority.apps()?}))
+            let (page, _) = request.page_query(&[])?;
+            Response::page("apps", authority.apps(&page)?)
         }
         (Route::Apps, "POST") => {
             let body: CreateApp = request.json()?;
@@ -365,12 +374,14 @@ fn admin(
         (Route::App(app), "GET") => Response::json(200, &authority.app(app)?),
         (Route::App(app), "DELETE") => {
             authority.delete_app(app, now)?;
+            metrics.app_deleted(app);
             Response::no_content()
         }
         (Route::Keys(app), "GET") => {
-            let include_revoked = include_revoked(request)?;
-            let keys = authority.keys(app, include_revoked, now)?;
-            Response::json(200, &serde_json::json!({"keys": keys}))
+            // `tag` (v2's key tags) joins these filters when keys have tags.
+            let (page, filters) = request.page_query(&["include_revoked"])?;
+            let include_revoked = include_revoked(&filters)?;
+            Response::page("keys", authority.keys(app, include_revoked, &page, now)?)
         }
         (Route::Keys(app), "POST") => {
             let body: CreateKey = request.json()?;
@@ -394,11 +405,13 @@ fn admin(
             let revoked = authority.revoke_key(app, key, now).map_err(ApiError::from);
             metrics.revocation(outcome(&revoked, "revoked"));
             revoked?;
+            metrics.key_revoked(key);
             Response::no_content()
         }
         (Route::Machines(app), "GET") => {
-            let machines = authority.machines(app, now)?;
-            Response::json(200, &serde_json::json!({"machines": machines}))
+            let (page, filters) = request.page_query(&["key_id"])?;
+            let key_id = message::single(&filters, "key_id")?;
+            Response::page("machines", authority.machines(app, key_id, &page, now)?)
         }
         (Route::Machine(app, machine), "DELETE") => {
             authority.logout_machine(app, machine, now)?;
@@ -409,9 +422,9 @@ fn admin(
     Ok(response)
 }
 
-fn include_revoked(request: &Request) -> Result<bool, ApiError> {
+fn include_revoked(filters: &[(String, String)]) -> Result<bool, ApiError> {
     let mut include = false;
-    for (_, value) in request.query_params(&["include_revoked"])? {
+    for (_, value) in filters {
         include = match value.as_str() {
             "true" => true,
             "false" => false,

@@ -4,17 +4,20 @@
 //! come from closed sets (route templates, standard methods, status codes, error codes), so
 //! no request can create new series.
 
+mod keys;
 mod requests;
 
 use crate::sweeper::Swept;
+use keys::KeyLogins;
+pub use keys::MAX_KEY_SERIES;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use requests::RequestTable;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// `Content-Type` of `GET /metrics`: the Prometheus text exposition format 0.0.4.
@@ -28,10 +31,12 @@ struct OutcomeLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Arc<RequestTable>,
+    key_logins: Arc<KeyLogins>,
     logins: Outcomes,
     verifies: Outcomes,
     revocations: Outcomes,
-    active_machines: Gauge,
+    /// Set from the caller's count at each encoding; absent until the count is known.
+    machines: Arc<MachineGauge>,
     sweeps: Outcomes,
     swept_machines: Counter,
     stamps_written: Counter,
@@ -44,6 +49,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("authkeys");
         let requests = Arc::new(RequestTable::new(routes));
         registry.register_collector(Box::new(Arc::clone(&requests)));
+        let key_logins = Arc::new(KeyLogins::default());
+        registry.register_collector(Box::new(Arc::clone(&key_logins)));
         let logins = Outcomes::register(
             &mut registry,
             "logins",
@@ -75,12 +82,8 @@ impl Metrics {
             "Key revocation requests by outcome: revoked, or the error code answered",
             &["revoked", "key_not_found", "app_not_found"],
         );
-        let active_machines = Gauge::default();
-        registry.register(
-            "active_machines",
-            "Machines logged in and not expired, counted at scrape time",
-            active_machines.clone(),
-        );
+        let machines = Arc::new(MachineGauge::default());
+        registry.register_collector(Box::new(Arc::clone(&machines)));
         let sweeps = Outcomes::register(
             &mut registry,
             "sweeps",
@@ -102,10 +105,11 @@ impl Metrics {
         Metrics {
             registry,
             requests,
+            key_logins,
             logins,
             verifies,
             revocations,
-            active_machines,
+            machines,
             sweeps,
             swept_machines,
             stamps_written,
@@ -120,6 +124,21 @@ impl Metrics {
 
     pub fn login(&self, outcome: &'static str) {
         self.logins.inc(outcome);
+    }
+
+    /// A successful login with `key_id` of `app`.
+    pub fn key_login(&self, app: &str, key_id: &str) {
+        self.key_logins.login(app, key_id);
+    }
+
+    /// The key was revoked: its login series goes.
+    pub fn key_revoked(&self, key_id: &str) {
+        self.key_logins.remove_key(key_id);
+    }
+
+    /// The app was deleted, revoking its keys: their login series go.
+    pub fn app_deleted(&self, app: &str) {
+        self.key_logins.remove_app(app);
     }
 
     pub fn verify(&self, outcome: &'static str) {
@@ -139,14 +158,48 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the active machines counted just now by the caller.
-    pub fn encode(&self, active_machines: usize) -> String {
-        self.active_machines
-            .set(i64::try_from(active_machines).unwrap_or(i64::MAX));
+    /// The text exposition, with the caller's count of stored machine sessions (`None`
+    /// while it is not known yet, which leaves the gauge out).
+    pub fn encode(&self, machines: Option<u64>) -> String {
+        let value = machines.map_or(-1, |count| i64::try_from(count).unwrap_or(i64::MAX));
+        self.machines.0.store(value, Ordering::Relaxed);
         let mut text = String::new();
         prometheus_text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// `authkeys_active_machines`: a gauge that is absent (rather than a false 0) until its value
+/// is known; -1 stands for unknown.
+#[derive(Debug)]
+struct MachineGauge(AtomicI64);
+
+impl Default for MachineGauge {
+    fn default() -> MachineGauge {
+        MachineGauge(AtomicI64::new(-1))
+    }
+}
+
+impl prometheus_client::collector::Collector for MachineGauge {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let value = self.0.load(Ordering::Relaxed);
+        if value < 0 {
+            return Ok(());
+        }
+        encoder
+            .encode_descriptor(
+                "active_machines",
+                "Machine sessions logged in; an ephemeral one counts until the sweeper removes \
+                 it, at most one sweep interval after it expires. Kept by every login, logout, \
+                 revocation and sweep, never counted at scrape time",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?
+            .encode_gauge(&value)
     }
 }
 
@@ -195,7 +248,7 @@ mod tests {
         metrics.request("/v1/apps/{app}", "GET", 200, Duration::from_micros(150));
         metrics.request("/v1/apps/{app}", "GET", 200, Duration::from_millis(2));
         metrics.request("unmatched", "BREW", 404, Duration::from_micros(50));
-        let text = metrics.encode(3);
+        let text = metrics.encode(Some(3));
         let has = |line: &str| text.lines().any(|l| l == line);
         assert!(
             has(
@@ -249,7 +302,7 @@ mod tests {
         metrics.sweep(&Err(crate::error::Error::Storage));
         metrics.login("success");
         metrics.login("invalid_field");
-        let text = metrics.encode(0);
+        let text = metrics.encode(None);
         for line in [
             r#"authkeys_sweeps_total{outcome="ok"} 2"#,
             r#"authkeys_sweeps_total{outcome="failed"} 1"#,

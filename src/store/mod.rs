@@ -17,6 +17,7 @@ use crate::error::{self, StartError};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -40,6 +41,13 @@ const UPGRADE_FROM_1_COPY: &str = "
       FROM machines_v1 m JOIN keys k ON k.pk = m.key_pk JOIN apps a ON a.pk = k.app_pk
      WHERE k.revoked_at IS NULL AND a.deleted_at IS NULL;
     DROP TABLE machines_v1;";
+/// `keys.machine_rows` came after version 2 shipped, without a version change (it only adds
+/// a column that is derived from rows already there): a version 1 or earlier version 2 file
+/// gets it here, filled from the machines it has. This counts every machine once, at the
+/// first start of a binary that has the column; never again.
+const ADD_MACHINE_ROWS: &str = "
+    ALTER TABLE keys ADD COLUMN machine_rows INTEGER NOT NULL DEFAULT 0;
+    UPDATE keys SET machine_rows = (SELECT count(*) FROM machines m WHERE m.key_pk = keys.pk);";
 /// Page cache of each reader connection (SQLite's default is 2 MiB). There is one reader per
 /// concurrent read, so this is paid about once per worker thread: with 2 MiB, random reads of
 /// a small database filled eight caches, a third of the server's memory. 1 MiB still holds
@@ -49,12 +57,18 @@ const READER_CACHE_KIB: i64 = 1024;
 /// How long a statement waits for a lock before failing. Writers are serialised by a mutex
 /// first, so this only matters when another process (a backup, a second server) holds it.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// `Store::machine_rows` before the first count.
+const UNKNOWN: i64 = -1;
 
 pub struct Store {
     path: PathBuf,
     synchronous: &'static str,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// How many machine rows exist (`UNKNOWN` until `count_machines` has run): changed only
+    /// under the writer lock, after the commit of a write that added or deleted some, so it
+    /// is exact without any query. `/metrics` reads it.
+    machine_rows: AtomicI64,
     /// Keeps a `:memory:` instance's scratch directory alive; removes it on drop.
     _scratch: Option<files::ScratchDir>,
 }
@@ -78,6 +92,7 @@ impl Store {
             synchronous,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            machine_rows: AtomicI64::new(UNKNOWN),
             _scratch: scratch,
         })
     }
@@ -108,9 +123,39 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(error::storage)?;
-        let value = work(&Writer::new(&tx))?;
+        let writer = Writer::new(&tx);
+        let value = work(&writer)?;
+        let machines_added = writer.machines_added();
         tx.commit().map_err(error::storage)?;
+        // Still under the writer lock: no other change or count can interleave.
+        self.add_machine_rows(machines_added);
         Ok(value)
+    }
+
+    /// How many machine rows exist (logged in, including ephemeral ones expired since the
+    /// last sweep), without a query; `None` until `count_machines` has run once.
+    pub fn machine_rows(&self) -> Option<u64> {
+        u64::try_from(self.machine_rows.load(Ordering::Relaxed)).ok()
+    }
+
+    /// Counts the machine rows from the per-key counters (one row per key, not per machine)
+    /// and keeps the count from now on. Under the writer lock, so no write is missed or
+    /// counted twice. The sweeper calls it once, off the start-up path.
+    pub fn count_machines(&self) -> error::Result<u64> {
+        let conn = lock(&self.writer);
+        let count = Reader::new(&conn).machine_rows_of_all_keys()?;
+        self.machine_rows
+            .store(i64::try_from(count).unwrap_or(i64::MAX), Ordering::Relaxed);
+        Ok(count)
+    }
+
+    /// Called with the writer lock held (see `write`).
+    fn add_machine_rows(&self, added: i64) {
+        let count = self.machine_rows.load(Ordering::Relaxed);
+        if added != 0 && count != UNKNOWN {
+            self.machine_rows
+                .store(count.saturating_add(added).max(0), Ordering::Relaxed);
+        }
     }
 
     fn checkout_reader(&self) -> error::Result<Connection> {
@@ -161,6 +206,8 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
     let version: i64 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(fail)?;
+    // Each step is all IF NOT EXISTS, so schema.sql runs at every start: an index added to it
+    // reaches existing version 2 files without a version change.
     let steps: &[&str] = match version {
         0 if has_tables(&tx).map_err(fail)? => {
             // Some other program's database: schema.sql's IF NOT EXISTS must not adopt it.
@@ -171,7 +218,7 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
         }
         0 => &[SCHEMA],
         1 => &[UPGRADE_FROM_1_SET_ASIDE, SCHEMA, UPGRADE_FROM_1_COPY],
-        SCHEMA_VERSION => return Ok(()),
+        SCHEMA_VERSION => &[SCHEMA],
         newer => {
             return Err(StartError::new(format!(
                 "{} has schema version {newer}, newer than this binary's {SCHEMA_VERSION}: \
@@ -183,10 +230,15 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
     for step in steps {
         tx.execute_batch(step).map_err(fail)?;
     }
+    if !has_column(&tx, "keys", "machine_rows").map_err(fail)? {
+        tx.execute_batch(ADD_MACHINE_ROWS).map_err(fail)?;
+        log::info!("{}: counted each key's machines once", path.display());
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(fail)?;
     tx.commit().map_err(fail)?;
     match version {
+        SCHEMA_VERSION => {}
         0 => log::info!(
             "created schema version {SCHEMA_VERSION} in {}",
             path.display()
@@ -199,8 +251,96 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
     Ok(())
 }
 
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |row| row.get(0),
+    )
+}
+
 fn has_tables(conn: &Connection) -> rusqlite::Result<bool> {
     conn.query_row("SELECT count(*) > 0 FROM sqlite_schema", [], |row| {
         row.get(0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NewKey, Timestamp};
+    use crate::token::{self, TokenKind};
+
+    /// The kept count of machine rows, and each key's counter, equal the rows themselves after
+    /// writers that add and delete machines race with the first count.
+    #[test]
+    fn kept_machine_counts_match_the_rows_after_racing_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
+        let reusable = NewKey {
+            reusable: true,
+            ..NewKey::default()
+        };
+        let keys: Vec<_> = store
+            .write(|w| {
+                let app = w.insert_app("app", "App", Timestamp(0))?;
+                (0..3)
+                    .map(|n| {
+                        let secret = token::generate(TokenKind::AuthKey);
+                        let hint = token::hint(&secret);
+                        w.insert_key(
+                            &app,
+                            format!("key_{n}"),
+                            &secret.hash(),
+                            hint,
+                            &reusable,
+                            Timestamp(0),
+                        )?;
+                        Ok(w.key_status(&secret.hash())?
+                            .expect("the key just inserted"))
+                    })
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(store.machine_rows(), None, "not counted yet");
+        std::thread::scope(|scope| {
+            for key in &keys {
+                let store = &store;
+                scope.spawn(move || {
+                    for n in 0..100 {
+                        let machine = NewMachine {
+                            id: format!("mch_{}_{n}", key.id),
+                            token_hash: token::generate(TokenKind::Session).hash(),
+                            name: None,
+                            expires_at: (n % 2 == 0).then_some(Timestamp(10)),
+                        };
+                        let pk = store
+                            .write(|w| w.insert_machine(key, machine, Timestamp(0)))
+                            .unwrap()
+                            .pk;
+                        if n % 3 == 0 {
+                            store.write(|w| w.delete_machine(pk)).unwrap();
+                        }
+                    }
+                });
+            }
+            scope.spawn(|| store.count_machines().unwrap());
+        });
+        store
+            .write(|w| w.delete_expired_machines(Timestamp(10), 7))
+            .unwrap();
+        let rows = |sql: &str| -> i64 {
+            lock(&store.writer)
+                .query_row(sql, [], |row| row.get(0))
+                .unwrap()
+        };
+        let stored = rows("SELECT count(*) FROM machines");
+        assert_eq!(store.machine_rows(), Some(stored as u64));
+        assert_eq!(rows("SELECT sum(machine_rows) FROM keys"), stored);
+        let drifted = rows(
+            "SELECT count(*) FROM keys k
+              WHERE k.machine_rows != (SELECT count(*) FROM machines m WHERE m.key_pk = k.pk)",
+        );
+        assert_eq!(drifted, 0);
+    }
 }

@@ -3,23 +3,57 @@
 
 use crate::error::{Result, storage};
 use crate::model::{App, Key, Machine, Timestamp};
+use crate::page::{Page, PageRequest, Position};
 use crate::token::TokenHash;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::collections::HashMap;
 
 const APP_COLUMNS: &str = "a.pk, a.id, a.name, a.created_at";
 
-/// `?1` is "now": only machines that have not expired are counted as active.
+/// `machines` is first the key's machine rows (a counter, not a count): `with_active_machines`
+/// then takes away those expired and not yet swept.
 const KEY_SELECT: &str = "SELECT k.pk, k.id, a.id, k.description, k.reusable, k.ephemeral,
         k.hint, k.created_at, k.expires_at, k.revoked_at, k.last_used_at, k.uses,
-        (SELECT count(*) FROM machines m
-          WHERE m.key_pk = k.pk AND (m.expires_at IS NULL OR m.expires_at > ?1))
+        k.machine_rows
     FROM keys k JOIN apps a ON a.pk = k.app_pk";
 
 const MACHINE_COLUMNS: &str = "m.pk, m.id, a.id, m.key_id, m.name, m.ephemeral, m.created_at,
         m.expires_at, m.last_seen_at";
-/// Listings find an app's machines through its keys (`keys_by_app`, then `machines_by_key`).
-const MACHINE_JOIN: &str =
-    "FROM machines m JOIN keys k ON k.pk = m.key_pk JOIN apps a ON a.pk = k.app_pk";
+const MACHINE_JOIN: &str = "FROM machines m JOIN apps a ON a.pk = m.app_pk";
+
+/// The list queries. Each page is one range of one index (`tests::each_page_is_one_index_range`
+/// checks the plans): keyset on the list's order, one row more than the page to learn whether
+/// another follows. A first page starts after a position beyond every row.
+fn apps_page_sql() -> String {
+    format!(
+        "SELECT {APP_COLUMNS} FROM apps a
+          WHERE a.deleted_at IS NULL AND a.id > ?1 ORDER BY a.id LIMIT ?2"
+    )
+}
+
+fn keys_page_sql() -> String {
+    format!(
+        "{KEY_SELECT}
+          WHERE k.app_pk = ?1 AND (k.created_at, k.pk) < (?2, ?3)
+            AND (?4 OR k.revoked_at IS NULL)
+          ORDER BY k.created_at DESC, k.pk DESC LIMIT ?5"
+    )
+}
+
+/// `owner` is `m.app_pk` (an app's machines) or `m.key_pk` (a key's).
+fn machines_page_sql(owner: &str) -> String {
+    format!(
+        "SELECT {MACHINE_COLUMNS} {MACHINE_JOIN}
+          WHERE {owner} = ?1 AND m.pk < ?2 AND (m.expires_at IS NULL OR m.expires_at > ?3)
+          ORDER BY m.pk DESC LIMIT ?4"
+    )
+}
+
+/// Machines expired at ?1 and not yet swept, per key: a range of `machines_by_expiry`, whose
+/// length is what the sweeper has yet to delete (at most one sweep interval of expiries),
+/// whatever the number of machines.
+const EXPIRED_UNSWEPT: &str = "SELECT key_pk, count(*) FROM machines INDEXED BY machines_by_expiry
+     WHERE expires_at IS NOT NULL AND expires_at <= ?1 GROUP BY key_pk";
 
 /// What login and verify need to judge a key: its rules and state, without the counts a
 /// listing shows (counting machines would put a scan on the hot path).
@@ -66,30 +100,103 @@ impl<'c> Reader<'c> {
             .map_err(storage)
     }
 
-    pub fn apps(&self) -> Result<Vec<App>> {
-        let sql =
-            format!("SELECT {APP_COLUMNS} FROM apps a WHERE a.deleted_at IS NULL ORDER BY a.id");
-        self.collect(&sql, params![], app_from_row)
+    /// A page of the live apps, by id.
+    pub fn apps(&self, page: &PageRequest) -> Result<Page<App>> {
+        let after = page.resume(|position| match position {
+            Position::App { id } => Some(id.clone()),
+            _ => None,
+        })?;
+        // Every app id sorts after the empty string.
+        let rows = self.collect(
+            &apps_page_sql(),
+            params![after.unwrap_or_default(), page.fetch()],
+            app_from_row,
+        )?;
+        Ok(Page::from_rows(rows, page, |app| Position::App {
+            id: app.id.clone(),
+        }))
     }
 
     pub fn key(&self, app: &App, key_id: &str, now: Timestamp) -> Result<Option<Key>> {
-        let sql = format!("{KEY_SELECT} WHERE k.app_pk = ?2 AND k.id = ?3");
-        self.conn
+        let sql = format!("{KEY_SELECT} WHERE k.app_pk = ?1 AND k.id = ?2");
+        let key = self
+            .conn
             .prepare_cached(&sql)
             .and_then(|mut stmt| {
-                stmt.query_row(params![now.0, app.pk, key_id], key_from_row)
+                stmt.query_row(params![app.pk, key_id], key_from_row)
+                    .optional()
+            })
+            .map_err(storage)?;
+        let mut keys = Vec::from_iter(key);
+        self.with_active_machines(&mut keys, now)?;
+        Ok(keys.pop())
+    }
+
+    /// The pk of the app's key with this public id, revoked or not.
+    pub fn key_pk(&self, app: &App, key_id: &str) -> Result<Option<i64>> {
+        self.conn
+            .prepare_cached("SELECT pk FROM keys WHERE id = ?1 AND app_pk = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![key_id, app.pk], |row| row.get(0))
                     .optional()
             })
             .map_err(storage)
     }
 
-    /// The app's keys, newest first; revoked ones only when asked for.
-    pub fn keys(&self, app: &App, include_revoked: bool, now: Timestamp) -> Result<Vec<Key>> {
-        let sql = format!(
-            "{KEY_SELECT} WHERE k.app_pk = ?2 AND (?3 OR k.revoked_at IS NULL)
-             ORDER BY k.created_at DESC, k.pk DESC"
-        );
-        self.collect(&sql, params![now.0, app.pk, include_revoked], key_from_row)
+    /// A page of the app's keys, newest first; revoked ones only when asked for.
+    pub fn keys(
+        &self,
+        app: &App,
+        include_revoked: bool,
+        page: &PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Key>> {
+        let after = page.resume(|position| match position {
+            Position::Key { created_at, pk } => Some((*created_at, *pk)),
+            _ => None,
+        })?;
+        let (created_at, pk) = after.unwrap_or((i64::MAX, i64::MAX));
+        let mut rows = self.collect(
+            &keys_page_sql(),
+            params![app.pk, created_at, pk, include_revoked, page.fetch()],
+            key_from_row,
+        )?;
+        self.with_active_machines(&mut rows, now)?;
+        Ok(Page::from_rows(rows, page, |key| Position::Key {
+            created_at: key.created_at.0,
+            pk: key.pk,
+        }))
+    }
+
+    /// Turns each key's `machines` from its machine rows into its active machines at `now`,
+    /// taking away those expired and not yet swept: one range of the expiry index, never a
+    /// count of a key's machines.
+    fn with_active_machines(&self, keys: &mut [Key], now: Timestamp) -> Result<()> {
+        if keys.iter().all(|key| key.machines == 0) {
+            return Ok(());
+        }
+        let expired: HashMap<i64, i64> = self
+            .conn
+            .prepare_cached(EXPIRED_UNSWEPT)
+            .and_then(|mut stmt| {
+                stmt.query_map([now.0], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .map_err(storage)?;
+        for key in keys {
+            let unswept = expired.get(&key.pk).copied().unwrap_or(0);
+            key.machines = (key.machines - unswept).max(0);
+        }
+        Ok(())
+    }
+
+    /// The sum of every key's machine rows: one row per key, never one per machine.
+    pub fn machine_rows_of_all_keys(&self) -> Result<u64> {
+        self.conn
+            .prepare_cached("SELECT coalesce(sum(machine_rows), 0) FROM keys")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
+            .map(|count| u64::try_from(count).unwrap_or(0))
+            .map_err(storage)
     }
 
     pub fn key_status(&self, hash: &TokenHash) -> Result<Option<KeyStatus>> {
@@ -149,30 +256,33 @@ impl<'c> Reader<'c> {
             .map_err(storage)
     }
 
-    /// How many machines, across all apps, are logged in and not expired at `now`.
-    pub fn count_active_machines(&self, now: Timestamp) -> Result<usize> {
-        self.conn
-            .prepare_cached(
-                "SELECT count(*) FROM machines WHERE expires_at IS NULL OR expires_at > ?1",
-            )
-            .and_then(|mut stmt| stmt.query_row([now.0], |row| row.get::<_, i64>(0)))
-            .map(|count| usize::try_from(count).unwrap_or(0))
-            .map_err(storage)
-    }
-
-    /// The app's machines that have not expired, newest first.
-    pub fn active_machines(&self, app: &App, now: Timestamp) -> Result<Vec<Machine>> {
-        let sql = format!(
-            "SELECT {MACHINE_COLUMNS} {MACHINE_JOIN}
-              WHERE k.app_pk = ?1 AND (m.expires_at IS NULL OR m.expires_at > ?2)
-              ORDER BY m.created_at DESC, m.pk DESC"
-        );
-        self.collect(&sql, params![app.pk, now.0], machine_from_row)
+    /// A page of the machines that have not expired at `now`, newest first: the app's, or
+    /// only those of the key with pk `key_pk` (which the caller found in this app).
+    pub fn active_machines(
+        &self,
+        app: &App,
+        key_pk: Option<i64>,
+        page: &PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Machine>> {
+        let after = page.resume(|position| match position {
+            Position::Machine { pk } => Some(*pk),
+            _ => None,
+        })?;
+        let (sql, owner) = match key_pk {
+            Some(key_pk) => (machines_page_sql("m.key_pk"), key_pk),
+            None => (machines_page_sql("m.app_pk"), app.pk),
+        };
+        let params = params![owner, after.unwrap_or(i64::MAX), now.0, page.fetch()];
+        let rows = self.collect(&sql, params, machine_from_row)?;
+        Ok(Page::from_rows(rows, page, |machine| Position::Machine {
+            pk: machine.pk,
+        }))
     }
 
     pub fn machine(&self, app: &App, machine_id: &str) -> Result<Option<Machine>> {
         let sql =
-            format!("SELECT {MACHINE_COLUMNS} {MACHINE_JOIN} WHERE k.app_pk = ?1 AND m.id = ?2");
+            format!("SELECT {MACHINE_COLUMNS} {MACHINE_JOIN} WHERE m.app_pk = ?1 AND m.id = ?2");
         self.conn
             .prepare_cached(&sql)
             .and_then(|mut stmt| {
@@ -234,4 +344,115 @@ fn machine_from_row(row: &Row) -> rusqlite::Result<Machine> {
         expires_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
         last_seen_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Database, Store};
+
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        // Unbound parameters are NULL; plans do not depend on values (QPSG is on).
+        let mut rows = stmt.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            steps.push(row.get::<_, String>(3).unwrap());
+        }
+        steps
+    }
+
+    /// However deep the page, its rows come from one range of one index, in the list's order:
+    /// no table scan, no sort. A listing must not cost a count or a sort of every row.
+    #[test]
+    fn each_page_is_one_index_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
+        // The steps in any order: the app (one row by pk) may be looked up before or after.
+        let check = |sql: &str, expected: &[&str]| {
+            let mut steps = store.read(|r| Ok(plan(r.conn(), sql))).unwrap();
+            let mut expected = expected.to_vec();
+            steps.sort();
+            expected.sort();
+            assert_eq!(steps, expected, "{sql}");
+        };
+        let app_by_pk = "SEARCH a USING INTEGER PRIMARY KEY (rowid=?)";
+        check(
+            &apps_page_sql(),
+            &["SEARCH a USING INDEX apps_live_id (id>?)"],
+        );
+        check(
+            &keys_page_sql(),
+            // The keys' range ends at the cursor's `created_at`; ties are cut by `pk`
+            // (`pages_split_keys_created_in_one_millisecond`).
+            &[
+                "SEARCH k USING INDEX keys_by_app (app_pk=? AND created_at<?)",
+                app_by_pk,
+            ],
+        );
+        check(
+            &machines_page_sql("m.app_pk"),
+            &[
+                "SEARCH m USING INDEX machines_by_app (app_pk=? AND rowid<?)",
+                app_by_pk,
+            ],
+        );
+        check(
+            &machines_page_sql("m.key_pk"),
+            &[
+                "SEARCH m USING INDEX machines_by_key (key_pk=? AND rowid<?)",
+                app_by_pk,
+            ],
+        );
+        // A key's active machines: its counter, less what has expired and is not swept yet.
+        check(
+            EXPIRED_UNSWEPT,
+            &[
+                "SEARCH machines USING INDEX machines_by_expiry (expires_at>? AND expires_at<?)",
+                "USE TEMP B-TREE FOR GROUP BY",
+            ],
+        );
+        check(
+            &format!("{KEY_SELECT} WHERE k.app_pk = ?1 AND k.id = ?2"),
+            &[
+                "SEARCH k USING INDEX sqlite_autoindex_keys_1 (id=?)",
+                app_by_pk,
+            ],
+        );
+    }
+
+    #[test]
+    fn pages_split_keys_created_in_one_millisecond() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
+        let at = Timestamp(5);
+        let app = store
+            .write(|w| {
+                let app = w.insert_app("app", "App", at)?;
+                for n in 0..3 {
+                    let secret = crate::token::generate(crate::token::TokenKind::AuthKey);
+                    let hint = crate::token::hint(&secret);
+                    let new = crate::model::NewKey::default();
+                    w.insert_key(&app, format!("key_{n}"), &secret.hash(), hint, &new, at)?;
+                }
+                Ok(app)
+            })
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = PageRequest::parse(Some("1"), cursor.as_deref()).unwrap();
+            let keys = store.read(|r| r.keys(&app, false, &page, at)).unwrap();
+            seen.extend(keys.items.into_iter().map(|key| key.id));
+            match keys.next {
+                Some(next) => cursor = Some(next.encode()),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            ["key_2", "key_1", "key_0"],
+            "newest (highest row) first, once each"
+        );
+    }
 }

@@ -7,10 +7,14 @@ use crate::model::{App, Key, Machine, NewKey, Timestamp};
 use crate::token::TokenHash;
 use crate::usage::Stamp;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::ops::Deref;
 
 pub struct Writer<'c> {
     reader: Reader<'c>,
+    /// Machine rows inserted minus deleted in this transaction, for `Store::machine_rows`.
+    machines_added: Cell<i64>,
 }
 
 impl<'c> Deref for Writer<'c> {
@@ -33,7 +37,16 @@ impl<'c> Writer<'c> {
     pub(super) fn new(conn: &'c Connection) -> Writer<'c> {
         Writer {
             reader: Reader::new(conn),
+            machines_added: Cell::new(0),
         }
+    }
+
+    pub(super) fn machines_added(&self) -> i64 {
+        self.machines_added.get()
+    }
+
+    fn count_machines(&self, added: i64) {
+        self.machines_added.set(self.machines_added.get() + added);
     }
 
     fn conn(&self) -> &'c Connection {
@@ -77,12 +90,12 @@ impl<'c> Writer<'c> {
 
     /// Revokes every key of the app, logs out every machine and marks the app deleted.
     pub fn delete_app(&self, app: &App, now: Timestamp) -> Result<()> {
+        let deleted = self.execute("DELETE FROM machines WHERE app_pk = ?1", [app.pk])?;
+        self.count_machines(-(deleted as i64));
+        // Revoked keys have no machines (revoking deleted them), so their count is already 0.
         self.execute(
-            "DELETE FROM machines WHERE key_pk IN (SELECT pk FROM keys WHERE app_pk = ?1)",
-            [app.pk],
-        )?;
-        self.execute(
-            "UPDATE keys SET revoked_at = ?2 WHERE app_pk = ?1 AND revoked_at IS NULL",
+            "UPDATE keys SET revoked_at = ?2, machine_rows = 0
+              WHERE app_pk = ?1 AND revoked_at IS NULL",
             params![app.pk, now.0],
         )?;
         self.execute(
@@ -139,10 +152,12 @@ impl<'c> Writer<'c> {
     /// machines were logged out.
     pub fn revoke_key(&self, key: &Key, now: Timestamp) -> Result<usize> {
         self.execute(
-            "UPDATE keys SET revoked_at = ?2 WHERE pk = ?1",
+            "UPDATE keys SET revoked_at = ?2, machine_rows = 0 WHERE pk = ?1",
             params![key.pk, now.0],
         )?;
-        self.execute("DELETE FROM machines WHERE key_pk = ?1", [key.pk])
+        let deleted = self.execute("DELETE FROM machines WHERE key_pk = ?1", [key.pk])?;
+        self.count_machines(-(deleted as i64));
+        Ok(deleted)
     }
 
     /// Records a successful login with `key` and inserts the machine it created.
@@ -153,9 +168,11 @@ impl<'c> Writer<'c> {
         now: Timestamp,
     ) -> Result<Machine> {
         self.execute(
-            "UPDATE keys SET uses = uses + 1, last_used_at = ?2 WHERE pk = ?1",
+            "UPDATE keys SET uses = uses + 1, last_used_at = ?2, machine_rows = machine_rows + 1
+              WHERE pk = ?1",
             params![key.pk, now.0],
         )?;
+        self.count_machines(1);
         self.execute(
             "INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
                                    created_at, expires_at)
@@ -187,20 +204,61 @@ impl<'c> Writer<'c> {
 
     /// Deletes one machine; returns its token hash, or `None` if it was already gone.
     pub fn delete_machine(&self, machine_pk: i64) -> Result<Option<TokenHash>> {
-        self.conn()
-            .prepare_cached("DELETE FROM machines WHERE pk = ?1 RETURNING token_hash")
-            .and_then(|mut stmt| stmt.query_row([machine_pk], |row| row.get(0)).optional())
-            .map(|hash| hash.map(TokenHash))
-            .map_err(storage)
+        let deleted: Option<([u8; 32], i64)> = self
+            .conn()
+            .prepare_cached("DELETE FROM machines WHERE pk = ?1 RETURNING token_hash, key_pk")
+            .and_then(|mut stmt| {
+                stmt.query_row([machine_pk], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(storage)?;
+        let Some((hash, key_pk)) = deleted else {
+            return Ok(None);
+        };
+        self.machines_deleted(key_pk, 1)?;
+        Ok(Some(TokenHash(hash)))
     }
 
     /// Deletes up to `limit` machines that expired at or before `now`; returns how many.
     pub fn delete_expired_machines(&self, now: Timestamp, limit: usize) -> Result<usize> {
-        self.execute(
+        self.delete_returning_key_pks(
             "DELETE FROM machines WHERE pk IN (
-                 SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)",
+                 SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)
+             RETURNING key_pk",
             params![now.0, limit as i64],
         )
+    }
+
+    /// Runs a `DELETE … RETURNING key_pk` of machines and takes what it deleted off each
+    /// key's `machine_rows`, in this transaction. Returns how many machines it deleted.
+    fn delete_returning_key_pks(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+        let mut per_key: HashMap<i64, i64> = HashMap::new();
+        self.conn()
+            .prepare_cached(sql)
+            .and_then(|mut stmt| {
+                let mut rows = stmt.query(params)?;
+                while let Some(row) = rows.next()? {
+                    *per_key.entry(row.get(0)?).or_default() += 1;
+                }
+                Ok(())
+            })
+            .map_err(storage)?;
+        let mut deleted = 0;
+        for (key_pk, count) in per_key {
+            self.machines_deleted(key_pk, count)?;
+            deleted += count;
+        }
+        Ok(deleted as usize)
+    }
+
+    /// Takes `count` deleted machines off their key's `machine_rows` and the store's count.
+    fn machines_deleted(&self, key_pk: i64, count: i64) -> Result<()> {
+        self.execute(
+            "UPDATE keys SET machine_rows = machine_rows - ?2 WHERE pk = ?1",
+            params![key_pk, count],
+        )?;
+        self.count_machines(-count);
+        Ok(())
     }
 
     /// Moves `last_used_at` forward (never back) for each stamp whose key row still holds its

@@ -488,3 +488,55 @@ def test_a_narrow_window_has_no_sideways_scrolling(dashboard, server):
     assert dashboard.find("#keys-body td[data-label='Type']").is_displayed()
     assert not dashboard.find("#keys-table thead").is_displayed()
     dashboard.screenshot("narrow")
+
+
+# --- long lists ----------------------------------------------------------------------------------
+
+LIST_PATH = re.compile(r"^/v1/apps(/[^/?]+/(keys|machines))?(\?|$)")
+
+
+def test_long_lists_load_a_page_at_a_time(dashboard, server):
+    """Apps, keys and machines come 100 at a time, "Load more" fetches the next page, and the
+    page never asks for a list without a limit."""
+    for n in range(102):
+        assert server.admin("POST", "/v1/apps", {"id": f"app-{n:03}"})[0] == 201
+    status, reusable = server.admin("POST", "/v1/apps/app-000/keys", {"reusable": True})
+    assert status == 201, reusable
+    for _ in range(100):
+        assert server.admin("POST", "/v1/apps/app-000/keys", {})[0] == 201
+    for _ in range(101):
+        server.login(reusable["key"])
+
+    dashboard.sign_in()
+    # Every request the page makes from here on, to check that lists are asked for by page.
+    dashboard.driver.execute_script(
+        "window.fetched = []; const real = window.fetch;"
+        "window.fetch = (path, init) => { window.fetched.push(path); return real(path, init); };"
+    )
+    assert len(dashboard.find_all("#app-list li")) == 100
+    dashboard.click("#apps-more")
+    assert len(dashboard.find_all("#app-list li")) == 102
+    assert not dashboard.find("#apps-more").is_displayed()
+
+    first_app = dashboard.find('#app-list button[data-app-id="app-000"]')
+    dashboard.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", first_app)
+    dashboard.click(first_app)
+    dashboard.wait_text("#app-id-label", "app-000")
+    assert len(dashboard.key_rows()) == 100
+    assert len(dashboard.find_all("#machines-body tr")) == 100
+    for more in ("#keys-more", "#machines-more"):
+        assert dashboard.find(more).is_displayed(), more
+    dashboard.click("#keys-more")
+    assert len(dashboard.key_rows()) == 101
+    assert not dashboard.find("#keys-more").is_displayed()
+    assert dashboard.key_row(reusable["id"]).is_displayed(), "the oldest key comes last"
+    dashboard.click("#machines-more")
+    assert len(dashboard.find_all("#machines-body tr")) == 101
+    assert not dashboard.find("#machines-more").is_displayed()
+    dashboard.screenshot("long-lists")
+
+    lists = [path for path in dashboard.driver.execute_script("return window.fetched;") if LIST_PATH.match(path)]
+    assert len(lists) >= 5, lists
+    for path in lists:
+        assert "limit=100" in path, f"{path} asks for a list without a limit"
+    dashboard.assert_no_console_errors()

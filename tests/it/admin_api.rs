@@ -369,7 +369,7 @@ fn creating_an_app_returns_it_and_the_name_defaults_to_the_id() {
     assert_eq!(expect_json(admin.get("/v1/apps/my-app"), 200), named);
     assert_eq!(expect_json(admin.get("/v1/apps/ci"), 200), unnamed);
     let listing = expect_json(admin.get("/v1/apps"), 200);
-    assert_fields(&listing, &["apps"]);
+    assert_fields(&listing, &["apps", "next_cursor"]);
     let mut apps = listing["apps"].as_array().expect("apps array").clone();
     apps.sort_by_key(|app| app["id"].as_str().unwrap_or_default().to_string());
     assert_eq!(apps, vec![unnamed, named, null_name]);
@@ -380,7 +380,7 @@ fn an_empty_server_lists_no_apps() {
     let server = TestServer::start();
     assert_eq!(
         expect_json(server.admin().get("/v1/apps"), 200),
-        json!({"apps": []})
+        json!({"apps": [], "next_cursor": null})
     );
 }
 
@@ -570,7 +570,7 @@ fn a_created_key_has_the_documented_shape_and_its_secret_is_shown_once() {
         );
         assert_eq!(
             expect_json(listing, 200),
-            json!({"keys": [stored]}),
+            json!({"keys": [stored], "next_cursor": null}),
             "{path}"
         );
     }
@@ -1133,7 +1133,6 @@ fn query_parameters_are_checked_and_rejected_ones_change_nothing() {
 
     let cases: Vec<(&str, String)> = vec![
         ("GET", "/healthz?verbose=1".into()),
-        ("GET", "/v1/apps?limit=10".into()),
         ("GET", "/v1/apps?include_revoked=true".into()),
         ("GET", "/v1/apps/ci?x=1".into()),
         ("GET", "/v1/apps/ci/keys?include_revoked=maybe".into()),
@@ -1141,8 +1140,9 @@ fn query_parameters_are_checked_and_rejected_ones_change_nothing() {
         ("GET", "/v1/apps/ci/keys?include_revoked=1".into()),
         (
             "GET",
-            "/v1/apps/ci/keys?include_revoked=true&limit=1".into(),
+            "/v1/apps/ci/keys?include_revoked=true&key_id=key_x".into(),
         ),
+        ("GET", "/v1/apps/ci/machines?include_revoked=true".into()),
         ("GET", "/v1/apps/ci/keys?include-revoked=true".into()),
         ("GET", "/v1/apps/ci/keys?revoked=true".into()),
         (
@@ -1403,13 +1403,13 @@ fn deleting_an_app_revokes_its_keys_and_logs_out_its_machines() {
     ] {
         assert_eq!(
             expect_json(admin.get(path), 200),
-            json!({"keys": []}),
+            json!({"keys": [], "next_cursor": null}),
             "{path}"
         );
     }
     assert_eq!(
         expect_json(admin.get("/v1/apps/doomed/machines"), 200),
-        json!({"machines": []})
+        json!({"machines": [], "next_cursor": null})
     );
     let old_key_path = format!(
         "/v1/apps/doomed/keys/{}",
@@ -1461,7 +1461,7 @@ fn machines_listing_shows_active_machines_only() {
     let admin = server.admin();
     assert_eq!(
         expect_json(admin.get("/v1/apps/fleet/machines"), 200),
-        json!({"machines": []})
+        json!({"machines": [], "next_cursor": null})
     );
     let reusable = server.create_key("fleet", json!({"reusable": true}));
     let ephemeral = server.create_key("fleet", json!({"reusable": true, "ephemeral": true}));
@@ -1536,7 +1536,7 @@ fn machines_listing_shows_active_machines_only() {
     whoami(&server, &session_of(&revoked)).expect_error(401, "invalid_credentials");
 
     let listing = expect_json(admin.get("/v1/apps/fleet/machines"), 200);
-    assert_fields(&listing, &["machines"]);
+    assert_fields(&listing, &["machines", "next_cursor"]);
     assert_eq!(
         machine_ids(&listing),
         sorted(vec![machine_id_of(&named), machine_id_of(&unnamed)])

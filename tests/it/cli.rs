@@ -399,7 +399,7 @@ fn admin_commands_with_json_print_the_contract_objects() {
     );
 
     let apps = s.admin(&["apps", "list", "--json"]).json();
-    assert_fields(&apps, &["apps"]);
+    assert_fields(&apps, &["apps", "next_cursor"]);
     assert_eq!(apps, admin.get("/v1/apps").expect(200));
     assert_eq!(apps["apps"].as_array().map(Vec::len), Some(2), "{apps}");
 
@@ -432,7 +432,7 @@ fn admin_commands_with_json_print_the_contract_objects() {
     assert!(key_id.starts_with("key_"), "{key_id}");
 
     let keys = s.admin(&["keys", "list", "--app", "a", "--json"]).json();
-    assert_fields(&keys, &["keys"]);
+    assert_fields(&keys, &["keys", "next_cursor"]);
     assert_eq!(keys, admin.get("/v1/apps/a/keys").expect(200));
     assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
     assert_fields(&keys["keys"][0], KEY_FIELDS);
@@ -463,7 +463,7 @@ fn admin_commands_with_json_print_the_contract_objects() {
     let machines = s
         .admin(&["machines", "list", "--app", "a", "--json"])
         .json();
-    assert_fields(&machines, &["machines"]);
+    assert_fields(&machines, &["machines", "next_cursor"]);
     assert_eq!(
         machines["machines"].as_array().map(Vec::len),
         Some(1),
@@ -484,7 +484,7 @@ fn admin_commands_with_json_print_the_contract_objects() {
     revoked.json();
     assert_eq!(
         admin.get("/v1/apps/a/keys").expect(200),
-        json!({"keys": []})
+        json!({"keys": [], "next_cursor": null})
     );
 }
 
@@ -979,4 +979,99 @@ fn help_exits_zero_and_never_shows_the_auth_key_from_the_environment() {
     let version = s.run(&["--version"], &[]);
     version.success();
     version.assert_stdout_contains(&[env!("CARGO_PKG_VERSION")]);
+}
+
+/// List commands print every row, following the server's pages (at most 1,000 rows each),
+/// unless `--limit` caps them; `--json` prints the listing in the shape of one page, its
+/// `next_cursor` saying where a capped listing stopped. `machines list --key` filters.
+#[test]
+fn list_commands_follow_cursors_to_the_end_and_stop_at_the_limit() {
+    const BULK: usize = 1_002;
+    let s = Sandbox::new();
+    let reusable = s.create_key("a", &["--reusable"]);
+    let other = s.create_key("a", &[]);
+    // More apps than one page holds, written straight into the database.
+    open_db(&s.server.db_path())
+        .execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             INSERT INTO apps (id, name, created_at) SELECT printf('bulk-%04d', i), 'Bulk', 0 FROM n",
+            [BULK as i64],
+        )
+        .unwrap();
+    let ids = |listing: &Value, field: &str| -> Vec<String> {
+        listing[field]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|item| item["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+
+    let all = s.admin(&["apps", "list", "--json"]).json();
+    let mut expected: Vec<String> = (1..=BULK).map(|i| format!("bulk-{i:04}")).collect();
+    expected.insert(0, "a".into());
+    assert_eq!(ids(&all, "apps"), expected, "every app once, by id");
+    assert_eq!(all["next_cursor"], Value::Null);
+    let table = s.admin(&["apps", "list"]);
+    assert_eq!(
+        table.success().lines().count(),
+        BULK + 2,
+        "a header and every app"
+    );
+    table.row("bulk-1002");
+
+    let capped = s
+        .admin(&["apps", "list", "--json", "--limit", "1001"])
+        .json();
+    assert_eq!(ids(&capped, "apps"), expected[..1001]);
+    let cursor = capped["next_cursor"]
+        .as_str()
+        .expect("a capped listing says where it stopped");
+    let rest = s
+        .server
+        .admin()
+        .get(&format!("/v1/apps?cursor={cursor}"))
+        .expect(200);
+    assert_eq!(ids(&rest, "apps"), expected[1001..]);
+    let short = s.admin(&["apps", "list", "--limit", "2"]);
+    let lines: Vec<&str> = short.success().lines().collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines[3].contains("more rows follow"), "{lines:?}");
+    s.admin(&["apps", "list", "--limit", "0"])
+        .error_containing("--limit");
+
+    // Keys: newest first, capped.
+    let newest = s
+        .admin(&["keys", "list", "--app", "a", "--limit", "1", "--json"])
+        .json();
+    assert_eq!(ids(&newest, "keys"), [other["id"].as_str().unwrap()]);
+    assert!(newest["next_cursor"].is_string());
+
+    // Machines of one key only.
+    let mut reusable_machines = Vec::new();
+    for _ in 0..3 {
+        let login = s.server.login(reusable["key"].as_str().unwrap());
+        reusable_machines.push(login["machine"]["id"].as_str().unwrap().to_string());
+    }
+    s.server.login(other["key"].as_str().unwrap());
+    reusable_machines.reverse();
+    let key_id = reusable["id"].as_str().unwrap();
+    let filtered = s
+        .admin(&["machines", "list", "--app", "a", "--key", key_id, "--json"])
+        .json();
+    assert_eq!(
+        ids(&filtered, "machines"),
+        reusable_machines,
+        "newest first"
+    );
+    let table = s.admin(&["machines", "list", "--app", "a", "--key", key_id]);
+    assert_eq!(
+        table.success().lines().count(),
+        4,
+        "a header and three machines"
+    );
+    let everything = s
+        .admin(&["machines", "list", "--app", "a", "--json"])
+        .json();
+    assert_eq!(ids(&everything, "machines").len(), 4);
 }

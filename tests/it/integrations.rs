@@ -5,7 +5,10 @@
 //! backup` of a database that a running server keeps writing.
 
 use crate::reliability::raw::Conn;
-use crate::support::{ADMIN_TOKEN, BIN, Options, TestServer, sample, scrape, wait_until_refused};
+use crate::support::{
+    ADMIN_TOKEN, Api, BIN, Options, TestServer, open_db, sample, scrape, session_of,
+    wait_until_refused,
+};
 use authkeys::token::{self, TokenKind};
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -847,7 +850,7 @@ fn a_bad_seed_stops_the_start_and_changes_nothing() {
     let server = server_on_copy_of(&db);
     assert_eq!(
         server.admin().get("/v1/apps").expect(200),
-        json!({"apps": []})
+        json!({"apps": [], "next_cursor": null})
     );
 }
 
@@ -1062,4 +1065,145 @@ fn rotating_the_generated_admin_token_retires_the_old_one() {
     let file = crate::support::admin_token_path(&server.db_path());
     let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+}
+
+/// Scrapes until `series` appears (the machine count is known once the sweeper thread has
+/// counted, just after start); returns its value.
+fn scrape_until_present(api: &Api, series: &str) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(api);
+        if text
+            .lines()
+            .any(|line| line.starts_with(&format!("{series} ")))
+        {
+            return sample(&text, series);
+        }
+        assert!(Instant::now() < deadline, "{series} never appeared\n{text}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `authkeys_active_machines` is kept by the writes that add and remove machines, not counted
+/// when scraped: machines written behind the server's back do not move it (a scrape runs no
+/// query), and the next start counts them (from the per-key counters, off the start-up path).
+#[test]
+fn the_machine_gauge_is_kept_by_writes_and_never_counted_at_scrape() {
+    const GAUGE: &str = "authkeys_active_machines";
+    let mut server = TestServer::start();
+    let anonymous = server.anonymous();
+    assert_eq!(scrape_until_present(&anonymous, GAUGE), 0.0);
+    let gauge = || sample(&scrape(&anonymous), GAUGE);
+    server.create_app("ci");
+    server.create_app("cd");
+    let first = server.create_key("ci", json!({"reusable": true}));
+    let second = server.create_key("ci", json!({"reusable": true}));
+    let elsewhere = server.create_key("cd", json!({"reusable": true}));
+    let logins: Vec<Value> = (0..3)
+        .map(|_| server.login(first["key"].as_str().unwrap()))
+        .collect();
+    server.login(second["key"].as_str().unwrap());
+    server.login(elsewhere["key"].as_str().unwrap());
+    assert_eq!(gauge(), 5.0);
+    server
+        .client(Some(&session_of(&logins[0])))
+        .post("/v1/auth/logout", &json!({}))
+        .expect(204);
+    assert_eq!(gauge(), 4.0, "a logout");
+    let machine = logins[1]["machine"]["id"].as_str().unwrap();
+    let admin = server.admin();
+    admin
+        .delete(&format!("/v1/apps/ci/machines/{machine}"))
+        .expect(204);
+    assert_eq!(gauge(), 3.0, "an admin logout");
+    admin
+        .delete(&format!(
+            "/v1/apps/ci/keys/{}",
+            first["id"].as_str().unwrap()
+        ))
+        .expect(204);
+    assert_eq!(gauge(), 2.0, "a revocation");
+    admin.delete("/v1/apps/cd").expect(204);
+    assert_eq!(gauge(), 1.0, "an app deletion");
+
+    // Five machines written straight into the database, as the server would (key counter
+    // included): a scrape that counted rows would see them.
+    open_db(&server.db_path())
+        .execute_batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5)
+             INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, ephemeral, created_at)
+             SELECT 'mch_behind' || i, k.pk, k.app_pk, k.id, randomblob(32), 0, 0
+               FROM n, keys k WHERE k.id = '{0}';
+             UPDATE keys SET machine_rows = machine_rows + 5 WHERE id = '{0}';",
+            second["id"].as_str().unwrap()
+        ))
+        .unwrap();
+    assert_eq!(gauge(), 1.0, "a scrape counts nothing");
+    assert_eq!(server.terminate().code(), Some(0));
+    server.restart();
+    assert_eq!(scrape_until_present(&server.anonymous(), GAUGE), 6.0);
+}
+
+/// Every successful login is counted under its key, so one key logging in machines by the
+/// thousand shows; a revoked key's series goes, and so do a deleted app's keys'.
+#[test]
+fn logins_are_counted_per_key_until_the_key_is_revoked() {
+    let server = TestServer::start();
+    server.create_app("ci");
+    server.create_app("cd");
+    let busy = server.create_key("ci", json!({"reusable": true}));
+    let once = server.create_key("ci", json!({}));
+    let other = server.create_key("cd", json!({"reusable": true}));
+    let log_in = |key: &Value, times: usize| {
+        for _ in 0..times {
+            server.login(key["key"].as_str().unwrap());
+        }
+    };
+    log_in(&busy, 3);
+    log_in(&once, 1);
+    log_in(&other, 2);
+    server
+        .anonymous()
+        .post("/v1/auth/login", &json!({"auth_key": once["key"]}))
+        .expect_error(401, "auth_key_used");
+    let series = |app: &str, key: &Value| {
+        format!(
+            r#"authkeys_key_logins_total{{app="{app}",key_id="{}"}}"#,
+            key["id"].as_str().unwrap()
+        )
+    };
+    let present = |text: &str, series: &str| text.lines().any(|line| line.starts_with(series));
+    let text = scrape(&server.anonymous());
+    assert_eq!(sample(&text, &series("ci", &busy)), 3.0, "{text}");
+    assert_eq!(
+        sample(&text, &series("ci", &once)),
+        1.0,
+        "a failed login is not counted"
+    );
+    assert_eq!(sample(&text, &series("cd", &other)), 2.0, "{text}");
+    assert!(
+        present(&text, "authkeys_key_logins_untracked_total 0"),
+        "{text}"
+    );
+
+    let admin = server.admin();
+    admin
+        .delete(&format!(
+            "/v1/apps/ci/keys/{}",
+            busy["id"].as_str().unwrap()
+        ))
+        .expect(204);
+    let text = scrape(&server.anonymous());
+    assert!(
+        !present(&text, &series("ci", &busy)),
+        "a revoked key's series goes\n{text}"
+    );
+    assert!(present(&text, &series("ci", &once)), "{text}");
+    admin.delete("/v1/apps/cd").expect(204);
+    let text = scrape(&server.anonymous());
+    assert!(
+        !present(&text, &series("cd", &other)),
+        "a deleted app's keys go\n{text}"
+    );
+    assert!(present(&text, &series("ci", &once)), "{text}");
 }

@@ -396,7 +396,7 @@ fn ready_line_of_a_memory_database_carries_a_working_admin_token() {
     let url = server.url();
     assert_eq!(
         http("GET", &format!("{url}/v1/apps"), Some(token), None),
-        (200, json!({"apps": []}))
+        (200, json!({"apps": [], "next_cursor": null}))
     );
     let (status, body) = http(
         "GET",

@@ -8,15 +8,49 @@ use std::path::Path;
 /// The schema of version 1 exactly as it shipped, to build databases an older release wrote.
 const SCHEMA_V1: &str = include_str!("fixtures/schema-v1.sql");
 
-/// Every table and index with its SQL, to compare two databases' schemas.
+/// Every table with its columns and strictness, and every index with its SQL, to compare two
+/// databases' schemas. A table's columns rather than its SQL text: a column added by ALTER
+/// TABLE changes the text, not the table.
 fn schema_of(db: &Path) -> Vec<(String, String, Option<String>)> {
-    open_db(db)
+    let conn = open_db(db);
+    let objects: Vec<(String, String, Option<String>)> = conn
         .prepare("SELECT type, name, sql FROM sqlite_schema ORDER BY type, name")
         .unwrap()
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .unwrap()
         .collect::<Result<_, _>>()
-        .unwrap()
+        .unwrap();
+    let table = |name: &str| -> String {
+        let columns: Vec<String> = conn
+            .prepare(
+                "SELECT name || ' ' || type || ' ' || \"notnull\" || ' ' ||
+                        coalesce(dflt_value, '-') || ' ' || pk
+                   FROM pragma_table_info(?1) ORDER BY cid",
+            )
+            .unwrap()
+            .query_map([name], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let strict: i64 = conn
+            .query_row(
+                "SELECT strict FROM pragma_table_list WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .unwrap();
+        format!("strict {strict}: {}", columns.join(", "))
+    };
+    objects
+        .into_iter()
+        .map(|(kind, name, sql)| match kind.as_str() {
+            "table" => {
+                let columns = table(&name);
+                (kind, name, Some(columns))
+            }
+            _ => (kind, name, sql),
+        })
+        .collect()
 }
 
 /// Rewrites the (stopped) server's database as version 1 would have stored the same rows.
@@ -29,7 +63,9 @@ fn rewrite_as_version_1(db: &Path) {
     conn.execute_batch(
         "INSERT INTO settings SELECT * FROM current.settings;
          INSERT INTO apps SELECT * FROM current.apps;
-         INSERT INTO keys SELECT * FROM current.keys;
+         INSERT INTO keys SELECT pk, id, app_pk, hash, hint, description, reusable, ephemeral,
+                                 created_at, expires_at, revoked_at, last_used_at, uses
+                            FROM current.keys;
          INSERT INTO machines (pk, id, key_pk, token_hash, name, ephemeral, created_at,
                                expires_at, last_seen_at)
          SELECT pk, id, key_pk, token_hash, name, ephemeral, created_at, expires_at,
@@ -200,4 +236,57 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
         )
         .unwrap();
     assert_eq!(count, MACHINES);
+}
+
+/// A version 2 file written before `keys.machine_rows` and `machines_by_app` existed gains
+/// both at its next start, without a version change: the counts filled from the machines it
+/// has, the schema then the same as a first start's. Counting happens once, not every start.
+#[test]
+fn an_early_version_2_database_gains_machine_counts_and_the_index() {
+    let mut server = TestServer::start();
+    server.create_app("ci");
+    let busy = server.create_key("ci", json!({"reusable": true}));
+    let quiet = server.create_key("ci", json!({}));
+    for _ in 0..3 {
+        server.login(busy["key"].as_str().unwrap());
+    }
+    server.login(quiet["key"].as_str().unwrap());
+    assert_eq!(server.terminate().code(), Some(0));
+    let db = server.db_path();
+    let fresh_schema = schema_of(&db);
+    open_db(&db)
+        .execute_batch(
+            "DROP INDEX machines_by_app;
+             ALTER TABLE keys DROP COLUMN machine_rows;",
+        )
+        .unwrap();
+    assert_ne!(schema_of(&db), fresh_schema);
+
+    server.restart();
+    assert!(
+        server.log().contains("counted each key's machines once"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(user_version(&db), 2);
+    assert_eq!(
+        schema_of(&db),
+        fresh_schema,
+        "the same schema a first start creates"
+    );
+    let machines_of = |server: &TestServer, key: &serde_json::Value| {
+        let path = format!("/v1/apps/ci/keys/{}", key["id"].as_str().unwrap());
+        server.admin().get(&path).expect(200)["machines"].clone()
+    };
+    assert_eq!(machines_of(&server, &busy), 3);
+    assert_eq!(machines_of(&server, &quiet), 1);
+
+    assert_eq!(server.terminate().code(), Some(0));
+    server.restart();
+    assert!(
+        !server.log().contains("counted each key's machines"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(machines_of(&server, &busy), 3);
 }
