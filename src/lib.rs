@@ -10,27 +10,15 @@
 //! // ... talk HTTP to `url`; the server stops when `server` is dropped.
 //! ```
 
-pub mod admin_token;
-pub mod app_cache;
 pub mod authority;
+pub mod cache;
 pub mod cli;
-pub mod config;
-pub mod error;
-pub mod hot_cache;
+pub mod domain;
 pub mod http;
-pub mod json;
 pub mod metrics;
-pub mod model;
-pub mod page;
-pub mod seed;
-pub mod server;
+pub mod runtime;
 pub mod store;
-pub mod sweeper;
-pub mod throttle;
-pub mod token;
-pub mod usage;
-pub mod validate;
 
-pub use config::Config;
-pub use server::Server;
+pub use runtime::config::Config;
+pub use runtime::server::Server;
 pub use store::Database;

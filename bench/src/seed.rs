@@ -1,7 +1,7 @@
 //! Fast data generation for the scale scenarios, and the direct-rusqlite login baseline.
 
+use authkeys::domain::token::{self, TokenKind};
 use authkeys::store::{Database, Store};
-use authkeys::token::{self, TokenKind};
 use rusqlite::{Connection, params};
 use sha2::{Digest, Sha256};
 use std::io::{BufWriter, Write};
@@ -35,7 +35,7 @@ pub fn seed_database(db: &Path, seed: &Seed, tokens_out: &Path) -> Result<(), St
     let mut conn = Connection::open(db).map_err(|err| err.to_string())?;
     conn.pragma_update(None, "synchronous", "OFF")
         .map_err(|err| err.to_string())?;
-    let now = authkeys::model::Timestamp::now().0;
+    let now = authkeys::domain::model::Timestamp::now().0;
     let mut out = BufWriter::new(std::fs::File::create(tokens_out).map_err(|e| e.to_string())?);
     let tx = conn.transaction().map_err(|err| err.to_string())?;
     {
@@ -128,12 +128,12 @@ pub fn insert_loop(db: &Path, duration: Duration) -> Result<f64, String> {
     let run = format!(
         "{}_{}",
         std::process::id(),
-        authkeys::model::Timestamp::now().0
+        authkeys::domain::model::Timestamp::now().0
     );
     let started = Instant::now();
     let mut commits = 0u64;
     while started.elapsed() < duration {
-        let now = authkeys::model::Timestamp::now().0;
+        let now = authkeys::domain::model::Timestamp::now().0;
         let n = INSERTED.fetch_add(1, Ordering::Relaxed);
         let hash: [u8; 32] = Sha256::digest(format!("loop-{run}-{n}")).into();
         conn.execute_batch("BEGIN IMMEDIATE")

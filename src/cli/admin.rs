@@ -3,8 +3,8 @@
 use super::args::{AdminArgs, AppsCommand, KeysCommand, ListArgs, MachinesCommand};
 use super::client::{Client, RequestError, segment};
 use super::{CliError, output};
-use crate::page;
-use crate::token::Secret;
+use crate::domain::page;
+use crate::domain::token::Secret;
 use serde_json::{Value, json};
 
 /// The HTTP client with the admin token. A 401 can only mean that token was refused, so it

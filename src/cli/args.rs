@@ -1,9 +1,9 @@
 //! Command-line arguments (clap derive). Secrets are read from the environment, never
 //! required on argv, and clap never prints their values in `--help`.
 
-use crate::config;
 use crate::http;
-use crate::throttle;
+use crate::http::throttle;
+use crate::runtime::config;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]

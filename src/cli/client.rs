@@ -2,7 +2,7 @@
 //! one-line messages.
 
 use super::CliError;
-use crate::token::Secret;
+use crate::domain::token::Secret;
 use serde_json::Value;
 use std::fmt;
 use std::time::Duration;

@@ -9,9 +9,9 @@ mod output;
 mod serve;
 mod session;
 
-use crate::admin_token;
+use crate::domain::token::{self, TokenKind};
+use crate::runtime::admin_token;
 use crate::store::{self, Database};
-use crate::token::{self, TokenKind};
 pub use args::Cli;
 use args::Command;
 use std::fmt;
@@ -23,7 +23,7 @@ pub struct CliError(pub String);
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::token::redact_secrets(&self.0))
+        f.write_str(&crate::domain::token::redact_secrets(&self.0))
     }
 }
 
@@ -90,7 +90,7 @@ pub fn usage_error(err: &clap::Error) -> ExitCode {
     let message = first_line.strip_prefix("error: ").unwrap_or(first_line);
     eprintln!(
         "authkeys: error: {}; see `authkeys --help`",
-        crate::token::redact_secrets(message)
+        crate::domain::token::redact_secrets(message)
     );
     ExitCode::from(2)
 }

@@ -2,13 +2,13 @@
 
 use super::CliError;
 use super::args::ServeArgs;
-use crate::config::{Config, DEFAULT_WORKERS};
+use crate::authority::seed;
+use crate::domain::token::Secret;
 use crate::http;
-use crate::seed;
-use crate::server::Server;
+use crate::http::throttle;
+use crate::runtime::config::{Config, DEFAULT_WORKERS};
+use crate::runtime::server::Server;
 use crate::store::Database;
-use crate::throttle;
-use crate::token::Secret;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::io::Write;

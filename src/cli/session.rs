@@ -5,8 +5,8 @@ use super::args::{LoginArgs, OutputArgs};
 use super::client::{Client, RequestError};
 use super::credentials::{self, Credentials};
 use super::{CliError, output};
-use crate::token::Secret;
-use crate::validate::MAX_MACHINE_NAME_CHARS;
+use crate::domain::token::Secret;
+use crate::domain::validate::MAX_MACHINE_NAME_CHARS;
 use serde_json::{Value, json};
 
 pub fn login(args: LoginArgs) -> Result<(), CliError> {

@@ -1,7 +1,7 @@
 //! Every way a request can fail, and the one function that maps each to a status and a code.
 
-use crate::error::Error;
-use crate::token::redact_secrets;
+use crate::domain::error::Error;
+use crate::domain::token::redact_secrets;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {

@@ -71,7 +71,7 @@ pub fn limits(
         max_connections_per_client: settings.max_connections_per_client,
         // The same grouping as the login throttle's; a trusted proxy is exempt.
         connection_client: Arc::new(move |peer| {
-            (!trusted.contains(peer)).then(|| crate::throttle::client_network(peer))
+            (!trusted.contains(peer)).then(|| crate::http::throttle::client_network(peer))
         }),
         rejection_response,
     }

@@ -6,7 +6,7 @@
 use super::forwarded::TrustedProxies;
 use super::limits::{self, Settings};
 use super::{ApiError, MAX_BODY_BYTES, ROUTE_LABELS, Request, Response, routes};
-use crate::error::StartError;
+use crate::domain::error::StartError;
 use crate::metrics::Metrics;
 use std::io::{Cursor, Read};
 use std::net::SocketAddr;
@@ -165,7 +165,7 @@ fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: tiny_http::Requ
         log::debug!(
             "{method} {} {status} {}µs",
             // A secret pasted into a URL must not reach the log, whatever its shape or encoding.
-            crate::token::redact_path(&request.path),
+            crate::domain::token::redact_path(&request.path),
             started.elapsed().as_micros()
         );
     }

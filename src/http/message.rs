@@ -2,8 +2,8 @@
 //! decoding of bodies, queries and bearer tokens.
 
 use super::errors::ApiError;
-use crate::error::Error;
-use crate::page::{Page, PageRequest};
+use crate::domain::error::Error;
+use crate::domain::page::{Page, PageRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
@@ -123,7 +123,7 @@ fn parse_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     let malformed = |detail: String| ApiError::MalformedBody(detail);
     let text = std::str::from_utf8(body)
         .map_err(|err| malformed(format!("the body is not UTF-8: {err}")))?;
-    match crate::json::from_str(text) {
+    match crate::domain::json::from_str(text) {
         Ok(value) if value.is_object() => Ok(value),
         Ok(_) => Err(malformed("the body must be a JSON object".into())),
         Err(err) if err.is_data() => Err(malformed(format!("ambiguous JSON: {err}"))),

@@ -10,6 +10,7 @@ pub mod limits;
 mod listener;
 mod message;
 mod routes;
+pub mod throttle;
 mod throttling;
 
 pub use errors::ApiError;
@@ -20,9 +21,9 @@ pub use message::{Request, Response};
 pub use routes::ROUTE_LABELS;
 
 use crate::authority::Authority;
+use crate::domain::model::{Key, Machine, NewKey, Timestamp};
+use crate::http::throttle::Throttle;
 use crate::metrics::{self, Metrics};
-use crate::model::{Key, Machine, NewKey, Timestamp};
-use crate::throttle::Throttle;
 use routes::Route;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};

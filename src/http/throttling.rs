@@ -8,9 +8,9 @@
 //! credentials and other clients' failures never do.
 
 use super::{ApiError, Request, Response};
-use crate::error::Error;
-use crate::model::Timestamp;
-use crate::throttle::Throttle;
+use crate::domain::error::Error;
+use crate::domain::model::Timestamp;
+use crate::http::throttle::Throttle;
 
 /// What a request that presented a credential came to.
 pub(super) struct Answer {

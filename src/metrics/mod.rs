@@ -7,7 +7,7 @@
 mod keys;
 mod requests;
 
-use crate::sweeper::Swept;
+use crate::runtime::sweeper::Swept;
 use keys::KeyLogins;
 pub use keys::MAX_KEY_SERIES;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -149,7 +149,7 @@ impl Metrics {
         self.revocations.inc(outcome);
     }
 
-    pub fn sweep(&self, result: &crate::error::Result<Swept>) {
+    pub fn sweep(&self, result: &crate::domain::error::Result<Swept>) {
         self.sweeps
             .inc(if result.is_ok() { "ok" } else { "failed" });
         if let Ok(swept) = result {
@@ -299,7 +299,7 @@ mod tests {
         };
         metrics.sweep(&Ok(swept));
         metrics.sweep(&Ok(swept));
-        metrics.sweep(&Err(crate::error::Error::Storage));
+        metrics.sweep(&Err(crate::domain::error::Error::Storage));
         metrics.login("success");
         metrics.login("invalid_field");
         let text = metrics.encode(None);

@@ -6,7 +6,7 @@
 
 use super::files::create_owner_only;
 use super::{BUSY_TIMEOUT, SCHEMA_VERSION};
-use crate::error::StartError;
+use crate::domain::error::StartError;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use std::fs;

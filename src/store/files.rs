@@ -3,7 +3,7 @@
 //! Files left from an earlier run (the database, a `-wal` or `-shm` a crash left behind, the
 //! admin token file) are tightened to 0600 at start, with a warning, if others could read them.
 
-use crate::error::StartError;
+use crate::domain::error::StartError;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -52,7 +52,7 @@ pub fn prepare(database: &Database) -> Result<(PathBuf, Option<ScratchDir>), Sta
             Ok((path.clone(), None))
         }
         Database::Memory => {
-            let dir = std::env::temp_dir().join(crate::token::random_id("authkeys-"));
+            let dir = std::env::temp_dir().join(crate::domain::token::random_id("authkeys-"));
             fs::DirBuilder::new()
                 .mode(0o700)
                 .create(&dir)

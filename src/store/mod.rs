@@ -13,7 +13,7 @@ pub use files::{Database, tighten};
 pub use read::{KeyStatus, Reader};
 pub use write::{NewMachine, Writer};
 
-use crate::error::{self, StartError};
+use crate::domain::error::{self, StartError};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::path::PathBuf;
@@ -268,8 +268,8 @@ fn has_tables(conn: &Connection) -> rusqlite::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{NewKey, Timestamp};
-    use crate::token::{self, TokenKind};
+    use crate::domain::model::{NewKey, Timestamp};
+    use crate::domain::token::{self, TokenKind};
 
     /// The kept count of machine rows, and each key's counter, equal the rows themselves after
     /// writers that add and delete machines race with the first count.

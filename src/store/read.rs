@@ -1,10 +1,10 @@
 //! Queries. A `Reader` wraps a connection inside a (deferred) transaction, so a handful of
 //! queries made together see one snapshot.
 
-use crate::error::{Result, storage};
-use crate::model::{App, Key, Machine, Timestamp};
-use crate::page::{Page, PageRequest, Position};
-use crate::token::TokenHash;
+use crate::domain::error::{Result, storage};
+use crate::domain::model::{App, Key, Machine, Timestamp};
+use crate::domain::page::{Page, PageRequest, Position};
+use crate::domain::token::TokenHash;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::HashMap;
 
@@ -430,9 +430,10 @@ mod tests {
             .write(|w| {
                 let app = w.insert_app("app", "App", at)?;
                 for n in 0..3 {
-                    let secret = crate::token::generate(crate::token::TokenKind::AuthKey);
-                    let hint = crate::token::hint(&secret);
-                    let new = crate::model::NewKey::default();
+                    let secret =
+                        crate::domain::token::generate(crate::domain::token::TokenKind::AuthKey);
+                    let hint = crate::domain::token::hint(&secret);
+                    let new = crate::domain::model::NewKey::default();
                     w.insert_key(&app, format!("key_{n}"), &secret.hash(), hint, &new, at)?;
                 }
                 Ok(app)

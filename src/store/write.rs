@@ -2,10 +2,10 @@
 //! (it derefs to `Reader`) so that a check and the change it guards are one atomic step.
 
 use super::read::{KeyStatus, Reader};
-use crate::error::{Result, storage};
-use crate::model::{App, Key, Machine, NewKey, Timestamp};
-use crate::token::TokenHash;
-use crate::usage::Stamp;
+use crate::cache::usage::Stamp;
+use crate::domain::error::{Result, storage};
+use crate::domain::model::{App, Key, Machine, NewKey, Timestamp};
+use crate::domain::token::TokenHash;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::cell::Cell;
 use std::collections::HashMap;

@@ -9,7 +9,7 @@ use crate::support::{
     ADMIN_TOKEN, Api, BIN, Options, TestServer, open_db, sample, scrape, session_of,
     wait_until_refused,
 };
-use authkeys::token::{self, TokenKind};
+use authkeys::domain::token::{self, TokenKind};
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ use super::db;
 use super::races::{concurrent_logins, tally, winners_and_losers};
 use super::raw::{Conn, RawReply};
 use crate::support::*;
-use authkeys::token::{self, TokenKind};
+use authkeys::domain::token::{self, TokenKind};
 use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

@@ -2,16 +2,18 @@
 //! logs in, verifies, revokes and expires. Time is passed in; storage goes through `Store`;
 //! no sockets and no SQL text here.
 
-use crate::app_cache::AppCache;
-use crate::error::{Error, Result};
-use crate::hot_cache::{HotCache, Invalidation, Session};
-use crate::model::{App, Key, Machine, NewKey, Timestamp};
-use crate::page::{Page, PageRequest};
-use crate::seed::Seed;
+pub mod seed;
+
+use crate::authority::seed::Seed;
+use crate::cache::app::AppCache;
+use crate::cache::hot::{HotCache, Invalidation, Session};
+use crate::cache::usage::UsageStamps;
+use crate::domain::error::{Error, Result};
+use crate::domain::model::{App, Key, Machine, NewKey, Timestamp};
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::token::{self, Secret, TokenHash, TokenKind};
+use crate::domain::validate;
 use crate::store::{KeyStatus, NewMachine, Store};
-use crate::token::{self, Secret, TokenHash, TokenKind};
-use crate::usage::UsageStamps;
-use crate::validate;
 use std::sync::Arc;
 
 pub struct Authority {

@@ -4,7 +4,7 @@
 //! walk returns every row that exists throughout it exactly once, whatever is added or
 //! removed meanwhile, and every page is one index range scan however deep it is.
 
-use crate::error::{Error, Result};
+use crate::domain::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_LIMIT: usize = 100;

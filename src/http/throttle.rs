@@ -9,7 +9,7 @@
 //! it is marked failed: however many attempts one address sends at once, no more of them run
 //! than its bucket allows, and a throttled address never reaches a credential check.
 
-use crate::model::Timestamp;
+use crate::domain::model::Timestamp;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,19 +1,19 @@
 //! Assembles a running server from a `Config`: store, admin token, authority, HTTP workers and
 //! sweeper. This is the library entry point; `authkeys serve` and test suites both use it.
 
-use crate::admin_token;
 use crate::authority::Authority;
-use crate::config::Config;
-use crate::error::StartError;
-use crate::hot_cache::HotCache;
+use crate::cache::hot::HotCache;
+use crate::cache::usage::UsageStamps;
+use crate::domain::error::StartError;
+use crate::domain::model::Timestamp;
+use crate::domain::token::Secret;
+use crate::http::throttle::Throttle;
 use crate::http::{self, Listener};
 use crate::metrics::Metrics;
-use crate::model::Timestamp;
+use crate::runtime::admin_token;
+use crate::runtime::config::Config;
+use crate::runtime::sweeper::Sweeper;
 use crate::store::{Database, Store};
-use crate::sweeper::Sweeper;
-use crate::throttle::Throttle;
-use crate::token::Secret;
-use crate::usage::UsageStamps;
 use std::sync::Arc;
 
 /// A running authkeys server. Dropping it shuts it down: in-flight requests are answered, the

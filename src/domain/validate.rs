@@ -1,7 +1,7 @@
 //! Rules for client-supplied fields: formats and length bounds. Each check names the field
 //! it rejects so the client sees exactly what to fix.
 
-use crate::error::{Error, Result};
+use crate::domain::error::{Error, Result};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 pub const MAX_APP_NAME_CHARS: usize = 100;

@@ -1,11 +1,11 @@
 //! The server's configuration: one plain struct, built by the CLI (or a test) and passed
 //! explicitly. The admin token is a `Secret`, so printing a `Config` never shows it.
 
+use crate::authority::seed::Seed;
+use crate::domain::token::Secret;
 use crate::http;
-use crate::seed::Seed;
+use crate::http::throttle;
 use crate::store::Database;
-use crate::throttle;
-use crate::token::Secret;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]

@@ -7,10 +7,10 @@
 //! `generation` ticket before reading the database and `insert` drops the answer if any
 //! invalidation happened since. Expiry is not cached away: callers judge every hit at `now`.
 
-use crate::app_cache::CachedApp;
-use crate::model::Machine;
+use crate::cache::app::CachedApp;
+use crate::domain::model::Machine;
+use crate::domain::token::TokenHash;
 use crate::store::KeyStatus;
-use crate::token::TokenHash;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};

@@ -2,8 +2,8 @@
 //! the read paths and written in batches by the sweeper, so that whoami and verify never take
 //! the write lock. The stored values may lag by up to one sweep interval, as the contract says.
 
-use crate::model::Timestamp;
-use crate::token::TokenHash;
+use crate::domain::model::Timestamp;
+use crate::domain::token::TokenHash;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
 

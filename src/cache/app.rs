@@ -6,8 +6,8 @@
 //! reused (rows are kept as tombstones), and deleting an app deletes its machines in the same
 //! transaction, so no session can lead to a deleted app.
 
-use crate::error::Result;
-use crate::model::App;
+use crate::domain::error::Result;
+use crate::domain::model::App;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -70,7 +70,7 @@ impl AppCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Timestamp;
+    use crate::domain::model::Timestamp;
     use std::cell::Cell;
 
     fn app(pk: i64) -> App {

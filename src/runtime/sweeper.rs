@@ -3,12 +3,12 @@
 //! dropped. Expiry itself is enforced on every request: the sweeper removes what has already
 //! stopped working, so skipping a sweep never lets anyone in.
 
-use crate::error::Result;
-use crate::hot_cache::{HotCache, Invalidation};
+use crate::cache::hot::{HotCache, Invalidation};
+use crate::cache::usage::{PendingStamps, UsageStamps};
+use crate::domain::error::Result;
+use crate::domain::model::Timestamp;
 use crate::metrics::Metrics;
-use crate::model::Timestamp;
 use crate::store::Store;
-use crate::usage::{PendingStamps, UsageStamps};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::thread::{self, JoinHandle};
@@ -171,9 +171,9 @@ impl Drop for Sweeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Machine, NewKey};
+    use crate::domain::model::{Machine, NewKey};
+    use crate::domain::token::{self, TokenHash, TokenKind};
     use crate::store::{Database, NewMachine, Writer};
-    use crate::token::{self, TokenHash, TokenKind};
 
     const APP: &str = "app";
 
@@ -240,7 +240,8 @@ mod tests {
         let mut ids = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = crate::page::PageRequest::parse(Some("1000"), cursor.as_deref()).unwrap();
+            let page =
+                crate::domain::page::PageRequest::parse(Some("1000"), cursor.as_deref()).unwrap();
             let machines = store
                 .read(|r| {
                     let app = r.app(APP)?.expect("the app exists");

@@ -10,9 +10,9 @@
 //! start that shadows a stored generated token records it (`SHADOWED`); the next start without
 //! a configured token warns and clears the record, and generating a new token clears it too.
 
-use crate::error::{Error, StartError};
+use crate::domain::error::{Error, StartError};
+use crate::domain::token::{self, Secret, TokenHash, TokenKind};
 use crate::store::{self, Database, Store};
-use crate::token::{self, Secret, TokenHash, TokenKind};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

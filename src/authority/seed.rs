@@ -4,8 +4,8 @@
 //! stored. Applying a seed is the Authority's job (`Authority::seed`); this module reads and
 //! bounds the file.
 
-use crate::error::StartError;
-use crate::token::Secret;
+use crate::domain::error::StartError;
+use crate::domain::token::Secret;
 use serde::Deserialize;
 use std::io::Read;
 use std::path::Path;
@@ -60,7 +60,7 @@ pub fn load(path: &Path) -> Result<Seed, StartError> {
         return Err(fail(format!("larger than {MAX_SEED_BYTES} bytes")));
     }
     let text = std::str::from_utf8(&text).map_err(|err| fail(format!("not UTF-8: {err}")))?;
-    crate::json::from_str(text)
+    crate::domain::json::from_str(text)
         .and_then(serde_json::from_value)
         .map_err(|err| {
             let what = if err.is_data() {
@@ -73,7 +73,7 @@ pub fn load(path: &Path) -> Result<Seed, StartError> {
                     err.column()
                 )
             };
-            fail(crate::token::redact_secrets(&what))
+            fail(crate::domain::token::redact_secrets(&what))
         })
 }
 
