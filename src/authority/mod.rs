@@ -9,11 +9,12 @@ use crate::cache::app::AppCache;
 use crate::cache::hot::{HotCache, Invalidation, Session};
 use crate::cache::usage::UsageStamps;
 use crate::domain::error::{Error, Result};
+use crate::domain::model::KeyStatus;
 use crate::domain::model::{App, Key, Machine, NewKey, Timestamp};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::token::{self, Secret, TokenHash, TokenKind};
 use crate::domain::validate;
-use crate::store::{KeyStatus, NewMachine, Store};
+use crate::store::{NewMachine, Store};
 use std::sync::Arc;
 
 pub struct Authority {

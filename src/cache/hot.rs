@@ -8,9 +8,9 @@
 //! invalidation happened since. Expiry is not cached away: callers judge every hit at `now`.
 
 use crate::cache::app::CachedApp;
+use crate::domain::model::KeyStatus;
 use crate::domain::model::Machine;
 use crate::domain::token::TokenHash;
-use crate::store::KeyStatus;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};

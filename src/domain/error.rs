@@ -1,5 +1,6 @@
 //! The one domain error type. Storage failures collapse into `Error::Storage` at the store
-//! boundary, where their detail is logged; nothing about them reaches a client.
+//! boundary (`store::storage`), where their detail is logged; nothing about them reaches a
+//! client.
 
 use std::fmt;
 
@@ -53,13 +54,6 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
-
-/// Converts a SQLite failure into the opaque `Error::Storage`, logging its detail here, at the
-/// store boundary, so that it is recorded once and never sent to a client.
-pub fn storage(err: rusqlite::Error) -> Error {
-    log::error!("storage error: {err}");
-    Error::Storage
-}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

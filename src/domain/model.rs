@@ -95,6 +95,29 @@ pub struct NewKey {
     pub expires_in_secs: Option<u64>,
 }
 
+/// What login and verify need to judge a key: its rules and state, without the counts a
+/// listing shows (counting machines would put a scan on the hot path).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyStatus {
+    pub pk: i64,
+    pub id: String,
+    pub app_pk: i64,
+    pub app: String,
+    pub reusable: bool,
+    pub ephemeral: bool,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub uses: i64,
+}
+
+/// What one sweep did, as `Metrics` counts it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub expired_machines: usize,
+    /// Rows stamped; the stamps of rows deleted meanwhile are dropped, not counted.
+    pub stamps_written: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 mod keys;
 mod requests;
 
-use crate::runtime::sweeper::Swept;
+use crate::domain::model::Swept;
 use keys::KeyLogins;
 pub use keys::MAX_KEY_SERIES;
 use prometheus_client::encoding::EncodeLabelSet;

@@ -6,7 +6,7 @@
 use crate::cache::hot::{HotCache, Invalidation};
 use crate::cache::usage::{PendingStamps, UsageStamps};
 use crate::domain::error::Result;
-use crate::domain::model::Timestamp;
+use crate::domain::model::{Swept, Timestamp};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use std::sync::Arc;
@@ -20,13 +20,6 @@ use std::time::Duration;
 /// 200,000 expired rows under the server's pragmas: 1,000 per batch swept at 35 s per
 /// million, 5,000 at 17 s, the longest transaction about 150 ms either way.
 pub const SWEEP_BATCH: usize = 5000;
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Swept {
-    pub expired_machines: usize,
-    /// Rows stamped; the stamps of rows deleted meanwhile are dropped, not counted.
-    pub stamps_written: usize,
-}
 
 /// Deletes every machine expired at `now`, in batches, and writes pending usage stamps.
 pub fn sweep(

@@ -10,16 +10,23 @@ mod write;
 
 pub use backup::{BackedUp, backup};
 pub use files::{Database, tighten};
-pub use read::{KeyStatus, Reader};
+pub use read::Reader;
 pub use write::{NewMachine, Writer};
 
-use crate::domain::error::{self, StartError};
+use crate::domain::error::{self, Error, StartError};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+/// Converts a SQLite failure into the opaque `Error::Storage`, logging its detail here, at the
+/// store boundary, so that it is recorded once and never sent to a client.
+pub fn storage(err: rusqlite::Error) -> Error {
+    log::error!("storage error: {err}");
+    Error::Storage
+}
 
 /// The schema this binary writes; `PRAGMA user_version` records which one a database has.
 const SCHEMA_VERSION: i64 = 2;
@@ -111,7 +118,7 @@ impl Store {
     /// committed state.
     pub fn snapshot<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
         self.read(|r| {
-            let tx = r.conn().unchecked_transaction().map_err(error::storage)?;
+            let tx = r.conn().unchecked_transaction().map_err(storage)?;
             work(&Reader::new(&tx))
         })
     }
@@ -122,11 +129,11 @@ impl Store {
         let mut conn = lock(&self.writer);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(error::storage)?;
+            .map_err(storage)?;
         let writer = Writer::new(&tx);
         let value = work(&writer)?;
         let machines_added = writer.machines_added();
-        tx.commit().map_err(error::storage)?;
+        tx.commit().map_err(storage)?;
         // Still under the writer lock: no other change or count can interleave.
         self.add_machine_rows(machines_added);
         Ok(value)
@@ -167,7 +174,7 @@ impl Store {
                 conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
                 Ok(conn)
             })
-            .map_err(error::storage)
+            .map_err(storage)
     }
 
     fn return_reader(&self, conn: Connection) {

@@ -1,8 +1,9 @@
 //! Queries. A `Reader` wraps a connection inside a (deferred) transaction, so a handful of
 //! queries made together see one snapshot.
 
-use crate::domain::error::{Result, storage};
-use crate::domain::model::{App, Key, Machine, Timestamp};
+use super::storage;
+use crate::domain::error::Result;
+use crate::domain::model::{App, Key, KeyStatus, Machine, Timestamp};
 use crate::domain::page::{Page, PageRequest, Position};
 use crate::domain::token::TokenHash;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -54,21 +55,6 @@ fn machines_page_sql(owner: &str) -> String {
 /// whatever the number of machines.
 const EXPIRED_UNSWEPT: &str = "SELECT key_pk, count(*) FROM machines INDEXED BY machines_by_expiry
      WHERE expires_at IS NOT NULL AND expires_at <= ?1 GROUP BY key_pk";
-
-/// What login and verify need to judge a key: its rules and state, without the counts a
-/// listing shows (counting machines would put a scan on the hot path).
-#[derive(Clone, Debug, PartialEq)]
-pub struct KeyStatus {
-    pub pk: i64,
-    pub id: String,
-    pub app_pk: i64,
-    pub app: String,
-    pub reusable: bool,
-    pub ephemeral: bool,
-    pub expires_at: Option<Timestamp>,
-    pub revoked_at: Option<Timestamp>,
-    pub uses: i64,
-}
 
 pub struct Reader<'c> {
     conn: &'c Connection,

@@ -1,9 +1,11 @@
 //! Mutations, run inside the writer's `BEGIN IMMEDIATE` transaction. A `Writer` also reads
 //! (it derefs to `Reader`) so that a check and the change it guards are one atomic step.
 
-use super::read::{KeyStatus, Reader};
+use super::read::Reader;
+use super::storage;
 use crate::cache::usage::Stamp;
-use crate::domain::error::{Result, storage};
+use crate::domain::error::Result;
+use crate::domain::model::KeyStatus;
 use crate::domain::model::{App, Key, Machine, NewKey, Timestamp};
 use crate::domain::token::TokenHash;
 use rusqlite::{Connection, OptionalExtension, params};
