@@ -1,7 +1,9 @@
 //! The `authkeys` binary: parse arguments, run one command, exit 0 or print one error line.
 
-use authkeys::cli::{self, Cli};
+mod cli;
+
 use clap::Parser;
+use cli::Cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

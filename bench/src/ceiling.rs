@@ -16,7 +16,7 @@ pub fn serve(args: &[String]) -> Result<(), String> {
     let server = tiny_http::Server::http("127.0.0.1:0").map_err(|err| err.to_string())?;
     let address = server.server_addr().to_ip().expect("an IP listener");
     let server = Arc::new(server);
-    let workers: Vec<_> = (0..authkeys::runtime::config::DEFAULT_WORKERS)
+    let workers: Vec<_> = (0..authkeys::config::DEFAULT_WORKERS)
         .map(|_| {
             let server = Arc::clone(&server);
             let db = db.clone();

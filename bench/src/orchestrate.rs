@@ -358,7 +358,7 @@ pub fn run(quick: bool) -> Result<(), String> {
             &format!(
                 "ceilings ({name}'s requests): tiny_http 0.12.0 as published, \
                  {UPSTREAM_WORKERS} workers / the patched fork, {} workers",
-                authkeys::runtime::config::DEFAULT_WORKERS
+                authkeys::config::DEFAULT_WORKERS
             ),
             format!("{} / {}", load_figure(&loads[0]), load_figure(&loads[1])),
             "",
@@ -525,7 +525,7 @@ fn with_earlier_runs(table: &str, earlier: &str) -> String {
     let mut runs = vec![format!(
         "{}{}\n\n{table}",
         RUN_HEADING.trim_start(),
-        authkeys::domain::model::Timestamp::now().to_rfc3339()
+        authkeys::Timestamp::now().to_rfc3339()
     )];
     runs.extend(
         earlier

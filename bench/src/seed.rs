@@ -1,7 +1,8 @@
 //! Fast data generation for the scale scenarios, and the direct-rusqlite login baseline.
 
-use authkeys::domain::token::{self, TokenKind};
-use authkeys::store::{Database, Store};
+use authkeys::Database;
+use authkeys::TokenKind;
+use authkeys::ops;
 use rusqlite::{Connection, params};
 use sha2::{Digest, Sha256};
 use std::io::{BufWriter, Write};
@@ -31,11 +32,11 @@ pub fn seed_command(args: &[String]) -> Result<(), String> {
 /// Creates the database with the product's own schema, then inserts `seed` in one
 /// transaction; writes every machine's session token to `tokens_out`, one per line.
 pub fn seed_database(db: &Path, seed: &Seed, tokens_out: &Path) -> Result<(), String> {
-    drop(Store::open(&Database::File(db.to_path_buf())).map_err(|err| err.to_string())?);
+    ops::migrate(&Database::File(db.to_path_buf())).map_err(|err| err.to_string())?;
     let mut conn = Connection::open(db).map_err(|err| err.to_string())?;
     conn.pragma_update(None, "synchronous", "OFF")
         .map_err(|err| err.to_string())?;
-    let now = authkeys::domain::model::Timestamp::now().0;
+    let now = authkeys::Timestamp::now().0;
     let mut out = BufWriter::new(std::fs::File::create(tokens_out).map_err(|e| e.to_string())?);
     let tx = conn.transaction().map_err(|err| err.to_string())?;
     {
@@ -52,7 +53,7 @@ pub fn seed_database(db: &Path, seed: &Seed, tokens_out: &Path) -> Result<(), St
             )
             .map_err(|err| err.to_string())?;
         for n in 0..seed.keys.max(1) {
-            let key = token::generate(TokenKind::AuthKey);
+            let key = ops::generate_token(TokenKind::AuthKey);
             insert_key
                 .execute(params![
                     format!("key_bench{n}"),
@@ -72,7 +73,7 @@ pub fn seed_database(db: &Path, seed: &Seed, tokens_out: &Path) -> Result<(), St
             .map_err(|err| err.to_string())?;
         let expires_at = seed.expired.then_some(now - 1000);
         for n in 0..seed.machines {
-            let session = token::generate(TokenKind::Session);
+            let session = ops::generate_token(TokenKind::Session);
             let key_n = n % seed.keys.max(1);
             insert_machine
                 .execute(params![
@@ -125,15 +126,11 @@ pub fn insert_loop(db: &Path, duration: Duration) -> Result<f64, String> {
         .map_err(|err| err.to_string())?;
     // Ids and hashes stay unique across calls on the same database (one per round).
     static INSERTED: AtomicU64 = AtomicU64::new(0);
-    let run = format!(
-        "{}_{}",
-        std::process::id(),
-        authkeys::domain::model::Timestamp::now().0
-    );
+    let run = format!("{}_{}", std::process::id(), authkeys::Timestamp::now().0);
     let started = Instant::now();
     let mut commits = 0u64;
     while started.elapsed() < duration {
-        let now = authkeys::domain::model::Timestamp::now().0;
+        let now = authkeys::Timestamp::now().0;
         let n = INSERTED.fetch_add(1, Ordering::Relaxed);
         let hash: [u8; 32] = Sha256::digest(format!("loop-{run}-{n}")).into();
         conn.execute_batch("BEGIN IMMEDIATE")

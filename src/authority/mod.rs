@@ -2,7 +2,7 @@
 //! logs in, verifies, revokes and expires. Time is passed in; storage goes through `Store`;
 //! no sockets and no SQL text here.
 
-pub mod seed;
+pub(crate) mod seed;
 
 use crate::authority::seed::Seed;
 use crate::cache::app::AppCache;
@@ -17,7 +17,7 @@ use crate::domain::validate;
 use crate::store::{NewMachine, Store};
 use std::sync::Arc;
 
-pub struct Authority {
+pub(crate) struct Authority {
     store: Arc<Store>,
     stamps: Arc<UsageStamps>,
     /// Positive answers for whoami and verify. Every write below that could make one wrong
@@ -31,7 +31,7 @@ pub struct Authority {
 
 /// Why a key would not be accepted, as `POST /v1/keys/verify` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyProblem {
+pub(crate) enum KeyProblem {
     Malformed,
     NotFound,
     Revoked,
@@ -40,7 +40,7 @@ pub enum KeyProblem {
 }
 
 impl KeyProblem {
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             KeyProblem::Malformed => "malformed",
             KeyProblem::NotFound => "not_found",
@@ -63,7 +63,7 @@ impl KeyProblem {
 }
 
 /// Judges a stored key at `now`. Revocation outranks expiry, which outranks use.
-pub fn judge_key(key: &KeyStatus, now: Timestamp) -> std::result::Result<(), KeyProblem> {
+pub(crate) fn judge_key(key: &KeyStatus, now: Timestamp) -> std::result::Result<(), KeyProblem> {
     if key.revoked_at.is_some() {
         Err(KeyProblem::Revoked)
     } else if key.expires_at.is_some_and(|at| at <= now) {
@@ -76,7 +76,7 @@ pub fn judge_key(key: &KeyStatus, now: Timestamp) -> std::result::Result<(), Key
 }
 
 impl Authority {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<Store>,
         stamps: Arc<UsageStamps>,
         cache: Arc<HotCache>,
@@ -95,7 +95,7 @@ impl Authority {
 
     /// Accepts the admin token. Comparing SHA-256 digests rather than the tokens means a
     /// timing difference could only reveal bytes of a hash, which do not help find the token.
-    pub fn authenticate_admin(&self, bearer: &str) -> Result<()> {
+    pub(crate) fn authenticate_admin(&self, bearer: &str) -> Result<()> {
         if TokenHash::of(bearer) == self.admin_token {
             Ok(())
         } else {
@@ -104,7 +104,11 @@ impl Authority {
     }
 
     /// The app and machine behind a session token, if it is still valid at `now`.
-    pub fn authenticate_session(&self, bearer: &str, now: Timestamp) -> Result<Arc<Session>> {
+    pub(crate) fn authenticate_session(
+        &self,
+        bearer: &str,
+        now: Timestamp,
+    ) -> Result<Arc<Session>> {
         let hash =
             token::parse(TokenKind::Session, bearer).map_err(|_| Error::InvalidCredentials)?;
         let session = self
@@ -132,7 +136,7 @@ impl Authority {
         Ok(session)
     }
 
-    pub fn create_app(&self, id: &str, name: Option<&str>, now: Timestamp) -> Result<App> {
+    pub(crate) fn create_app(&self, id: &str, name: Option<&str>, now: Timestamp) -> Result<App> {
         validate::app_id(id)?;
         if let Some(name) = name {
             validate::text("name", name, validate::MAX_APP_NAME_CHARS)?;
@@ -145,16 +149,16 @@ impl Authority {
         })
     }
 
-    pub fn apps(&self, page: &PageRequest) -> Result<Page<App>> {
+    pub(crate) fn apps(&self, page: &PageRequest) -> Result<Page<App>> {
         self.store.read(|r| r.apps(page))
     }
 
-    pub fn app(&self, id: &str) -> Result<App> {
+    pub(crate) fn app(&self, id: &str) -> Result<App> {
         self.store.read(|r| r.app(id)?.ok_or(Error::AppNotFound))
     }
 
     /// Deletes the app, revoking its keys and logging out its machines in one transaction.
-    pub fn delete_app(&self, id: &str, now: Timestamp) -> Result<()> {
+    pub(crate) fn delete_app(&self, id: &str, now: Timestamp) -> Result<()> {
         self.store.write(|w| {
             let app = w.app(id)?.ok_or(Error::AppNotFound)?;
             w.delete_app(&app, now)
@@ -165,7 +169,12 @@ impl Authority {
     }
 
     /// Generates a key; the secret is returned here and never again.
-    pub fn create_key(&self, app_id: &str, new: &NewKey, now: Timestamp) -> Result<(Key, Secret)> {
+    pub(crate) fn create_key(
+        &self,
+        app_id: &str,
+        new: &NewKey,
+        now: Timestamp,
+    ) -> Result<(Key, Secret)> {
         if let Some(description) = &new.description {
             validate::text("description", description, validate::MAX_DESCRIPTION_CHARS)?;
         }
@@ -189,7 +198,7 @@ impl Authority {
         Ok((key, secret))
     }
 
-    pub fn keys(
+    pub(crate) fn keys(
         &self,
         app_id: &str,
         include_revoked: bool,
@@ -202,7 +211,7 @@ impl Authority {
         })
     }
 
-    pub fn key(&self, app_id: &str, key_id: &str, now: Timestamp) -> Result<Key> {
+    pub(crate) fn key(&self, app_id: &str, key_id: &str, now: Timestamp) -> Result<Key> {
         self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
             r.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)
@@ -210,7 +219,7 @@ impl Authority {
     }
 
     /// Revokes the key and logs out every machine it logged in, before returning.
-    pub fn revoke_key(&self, app_id: &str, key_id: &str, now: Timestamp) -> Result<()> {
+    pub(crate) fn revoke_key(&self, app_id: &str, key_id: &str, now: Timestamp) -> Result<()> {
         let logged_out = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
             let key = w.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)?;
@@ -226,7 +235,7 @@ impl Authority {
 
     /// A page of the app's active machines, or of those of its key `key_id` only. A key
     /// that is not the app's has no machines here: the filter matches nothing.
-    pub fn machines(
+    pub(crate) fn machines(
         &self,
         app_id: &str,
         key_id: Option<&str>,
@@ -249,12 +258,17 @@ impl Authority {
     /// How many machine sessions are stored, across all apps, without a query: ephemeral
     /// ones count until the sweeper removes them (at most one sweep interval after they
     /// expire). `None` until the sweeper's first pass has counted them.
-    pub fn machine_rows(&self) -> Option<u64> {
+    pub(crate) fn machine_rows(&self) -> Option<u64> {
         self.store.machine_rows()
     }
 
     /// Logs out one machine of the app. Expired machines are already logged out: not found.
-    pub fn logout_machine(&self, app_id: &str, machine_id: &str, now: Timestamp) -> Result<()> {
+    pub(crate) fn logout_machine(
+        &self,
+        app_id: &str,
+        machine_id: &str,
+        now: Timestamp,
+    ) -> Result<()> {
         let deleted = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
             let machine = w
@@ -275,7 +289,7 @@ impl Authority {
     /// entry changes nothing. A key already stored for the same app is left as it is, so
     /// restarting with the same seed is a no-op and a seeded key that was revoked stays
     /// revoked. Returns how many apps and keys were created.
-    pub fn seed(&self, seed: &Seed, now: Timestamp) -> Result<(usize, usize)> {
+    pub(crate) fn seed(&self, seed: &Seed, now: Timestamp) -> Result<(usize, usize)> {
         let mut keys = Vec::new();
         for app in &seed.apps {
             validate::app_id(&app.id)?;
@@ -344,7 +358,7 @@ impl Authority {
     /// Exchanges an auth key for a machine session. Judging the key and recording the login
     /// happen in one write transaction, so of any number of concurrent logins with a
     /// single-use key exactly one succeeds.
-    pub fn login(
+    pub(crate) fn login(
         &self,
         auth_key: &str,
         machine_name: Option<&str>,
@@ -381,7 +395,7 @@ impl Authority {
     }
 
     /// Ends the session behind `bearer`.
-    pub fn logout(&self, bearer: &str, now: Timestamp) -> Result<()> {
+    pub(crate) fn logout(&self, bearer: &str, now: Timestamp) -> Result<()> {
         let session = self.authenticate_session(bearer, now)?;
         let hash = TokenHash::of(bearer);
         self.store.write(|w| w.delete_machine(session.machine.pk))?;
@@ -392,7 +406,7 @@ impl Authority {
     }
 
     /// Whether `auth_key` would be accepted by a login at `now`. Never consumes the key.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         auth_key: &str,
         now: Timestamp,

@@ -11,22 +11,22 @@ use std::io::Read;
 use std::path::Path;
 
 /// A seed file larger than this is refused: a seed is a handful of apps and keys.
-pub const MAX_SEED_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_SEED_BYTES: u64 = 1024 * 1024;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Seed {
-    pub apps: Vec<SeedApp>,
+    pub(crate) apps: Vec<SeedApp>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedApp {
-    pub id: String,
+    pub(crate) id: String,
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    pub keys: Vec<SeedKey>,
+    pub(crate) keys: Vec<SeedKey>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -34,13 +34,13 @@ pub struct SeedApp {
 pub struct SeedKey {
     /// The full auth key (`ena_…`); `Secret` keeps it out of `Debug` output.
     #[serde(deserialize_with = "secret")]
-    pub key: Secret,
+    pub(crate) key: Secret,
     #[serde(default)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     #[serde(default)]
-    pub reusable: bool,
+    pub(crate) reusable: bool,
     #[serde(default)]
-    pub ephemeral: bool,
+    pub(crate) ephemeral: bool,
 }
 
 fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
@@ -49,7 +49,7 @@ fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D
 
 /// Reads and decodes a seed file. Decoding errors name the line and column, never the
 /// content (which holds secrets).
-pub fn load(path: &Path) -> Result<Seed, StartError> {
+pub(crate) fn load(path: &Path) -> Result<Seed, StartError> {
     let fail = |reason: String| StartError::new(format!("seed file {}: {reason}", path.display()));
     let file = std::fs::File::open(path).map_err(|err| fail(err.to_string()))?;
     let mut text = Vec::new();

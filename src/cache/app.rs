@@ -14,13 +14,13 @@ use std::ops::Deref;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 /// Apps held at most. Past it, further apps are read from the database on each session miss.
-pub const CAPACITY: usize = 1024;
+pub(crate) const CAPACITY: usize = 1024;
 
 /// An app, with the HTTP layer's encoding of it made once and shared by every whoami answer.
 #[derive(Debug, Default)]
-pub struct CachedApp {
-    pub app: App,
-    pub encoded: OnceLock<Box<RawValue>>,
+pub(crate) struct CachedApp {
+    pub(crate) app: App,
+    pub(crate) encoded: OnceLock<Box<RawValue>>,
 }
 
 impl Deref for CachedApp {
@@ -32,13 +32,13 @@ impl Deref for CachedApp {
 }
 
 #[derive(Default)]
-pub struct AppCache {
+pub(crate) struct AppCache {
     apps: RwLock<HashMap<i64, Arc<CachedApp>>>,
 }
 
 impl AppCache {
     /// The app with this pk, from memory or else from `load` (which is then remembered).
-    pub fn get_or_load(
+    pub(crate) fn get_or_load(
         &self,
         pk: i64,
         load: impl FnOnce() -> Result<Option<App>>,

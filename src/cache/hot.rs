@@ -17,23 +17,23 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 /// Entries per map. A full map evicts its oldest insertion: O(1), no latency spike, and a hot
 /// token that was evicted is back after two misses. About 1 KiB per session.
-pub const CAPACITY: usize = 4096;
+pub(crate) const CAPACITY: usize = 4096;
 
 /// Slots of the doorkeeper (a power of two); see `HotCache::admit`.
 const DOORKEEPER_SLOTS: usize = 1 << 16;
 
 /// A valid session as whoami answers it.
 #[derive(Debug, Default)]
-pub struct Session {
-    pub app: Arc<CachedApp>,
-    pub machine: Machine,
+pub(crate) struct Session {
+    pub(crate) app: Arc<CachedApp>,
+    pub(crate) machine: Machine,
     /// The HTTP layer's encoding of this answer, made once per cached entry so that a hot
     /// token is not re-encoded on every request. It lives and dies with the entry.
-    pub encoded: OnceLock<Vec<u8>>,
+    pub(crate) encoded: OnceLock<Vec<u8>>,
 }
 
 impl Session {
-    pub fn new(app: Arc<CachedApp>, machine: Machine) -> Session {
+    pub(crate) fn new(app: Arc<CachedApp>, machine: Machine) -> Session {
         Session {
             app,
             machine,
@@ -44,7 +44,7 @@ impl Session {
 
 /// What a write invalidates.
 #[derive(Clone, Copy, Debug)]
-pub enum Invalidation {
+pub(crate) enum Invalidation {
     /// One session ended (logout).
     Session(TokenHash),
     /// One key's state changed (a login used it).
@@ -55,9 +55,9 @@ pub enum Invalidation {
 
 /// Proof of the cache's state before a database read; see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ticket(u64);
+pub(crate) struct Ticket(u64);
 
-pub struct HotCache {
+pub(crate) struct HotCache {
     inner: RwLock<Inner>,
     /// Fingerprints of recently missed tokens, one per slot, written without locks. A token is
     /// cached on its second miss: a hot token is cached from its second request on, while a
@@ -131,12 +131,12 @@ impl<V> Bounded<V> {
 }
 
 impl HotCache {
-    pub fn ticket(&self) -> Ticket {
+    pub(crate) fn ticket(&self) -> Ticket {
         Ticket(self.read().generation)
     }
 
     /// The session behind `hash`, from the cache or else from `load` (a database read).
-    pub fn session_or_load<E>(
+    pub(crate) fn session_or_load<E>(
         &self,
         hash: TokenHash,
         load: impl FnOnce() -> Result<Option<Session>, E>,
@@ -150,7 +150,7 @@ impl HotCache {
     }
 
     /// The key status behind `hash`, from the cache or else from `load` (a database read).
-    pub fn key_or_load<E>(
+    pub(crate) fn key_or_load<E>(
         &self,
         hash: TokenHash,
         load: impl FnOnce() -> Result<Option<KeyStatus>, E>,
@@ -209,7 +209,7 @@ impl HotCache {
     }
 
     /// Forgets what `what` covers and voids every ticket taken before now.
-    pub fn invalidate(&self, what: Invalidation) {
+    pub(crate) fn invalidate(&self, what: Invalidation) {
         let mut inner = self.write();
         inner.generation += 1;
         match what {

@@ -14,10 +14,10 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 /// 1,000,000 machines and random tokens, the sweeper's share of the server's CPU fell from a
 /// fifth (20,000 stamps in hash order) to 4% (200,000 in row order; about 12 MiB of map, each
 /// stamp carrying its row's 32-byte token hash).
-pub const FLUSH_AT: usize = 200_000;
+pub(crate) const FLUSH_AT: usize = 200_000;
 /// Pending stamps (per map) past which new rows' stamps are dropped until the next flush, so
 /// that memory stays bounded even if the database cannot be written for a while.
-pub const MAX_PENDING: usize = 2 * FLUSH_AT;
+pub(crate) const MAX_PENDING: usize = 2 * FLUSH_AT;
 
 /// The map key: a stamp's row, by pk and token hash (see `Stamp`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl std::hash::Hash for RowId {
 }
 
 #[derive(Default)]
-pub struct UsageStamps {
+pub(crate) struct UsageStamps {
     keys: Mutex<HashMap<RowId, Timestamp>>,
     machines: Mutex<HashMap<RowId, Timestamp>>,
     /// Asks the sweeper to flush now (set once by the sweeper).
@@ -48,37 +48,37 @@ pub struct UsageStamps {
 /// row is deleted, so a pk alone could name another machine by the time the stamp is written;
 /// a token hash is never reused.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Stamp {
-    pub pk: i64,
-    pub hash: TokenHash,
-    pub at: Timestamp,
+pub(crate) struct Stamp {
+    pub(crate) pk: i64,
+    pub(crate) hash: TokenHash,
+    pub(crate) at: Timestamp,
 }
 
 /// Stamps taken out for writing, each list in row order.
 #[derive(Debug, Default, PartialEq)]
-pub struct PendingStamps {
-    pub keys: Vec<Stamp>,
-    pub machines: Vec<Stamp>,
+pub(crate) struct PendingStamps {
+    pub(crate) keys: Vec<Stamp>,
+    pub(crate) machines: Vec<Stamp>,
 }
 
 impl PendingStamps {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len() + self.machines.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 impl UsageStamps {
     /// `hash` is the key's own (`keys.hash`).
-    pub fn key_used(&self, key_pk: i64, hash: TokenHash, at: Timestamp) {
+    pub(crate) fn key_used(&self, key_pk: i64, hash: TokenHash, at: Timestamp) {
         self.record(&self.keys, RowId { pk: key_pk, hash }, at);
     }
 
     /// `hash` is the machine's session token hash (`machines.token_hash`).
-    pub fn machine_seen(&self, machine_pk: i64, hash: TokenHash, at: Timestamp) {
+    pub(crate) fn machine_seen(&self, machine_pk: i64, hash: TokenHash, at: Timestamp) {
         self.record(
             &self.machines,
             RowId {
@@ -92,7 +92,7 @@ impl UsageStamps {
     /// Drops the pending stamp of a machine whose row was just deleted. Only saves memory and
     /// a write: a stamp left behind (or recorded later by a request already under way) matches
     /// no row when it is flushed.
-    pub fn forget_machine(&self, machine_pk: i64, hash: TokenHash) {
+    pub(crate) fn forget_machine(&self, machine_pk: i64, hash: TokenHash) {
         lock(&self.machines).remove(&RowId {
             pk: machine_pk,
             hash,
@@ -100,7 +100,7 @@ impl UsageStamps {
     }
 
     /// Registers how to ask for an early flush when many stamps are pending.
-    pub fn on_many_pending(&self, request: impl Fn() + Send + Sync + 'static) {
+    pub(crate) fn on_many_pending(&self, request: impl Fn() + Send + Sync + 'static) {
         let _ = self.flush_request.set(Box::new(request));
     }
 
@@ -122,7 +122,7 @@ impl UsageStamps {
 
     /// Takes every pending stamp, leaving none behind, in row order: a batch of neighbouring
     /// rows shares pages, which keeps each write transaction (and the WAL) small.
-    pub fn take(&self) -> PendingStamps {
+    pub(crate) fn take(&self) -> PendingStamps {
         PendingStamps {
             keys: drain(&self.keys),
             machines: drain(&self.machines),
@@ -130,7 +130,7 @@ impl UsageStamps {
     }
 
     /// Puts stamps back after a failed write so the next sweep retries them.
-    pub fn restore(&self, pending: PendingStamps) {
+    pub(crate) fn restore(&self, pending: PendingStamps) {
         for stamp in pending.keys {
             self.key_used(stamp.pk, stamp.hash, stamp.at);
         }

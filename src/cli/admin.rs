@@ -3,8 +3,7 @@
 use super::args::{AdminArgs, AppsCommand, KeysCommand, ListArgs, MachinesCommand};
 use super::client::{Client, RequestError, segment};
 use super::{CliError, output};
-use crate::domain::page;
-use crate::domain::token::Secret;
+use authkeys::Secret;
 use serde_json::{Value, json};
 
 /// The HTTP client with the admin token. A 401 can only mean that token was refused, so it
@@ -47,7 +46,10 @@ impl Admin {
             }
             let mut query = form_urlencoded::Serializer::new(String::new());
             query.extend_pairs(filters);
-            query.append_pair("limit", &left.min(page::MAX_LIMIT as u64).to_string());
+            query.append_pair(
+                "limit",
+                &left.min(authkeys::MAX_PAGE_LIMIT as u64).to_string(),
+            );
             if let Some(cursor) = &cursor {
                 query.append_pair("cursor", cursor);
             }

@@ -1,9 +1,8 @@
 //! Command-line arguments (clap derive). Secrets are read from the environment, never
 //! required on argv, and clap never prints their values in `--help`.
 
-use crate::http;
-use crate::http::throttle;
-use crate::runtime::config;
+use authkeys::config;
+use authkeys::http;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -87,16 +86,16 @@ pub struct ServeArgs {
     /// Failed authentication attempts (logins, verifies, session and admin tokens) one client
     /// address may make in a burst before it gets 429 with Retry-After; 0 turns throttling off.
     #[arg(long, env = "AUTHKEYS_LOGIN_FAILURES_BURST", value_name = "N",
-          default_value_t = throttle::DEFAULT_BURST)]
+          default_value_t = config::DEFAULT_THROTTLE_BURST)]
     pub login_failures_burst: u32,
     /// How many failed authentication attempts a client address earns back per minute once its
     /// burst is spent; 0 turns throttling off.
     #[arg(long, env = "AUTHKEYS_LOGIN_FAILURES_PER_MINUTE", value_name = "N",
-          default_value_t = throttle::DEFAULT_PER_MINUTE)]
+          default_value_t = config::DEFAULT_THROTTLE_PER_MINUTE)]
     pub login_failures_per_minute: u32,
     /// Most connections open at once; when all are taken, the one idle longest is closed.
     #[arg(long, env = "AUTHKEYS_MAX_CONNECTIONS", value_name = "N",
-          default_value_t = http::limits::DEFAULT_MAX_CONNECTIONS,
+          default_value_t = http::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
     /// Most connections one client address (IPv6: its /64) may hold; default half of

@@ -2,7 +2,7 @@
 //! one-line messages.
 
 use super::CliError;
-use crate::domain::token::Secret;
+use authkeys::Secret;
 use serde_json::Value;
 use std::fmt;
 use std::time::Duration;

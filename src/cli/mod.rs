@@ -9,11 +9,10 @@ mod output;
 mod serve;
 mod session;
 
-use crate::domain::token::{self, TokenKind};
-use crate::runtime::admin_token;
-use crate::store::{self, Database};
 pub use args::Cli;
 use args::Command;
+use authkeys::TokenKind;
+use authkeys::{Database, ops};
 use std::fmt;
 use std::process::ExitCode;
 
@@ -23,7 +22,7 @@ pub struct CliError(pub String);
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::domain::token::redact_secrets(&self.0))
+        f.write_str(&ops::redact_secrets(&self.0))
     }
 }
 
@@ -46,7 +45,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Machines(command) => admin::machines(command),
         Command::Backup(args) => backup(&args),
         Command::RotateAdminToken(args) => {
-            let file = admin_token::rotate(&Database::from_arg(&args.db))
+            let file = ops::rotate_admin_token(&Database::from_arg(&args.db))
                 .map_err(|err| CliError(err.to_string()))?;
             println!(
                 "wrote a new admin token to {}; restart the server to use it",
@@ -55,7 +54,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::GenerateKey => {
-            println!("{}", token::generate(TokenKind::AuthKey).expose());
+            println!("{}", ops::generate_token(TokenKind::AuthKey).expose());
             Ok(())
         }
     }
@@ -68,7 +67,7 @@ fn backup(args: &args::BackupArgs) -> Result<(), CliError> {
             "a :memory: database lives inside its server process and cannot be backed up".into(),
         ));
     };
-    let done = store::backup(&source, &args.out).map_err(|err| CliError(err.to_string()))?;
+    let done = ops::backup(&source, &args.out).map_err(|err| CliError(err.to_string()))?;
     println!(
         "backed up {} to {} ({} bytes)",
         source.display(),
@@ -90,7 +89,7 @@ pub fn usage_error(err: &clap::Error) -> ExitCode {
     let message = first_line.strip_prefix("error: ").unwrap_or(first_line);
     eprintln!(
         "authkeys: error: {}; see `authkeys --help`",
-        crate::domain::token::redact_secrets(message)
+        ops::redact_secrets(message)
     );
     ExitCode::from(2)
 }

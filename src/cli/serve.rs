@@ -2,13 +2,11 @@
 
 use super::CliError;
 use super::args::ServeArgs;
-use crate::authority::seed;
-use crate::domain::token::Secret;
-use crate::http;
-use crate::http::throttle;
-use crate::runtime::config::{Config, DEFAULT_WORKERS};
-use crate::runtime::server::Server;
-use crate::store::Database;
+use authkeys::Database;
+use authkeys::Secret;
+use authkeys::config::{self, Config, DEFAULT_WORKERS};
+use authkeys::http;
+use authkeys::{Server, ops};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::io::Write;
@@ -39,7 +37,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     };
     let database = Database::from_arg(&args.db);
     let seed = match &args.seed {
-        Some(path) => Some(seed::load(path).map_err(|err| CliError(err.to_string()))?),
+        Some(path) => Some(ops::load_seed(path).map_err(|err| CliError(err.to_string()))?),
         None => None,
     };
     let http = http_settings(&args);
@@ -50,7 +48,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         sweep_interval: Duration::from_secs(args.sweep_interval),
         admin_token,
         workers: DEFAULT_WORKERS,
-        login_failures: throttle::Limits {
+        login_failures: config::ThrottleLimits {
             burst: args.login_failures_burst,
             per_minute: args.login_failures_per_minute,
         },

@@ -5,8 +5,8 @@ use super::args::{LoginArgs, OutputArgs};
 use super::client::{Client, RequestError};
 use super::credentials::{self, Credentials};
 use super::{CliError, output};
-use crate::domain::token::Secret;
-use crate::domain::validate::MAX_MACHINE_NAME_CHARS;
+use authkeys::MAX_MACHINE_NAME_CHARS;
+use authkeys::Secret;
 use serde_json::{Value, json};
 
 pub fn login(args: LoginArgs) -> Result<(), CliError> {

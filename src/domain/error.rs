@@ -5,7 +5,7 @@
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     /// No bearer token was sent where one is required.
     MissingCredentials,
     /// A bearer token was sent but is not a valid admin or session token.
@@ -55,14 +55,14 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why the server could not start: a message for the operator, printed as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartError(String);
 
 impl StartError {
-    pub fn new(message: impl Into<String>) -> StartError {
+    pub(crate) fn new(message: impl Into<String>) -> StartError {
         StartError(message.into())
     }
 }

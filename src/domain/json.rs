@@ -10,7 +10,7 @@ use std::fmt;
 /// Parses `text` into a `Value`, or fails on bad JSON or on the first repeated key. A repeated
 /// key is the only error of category `Data` (`serde_json::Error::is_data`): the visitor
 /// accepts every JSON type, so nothing else can be the wrong type for it.
-pub fn from_str(text: &str) -> Result<Value, serde_json::Error> {
+pub(crate) fn from_str(text: &str) -> Result<Value, serde_json::Error> {
     serde_json::from_str::<UniqueKeys>(text).map(|unique| unique.0)
 }
 

@@ -1,9 +1,9 @@
 //! The domain: its types, its one error enum, token formats and the field rules. No I/O here
 //! except the OS random source that `token` draws from.
 
-pub mod error;
-pub mod json;
-pub mod model;
-pub mod page;
-pub mod token;
-pub mod validate;
+pub(crate) mod error;
+pub(crate) mod json;
+pub(crate) mod model;
+pub(crate) mod page;
+pub(crate) mod token;
+pub(crate) mod validate;

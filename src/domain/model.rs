@@ -14,7 +14,7 @@ impl Timestamp {
         Timestamp(Utc::now().timestamp_millis())
     }
 
-    pub fn plus_secs(self, secs: u64) -> Timestamp {
+    pub(crate) fn plus_secs(self, secs: u64) -> Timestamp {
         let millis = i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000);
         Timestamp(self.0.saturating_add(millis))
     }
@@ -34,88 +34,88 @@ impl Serialize for Timestamp {
 
 /// The identity a machine takes on.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct App {
+pub(crate) struct App {
     #[serde(skip)]
-    pub pk: i64,
-    pub id: String,
-    pub name: String,
-    pub created_at: Timestamp,
+    pub(crate) pk: i64,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) created_at: Timestamp,
 }
 
 /// An auth key as listed: everything but the secret, which is never stored.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Key {
+pub(crate) struct Key {
     #[serde(skip)]
-    pub pk: i64,
-    pub id: String,
-    pub app: String,
-    pub description: Option<String>,
-    pub reusable: bool,
-    pub ephemeral: bool,
-    pub hint: String,
-    pub created_at: Timestamp,
-    pub expires_at: Option<Timestamp>,
-    pub revoked_at: Option<Timestamp>,
-    pub last_used_at: Option<Timestamp>,
+    pub(crate) pk: i64,
+    pub(crate) id: String,
+    pub(crate) app: String,
+    pub(crate) description: Option<String>,
+    pub(crate) reusable: bool,
+    pub(crate) ephemeral: bool,
+    pub(crate) hint: String,
+    pub(crate) created_at: Timestamp,
+    pub(crate) expires_at: Option<Timestamp>,
+    pub(crate) revoked_at: Option<Timestamp>,
+    pub(crate) last_used_at: Option<Timestamp>,
     /// Successful logins with this key.
-    pub uses: i64,
+    pub(crate) uses: i64,
     /// Machines logged in with this key that are still active.
-    pub machines: i64,
+    pub(crate) machines: i64,
 }
 
 /// One logged-in session.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Machine {
+pub(crate) struct Machine {
     #[serde(skip)]
-    pub pk: i64,
-    pub id: String,
-    pub app: String,
-    pub key_id: String,
-    pub name: Option<String>,
-    pub ephemeral: bool,
-    pub created_at: Timestamp,
-    pub expires_at: Option<Timestamp>,
-    pub last_seen_at: Option<Timestamp>,
+    pub(crate) pk: i64,
+    pub(crate) id: String,
+    pub(crate) app: String,
+    pub(crate) key_id: String,
+    pub(crate) name: Option<String>,
+    pub(crate) ephemeral: bool,
+    pub(crate) created_at: Timestamp,
+    pub(crate) expires_at: Option<Timestamp>,
+    pub(crate) last_seen_at: Option<Timestamp>,
 }
 
 impl Machine {
     /// Ephemeral machines stop authenticating at `expires_at`, whether or not the sweeper has
     /// removed them yet.
-    pub fn is_expired(&self, now: Timestamp) -> bool {
+    pub(crate) fn is_expired(&self, now: Timestamp) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
 }
 
 /// What a caller asks for when generating a key.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct NewKey {
-    pub description: Option<String>,
-    pub reusable: bool,
-    pub ephemeral: bool,
-    pub expires_in_secs: Option<u64>,
+pub(crate) struct NewKey {
+    pub(crate) description: Option<String>,
+    pub(crate) reusable: bool,
+    pub(crate) ephemeral: bool,
+    pub(crate) expires_in_secs: Option<u64>,
 }
 
 /// What login and verify need to judge a key: its rules and state, without the counts a
 /// listing shows (counting machines would put a scan on the hot path).
 #[derive(Clone, Debug, PartialEq)]
-pub struct KeyStatus {
-    pub pk: i64,
-    pub id: String,
-    pub app_pk: i64,
-    pub app: String,
-    pub reusable: bool,
-    pub ephemeral: bool,
-    pub expires_at: Option<Timestamp>,
-    pub revoked_at: Option<Timestamp>,
-    pub uses: i64,
+pub(crate) struct KeyStatus {
+    pub(crate) pk: i64,
+    pub(crate) id: String,
+    pub(crate) app_pk: i64,
+    pub(crate) app: String,
+    pub(crate) reusable: bool,
+    pub(crate) ephemeral: bool,
+    pub(crate) expires_at: Option<Timestamp>,
+    pub(crate) revoked_at: Option<Timestamp>,
+    pub(crate) uses: i64,
 }
 
 /// What one sweep did, as `Metrics` counts it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Swept {
-    pub expired_machines: usize,
+pub(crate) struct Swept {
+    pub(crate) expired_machines: usize,
     /// Rows stamped; the stamps of rows deleted meanwhile are dropped, not counted.
-    pub stamps_written: usize,
+    pub(crate) stamps_written: usize,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use crate::domain::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-pub const DEFAULT_LIMIT: usize = 100;
+pub(crate) const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 /// Longer than any cursor this server writes (an app id is at most 63 characters).
 const MAX_CURSOR_CHARS: usize = 512;
@@ -17,7 +17,7 @@ const MAX_CURSOR_CHARS: usize = 512;
 /// keys (`pk`) it carries leave the process only inside this opaque encoding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub enum Position {
+pub(crate) enum Position {
     /// Apps by id (the live ones are unique by id).
     App { id: String },
     /// Keys newest first: by `created_at`, then row, both descending.
@@ -28,7 +28,7 @@ pub enum Position {
 
 impl Position {
     /// The cursor text: hex of the position's JSON. Opaque to clients, who pass it back as it is.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         hex::encode(serde_json::to_vec(self).expect("a position always serialises"))
     }
 
@@ -51,8 +51,8 @@ fn bad_cursor() -> Error {
 
 /// What a client asked for: at most `limit` rows, after `after` (the first page if `None`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PageRequest {
-    pub limit: usize,
+pub(crate) struct PageRequest {
+    pub(crate) limit: usize,
     after: Option<Position>,
 }
 
@@ -67,7 +67,7 @@ impl Default for PageRequest {
 
 impl PageRequest {
     /// From the query's `limit` and `cursor` values (each given at most once).
-    pub fn parse(limit: Option<&str>, cursor: Option<&str>) -> Result<PageRequest> {
+    pub(crate) fn parse(limit: Option<&str>, cursor: Option<&str>) -> Result<PageRequest> {
         let limit = match limit {
             None => DEFAULT_LIMIT,
             Some(text) => text
@@ -83,14 +83,15 @@ impl PageRequest {
         Ok(PageRequest { limit, after })
     }
 
-    /// The first page of `limit` rows.
-    pub fn first(limit: usize) -> PageRequest {
+    /// The first page of `limit` rows (for the tests).
+    #[cfg(test)]
+    fn first(limit: usize) -> PageRequest {
         PageRequest { limit, after: None }
     }
 
     /// Where to resume, if this list's `of_this_list` recognises the cursor's position;
     /// `None` on the first page. A cursor of another list is refused.
-    pub fn resume<T>(
+    pub(crate) fn resume<T>(
         &self,
         of_this_list: impl FnOnce(&Position) -> Option<T>,
     ) -> Result<Option<T>> {
@@ -101,16 +102,16 @@ impl PageRequest {
     }
 
     /// How many rows to fetch: one more than the page, to learn whether another page follows.
-    pub fn fetch(&self) -> i64 {
+    pub(crate) fn fetch(&self) -> i64 {
         self.limit as i64 + 1
     }
 }
 
 /// One page of a list, and where the next one starts (`None` on the last page).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next: Option<Position>,
+pub(crate) struct Page<T> {
+    pub(crate) items: Vec<T>,
+    pub(crate) next: Option<Position>,
 }
 
 /// The empty, last page.
@@ -126,7 +127,7 @@ impl<T> Default for Page<T> {
 impl<T> Page<T> {
     /// Cuts `rows`, fetched with `request.fetch()`, to the page: a row beyond the limit means
     /// another page follows, starting after the page's last row.
-    pub fn from_rows(
+    pub(crate) fn from_rows(
         mut rows: Vec<T>,
         request: &PageRequest,
         position: impl Fn(&T) -> Position,

@@ -24,9 +24,10 @@ pub enum TokenKind {
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 3] = [TokenKind::AuthKey, TokenKind::Session, TokenKind::Admin];
+    pub(crate) const ALL: [TokenKind; 3] =
+        [TokenKind::AuthKey, TokenKind::Session, TokenKind::Admin];
 
-    pub fn prefix(self) -> &'static str {
+    pub(crate) fn prefix(self) -> &'static str {
         match self {
             TokenKind::AuthKey => "ena_",
             TokenKind::Session => "ens_",
@@ -65,7 +66,7 @@ impl fmt::Debug for Secret {
 pub struct TokenHash(pub [u8; 32]);
 
 impl TokenHash {
-    pub fn of(token: &str) -> TokenHash {
+    pub(crate) fn of(token: &str) -> TokenHash {
         TokenHash(Sha256::digest(token.as_bytes()).into())
     }
 
@@ -73,7 +74,7 @@ impl TokenHash {
         &self.0
     }
 
-    pub fn from_slice(bytes: &[u8]) -> Option<TokenHash> {
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<TokenHash> {
         bytes.try_into().ok().map(TokenHash)
     }
 }
@@ -86,7 +87,7 @@ impl fmt::Debug for TokenHash {
 
 /// Why a string is not a well-formed token of the expected kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Malformed {
+pub(crate) enum Malformed {
     Prefix,
     Length,
     Characters,
@@ -94,7 +95,7 @@ pub enum Malformed {
 }
 
 /// Generates a fresh token of `kind` from the OS CSPRNG.
-pub fn generate(kind: TokenKind) -> Secret {
+pub(crate) fn generate(kind: TokenKind) -> Secret {
     let random = random_base62(RANDOM_LEN);
     let checksum = checksum(&random);
     Secret(format!("{}{random}{checksum}", kind.prefix()))
@@ -102,7 +103,7 @@ pub fn generate(kind: TokenKind) -> Secret {
 
 /// Checks the shape and checksum of `token` and returns its hash. Pure: no lookup happens
 /// here, so a mistyped token costs nothing but this function.
-pub fn parse(kind: TokenKind, token: &str) -> Result<TokenHash, Malformed> {
+pub(crate) fn parse(kind: TokenKind, token: &str) -> Result<TokenHash, Malformed> {
     let body = token.strip_prefix(kind.prefix()).ok_or(Malformed::Prefix)?;
     if body.len() != BODY_LEN {
         return Err(Malformed::Length);
@@ -118,7 +119,7 @@ pub fn parse(kind: TokenKind, token: &str) -> Result<TokenHash, Malformed> {
 }
 
 /// The display hint kept beside the hash: prefix, first four and last four characters.
-pub fn hint(token: &Secret) -> String {
+pub(crate) fn hint(token: &Secret) -> String {
     let full = token.expose();
     let prefix_len = TokenKind::ALL
         .iter()
@@ -136,13 +137,13 @@ pub fn hint(token: &Secret) -> String {
 
 /// A random opaque identifier such as `key_3kTq…`: not secret, but unguessable so that ids
 /// reveal nothing about how many rows exist.
-pub fn random_id(prefix: &str) -> String {
+pub(crate) fn random_id(prefix: &str) -> String {
     format!("{prefix}{}", random_base62(20))
 }
 
 /// Replaces anything shaped like one of our tokens in `text` with its prefix and an ellipsis.
 /// Applied to every error message and log line that may quote client input.
-pub fn redact_secrets(text: &str) -> String {
+pub(crate) fn redact_secrets(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     'scan: while !rest.is_empty() {
@@ -167,13 +168,13 @@ pub fn redact_secrets(text: &str) -> String {
 
 /// Path segments longer than this are never logged: every token and every configured admin
 /// token (at least 32 characters) is longer, whatever its format.
-pub const MAX_LOGGED_SEGMENT_CHARS: usize = 24;
+pub(crate) const MAX_LOGGED_SEGMENT_CHARS: usize = 24;
 
 /// A request path as it may be logged. A segment is replaced by `…` when it is longer than
 /// `MAX_LOGGED_SEGMENT_CHARS`, or when, percent-decoded, it holds anything shaped like one of
 /// our tokens (`%65na_…` is `ena_…`). Other segments are logged as they came, still encoded,
 /// so that decoding cannot put a control character into the log.
-pub fn redact_path(path: &str) -> String {
+pub(crate) fn redact_path(path: &str) -> String {
     path.split('/')
         .map(|segment| {
             let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();

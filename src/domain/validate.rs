@@ -4,15 +4,15 @@
 use crate::domain::error::{Error, Result};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
-pub const MAX_APP_NAME_CHARS: usize = 100;
-pub const MAX_DESCRIPTION_CHARS: usize = 200;
+pub(crate) const MAX_APP_NAME_CHARS: usize = 100;
+pub(crate) const MAX_DESCRIPTION_CHARS: usize = 200;
 pub const MAX_MACHINE_NAME_CHARS: usize = 100;
 /// Ten years: long enough for any real key, short enough that `now + expires_in` cannot
 /// overflow.
-pub const MAX_EXPIRES_IN_SECS: u64 = 10 * 365 * 24 * 3600;
+pub(crate) const MAX_EXPIRES_IN_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// App ids match `^[a-z0-9][a-z0-9-]{0,62}$`.
-pub fn app_id(id: &str) -> Result<()> {
+pub(crate) fn app_id(id: &str) -> Result<()> {
     let mut bytes = id.bytes();
     let first_ok = bytes
         .next()
@@ -32,7 +32,7 @@ pub fn app_id(id: &str) -> Result<()> {
 /// format characters (general category Cf: bidi controls such as U+202E, zero-width ones such
 /// as U+200B, U+FEFF), which make text display as something other than what it is
 /// (`admin\u{202E}gnp.exe` shows as `adminexe.png`).
-pub fn text(field: &'static str, value: &str, max_chars: usize) -> Result<()> {
+pub(crate) fn text(field: &'static str, value: &str, max_chars: usize) -> Result<()> {
     if value.trim().is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
@@ -60,7 +60,7 @@ pub fn text(field: &'static str, value: &str, max_chars: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn expires_in(secs: u64) -> Result<()> {
+pub(crate) fn expires_in(secs: u64) -> Result<()> {
     if (1..=MAX_EXPIRES_IN_SECS).contains(&secs) {
         Ok(())
     } else {

@@ -53,12 +53,12 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
 ];
 
 /// The dashboard's page.
-pub fn page() -> Response {
+pub(crate) fn page() -> Response {
     serve(&PAGE)
 }
 
 /// The static file `/assets/{name}`, if there is one by that name.
-pub fn asset(name: &str) -> Option<Response> {
+pub(crate) fn asset(name: &str) -> Option<Response> {
     ASSETS
         .iter()
         .find(|asset| asset.path.strip_prefix("/assets/") == Some(name))

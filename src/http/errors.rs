@@ -4,7 +4,7 @@ use crate::domain::error::Error;
 use crate::domain::token::redact_secrets;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// A rule of the domain said no.
     Domain(Error),
     RouteNotFound,
@@ -52,7 +52,7 @@ impl From<Error> for ApiError {
 impl ApiError {
     /// The HTTP status and the contract's error code. Exhaustive on purpose: a new variant
     /// must be given its status here.
-    pub fn status_and_code(&self) -> (u16, &'static str) {
+    pub(crate) fn status_and_code(&self) -> (u16, &'static str) {
         match self {
             ApiError::Domain(err) => match err {
                 Error::MissingCredentials => (401, "missing_credentials"),
@@ -90,7 +90,7 @@ impl ApiError {
 
     /// Human text for the client. Anything quoted from the request passes through
     /// `redact_secrets`, so a key pasted into the wrong field is never echoed back.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         let text = match self {
             ApiError::Domain(err) => err.to_string(),
             ApiError::RouteNotFound => "no such endpoint".to_string(),

@@ -16,7 +16,7 @@ impl TrustedProxies {
         TrustedProxies(ranges)
     }
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.0.iter().any(|range| range.contains(&ip))
     }
@@ -24,7 +24,7 @@ impl TrustedProxies {
     /// The client's address, given the peer's and the `X-Forwarded-For` header values in the
     /// order received. When every forwarded entry is a trusted proxy, or an entry cannot be
     /// read, the nearest hop known to be real stands for the client.
-    pub fn client_address<'a>(
+    pub(crate) fn client_address<'a>(
         &self,
         peer: IpAddr,
         forwarded_for: impl DoubleEndedIterator<Item = &'a str>,

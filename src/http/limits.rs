@@ -8,19 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest request line or header line, without its CRLF.
-pub const MAX_LINE_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 8 * 1024;
 /// Most header fields in a request.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Largest request head: the request line and every header line.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// How long a connection may sit silent waiting for a request to start (keep-alive idle), by
 /// default.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send one whole request, head and body, once started, by
 /// default.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long writing a response may block on a client that does not read it.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections open at once, by default. Each holds at most one request
 /// (`MAX_HEAD_BYTES` + `MAX_BODY_BYTES`), one thread and three descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -54,7 +54,7 @@ impl Default for Settings {
 }
 
 /// The limits handed to tiny_http, with `rejection_response` answering its refusals.
-pub fn limits(
+pub(crate) fn limits(
     settings: &Settings,
     rejection_response: Arc<tiny_http::RejectionResponse>,
 ) -> tiny_http::Limits {
@@ -78,7 +78,7 @@ pub fn limits(
 }
 
 /// The contract's error for a request tiny_http refused.
-pub fn rejection_error(rejection: &tiny_http::Rejection) -> ApiError {
+pub(crate) fn rejection_error(rejection: &tiny_http::Rejection) -> ApiError {
     use tiny_http::Rejection;
     match rejection {
         Rejection::Malformed(what) => ApiError::MalformedRequest(what),

@@ -40,7 +40,7 @@ impl Listener {
 
     /// A listener with `settings`; requests refused before they reach `handler` (malformed,
     /// too large, too slow) are counted in `metrics`.
-    pub fn start_with(
+    pub(crate) fn start_with(
         listen: &str,
         handler: Arc<Handler>,
         workers: usize,
@@ -278,7 +278,7 @@ fn header(raw: &tiny_http::Request, name: &'static str) -> Option<String> {
 }
 
 /// Runs a handler so that a panic (a bug) becomes a 500 and the worker keeps serving.
-pub fn guarded(work: impl FnOnce() -> Response) -> Response {
+pub(crate) fn guarded(work: impl FnOnce() -> Response) -> Response {
     panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
         log::error!("a request handler panicked; answered 500");
         Response::error(&ApiError::Internal)

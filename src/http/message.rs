@@ -24,7 +24,7 @@ pub struct Request {
 
 impl Request {
     /// Splits a request target such as `/v1/apps?x=1` into path and query.
-    pub fn new(method: &str, target: &str) -> Request {
+    pub(crate) fn new(method: &str, target: &str) -> Request {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         Request {
             method: method.to_string(),
@@ -36,7 +36,7 @@ impl Request {
 
     /// The bearer token. A missing header and a header of another scheme are different
     /// mistakes and get different messages.
-    pub fn bearer(&self) -> Result<&str, Error> {
+    pub(crate) fn bearer(&self) -> Result<&str, Error> {
         let header = self
             .authorization
             .as_deref()
@@ -51,7 +51,7 @@ impl Request {
 
     /// Decodes the JSON body into `T`. An empty body counts as `{}` so that endpoints whose
     /// fields are all optional can be called without one.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         if self.body.is_empty() {
             return decode_value(serde_json::Value::Object(Default::default()));
         }
@@ -67,7 +67,7 @@ impl Request {
 
     /// The query parameters, each checked against `allowed`: a parameter an endpoint does not
     /// take is an error, never silently ignored (a token in a URL would end up in logs).
-    pub fn query_params(&self, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    pub(crate) fn query_params(&self, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
         let params: Vec<(String, String)> = form_urlencoded::parse(self.query.as_bytes())
             .map(|(name, value)| (name.into_owned(), value.into_owned()))
             .collect();
@@ -84,7 +84,7 @@ impl Request {
 
     /// A list endpoint's query: the page asked for (`limit`, `cursor`) and the values of its
     /// `filters`, which are the only other parameters it takes.
-    pub fn page_query(
+    pub(crate) fn page_query(
         &self,
         filters: &[&str],
     ) -> Result<(PageRequest, Vec<(String, String)>), ApiError> {
@@ -101,7 +101,7 @@ impl Request {
 }
 
 /// The value of a query parameter that may be given at most once: twice is ambiguous (422).
-pub fn single<'p>(
+pub(crate) fn single<'p>(
     params: &'p [(String, String)],
     name: &'static str,
 ) -> Result<Option<&'p str>, ApiError> {
@@ -178,7 +178,7 @@ impl Response {
     }
 
     /// A page of a list: `{"<name>": [items], "next_cursor": "…" | null}`.
-    pub fn page<T: Serialize>(name: &str, page: Page<T>) -> Response {
+    pub(crate) fn page<T: Serialize>(name: &str, page: Page<T>) -> Response {
         let mut body = serde_json::Map::new();
         let items = serde_json::to_value(page.items).expect("our list items always serialise");
         body.insert(name.to_string(), items);
@@ -195,7 +195,7 @@ impl Response {
         }
     }
 
-    pub fn error(err: &ApiError) -> Response {
+    pub(crate) fn error(err: &ApiError) -> Response {
         let (status, code) = err.status_and_code();
         let body = serde_json::json!({"error": {"code": code, "message": err.message()}});
         let mut response = Response::json(status, &body);
@@ -214,12 +214,5 @@ impl Response {
             _ => {}
         }
         response
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(header, _)| header.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
     }
 }

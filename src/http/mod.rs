@@ -6,19 +6,22 @@
 mod dashboard;
 mod errors;
 mod forwarded;
-pub mod limits;
+mod limits;
 mod listener;
 mod message;
 mod routes;
-pub mod throttle;
+pub(crate) mod throttle;
 mod throttling;
 
-pub use errors::ApiError;
+// The public seam: a `Listener` carries any `Handler` (`Request` -> `Response`) over HTTP;
+// `Settings` and `TrustedProxies` are the part of it that `Config` sets.
 pub use forwarded::{TrustedProxies, parse_range as parse_trusted_proxy};
-pub use limits::Settings;
-pub use listener::{Handler, Listener, guarded};
+pub use limits::{DEFAULT_MAX_CONNECTIONS, Settings};
+pub use listener::{Handler, Listener};
 pub use message::{Request, Response};
-pub use routes::ROUTE_LABELS;
+
+pub(crate) use errors::ApiError;
+pub(crate) use routes::ROUTE_LABELS;
 
 use crate::authority::Authority;
 use crate::domain::model::{Key, Machine, NewKey, Timestamp};
@@ -32,7 +35,7 @@ use std::time::Instant;
 use throttling::{Answer, throttled};
 
 /// Largest request body accepted; a larger declared one gets 413 before any of it is read.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,11 +132,11 @@ struct Identity<'a> {
 
 /// The OpenAPI 3.1 document served at `GET /openapi.json`: a static file, held true to the
 /// route table by the tests below.
-pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+pub(crate) const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 /// Answers one request and counts it. Never panics on any input; errors become the contract's
 /// JSON shape. `throttle` counts failed credentials per client address (`throttling`).
-pub fn handle(
+pub(crate) fn handle(
     authority: &Authority,
     throttle: &Throttle,
     metrics: &Metrics,

@@ -5,7 +5,7 @@
 
 /// A known path, with the ids it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route<'a> {
+pub(crate) enum Route<'a> {
     Health,
     OpenApi,
     Metrics,
@@ -28,7 +28,7 @@ pub enum Route<'a> {
 
 /// The label of every route in the request metrics: each path template, in the OpenAPI
 /// document's notation, then `UNMATCHED` for paths that match no route.
-pub const ROUTE_LABELS: &[&str] = &[
+pub(crate) const ROUTE_LABELS: &[&str] = &[
     "/healthz",
     "/openapi.json",
     "/metrics",
@@ -50,13 +50,13 @@ pub const ROUTE_LABELS: &[&str] = &[
 
 /// Every route's path template.
 #[cfg(test)]
-pub const TEMPLATES: &[&str] = ROUTE_LABELS.split_last().expect("not empty").1;
+pub(crate) const TEMPLATES: &[&str] = ROUTE_LABELS.split_last().expect("not empty").1;
 
 /// The label for a path that matches no route: unknown paths must not become label values.
-pub const UNMATCHED: &str = "unmatched";
+pub(crate) const UNMATCHED: &str = "unmatched";
 
 impl<'a> Route<'a> {
-    pub fn parse(path: &'a str) -> Option<Route<'a>> {
+    pub(crate) fn parse(path: &'a str) -> Option<Route<'a>> {
         if path == "/" {
             return Some(Route::Dashboard);
         }
@@ -92,7 +92,7 @@ impl<'a> Route<'a> {
     }
 
     /// The methods this route answers, for dispatch and for the `Allow` header of a 405.
-    pub fn methods(self) -> &'static [&'static str] {
+    pub(crate) fn methods(self) -> &'static [&'static str] {
         match self {
             Route::Health | Route::OpenApi | Route::Metrics => &["GET"],
             Route::Dashboard | Route::Asset(_) => &["GET"],
@@ -105,7 +105,7 @@ impl<'a> Route<'a> {
     }
 
     /// The path template this route was parsed from (an entry of `TEMPLATES`).
-    pub fn template(self) -> &'static str {
+    pub(crate) fn template(self) -> &'static str {
         match self {
             Route::Health => "/healthz",
             Route::OpenApi => "/openapi.json",
@@ -129,7 +129,7 @@ impl<'a> Route<'a> {
 
 /// A concrete path for `template`, with each `{name}` replaced by `name` itself.
 #[cfg(test)]
-pub fn example_path(template: &str) -> String {
+pub(crate) fn example_path(template: &str) -> String {
     template.replace(['{', '}'], "")
 }
 

@@ -23,7 +23,7 @@ pub const DEFAULT_BURST: u32 = 300;
 pub const DEFAULT_PER_MINUTE: u32 = 300;
 /// Addresses tracked at most, so that a flood of source addresses cannot grow memory without
 /// bound. Only addresses with recent failures are tracked at all.
-pub const MAX_TRACKED_CLIENTS: usize = 10_000;
+pub(crate) const MAX_TRACKED_CLIENTS: usize = 10_000;
 
 /// The configured allowance. Either value 0 turns throttling off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +43,8 @@ impl Default for Limits {
 
 /// How long a refused client should wait before its next attempt can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryAfter {
-    pub secs: u64,
+pub(crate) struct RetryAfter {
+    pub(crate) secs: u64,
 }
 
 /// Whom a bucket belongs to: an IPv4 address, or an IPv6 /64 (one subscriber's network, which
@@ -66,7 +66,7 @@ impl fmt::Display for Client {
 
 /// The network that stands for the client at `ip`, as this throttle groups clients: the IPv4
 /// address, or the first address of the IPv6 /64. The connection shares use it too.
-pub fn client_network(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
     Client::of(ip).network()
 }
 
@@ -96,7 +96,7 @@ struct Bucket {
     warned: bool,
 }
 
-pub struct Throttle {
+pub(crate) struct Throttle {
     /// `None`: throttling is off.
     rate: Option<Rate>,
     buckets: Mutex<HashMap<Client, Bucket>>,
@@ -110,7 +110,7 @@ struct Rate {
 }
 
 impl Throttle {
-    pub fn new(limits: Limits) -> Throttle {
+    pub(crate) fn new(limits: Limits) -> Throttle {
         Throttle::with_capacity(limits, MAX_TRACKED_CLIENTS)
     }
 
@@ -128,7 +128,11 @@ impl Throttle {
 
     /// Admits an attempt from `ip` at `now`, reserving one failure for it, or refuses it with
     /// how long to wait. Without an address (not a TCP client) there is nothing to key on.
-    pub fn admit(&self, ip: Option<IpAddr>, now: Timestamp) -> Result<Attempt<'_>, RetryAfter> {
+    pub(crate) fn admit(
+        &self,
+        ip: Option<IpAddr>,
+        now: Timestamp,
+    ) -> Result<Attempt<'_>, RetryAfter> {
         let (Some(rate), Some(ip)) = (self.rate, ip) else {
             return Ok(Attempt {
                 reserved: None,
@@ -158,8 +162,9 @@ impl Throttle {
         })
     }
 
-    /// How many addresses are tracked now.
-    pub fn tracked_clients(&self) -> usize {
+    /// How many addresses are tracked now (for the tests of the bound).
+    #[cfg(test)]
+    fn tracked_clients(&self) -> usize {
         self.lock().len()
     }
 
@@ -183,14 +188,14 @@ impl Throttle {
 }
 
 /// One admitted attempt. Dropping it gives its reserved failure back; `failed` keeps it spent.
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     reserved: Option<Client>,
     throttle: &'a Throttle,
 }
 
 impl Attempt<'_> {
     /// The attempt failed (a refused credential): it counts against the client's allowance.
-    pub fn failed(mut self) {
+    pub(crate) fn failed(mut self) {
         let Some(client) = self.reserved.take() else {
             return;
         };

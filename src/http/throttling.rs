@@ -14,10 +14,10 @@ use crate::http::throttle::Throttle;
 
 /// What a request that presented a credential came to.
 pub(super) struct Answer {
-    pub result: Result<Response, ApiError>,
+    pub(crate) result: Result<Response, ApiError>,
     /// The code of the refusal when the credential itself was refused: what a guesser
     /// produces, and what the throttle counts.
-    pub refused: Option<&'static str>,
+    pub(crate) refused: Option<&'static str>,
 }
 
 impl From<Result<Response, ApiError>> for Answer {

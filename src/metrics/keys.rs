@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 /// Keys with a series of their own: a listing page's worth.
-pub const MAX_KEY_SERIES: usize = 1000;
+pub(crate) const MAX_KEY_SERIES: usize = 1000;
 
 #[derive(Default, Debug)]
-pub struct KeyLogins {
+pub(crate) struct KeyLogins {
     /// Key id → (its app's id, logins since start).
     keys: RwLock<HashMap<String, (String, AtomicU64)>>,
     untracked: AtomicU64,
@@ -25,7 +25,7 @@ pub struct KeyLogins {
 impl KeyLogins {
     /// Counts a login with `key_id` of `app`: an atomic add under a shared lock, the exclusive
     /// lock only for a key's first login since start.
-    pub fn login(&self, app: &str, key_id: &str) {
+    pub(crate) fn login(&self, app: &str, key_id: &str) {
         if let Some((_, count)) = self.read().get(key_id) {
             count.fetch_add(1, Ordering::Relaxed);
             return;
@@ -41,11 +41,11 @@ impl KeyLogins {
         count.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn remove_key(&self, key_id: &str) {
+    pub(crate) fn remove_key(&self, key_id: &str) {
         self.write().remove(key_id);
     }
 
-    pub fn remove_app(&self, app: &str) {
+    pub(crate) fn remove_app(&self, app: &str) {
         self.write().retain(|_, (key_app, _)| key_app != app);
     }
 

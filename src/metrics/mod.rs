@@ -9,7 +9,7 @@ mod requests;
 
 use crate::domain::model::Swept;
 use keys::KeyLogins;
-pub use keys::MAX_KEY_SERIES;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
@@ -21,14 +21,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// `Content-Type` of `GET /metrics`: the Prometheus text exposition format 0.0.4.
-pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Arc<RequestTable>,
     key_logins: Arc<KeyLogins>,
@@ -45,7 +45,7 @@ pub struct Metrics {
 impl Metrics {
     /// Metrics for a server whose request routes are labelled with `routes`: every route
     /// template, then the label for paths that match none (also used for any other value).
-    pub fn new(routes: &'static [&'static str]) -> Metrics {
+    pub(crate) fn new(routes: &'static [&'static str]) -> Metrics {
         let mut registry = Registry::with_prefix("authkeys");
         let requests = Arc::new(RequestTable::new(routes));
         registry.register_collector(Box::new(Arc::clone(&requests)));
@@ -118,38 +118,38 @@ impl Metrics {
 
     /// Counts one answered request, without taking a lock. `route` is a route template,
     /// never a raw path.
-    pub fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    pub(crate) fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         self.requests.observe(route, method, status, elapsed);
     }
 
-    pub fn login(&self, outcome: &'static str) {
+    pub(crate) fn login(&self, outcome: &'static str) {
         self.logins.inc(outcome);
     }
 
     /// A successful login with `key_id` of `app`.
-    pub fn key_login(&self, app: &str, key_id: &str) {
+    pub(crate) fn key_login(&self, app: &str, key_id: &str) {
         self.key_logins.login(app, key_id);
     }
 
     /// The key was revoked: its login series goes.
-    pub fn key_revoked(&self, key_id: &str) {
+    pub(crate) fn key_revoked(&self, key_id: &str) {
         self.key_logins.remove_key(key_id);
     }
 
     /// The app was deleted, revoking its keys: their login series go.
-    pub fn app_deleted(&self, app: &str) {
+    pub(crate) fn app_deleted(&self, app: &str) {
         self.key_logins.remove_app(app);
     }
 
-    pub fn verify(&self, outcome: &'static str) {
+    pub(crate) fn verify(&self, outcome: &'static str) {
         self.verifies.inc(outcome);
     }
 
-    pub fn revocation(&self, outcome: &'static str) {
+    pub(crate) fn revocation(&self, outcome: &'static str) {
         self.revocations.inc(outcome);
     }
 
-    pub fn sweep(&self, result: &crate::domain::error::Result<Swept>) {
+    pub(crate) fn sweep(&self, result: &crate::domain::error::Result<Swept>) {
         self.sweeps
             .inc(if result.is_ok() { "ok" } else { "failed" });
         if let Ok(swept) = result {
@@ -160,7 +160,7 @@ impl Metrics {
 
     /// The text exposition, with the caller's count of stored machine sessions (`None`
     /// while it is not known yet, which leaves the gauge out).
-    pub fn encode(&self, machines: Option<u64>) -> String {
+    pub(crate) fn encode(&self, machines: Option<u64>) -> String {
         let value = machines.map_or(-1, |count| i64::try_from(count).unwrap_or(i64::MAX));
         self.machines.0.store(value, Ordering::Relaxed);
         let mut text = String::new();

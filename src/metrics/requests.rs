@@ -66,7 +66,7 @@ struct RequestLabels {
     status: &'static str,
 }
 
-pub struct RequestTable {
+pub(crate) struct RequestTable {
     routes: &'static [&'static str],
     slots: Box<[OnceLock<Box<Slot>>]>,
 }
@@ -81,7 +81,7 @@ impl std::fmt::Debug for RequestTable {
 
 impl RequestTable {
     /// A table for these route labels (templates, plus one for paths that match none).
-    pub fn new(routes: &'static [&'static str]) -> RequestTable {
+    pub(crate) fn new(routes: &'static [&'static str]) -> RequestTable {
         let len = routes.len() * METHODS.len() * STATUS_SLOTS;
         RequestTable {
             routes,
@@ -89,7 +89,7 @@ impl RequestTable {
         }
     }
 
-    pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    pub(crate) fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         let route = position(self.routes, route).unwrap_or(self.routes.len() - 1);
         let method = position(METHODS, method).unwrap_or(METHODS.len() - 1);
         let status = status_index(status);

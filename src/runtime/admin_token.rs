@@ -24,18 +24,18 @@ const SHADOWED: &str = "admin_token_shadowed_by_configured";
 
 /// The shortest configured admin token accepted: 32 characters, as long as a generated token's
 /// random part, so that a configured root token is never the easy one to guess.
-pub const MIN_CONFIGURED_CHARS: usize = 32;
+pub(crate) const MIN_CONFIGURED_CHARS: usize = 32;
 
 /// The admin token's hash, and the token itself when this start generated it.
-pub struct AdminToken {
-    pub hash: TokenHash,
-    pub generated: Option<Secret>,
+pub(crate) struct AdminToken {
+    pub(crate) hash: TokenHash,
+    pub(crate) generated: Option<Secret>,
 }
 
 /// Refuses a configured token too short to be safe. Checked before anything touches the
 /// database, so a refused start leaves nothing behind. The message gives the length, never the
 /// token.
-pub fn check_configured(configured: Option<&Secret>) -> Result<(), StartError> {
+pub(crate) fn check_configured(configured: Option<&Secret>) -> Result<(), StartError> {
     let Some(token) = configured else {
         return Ok(());
     };
@@ -49,7 +49,7 @@ pub fn check_configured(configured: Option<&Secret>) -> Result<(), StartError> {
     Ok(())
 }
 
-pub fn resolve(
+pub(crate) fn resolve(
     store: &Store,
     database: &Database,
     configured: Option<&Secret>,
@@ -118,7 +118,7 @@ fn announce_stored(store: &Store, file: &Path, shadowed: bool) -> Result<(), Sta
 
 /// Replaces the stored admin token with a new one, written to `<db>.admin-token`. A running
 /// server keeps the token it started with until it is restarted.
-pub fn rotate(database: &Database) -> Result<PathBuf, StartError> {
+pub(crate) fn rotate(database: &Database) -> Result<PathBuf, StartError> {
     let Database::File(path) = database else {
         return Err(StartError::new(
             "a :memory: database's admin token lives only as long as its server",
@@ -160,7 +160,7 @@ fn generate(store: &Store, database: &Database) -> Result<Secret, StartError> {
 }
 
 /// `<db path>.admin-token`
-pub fn token_file(db: &Path) -> PathBuf {
+pub(crate) fn token_file(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push(".admin-token");
     PathBuf::from(name)

@@ -4,9 +4,13 @@
 use crate::authority::seed::Seed;
 use crate::domain::token::Secret;
 use crate::http;
-use crate::http::throttle;
 use crate::store::Database;
 use std::time::Duration;
+
+pub use crate::http::throttle::{
+    DEFAULT_BURST as DEFAULT_THROTTLE_BURST, DEFAULT_PER_MINUTE as DEFAULT_THROTTLE_PER_MINUTE,
+    Limits as ThrottleLimits,
+};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,7 +28,7 @@ pub struct Config {
     /// Apps and keys to create at start if they do not exist (`--seed FILE`).
     pub seed: Option<Seed>,
     /// Failed authentication attempts allowed per client address before it gets 429.
-    pub login_failures: throttle::Limits,
+    pub login_failures: ThrottleLimits,
     /// Connection caps, trusted proxies and HTTP timeouts.
     pub http: http::Settings,
 }
@@ -45,7 +49,7 @@ impl Default for Config {
             admin_token: None,
             workers: DEFAULT_WORKERS,
             seed: None,
-            login_failures: throttle::Limits::default(),
+            login_failures: ThrottleLimits::default(),
             http: http::Settings::default(),
         }
     }
@@ -54,7 +58,7 @@ impl Default for Config {
 impl Config {
     /// A throwaway instance for tests: in-memory database on a free loopback port, with a
     /// generated admin token.
-    pub fn throwaway() -> Config {
+    pub(crate) fn throwaway() -> Config {
         Config {
             database: Database::Memory,
             listen: "127.0.0.1:0".to_string(),

@@ -1,7 +1,7 @@
 //! The running server: its settings (`config`), assembly and shutdown (`server`), where the
 //! admin token comes from (`admin_token`) and the background sweeper thread (`sweeper`).
 
-pub mod admin_token;
+pub(crate) mod admin_token;
 pub mod config;
 pub mod server;
-pub mod sweeper;
+pub(crate) mod sweeper;

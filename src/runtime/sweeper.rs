@@ -19,10 +19,10 @@ use std::time::Duration;
 /// sweep; large enough that a million expired machines go within a minute. Measured with
 /// 200,000 expired rows under the server's pragmas: 1,000 per batch swept at 35 s per
 /// million, 5,000 at 17 s, the longest transaction about 150 ms either way.
-pub const SWEEP_BATCH: usize = 5000;
+pub(crate) const SWEEP_BATCH: usize = 5000;
 
 /// Deletes every machine expired at `now`, in batches, and writes pending usage stamps.
-pub fn sweep(
+pub(crate) fn sweep(
     store: &Store,
     stamps: &UsageStamps,
     cache: &HotCache,
@@ -90,13 +90,13 @@ enum Wake {
 }
 
 /// Owns the sweeper thread. Dropping it stops the thread after one last sweep and joins it.
-pub struct Sweeper {
+pub(crate) struct Sweeper {
     wake: SyncSender<Wake>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Sweeper {
-    pub fn start(
+    pub(crate) fn start(
         store: Arc<Store>,
         stamps: Arc<UsageStamps>,
         cache: Arc<HotCache>,

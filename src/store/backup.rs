@@ -20,7 +20,7 @@ pub struct BackedUp {
 }
 
 /// Copies the authkeys database at `source` to `out` (created or replaced, mode 0600).
-pub fn backup(source: &Path, out: &Path) -> Result<BackedUp, StartError> {
+pub(crate) fn backup(source: &Path, out: &Path) -> Result<BackedUp, StartError> {
     let fail = |what: &str, err: &dyn std::fmt::Display| StartError::new(format!("{what}: {err}"));
     // Never create an empty database where the user meant an existing one.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;

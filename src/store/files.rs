@@ -29,7 +29,7 @@ impl Database {
 ///
 /// A true SQLite `:memory:` database is one per connection, which would force readers and the
 /// writer onto one connection; a scratch file keeps the same WAL design for both cases.
-pub struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(PathBuf);
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
@@ -40,7 +40,7 @@ impl Drop for ScratchDir {
 }
 
 /// Returns the database file's path, creating the file owner-only if it does not exist.
-pub fn prepare(database: &Database) -> Result<(PathBuf, Option<ScratchDir>), StartError> {
+pub(crate) fn prepare(database: &Database) -> Result<(PathBuf, Option<ScratchDir>), StartError> {
     match database {
         Database::File(path) => {
             create_owner_only(path)?;
@@ -84,7 +84,7 @@ pub(super) fn create_owner_only(path: &Path) -> Result<(), StartError> {
 
 /// Sets an existing file that others could read or write to 0600, with a warning; a missing
 /// file is left missing.
-pub fn tighten(path: &Path) -> Result<(), StartError> {
+pub(crate) fn tighten(path: &Path) -> Result<(), StartError> {
     let fail = |err: std::io::Error| StartError::new(format!("opening {}: {err}", path.display()));
     let mode = match fs::metadata(path) {
         Ok(metadata) => metadata.permissions().mode(),

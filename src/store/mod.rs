@@ -8,10 +8,12 @@ mod files;
 mod read;
 mod write;
 
-pub use backup::{BackedUp, backup};
-pub use files::{Database, tighten};
-pub use read::Reader;
-pub use write::{NewMachine, Writer};
+pub use backup::BackedUp;
+pub(crate) use backup::backup;
+pub use files::Database;
+pub(crate) use files::tighten;
+pub(crate) use read::Reader;
+pub(crate) use write::{NewMachine, Writer};
 
 use crate::domain::error::{self, Error, StartError};
 use rusqlite::config::DbConfig;
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 /// Converts a SQLite failure into the opaque `Error::Storage`, logging its detail here, at the
 /// store boundary, so that it is recorded once and never sent to a client.
-pub fn storage(err: rusqlite::Error) -> Error {
+pub(crate) fn storage(err: rusqlite::Error) -> Error {
     log::error!("storage error: {err}");
     Error::Storage
 }
@@ -67,7 +69,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Store::machine_rows` before the first count.
 const UNKNOWN: i64 = -1;
 
-pub struct Store {
+pub(crate) struct Store {
     path: PathBuf,
     synchronous: &'static str,
     writer: Mutex<Connection>,
@@ -82,7 +84,7 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed, owner-only) and migrates the database.
-    pub fn open(database: &Database) -> Result<Store, StartError> {
+    pub(crate) fn open(database: &Database) -> Result<Store, StartError> {
         let (path, scratch) = files::prepare(database)?;
         // A throwaway instance has nothing to keep across a power cut; everything else makes
         // each acknowledged write durable before the response is sent.
@@ -107,7 +109,10 @@ impl Store {
     /// Runs `work` on a read connection of its own, for reads of one statement each: SQLite
     /// reads every statement from one committed state, so no transaction is needed (the hot
     /// paths save a BEGIN and a ROLLBACK). Reads never wait on the writer (WAL mode).
-    pub fn read<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
+    pub(crate) fn read<T>(
+        &self,
+        work: impl FnOnce(&Reader) -> error::Result<T>,
+    ) -> error::Result<T> {
         let conn = self.checkout_reader()?;
         let result = work(&Reader::new(&conn));
         self.return_reader(conn);
@@ -116,7 +121,10 @@ impl Store {
 
     /// Like `read`, inside one (deferred) transaction, so that several queries see the same
     /// committed state.
-    pub fn snapshot<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
+    pub(crate) fn snapshot<T>(
+        &self,
+        work: impl FnOnce(&Reader) -> error::Result<T>,
+    ) -> error::Result<T> {
         self.read(|r| {
             let tx = r.conn().unchecked_transaction().map_err(storage)?;
             work(&Reader::new(&tx))
@@ -125,7 +133,10 @@ impl Store {
 
     /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer connection, committing
     /// if it returns `Ok` and rolling back otherwise. Keep `work` short: it holds the lock.
-    pub fn write<T>(&self, work: impl FnOnce(&Writer) -> error::Result<T>) -> error::Result<T> {
+    pub(crate) fn write<T>(
+        &self,
+        work: impl FnOnce(&Writer) -> error::Result<T>,
+    ) -> error::Result<T> {
         let mut conn = lock(&self.writer);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -141,14 +152,14 @@ impl Store {
 
     /// How many machine rows exist (logged in, including ephemeral ones expired since the
     /// last sweep), without a query; `None` until `count_machines` has run once.
-    pub fn machine_rows(&self) -> Option<u64> {
+    pub(crate) fn machine_rows(&self) -> Option<u64> {
         u64::try_from(self.machine_rows.load(Ordering::Relaxed)).ok()
     }
 
     /// Counts the machine rows from the per-key counters (one row per key, not per machine)
     /// and keeps the count from now on. Under the writer lock, so no write is missed or
     /// counted twice. The sweeper calls it once, off the start-up path.
-    pub fn count_machines(&self) -> error::Result<u64> {
+    pub(crate) fn count_machines(&self) -> error::Result<u64> {
         let conn = lock(&self.writer);
         let count = Reader::new(&conn).machine_rows_of_all_keys()?;
         self.machine_rows

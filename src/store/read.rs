@@ -56,7 +56,7 @@ fn machines_page_sql(owner: &str) -> String {
 const EXPIRED_UNSWEPT: &str = "SELECT key_pk, count(*) FROM machines INDEXED BY machines_by_expiry
      WHERE expires_at IS NOT NULL AND expires_at <= ?1 GROUP BY key_pk";
 
-pub struct Reader<'c> {
+pub(crate) struct Reader<'c> {
     conn: &'c Connection,
 }
 
@@ -69,7 +69,7 @@ impl<'c> Reader<'c> {
         self.conn
     }
 
-    pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.conn
             .prepare_cached("SELECT value FROM settings WHERE name = ?1")
             .and_then(|mut stmt| stmt.query_row([name], |row| row.get(0)).optional())
@@ -77,7 +77,7 @@ impl<'c> Reader<'c> {
     }
 
     /// The live (not deleted) app with this public id.
-    pub fn app(&self, id: &str) -> Result<Option<App>> {
+    pub(crate) fn app(&self, id: &str) -> Result<Option<App>> {
         let sql =
             format!("SELECT {APP_COLUMNS} FROM apps a WHERE a.id = ?1 AND a.deleted_at IS NULL");
         self.conn
@@ -87,7 +87,7 @@ impl<'c> Reader<'c> {
     }
 
     /// A page of the live apps, by id.
-    pub fn apps(&self, page: &PageRequest) -> Result<Page<App>> {
+    pub(crate) fn apps(&self, page: &PageRequest) -> Result<Page<App>> {
         let after = page.resume(|position| match position {
             Position::App { id } => Some(id.clone()),
             _ => None,
@@ -103,7 +103,7 @@ impl<'c> Reader<'c> {
         }))
     }
 
-    pub fn key(&self, app: &App, key_id: &str, now: Timestamp) -> Result<Option<Key>> {
+    pub(crate) fn key(&self, app: &App, key_id: &str, now: Timestamp) -> Result<Option<Key>> {
         let sql = format!("{KEY_SELECT} WHERE k.app_pk = ?1 AND k.id = ?2");
         let key = self
             .conn
@@ -119,7 +119,7 @@ impl<'c> Reader<'c> {
     }
 
     /// The pk of the app's key with this public id, revoked or not.
-    pub fn key_pk(&self, app: &App, key_id: &str) -> Result<Option<i64>> {
+    pub(crate) fn key_pk(&self, app: &App, key_id: &str) -> Result<Option<i64>> {
         self.conn
             .prepare_cached("SELECT pk FROM keys WHERE id = ?1 AND app_pk = ?2")
             .and_then(|mut stmt| {
@@ -130,7 +130,7 @@ impl<'c> Reader<'c> {
     }
 
     /// A page of the app's keys, newest first; revoked ones only when asked for.
-    pub fn keys(
+    pub(crate) fn keys(
         &self,
         app: &App,
         include_revoked: bool,
@@ -177,7 +177,7 @@ impl<'c> Reader<'c> {
     }
 
     /// The sum of every key's machine rows: one row per key, never one per machine.
-    pub fn machine_rows_of_all_keys(&self) -> Result<u64> {
+    pub(crate) fn machine_rows_of_all_keys(&self) -> Result<u64> {
         self.conn
             .prepare_cached("SELECT coalesce(sum(machine_rows), 0) FROM keys")
             .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
@@ -185,7 +185,7 @@ impl<'c> Reader<'c> {
             .map_err(storage)
     }
 
-    pub fn key_status(&self, hash: &TokenHash) -> Result<Option<KeyStatus>> {
+    pub(crate) fn key_status(&self, hash: &TokenHash) -> Result<Option<KeyStatus>> {
         self.conn
             .prepare_cached(
                 "SELECT k.pk, k.id, a.pk, a.id, k.reusable, k.ephemeral, k.expires_at,
@@ -216,7 +216,7 @@ impl<'c> Reader<'c> {
     /// neither keys nor apps: revoking a key deletes its machines in the same transaction, and
     /// so does deleting an app. The machine's `app` (the app's public id) is left empty for the
     /// caller, which resolves the app by pk (see `app_cache`).
-    pub fn session(&self, token_hash: &TokenHash) -> Result<Option<(i64, Machine)>> {
+    pub(crate) fn session(&self, token_hash: &TokenHash) -> Result<Option<(i64, Machine)>> {
         self.conn
             .prepare_cached(
                 // `machine_from_row`'s columns, with '' for the app's public id.
@@ -234,7 +234,7 @@ impl<'c> Reader<'c> {
     }
 
     /// The app with this pk, deleted or not.
-    pub fn app_by_pk(&self, pk: i64) -> Result<Option<App>> {
+    pub(crate) fn app_by_pk(&self, pk: i64) -> Result<Option<App>> {
         let sql = format!("SELECT {APP_COLUMNS} FROM apps a WHERE a.pk = ?1");
         self.conn
             .prepare_cached(&sql)
@@ -244,7 +244,7 @@ impl<'c> Reader<'c> {
 
     /// A page of the machines that have not expired at `now`, newest first: the app's, or
     /// only those of the key with pk `key_pk` (which the caller found in this app).
-    pub fn active_machines(
+    pub(crate) fn active_machines(
         &self,
         app: &App,
         key_pk: Option<i64>,
@@ -266,7 +266,7 @@ impl<'c> Reader<'c> {
         }))
     }
 
-    pub fn machine(&self, app: &App, machine_id: &str) -> Result<Option<Machine>> {
+    pub(crate) fn machine(&self, app: &App, machine_id: &str) -> Result<Option<Machine>> {
         let sql =
             format!("SELECT {MACHINE_COLUMNS} {MACHINE_JOIN} WHERE m.app_pk = ?1 AND m.id = ?2");
         self.conn

@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::Deref;
 
-pub struct Writer<'c> {
+pub(crate) struct Writer<'c> {
     reader: Reader<'c>,
     /// Machine rows inserted minus deleted in this transaction, for `Store::machine_rows`.
     machines_added: Cell<i64>,
@@ -28,11 +28,11 @@ impl<'c> Deref for Writer<'c> {
 }
 
 /// A machine row about to be inserted.
-pub struct NewMachine<'a> {
-    pub id: String,
-    pub token_hash: TokenHash,
-    pub name: Option<&'a str>,
-    pub expires_at: Option<Timestamp>,
+pub(crate) struct NewMachine<'a> {
+    pub(crate) id: String,
+    pub(crate) token_hash: TokenHash,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) expires_at: Option<Timestamp>,
 }
 
 impl<'c> Writer<'c> {
@@ -62,12 +62,12 @@ impl<'c> Writer<'c> {
             .map_err(storage)
     }
 
-    pub fn delete_setting(&self, name: &str) -> Result<()> {
+    pub(crate) fn delete_setting(&self, name: &str) -> Result<()> {
         self.execute("DELETE FROM settings WHERE name = ?1", params![name])
             .map(drop)
     }
 
-    pub fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
+    pub(crate) fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
         self.execute(
             "INSERT INTO settings (name, value) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -77,7 +77,7 @@ impl<'c> Writer<'c> {
     }
 
     /// Inserts a live app; the caller has checked that no live app has this id.
-    pub fn insert_app(&self, id: &str, name: &str, now: Timestamp) -> Result<App> {
+    pub(crate) fn insert_app(&self, id: &str, name: &str, now: Timestamp) -> Result<App> {
         self.execute(
             "INSERT INTO apps (id, name, created_at) VALUES (?1, ?2, ?3)",
             params![id, name, now.0],
@@ -91,7 +91,7 @@ impl<'c> Writer<'c> {
     }
 
     /// Revokes every key of the app, logs out every machine and marks the app deleted.
-    pub fn delete_app(&self, app: &App, now: Timestamp) -> Result<()> {
+    pub(crate) fn delete_app(&self, app: &App, now: Timestamp) -> Result<()> {
         let deleted = self.execute("DELETE FROM machines WHERE app_pk = ?1", [app.pk])?;
         self.count_machines(-(deleted as i64));
         // Revoked keys have no machines (revoking deleted them), so their count is already 0.
@@ -107,7 +107,7 @@ impl<'c> Writer<'c> {
         .map(drop)
     }
 
-    pub fn insert_key(
+    pub(crate) fn insert_key(
         &self,
         app: &App,
         id: String,
@@ -152,7 +152,7 @@ impl<'c> Writer<'c> {
 
     /// Marks the key revoked and deletes every machine it logged in. Returns how many
     /// machines were logged out.
-    pub fn revoke_key(&self, key: &Key, now: Timestamp) -> Result<usize> {
+    pub(crate) fn revoke_key(&self, key: &Key, now: Timestamp) -> Result<usize> {
         self.execute(
             "UPDATE keys SET revoked_at = ?2, machine_rows = 0 WHERE pk = ?1",
             params![key.pk, now.0],
@@ -163,7 +163,7 @@ impl<'c> Writer<'c> {
     }
 
     /// Records a successful login with `key` and inserts the machine it created.
-    pub fn insert_machine(
+    pub(crate) fn insert_machine(
         &self,
         key: &KeyStatus,
         new: NewMachine,
@@ -205,7 +205,7 @@ impl<'c> Writer<'c> {
     }
 
     /// Deletes one machine; returns its token hash, or `None` if it was already gone.
-    pub fn delete_machine(&self, machine_pk: i64) -> Result<Option<TokenHash>> {
+    pub(crate) fn delete_machine(&self, machine_pk: i64) -> Result<Option<TokenHash>> {
         let deleted: Option<([u8; 32], i64)> = self
             .conn()
             .prepare_cached("DELETE FROM machines WHERE pk = ?1 RETURNING token_hash, key_pk")
@@ -222,7 +222,7 @@ impl<'c> Writer<'c> {
     }
 
     /// Deletes up to `limit` machines that expired at or before `now`; returns how many.
-    pub fn delete_expired_machines(&self, now: Timestamp, limit: usize) -> Result<usize> {
+    pub(crate) fn delete_expired_machines(&self, now: Timestamp, limit: usize) -> Result<usize> {
         self.delete_returning_key_pks(
             "DELETE FROM machines WHERE pk IN (
                  SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)
@@ -265,13 +265,13 @@ impl<'c> Writer<'c> {
 
     /// Moves `last_used_at` forward (never back) for each stamp whose key row still holds its
     /// hash; returns how many rows were stamped.
-    pub fn stamp_keys_used(&self, stamps: &[Stamp]) -> Result<usize> {
+    pub(crate) fn stamp_keys_used(&self, stamps: &[Stamp]) -> Result<usize> {
         self.stamp_rows(STAMP_KEY_USED, stamps)
     }
 
     /// Moves `last_seen_at` forward (never back) for each stamp whose machine row still holds
     /// its token hash; returns how many rows were stamped.
-    pub fn stamp_machines_seen(&self, stamps: &[Stamp]) -> Result<usize> {
+    pub(crate) fn stamp_machines_seen(&self, stamps: &[Stamp]) -> Result<usize> {
         self.stamp_rows(STAMP_MACHINE_SEEN, stamps)
     }
 

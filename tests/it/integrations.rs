@@ -9,7 +9,8 @@ use crate::support::{
     ADMIN_TOKEN, Api, BIN, Options, TestServer, open_db, sample, scrape, session_of,
     wait_until_refused,
 };
-use authkeys::domain::token::{self, TokenKind};
+use authkeys::TokenKind;
+use authkeys::ops;
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -708,8 +709,8 @@ fn write_seed(dir: &Path, seed: &Value) -> PathBuf {
 
 #[test]
 fn seeded_start_logs_in_without_admin_calls_and_is_idempotent() {
-    let reusable = token::generate(TokenKind::AuthKey);
-    let single = token::generate(TokenKind::AuthKey);
+    let reusable = ops::generate_token(TokenKind::AuthKey);
+    let single = ops::generate_token(TokenKind::AuthKey);
     let seed = json!({"apps": [{"id": "ci", "name": "CI", "keys": [
         {"key": reusable.expose(), "reusable": true, "description": "fixture"},
         {"key": single.expose()},
@@ -781,7 +782,7 @@ fn serve_seeded(db: &Path, seed: &Path) -> std::process::Output {
 
 #[test]
 fn a_seed_with_a_repeated_key_at_any_depth_is_refused() {
-    let key = token::generate(TokenKind::AuthKey);
+    let key = ops::generate_token(TokenKind::AuthKey);
     let key = key.expose();
     let dir = tempfile::tempdir().expect("a temp dir");
     let db = dir.path().join("authkeys.db");
@@ -815,7 +816,7 @@ fn a_seed_with_a_repeated_key_at_any_depth_is_refused() {
 
 #[test]
 fn a_bad_seed_stops_the_start_and_changes_nothing() {
-    let good = token::generate(TokenKind::AuthKey);
+    let good = ops::generate_token(TokenKind::AuthKey);
     let mut bad = good.expose().to_string();
     // Break the checksum: the last character changes.
     let last = bad.pop().unwrap();

@@ -1648,7 +1648,7 @@ fn start_with_a_configured_token_uses_it_and_writes_no_token_file() {
     let server = authkeys::Server::start(authkeys::Config {
         database: authkeys::Database::File(db.clone()),
         listen: "127.0.0.1:0".into(),
-        admin_token: Some(authkeys::domain::token::Secret::new(ADMIN_TOKEN.into())),
+        admin_token: Some(authkeys::Secret::new(ADMIN_TOKEN.into())),
         ..authkeys::Config::default()
     })
     .expect("starting");

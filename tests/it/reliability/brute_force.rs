@@ -8,7 +8,8 @@ use super::db;
 use super::races::{concurrent_logins, tally, winners_and_losers};
 use super::raw::{Conn, RawReply};
 use crate::support::*;
-use authkeys::domain::token::{self, TokenKind};
+use authkeys::TokenKind;
+use authkeys::ops;
 use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ const OTHER_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 /// A well-formed key that exists nowhere: what a guesser sends.
 fn guess() -> String {
-    token::generate(TokenKind::AuthKey).expose().to_string()
+    ops::generate_token(TokenKind::AuthKey).expose().to_string()
 }
 
 fn login(conn: &mut Conn, auth_key: &str) -> RawReply {
@@ -244,7 +245,7 @@ impl Door {
             Door::AdminToken => TokenKind::Admin,
             _ => TokenKind::Session,
         };
-        token::generate(kind).expose().to_string()
+        ops::generate_token(kind).expose().to_string()
     }
 }
 

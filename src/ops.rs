@@ -1,0 +1,45 @@
+//! The operations the `authkeys` command (and a test fixture or benchmark) runs on a database
+//! file or a token without starting a server. A deliberate, small API: each is one call into
+//! the module that owns the work.
+
+use crate::authority::seed::{self, Seed};
+use crate::domain::error::StartError;
+use crate::domain::token::{self, Secret, TokenKind};
+use crate::runtime::admin_token;
+use crate::store::{self, Database, Store};
+use std::path::{Path, PathBuf};
+
+pub use crate::store::BackedUp;
+
+/// Copies the database at `source` to `out` (created or replaced, mode 0600) in one
+/// consistent snapshot, while a server may be running on it.
+pub fn backup(source: &Path, out: &Path) -> Result<BackedUp, StartError> {
+    store::backup(source, out)
+}
+
+/// Generates a new admin token for the database, writes it to the token file beside it and
+/// stores its hash; returns the file. A running server keeps the old token until restarted.
+pub fn rotate_admin_token(database: &Database) -> Result<PathBuf, StartError> {
+    admin_token::rotate(database)
+}
+
+/// A new random token of `kind` in its wire format (prefix, random part, checksum).
+pub fn generate_token(kind: TokenKind) -> Secret {
+    token::generate(kind)
+}
+
+/// Creates the database if it does not exist and brings its schema to this version.
+pub fn migrate(database: &Database) -> Result<(), StartError> {
+    Store::open(database).map(drop)
+}
+
+/// Reads and checks a `serve --seed` file (bounded, unknown fields refused).
+pub fn load_seed(path: &Path) -> Result<Seed, StartError> {
+    seed::load(path)
+}
+
+/// `text` with anything shaped like an authkeys token replaced, for messages that may quote
+/// user input.
+pub fn redact_secrets(text: &str) -> String {
+    token::redact_secrets(text)
+}
