@@ -14,6 +14,8 @@
 //! // ... talk HTTP to `url`; the server stops when `server` is dropped.
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod authority;
 mod cache;
 mod domain;

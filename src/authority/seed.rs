@@ -51,11 +51,12 @@ fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D
 /// content (which holds secrets).
 pub(crate) fn load(path: &Path) -> Result<Seed, StartError> {
     let fail = |reason: String| StartError::new(format!("seed file {}: {reason}", path.display()));
-    let file = std::fs::File::open(path).map_err(|err| fail(err.to_string()))?;
+    let file = std::fs::File::open(path)
+        .map_err(|err| StartError::caused(format!("seed file {}", path.display()), err))?;
     let mut text = Vec::new();
     file.take(MAX_SEED_BYTES + 1)
         .read_to_end(&mut text)
-        .map_err(|err| fail(err.to_string()))?;
+        .map_err(|err| StartError::caused(format!("seed file {}", path.display()), err))?;
     if text.len() as u64 > MAX_SEED_BYTES {
         return Err(fail(format!("larger than {MAX_SEED_BYTES} bytes")));
     }

@@ -80,7 +80,7 @@ fn admin_refused(err: RequestError) -> CliError {
             status: 401,
             code: Some(code),
             ..
-        } => CliError(format!(
+        } => CliError::Message(format!(
             "the server did not accept AUTHKEYS_ADMIN_TOKEN ({code}, HTTP 401)"
         )),
         other => other.into(),
@@ -92,7 +92,7 @@ fn client(args: &AdminArgs) -> Result<Admin, CliError> {
         .ok()
         .filter(|token| !token.is_empty())
         .ok_or_else(|| {
-            CliError(
+            CliError::Message(
                 "AUTHKEYS_ADMIN_TOKEN is not set: admin commands need the server's admin token \
                  (a generated one is in <db>.admin-token)"
                     .into(),

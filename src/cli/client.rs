@@ -1,16 +1,21 @@
 //! A small HTTP client for the CLI (ureq): sends JSON, turns the contract's error objects into
 //! one-line messages.
 
-use super::CliError;
 use authkeys::Secret;
 use serde_json::Value;
-use std::fmt;
 use std::time::Duration;
 
-/// Why a request failed: the server could not be reached, or it answered with an error.
-#[derive(Debug)]
+/// Why a request failed: the server could not be reached (the transport's error as
+/// `source()`), or it answered with an error.
+#[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    Unreachable(String),
+    #[error("{context}")]
+    Unreachable {
+        context: String,
+        #[source]
+        cause: ureq::Error,
+    },
+    #[error("{}", api_line(.message, .code, .status))]
     Api {
         status: u16,
         code: Option<String>,
@@ -18,23 +23,11 @@ pub enum RequestError {
     },
 }
 
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RequestError::Unreachable(detail) => f.write_str(detail),
-            RequestError::Api {
-                status,
-                code: Some(code),
-                message,
-            } => write!(f, "{message} ({code}, HTTP {status})"),
-            RequestError::Api { message, .. } => f.write_str(message),
-        }
-    }
-}
-
-impl From<RequestError> for CliError {
-    fn from(err: RequestError) -> CliError {
-        CliError(err.to_string())
+/// The contract's error object as one line: the message, then its code and status if coded.
+fn api_line(message: &str, code: &Option<String>, status: &u16) -> String {
+    match code {
+        Some(code) => format!("{message} ({code}, HTTP {status})"),
+        None => message.to_string(),
     }
 }
 
@@ -77,8 +70,9 @@ impl Client {
     /// Sends a request and returns the JSON body of a success (`null` for 204).
     fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, RequestError> {
         let url = format!("{}{path}", self.base);
-        let unreachable = |err: ureq::Error| {
-            RequestError::Unreachable(format!("cannot reach {}: {err}", self.base))
+        let unreachable = |cause| RequestError::Unreachable {
+            context: format!("cannot reach {}", self.base),
+            cause,
         };
         let mut response = match (method, body) {
             ("GET", _) => self.authorize(self.agent.get(&url)).call(),
@@ -88,9 +82,14 @@ impl Client {
         }
         .map_err(unreachable)?;
         let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().map_err(|err| {
-            RequestError::Unreachable(format!("reading the response from {url}: {err}"))
-        })?;
+        let text =
+            response
+                .body_mut()
+                .read_to_string()
+                .map_err(|cause| RequestError::Unreachable {
+                    context: format!("reading the response from {url}"),
+                    cause,
+                })?;
         let json: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
             return Ok(json.unwrap_or(Value::Null));

@@ -26,7 +26,7 @@ pub fn path() -> Result<PathBuf, CliError> {
     } else if let Some(home) = non_empty("HOME") {
         PathBuf::from(home).join(".config").join("authkeys")
     } else {
-        return Err(CliError(
+        return Err(CliError::Message(
             "cannot find a config directory: set AUTHKEYS_CONFIG_DIR".into(),
         ));
     };
@@ -36,7 +36,7 @@ pub fn path() -> Result<PathBuf, CliError> {
 /// Writes the credentials atomically (temporary file, then rename), owner-only.
 pub fn save(credentials: &Credentials) -> Result<PathBuf, CliError> {
     let path = path()?;
-    let fail = |err: std::io::Error| CliError(format!("saving {}: {err}", path.display()));
+    let fail = |err: std::io::Error| CliError::caused(format!("saving {}", path.display()), err);
     let dir = path.parent().expect("the credentials path has a directory");
     fs::DirBuilder::new()
         .recursive(true)
@@ -63,12 +63,14 @@ pub fn load() -> Result<Credentials, CliError> {
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CliError("not logged in: run `authkeys login` first".into()));
+            return Err(CliError::Message(
+                "not logged in: run `authkeys login` first".into(),
+            ));
         }
-        Err(err) => return Err(CliError(format!("reading {}: {err}", path.display()))),
+        Err(err) => return Err(CliError::caused(format!("reading {}", path.display()), err)),
     };
     serde_json::from_str(&text)
-        .map_err(|err| CliError(format!("{} is not valid: {err}", path.display())))
+        .map_err(|err| CliError::caused(format!("{} is not valid", path.display()), err))
 }
 
 pub fn remove() -> Result<(), CliError> {
@@ -76,6 +78,9 @@ pub fn remove() -> Result<(), CliError> {
     match fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(CliError(format!("removing {}: {err}", path.display()))),
+        Err(err) => Err(CliError::caused(
+            format!("removing {}", path.display()),
+            err,
+        )),
     }
 }

@@ -12,21 +12,42 @@ mod session;
 pub use args::Cli;
 use args::Command;
 use authkeys::TokenKind;
-use authkeys::{Database, ops};
-use std::fmt;
+use authkeys::{Database, StartError, ops};
 use std::process::ExitCode;
 
-/// A failure to report as one line on stderr, with a non-zero exit status.
-#[derive(Debug)]
-pub struct CliError(pub String);
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&ops::redact_secrets(&self.0))
-    }
+/// A failure to report as one line on stderr, with a non-zero exit status. `main` prints it
+/// with its whole `source()` chain, redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A mistake or state the message alone explains.
+    #[error("{0}")]
+    Message(String),
+    /// `context` failed because of an I/O or decoding error underneath.
+    #[error("{context}")]
+    Caused {
+        context: String,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The server could not start, or an operation on its database failed.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A request to a server failed.
+    #[error(transparent)]
+    Request(#[from] client::RequestError),
 }
 
-impl std::error::Error for CliError {}
+impl CliError {
+    fn caused(
+        context: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> CliError {
+        CliError::Caused {
+            context: context.into(),
+            cause: cause.into(),
+        }
+    }
+}
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
@@ -45,8 +66,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Machines(command) => admin::machines(command),
         Command::Backup(args) => backup(&args),
         Command::RotateAdminToken(args) => {
-            let file = ops::rotate_admin_token(&Database::from_arg(&args.db))
-                .map_err(|err| CliError(err.to_string()))?;
+            let file =
+                ops::rotate_admin_token(&Database::from_arg(&args.db)).map_err(CliError::from)?;
             println!(
                 "wrote a new admin token to {}; restart the server to use it",
                 file.display()
@@ -63,11 +84,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 /// `authkeys backup --db PATH OUT`
 fn backup(args: &args::BackupArgs) -> Result<(), CliError> {
     let Database::File(source) = Database::from_arg(&args.db) else {
-        return Err(CliError(
+        return Err(CliError::Message(
             "a :memory: database lives inside its server process and cannot be backed up".into(),
         ));
     };
-    let done = ops::backup(&source, &args.out).map_err(|err| CliError(err.to_string()))?;
+    let done = ops::backup(&source, &args.out).map_err(CliError::from)?;
     println!(
         "backed up {} to {} ({} bytes)",
         source.display(),

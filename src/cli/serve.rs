@@ -30,14 +30,16 @@ fn http_settings(args: &ServeArgs) -> http::Settings {
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let admin_token = match std::env::var("AUTHKEYS_ADMIN_TOKEN") {
         Ok(token) if token.is_empty() => {
-            return Err(CliError("AUTHKEYS_ADMIN_TOKEN is set but empty".into()));
+            return Err(CliError::Message(
+                "AUTHKEYS_ADMIN_TOKEN is set but empty".into(),
+            ));
         }
         Ok(token) => Some(Secret::new(token)),
         Err(_) => None,
     };
     let database = Database::from_arg(&args.db);
     let seed = match &args.seed {
-        Some(path) => Some(ops::load_seed(path).map_err(|err| CliError(err.to_string()))?),
+        Some(path) => Some(ops::load_seed(path).map_err(CliError::from)?),
         None => None,
     };
     let http = http_settings(&args);
@@ -57,12 +59,12 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     };
     // Registered before the ready line, so a signal sent as soon as it is read is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT])
-        .map_err(|err| CliError(format!("installing signal handlers: {err}")))?;
-    let server = Server::start(config).map_err(|err| CliError(err.to_string()))?;
+        .map_err(|err| CliError::caused("installing signal handlers", err))?;
+    let server = Server::start(config).map_err(CliError::from)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", server.ready_line(&database))
         .and_then(|()| stdout.flush())
-        .map_err(|err| CliError(format!("writing the ready line: {err}")))?;
+        .map_err(|err| CliError::caused("writing the ready line", err))?;
     drop(stdout);
     if let Some(signal) = signals.forever().next() {
         log::info!("received signal {signal}: finishing in-flight requests and stopping");

@@ -10,19 +10,18 @@ use authkeys::Secret;
 use serde_json::{Value, json};
 
 pub fn login(args: LoginArgs) -> Result<(), CliError> {
-    let auth_key = args
-        .auth_key
-        .filter(|key| !key.is_empty())
-        .ok_or_else(|| CliError("no auth key: pass --auth-key or set AUTHKEYS_AUTH_KEY".into()))?;
+    let auth_key = args.auth_key.filter(|key| !key.is_empty()).ok_or_else(|| {
+        CliError::Message("no auth key: pass --auth-key or set AUTHKEYS_AUTH_KEY".into())
+    })?;
     let client = Client::new(&args.server.server, None);
     let machine = args.machine.or_else(host_name);
     let response = client.post(
         "/v1/auth/login",
         &json!({"auth_key": auth_key, "machine": machine}),
     )?;
-    let token = response["session_token"]
-        .as_str()
-        .ok_or_else(|| CliError("the server's login response has no session token".into()))?;
+    let token = response["session_token"].as_str().ok_or_else(|| {
+        CliError::Message("the server's login response has no session token".into())
+    })?;
     let machine = &response["machine"];
     let saved = credentials::save(&Credentials {
         server: client.base().to_string(),
@@ -80,7 +79,7 @@ pub fn logout() -> Result<(), CliError> {
     // A session the server no longer knows is as logged out as it gets: forget it either way,
     // unless the server could not be reached at all.
     match client.post("/v1/auth/logout", &Value::Null) {
-        Err(RequestError::Unreachable(detail)) => Err(CliError(detail)),
+        Err(err @ RequestError::Unreachable { .. }) => Err(err.into()),
         Err(_) => {
             credentials::remove()?;
             println!("The session had already ended on the server; removed the saved credentials.");
@@ -104,7 +103,7 @@ fn session_ended(err: RequestError) -> CliError {
             status: 401,
             code: Some(code),
             ..
-        } => CliError(format!(
+        } => CliError::Message(format!(
             "the saved session is no longer valid (logged out, revoked or expired): \
              run `authkeys login` ({code}, HTTP 401)"
         )),

@@ -57,20 +57,33 @@ impl std::error::Error for Error {}
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why the server could not start: a message for the operator, printed as one line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartError(String);
+/// The cause of a `StartError`, kept for `source()`.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the server could not start (or an operation on its database failed): what was being
+/// done, and the failure underneath it, if any, as `source()`. `main` prints the whole chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+pub struct StartError {
+    context: String,
+    #[source]
+    cause: Option<Cause>,
+}
 
 impl StartError {
-    pub(crate) fn new(message: impl Into<String>) -> StartError {
-        StartError(message.into())
+    /// A failure with no error underneath (a rule broken, a file refused).
+    pub(crate) fn new(context: impl Into<String>) -> StartError {
+        StartError {
+            context: context.into(),
+            cause: None,
+        }
+    }
+
+    /// `context` failed because of `cause`.
+    pub(crate) fn caused(context: impl Into<String>, cause: impl Into<Cause>) -> StartError {
+        StartError {
+            context: context.into(),
+            cause: Some(cause.into()),
+        }
     }
 }
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StartError {}

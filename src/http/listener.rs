@@ -47,8 +47,9 @@ impl Listener {
         settings: &Settings,
         metrics: Arc<Metrics>,
     ) -> Result<Listener, StartError> {
-        let cannot_listen =
-            |err: &dyn std::fmt::Display| StartError::new(format!("listening on {listen}: {err}"));
+        let cannot_listen = |err: Box<dyn std::error::Error + Send + Sync>| {
+            StartError::caused(format!("listening on {listen}"), err)
+        };
         let rejection_response = move |rejection: &tiny_http::Rejection, elapsed: Duration| {
             let response = Response::error(&limits::rejection_error(rejection));
             // The method is not known here (the request line may be what was refused).
@@ -57,11 +58,11 @@ impl Listener {
         };
         let server = tiny_http::Server::new(tiny_http::ServerConfig {
             addr: tiny_http::ConfigListenAddr::from_socket_addrs(listen)
-                .map_err(|err| cannot_listen(&err))?,
+                .map_err(|err| cannot_listen(err.into()))?,
             ssl: None,
             limits: limits::limits(settings, Arc::new(rejection_response)),
         })
-        .map_err(|err| cannot_listen(&err))?;
+        .map_err(cannot_listen)?;
         let address = server
             .server_addr()
             .to_ip()

@@ -143,7 +143,7 @@ fn generate(store: &Store, database: &Database) -> Result<Secret, StartError> {
     if let Database::File(path) = database {
         let file = token_file(path);
         write_owner_only(&file, token.expose())
-            .map_err(|err| StartError::new(format!("writing {}: {err}", file.display())))?;
+            .map_err(|err| StartError::caused(format!("writing {}", file.display()), err))?;
         log::info!(
             "generated an admin token and wrote it to {}",
             file.display()
@@ -183,5 +183,5 @@ fn write_owner_only(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 fn start_error(err: &Error) -> StartError {
-    StartError::new(format!("reading the admin token setting: {err}"))
+    StartError::caused("reading the admin token setting", err.clone())
 }

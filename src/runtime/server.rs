@@ -45,7 +45,7 @@ impl Server {
         if let Some(seed) = &config.seed {
             let (apps, keys) = authority
                 .seed(seed, Timestamp::now())
-                .map_err(|err| StartError::new(format!("seeding: {err}")))?;
+                .map_err(|err| StartError::caused("seeding", err))?;
             log::info!("seed applied: created {apps} app(s) and {keys} key(s)");
         }
         let metrics = Arc::new(Metrics::new(http::ROUTE_LABELS));

@@ -21,16 +21,16 @@ pub struct BackedUp {
 
 /// Copies the authkeys database at `source` to `out` (created or replaced, mode 0600).
 pub(crate) fn backup(source: &Path, out: &Path) -> Result<BackedUp, StartError> {
-    let fail = |what: &str, err: &dyn std::fmt::Display| StartError::new(format!("{what}: {err}"));
+    let fail = |what: &str, err: rusqlite::Error| StartError::caused(what, err);
     // Never create an empty database where the user meant an existing one.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let from = Connection::open_with_flags(source, flags)
-        .map_err(|err| fail(&format!("opening {}", source.display()), &err))?;
+        .map_err(|err| fail(&format!("opening {}", source.display()), err))?;
     from.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|err| fail("setting the busy timeout", &err))?;
+        .map_err(|err| fail("setting the busy timeout", err))?;
     let version: i64 = from
         .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|err| fail(&format!("reading {}", source.display()), &err))?;
+        .map_err(|err| fail(&format!("reading {}", source.display()), err))?;
     if !(1..=SCHEMA_VERSION).contains(&version) {
         return Err(StartError::new(format!(
             "{} is not an authkeys database this binary knows (schema version {version})",
@@ -43,9 +43,9 @@ pub(crate) fn backup(source: &Path, out: &Path) -> Result<BackedUp, StartError> 
     create_owner_only(&partial)?;
     let copied = copy(&from, &partial).and_then(|()| {
         fs::rename(&partial, out).map_err(|err| {
-            fail(
-                &format!("moving {} to {}", partial.display(), out.display()),
-                &err,
+            StartError::caused(
+                format!("moving {} to {}", partial.display(), out.display()),
+                err,
             )
         })
     });
@@ -54,17 +54,17 @@ pub(crate) fn backup(source: &Path, out: &Path) -> Result<BackedUp, StartError> 
     }
     copied?;
     let bytes = fs::metadata(out)
-        .map_err(|err| fail(&format!("reading {}", out.display()), &err))?
+        .map_err(|err| StartError::caused(format!("reading {}", out.display()), err))?
         .len();
     Ok(BackedUp { bytes })
 }
 
 fn copy(from: &Connection, to_path: &Path) -> Result<(), StartError> {
     let fail = |err: rusqlite::Error| {
-        StartError::new(format!(
-            "copying the database to {}: {err}",
-            to_path.display()
-        ))
+        StartError::caused(
+            format!("copying the database to {}", to_path.display()),
+            err,
+        )
     };
     let mut to = Connection::open(to_path).map_err(fail)?;
     {
@@ -105,7 +105,7 @@ fn copy(from: &Connection, to_path: &Path) -> Result<(), StartError> {
     to.close().map_err(|(_, err)| fail(err))?;
     fs::File::open(to_path)
         .and_then(|file| file.sync_all())
-        .map_err(|err| StartError::new(format!("syncing {}: {err}", to_path.display())))
+        .map_err(|err| StartError::caused(format!("syncing {}", to_path.display()), err))
 }
 
 /// `OUT.partial`, in the same directory so that the rename is atomic.

@@ -56,7 +56,7 @@ pub(crate) fn prepare(database: &Database) -> Result<(PathBuf, Option<ScratchDir
             fs::DirBuilder::new()
                 .mode(0o700)
                 .create(&dir)
-                .map_err(|err| StartError::new(format!("creating {}: {err}", dir.display())))?;
+                .map_err(|err| StartError::caused(format!("creating {}", dir.display()), err))?;
             let scratch = ScratchDir(dir);
             let path = scratch.0.join("authkeys.db");
             create_owner_only(&path)?;
@@ -75,17 +75,17 @@ pub(super) fn create_owner_only(path: &Path) -> Result<(), StartError> {
     {
         Ok(_) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => tighten(path),
-        Err(err) => Err(StartError::new(format!(
-            "opening {}: {err}",
-            path.display()
-        ))),
+        Err(err) => Err(StartError::caused(
+            format!("opening {}", path.display()),
+            err,
+        )),
     }
 }
 
 /// Sets an existing file that others could read or write to 0600, with a warning; a missing
 /// file is left missing.
 pub(crate) fn tighten(path: &Path) -> Result<(), StartError> {
-    let fail = |err: std::io::Error| StartError::new(format!("opening {}: {err}", path.display()));
+    let fail = |err: std::io::Error| StartError::caused(format!("opening {}", path.display()), err);
     let mode = match fs::metadata(path) {
         Ok(metadata) => metadata.permissions().mode(),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -94,7 +94,7 @@ impl Store {
                 conn.pragma_update(None, "journal_mode", "WAL")?;
                 Ok(conn)
             })
-            .map_err(|err| StartError::new(format!("opening {}: {err}", path.display())))?;
+            .map_err(|err| StartError::caused(format!("opening {}", path.display()), err))?;
         migrate(&writer, &path)?;
         Ok(Store {
             path,
@@ -216,7 +216,7 @@ fn open_connection(path: &std::path::Path, synchronous: &str) -> rusqlite::Resul
 
 fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> {
     let fail =
-        |err: rusqlite::Error| StartError::new(format!("migrating {}: {err}", path.display()));
+        |err: rusqlite::Error| StartError::caused(format!("migrating {}", path.display()), err);
     // The version is read under the write lock, so two processes starting on one file cannot
     // both decide to upgrade it. All steps and the new version commit together, or nothing
     // changes (an early return rolls back).
