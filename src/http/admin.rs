@@ -1,0 +1,106 @@
+//! The endpoints that take the admin token: apps, keys and machines.
+
+use super::context::Ctx;
+use super::dto::{CreateApp, CreateKey, CreatedKey};
+use super::message;
+use super::routes::Route;
+use super::{ApiError, Response, outcome};
+use crate::domain::model::NewKey;
+
+/// Endpoints that take the admin token, which the caller has already checked.
+pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
+    let method = ctx.request.method.as_str();
+    let is_list = matches!(route, Route::Apps | Route::Keys(_) | Route::Machines(_));
+    if !(is_list && method == "GET") {
+        ctx.request.query_params(&[])?;
+    }
+    let response = match (route, method) {
+        (Route::Apps, "GET") => {
+            let (page, _) = ctx.request.page_query(&[])?;
+            Response::page("apps", ctx.authority.apps(&page)?)
+        }
+        (Route::Apps, "POST") => {
+            let body: CreateApp = ctx.request.json()?;
+            Response::json(
+                201,
+                &ctx.authority
+                    .create_app(&body.id, body.name.as_deref(), ctx.now)?,
+            )
+        }
+        (Route::App(app), "GET") => Response::json(200, &ctx.authority.app(app)?),
+        (Route::App(app), "DELETE") => {
+            ctx.authority.delete_app(app, ctx.now)?;
+            ctx.metrics.app_deleted(app);
+            Response::no_content()
+        }
+        (Route::Keys(app), "GET") => {
+            // `tag` (v2's key tags) joins these filters when keys have tags.
+            let (page, filters) = ctx.request.page_query(&["include_revoked"])?;
+            let include_revoked = include_revoked(&filters)?;
+            Response::page(
+                "keys",
+                ctx.authority.keys(app, include_revoked, &page, ctx.now)?,
+            )
+        }
+        (Route::Keys(app), "POST") => {
+            let body: CreateKey = ctx.request.json()?;
+            let new = NewKey {
+                description: body.description,
+                reusable: body.reusable,
+                ephemeral: body.ephemeral,
+                expires_in_secs: body.expires_in,
+            };
+            let (key, secret) = ctx.authority.create_key(app, &new, ctx.now)?;
+            Response::json(
+                201,
+                &CreatedKey {
+                    key: &key,
+                    secret: secret.expose(),
+                },
+            )
+        }
+        (Route::Key(app, key), "GET") => {
+            Response::json(200, &ctx.authority.key(app, key, ctx.now)?)
+        }
+        (Route::Key(app, key), "DELETE") => {
+            let revoked = ctx
+                .authority
+                .revoke_key(app, key, ctx.now)
+                .map_err(ApiError::from);
+            ctx.metrics.revocation(outcome(&revoked, "revoked"));
+            revoked?;
+            ctx.metrics.key_revoked(key);
+            Response::no_content()
+        }
+        (Route::Machines(app), "GET") => {
+            let (page, filters) = ctx.request.page_query(&["key_id"])?;
+            let key_id = message::single(&filters, "key_id")?;
+            Response::page(
+                "machines",
+                ctx.authority.machines(app, key_id, &page, ctx.now)?,
+            )
+        }
+        (Route::Machine(app, machine), "DELETE") => {
+            ctx.authority.logout_machine(app, machine, ctx.now)?;
+            Response::no_content()
+        }
+        _ => unreachable!("Route::methods lists only the pairs matched above"),
+    };
+    Ok(response)
+}
+
+fn include_revoked(filters: &[(String, String)]) -> Result<bool, ApiError> {
+    let mut include = false;
+    for (_, value) in filters {
+        include = match value.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(ApiError::InvalidQuery(
+                    "`include_revoked` must be true or false".into(),
+                ));
+            }
+        };
+    }
+    Ok(include)
+}

@@ -1,0 +1,56 @@
+//! The endpoints other services call: verify an auth key, and forward auth for a reverse
+//! proxy.
+
+use super::context::Ctx;
+use super::dto::{InvalidKey, ValidKey, Verify};
+use super::throttling::Answer;
+use super::{ApiError, Response};
+
+/// `POST /v1/keys/verify`: an auth key in the body, no bearer token. A key that is not good is
+/// a 200 `{"valid": false}`, and a refused credential all the same.
+pub(super) fn verify(ctx: &Ctx) -> Answer {
+    let verdict = (|| {
+        ctx.request.query_params(&[])?;
+        let body: Verify = ctx.request.json()?;
+        Ok::<_, ApiError>(ctx.authority.verify(&body.key, ctx.now)?)
+    })();
+    match verdict {
+        Ok(Ok(key)) => Answer::from(Ok(Response::json(
+            200,
+            &ValidKey {
+                valid: true,
+                app: &key.app,
+                key_id: &key.id,
+                reusable: key.reusable,
+                ephemeral: key.ephemeral,
+                expires_at: key.expires_at,
+            },
+        ))),
+        Ok(Err(problem)) => Answer {
+            result: Ok(Response::json(
+                200,
+                &InvalidKey {
+                    valid: false,
+                    code: problem.code(),
+                },
+            )),
+            refused: Some(problem.code()),
+        },
+        Err(err) => Answer::from(Err(err)),
+    }
+}
+
+/// `GET /v1/forward-auth`: the session's identity as headers for a reverse proxy to pass on,
+/// with an empty body. Same rules as whoami: expiry per request, revocation immediate.
+pub(super) fn forward_auth(ctx: &Ctx, bearer: &str) -> Result<Response, ApiError> {
+    let session = ctx.authority.authenticate_session(bearer, ctx.now)?;
+    Ok(Response {
+        status: 200,
+        headers: vec![
+            ("X-Authkeys-App", session.app.id.clone()),
+            ("X-Authkeys-Machine", session.machine.id.clone()),
+            ("X-Authkeys-Key-Id", session.machine.key_id.clone()),
+        ],
+        body: Vec::new(),
+    })
+}
