@@ -137,10 +137,7 @@ impl Authority {
     }
 
     pub(crate) fn create_app(&self, id: &str, name: Option<&str>, now: Timestamp) -> Result<App> {
-        validate::app_id(id)?;
-        if let Some(name) = name {
-            validate::text("name", name, validate::MAX_APP_NAME_CHARS)?;
-        }
+        validate::new_app(id, name)?;
         self.store.write(|w| {
             if w.app(id)?.is_some() {
                 return Err(Error::AppExists);
@@ -175,12 +172,7 @@ impl Authority {
         new: &NewKey,
         now: Timestamp,
     ) -> Result<(Key, Secret)> {
-        if let Some(description) = &new.description {
-            validate::text("description", description, validate::MAX_DESCRIPTION_CHARS)?;
-        }
-        if let Some(secs) = new.expires_in_secs {
-            validate::expires_in(secs)?;
-        }
+        validate::new_key(new)?;
         let secret = token::generate(TokenKind::AuthKey);
         let hint = token::hint(&secret);
         let key = self.store.write(|w| {
@@ -290,16 +282,19 @@ impl Authority {
     /// restarting with the same seed is a no-op and a seeded key that was revoked stays
     /// revoked. Returns how many apps and keys were created.
     pub(crate) fn seed(&self, seed: &Seed, now: Timestamp) -> Result<(usize, usize)> {
+        // Every rule is checked before anything is written, with the same checks as the API's
+        // create_app and create_key.
         let mut keys = Vec::new();
         for app in &seed.apps {
-            validate::app_id(&app.id)?;
-            if let Some(name) = &app.name {
-                validate::text("name", name, validate::MAX_APP_NAME_CHARS)?;
-            }
+            validate::new_app(&app.id, app.name.as_deref())?;
             for key in &app.keys {
-                if let Some(description) = &key.description {
-                    validate::text("description", description, validate::MAX_DESCRIPTION_CHARS)?;
-                }
+                let new = NewKey {
+                    description: key.description.clone(),
+                    reusable: key.reusable,
+                    ephemeral: key.ephemeral,
+                    expires_in_secs: None,
+                };
+                validate::new_key(&new)?;
                 let hash = token::parse(TokenKind::AuthKey, key.key.expose()).map_err(|_| {
                     Error::InvalidField {
                         field: "key",
@@ -310,7 +305,7 @@ impl Authority {
                         ),
                     }
                 })?;
-                keys.push(hash);
+                keys.push((hash, new));
             }
         }
         let mut hashes = keys.into_iter();
@@ -326,7 +321,7 @@ impl Authority {
                     }
                 };
                 for key in &seeded.keys {
-                    let hash = hashes.next().expect("one hash per seeded key");
+                    let (hash, new) = hashes.next().expect("one hash per seeded key");
                     match w.key_status(&hash)? {
                         Some(existing) if existing.app == app.id => continue,
                         Some(_) => {
@@ -340,12 +335,6 @@ impl Authority {
                         }
                         None => {}
                     }
-                    let new = NewKey {
-                        description: key.description.clone(),
-                        reusable: key.reusable,
-                        ephemeral: key.ephemeral,
-                        expires_in_secs: None,
-                    };
                     let hint = token::hint(&key.key);
                     w.insert_key(&app, token::random_id("key_"), &hash, hint, &new, now)?;
                     keys_created += 1;

@@ -2,6 +2,7 @@
 //! it rejects so the client sees exactly what to fix.
 
 use crate::domain::error::{Error, Result};
+use crate::domain::model::NewKey;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 pub(crate) const MAX_APP_NAME_CHARS: usize = 100;
@@ -10,6 +11,26 @@ pub const MAX_MACHINE_NAME_CHARS: usize = 100;
 /// Ten years: long enough for any real key, short enough that `now + expires_in` cannot
 /// overflow.
 pub(crate) const MAX_EXPIRES_IN_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// The rules for a new app, wherever it comes from (the API or the seed file).
+pub(crate) fn new_app(id: &str, name: Option<&str>) -> Result<()> {
+    app_id(id)?;
+    if let Some(name) = name {
+        text("name", name, MAX_APP_NAME_CHARS)?;
+    }
+    Ok(())
+}
+
+/// The rules for a new key, wherever it comes from (the API or the seed file).
+pub(crate) fn new_key(new: &NewKey) -> Result<()> {
+    if let Some(description) = &new.description {
+        text("description", description, MAX_DESCRIPTION_CHARS)?;
+    }
+    if let Some(secs) = new.expires_in_secs {
+        expires_in(secs)?;
+    }
+    Ok(())
+}
 
 /// App ids match `^[a-z0-9][a-z0-9-]{0,62}$`.
 pub(crate) fn app_id(id: &str) -> Result<()> {
