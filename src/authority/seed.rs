@@ -1,11 +1,15 @@
 //! The seed file of `authkeys serve --seed FILE`: apps and auth keys to create at start, so
 //! a test suite can log in with a key it already knows without any admin call. The caller
 //! chooses each key's full secret (e.g. from `authkeys generate-key`); only its hash is
-//! stored. Applying a seed is the Authority's job (`Authority::seed`); this module reads and
-//! bounds the file.
+//! stored. This module reads and bounds the file, and applies it (`Authority::seed`).
 
+use super::Authority;
 use crate::domain::error::StartError;
+use crate::domain::error::{Error, Result};
+use crate::domain::model::{NewKey, Timestamp};
 use crate::domain::token::Secret;
+use crate::domain::token::{self, TokenKind};
+use crate::domain::validate;
 use serde::Deserialize;
 use std::io::Read;
 use std::path::Path;
@@ -76,6 +80,75 @@ pub(crate) fn load(path: &Path) -> Result<Seed, StartError> {
             };
             fail(crate::domain::token::redact_secrets(&what))
         })
+}
+
+impl Authority {
+    /// Creates the seed's apps and keys that do not exist yet, all in one transaction: a bad
+    /// entry changes nothing. A key already stored for the same app is left as it is, so
+    /// restarting with the same seed is a no-op and a seeded key that was revoked stays
+    /// revoked. Returns how many apps and keys were created.
+    pub(crate) fn seed(&self, seed: &Seed, now: Timestamp) -> Result<(usize, usize)> {
+        // Every rule is checked before anything is written, with the same checks as the API's
+        // create_app and create_key.
+        let mut keys = Vec::new();
+        for app in &seed.apps {
+            validate::new_app(&app.id, app.name.as_deref())?;
+            for key in &app.keys {
+                let new = NewKey {
+                    description: key.description.clone(),
+                    reusable: key.reusable,
+                    ephemeral: key.ephemeral,
+                    expires_in_secs: None,
+                };
+                validate::new_key(&new)?;
+                let hash = token::parse(TokenKind::AuthKey, key.key.expose()).map_err(|_| {
+                    Error::InvalidField {
+                        field: "key",
+                        reason: format!(
+                            "of app {} is not an auth key (ena_ plus 36 characters with a valid \
+                             checksum; `authkeys generate-key` makes one)",
+                            app.id
+                        ),
+                    }
+                })?;
+                keys.push((hash, new));
+            }
+        }
+        let mut hashes = keys.into_iter();
+        self.store.write(|w| {
+            let (mut apps_created, mut keys_created) = (0, 0);
+            for seeded in &seed.apps {
+                let app = match w.app(&seeded.id)? {
+                    Some(app) => app,
+                    None => {
+                        apps_created += 1;
+                        let name = seeded.name.as_deref().unwrap_or(&seeded.id);
+                        w.insert_app(&seeded.id, name, now)?
+                    }
+                };
+                for key in &seeded.keys {
+                    let (hash, new) = hashes.next().expect("one hash per seeded key");
+                    match w.key_status(&hash)? {
+                        Some(existing) if existing.app == app.id => continue,
+                        Some(_) => {
+                            return Err(Error::InvalidField {
+                                field: "key",
+                                reason: format!(
+                                    "seeded for app {} already belongs to another app",
+                                    app.id
+                                ),
+                            });
+                        }
+                        None => {}
+                    }
+                    let hint = token::hint(&key.key);
+                    w.insert_key(&app, token::random_id("key_"), &hash, hint, &new, now)?;
+                    keys_created += 1;
+                }
+            }
+            Ok((apps_created, keys_created))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,152 @@
+//! Apps, keys and machines as the admin manages them: create, list, read, revoke, delete.
+
+use super::Authority;
+use crate::cache::hot::Invalidation;
+use crate::domain::error::{Error, Result};
+use crate::domain::model::{App, Key, Machine, NewKey, Timestamp};
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::token::{self, Secret, TokenKind};
+use crate::domain::validate;
+
+impl Authority {
+    pub(crate) fn create_app(&self, id: &str, name: Option<&str>, now: Timestamp) -> Result<App> {
+        validate::new_app(id, name)?;
+        self.store.write(|w| {
+            if w.app(id)?.is_some() {
+                return Err(Error::AppExists);
+            }
+            w.insert_app(id, name.unwrap_or(id), now)
+        })
+    }
+
+    pub(crate) fn apps(&self, page: &PageRequest) -> Result<Page<App>> {
+        self.store.read(|r| r.apps(page))
+    }
+
+    pub(crate) fn app(&self, id: &str) -> Result<App> {
+        self.store.read(|r| r.app(id)?.ok_or(Error::AppNotFound))
+    }
+
+    /// Deletes the app, revoking its keys and logging out its machines in one transaction.
+    pub(crate) fn delete_app(&self, id: &str, now: Timestamp) -> Result<()> {
+        self.store.write(|w| {
+            let app = w.app(id)?.ok_or(Error::AppNotFound)?;
+            w.delete_app(&app, now)
+        })?;
+        self.cache.invalidate(Invalidation::Everything);
+        log::info!("deleted app {id}: its keys are revoked and its machines logged out");
+        Ok(())
+    }
+
+    /// Generates a key; the secret is returned here and never again.
+    pub(crate) fn create_key(
+        &self,
+        app_id: &str,
+        new: &NewKey,
+        now: Timestamp,
+    ) -> Result<(Key, Secret)> {
+        validate::new_key(new)?;
+        let secret = token::generate(TokenKind::AuthKey);
+        let hint = token::hint(&secret);
+        let key = self.store.write(|w| {
+            let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
+            w.insert_key(
+                &app,
+                token::random_id("key_"),
+                &secret.hash(),
+                hint,
+                new,
+                now,
+            )
+        })?;
+        log::info!("created key {} for app {app_id}", key.id);
+        Ok((key, secret))
+    }
+
+    pub(crate) fn keys(
+        &self,
+        app_id: &str,
+        include_revoked: bool,
+        page: &PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Key>> {
+        self.store.snapshot(|r| {
+            let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
+            r.keys(&app, include_revoked, page, now)
+        })
+    }
+
+    pub(crate) fn key(&self, app_id: &str, key_id: &str, now: Timestamp) -> Result<Key> {
+        self.store.snapshot(|r| {
+            let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
+            r.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)
+        })
+    }
+
+    /// Revokes the key and logs out every machine it logged in, before returning.
+    pub(crate) fn revoke_key(&self, app_id: &str, key_id: &str, now: Timestamp) -> Result<()> {
+        let logged_out = self.store.write(|w| {
+            let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
+            let key = w.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)?;
+            if key.revoked_at.is_some() {
+                return Err(Error::KeyNotFound);
+            }
+            w.revoke_key(&key, now)
+        })?;
+        self.cache.invalidate(Invalidation::Everything);
+        log::info!("revoked key {key_id} of app {app_id}; logged out {logged_out} machine(s)");
+        Ok(())
+    }
+
+    /// A page of the app's active machines, or of those of its key `key_id` only. A key
+    /// that is not the app's has no machines here: the filter matches nothing.
+    pub(crate) fn machines(
+        &self,
+        app_id: &str,
+        key_id: Option<&str>,
+        page: &PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Machine>> {
+        self.store.snapshot(|r| {
+            let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
+            let key_pk = match key_id {
+                None => None,
+                Some(key_id) => match r.key_pk(&app, key_id)? {
+                    Some(pk) => Some(pk),
+                    None => return Ok(Page::default()),
+                },
+            };
+            r.active_machines(&app, key_pk, page, now)
+        })
+    }
+
+    /// How many machine sessions are stored, across all apps, without a query: ephemeral
+    /// ones count until the sweeper removes them (at most one sweep interval after they
+    /// expire). `None` until the sweeper's first pass has counted them.
+    pub(crate) fn machine_rows(&self) -> Option<u64> {
+        self.store.machine_rows()
+    }
+
+    /// Logs out one machine of the app. Expired machines are already logged out: not found.
+    pub(crate) fn logout_machine(
+        &self,
+        app_id: &str,
+        machine_id: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let deleted = self.store.write(|w| {
+            let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
+            let machine = w
+                .machine(&app, machine_id)?
+                .filter(|machine| !machine.is_expired(now))
+                .ok_or(Error::MachineNotFound)?;
+            Ok((machine.pk, w.delete_machine(machine.pk)?))
+        })?;
+        if let (pk, Some(hash)) = deleted {
+            self.stamps.forget_machine(pk, hash);
+        }
+        // Admin logouts are rare enough to clear all.
+        self.cache.invalidate(Invalidation::Everything);
+        Ok(())
+    }
+}
