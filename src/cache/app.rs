@@ -6,12 +6,13 @@
 //! reused (rows are kept as tombstones), and deleting an app deletes its machines in the same
 //! transaction, so no session can lead to a deleted app.
 
+use super::Encoded;
 use crate::domain::error::Result;
 use crate::domain::model::App;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// Apps held at most. Past it, further apps are read from the database on each session miss.
 pub(crate) const CAPACITY: usize = 1024;
@@ -20,7 +21,7 @@ pub(crate) const CAPACITY: usize = 1024;
 #[derive(Debug, Default)]
 pub(crate) struct CachedApp {
     pub(crate) app: App,
-    pub(crate) encoded: OnceLock<Box<RawValue>>,
+    pub(crate) encoded: Encoded<Box<RawValue>>,
 }
 
 impl Deref for CachedApp {
@@ -57,7 +58,7 @@ impl AppCache {
         };
         let app = Arc::new(CachedApp {
             app,
-            encoded: OnceLock::new(),
+            encoded: Encoded::default(),
         });
         let mut apps = self.apps.write().unwrap_or_else(PoisonError::into_inner);
         if apps.len() < CAPACITY {

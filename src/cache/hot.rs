@@ -7,13 +7,14 @@
 //! `generation` ticket before reading the database and `insert` drops the answer if any
 //! invalidation happened since. Expiry is not cached away: callers judge every hit at `now`.
 
+use super::Encoded;
 use crate::cache::app::CachedApp;
 use crate::domain::model::KeyStatus;
 use crate::domain::model::Machine;
 use crate::domain::token::TokenHash;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// Entries per map. A full map evicts its oldest insertion: O(1), no latency spike, and a hot
 /// token that was evicted is back after two misses. About 1 KiB per session.
@@ -27,9 +28,9 @@ const DOORKEEPER_SLOTS: usize = 1 << 16;
 pub(crate) struct Session {
     pub(crate) app: Arc<CachedApp>,
     pub(crate) machine: Machine,
-    /// The HTTP layer's encoding of this answer, made once per cached entry so that a hot
-    /// token is not re-encoded on every request. It lives and dies with the entry.
-    pub(crate) encoded: OnceLock<Vec<u8>>,
+    /// The encoded whoami body, made once per cached entry so that a hot token is not
+    /// re-encoded on every request.
+    pub(crate) encoded: Encoded<Vec<u8>>,
 }
 
 impl Session {
@@ -37,7 +38,7 @@ impl Session {
         Session {
             app,
             machine,
-            encoded: OnceLock::new(),
+            encoded: Encoded::default(),
         }
     }
 }

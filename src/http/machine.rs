@@ -28,8 +28,8 @@ pub(super) fn session(ctx: &Ctx, route: Route, bearer: &str) -> Result<Response,
         return Ok(Response::no_content());
     }
     let session = ctx.authority.authenticate_session(bearer, ctx.now)?;
-    let body = session.encoded.get_or_init(|| {
-        let app = session.app.encoded.get_or_init(|| {
+    let body = session.encoded.get_or_encode(|| {
+        let app = session.app.encoded.get_or_encode(|| {
             serde_json::value::to_raw_value(&session.app.app).expect("an app always serialises")
         });
         let identity = Identity {
