@@ -1,6 +1,6 @@
-//! The bounds a client cannot push the server past, enforced by the patched tiny_http
-//! (`vendor/tiny_http`, see its CHANGES-authkeys.md) before a request reaches a worker, and
-//! the translation of its refusals into the contract's errors.
+//! The bounds a client cannot push the server past, enforced by authkeys-http (our fork of
+//! tiny_http, `crates/authkeys-http`; see its CHANGES-authkeys.md) before a request reaches a
+//! worker, and the translation of its refusals into the contract's errors.
 
 use super::forwarded::TrustedProxies;
 use super::{ApiError, MAX_BODY_BYTES};
@@ -53,13 +53,13 @@ impl Default for Settings {
     }
 }
 
-/// The limits handed to tiny_http, with `rejection_response` answering its refusals.
+/// The limits handed to authkeys-http, with `rejection_response` answering its refusals.
 pub fn limits(
     settings: &Settings,
-    rejection_response: Arc<tiny_http::RejectionResponse>,
-) -> tiny_http::Limits {
+    rejection_response: Arc<authkeys_http::RejectionResponse>,
+) -> authkeys_http::Limits {
     let trusted = settings.trusted_proxies.clone();
-    tiny_http::Limits {
+    authkeys_http::Limits {
         max_line: MAX_LINE_BYTES,
         max_headers: MAX_HEADERS,
         max_head: MAX_HEAD_BYTES,
@@ -77,9 +77,9 @@ pub fn limits(
     }
 }
 
-/// The contract's error for a request tiny_http refused.
-pub fn rejection_error(rejection: &tiny_http::Rejection) -> ApiError {
-    use tiny_http::Rejection;
+/// The contract's error for a request authkeys-http refused.
+pub fn rejection_error(rejection: &authkeys_http::Rejection) -> ApiError {
+    use authkeys_http::Rejection;
     match rejection {
         Rejection::Malformed(what) => ApiError::MalformedRequest(what),
         Rejection::Timeout => ApiError::RequestTimeout,

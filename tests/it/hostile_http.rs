@@ -631,7 +631,7 @@ fn running_out_of_file_descriptors_is_survived_without_spinning() {
     let address = address(&server);
     healthz(address, Duration::from_secs(5));
 
-    // 120 keep-alive connections need 240 descriptors (tiny_http holds two per connection):
+    // 120 keep-alive connections need 240 descriptors (authkeys-http holds two per connection):
     // some are answered, the rest wait in the backlog while accept fails with EMFILE.
     let clients: Vec<_> = (0..120)
         .map(|_| {

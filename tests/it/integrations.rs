@@ -24,14 +24,15 @@ use std::time::{Duration, Instant};
 
 /// An upstream that answers every request with the identity headers it received, as JSON.
 struct EchoUpstream {
-    server: Arc<tiny_http::Server>,
+    server: Arc<authkeys_http::Server>,
     address: SocketAddr,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EchoUpstream {
     fn start() -> EchoUpstream {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("upstream listens"));
+        let server =
+            Arc::new(authkeys_http::Server::http("127.0.0.1:0").expect("upstream listens"));
         let address = server.server_addr().to_ip().expect("an IP address");
         let serving = Arc::clone(&server);
         let thread = thread::spawn(move || {
@@ -52,7 +53,7 @@ impl EchoUpstream {
                     "key_id": header("X-Authkeys-Key-Id"),
                     "authorization": header("Authorization"),
                 });
-                let _ = request.respond(tiny_http::Response::from_string(body.to_string()));
+                let _ = request.respond(authkeys_http::Response::from_string(body.to_string()));
             }
         });
         EchoUpstream {

@@ -455,7 +455,7 @@ impl Reply {
     }
 }
 
-/// Polls until connecting to `address` is refused: tiny_http's accept thread notices a closed
+/// Polls until connecting to `address` is refused: authkeys-http's accept thread notices a closed
 /// server on its own schedule.
 pub fn wait_until_refused(address: std::net::SocketAddr) -> Result<(), String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

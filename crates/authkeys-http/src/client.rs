@@ -33,9 +33,6 @@ pub struct ClientConnection {
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
 
-    // true if the connection goes through SSL
-    secure: bool,
-
     // authkeys patch: the bounds enforced on this connection, and the read deadline that
     // `read` moves as a request progresses.
     limits: Arc<Limits>,
@@ -106,7 +103,6 @@ impl ClientConnection {
         slot: Slot,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
-        let secure = read_socket.secure();
         let deadline = Deadline::default();
         read_socket.set_deadline(deadline.clone());
 
@@ -115,7 +111,6 @@ impl ClientConnection {
             writer: SharedWriter::new(BufWriter::with_capacity(1024, write_socket)),
             remote_addr,
             no_more_requests: false,
-            secure,
             limits,
             deadline,
             in_progress,
@@ -299,7 +294,6 @@ impl ClientConnection {
 
         // building the request, its body read whole from this connection's reader
         let request = crate::request::new_request(
-            self.secure,
             method,
             path,
             version,
@@ -493,7 +487,7 @@ mod test {
             request_timeout: REQUEST,
             ..Limits::default()
         };
-        let server = Server::from_listener_with_limits(listener, None, limits).unwrap();
+        let server = Server::from_listener_with_limits(listener, limits).unwrap();
         std::thread::spawn(move || {
             for request in server.incoming_requests() {
                 std::thread::sleep(delay);
