@@ -31,7 +31,7 @@ use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 /// This mechanic is disabled if:
 ///
 ///  - The body of a request is large enough (handling requires pipelining requires storing the
-///    body of the request in a buffer ; if the body is too big, tiny-http will avoid doing that)
+///    body of the request in a buffer ; if the body is too big, the server will avoid doing that)
 ///  - A request sends a `Expect: 100-continue` header (which means that the client waits to
 ///    know whether its body will be processed before sending it)
 ///  - A request sends a `Connection: close` header or `Connection: upgrade` header (used for
@@ -280,7 +280,7 @@ impl Request {
     /// If you detect that the request wants to use some kind of protocol upgrade, you can
     ///  call this function to obtain full control of the socket stream.
     ///
-    /// If you call this on a non-websocket request, tiny-http will wait until this `Stream` object
+    /// If you call this on a non-websocket request, the server will wait until this `Stream` object
     ///  is destroyed before continuing to read or write on the socket. Therefore you should always
     ///  destroy it as soon as possible.
     pub fn upgrade<R: Read>(
