@@ -198,7 +198,7 @@ const STANDARD_HEADERS: &[(&str, &str)] = &[
     ("X-Content-Type-Options", "nosniff"),
 ];
 
-/// The headers nearly every response carries, checked once: building a `authkeys_http::Header`
+/// The headers nearly every response carries, checked once: building an `authkeys_http::Header`
 /// validates every byte, and cloning a checked one is several times cheaper (callgrind).
 static CHECKED_HEADERS: LazyLock<Vec<authkeys_http::Header>> = LazyLock::new(|| {
     STANDARD_HEADERS
