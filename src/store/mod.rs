@@ -227,8 +227,11 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
             )));
         }
     };
-    for step in steps {
+    for (done, step) in steps.iter().enumerate() {
         tx.execute_batch(step).map_err(fail)?;
+        if done == 0 && steps.len() > 1 {
+            pause_if_testing_an_interrupted_upgrade(path);
+        }
     }
     if !has_column(&tx, "keys", "machine_rows").map_err(fail)? {
         tx.execute_batch(ADD_MACHINE_ROWS).map_err(fail)?;
@@ -249,6 +252,23 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
         ),
     }
     Ok(())
+}
+
+/// Set only by the test that kills an upgrade part-way (tests/it/schema.rs): with it, an
+/// upgrade of more than one step stops after its first, inside the open transaction, and
+/// says so, so the test's `kill -9` lands exactly there rather than at a guessed moment.
+const PAUSE_UPGRADE_ENV: &str = "AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP";
+
+fn pause_if_testing_an_interrupted_upgrade(path: &std::path::Path) {
+    if std::env::var_os(PAUSE_UPGRADE_ENV).is_some() {
+        log::warn!(
+            "{}: upgrade paused after its first step ({PAUSE_UPGRADE_ENV})",
+            path.display()
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 }
 
 fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
