@@ -6,14 +6,14 @@
 
 use crate::reliability::raw::Conn;
 use crate::support::{
-    ADMIN_TOKEN, Api, BIN, Options, TestServer, open_db, sample, scrape, session_of,
-    wait_until_refused,
+    ADMIN_TOKEN, Api, BIN, Options, Reaped, TestServer, eventually, open_db, sample, scrape,
+    session_of, wait_until_refused,
 };
 use authkeys::token::{self, TokenKind};
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -84,7 +84,7 @@ enum ProxyKind {
 struct Proxy {
     url: String,
     dir: tempfile::TempDir,
-    child: Child,
+    _child: Reaped,
 }
 
 impl Proxy {
@@ -102,32 +102,34 @@ impl Proxy {
                 ProxyKind::Caddy => caddy_command(dir.path(), authkeys, upstream, port),
             };
             let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("a log");
-            let mut child = command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .unwrap_or_else(|err| panic!("running {kind:?} (scripts/test installs it): {err}"));
+            let mut child = Reaped::new(
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(stderr)
+                    .spawn()
+                    .unwrap_or_else(|err| {
+                        panic!("running {kind:?} (scripts/test installs it): {err}")
+                    }),
+            );
             let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let exited = loop {
-                if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                    break None;
-                }
-                if let Some(status) = child.try_wait().expect("waiting for the proxy") {
-                    break Some(status);
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{kind:?} did not listen on {address}"
-                );
-                thread::sleep(Duration::from_millis(20));
-            };
+            // `Some(None)`: listening; `Some(Some(status))`: exited first.
+            let exited = eventually(
+                &format!("{kind:?} to listen on {address}"),
+                Duration::from_secs(10),
+                || {
+                    if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+                        return Some(None);
+                    }
+                    let status = child.child_mut().try_wait().expect("waiting for the proxy");
+                    status.map(Some)
+                },
+            );
             let Some(status) = exited else {
                 return Proxy {
                     url: format!("http://{address}"),
                     dir,
-                    child,
+                    _child: child,
                 };
             };
             let log = read_logs(dir.path());
@@ -141,13 +143,6 @@ impl Proxy {
 
     fn log(&self) -> String {
         read_logs(self.dir.path())
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -673,7 +668,7 @@ fn library_fixture_starts_in_one_call_and_stops_on_drop() {
         .parse()
         .expect("an address");
     drop(server);
-    wait_until_refused(address).expect("the dropped server stops listening");
+    wait_until_refused(address);
 }
 
 #[test]
