@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------
 // Forward auth through nginx and Caddy
@@ -618,23 +618,19 @@ fn metrics_move_with_real_traffic() {
 
     // The ephemeral machine expires after 1 s; a sweep (every 1 s) then deletes it.
     wait_past(&login["machine"]["expires_at"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = scrape(&anonymous);
-        if sample(&now, "authkeys_swept_machines_total") >= 1.0 {
-            assert!(
-                sample(&now, r#"authkeys_sweeps_total{outcome="ok"}"#) >= 1.0,
-                "{now}"
-            );
-            assert_eq!(sample(&now, "authkeys_active_machines"), 0.0, "{now}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no sweep removed the expired machine\n{now}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    let now = eventually(
+        "a sweep to remove the expired machine",
+        Duration::from_secs(10),
+        || {
+            let now = scrape(&anonymous);
+            (sample(&now, "authkeys_swept_machines_total") >= 1.0).then_some(now)
+        },
+    );
+    assert!(
+        sample(&now, r#"authkeys_sweeps_total{outcome="ok"}"#) >= 1.0,
+        "{now}"
+    );
+    assert_eq!(sample(&now, "authkeys_active_machines"), 0.0, "{now}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1065,18 +1061,16 @@ fn rotating_the_generated_admin_token_retires_the_old_one() {
 /// Scrapes until `series` appears (the machine count is known once the sweeper thread has
 /// counted, just after start); returns its value.
 fn scrape_until_present(api: &Api, series: &str) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = scrape(api);
-        if text
-            .lines()
-            .any(|line| line.starts_with(&format!("{series} ")))
-        {
-            return sample(&text, series);
-        }
-        assert!(Instant::now() < deadline, "{series} never appeared\n{text}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        &format!("{series} to appear"),
+        Duration::from_secs(10),
+        || {
+            let text = scrape(api);
+            text.lines()
+                .any(|line| line.starts_with(&format!("{series} ")))
+                .then(|| sample(&text, series))
+        },
+    )
 }
 
 /// `authkeys_active_machines` is kept by the writes that add and remove machines, not counted

@@ -69,20 +69,16 @@ struct Quiet {
 fn wait_for_quiet(server: &TestServer) -> Quiet {
     let mut unfinished_at = Instant::now();
     let before = sweeps(server);
-    let deadline = unfinished_at + 10 * SWEEP_INTERVAL;
-    loop {
+    eventually("a sweep to finish", 10 * SWEEP_INTERVAL, || {
         let asked = Instant::now();
         let now = sweeps(server);
-        if now > before {
-            return Quiet {
-                sweeps: now,
-                until: unfinished_at + SWEEP_INTERVAL,
-            };
-        }
-        assert!(asked < deadline, "no sweep finished\n{}", server.log());
+        let quiet = (now > before).then_some(Quiet {
+            sweeps: now,
+            until: unfinished_at + SWEEP_INTERVAL,
+        });
         unfinished_at = asked;
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        quiet
+    })
 }
 
 /// Returns once a sweep that started after this call has finished: one may be running now.
