@@ -3,7 +3,7 @@
 
 use crate::http;
 use crate::seed::Seed;
-use crate::store::Database;
+use crate::store::{self, Database};
 use crate::throttle;
 use crate::token::Secret;
 use std::time::Duration;
@@ -27,6 +27,8 @@ pub struct Config {
     pub login_failures: throttle::Limits,
     /// Connection caps, trusted proxies and HTTP timeouts.
     pub http: http::Settings,
+    /// How long a statement waits for another process's SQLite lock before failing.
+    pub busy_timeout: Duration,
 }
 
 pub const DEFAULT_DB: &str = "./authkeys.db";
@@ -47,6 +49,7 @@ impl Default for Config {
             seed: None,
             login_failures: throttle::Limits::default(),
             http: http::Settings::default(),
+            busy_timeout: store::BUSY_TIMEOUT,
         }
     }
 }
@@ -60,5 +63,32 @@ impl Config {
             listen: "127.0.0.1:0".to_string(),
             ..Config::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tests that wait these out set them short (hidden `--sweep-interval-ms` and
+    /// `--sqlite-busy-timeout-ms`); the real defaults stay what `--help` and the store say.
+    #[test]
+    fn the_default_waits_are_the_documented_ones() {
+        let config = Config::default();
+        let docs = include_str!("../docs/configuration.md");
+        for (flag, value) in [
+            ("--sweep-interval SECS", config.sweep_interval),
+            ("--ephemeral-ttl SECS", config.ephemeral_ttl),
+        ] {
+            let prefix = format!("| `{flag}` |");
+            let row = docs.lines().find(|line| line.starts_with(&prefix));
+            let default = format!("| `{}` |", value.as_secs());
+            assert!(
+                row.is_some_and(|row| row.contains(&default)),
+                "docs/configuration.md: {flag} is not documented as {default}: {row:?}"
+            );
+        }
+        // Not a flag anyone sets: the wait the store's comment describes.
+        assert_eq!(config.busy_timeout, Duration::from_secs(5));
     }
 }

@@ -90,3 +90,30 @@ pub fn rejection_error(rejection: &authkeys_http::Rejection) -> ApiError {
         Rejection::VersionNotSupported => ApiError::HttpVersionNotSupported,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tests that wait out these timeouts set them short (hidden `--http-*-timeout-ms`
+    /// flags); this holds the real defaults to what docs/api.md ("HTTP limits") promises.
+    #[test]
+    fn the_default_timeouts_are_the_documented_ones() {
+        let docs = include_str!("../../docs/api.md");
+        let settings = Settings::default();
+        for (bound, value) in [
+            (
+                "wait for a request to start (idle keep-alive)",
+                settings.idle_timeout,
+            ),
+            ("one whole request, once started", settings.request_timeout),
+            (
+                "writing a response to a client that does not read",
+                WRITE_TIMEOUT,
+            ),
+        ] {
+            let row = format!("| {bound} | {} s |", value.as_secs());
+            assert!(docs.contains(&row), "docs/api.md has no row {row:?}");
+        }
+    }
+}

@@ -49,15 +49,8 @@ fn shutdown_joins_the_workers_and_closes_the_port() {
     assert_eq!(get(&format!("http://{address}/")).0, 204);
     listener.shutdown();
     drop(listener);
-    // authkeys-http's accept thread notices the close flag on its own schedule: poll briefly.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{address} still accepts connections"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // authkeys-http's accept thread notices the close flag on its own schedule.
+    crate::support::wait_until_refused(address);
 }
 
 /// Opens `count` connections at once, then sends one request on each at the same moment and
