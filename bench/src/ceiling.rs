@@ -1,4 +1,4 @@
-//! The reference servers every ratio is measured against: tiny_http with the same number of
+//! The reference servers every ratio is measured against: authkeys-http with the same number of
 //! worker threads as authkeys, answering a small JSON body either directly (`empty`) or after
 //! one indexed SQLite lookup of the bearer token's hash (`lookup`).
 
@@ -13,7 +13,7 @@ pub fn serve(args: &[String]) -> Result<(), String> {
         _ => return Err("ceiling takes empty or lookup".into()),
     };
     let db = crate::flag(args, "--db").unwrap_or(":memory:").to_string();
-    let server = tiny_http::Server::http("127.0.0.1:0").map_err(|err| err.to_string())?;
+    let server = authkeys_http::Server::http("127.0.0.1:0").map_err(|err| err.to_string())?;
     let address = server.server_addr().to_ip().expect("an IP listener");
     let server = Arc::new(server);
     let workers: Vec<_> = (0..authkeys::config::DEFAULT_WORKERS)
@@ -30,9 +30,10 @@ pub fn serve(args: &[String]) -> Result<(), String> {
                         None => r#"{"status":"ok"}"#.to_string(),
                         Some(conn) => lookup_body(conn, &request),
                     };
-                    let header = tiny_http::Header::from_bytes("Content-Type", "application/json")
-                        .expect("a valid header");
-                    let response = tiny_http::Response::from_string(body).with_header(header);
+                    let header =
+                        authkeys_http::Header::from_bytes("Content-Type", "application/json")
+                            .expect("a valid header");
+                    let response = authkeys_http::Response::from_string(body).with_header(header);
                     let _ = request.respond(response);
                 }
             })
@@ -48,7 +49,7 @@ pub fn serve(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn lookup_body(conn: &Connection, request: &tiny_http::Request) -> String {
+fn lookup_body(conn: &Connection, request: &authkeys_http::Request) -> String {
     let token = request
         .headers()
         .iter()

@@ -357,7 +357,7 @@ pub fn run(quick: bool) -> Result<(), String> {
         rows.push(row(
             &format!(
                 "ceilings ({name}'s requests): tiny_http 0.12.0 as published, \
-                 {UPSTREAM_WORKERS} workers / the patched fork, {} workers",
+                 {UPSTREAM_WORKERS} workers / authkeys-http (the fork), {} workers",
                 authkeys::config::DEFAULT_WORKERS
             ),
             format!("{} / {}", load_figure(&loads[0]), load_figure(&loads[1])),

@@ -115,6 +115,13 @@ pub struct ServeArgs {
     #[arg(long, hide = true, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub http_request_timeout_ms: Option<u64>,
+    /// Milliseconds between sweeps, instead of --sweep-interval (tests).
+    #[arg(long, hide = true, value_name = "MS", conflicts_with = "sweep_interval",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sweep_interval_ms: Option<u64>,
+    /// How long a statement waits for another process's SQLite lock (tests).
+    #[arg(long, hide = true, value_name = "MS")]
+    pub sqlite_busy_timeout_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]

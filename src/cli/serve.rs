@@ -47,7 +47,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         database: database.clone(),
         listen: args.listen,
         ephemeral_ttl: Duration::from_secs(args.ephemeral_ttl),
-        sweep_interval: Duration::from_secs(args.sweep_interval),
+        sweep_interval: args.sweep_interval_ms.map_or(
+            Duration::from_secs(args.sweep_interval),
+            Duration::from_millis,
+        ),
         admin_token,
         workers: DEFAULT_WORKERS,
         login_failures: config::ThrottleLimits {
@@ -56,6 +59,9 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         },
         seed,
         http,
+        busy_timeout: args
+            .sqlite_busy_timeout_ms
+            .map_or(config::DEFAULT_BUSY_TIMEOUT, Duration::from_millis),
     };
     // Registered before the ready line, so a signal sent as soon as it is read is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT])

@@ -1,6 +1,6 @@
-//! The bounds a client cannot push the server past, enforced by the patched tiny_http
-//! (`vendor/tiny_http`, see its CHANGES-authkeys.md) before a request reaches a worker, and
-//! the translation of its refusals into the contract's errors.
+//! The bounds a client cannot push the server past, enforced by authkeys-http (our fork of
+//! tiny_http, `crates/authkeys-http`; see its CHANGES-authkeys.md) before a request reaches a
+//! worker, and the translation of its refusals into the contract's errors.
 
 use super::forwarded::TrustedProxies;
 use super::{ApiError, MAX_BODY_BYTES};
@@ -53,13 +53,13 @@ impl Default for Settings {
     }
 }
 
-/// The limits handed to tiny_http, with `rejection_response` answering its refusals.
+/// The limits handed to authkeys-http, with `rejection_response` answering its refusals.
 pub(crate) fn limits(
     settings: &Settings,
-    rejection_response: Arc<tiny_http::RejectionResponse>,
-) -> tiny_http::Limits {
+    rejection_response: Arc<authkeys_http::RejectionResponse>,
+) -> authkeys_http::Limits {
     let trusted = settings.trusted_proxies.clone();
-    tiny_http::Limits {
+    authkeys_http::Limits {
         max_line: MAX_LINE_BYTES,
         max_headers: MAX_HEADERS,
         max_head: MAX_HEAD_BYTES,
@@ -77,9 +77,9 @@ pub(crate) fn limits(
     }
 }
 
-/// The contract's error for a request tiny_http refused.
-pub(crate) fn rejection_error(rejection: &tiny_http::Rejection) -> ApiError {
-    use tiny_http::Rejection;
+/// The contract's error for a request authkeys-http refused.
+pub(crate) fn rejection_error(rejection: &authkeys_http::Rejection) -> ApiError {
+    use authkeys_http::Rejection;
     match rejection {
         Rejection::Malformed(what) => ApiError::MalformedRequest(what),
         Rejection::Timeout => ApiError::RequestTimeout,
@@ -88,5 +88,32 @@ pub(crate) fn rejection_error(rejection: &tiny_http::Rejection) -> ApiError {
         Rejection::ExpectationFailed => ApiError::ExpectationFailed,
         Rejection::HeadersTooLarge => ApiError::HeadersTooLarge,
         Rejection::VersionNotSupported => ApiError::HttpVersionNotSupported,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tests that wait out these timeouts set them short (hidden `--http-*-timeout-ms`
+    /// flags); this holds the real defaults to what docs/api.md ("HTTP limits") promises.
+    #[test]
+    fn the_default_timeouts_are_the_documented_ones() {
+        let docs = include_str!("../../docs/api.md");
+        let settings = Settings::default();
+        for (bound, value) in [
+            (
+                "wait for a request to start (idle keep-alive)",
+                settings.idle_timeout,
+            ),
+            ("one whole request, once started", settings.request_timeout),
+            (
+                "writing a response to a client that does not read",
+                WRITE_TIMEOUT,
+            ),
+        ] {
+            let row = format!("| {bound} | {} s |", value.as_secs());
+            assert!(docs.contains(&row), "docs/api.md has no row {row:?}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The tiny_http adapter: a fixed pool of worker threads that take requests tiny_http has
+//! The authkeys-http adapter: a fixed pool of worker threads that take requests authkeys-http has
 //! already read whole within `http::limits`, call the handler (in production `http::handle`)
 //! under `catch_unwind`, and write the response. Workers never wait on a client's input.
 //! Shutdown unblocks and joins every worker after the requests already received are answered.
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
 pub struct Listener {
-    server: Arc<tiny_http::Server>,
+    server: Arc<authkeys_http::Server>,
     address: SocketAddr,
     stopping: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
@@ -50,16 +50,15 @@ impl Listener {
         let cannot_listen = |err: Box<dyn std::error::Error + Send + Sync>| {
             StartError::caused(format!("listening on {listen}"), err)
         };
-        let rejection_response = move |rejection: &tiny_http::Rejection, elapsed: Duration| {
+        let rejection_response = move |rejection: &authkeys_http::Rejection, elapsed: Duration| {
             let response = Response::error(&limits::rejection_error(rejection));
             // The method is not known here (the request line may be what was refused).
             metrics.request(routes::UNMATCHED, "other", response.status, elapsed);
             to_tiny(response)
         };
-        let server = tiny_http::Server::new(tiny_http::ServerConfig {
-            addr: tiny_http::ConfigListenAddr::from_socket_addrs(listen)
+        let server = authkeys_http::Server::new(authkeys_http::ServerConfig {
+            addr: authkeys_http::ConfigListenAddr::from_socket_addrs(listen)
                 .map_err(|err| cannot_listen(err.into()))?,
-            ssl: None,
             limits: limits::limits(settings, Arc::new(rejection_response)),
         })
         .map_err(cannot_listen)?;
@@ -128,7 +127,7 @@ impl Drop for Listener {
 }
 
 fn serve(
-    server: &tiny_http::Server,
+    server: &authkeys_http::Server,
     handler: &Handler,
     trusted: &TrustedProxies,
     stopping: &AtomicBool,
@@ -142,7 +141,7 @@ fn serve(
     }
 }
 
-fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: tiny_http::Request) {
+fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: authkeys_http::Request) {
     // Timed only for the debug line: a clock read per request is not free.
     let started = log::log_enabled!(log::Level::Debug).then(Instant::now);
     let method = raw.method().as_str().to_string();
@@ -172,15 +171,16 @@ fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: tiny_http::Requ
     }
 }
 
-/// The response tiny_http writes. One whose headers cannot be sent as they are (a CR, LF or
+/// The response authkeys-http writes. One whose headers cannot be sent as they are (a CR, LF or
 /// other control character in a value, which would let its source inject headers) becomes a
 /// 500 instead.
-fn to_tiny(response: Response) -> tiny_http::Response<Cursor<Vec<u8>>> {
+fn to_tiny(response: Response) -> authkeys_http::Response<Cursor<Vec<u8>>> {
     let own = response
         .headers
         .iter()
         .map(|(name, value)| (*name, value.as_str()));
-    let mut out = tiny_http::Response::from_data(response.body).with_status_code(response.status);
+    let mut out =
+        authkeys_http::Response::from_data(response.body).with_status_code(response.status);
     for (name, value) in own.chain(STANDARD_HEADERS.iter().copied()) {
         let Ok(header) = tiny_header(name, value) else {
             log::error!(
@@ -199,32 +199,32 @@ const STANDARD_HEADERS: &[(&str, &str)] = &[
     ("X-Content-Type-Options", "nosniff"),
 ];
 
-/// The headers nearly every response carries, checked once: building a `tiny_http::Header`
+/// The headers nearly every response carries, checked once: building an `authkeys_http::Header`
 /// validates every byte, and cloning a checked one is several times cheaper (callgrind).
-static CHECKED_HEADERS: LazyLock<Vec<tiny_http::Header>> = LazyLock::new(|| {
+static CHECKED_HEADERS: LazyLock<Vec<authkeys_http::Header>> = LazyLock::new(|| {
     STANDARD_HEADERS
         .iter()
         .chain(&[("Content-Type", "application/json")])
         .map(|(name, value)| {
-            tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
+            authkeys_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
                 .expect("a constant header is valid")
         })
         .collect()
 });
 
-fn tiny_header(name: &str, value: &str) -> Result<tiny_http::Header, ()> {
+fn tiny_header(name: &str, value: &str) -> Result<authkeys_http::Header, ()> {
     let checked = CHECKED_HEADERS
         .iter()
         .find(|h| h.field.as_str().as_str() == name && h.value.as_str() == value);
     match checked {
         Some(header) => Ok(header.clone()),
-        None => tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()),
+        None => authkeys_http::Header::from_bytes(name.as_bytes(), value.as_bytes()),
     }
 }
 
-/// Takes the body. tiny_http has already read it whole and refused one over `MAX_BODY_BYTES`
+/// Takes the body. authkeys-http has already read it whole and refused one over `MAX_BODY_BYTES`
 /// (see `http::limits`), so this reads from memory; the bound is checked again regardless.
-fn read_body(raw: &mut tiny_http::Request) -> Result<Vec<u8>, ApiError> {
+fn read_body(raw: &mut authkeys_http::Request) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     raw.as_reader()
         .take(MAX_BODY_BYTES as u64 + 1)
@@ -238,7 +238,7 @@ fn read_body(raw: &mut tiny_http::Request) -> Result<Vec<u8>, ApiError> {
 
 /// The client's address: the peer's, or the one a trusted proxy forwarded (`forwarded`). A
 /// forwarded address has no port (0).
-fn client_address(trusted: &TrustedProxies, raw: &tiny_http::Request) -> Option<SocketAddr> {
+fn client_address(trusted: &TrustedProxies, raw: &authkeys_http::Request) -> Option<SocketAddr> {
     let peer = raw.remote_addr()?;
     let forwarded_for = raw
         .headers()
@@ -255,7 +255,7 @@ fn client_address(trusted: &TrustedProxies, raw: &tiny_http::Request) -> Option<
 
 /// The one `Authorization` header, if any. Two are refused rather than one picked: a proxy in
 /// front may check one and we another.
-fn authorization(raw: &tiny_http::Request) -> Result<Option<String>, ApiError> {
+fn authorization(raw: &authkeys_http::Request) -> Result<Option<String>, ApiError> {
     let mut values = raw
         .headers()
         .iter()
@@ -271,7 +271,7 @@ fn authorization(raw: &tiny_http::Request) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn header(raw: &tiny_http::Request, name: &'static str) -> Option<String> {
+fn header(raw: &authkeys_http::Request, name: &'static str) -> Option<String> {
     raw.headers()
         .iter()
         .find(|header| header.field.equiv(name))

@@ -1,4 +1,4 @@
-//! The request and response values `handle` works on, independent of tiny_http, plus the
+//! The request and response values `handle` works on, independent of authkeys-http, plus the
 //! decoding of bodies, queries and bearer tokens.
 
 use super::errors::ApiError;

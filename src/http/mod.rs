@@ -1,5 +1,5 @@
 //! The HTTP API. `handle` turns a `Request` into a `Response` given the authority and the
-//! time, and is testable without a socket; `listener` carries it over tiny_http. This module
+//! time, and is testable without a socket; `listener` carries it over authkeys-http. This module
 //! decodes, routes and encodes: it contains no SQL and no business rules. It also serves the
 //! admin dashboard's static files (`dashboard`), which call the same API. Here: `handle`,
 //! routing to the handlers by audience (`machine`, `integration`, `admin`), each given one

@@ -4,7 +4,7 @@
 use crate::authority::seed::Seed;
 use crate::domain::token::Secret;
 use crate::http;
-use crate::store::Database;
+use crate::store::{self, Database};
 use std::time::Duration;
 
 pub use crate::http::throttle::{
@@ -31,6 +31,8 @@ pub struct Config {
     pub login_failures: ThrottleLimits,
     /// Connection caps, trusted proxies and HTTP timeouts.
     pub http: http::Settings,
+    /// How long a statement waits for another process's SQLite lock before failing.
+    pub busy_timeout: Duration,
 }
 
 pub const DEFAULT_DB: &str = "./authkeys.db";
@@ -38,6 +40,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7373";
 pub const DEFAULT_EPHEMERAL_TTL_SECS: u64 = 3600;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
 pub const DEFAULT_WORKERS: usize = 8;
+/// How long a statement waits for another process's lock on the database file.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = store::BUSY_TIMEOUT;
 
 impl Default for Config {
     fn default() -> Config {
@@ -51,6 +55,7 @@ impl Default for Config {
             seed: None,
             login_failures: ThrottleLimits::default(),
             http: http::Settings::default(),
+            busy_timeout: store::BUSY_TIMEOUT,
         }
     }
 }
@@ -64,5 +69,32 @@ impl Config {
             listen: "127.0.0.1:0".to_string(),
             ..Config::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tests that wait these out set them short (hidden `--sweep-interval-ms` and
+    /// `--sqlite-busy-timeout-ms`); the real defaults stay what `--help` and the store say.
+    #[test]
+    fn the_default_waits_are_the_documented_ones() {
+        let config = Config::default();
+        let docs = include_str!("../../docs/configuration.md");
+        for (flag, value) in [
+            ("--sweep-interval SECS", config.sweep_interval),
+            ("--ephemeral-ttl SECS", config.ephemeral_ttl),
+        ] {
+            let prefix = format!("| `{flag}` |");
+            let row = docs.lines().find(|line| line.starts_with(&prefix));
+            let default = format!("| `{}` |", value.as_secs());
+            assert!(
+                row.is_some_and(|row| row.contains(&default)),
+                "docs/configuration.md: {flag} is not documented as {default}: {row:?}"
+            );
+        }
+        // Not a flag anyone sets: the wait the store's comment describes.
+        assert_eq!(config.busy_timeout, Duration::from_secs(5));
     }
 }

@@ -31,7 +31,7 @@ pub struct Server {
 impl Server {
     pub fn start(config: Config) -> Result<Server, StartError> {
         admin_token::check_configured(config.admin_token.as_ref())?;
-        let store = Arc::new(Store::open(&config.database)?);
+        let store = Arc::new(Store::open_with(&config.database, config.busy_timeout)?);
         let admin = admin_token::resolve(&store, &config.database, config.admin_token.as_ref())?;
         let stamps = Arc::new(UsageStamps::default());
         let cache = Arc::new(HotCache::default());

@@ -65,13 +65,15 @@ const ADD_MACHINE_ROWS: &str = "
 const READER_CACHE_KIB: i64 = 1024;
 /// How long a statement waits for a lock before failing. Writers are serialised by a mutex
 /// first, so this only matters when another process (a backup, a second server) holds it.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// `Config::busy_timeout` by default; the tests that wait one out set it short.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Store::machine_rows` before the first count.
 const UNKNOWN: i64 = -1;
 
 pub(crate) struct Store {
     path: PathBuf,
     synchronous: &'static str,
+    busy_timeout: Duration,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     /// How many machine rows exist (`UNKNOWN` until `count_machines` has run): changed only
@@ -85,11 +87,19 @@ pub(crate) struct Store {
 impl Store {
     /// Opens (creating if needed, owner-only) and migrates the database.
     pub(crate) fn open(database: &Database) -> Result<Store, StartError> {
+        Store::open_with(database, BUSY_TIMEOUT)
+    }
+
+    /// `open`, with statements waiting up to `busy_timeout` for another process's lock.
+    pub(crate) fn open_with(
+        database: &Database,
+        busy_timeout: Duration,
+    ) -> Result<Store, StartError> {
         let (path, scratch) = files::prepare(database)?;
         // A throwaway instance has nothing to keep across a power cut; everything else makes
         // each acknowledged write durable before the response is sent.
         let synchronous = if scratch.is_some() { "OFF" } else { "FULL" };
-        let writer = open_connection(&path, synchronous)
+        let writer = open_connection(&path, synchronous, busy_timeout)
             .and_then(|conn| {
                 conn.pragma_update(None, "journal_mode", "WAL")?;
                 Ok(conn)
@@ -99,6 +109,7 @@ impl Store {
         Ok(Store {
             path,
             synchronous,
+            busy_timeout,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             machine_rows: AtomicI64::new(UNKNOWN),
@@ -180,7 +191,7 @@ impl Store {
         if let Some(conn) = lock(&self.readers).pop() {
             return Ok(conn);
         }
-        open_connection(&self.path, self.synchronous)
+        open_connection(&self.path, self.synchronous, self.busy_timeout)
             .and_then(|conn| {
                 conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
                 Ok(conn)
@@ -199,7 +210,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn open_connection(path: &std::path::Path, synchronous: &str) -> rusqlite::Result<Connection> {
+fn open_connection(
+    path: &std::path::Path,
+    synchronous: &str,
+    busy_timeout: Duration,
+) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     // Query-plan stability: without it SQLite (built with STAT4, as the bundled one is) marks
@@ -208,7 +223,7 @@ fn open_connection(path: &std::path::Path, synchronous: &str) -> rusqlite::Resul
     // request, two thirds of all instructions; measured on 1,000,000 rows: 25 µs → 6 µs per
     // session lookup. Our queries have one right plan each.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", synchronous)?;
     Ok(conn)
@@ -245,8 +260,11 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
             )));
         }
     };
-    for step in steps {
+    for (done, step) in steps.iter().enumerate() {
         tx.execute_batch(step).map_err(fail)?;
+        if done == 0 && steps.len() > 1 {
+            pause_if_testing_an_interrupted_upgrade(path);
+        }
     }
     if !has_column(&tx, "keys", "machine_rows").map_err(fail)? {
         tx.execute_batch(ADD_MACHINE_ROWS).map_err(fail)?;
@@ -267,6 +285,23 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
         ),
     }
     Ok(())
+}
+
+/// Set only by the test that kills an upgrade part-way (tests/it/schema.rs): with it, an
+/// upgrade of more than one step stops after its first, inside the open transaction, and
+/// says so, so the test's `kill -9` lands exactly there rather than at a guessed moment.
+const PAUSE_UPGRADE_ENV: &str = "AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP";
+
+fn pause_if_testing_an_interrupted_upgrade(path: &std::path::Path) {
+    if std::env::var_os(PAUSE_UPGRADE_ENV).is_some() {
+        log::warn!(
+            "{}: upgrade paused after its first step ({PAUSE_UPGRADE_ENV})",
+            path.display()
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 }
 
 fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {

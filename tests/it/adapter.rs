@@ -1,4 +1,4 @@
-//! The tiny_http adapter on its own: a handler that panics answers 500 in the contract's
+//! The authkeys-http adapter on its own: a handler that panics answers 500 in the contract's
 //! shape and the same server keeps answering, shutdown joins every worker, and a burst of new
 //! kept-alive connections (what a browser opens) is served in full.
 
@@ -49,15 +49,8 @@ fn shutdown_joins_the_workers_and_closes_the_port() {
     assert_eq!(get(&format!("http://{address}/")).0, 204);
     listener.shutdown();
     drop(listener);
-    // tiny_http's accept thread notices the close flag on its own schedule: poll briefly.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{address} still accepts connections"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // authkeys-http's accept thread notices the close flag on its own schedule.
+    crate::support::wait_until_refused(address);
 }
 
 /// Opens `count` connections at once, then sends one request on each at the same moment and
@@ -93,7 +86,7 @@ fn burst_of_kept_alive_connections(address: std::net::SocketAddr, count: usize) 
 
 #[test]
 fn a_burst_of_new_kept_alive_connections_is_served_in_full() {
-    // tiny_http's pool once counted a thread already woken for one connection as free for the
+    // authkeys-http's pool once counted a thread already woken for one connection as free for the
     // next, so a burst left a connection queued until another one closed: more than half of
     // these rounds lost a request. Each round needs a fresh pool, so a fresh listener.
     let handler = |_: &Request| Response::json(200, &serde_json::json!({}));
@@ -110,7 +103,7 @@ fn a_burst_of_new_kept_alive_connections_is_served_in_full() {
 
 #[test]
 fn a_response_larger_than_the_write_buffer_is_not_held_back_by_nagle() {
-    // With Nagle's algorithm on, the last segment of a response larger than tiny_http's 1 KiB
+    // With Nagle's algorithm on, the last segment of a response larger than authkeys-http's 1 KiB
     // write buffer waited for the client's delayed ACK: about 45 ms per request on a kept-alive
     // connection instead of about 1. The bound is far from both, so this never flakes.
     let body = "x".repeat(8 * 1024);

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: shapes, times, listings.
@@ -1520,19 +1520,15 @@ fn machines_listing_shows_active_machines_only() {
         to_revoke["id"].as_str().expect("id")
     );
     expect_no_content(admin.delete(&revoke_path));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let reply = whoami(&server, &session_of(&short_lived));
-        if reply.status == 401 {
-            reply.expect_error(401, "session_expired");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the ephemeral session never expired"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        "the ephemeral session to expire",
+        Duration::from_secs(5),
+        || {
+            let reply = whoami(&server, &session_of(&short_lived));
+            (reply.status == 401).then_some(reply)
+        },
+    )
+    .expect_error(401, "session_expired");
     whoami(&server, &session_of(&revoked)).expect_error(401, "invalid_credentials");
 
     let listing = expect_json(admin.get("/v1/apps/fleet/machines"), 200);

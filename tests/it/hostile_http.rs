@@ -11,9 +11,27 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The server's bounds (docs/api.md, "HTTP limits").
+/// The server's default request bound (docs/api.md, "HTTP limits"; a unit test in
+/// src/http/limits.rs holds the docs to it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bounds the timeout tests set (`--http-request-timeout-ms`, `--http-idle-timeout-ms`),
+/// so they wait out a second rather than the defaults.
+const SHORT_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
+const SHORT_IDLE_TIMEOUT: Duration = Duration::from_millis(700);
+
+fn start_with_short_timeouts() -> TestServer {
+    TestServer::start_with(
+        Options::default()
+            .arg(
+                "--http-request-timeout-ms",
+                &SHORT_REQUEST_TIMEOUT.as_millis().to_string(),
+            )
+            .arg(
+                "--http-idle-timeout-ms",
+                &SHORT_IDLE_TIMEOUT.as_millis().to_string(),
+            ),
+    )
+}
 
 const MIB: u64 = 1024 * 1024;
 
@@ -242,7 +260,7 @@ fn a_normal_request_is_answered_promptly_while_500_slow_clients_trickle() {
 
 #[test]
 fn a_request_trickled_past_the_deadline_gets_408_and_is_closed() {
-    let server = TestServer::start();
+    let server = start_with_short_timeouts();
     let mut stream = connect(address(&server));
     let started = Instant::now();
     stream
@@ -257,11 +275,12 @@ fn a_request_trickled_past_the_deadline_gets_408_and_is_closed() {
             }
         }
     });
-    let reply = read_until_closed(&mut stream, REQUEST_TIMEOUT + Duration::from_secs(5));
+    let reply = read_until_closed(&mut stream, SHORT_REQUEST_TIMEOUT + Duration::from_secs(5));
     let took = started.elapsed();
     reply.expect_refusal(408, "request_timeout", "a trickled request");
+    // The server's clock starts at the first byte, after `started`: never sooner than this.
     assert!(
-        took >= REQUEST_TIMEOUT - Duration::from_millis(500),
+        took >= SHORT_REQUEST_TIMEOUT - Duration::from_millis(50),
         "cut off after only {took:?}"
     );
     trickler.join().expect("the trickler");
@@ -269,13 +288,19 @@ fn a_request_trickled_past_the_deadline_gets_408_and_is_closed() {
 
 #[test]
 fn an_idle_connection_is_closed_without_a_response() {
-    let server = TestServer::start();
+    let server = start_with_short_timeouts();
+    let started = Instant::now();
     let mut stream = connect(address(&server));
-    let reply = read_until_closed(&mut stream, IDLE_TIMEOUT + Duration::from_secs(5));
+    let reply = read_until_closed(&mut stream, SHORT_IDLE_TIMEOUT + Duration::from_secs(5));
+    let took = started.elapsed();
     assert!(
         reply.closed && reply.bytes.is_empty(),
         "an idle connection was not closed silently: {:?}",
         reply.text()
+    );
+    assert!(
+        took >= SHORT_IDLE_TIMEOUT - Duration::from_millis(50),
+        "closed after only {took:?}"
     );
 }
 
@@ -631,7 +656,7 @@ fn running_out_of_file_descriptors_is_survived_without_spinning() {
     let address = address(&server);
     healthz(address, Duration::from_secs(5));
 
-    // 120 keep-alive connections need 240 descriptors (tiny_http holds two per connection):
+    // 120 keep-alive connections need 240 descriptors (authkeys-http holds two per connection):
     // some are answered, the rest wait in the backlog while accept fails with EMFILE.
     let clients: Vec<_> = (0..120)
         .map(|_| {
@@ -682,14 +707,11 @@ fn running_out_of_file_descriptors_is_survived_without_spinning() {
     // The freed descriptors are taken first by the dead connections still queued in the
     // backlog, and a connection made while the queue overflowed waits for the kernel's SYN-ACK
     // retries: ask on fresh connections until answered, within a bound.
-    let recovering = Instant::now();
-    while exchange_within(address, HEALTHZ, Duration::from_secs(2)).status() != Some(200) {
-        assert!(
-            recovering.elapsed() < Duration::from_secs(20),
-            "not serving 20 s after the clients left:\n{}",
-            server.log()
-        );
-    }
+    wait_for(
+        "serving again after the clients left",
+        Duration::from_secs(20),
+        || exchange_within(address, HEALTHZ, Duration::from_secs(2)).status() == Some(200),
+    );
     assert!(
         server.log().contains("accepting connections again"),
         "{}",

@@ -4,7 +4,7 @@
 
 use crate::support::*;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Asks three times: the second miss caches the session, the third answer comes from the cache.
 fn whoami_cached(server: &TestServer, session: &str) -> Value {
@@ -122,16 +122,7 @@ fn whoami_shows_last_seen_within_a_sweep_interval_even_when_cached() {
     let session = session_of(&server.login(key["key"].as_str().expect("key")));
     let first = whoami_cached(&server, &session);
     assert_eq!(first["machine"]["last_seen_at"], Value::Null);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let now = whoami_cached(&server, &session);
-        if now["machine"]["last_seen_at"].is_string() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "last_seen_at never appeared: {now}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("last_seen_at to appear", Duration::from_secs(5), || {
+        whoami_cached(&server, &session)["machine"]["last_seen_at"].is_string()
+    });
 }

@@ -6,33 +6,34 @@
 
 use crate::reliability::raw::Conn;
 use crate::support::{
-    ADMIN_TOKEN, Api, BIN, Options, TestServer, open_db, sample, scrape, session_of,
-    wait_until_refused,
+    ADMIN_TOKEN, Api, BIN, Options, Reaped, TestServer, eventually, open_db, sample, scrape,
+    session_of, wait_until_refused,
 };
 use authkeys::TokenKind;
 use authkeys::ops;
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------
 // Forward auth through nginx and Caddy
 
 /// An upstream that answers every request with the identity headers it received, as JSON.
 struct EchoUpstream {
-    server: Arc<tiny_http::Server>,
+    server: Arc<authkeys_http::Server>,
     address: SocketAddr,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EchoUpstream {
     fn start() -> EchoUpstream {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("upstream listens"));
+        let server =
+            Arc::new(authkeys_http::Server::http("127.0.0.1:0").expect("upstream listens"));
         let address = server.server_addr().to_ip().expect("an IP address");
         let serving = Arc::clone(&server);
         let thread = thread::spawn(move || {
@@ -53,7 +54,7 @@ impl EchoUpstream {
                     "key_id": header("X-Authkeys-Key-Id"),
                     "authorization": header("Authorization"),
                 });
-                let _ = request.respond(tiny_http::Response::from_string(body.to_string()));
+                let _ = request.respond(authkeys_http::Response::from_string(body.to_string()));
             }
         });
         EchoUpstream {
@@ -85,7 +86,7 @@ enum ProxyKind {
 struct Proxy {
     url: String,
     dir: tempfile::TempDir,
-    child: Child,
+    _child: Reaped,
 }
 
 impl Proxy {
@@ -103,32 +104,34 @@ impl Proxy {
                 ProxyKind::Caddy => caddy_command(dir.path(), authkeys, upstream, port),
             };
             let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("a log");
-            let mut child = command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .unwrap_or_else(|err| panic!("running {kind:?} (scripts/test installs it): {err}"));
+            let mut child = Reaped::new(
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(stderr)
+                    .spawn()
+                    .unwrap_or_else(|err| {
+                        panic!("running {kind:?} (scripts/test installs it): {err}")
+                    }),
+            );
             let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let exited = loop {
-                if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                    break None;
-                }
-                if let Some(status) = child.try_wait().expect("waiting for the proxy") {
-                    break Some(status);
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{kind:?} did not listen on {address}"
-                );
-                thread::sleep(Duration::from_millis(20));
-            };
+            // `Some(None)`: listening; `Some(Some(status))`: exited first.
+            let exited = eventually(
+                &format!("{kind:?} to listen on {address}"),
+                Duration::from_secs(10),
+                || {
+                    if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+                        return Some(None);
+                    }
+                    let status = child.child_mut().try_wait().expect("waiting for the proxy");
+                    status.map(Some)
+                },
+            );
             let Some(status) = exited else {
                 return Proxy {
                     url: format!("http://{address}"),
                     dir,
-                    child,
+                    _child: child,
                 };
             };
             let log = read_logs(dir.path());
@@ -142,13 +145,6 @@ impl Proxy {
 
     fn log(&self) -> String {
         read_logs(self.dir.path())
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -624,23 +620,19 @@ fn metrics_move_with_real_traffic() {
 
     // The ephemeral machine expires after 1 s; a sweep (every 1 s) then deletes it.
     wait_past(&login["machine"]["expires_at"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = scrape(&anonymous);
-        if sample(&now, "authkeys_swept_machines_total") >= 1.0 {
-            assert!(
-                sample(&now, r#"authkeys_sweeps_total{outcome="ok"}"#) >= 1.0,
-                "{now}"
-            );
-            assert_eq!(sample(&now, "authkeys_active_machines"), 0.0, "{now}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no sweep removed the expired machine\n{now}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    let now = eventually(
+        "a sweep to remove the expired machine",
+        Duration::from_secs(10),
+        || {
+            let now = scrape(&anonymous);
+            (sample(&now, "authkeys_swept_machines_total") >= 1.0).then_some(now)
+        },
+    );
+    assert!(
+        sample(&now, r#"authkeys_sweeps_total{outcome="ok"}"#) >= 1.0,
+        "{now}"
+    );
+    assert_eq!(sample(&now, "authkeys_active_machines"), 0.0, "{now}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -674,7 +666,7 @@ fn library_fixture_starts_in_one_call_and_stops_on_drop() {
         .parse()
         .expect("an address");
     drop(server);
-    wait_until_refused(address).expect("the dropped server stops listening");
+    wait_until_refused(address);
 }
 
 #[test]
@@ -1071,18 +1063,16 @@ fn rotating_the_generated_admin_token_retires_the_old_one() {
 /// Scrapes until `series` appears (the machine count is known once the sweeper thread has
 /// counted, just after start); returns its value.
 fn scrape_until_present(api: &Api, series: &str) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = scrape(api);
-        if text
-            .lines()
-            .any(|line| line.starts_with(&format!("{series} ")))
-        {
-            return sample(&text, series);
-        }
-        assert!(Instant::now() < deadline, "{series} never appeared\n{text}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        &format!("{series} to appear"),
+        Duration::from_secs(10),
+        || {
+            let text = scrape(api);
+            text.lines()
+                .any(|line| line.starts_with(&format!("{series} ")))
+                .then(|| sample(&text, series))
+        },
+    )
 }
 
 /// `authkeys_active_machines` is kept by the writes that add and remove machines, not counted

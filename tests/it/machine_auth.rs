@@ -266,21 +266,6 @@ fn sleep_past(time: &Value) {
     }
 }
 
-/// Polls `check` every 50 ms until it returns true or `timeout` passes.
-fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `prefix` + 30 random characters + their 6-character base62 CRC32, as the contract says.
 fn token_with_checksum(prefix: &str, random: &str) -> String {
     const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -950,7 +935,7 @@ fn no_request_started_after_a_revocation_returned_is_accepted() {
         })
     };
 
-    eventually(Duration::from_secs(5), "the clients to get going", || {
+    wait_for("the clients to get going", Duration::from_secs(5), || {
         accepted.load(Ordering::SeqCst) >= 4 * CLIENTS
     });
     server
@@ -1062,7 +1047,7 @@ fn the_sweeper_deletes_expired_machines_and_writes_usage_stamps() {
     let before = now_millis();
     whoami(&server, &lasting.token).expect(200);
     assert_eq!(verify(&server, &verified.secret), valid_verdict(&verified));
-    eventually(Duration::from_secs(4), "usage stamps to be written", || {
+    wait_for("usage stamps to be written", Duration::from_secs(4), || {
         let seen = list_machines(&server)
             .into_iter()
             .find(|m| m["id"] == lasting.id())
@@ -1085,9 +1070,9 @@ fn the_sweeper_deletes_expired_machines_and_writes_usage_stamps() {
     }
     assert_eq!(used["uses"], 0, "verifying is not a use: {used}");
 
-    eventually(
-        Duration::from_secs(5),
+    wait_for(
         "expired machines to be deleted",
+        Duration::from_secs(5),
         || machine_rows(&server) == 1,
     );
     for session in &expiring {

@@ -8,13 +8,12 @@ use crate::support::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 /// How long any bounded wait in this module may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -56,126 +55,6 @@ fn serve_command(dir: &Path) -> Command {
         .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "debug");
     command
-}
-
-/// A server process run by this module rather than the harness, so that a test sees every
-/// line it prints on stdout and can send it any signal without waiting for it to exit.
-struct OwnServer {
-    child: Child,
-    stdout_lines: mpsc::Receiver<String>,
-    ready_line: String,
-    log_path: PathBuf,
-    exited: bool,
-}
-
-impl OwnServer {
-    /// Spawns `command`, logging to `log_path`, and waits (bounded) for its first stdout line.
-    fn spawn(mut command: Command, log_path: &Path) -> OwnServer {
-        let log = fs::File::create(log_path).expect("creating the log file");
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawning authkeys");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (sender, stdout_lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let ready_line = match stdout_lines.recv_timeout(DEADLINE) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "authkeys printed no ready line\n--- server log ---\n{}",
-                    fs::read_to_string(log_path).unwrap_or_default()
-                );
-            }
-        };
-        OwnServer {
-            child,
-            stdout_lines,
-            ready_line,
-            log_path: log_path.to_path_buf(),
-            exited: false,
-        }
-    }
-
-    fn ready(&self) -> Value {
-        serde_json::from_str(&self.ready_line)
-            .unwrap_or_else(|err| panic!("ready line {:?} is not JSON: {err}", self.ready_line))
-    }
-
-    fn url(&self) -> String {
-        self.ready()["url"]
-            .as_str()
-            .expect("the ready line has a url")
-            .to_string()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// Sends `signal` (`TERM`, `INT`, …) with kill(1) and returns at once.
-    fn send_signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{signal} failed");
-    }
-
-    /// Waits (bounded) for the process to exit.
-    fn wait(&mut self) -> ExitStatus {
-        let status = wait_with_timeout(&mut self.child, DEADLINE)
-            .unwrap_or_else(|| panic!("the server did not exit\n--- log ---\n{}", self.log()));
-        self.exited = true;
-        status
-    }
-
-    /// Every stdout line after the ready line; call once the process has exited.
-    fn rest_of_stdout(&self) -> Vec<String> {
-        let deadline = Instant::now() + DEADLINE;
-        let mut lines = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout_lines.recv_timeout(left) {
-                Ok(line) => lines.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stdout was never closed"),
-            }
-        }
-    }
-
-    /// Polls the log until a line contains `needle`.
-    fn wait_for_log(&self, needle: &str) {
-        let deadline = Instant::now() + DEADLINE;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "the log never said {needle:?}\n--- log ---\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        if !self.exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// How a process that was expected to exit by itself ended.
@@ -356,7 +235,7 @@ fn healthz(url: &str) -> (u16, Value) {
 #[test]
 fn ready_line_of_a_file_database_is_only_the_url_and_nothing_else_is_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = OwnServer::spawn(serve_command(dir.path()), &dir.path().join("log"));
+    let mut server = ServerProcess::spawn(serve_command(dir.path()), &dir.path().join("log"));
     check_ready_line(&server.ready(), &[]);
     assert_eq!(
         server.ready_line,
@@ -386,7 +265,7 @@ fn ready_line_of_a_memory_database_carries_a_working_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = bare_serve_command(dir.path());
     command.args(["--db", ":memory:", "--listen", "127.0.0.1:0"]);
-    let mut server = OwnServer::spawn(command, &dir.path().join("log"));
+    let mut server = ServerProcess::spawn(command, &dir.path().join("log"));
     let ready = server.ready();
     check_ready_line(&ready, &["admin_token"]);
     let token = ready["admin_token"]
@@ -633,7 +512,7 @@ fn listening_beyond_loopback_warns_that_there_is_no_tls() {
         command
             .args(["--listen", listen, "--db", ":memory:"])
             .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
-        OwnServer::spawn(command, &dir.path().join(log))
+        ServerProcess::spawn(command, &dir.path().join(log))
     };
     let mut everywhere = start("0.0.0.0:0", "everywhere.log");
     let log = everywhere.log();
@@ -1042,7 +921,7 @@ fn sigterm_stops_the_server_with_exit_status_0_and_keeps_its_data() {
 #[test]
 fn sigint_stops_the_server_with_exit_status_0() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = OwnServer::spawn(serve_command(dir.path()), &dir.path().join("log"));
+    let mut server = ServerProcess::spawn(serve_command(dir.path()), &dir.path().join("log"));
     let (status, _) = http(
         "POST",
         &format!("{}/v1/apps", server.url()),
@@ -1140,7 +1019,7 @@ fn parse_complete_response(context: &str, raw: &[u8]) -> (u16, Value) {
 #[test]
 fn sigterm_answers_a_request_in_flight_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = OwnServer::spawn(serve_command(dir.path()), &dir.path().join("log"));
+    let mut server = ServerProcess::spawn(serve_command(dir.path()), &dir.path().join("log"));
     let (mut stream, body) = start_create_app_request(&server.url(), "in-flight");
 
     server.send_signal("TERM");
@@ -1165,7 +1044,7 @@ fn requests_arriving_during_shutdown_are_refused_or_answered_in_full() {
     // see either no server (refused, or closed without a byte) or a complete contract
     // response, never an empty-bodied 500 for a request that was silently dropped.
     let dir = tempfile::tempdir().unwrap();
-    let mut server = OwnServer::spawn(serve_command(dir.path()), &dir.path().join("log"));
+    let mut server = ServerProcess::spawn(serve_command(dir.path()), &dir.path().join("log"));
     let url = server.url();
     let (mut in_flight, body) = start_create_app_request(&url, "held-open");
     server.send_signal("TERM");
@@ -1393,7 +1272,7 @@ fn an_admin_token_shorter_than_32_characters_is_refused_with_one_line() {
         .args(["--listen", "127.0.0.1:0", "--db"])
         .arg(&db)
         .env("AUTHKEYS_ADMIN_TOKEN", "y".repeat(32));
-    let mut server = OwnServer::spawn(command, &dir.path().join("log"));
+    let mut server = ServerProcess::spawn(command, &dir.path().join("log"));
     let (status, _) = http(
         "GET",
         &format!("{}/v1/apps", server.url()),
@@ -1513,7 +1392,7 @@ fn authkeys_db_and_authkeys_listen_replace_the_flags() {
         .env("AUTHKEYS_DB", &db)
         .env("AUTHKEYS_LISTEN", format!("127.0.0.1:{port}"))
         .env("AUTHKEYS_ADMIN_TOKEN", ADMIN_TOKEN);
-    let mut server = OwnServer::spawn(command, &dir.path().join("log"));
+    let mut server = ServerProcess::spawn(command, &dir.path().join("log"));
     assert_eq!(server.url(), format!("http://127.0.0.1:{port}"));
     let (status, _) = http(
         "POST",
@@ -1574,7 +1453,7 @@ fn start_throwaway_serves_http_in_process_and_stops_on_drop() {
 
     drop(server);
     let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until_refused(address).unwrap();
+    wait_until_refused(address);
 }
 
 #[test]

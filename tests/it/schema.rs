@@ -172,11 +172,13 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
     );
 }
 
-/// The upgrade is one transaction: killed part-way, the database is still version 1 with every
-/// row, and the next start upgrades it.
+/// The upgrade is one transaction: killed part-way (after its first step, with the old
+/// machines table already set aside), the database is still version 1 with every row, and
+/// the next start upgrades it. The server pauses there on a test-only variable and says so;
+/// the kill waits for that line, so it provably lands mid-upgrade.
 #[test]
 fn an_upgrade_killed_part_way_leaves_version_1_whole() {
-    const MACHINES: i64 = 200_000;
+    const MACHINES: i64 = 2_000;
     let mut server = TestServer::start();
     server.create_app("ci");
     server.create_key("ci", json!({"reusable": true}));
@@ -191,41 +193,33 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
             [MACHINES],
         )
         .unwrap();
+    let v1_schema = schema_of(&db);
 
-    let mut killed_part_way = false;
-    for delay_ms in [5, 20, 60, 150] {
-        let mut child = server
-            .command()
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let conn = open_db(&db);
-        assert_eq!(
-            conn.query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))
-                .unwrap(),
-            "ok"
-        );
-        let version = user_version(&db);
-        let count: i64 = conn
-            .query_row("SELECT count(*) FROM machines", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(
-            count, MACHINES,
-            "version {version} after a kill at {delay_ms} ms"
-        );
-        if version == 2 {
-            break;
-        }
-        assert_eq!(version, 1);
-        killed_part_way = true;
-    }
-    assert!(
-        killed_part_way,
-        "no kill landed before the upgrade finished"
+    let mut child = server
+        .command()
+        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let paused = eventually_line(stderr, "upgrade paused after its first step");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
+
+    assert_eq!(integrity_check(&db), "ok");
+    assert_eq!(user_version(&db), 1);
+    assert_eq!(
+        schema_of(&db),
+        v1_schema,
+        "the set-aside table and dropped indexes rolled back"
     );
+    let count: i64 = open_db(&db)
+        .query_row("SELECT count(*) FROM machines", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(count, MACHINES);
+
     server.restart();
     assert_eq!(user_version(&db), 2);
     let count: i64 = open_db(&db)
@@ -236,6 +230,31 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
         )
         .unwrap();
     assert_eq!(count, MACHINES);
+}
+
+/// Reads `lines` until one contains `marker` (Ok with that line) or they end (Err with all
+/// that was read), on a thread, for at most 30 s.
+fn eventually_line(
+    lines: impl std::io::BufRead + Send + 'static,
+    marker: &str,
+) -> Result<String, String> {
+    let marker = marker.to_string();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in lines.lines().map_while(Result::ok) {
+            if line.contains(&marker) {
+                let _ = sender.send(Ok(line));
+                return;
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        let _ = sender.send(Err(seen));
+    });
+    receiver
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_else(|_| Err("no marker within 30 s".to_string()))
 }
 
 /// A version 2 file written before `keys.machine_rows` and `machines_by_app` existed gains

@@ -3,7 +3,7 @@
 //! different clients.
 
 use super::raw::Conn;
-use crate::support::{Options, TestServer};
+use crate::support::{Options, TestServer, wait_for};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -69,14 +69,11 @@ fn flooding_addresses_cannot_lock_another_client_out() {
             (opened, handle)
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while flooders
-        .iter()
-        .any(|(opened, _)| opened.load(Ordering::SeqCst) < 100)
-    {
-        assert!(Instant::now() < deadline, "the flood did not get going");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("the flood to get going", Duration::from_secs(30), || {
+        flooders
+            .iter()
+            .all(|(opened, _)| opened.load(Ordering::SeqCst) >= 100)
+    });
 
     let victim = loopback(3);
     let mut kept_alive = Conn::open_from(&server.url, victim);
@@ -195,18 +192,14 @@ fn a_connection_over_its_address_share_is_closed_at_once_unless_from_a_trusted_p
     );
     drop(held.pop());
     // The freed place is the flooder's again (its thread ends promptly, but not instantly).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut conn = Conn::open_from(&server.url, flooder);
-        if conn.try_send("GET", "/healthz", &[], b"").is_ok() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a freed place was never reusable"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        "a freed place to be reusable",
+        Duration::from_secs(5),
+        || {
+            let mut conn = Conn::open_from(&server.url, flooder);
+            conn.try_send("GET", "/healthz", &[], b"").is_ok()
+        },
+    );
 
     // A trusted proxy carries many clients: it has no share.
     let proxied = TestServer::start_with(options.arg("--trusted-proxy", "127.0.0.2/32"));

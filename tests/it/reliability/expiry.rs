@@ -128,7 +128,8 @@ fn session_of(server: &TestServer, login: &serde_json::Value) -> Api {
 fn the_sweeper_keeps_going_after_a_failed_sweep() {
     let options = Options::default()
         .arg("--ephemeral-ttl", "1")
-        .arg("--sweep-interval", "1");
+        .arg("--sweep-interval-ms", "200")
+        .arg("--sqlite-busy-timeout-ms", "200");
     let mut server = TestServer::start_with(options);
     let app = server.create_app("ci");
     let key = server.create_key(&app, json!({"ephemeral": true}));
@@ -149,8 +150,15 @@ fn the_sweeper_keeps_going_after_a_failed_sweep() {
     locker
         .execute_batch("BEGIN EXCLUSIVE")
         .expect("taking the write lock");
+    // A sweep that failed after the machine expired: one that would have deleted its row.
+    let failed_sweeps =
+        |server: &TestServer| server.log().matches("sweep failed, will retry").count();
+    wait_for("the machine to expire", Duration::from_secs(30), || {
+        whoami(&server, login["session_token"].as_str().unwrap()).status == 401
+    });
+    let failed_before_expiry = failed_sweeps(&server);
     wait_for("a failed sweep", Duration::from_secs(30), || {
-        server.log().contains("sweep failed, will retry")
+        failed_sweeps(&server) > failed_before_expiry
     });
     // Expiry does not wait for the sweeper: the machine is refused though its row remains.
     session_of(&server, &login)

@@ -12,14 +12,15 @@ use rusqlite::OptionalExtension;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Short (`--sweep-interval-ms`), so each scenario waits out a few sweeps in about a second.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(300);
 /// How many times a scenario that needs a quiet stretch between two sweeps is tried before
 /// the test gives up (only a very loaded machine needs more than one).
 const ATTEMPTS: usize = 5;
 
 fn start(options: Options) -> TestServer {
-    let interval = SWEEP_INTERVAL.as_secs().to_string();
-    TestServer::start_with(options.arg("--sweep-interval", &interval))
+    let interval = SWEEP_INTERVAL.as_millis().to_string();
+    TestServer::start_with(options.arg("--sweep-interval-ms", &interval))
 }
 
 /// A machine's row as stored: its pk, `created_at` and `last_seen_at` (Unix ms).
@@ -68,20 +69,16 @@ struct Quiet {
 fn wait_for_quiet(server: &TestServer) -> Quiet {
     let mut unfinished_at = Instant::now();
     let before = sweeps(server);
-    let deadline = unfinished_at + 10 * SWEEP_INTERVAL;
-    loop {
+    eventually("a sweep to finish", 10 * SWEEP_INTERVAL, || {
         let asked = Instant::now();
         let now = sweeps(server);
-        if now > before {
-            return Quiet {
-                sweeps: now,
-                until: unfinished_at + SWEEP_INTERVAL,
-            };
-        }
-        assert!(asked < deadline, "no sweep finished\n{}", server.log());
+        let quiet = (now > before).then_some(Quiet {
+            sweeps: now,
+            until: unfinished_at + SWEEP_INTERVAL,
+        });
         unfinished_at = asked;
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        quiet
+    })
 }
 
 /// Returns once a sweep that started after this call has finished: one may be running now.

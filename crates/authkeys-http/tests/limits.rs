@@ -7,8 +7,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use authkeys_http::{Limits, Rejection, Response};
 use support::{echo, limits, read_until_closed, TestServer, PATIENCE};
-use tiny_http::{Limits, Rejection, Response};
 
 /// Row `src/limits.rs`: the application's `rejection_response` builds the answer to a
 /// refusal (authkeys answers in its JSON error shape; upstream answered empty bodies), and is

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tiny_http::{Limits, Request, Response, Server};
+use authkeys_http::{Limits, Request, Response, Server};
 
 /// The longest any test waits for something the server should do promptly.
 pub const PATIENCE: Duration = Duration::from_secs(5);
@@ -55,7 +55,7 @@ impl TestServer {
     pub fn start(limits: Limits) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
         let address = listener.local_addr().expect("local address");
-        let server = Server::from_listener_with_limits(listener, None, limits).expect("server");
+        let server = Server::from_listener_with_limits(listener, limits).expect("server");
         TestServer {
             server: Arc::new(server),
             address,

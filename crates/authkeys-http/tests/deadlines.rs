@@ -8,8 +8,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use authkeys_http::{Response, StatusCode};
 use support::{echo, limits, read_until_closed, trickle, TestServer, PATIENCE};
-use tiny_http::{Response, StatusCode};
 
 /// Row `wait_for_request`: a connection that never starts a request is closed, without a
 /// response, once `idle_timeout` passes (upstream waited forever).

@@ -123,7 +123,7 @@ where
         status_code.default_reason_phrase()
     )?;
     if added.server {
-        head.extend_from_slice(b"Server: tiny-http (Rust)\r\n");
+        head.extend_from_slice(b"Server: authkeys-http\r\n");
     }
     if added.date {
         head.extend_from_slice(b"Date: ");

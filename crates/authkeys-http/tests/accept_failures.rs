@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use authkeys_http::Limits;
 use support::{echo, limits, read_response, read_until_closed, TestServer};
-use tiny_http::Limits;
 
 /// Set in the child's environment: serve instead of testing.
 const CHILD: &str = "TINY_HTTP_TEST_SERVE_UNDER_A_LIMIT";

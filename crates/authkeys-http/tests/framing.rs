@@ -8,8 +8,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use authkeys_http::Limits;
 use support::{echo, limits, read_response, read_until_closed, TestServer, PATIENCE};
-use tiny_http::Limits;
 
 /// Limits with time to send a body in steps.
 fn patient_limits() -> Limits {

@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use authkeys_http::{Limits, Request, Response};
 use support::{echo, limits, read_response, read_until_closed, TestServer, PATIENCE};
-use tiny_http::{Limits, Request, Response};
 
 /// Limits under which connections stay open while a test holds them.
 fn patient_limits() -> Limits {

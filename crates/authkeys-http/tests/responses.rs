@@ -1,9 +1,9 @@
-//! What the server writes (CHANGES-authkeys.md, rows `Header::from_bytes` and
-//! `write_message_header`).
+//! What the server writes (CHANGES-authkeys.md, rows `Header::from_bytes`, "name, `Server`
+//! header" and `write_message_header`).
 
 use std::io::{self, Write};
 
-use tiny_http::{HTTPVersion, Header, Response};
+use authkeys_http::{HTTPVersion, Header, Response};
 
 /// Row `Header::from_bytes`: an empty name, or a control character other than tab in a name
 /// or value, is refused, so that a value echoing request data cannot inject a header
@@ -71,4 +71,20 @@ fn the_status_line_and_headers_are_written_at_once() {
         );
     }
     assert_eq!(writes.0[1..].concat(), b"hello");
+}
+
+/// Row "name, `Server` header": a response names the server `authkeys-http`, so that a scanner
+/// does not take the fork for tiny-http as published (upstream wrote `tiny-http (Rust)`).
+#[test]
+fn responses_name_the_server_authkeys_http_not_tiny_http() {
+    let mut writes = Writes::default();
+    Response::from_string("hello")
+        .raw_print(&mut writes, HTTPVersion(1, 1), &[], false, None)
+        .expect("writing");
+    let head = String::from_utf8(writes.0[0].clone()).expect("text");
+    assert!(
+        head.contains("\r\nServer: authkeys-http\r\n") && !head.contains("tiny"),
+        "{:?}",
+        head
+    );
 }
