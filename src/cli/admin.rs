@@ -2,6 +2,7 @@
 
 use super::args::{AdminArgs, AppsCommand, KeysCommand, ListArgs, MachinesCommand};
 use super::client::{Client, RequestError, segment};
+use super::output::say;
 use super::{CliError, output};
 use authkeys::Secret;
 use serde_json::{Value, json};
@@ -70,7 +71,7 @@ impl Admin {
 /// After a table cut short by `--limit`, says so.
 fn note_more(listing: &Value) {
     if listing["next_cursor"].is_string() {
-        println!("(more rows follow: raise or drop --limit to see them)");
+        say!("(more rows follow: raise or drop --limit to see them)");
     }
 }
 
@@ -111,7 +112,7 @@ pub fn apps(command: AppsCommand) -> Result<(), CliError> {
             if admin.output.json {
                 output::json(&app);
             } else {
-                println!(
+                say!(
                     "Created app {} ({}).",
                     output::field(&app, "id"),
                     output::field(&app, "name")
@@ -153,16 +154,16 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
                 output::json(&key);
             } else {
                 let secret = output::field(&key, "key");
-                println!(
+                say!(
                     "Created {} key {} for app {}.",
                     output::key_type(&key),
                     output::field(&key, "id"),
                     output::field(&key, "app")
                 );
-                println!("Store it now (in a vault or CI secret): it cannot be shown again.\n");
-                println!("  {secret}\n");
+                say!("Store it now (in a vault or CI secret): it cannot be shown again.\n");
+                say!("  {secret}\n");
                 // The key goes in the environment, not argv, where `ps` would show it.
-                println!("Log a machine in with:\n\n  AUTHKEYS_AUTH_KEY={secret} authkeys login");
+                say!("Log a machine in with:\n\n  AUTHKEYS_AUTH_KEY={secret} authkeys login");
             }
         }
         KeysCommand::List {
@@ -287,6 +288,6 @@ fn done(admin: &AdminArgs, message: &str) {
     if admin.output.json {
         output::json(&json!({"ok": true}));
     } else {
-        println!("{message}");
+        say!("{message}");
     }
 }

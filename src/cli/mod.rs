@@ -13,6 +13,7 @@ pub use args::Cli;
 use args::Command;
 use authkeys::TokenKind;
 use authkeys::{Database, StartError, ops};
+use output::say;
 use std::process::ExitCode;
 
 /// A failure to report as one line on stderr, with a non-zero exit status. `main` prints it
@@ -68,14 +69,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::RotateAdminToken(args) => {
             let file =
                 ops::rotate_admin_token(&Database::from_arg(&args.db)).map_err(CliError::from)?;
-            println!(
+            say!(
                 "wrote a new admin token to {}; restart the server to use it",
                 file.display()
             );
             Ok(())
         }
         Command::GenerateKey => {
-            println!("{}", ops::generate_token(TokenKind::AuthKey).expose());
+            say!("{}", ops::generate_token(TokenKind::AuthKey).expose());
             Ok(())
         }
     }
@@ -89,7 +90,7 @@ fn backup(args: &args::BackupArgs) -> Result<(), CliError> {
         ));
     };
     let done = ops::backup(&source, &args.out).map_err(CliError::from)?;
-    println!(
+    say!(
         "backed up {} to {} ({} bytes)",
         source.display(),
         args.out.display(),

@@ -2,6 +2,32 @@
 
 use serde_json::Value;
 
+/// `println!` for the CLI's output. A reader that has gone away (`authkeys keys list | head`)
+/// ends the command quietly with status 0, as a closed pipe ends `cat`, where `println!` would
+/// panic; any other failure to write is one error line and status 1.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::output::line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+pub fn line(text: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(text)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(err) = written {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("authkeys: error: writing to standard output: {err}");
+        std::process::exit(1);
+    }
+}
+
 /// Prints `rows` under `headers`, each column as wide as its widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -16,7 +42,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        say!("{}", padded.join("  ").trim_end());
     };
     line(headers.to_vec());
     for row in rows {
@@ -53,7 +79,7 @@ pub fn key_type(key: &Value) -> String {
 }
 
 pub fn json(value: &Value) {
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(value).expect("JSON values serialise")
     );

@@ -4,6 +4,7 @@
 use super::args::{LoginArgs, OutputArgs};
 use super::client::{Client, RequestError};
 use super::credentials::{self, Credentials};
+use super::output::say;
 use super::{CliError, output};
 use authkeys::MAX_MACHINE_NAME_CHARS;
 use authkeys::Secret;
@@ -32,7 +33,7 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
     if args.output.json {
         output::json(&json!({"machine": machine, "credentials": saved}));
     } else {
-        println!(
+        say!(
             "Logged in to {} as app {} (machine {}, {}); session saved to {}",
             client.base(),
             output::field(machine, "app"),
@@ -53,20 +54,20 @@ pub fn whoami(args: &OutputArgs) -> Result<(), CliError> {
         return Ok(());
     }
     let (app, machine) = (&identity["app"], &identity["machine"]);
-    println!("server:    {}", client.base());
-    println!(
+    say!("server:    {}", client.base());
+    say!(
         "app:       {} ({})",
         output::field(app, "id"),
         output::field(app, "name")
     );
-    println!(
+    say!(
         "machine:   {} ({})",
         output::field(machine, "id"),
         output::field(machine, "name")
     );
-    println!("key:       {}", output::field(machine, "key_id"));
-    println!("logged in: {}", output::field(machine, "created_at"));
-    println!(
+    say!("key:       {}", output::field(machine, "key_id"));
+    say!("logged in: {}", output::field(machine, "created_at"));
+    say!(
         "expires:   {}",
         output::field_or(machine, "expires_at", "never")
     );
@@ -82,14 +83,15 @@ pub fn logout() -> Result<(), CliError> {
         Err(err @ RequestError::Unreachable { .. }) => Err(err.into()),
         Err(_) => {
             credentials::remove()?;
-            println!("The session had already ended on the server; removed the saved credentials.");
+            say!("The session had already ended on the server; removed the saved credentials.");
             Ok(())
         }
         Ok(_) => {
             credentials::remove()?;
-            println!(
+            say!(
                 "Logged out machine {} of app {}.",
-                saved.machine_id, saved.app
+                saved.machine_id,
+                saved.app
             );
             Ok(())
         }

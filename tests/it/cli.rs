@@ -1075,3 +1075,27 @@ fn list_commands_follow_cursors_to_the_end_and_stop_at_the_limit() {
         .json();
     assert_eq!(ids(&everything, "machines").len(), 4);
 }
+
+/// Output into a pipe whose reader has gone (`authkeys apps list | head`, here `| true`, which
+/// exits before the CLI writes) ends the command quietly with status 0, not with a panic.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let sandbox = Sandbox::new();
+    sandbox.server.create_app("piped");
+    let script = format!("'{BIN}' apps list | true; echo \"status=${{PIPESTATUS[0]}}\"");
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(sandbox.home.path())
+        .env("HOME", sandbox.home.path())
+        .env("AUTHKEYS_SERVER", &sandbox.server.url)
+        .env("AUTHKEYS_ADMIN_TOKEN", &sandbox.server.admin_token)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running bash");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stdout.trim(), "status=0", "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr, "", "nothing to say about a reader that left");
+}
