@@ -272,8 +272,14 @@ impl Server {
                 let (sock, slot) = match server.accept() {
                     Ok((sock, peer)) => {
                         match admit(&table, &limits, &inside_close_trigger, sock, peer) {
-                            Some(admitted) => admitted,
-                            None => continue,
+                            Ok(Some(admitted)) => admitted,
+                            Ok(None) => continue,
+                            // Out of descriptors after the accept: the same wait as a
+                            // failed accept, not one warning per queued connection.
+                            Err(e) => {
+                                accept_failed(e, &mut accept_failures);
+                                continue;
+                            }
                         }
                     }
                     // authkeys patch: upstream pushed the error to `recv()` and ended the accept
@@ -432,41 +438,38 @@ impl Server {
 /// client's share is closed at once, without a response (reading its request first would let
 /// it hold a thread). When every place is taken by a connection in the middle of a request,
 /// waits for one to end, as the accept loop did before per-client shares (the rest wait in the
-/// listen backlog). `None`: the connection was refused, or the server is closing.
+/// listen backlog). `None`: the connection was refused, or the server is closing. An error:
+/// its socket could not be duplicated (out of descriptors, say); the connection is closed.
 fn admit(
     table: &Arc<ConnectionTable>,
     limits: &Limits,
     close: &AtomicBool,
     sock: Connection,
     peer: Option<std::net::SocketAddr>,
-) -> Option<(Connection, util::Slot)> {
+) -> Result<Option<(Connection, util::Slot)>, IoError> {
     let client = peer.and_then(|peer| (limits.connection_client)(peer.ip()));
-    let mut handle = match sock.try_clone() {
-        Ok(handle) => handle,
-        Err(err) => {
-            log::warn!(
-                "refusing a connection: duplicating its socket failed: {}",
-                err
-            );
-            return None;
-        }
-    };
+    let mut handle = sock.try_clone().map_err(|err| {
+        IoError::new(
+            err.kind(),
+            format!("duplicating its socket failed: {}", err),
+        )
+    })?;
     loop {
         match table.admit(client, handle) {
-            Ok(slot) => return Some((sock, slot)),
+            Ok(slot) => return Ok(Some((sock, slot))),
             Err((Refusal::OverShare, _)) => {
                 log::debug!(
                     "refused a connection from {:?}: over its client's share",
                     peer
                 );
                 sock.shutdown(Shutdown::Both).ok();
-                return None;
+                return Ok(None);
             }
             Err((Refusal::Full, returned)) if !close.load(Relaxed) => {
                 handle = returned;
                 table.wait_for_room(Duration::from_millis(100));
             }
-            Err((Refusal::Full, _)) => return None,
+            Err((Refusal::Full, _)) => return Ok(None),
         }
     }
 }
