@@ -39,7 +39,11 @@ impl Authority {
         if session.machine.is_expired(now) || self.is_idle(&session.machine, hash, now)? {
             return Err(Error::SessionExpired);
         }
-        self.stamps.machine_seen(session.machine.pk, hash, now);
+        let (pk, stamps) = (session.machine.pk, &self.stamps);
+        match session.machine.idle_timeout {
+            Some(_) => stamps.idle_limited_machine_seen(pk, hash, now),
+            None => stamps.machine_seen(pk, hash, now),
+        }
         Ok(session)
     }
 
