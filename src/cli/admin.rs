@@ -1,6 +1,8 @@
 //! Admin commands over HTTP, authenticated by `AUTHKEYS_ADMIN_TOKEN`: apps, keys, machines.
 
 use super::args::{AdminArgs, AppsCommand, KeysCommand, ListArgs, MachinesCommand};
+use super::args::{OutputArgs, ServerArg};
+use super::auth_key;
 use super::client::{Client, RequestError, segment};
 use super::output::say;
 use super::{CliError, output};
@@ -68,6 +70,83 @@ impl Admin {
     }
 }
 
+fn machines_path(app: &str) -> String {
+    format!("/v1/apps/{}/machines", segment(app))
+}
+
+impl Admin {
+    /// The machines of every app, app by app (in the apps' order, each app's newest first),
+    /// in the shape of one page, cut at `list.limit` items in all. `next_cursor` is null when
+    /// nothing was left out, else the cursor within the last app listed (or `""` when only
+    /// later apps were left out).
+    fn machines_of_every_app(
+        &self,
+        filters: &[(&str, &str)],
+        list: &ListArgs,
+    ) -> Result<Value, CliError> {
+        let apps = self.list("/v1/apps", "apps", &[], &ListArgs { limit: None })?;
+        let mut machines: Vec<Value> = Vec::new();
+        let mut left_out = Value::Null;
+        for app in apps["apps"].as_array().into_iter().flatten() {
+            let left = list
+                .limit
+                .map(|limit| limit.saturating_sub(machines.len() as u64));
+            if left == Some(0) {
+                left_out = "".into();
+                break;
+            }
+            let app = app["id"].as_str().unwrap_or_default();
+            let listing = self.list(
+                &machines_path(app),
+                "machines",
+                filters,
+                &ListArgs { limit: left },
+            )?;
+            machines.extend(listing["machines"].as_array().cloned().unwrap_or_default());
+            left_out = listing["next_cursor"].clone();
+        }
+        Ok(json!({"machines": machines, "next_cursor": left_out}))
+    }
+}
+
+/// `keys verify`: the server's judgement of a key, which it does not use up. A key that is not
+/// valid is a refusal (exit 1) with the reason as its code.
+fn verify(key: Secret, server: &ServerArg, output: &OutputArgs) -> Result<(), CliError> {
+    let client = Client::new(&server.server, None, &server.timeout);
+    let verdict = client.post("/v1/keys/verify", &json!({"key": key.expose()}))?;
+    if verdict["valid"] != Value::Bool(true) {
+        let code = output::field(&verdict, "code");
+        return Err(CliError::Rejected {
+            message: format!("the key is not valid: {}", invalid_reason(&code)),
+            code,
+        });
+    }
+    if output.json {
+        output::json(&verdict);
+    } else {
+        say!(
+            "Valid: key {} of app {} ({}), expires {}.",
+            output::field(&verdict, "key_id"),
+            output::field(&verdict, "app"),
+            output::key_type(&verdict),
+            output::field_or(&verdict, "expires_at", "never")
+        );
+    }
+    Ok(())
+}
+
+/// What verify's `code` means for the key's holder.
+fn invalid_reason(code: &str) -> &'static str {
+    match code {
+        "not_found" => "no server-side record of it (wrong server, or its app was deleted)",
+        "revoked" => "it was revoked",
+        "expired" => "it expired",
+        "used" => "it was single-use and has been used",
+        "malformed" => "it is not an auth key",
+        _ => "the server gave an unknown reason",
+    }
+}
+
 /// After a table cut short by `--limit`, says so.
 fn note_more(listing: &Value) {
     if listing["next_cursor"].is_string() {
@@ -81,19 +160,22 @@ fn admin_refused(err: RequestError) -> CliError {
             status: 401,
             code: Some(code),
             ..
-        } => CliError::Message(format!(
-            "the server did not accept AUTHKEYS_ADMIN_TOKEN ({code}, HTTP 401)"
-        )),
+        } => CliError::Rejected {
+            code,
+            message: "the server did not accept AUTHKEYS_ADMIN_TOKEN".into(),
+        },
         other => other.into(),
     }
 }
 
 fn client(args: &AdminArgs) -> Result<Admin, CliError> {
+    // Trimmed: a token pasted or read with `$(cat …)` may carry spaces or a newline.
     let token = std::env::var("AUTHKEYS_ADMIN_TOKEN")
         .ok()
+        .map(|token| token.trim().to_string())
         .filter(|token| !token.is_empty())
         .ok_or_else(|| {
-            CliError::Message(
+            CliError::Usage(
                 "AUTHKEYS_ADMIN_TOKEN is not set: admin commands need the server's admin token \
                  (a generated one is in <db>.admin-token)"
                     .into(),
@@ -102,6 +184,7 @@ fn client(args: &AdminArgs) -> Result<Admin, CliError> {
     Ok(Admin(Client::new(
         &args.server.server,
         Some(Secret::new(token)),
+        &args.server.timeout,
     )))
 }
 
@@ -128,6 +211,13 @@ pub fn apps(command: AppsCommand) -> Result<(), CliError> {
                 output::table(&["ID", "NAME", "CREATED"], &rows);
                 note_more(&listing);
             }
+        }
+        AppsCommand::Delete { id, admin } => {
+            client(&admin)?.delete(&format!("/v1/apps/{}", segment(&id)))?;
+            done(
+                &admin,
+                &format!("Deleted app {id}: its keys are revoked and its machines logged out."),
+            );
         }
     }
     Ok(())
@@ -223,6 +313,11 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
                 &format!("Revoked key {id}; every machine it logged in is logged out."),
             );
         }
+        KeysCommand::Verify {
+            auth_key,
+            server,
+            output,
+        } => verify(auth_key::read(auth_key.auth_key)?, &server, &output)?,
     }
     Ok(())
 }
@@ -237,12 +332,15 @@ pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
         } => {
             let filters: Vec<(&str, &str)> =
                 key.iter().map(|key| ("key_id", key.as_str())).collect();
-            let path = format!("/v1/apps/{}/machines", segment(&app));
-            let listing = client(&admin)?.list(&path, "machines", &filters, &list)?;
+            let client = client(&admin)?;
+            let listing = match &app {
+                Some(app) => client.list(&machines_path(app), "machines", &filters, &list)?,
+                None => client.machines_of_every_app(&filters, &list)?,
+            };
             if admin.output.json {
                 output::json(&listing);
             } else {
-                let columns = [
+                let mut columns = vec![
                     "id",
                     "name",
                     "key_id",
@@ -250,11 +348,13 @@ pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
                     "expires_at",
                     "last_seen_at",
                 ];
+                let mut headers = vec!["ID", "NAME", "KEY", "LOGGED IN", "EXPIRES", "LAST SEEN"];
+                if app.is_none() {
+                    columns.insert(0, "app");
+                    headers.insert(0, "APP");
+                }
                 let rows = rows(&listing["machines"], &columns);
-                output::table(
-                    &["ID", "NAME", "KEY", "LOGGED IN", "EXPIRES", "LAST SEEN"],
-                    &rows,
-                );
+                output::table(&headers, &rows);
                 note_more(&listing);
             }
         }

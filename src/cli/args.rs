@@ -1,15 +1,25 @@
 //! Command-line arguments (clap derive). Secrets are read from the environment, never
 //! required on argv, and clap never prints their values in `--help`.
 
+use super::duration;
 use authkeys::config;
 use authkeys::http;
 use clap::{Args, Parser, Subcommand};
+
+/// What each exit status means, for `--help` and the man page (docs/cli.md says the same).
+pub const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  the server refused the request (or another failure)
+  2  usage: a mistake in the command line or its input, found before anything was sent
+  3  the server could not be reached, or what answered is not an authkeys server";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "authkeys",
     version,
-    about = "Issue, verify and revoke auth keys for machines"
+    about = "Issue, verify and revoke auth keys for machines",
+    after_help = EXIT_STATUS
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,9 +33,11 @@ pub enum Command {
     /// Log this machine in with an auth key and save the session.
     Login(LoginArgs),
     /// Show the app and machine of the saved session.
-    Whoami(OutputArgs),
+    Whoami(WhoamiArgs),
     /// End the saved session.
-    Logout,
+    Logout(TimeoutArg),
+    /// Print the saved session's token, for `Authorization: Bearer` (forward auth) in scripts.
+    SessionToken,
     /// Manage apps (needs AUTHKEYS_ADMIN_TOKEN).
     #[command(subcommand)]
     Apps(AppsCommand),
@@ -42,6 +54,17 @@ pub enum Command {
     /// Replace the generated admin token with a new one in `<db>.admin-token`; restart the
     /// server afterwards.
     RotateAdminToken(DbArg),
+    /// Print a shell completion script: `source <(authkeys completions bash)`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man {
+        /// Write authkeys.1 and a page for every subcommand into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -126,20 +149,46 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct ServerArg {
-    /// The authkeys server's URL.
+    /// The authkeys server's URL: scheme, host and port, no path.
     #[arg(long, env = "AUTHKEYS_SERVER", value_name = "URL", default_value = DEFAULT_SERVER,
           value_parser = server_url)]
     pub server: String,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+/// How long a command waits for the server.
+#[derive(Args, Debug)]
+pub struct TimeoutArg {
+    /// Give up on a server that has not answered after this long (30s, 2m; a bare number is
+    /// seconds).
+    #[arg(long, env = "AUTHKEYS_TIMEOUT", value_name = "DURATION", default_value = "10s",
+          value_parser = duration::positive)]
+    pub timeout: u64,
 }
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7373";
 
+/// An http(s) URL naming a server, without a path: the API lives at the server's root, so
+/// `http://host:7373/v1` is a mistake that would otherwise surface as a puzzling 404.
 fn server_url(value: &str) -> Result<String, String> {
-    if value.starts_with("http://") || value.starts_with("https://") {
-        Ok(value.to_string())
-    } else {
-        Err(format!("expected a URL such as {DEFAULT_SERVER}"))
+    let uri: ureq::http::Uri = value
+        .parse()
+        .map_err(|_| format!("expected a URL such as {DEFAULT_SERVER}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!("expected a URL such as {DEFAULT_SERVER}"));
     }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        let root = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        return Err(format!(
+            "the server's URL takes no path: authkeys serves its API at the root, so use {root}"
+        ));
+    }
+    Ok(value.to_string())
 }
 
 #[derive(Args, Debug)]
@@ -150,8 +199,18 @@ pub struct OutputArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct LoginArgs {
-    /// The auth key (`ena_…`); prefer AUTHKEYS_AUTH_KEY, which stays out of `ps`.
+pub struct WhoamiArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+/// An auth key as a user hands it over.
+#[derive(Args, Debug)]
+pub struct AuthKeyArg {
+    /// The auth key (`ena_…`), or `file:PATH` to read it from a file; prefer
+    /// AUTHKEYS_AUTH_KEY, which stays out of `ps`.
     #[arg(
         long,
         env = "AUTHKEYS_AUTH_KEY",
@@ -159,6 +218,12 @@ pub struct LoginArgs {
         value_name = "KEY"
     )]
     pub auth_key: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub auth_key: AuthKeyArg,
     #[command(flatten)]
     pub server: ServerArg,
     /// Name shown for this machine; defaults to the host name.
@@ -203,6 +268,13 @@ pub enum AppsCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Delete an app: revokes its keys and logs out its machines.
+    Delete {
+        /// The app's id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -222,8 +294,9 @@ pub enum KeysCommand {
         /// (one hour unless it was started with another --ephemeral-ttl).
         #[arg(long)]
         ephemeral: bool,
-        /// The key stops accepting new logins after this many seconds.
-        #[arg(long, value_name = "SECS")]
+        /// The key stops accepting new logins after this long (90d, 12h; a bare number is
+        /// seconds).
+        #[arg(long, value_name = "DURATION", value_parser = duration::positive)]
         expires_in: Option<u64>,
         #[command(flatten)]
         admin: AdminArgs,
@@ -251,15 +324,24 @@ pub enum KeysCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Check an auth key without using it up: valid (exit 0) or why not (exit 1).
+    Verify {
+        #[command(flatten)]
+        auth_key: AuthKeyArg,
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum MachinesCommand {
-    /// List an app's active machines, newest first.
+    /// List active machines, newest first: an app's, or every app's.
     List {
-        /// The app whose machines to list.
+        /// The app whose machines to list; every app's when absent.
         #[arg(long)]
-        app: String,
+        app: Option<String>,
         /// Only the machines logged in with this key (`key_…`).
         #[arg(long, value_name = "KEY_ID")]
         key: Option<String>,

@@ -1,7 +1,8 @@
 //! The machine's own commands: `login` exchanges an auth key for a saved session; `whoami` and
 //! `logout` use it.
 
-use super::args::{LoginArgs, OutputArgs};
+use super::args::{LoginArgs, TimeoutArg, WhoamiArgs};
+use super::auth_key;
 use super::client::{Client, RequestError};
 use super::credentials::{self, Credentials};
 use super::output::say;
@@ -11,14 +12,12 @@ use authkeys::Secret;
 use serde_json::{Value, json};
 
 pub fn login(args: LoginArgs) -> Result<(), CliError> {
-    let auth_key = args.auth_key.filter(|key| !key.is_empty()).ok_or_else(|| {
-        CliError::Message("no auth key: pass --auth-key or set AUTHKEYS_AUTH_KEY".into())
-    })?;
-    let client = Client::new(&args.server.server, None);
+    let auth_key = auth_key::read(args.auth_key.auth_key)?;
+    let client = Client::new(&args.server.server, None, &args.server.timeout);
     let machine = args.machine.or_else(host_name);
     let response = client.post(
         "/v1/auth/login",
-        &json!({"auth_key": auth_key, "machine": machine}),
+        &json!({"auth_key": auth_key.expose(), "machine": machine}),
     )?;
     let token = response["session_token"].as_str().ok_or_else(|| {
         CliError::Message("the server's login response has no session token".into())
@@ -45,11 +44,15 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn whoami(args: &OutputArgs) -> Result<(), CliError> {
+pub fn whoami(args: &WhoamiArgs) -> Result<(), CliError> {
     let saved = credentials::load()?;
-    let client = Client::new(&saved.server, Some(Secret::new(saved.session_token)));
+    let client = Client::new(
+        &saved.server,
+        Some(Secret::new(saved.session_token)),
+        &args.timeout,
+    );
     let identity = client.get("/v1/auth/whoami").map_err(session_ended)?;
-    if args.json {
+    if args.output.json {
         output::json(&identity);
         return Ok(());
     }
@@ -74,9 +77,20 @@ pub fn whoami(args: &OutputArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn logout() -> Result<(), CliError> {
+/// `authkeys session-token`: the saved token alone on stdout, for
+/// `curl -H "Authorization: Bearer $(authkeys session-token)"` through forward auth.
+pub fn print_token() -> Result<(), CliError> {
+    say!("{}", credentials::load()?.session_token);
+    Ok(())
+}
+
+pub fn logout(timeout: &TimeoutArg) -> Result<(), CliError> {
     let saved = credentials::load()?;
-    let client = Client::new(&saved.server, Some(Secret::new(saved.session_token)));
+    let client = Client::new(
+        &saved.server,
+        Some(Secret::new(saved.session_token)),
+        timeout,
+    );
     // A session the server no longer knows is as logged out as it gets: forget it either way,
     // unless the server could not be reached at all.
     match client.post("/v1/auth/logout", &Value::Null) {
@@ -105,10 +119,19 @@ fn session_ended(err: RequestError) -> CliError {
             status: 401,
             code: Some(code),
             ..
-        } => CliError::Message(format!(
-            "the saved session is no longer valid (logged out, revoked or expired): \
-             run `authkeys login` ({code}, HTTP 401)"
-        )),
+        } => {
+            let message = if code == "session_expired" {
+                "the saved session expired (its key made it ephemeral, or it sat idle too \
+                 long): run `authkeys login` again"
+            } else {
+                "the saved session is no longer valid (logged out, or its key was revoked): \
+                 run `authkeys login`"
+            };
+            CliError::Rejected {
+                code,
+                message: message.into(),
+            }
+        }
         other => other.into(),
     }
 }
