@@ -208,7 +208,7 @@ pub fn apps(command: AppsCommand) -> Result<(), CliError> {
                 output::json(&listing);
             } else {
                 let rows = rows(&listing["apps"], &["id", "name", "created_at"]);
-                output::table(&["ID", "NAME", "CREATED"], &rows);
+                output::table(&["ID", "NAME", "CREATED"], &rows, "No apps.");
                 note_more(&listing);
             }
         }
@@ -302,7 +302,7 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
                     "REVOKED",
                     "DESCRIPTION",
                 ];
-                output::table(&headers, &rows);
+                output::table(&headers, &rows, "No keys.");
                 note_more(&listing);
             }
         }
@@ -354,7 +354,7 @@ pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
                     headers.insert(0, "APP");
                 }
                 let rows = rows(&listing["machines"], &columns);
-                output::table(&headers, &rows);
+                output::table(&headers, &rows, "No machines.");
                 note_more(&listing);
             }
         }

@@ -35,7 +35,7 @@ pub enum Command {
     /// Show the app and machine of the saved session.
     Whoami(WhoamiArgs),
     /// End the saved session.
-    Logout(TimeoutArg),
+    Logout(LogoutArgs),
     /// Print the saved session's token, for `Authorization: Bearer` (forward auth) in scripts.
     SessionToken,
     /// Manage apps (needs AUTHKEYS_ADMIN_TOKEN).
@@ -199,6 +199,16 @@ pub struct OutputArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// Only forget the saved session, without telling the server (when it is gone for good);
+    /// the machine stays logged in there until an admin logs it out.
+    #[arg(long)]
+    pub local: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+#[derive(Args, Debug)]
 pub struct WhoamiArgs {
     #[command(flatten)]
     pub output: OutputArgs,
@@ -229,6 +239,10 @@ pub struct LoginArgs {
     /// Name shown for this machine; defaults to the host name.
     #[arg(long, value_name = "NAME")]
     pub machine: Option<String>,
+    /// Leave the session this login replaces logged in on its server (by default it is
+    /// logged out); its token is forgotten either way.
+    #[arg(long)]
+    pub keep_old: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

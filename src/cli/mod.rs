@@ -97,7 +97,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Login(args) => session::login(args),
         Command::Whoami(args) => session::whoami(&args),
-        Command::Logout(timeout) => session::logout(&timeout),
+        Command::Logout(args) => session::logout(&args),
         Command::SessionToken => session::print_token(),
         Command::Apps(command) => admin::apps(command),
         Command::Keys(command) => admin::keys(command),

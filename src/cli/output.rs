@@ -28,8 +28,13 @@ pub fn line(text: std::fmt::Arguments) {
     }
 }
 
-/// Prints `rows` under `headers`, each column as wide as its widest cell.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+/// Prints `rows` under `headers`, each column as wide as its widest cell; or, when there are
+/// none, `empty` (`No keys.`) rather than a lone header row.
+pub fn table(headers: &[&str], rows: &[Vec<String>], empty: &str) {
+    if rows.is_empty() {
+        say!("{empty}");
+        return;
+    }
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

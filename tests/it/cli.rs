@@ -1703,3 +1703,113 @@ fn the_man_page_is_generated_from_the_same_definitions() {
     let create = std::fs::read_to_string(dir.join("authkeys-keys-create.1")).expect("page");
     assert!(create.contains("reusable"), "{create}");
 }
+
+#[test]
+fn empty_lists_say_so_instead_of_printing_a_lone_header() {
+    let s = Sandbox::new();
+    assert_eq!(s.admin(&["apps", "list"]).success(), "No apps.\n");
+    s.server.create_app("a");
+    assert_eq!(
+        s.admin(&["keys", "list", "--app", "a"]).success(),
+        "No keys.\n"
+    );
+    assert_eq!(
+        s.admin(&["machines", "list", "--app", "a"]).success(),
+        "No machines.\n"
+    );
+    assert_eq!(s.admin(&["machines", "list"]).success(), "No machines.\n");
+    assert_eq!(
+        s.admin(&["keys", "list", "--app", "a", "--json"]).json(),
+        json!({"keys": [], "next_cursor": null})
+    );
+}
+
+/// Logging in again replaces the saved session: the old machine is logged out on the server
+/// (or, with --keep-old, left logged in), and the CLI says which.
+#[test]
+fn logging_in_again_logs_the_saved_session_out_unless_keep_old() {
+    let s = Sandbox::new();
+    let key = secret(&s.create_key("a", &["--reusable"]));
+    let config = s.config_dir("m");
+    s.machine(
+        &config,
+        &["login", "--auth-key", &key, "--machine", "first"],
+    )
+    .success();
+    let first = saved_session(&config);
+    let first_id = s.machine(&config, &["whoami", "--json"]).json()["machine"]["id"].clone();
+
+    let again = s.machine(
+        &config,
+        &["login", "--auth-key", &key, "--machine", "second"],
+    );
+    again.assert_stdout_contains(&[
+        "Logged out the previous session",
+        first_id.as_str().expect("id"),
+    ]);
+    again.assert_silent_about(&first);
+    whoami(&s.server, &first).expect_error(401, "invalid_credentials");
+    let second = saved_session(&config);
+    whoami(&s.server, &second).expect(200);
+
+    let kept = s
+        .machine(
+            &config,
+            &[
+                "login",
+                "--auth-key",
+                &key,
+                "--machine",
+                "third",
+                "--keep-old",
+                "--json",
+            ],
+        )
+        .json();
+    assert_eq!(kept["replaced"]["logged_out"], false, "{kept:#}");
+    assert_eq!(kept["machine"]["name"], "third");
+    whoami(&s.server, &second).expect(200);
+    let names: BTreeSet<String> = s
+        .machines("a")
+        .iter()
+        .map(|m| m["name"].as_str().expect("name").to_string())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["second".into(), "third".into()]));
+
+    // A failed login keeps the saved session.
+    let third = saved_session(&config);
+    s.machine(&config, &["login", "--auth-key", BAD_KEY])
+        .failure(2, &["typo"]);
+    s.machine(
+        &config,
+        &["login", "--auth-key", &secret(&s.create_key("a", &[]))[..]],
+    )
+    .success();
+    whoami(&s.server, &third).expect_error(401, "invalid_credentials");
+}
+
+#[test]
+fn logout_local_forgets_the_session_when_the_server_is_gone() {
+    let mut s = Sandbox::new();
+    let key = secret(&s.create_key("a", &[]));
+    let config = s.config_dir("m");
+    s.machine(&config, &["login", "--auth-key", &key]).success();
+    let token = saved_session(&config);
+    s.server.kill9();
+    s.machine(&config, &["logout"])
+        .failure(3, &["connection refused"]);
+    assert_eq!(
+        saved_session(&config),
+        token,
+        "a failed logout keeps the session"
+    );
+    let local = s.machine(&config, &["logout", "--local"]);
+    local.assert_stdout_contains(&[
+        "Forgot the saved session",
+        "authkeys machines logout --app a",
+    ]);
+    local.assert_silent_about(&token);
+    assert_eq!(files(&config), Vec::<PathBuf>::new());
+    s.machine(&config, &["whoami"])
+        .failure(1, &["not logged in"]);
+}
