@@ -1,6 +1,6 @@
 //! Admin commands over HTTP, authenticated by `AUTHKEYS_ADMIN_TOKEN`: apps, keys, machines.
 
-use super::args::{AdminArgs, AppsCommand, KeysCommand, ListArgs, MachinesCommand};
+use super::args::{AdminArgs, AppsCommand, KeyPolicyArgs, KeysCommand, ListArgs, MachinesCommand};
 use super::args::{OutputArgs, ServerArg};
 use super::auth_key;
 use super::client::{Client, RequestError, segment};
@@ -147,6 +147,46 @@ fn invalid_reason(code: &str) -> &'static str {
     }
 }
 
+/// Adds the policy fields that were given to a new key's body; the absent ones are left to the
+/// server's defaults.
+fn add_policy(body: &mut Value, policy: KeyPolicyArgs) -> Result<(), CliError> {
+    if !policy.tags.is_empty() {
+        body["tags"] = json!(policy.tags);
+    }
+    if !policy.metadata.is_empty() {
+        let mut metadata = serde_json::Map::new();
+        for (key, value) in policy.metadata {
+            if metadata.contains_key(&key) {
+                return Err(CliError::Usage(format!("--metadata {key}= is given twice")));
+            }
+            metadata.insert(key, value.into());
+        }
+        body["metadata"] = metadata.into();
+    }
+    for (field, value) in [
+        ("max_uses", policy.max_uses),
+        ("session_ttl", policy.session_ttl),
+        ("idle_timeout", policy.idle_timeout),
+    ] {
+        if let Some(value) = value {
+            body[field] = value.into();
+        }
+    }
+    Ok(())
+}
+
+/// The one-time display of a new key's secret, with what it carries and how to use it.
+fn print_new_key(key: &Value) {
+    let secret = output::field(key, "key");
+    for line in output::key_policy(key) {
+        say!("  {line}");
+    }
+    say!("Store it now (in a vault or CI secret): it cannot be shown again.\n");
+    say!("  {secret}\n");
+    // The key goes in the environment, not argv, where `ps` would show it.
+    say!("Log a machine in with:\n\n  AUTHKEYS_AUTH_KEY={secret} authkeys login");
+}
+
 /// After a table cut short by `--limit`, says so.
 fn note_more(listing: &Value) {
     if listing["next_cursor"].is_string() {
@@ -230,45 +270,69 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
             description,
             reusable,
             ephemeral,
+            policy,
             expires_in,
+            no_expiry,
             admin,
         } => {
-            let body = json!({
+            let mut body = json!({
                 "description": description,
-                "reusable": reusable,
+                // A key of more than one use is reusable (a single-use key with max_uses > 1
+                // is a contradiction the server refuses).
+                "reusable": reusable || policy.max_uses.is_some_and(|uses| uses > 1),
                 "ephemeral": ephemeral,
-                "expires_in": expires_in,
+                "expires_in": (!no_expiry).then_some(expires_in),
             });
+            add_policy(&mut body, policy)?;
             let key = client(&admin)?.post(&format!("/v1/apps/{}/keys", segment(&app)), &body)?;
             if admin.output.json {
                 output::json(&key);
             } else {
-                let secret = output::field(&key, "key");
                 say!(
                     "Created {} key {} for app {}.",
                     output::key_type(&key),
                     output::field(&key, "id"),
                     output::field(&key, "app")
                 );
-                say!("Store it now (in a vault or CI secret): it cannot be shown again.\n");
-                say!("  {secret}\n");
-                // The key goes in the environment, not argv, where `ps` would show it.
-                say!("Log a machine in with:\n\n  AUTHKEYS_AUTH_KEY={secret} authkeys login");
+                print_new_key(&key);
+            }
+        }
+        KeysCommand::Rotate {
+            app,
+            id,
+            grace,
+            admin,
+        } => {
+            let client = client(&admin)?;
+            let path = format!("/v1/apps/{}/keys/{}", segment(&app), segment(&id));
+            let key = client.post(&format!("{path}/rotate"), &json!({"grace_seconds": grace}))?;
+            if admin.output.json {
+                output::json(&key);
+            } else {
+                let old = client.get(&path)?;
+                say!(
+                    "Rotated key {id} of app {app} into {}; {id} stops accepting logins at {} \
+                     (its machines stay logged in).",
+                    output::field(&key, "id"),
+                    output::field(&old, "expires_at"),
+                );
+                print_new_key(&key);
             }
         }
         KeysCommand::List {
             app,
             include_revoked,
+            tags,
             list,
             admin,
         } => {
-            let filters: &[(&str, &str)] = if include_revoked {
-                &[("include_revoked", "true")]
-            } else {
-                &[]
-            };
+            let mut filters: Vec<(&str, &str)> =
+                tags.iter().map(|tag| ("tag", tag.as_str())).collect();
+            if include_revoked {
+                filters.push(("include_revoked", "true"));
+            }
             let path = format!("/v1/apps/{}/keys", segment(&app));
-            let listing = client(&admin)?.list(&path, "keys", filters, &list)?;
+            let listing = client(&admin)?.list(&path, "keys", &filters, &list)?;
             if admin.output.json {
                 output::json(&listing);
             } else {
@@ -276,30 +340,32 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
                 let rows: Vec<Vec<String>> = keys
                     .iter()
                     .map(|key| {
-                        let mut row = vec![output::field(key, "id"), output::field(key, "hint")];
-                        row.push(output::key_type(key));
-                        for name in [
-                            "uses",
-                            "machines",
-                            "created_at",
-                            "expires_at",
-                            "revoked_at",
-                            "description",
-                        ] {
-                            row.push(output::field(key, name));
-                        }
-                        row
+                        vec![
+                            output::field(key, "id"),
+                            output::field(key, "hint"),
+                            output::key_type(key),
+                            output::tags(key),
+                            output::uses(key),
+                            output::field(key, "machines"),
+                            output::field(key, "created_at"),
+                            output::field_or(key, "expires_at", "never"),
+                            output::field(key, "revoked_at"),
+                            output::rotation(key),
+                            output::field(key, "description"),
+                        ]
                     })
                     .collect();
                 let headers = [
                     "ID",
                     "HINT",
                     "TYPE",
+                    "TAGS",
                     "USES",
                     "MACHINES",
                     "CREATED",
                     "EXPIRES",
                     "REVOKED",
+                    "ROTATED",
                     "DESCRIPTION",
                 ];
                 output::table(&headers, &rows, "No keys.");
@@ -327,11 +393,13 @@ pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
         MachinesCommand::List {
             app,
             key,
+            tag,
             list,
             admin,
         } => {
-            let filters: Vec<(&str, &str)> =
+            let mut filters: Vec<(&str, &str)> =
                 key.iter().map(|key| ("key_id", key.as_str())).collect();
+            filters.extend(tag.iter().map(|tag| ("tag", tag.as_str())));
             let client = client(&admin)?;
             let listing = match &app {
                 Some(app) => client.list(&machines_path(app), "machines", &filters, &list)?,

@@ -92,15 +92,15 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "AUTHKEYS_LISTEN", default_value = config::DEFAULT_LISTEN)]
     pub listen: String,
-    /// Seconds after login that machines of ephemeral keys are logged out.
-    #[arg(long, env = "AUTHKEYS_EPHEMERAL_TTL", value_name = "SECS",
+    /// How long after login machines of ephemeral keys are logged out (3600, 1h).
+    #[arg(long, env = "AUTHKEYS_EPHEMERAL_TTL", value_name = "DURATION",
           default_value_t = config::DEFAULT_EPHEMERAL_TTL_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = duration::positive)]
     pub ephemeral_ttl: u64,
-    /// Seconds between sweeps of expired machines and writes of usage stamps.
-    #[arg(long, env = "AUTHKEYS_SWEEP_INTERVAL", value_name = "SECS",
+    /// Time between sweeps of expired machines and writes of usage stamps (60, 1m).
+    #[arg(long, env = "AUTHKEYS_SWEEP_INTERVAL", value_name = "DURATION",
           default_value_t = config::DEFAULT_SWEEP_INTERVAL_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = duration::positive)]
     pub sweep_interval: u64,
     /// JSON file of apps and keys to create at start if missing (see docs/testing.md, "A
     /// seeded start").
@@ -291,6 +291,40 @@ pub enum AppsCommand {
     },
 }
 
+/// A new key's lifetime unless `--expires-in` or `--no-expiry` says otherwise: the
+/// dashboard's default too.
+pub const DEFAULT_KEY_EXPIRY: &str = "90d";
+
+/// What a key carries besides its flags (API.md v2, "Key policy").
+#[derive(Args, Debug)]
+pub struct KeyPolicyArgs {
+    /// A tag its machines carry (`tag:ci`); repeatable, up to 16.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// A metadata entry its machines carry, as KEY=VALUE (a string); repeatable.
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = metadata_entry)]
+    pub metadata: Vec<(String, String)>,
+    /// How many logins the key allows in all; more than one makes it reusable.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_uses: Option<u64>,
+    /// How long after login its machines are logged out, instead of the server's ephemeral
+    /// TTL (needs --ephemeral; 1m to 365d).
+    #[arg(long, value_name = "DURATION", value_parser = duration::positive,
+          requires = "ephemeral")]
+    pub session_ttl: Option<u64>,
+    /// Log out a machine of this key that makes no authenticated request for this long
+    /// (1m to 365d).
+    #[arg(long, value_name = "DURATION", value_parser = duration::positive)]
+    pub idle_timeout: Option<u64>,
+}
+
+fn metadata_entry(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err("expected KEY=VALUE, such as team=infra".into()),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Generate an auth key; it is shown once.
@@ -305,13 +339,19 @@ pub enum KeysCommand {
         #[arg(long)]
         reusable: bool,
         /// Machines logged in with the key are logged out after the server's ephemeral TTL
-        /// (one hour unless it was started with another --ephemeral-ttl).
+        /// (one hour unless it was started with another --ephemeral-ttl), or --session-ttl.
         #[arg(long)]
         ephemeral: bool,
+        #[command(flatten)]
+        policy: KeyPolicyArgs,
         /// The key stops accepting new logins after this long (90d, 12h; a bare number is
         /// seconds).
-        #[arg(long, value_name = "DURATION", value_parser = duration::positive)]
-        expires_in: Option<u64>,
+        #[arg(long, value_name = "DURATION", value_parser = duration::positive,
+              default_value = DEFAULT_KEY_EXPIRY)]
+        expires_in: u64,
+        /// The key never expires (instead of --expires-in).
+        #[arg(long, conflicts_with = "expires_in")]
+        no_expiry: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -323,6 +363,9 @@ pub enum KeysCommand {
         /// Include revoked keys.
         #[arg(long)]
         include_revoked: bool,
+        /// Only keys with this tag; repeatable: keys with every one of them.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
         #[command(flatten)]
         list: ListArgs,
         #[command(flatten)]
@@ -335,6 +378,21 @@ pub enum KeysCommand {
         app: String,
         /// The key's id (`key_…`).
         id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Replace a key with a new one (shown once) of the same settings; the old one keeps
+    /// working for the grace period, and its machines stay logged in.
+    Rotate {
+        /// The app the key belongs to.
+        #[arg(long)]
+        app: String,
+        /// The key's id (`key_…`).
+        id: String,
+        /// How long the old key still accepts logins (0 to 30d).
+        #[arg(long, value_name = "DURATION", value_parser = duration::seconds,
+              default_value = "1h")]
+        grace: u64,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -359,6 +417,9 @@ pub enum MachinesCommand {
         /// Only the machines logged in with this key (`key_…`).
         #[arg(long, value_name = "KEY_ID")]
         key: Option<String>,
+        /// Only the machines with this tag.
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
         #[command(flatten)]
         list: ListArgs,
         #[command(flatten)]

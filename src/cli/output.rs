@@ -1,5 +1,6 @@
 //! Human-readable output: aligned tables and `-` for absent values.
 
+use super::duration;
 use serde_json::Value;
 
 /// `println!` for the CLI's output. A reader that has gone away (`authkeys keys list | head`)
@@ -81,6 +82,71 @@ pub fn key_type(key: &Value) -> String {
         kinds.push("ephemeral");
     }
     kinds.join(", ")
+}
+
+/// A key's or machine's tags, comma-separated, or `-`.
+pub fn tags(item: &Value) -> String {
+    let tags: Vec<&str> = item["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if tags.is_empty() {
+        "-".into()
+    } else {
+        tags.join(",")
+    }
+}
+
+/// A key's logins: `3`, or `3/5` when it allows at most 5.
+pub fn uses(key: &Value) -> String {
+    match key.get("max_uses") {
+        Some(max @ Value::Number(_)) => format!("{}/{max}", field(key, "uses")),
+        _ => field(key, "uses"),
+    }
+}
+
+/// Where a key stands in a rotation: `to key_…` (its replacement), `from key_…`, both, or `-`.
+pub fn rotation(key: &Value) -> String {
+    let links: Vec<String> = [("from", "rotated_from"), ("to", "rotated_to")]
+        .iter()
+        .filter_map(|(word, name)| key[*name].as_str().map(|id| format!("{word} {id}")))
+        .collect();
+    if links.is_empty() {
+        "-".into()
+    } else {
+        links.join(", ")
+    }
+}
+
+/// What a new key carries, one `label: value` line each, for the one-time display.
+pub fn key_policy(key: &Value) -> Vec<String> {
+    let seconds = |name: &str| key[name].as_u64().map(duration::display);
+    let mut lines = Vec::new();
+    if key["tags"].as_array().is_some_and(|tags| !tags.is_empty()) {
+        lines.push(format!("tags:         {}", tags(key)));
+    }
+    if key["metadata"]
+        .as_object()
+        .is_some_and(|map| !map.is_empty())
+    {
+        lines.push(format!("metadata:     {}", key["metadata"]));
+    }
+    if key["max_uses"].is_number() {
+        lines.push(format!("max uses:     {}", field(key, "max_uses")));
+    }
+    if let Some(ttl) = seconds("session_ttl") {
+        lines.push(format!("session TTL:  {ttl} after login"));
+    }
+    if let Some(idle) = seconds("idle_timeout") {
+        lines.push(format!("idle timeout: {idle}"));
+    }
+    lines.push(format!(
+        "expires:      {}",
+        field_or(key, "expires_at", "never")
+    ));
+    lines
 }
 
 pub fn json(value: &Value) {

@@ -461,11 +461,13 @@ fn admin_commands_with_json_print_the_contract_objects() {
     let expected = json!({
         "app": "a", "description": "ci", "reusable": false, "ephemeral": false,
         "hint": format!("ena_{}…{}", &secret[4..8], &secret[36..]),
-        "expires_at": null, "revoked_at": null, "last_used_at": null, "uses": 0, "machines": 0,
+        "revoked_at": null, "last_used_at": null, "uses": 0, "machines": 0,
     });
     for (name, value) in expected.as_object().expect("object") {
         assert_eq!(&key[name], value, "{name} in {key:#}");
     }
+    let lifetime = timestamp(&key["expires_at"]) - timestamp(&key["created_at"]);
+    assert_eq!(lifetime.num_days(), 90, "the CLI's default expiry: {key:#}");
     let key_id = key["id"].as_str().expect("key id").to_string();
     assert!(key_id.starts_with("key_"), "{key_id}");
 
@@ -553,13 +555,18 @@ fn keys_list_shows_revoked_keys_only_with_include_revoked() {
 }
 
 #[test]
-fn keys_create_sends_reusable_ephemeral_and_expires_in() {
+fn keys_create_sends_reusable_ephemeral_and_expires_in_with_units_and_90_days_by_default() {
     let s = Sandbox::new();
+    const NINETY_DAYS: i64 = 90 * 86_400;
     let cases: &[(&[&str], bool, bool, Option<i64>)] = &[
-        (&[], false, false, None),
-        (&["--reusable"], true, false, None),
-        (&["--ephemeral"], false, true, None),
+        (&[], false, false, Some(NINETY_DAYS)),
+        (&["--no-expiry"], false, false, None),
+        (&["--reusable"], true, false, Some(NINETY_DAYS)),
+        (&["--ephemeral", "--no-expiry"], false, true, None),
         (&["--expires-in", "600"], false, false, Some(600)),
+        (&["--expires-in", "10m"], false, false, Some(600)),
+        (&["--expires-in", "2h"], false, false, Some(7_200)),
+        (&["--expires-in", "7d"], false, false, Some(7 * 86_400)),
         (
             &["--reusable", "--ephemeral", "--expires-in", "90"],
             true,
@@ -1509,7 +1516,7 @@ fn apps_delete_revokes_the_apps_keys_and_logs_out_its_machines() {
 #[test]
 fn keys_verify_reports_a_valid_key_without_using_it_and_why_others_are_not() {
     let s = Sandbox::new();
-    let created = s.create_key("a", &["--ephemeral"]);
+    let created = s.create_key("a", &["--ephemeral", "--no-expiry"]);
     let key = secret(&created);
     let verify_env = |key: &str| {
         s.run(
