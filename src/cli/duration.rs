@@ -45,7 +45,7 @@ pub fn display(secs: u64) -> String {
     let (unit, scale) = UNITS
         .iter()
         .rev()
-        .find(|(_, scale)| secs > 0 && secs % scale == 0)
+        .find(|(_, scale)| secs > 0 && secs.is_multiple_of(*scale))
         .copied()
         .unwrap_or(('s', 1));
     format!("{}{unit}", secs / scale)

@@ -1820,3 +1820,61 @@ fn logout_local_forgets_the_session_when_the_server_is_gone() {
     s.machine(&config, &["whoami"])
         .failure(1, &["not logged in"]);
 }
+
+/// Every duration flag takes the same units through the one parser (`serve`'s included), and
+/// refuses anything else as a usage error saying what it accepts, before any request.
+#[test]
+fn durations_take_s_m_h_d_everywhere_and_anything_else_is_a_usage_error() {
+    let s = Sandbox::with(Options::default().arg("--ephemeral-ttl", "2m"));
+    let key = secret(&s.create_key("a", &["--ephemeral"]));
+    let login = s.server.login(&key);
+    let machine = &login["machine"];
+    let ttl = timestamp(&machine["expires_at"]) - timestamp(&machine["created_at"]);
+    assert_eq!(ttl.num_seconds(), 120, "--ephemeral-ttl 2m: {machine:#}");
+
+    let create = ["keys", "create", "--app", "a"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        create.iter().chain(extra).copied().collect()
+    };
+    for bad in ["1.5h", "1h30m", "2w", "+1", "h"] {
+        let cases: Vec<Vec<&str>> = vec![
+            with(&["--expires-in", bad]),
+            with(&["--ephemeral", "--session-ttl", bad]),
+            with(&["--idle-timeout", bad]),
+            vec!["keys", "rotate", "--app", "a", "key_x", "--grace", bad],
+            vec!["apps", "list", "--timeout", bad],
+            vec!["serve", "--db", ":memory:", "--ephemeral-ttl", bad],
+            vec!["serve", "--db", ":memory:", "--sweep-interval", bad],
+        ];
+        for args in cases {
+            s.admin(&args).failure(2, &["s, m, h or d", "--help"]);
+        }
+    }
+    type Case<'a> = (Vec<&'a str>, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        (with(&["--session-ttl", "2h"]), &["--ephemeral"]),
+        (
+            with(&["--no-expiry", "--expires-in", "1d"]),
+            &["cannot be used with"],
+        ),
+        (with(&["--metadata", "novalue"]), &["KEY=VALUE"]),
+        (with(&["--metadata", "=v"]), &["KEY=VALUE"]),
+        (
+            with(&["--metadata", "k=1", "--metadata", "k=2"]),
+            &["--metadata k= is given twice"],
+        ),
+        (with(&["--max-uses", "0"]), &["--max-uses"]),
+        (with(&["--expires-in", "0"]), &["longer than 0"]),
+        (vec!["apps", "list", "--timeout", "0s"], &["longer than 0"]),
+    ];
+    for (args, expected) in cases {
+        s.admin(&args).failure(2, expected);
+    }
+    assert_eq!(
+        s.server.admin().get("/v1/apps/a/keys").expect(200)["keys"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "no refused command created a key"
+    );
+}
