@@ -36,16 +36,51 @@ impl Authority {
                 })
             })?
             .ok_or(Error::InvalidCredentials)?;
-        if session.machine.is_expired(now) {
+        if session.machine.is_expired(now) || self.is_idle(&session.machine, hash, now)? {
             return Err(Error::SessionExpired);
         }
         self.stamps.machine_seen(session.machine.pk, hash, now);
         Ok(session)
     }
 
+    /// Whether the machine has made no request for its key's idle timeout at `now`. Its last
+    /// activity is the latest of what the cached row says, its pending usage stamp and, only
+    /// when those two say idle, the row read again: a stamp leaves the map for the database
+    /// only after its write commits (`UsageStamps::take` keeps it as in flight until then),
+    /// so reading the stamps first and the row second misses no request. No write here.
+    fn is_idle(&self, machine: &Machine, hash: TokenHash, now: Timestamp) -> Result<bool> {
+        let Some(timeout) = machine.idle_timeout else {
+            return Ok(false);
+        };
+        let idle_at = |last: Timestamp| last.plus_secs(timeout) <= now;
+        let stamped = self.stamps.machine_last_seen(machine.pk, hash);
+        let known = stamped.map_or(machine.stored_activity(), |at| {
+            at.max(machine.stored_activity())
+        });
+        if !idle_at(known) {
+            return Ok(false);
+        }
+        // The cached row may predate a flush: read the stored activity as it is now.
+        let stamped = self.stamps.machine_last_seen(machine.pk, hash);
+        let stored = self
+            .store
+            .read(|r| r.machine_last_seen(machine.pk, &hash))?;
+        let Some(stored) = stored else {
+            // Gone meanwhile (logged out, revoked, swept): nothing to let in.
+            return Ok(true);
+        };
+        let last = [Some(known), stamped, Some(stored)]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(known);
+        Ok(idle_at(last))
+    }
+
     /// Exchanges an auth key for a machine session. Judging the key and recording the login
-    /// happen in one write transaction, so of any number of concurrent logins with a
-    /// single-use key exactly one succeeds.
+    /// (a use) happen in one write transaction, so of any number of concurrent logins with a
+    /// key of `max_uses` exactly `max_uses` succeed. The machine copies the key's tags,
+    /// metadata and idle timeout, and an ephemeral one its `session_ttl`.
     pub(crate) fn login(
         &self,
         auth_key: &str,
@@ -60,9 +95,8 @@ impl Authority {
         let machine = self.store.write(|w| {
             let key = w.key_status(&hash)?.ok_or(Error::AuthKeyInvalid)?;
             judge_key(&key, now).map_err(KeyProblem::login_error)?;
-            let expires_at = key
-                .ephemeral
-                .then(|| now.plus_secs(self.ephemeral_ttl_secs));
+            let ttl = key.policy.session_ttl.unwrap_or(self.ephemeral_ttl_secs);
+            let expires_at = key.ephemeral.then(|| now.plus_secs(ttl));
             let new = NewMachine {
                 id: token::random_id("mch_"),
                 token_hash: session.hash(),
