@@ -125,10 +125,12 @@ fn verify(key: Secret, server: &ServerArg, output: &OutputArgs) -> Result<(), Cl
         output::json(&verdict);
     } else {
         say!(
-            "Valid: key {} of app {} ({}), expires {}.",
+            "Valid: key {} of app {} ({}), tags {}, {} logins left, expires {}.",
             output::field(&verdict, "key_id"),
             output::field(&verdict, "app"),
             output::key_type(&verdict),
+            output::tags(&verdict),
+            output::field_or(&verdict, "uses_remaining", "unlimited"),
             output::field_or(&verdict, "expires_at", "never")
         );
     }

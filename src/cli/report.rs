@@ -4,6 +4,7 @@
 //! was (`args::EXIT_STATUS`). A usage error suggests what was probably meant and names the
 //! help of the command that failed.
 
+use super::client::RequestError;
 use super::{Cli, CliError};
 use authkeys::ops;
 use clap::CommandFactory;
@@ -56,13 +57,19 @@ pub fn usage(err: &clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Reports a failed command: its message and every cause under it.
+/// Reports a failed command: its message and every cause under it (as JSON, a refusal's
+/// message without the code that `code` already carries).
 pub fn failure(err: &CliError) -> ExitCode {
-    emit(
-        &err.code(),
-        &one_line(err),
-        matches!(err, CliError::Usage(_)),
-    );
+    let message = match err {
+        CliError::Rejected { message, .. }
+        | CliError::Request(RequestError::Api { message, .. })
+            if json_requested() =>
+        {
+            message.clone()
+        }
+        _ => one_line(err),
+    };
+    emit(&err.code(), &message, matches!(err, CliError::Usage(_)));
     ExitCode::from(err.exit_status())
 }
 

@@ -1286,6 +1286,12 @@ fn with_json_every_error_is_one_json_object_on_stderr() {
         .admin(&["keys", "list", "--app", "nope", "--json"])
         .json_failure(1, "app_not_found");
     assert!(refused.get("help").is_none(), "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| !m.contains("HTTP 404")),
+        "the code is a field of its own, not repeated in the message: {refused}"
+    );
     s.run(
         &["apps", "list", "--json"],
         &[
@@ -1859,4 +1865,116 @@ fn durations_take_s_m_h_d_everywhere_and_anything_else_is_a_usage_error() {
         Some(1),
         "no refused command created a key"
     );
+}
+
+/// `keys create`'s policy flags reach the server as API.md v2's fields (durations in seconds,
+/// `--max-uses` above 1 making the key reusable), and the one-time display, `keys list` and
+/// `keys verify` show what the key carries.
+#[test]
+fn keys_create_sends_the_key_policy_and_the_listings_show_it() {
+    let s = Sandbox::new();
+    let created = s.create_key(
+        "a",
+        &[
+            "--tag",
+            "tag:ci",
+            "--tag",
+            "tag:web",
+            "--metadata",
+            "team=infra",
+            "--metadata",
+            "region=eu-1",
+            "--max-uses",
+            "5",
+            "--ephemeral",
+            "--session-ttl",
+            "2h",
+            "--idle-timeout",
+            "30m",
+            "--expires-in",
+            "90d",
+            "--description",
+            "fleet",
+        ],
+    );
+    let id = created["id"].as_str().expect("id").to_string();
+    let stored = s
+        .server
+        .admin()
+        .get(&format!("/v1/apps/a/keys/{id}"))
+        .expect(200);
+    for key in [&created, &stored] {
+        assert_eq!(key["tags"], json!(["tag:ci", "tag:web"]), "{key:#}");
+        assert_eq!(
+            key["metadata"],
+            json!({"team": "infra", "region": "eu-1"}),
+            "{key:#}"
+        );
+        assert_eq!(
+            (&key["max_uses"], &key["uses_remaining"], &key["reusable"]),
+            (&json!(5), &json!(5), &json!(true)),
+            "{key:#}"
+        );
+        assert_eq!(
+            (&key["session_ttl"], &key["idle_timeout"]),
+            (&json!(7_200), &json!(1_800)),
+            "{key:#}"
+        );
+        let lifetime = timestamp(&key["expires_at"]) - timestamp(&key["created_at"]);
+        assert_eq!(lifetime.num_days(), 90, "{key:#}");
+    }
+    let single = s.create_key("a", &["--max-uses", "1"]);
+    assert_eq!(
+        (&single["reusable"], &single["max_uses"]),
+        (&json!(false), &json!(1)),
+        "{single:#}"
+    );
+
+    let shown = s.admin(&[
+        "keys",
+        "create",
+        "--app",
+        "a",
+        "--tag",
+        "tag:ci",
+        "--max-uses",
+        "3",
+        "--ephemeral",
+        "--session-ttl",
+        "90m",
+        "--idle-timeout",
+        "1d",
+        "--no-expiry",
+    ]);
+    shown.assert_stdout_contains(&[
+        "tags:         tag:ci\n",
+        "max uses:     3\n",
+        "session TTL:  90m after login\n",
+        "idle timeout: 1d\n",
+        "expires:      never\n",
+    ]);
+
+    let key = secret(&created);
+    s.server.login(&key);
+    let listed = s.admin(&["keys", "list", "--app", "a"]);
+    let row = listed.row(&id);
+    for cell in ["tag:ci,tag:web", " 1/5 ", "fleet"] {
+        if !row.contains(cell) {
+            listed.fail(&format!("expected the key's row to show {cell:?}"));
+        }
+    }
+    let header = listed.stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("TAGS") && header.contains("ROTATED"),
+        "{header}"
+    );
+    s.run(
+        &["keys", "verify", "--auth-key", &key],
+        &[("AUTHKEYS_SERVER", &s.server.url)],
+    )
+    .assert_stdout_contains(&["tags tag:ci,tag:web", "4 logins left"]);
+
+    // What the server refuses comes back as its 422, naming the field, and creates nothing.
+    s.admin(&["keys", "create", "--app", "a", "--tag", "CI"])
+        .failure(1, &["tags", "invalid_field"]);
 }
