@@ -127,3 +127,99 @@ impl Authority {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::hot::HotCache;
+    use crate::cache::usage::UsageStamps;
+    use crate::domain::model::{KeyPolicy, NewKey};
+    use crate::runtime::sweeper::sweep;
+    use crate::store::{Database, Store};
+
+    const TIMEOUT_SECS: u64 = 60;
+
+    /// An authority on a fresh file, with a key of `TIMEOUT_SECS` idle timeout, and a machine
+    /// logged in with it at time 0: the session token.
+    fn idle_machine() -> (tempfile::TempDir, Authority, Secret) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&Database::File(dir.path().join("a.db"))).unwrap());
+        let authority = Authority::new(
+            store,
+            Arc::new(UsageStamps::default()),
+            Arc::new(HotCache::default()),
+            TokenHash::of("admin"),
+            3600,
+        );
+        authority.create_app("app", None, Timestamp(0)).unwrap();
+        let new = NewKey {
+            reusable: true,
+            policy: KeyPolicy {
+                idle_timeout: Some(TIMEOUT_SECS),
+                ..KeyPolicy::default()
+            },
+            ..NewKey::default()
+        };
+        let (_, key) = authority.create_key("app", &new, Timestamp(0)).unwrap();
+        let (session, _) = authority.login(key.expose(), None, Timestamp(0)).unwrap();
+        (dir, authority, session)
+    }
+
+    fn at(authority: &Authority, session: &Secret, millis: i64) -> Result<()> {
+        authority
+            .authenticate_session(session.expose(), Timestamp(millis))
+            .map(drop)
+    }
+
+    /// Judged to the millisecond on the last request, whether the cache, the pending stamps,
+    /// stamps being written or the database holds it; a refused request restarts nothing.
+    #[test]
+    fn idleness_is_judged_to_the_millisecond_wherever_the_last_request_is_kept() {
+        let (_dir, authority, session) = idle_machine();
+        let timeout = TIMEOUT_SECS as i64 * 1000;
+        // From the login: the last moment in time, then the first one too late.
+        at(&authority, &session, timeout - 1).unwrap();
+        // That request restarted the clock (its stamp is pending, in memory only).
+        let last = timeout - 1;
+        at(&authority, &session, last + timeout - 1).unwrap();
+        let last = last + timeout - 1;
+        // A stamp taken out for writing, not yet committed, still counts.
+        let pending = authority.stamps.take();
+        at(&authority, &session, last + timeout - 1).unwrap();
+        let last = last + timeout - 1;
+        authority.stamps.restore(pending);
+        // Written to the database by a sweep, which also drops the cached session.
+        sweep(
+            &authority.store,
+            &authority.stamps,
+            &authority.cache,
+            Timestamp(last),
+        )
+        .unwrap();
+        assert!(
+            authority
+                .stamps
+                .machine_last_seen(1, TokenHash::of(session.expose()))
+                .is_none()
+        );
+        at(&authority, &session, last + timeout - 1).unwrap();
+        let last = last + timeout - 1;
+        sweep(
+            &authority.store,
+            &authority.stamps,
+            &authority.cache,
+            Timestamp(last),
+        )
+        .unwrap();
+        // Loaded again, cached on its second miss, then judged from the cache.
+        assert_eq!(
+            at(&authority, &session, last + timeout),
+            Err(Error::SessionExpired)
+        );
+        assert_eq!(
+            at(&authority, &session, last + timeout + 1),
+            Err(Error::SessionExpired),
+            "a refused request does not restart the clock"
+        );
+    }
+}

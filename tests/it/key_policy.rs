@@ -234,3 +234,210 @@ fn the_server_endpoint_states_the_version_and_the_ephemeral_ttl() {
         3600
     );
 }
+
+/// A login is a use: `uses_remaining` counts down exactly, a used-up key refuses the next
+/// login with `auth_key_used` and verifies as `used`, and its machines stay logged in.
+#[test]
+fn each_login_uses_one_use_until_none_is_left() {
+    let server = server_with_app();
+    let key = server.create_key("ci", json!({"reusable": true, "max_uses": 3}));
+    let secret = key["key"].as_str().unwrap();
+    let path = format!("/v1/apps/ci/keys/{}", key["id"].as_str().unwrap());
+    let mut sessions = Vec::new();
+    for remaining in [2, 1, 0] {
+        sessions.push(session_of(&server.login(secret)));
+        let read = server.admin().get(&path).expect(200);
+        assert_eq!(read["uses_remaining"], remaining);
+        assert_eq!(read["uses"], 3 - remaining);
+    }
+    server
+        .anonymous()
+        .post("/v1/auth/login", &json!({"auth_key": secret}))
+        .expect_error(401, "auth_key_used");
+    assert_eq!(
+        verify(&server, secret),
+        json!({"valid": false, "code": "used"})
+    );
+    let read = server.admin().get(&path).expect(200);
+    assert_eq!((&read["uses"], &read["machines"]), (&json!(3), &json!(3)));
+    for session in &sessions {
+        whoami(&server, session).expect(200);
+    }
+}
+
+/// A machine carries its key's tags and metadata from its login on: in the login answer,
+/// whoami (cached or not) and the machines list.
+#[test]
+fn machines_copy_the_keys_tags_and_metadata_at_login() {
+    let server = server_with_app();
+    let key = server.create_key(
+        "ci",
+        json!({"reusable": true, "tags": ["tag:prod", "tag:ci"], "metadata": {"pool": "arm64"}}),
+    );
+    let login = server.login(key["key"].as_str().unwrap());
+    let machine = &login["machine"];
+    assert_eq!(machine["tags"], json!(["tag:ci", "tag:prod"]));
+    assert_eq!(machine["metadata"], json!({"pool": "arm64"}));
+    assert_eq!(machine["trust_policy_id"], Value::Null);
+    assert_eq!(machine["idle_expires_at"], Value::Null);
+    let session = session_of(&login);
+    for _ in 0..3 {
+        let identity = whoami(&server, &session).expect(200);
+        assert_eq!(identity["machine"]["tags"], machine["tags"]);
+        assert_eq!(identity["machine"]["metadata"], machine["metadata"]);
+    }
+    let listed = server.admin().get("/v1/apps/ci/machines").expect(200);
+    assert_eq!(listed["machines"][0]["tags"], machine["tags"]);
+    assert_eq!(listed["machines"][0]["metadata"], machine["metadata"]);
+}
+
+/// An ephemeral key's `session_ttl` replaces the server's `--ephemeral-ttl` for its machines;
+/// without one, the server's applies.
+#[test]
+fn session_ttl_sets_how_long_an_ephemeral_keys_machines_live() {
+    let server = server_with_app();
+    let lifetime = |body: Value| -> i64 {
+        let key = server.create_key("ci", body);
+        let machine = server.login(key["key"].as_str().unwrap())["machine"].clone();
+        millis(&machine["expires_at"]) - millis(&machine["created_at"])
+    };
+    assert_eq!(
+        lifetime(json!({"ephemeral": true, "session_ttl": 90})),
+        90_000
+    );
+    assert_eq!(lifetime(json!({"ephemeral": true})), 3_600_000);
+    assert_eq!(
+        lifetime(json!({"ephemeral": true, "session_ttl": 31_536_000})),
+        31_536_000_000
+    );
+}
+
+/// A short `session_ttl` (through the hidden test knob) is enforced like the server's own:
+/// refused once it has passed, cached or not, with the sweeper off.
+#[test]
+fn a_machine_is_refused_once_its_keys_session_ttl_has_passed() {
+    let server = TestServer::start_with(quick_timeouts());
+    server.create_app("ci");
+    let key = server.create_key("ci", json!({"ephemeral": true, "session_ttl": 1}));
+    let login = server.login(key["key"].as_str().unwrap());
+    let session = session_of(&login);
+    for _ in 0..3 {
+        whoami(&server, &session).expect(200);
+    }
+    sleep_until_millis(millis(&login["machine"]["expires_at"]) + 50);
+    whoami(&server, &session).expect_error(401, "session_expired");
+}
+
+/// Flags for tests of idle timeouts and session lifetimes in seconds: keys may have timeouts
+/// from 1 s, and the sweeper never runs (so only the per-request judgement is at work, and no
+/// usage stamp reaches the database).
+fn quick_timeouts() -> Options {
+    Options::default()
+        .arg("--min-key-timeout-secs", "1")
+        .arg("--sweep-interval-ms", "3600000")
+}
+
+fn millis(time: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(time.as_str().expect("a time"))
+        .expect("an RFC 3339 time")
+        .timestamp_millis()
+}
+
+fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn sleep_until_millis(at: i64) {
+    let wait = at - now_millis();
+    if wait > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(wait as u64));
+    }
+}
+
+/// Idle timeout, to the second, with the sweeper off: every authenticated request (whoami,
+/// forward auth) restarts the clock although nothing is written (the stamps stay in memory:
+/// `last_seen_at` is still null in the database), and once the timeout has passed since the
+/// last one the machine is refused, its cached session included, and stays refused.
+#[test]
+fn a_machine_idle_for_its_keys_idle_timeout_is_refused_on_its_next_request() {
+    const TIMEOUT_MS: i64 = 3_000;
+    let server = TestServer::start_with(quick_timeouts());
+    server.create_app("ci");
+    let key = server.create_key("ci", json!({"reusable": true, "idle_timeout": 3}));
+    let login = server.login(key["key"].as_str().unwrap());
+    let session = session_of(&login);
+    let created = millis(&login["machine"]["created_at"]);
+    assert_eq!(
+        millis(&login["machine"]["idle_expires_at"]),
+        created + TIMEOUT_MS
+    );
+    // Each request's own time lies between its sending and its answer: sent 1 s before the
+    // deadline the previous request set at the latest, it is in time; sent after the deadline
+    // the previous request set at the latest (its answer + the timeout), it is not.
+    let mut sent = now_millis();
+    let mut last_answer = sent;
+    for round in 0..3 {
+        // The first round's requests also fill the hot cache.
+        sleep_until_millis(sent + TIMEOUT_MS - 1_000);
+        sent = now_millis();
+        if round % 2 == 0 {
+            whoami(&server, &session).expect(200);
+        } else {
+            let reply = server.client(Some(&session)).get("/v1/forward-auth");
+            assert_eq!(reply.status, 200, "{}", server.log());
+        }
+        whoami(&server, &session).expect(200);
+        last_answer = now_millis();
+    }
+    let stored: Option<i64> = open_db(&server.db_path())
+        .query_row("SELECT last_seen_at FROM machines", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(stored, None, "no request wrote anything");
+    assert!(
+        now_millis() > created + TIMEOUT_MS,
+        "past the login's own deadline"
+    );
+    sleep_until_millis(last_answer + TIMEOUT_MS + 100);
+    whoami(&server, &session).expect_error(401, "session_expired");
+    let reply = server.client(Some(&session)).get("/v1/forward-auth");
+    assert_eq!(reply.status, 401);
+    whoami(&server, &session).expect_error(401, "session_expired");
+}
+
+/// The sweeper logs out machines idle past their timeout (their rows go), and spares one that
+/// keeps making requests although its stamps have not reached the database between sweeps.
+#[test]
+fn the_sweeper_logs_out_idle_machines_and_spares_active_ones() {
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--min-key-timeout-secs", "1")
+            .arg("--sweep-interval-ms", "100"),
+    );
+    server.create_app("ci");
+    let key = server.create_key("ci", json!({"reusable": true, "idle_timeout": 2}));
+    let secret = key["key"].as_str().unwrap();
+    let idle = server.login(secret);
+    let active = session_of(&server.login(secret));
+    let start = now_millis();
+    while now_millis() < start + 4_500 {
+        whoami(&server, &active).expect(200);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let rows: Vec<String> = open_db(&server.db_path())
+        .prepare("SELECT id FROM machines")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let active_id = whoami(&server, &active).expect(200)["machine"]["id"].clone();
+    assert_eq!(json!(rows), json!([active_id]), "{}", server.log());
+    let listed = server.admin().get("/v1/apps/ci/machines").expect(200);
+    assert_eq!(listed["machines"].as_array().unwrap().len(), 1);
+    assert_ne!(listed["machines"][0]["id"], idle["machine"]["id"]);
+    let key = server
+        .admin()
+        .get(&format!("/v1/apps/ci/keys/{}", key["id"].as_str().unwrap()))
+        .expect(200);
+    assert_eq!(key["machines"], 1);
+}
