@@ -129,7 +129,7 @@ fn verify(key: Secret, server: &ServerArg, output: &OutputArgs) -> Result<(), Cl
             output::field(&verdict, "key_id"),
             output::field(&verdict, "app"),
             output::key_type(&verdict),
-            output::tags(&verdict),
+            output::field(&verdict, "tags"),
             output::field_or(&verdict, "uses_remaining", "unlimited"),
             output::field_or(&verdict, "expires_at", "never")
         );
@@ -346,7 +346,7 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
                             output::field(key, "id"),
                             output::field(key, "hint"),
                             output::key_type(key),
-                            output::tags(key),
+                            output::field(key, "tags"),
                             output::uses(key),
                             output::field(key, "machines"),
                             output::field(key, "created_at"),
@@ -414,11 +414,20 @@ pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
                     "id",
                     "name",
                     "key_id",
+                    "tags",
                     "created_at",
                     "expires_at",
                     "last_seen_at",
                 ];
-                let mut headers = vec!["ID", "NAME", "KEY", "LOGGED IN", "EXPIRES", "LAST SEEN"];
+                let mut headers = vec![
+                    "ID",
+                    "NAME",
+                    "KEY",
+                    "TAGS",
+                    "LOGGED IN",
+                    "EXPIRES",
+                    "LAST SEEN",
+                ];
                 if app.is_none() {
                     columns.insert(0, "app");
                     headers.insert(0, "APP");

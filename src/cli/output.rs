@@ -61,10 +61,20 @@ pub fn field(value: &Value, name: &str) -> String {
     field_or(value, name, "-")
 }
 
-/// Like `field`, with the text to show when the value is absent (`never` for an expiry).
+/// Like `field`, with the text to show when the value is absent (`never` for an expiry). A
+/// list (tags) is its items joined by commas, and absent when empty.
 pub fn field_or(value: &Value, name: &str, absent: &str) -> String {
     match value.get(name) {
         None | Some(Value::Null) => absent.to_string(),
+        Some(Value::Array(items)) if items.is_empty() => absent.to_string(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map_or_else(|| item.to_string(), str::to_string)
+            })
+            .collect::<Vec<_>>()
+            .join(","),
         Some(Value::String(text)) => text.clone(),
         Some(other) => other.to_string(),
     }
@@ -82,21 +92,6 @@ pub fn key_type(key: &Value) -> String {
         kinds.push("ephemeral");
     }
     kinds.join(", ")
-}
-
-/// A key's or machine's tags, comma-separated, or `-`.
-pub fn tags(item: &Value) -> String {
-    let tags: Vec<&str> = item["tags"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if tags.is_empty() {
-        "-".into()
-    } else {
-        tags.join(",")
-    }
 }
 
 /// A key's logins: `3`, or `3/5` when it allows at most 5.
@@ -125,7 +120,7 @@ pub fn key_policy(key: &Value) -> Vec<String> {
     let seconds = |name: &str| key[name].as_u64().map(duration::display);
     let mut lines = Vec::new();
     if key["tags"].as_array().is_some_and(|tags| !tags.is_empty()) {
-        lines.push(format!("tags:         {}", tags(key)));
+        lines.push(format!("tags:         {}", field(key, "tags")));
     }
     if key["metadata"]
         .as_object()
