@@ -1978,3 +1978,102 @@ fn keys_create_sends_the_key_policy_and_the_listings_show_it() {
     s.admin(&["keys", "create", "--app", "a", "--tag", "CI"])
         .failure(1, &["tags", "invalid_field"]);
 }
+
+/// `keys rotate` shows the new key once, with when the old one stops; the new key has the old
+/// one's settings, the old one's machines stay logged in, and the listing shows the link.
+#[test]
+fn keys_rotate_shows_the_new_key_once_and_when_the_old_one_stops() {
+    let s = Sandbox::new();
+    let old = s.create_key(
+        "a",
+        &[
+            "--reusable",
+            "--tag",
+            "tag:ci",
+            "--expires-in",
+            "30d",
+            "--description",
+            "ci",
+        ],
+    );
+    let old_id = old["id"].as_str().expect("id").to_string();
+    let config = s.config_dir("m");
+    s.machine(&config, &["login", "--auth-key", &secret(&old)])
+        .success();
+    let session = saved_session(&config);
+
+    let before = chrono::Utc::now();
+    let rotated = s.admin(&["keys", "rotate", "--app", "a", &old_id, "--grace", "1h"]);
+    let after = chrono::Utc::now();
+    let text = rotated.success();
+    let keys = tokens(text, "ena_");
+    let new_key = keys
+        .first()
+        .unwrap_or_else(|| rotated.fail("no key shown"))
+        .clone();
+    if keys.iter().any(|k| *k != new_key) || text.matches(&new_key).count() != 2 {
+        rotated.fail("expected the new key, shown bare and in the login line");
+    }
+    rotated.assert_stdout_contains(&[
+        &format!("Rotated key {old_id} of app a into key_"),
+        "stops accepting logins at",
+        "tags:         tag:ci",
+    ]);
+    let new_id = tokens(text, "key_")
+        .into_iter()
+        .find(|id| *id != old_id)
+        .unwrap_or_else(|| rotated.fail("no new key id"));
+
+    let admin = s.server.admin();
+    let old_now = admin.get(&format!("/v1/apps/a/keys/{old_id}")).expect(200);
+    let new = admin.get(&format!("/v1/apps/a/keys/{new_id}")).expect(200);
+    assert_eq!(old_now["rotated_to"], new_id.as_str(), "{old_now:#}");
+    assert_eq!(new["rotated_from"], old_id.as_str(), "{new:#}");
+    let stops = timestamp(&old_now["expires_at"]);
+    let hour = chrono::Duration::hours(1);
+    assert!(
+        stops >= before - chrono::Duration::seconds(1) + hour && stops <= after + hour,
+        "the old key stops an hour after the rotation: {old_now:#}"
+    );
+    if !text.contains(old_now["expires_at"].as_str().expect("a time")) {
+        rotated.fail("expected the old key's new expiry in the output");
+    }
+    for field in ["description", "reusable", "ephemeral", "tags"] {
+        assert_eq!(new[field], old[field], "{field}: {new:#}");
+    }
+    let lifetime = timestamp(&new["expires_at"]) - timestamp(&new["created_at"]);
+    assert_eq!(
+        lifetime.num_days(),
+        30,
+        "the old key's lifetime, from now: {new:#}"
+    );
+    whoami(&s.server, &session).expect(200);
+    s.server.login(&new_key);
+
+    let listed = s.admin(&["keys", "list", "--app", "a"]);
+    assert!(
+        listed.row(&old_id).contains(&format!("to {new_id}")),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        listed.row(&new_id).contains(&format!("from {old_id}")),
+        "{}",
+        listed.stdout
+    );
+
+    s.admin(&["keys", "rotate", "--app", "a", &old_id])
+        .failure(1, &["key_inactive"]);
+    let newest = s
+        .admin(&[
+            "keys", "rotate", "--app", "a", &new_id, "--grace", "0", "--json",
+        ])
+        .json();
+    assert!(newest["key"].is_string(), "{newest:#}");
+    assert_eq!(newest["rotated_from"], new_id.as_str());
+    assert_eq!(
+        verify(&s.server, &new_key)["valid"],
+        false,
+        "--grace 0 ends it now"
+    );
+}
