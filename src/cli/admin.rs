@@ -395,13 +395,13 @@ pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
         MachinesCommand::List {
             app,
             key,
-            tag,
+            tags,
             list,
             admin,
         } => {
             let mut filters: Vec<(&str, &str)> =
                 key.iter().map(|key| ("key_id", key.as_str())).collect();
-            filters.extend(tag.iter().map(|tag| ("tag", tag.as_str())));
+            filters.extend(tags.iter().map(|tag| ("tag", tag.as_str())));
             let client = client(&admin)?;
             let listing = match &app {
                 Some(app) => client.list(&machines_path(app), "machines", &filters, &list)?,

@@ -421,9 +421,9 @@ pub enum MachinesCommand {
         /// Only the machines logged in with this key (`key_…`).
         #[arg(long, value_name = "KEY_ID")]
         key: Option<String>,
-        /// Only the machines with this tag.
-        #[arg(long, value_name = "TAG")]
-        tag: Option<String>,
+        /// Only the machines with this tag; repeatable: machines with every one of them.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
         #[command(flatten)]
         list: ListArgs,
         #[command(flatten)]

@@ -2077,3 +2077,90 @@ fn keys_rotate_shows_the_new_key_once_and_when_the_old_one_stops() {
         "--grace 0 ends it now"
     );
 }
+
+#[test]
+fn keys_list_and_machines_list_filter_by_tag() {
+    let s = Sandbox::new();
+    let ci = s.create_key(
+        "a",
+        &["--reusable", "--tag", "tag:ci", "--tag", "tag:linux"],
+    );
+    let web = s.create_key("a", &["--reusable", "--tag", "tag:web"]);
+    s.create_key("a", &[]);
+    let other = s.create_key("b", &["--tag", "tag:web"]);
+    let ids = |listing: &Value, field: &str| -> Vec<Value> {
+        listing[field]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|item| item["id"].clone())
+            .collect()
+    };
+    let keys = |tags: &[&str]| -> Vec<Value> {
+        let mut args = vec!["keys", "list", "--app", "a", "--json"];
+        for tag in tags {
+            args.extend(["--tag", tag]);
+        }
+        ids(&s.admin(&args).json(), "keys")
+    };
+    assert_eq!(keys(&["tag:ci"]), vec![ci["id"].clone()]);
+    assert_eq!(keys(&["tag:ci", "tag:linux"]), vec![ci["id"].clone()]);
+    assert_eq!(
+        keys(&["tag:ci", "tag:web"]),
+        Vec::<Value>::new(),
+        "every tag must match"
+    );
+    assert_eq!(keys(&["tag:web"]), vec![web["id"].clone()]);
+    assert_eq!(
+        s.admin(&["keys", "list", "--app", "a", "--tag", "tag:none"])
+            .success(),
+        "No keys.\n"
+    );
+
+    let ci_machines = [s.server.login(&secret(&ci)), s.server.login(&secret(&ci))];
+    let web_machine = s.server.login(&secret(&web));
+    let other_machine = s.server.login(&secret(&other));
+    let machines = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["machines", "list", "--json"];
+        all.extend_from_slice(args);
+        ids(&s.admin(&all).json(), "machines")
+    };
+    let id = |login: &Value| login["machine"]["id"].clone();
+    assert_eq!(
+        machines(&["--app", "a", "--tag", "tag:ci"]),
+        vec![id(&ci_machines[1]), id(&ci_machines[0])]
+    );
+    assert_eq!(
+        machines(&["--tag", "tag:web"]),
+        vec![id(&web_machine), id(&other_machine)],
+        "every app's machines with the tag"
+    );
+    let web_id = web["id"].as_str().expect("id");
+    assert_eq!(
+        machines(&["--app", "a", "--tag", "tag:ci", "--key", web_id]),
+        Vec::<Value>::new()
+    );
+    assert_eq!(
+        machines(&["--tag", "tag:ci", "--tag", "tag:linux"]),
+        vec![id(&ci_machines[1]), id(&ci_machines[0])]
+    );
+    assert_eq!(
+        machines(&["--tag", "tag:ci", "--tag", "tag:web"]),
+        Vec::<Value>::new(),
+        "every tag must match"
+    );
+    let table = s.admin(&["machines", "list", "--app", "a", "--tag", "tag:linux"]);
+    assert_eq!(
+        table.success().lines().count(),
+        3,
+        "a header and two machines"
+    );
+    let first = id(&ci_machines[0]);
+    assert!(
+        table
+            .row(first.as_str().expect("id"))
+            .contains("tag:ci,tag:linux"),
+        "{}",
+        table.stdout
+    );
+}
