@@ -21,6 +21,7 @@ mod cache;
 mod domain;
 pub mod http;
 mod metrics;
+mod oidc;
 pub mod ops;
 mod runtime;
 mod store;
@@ -31,6 +32,8 @@ pub use domain::model::Timestamp;
 pub use domain::page::MAX_LIMIT as MAX_PAGE_LIMIT;
 pub use domain::token::{Secret, TokenHash, TokenKind};
 pub use domain::validate::MAX_MACHINE_NAME_CHARS;
+pub use oidc::Settings as OidcSettings;
+pub use oidc::dev_issuer::{DevAlg, DevClaims, DevIssuer};
 /// `Config` and the defaults of its fields.
 pub use runtime::config;
 pub use runtime::config::Config;

@@ -1,0 +1,128 @@
+//! The issuers' signing keys: discovery (`<issuer>/.well-known/openid-configuration`), then
+//! the JWKS it names, cached per issuer. An unknown `kid` refetches, at most once per
+//! `Settings::refetch_interval` per issuer. Fetches run outside every lock, with ureq's
+//! timeouts, so an issuer that is down or slow delays only the logins that need its keys, and
+//! those by at most `Settings::fetch_timeout`.
+
+use super::Settings;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+/// The largest discovery document or JWKS read (GitHub's JWKS is about 2 KiB).
+const MAX_DOCUMENT_BYTES: u64 = 256 * 1024;
+/// Issuers remembered at once; each is named by a trust policy, so this is never reached by
+/// honest use. Past it the cache starts afresh rather than growing.
+const MAX_ISSUERS: usize = 1024;
+
+pub(crate) struct KeySets {
+    settings: Settings,
+    agent: ureq::Agent,
+    issuers: Mutex<HashMap<String, Arc<Mutex<Fetched>>>>,
+}
+
+#[derive(Default)]
+struct Fetched {
+    keys: Option<JwkSet>,
+    /// When the last fetch began, successful or not: the refetch limit counts from here.
+    last_attempt: Option<Instant>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl KeySets {
+    pub(crate) fn new(settings: Settings) -> KeySets {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(settings.fetch_timeout))
+            .http_status_as_error(true)
+            .max_redirects(0)
+            .build()
+            .into();
+        KeySets {
+            settings,
+            agent,
+            issuers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `issuer` may be trusted at all: `https`, or `http` when the server allows it.
+    pub(crate) fn issuer_allowed(&self, issuer: &str) -> bool {
+        issuer.starts_with("https://")
+            || (self.settings.allow_insecure_issuer && issuer.starts_with("http://"))
+    }
+
+    /// The key `kid` of `issuer`, fetching its JWKS when it is not cached (or lacks `kid`)
+    /// and the last fetch is older than the refetch interval. The error names the check.
+    pub(crate) fn key(&self, issuer: &str, kid: &str) -> Result<Jwk, String> {
+        let entry = {
+            let mut issuers = self.issuers.lock().unwrap_or_else(PoisonError::into_inner);
+            if issuers.len() >= MAX_ISSUERS && !issuers.contains_key(issuer) {
+                issuers.clear();
+            }
+            Arc::clone(issuers.entry(issuer.to_string()).or_default())
+        };
+        {
+            let mut fetched = entry.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(key) = fetched.keys.as_ref().and_then(|keys| keys.find(kid)) {
+                return Ok(key.clone());
+            }
+            let recent = fetched
+                .last_attempt
+                .is_some_and(|at| at.elapsed() < self.settings.refetch_interval);
+            if recent {
+                return Err(match fetched.keys {
+                    Some(_) => "kid: no key with this kid in the issuer's JWKS".into(),
+                    None => "jwks: the issuer's keys could not be fetched".into(),
+                });
+            }
+            fetched.last_attempt = Some(Instant::now());
+        }
+        // Outside the lock: other logins of this issuer answer from the cache meanwhile.
+        let result = self.fetch(issuer);
+        let mut fetched = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(keys) => {
+                let key = keys.find(kid).cloned();
+                fetched.keys = Some(keys);
+                key.ok_or_else(|| "kid: no key with this kid in the issuer's JWKS".into())
+            }
+            Err(reason) => {
+                log::warn!("fetching the keys of issuer {issuer}: {reason}");
+                Err(format!(
+                    "jwks: the issuer's keys could not be fetched ({reason})"
+                ))
+            }
+        }
+    }
+
+    fn fetch(&self, issuer: &str) -> Result<JwkSet, String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let discovery: Discovery = self.get_json(&url)?;
+        if discovery.issuer != issuer {
+            return Err("the discovery document names another issuer".into());
+        }
+        if !self.issuer_allowed(&discovery.jwks_uri) {
+            return Err("the jwks_uri is not https".into());
+        }
+        self.get_json(&discovery.jwks_uri)
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
+        let mut response = self.agent.get(url).call().map_err(|err| err.to_string())?;
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_DOCUMENT_BYTES)
+            .read_json()
+            .map_err(|err| err.to_string())
+    }
+}
