@@ -1,8 +1,8 @@
--- authkeys schema, version 3. Applied by src/store/mod.rs inside one transaction when
--- PRAGMA user_version is 0 (the version is then set to 3), and re-run by the upgrades from
--- versions 1 and 2, which is why every statement says IF NOT EXISTS. Times are Unix
+-- authkeys schema, version 4. Applied by src/store/mod.rs inside one transaction when
+-- PRAGMA user_version is 0 (the version is then set to 4), and re-run by the upgrades from
+-- versions 1 to 3, which is why every statement says IF NOT EXISTS. Times are Unix
 -- milliseconds (UTC); durations (`session_ttl`, `idle_timeout`) are seconds. Every start
--- re-applies this file to a version 3 database (all IF NOT EXISTS), so an index added here
+-- re-applies this file to a current database (all IF NOT EXISTS), so an index added here
 -- reaches existing files without a version change. Columns added after a table first shipped
 -- come last, in the order the upgrades add them, so an upgraded file has the same columns in
 -- the same order as a new one.
@@ -60,16 +60,18 @@ CREATE TABLE IF NOT EXISTS keys (
 CREATE INDEX IF NOT EXISTS keys_by_app ON keys (app_pk, created_at);
 
 -- A row per active (or expired but not yet swept) machine session. Logging out, revoking the
--- key or deleting the app deletes the row, in the transaction that revokes or deletes, so a
--- row here always belongs to an unrevoked key of a live app. `app_pk` and `key_id` copy the key's
+-- key (deleting the trust policy) or deleting the app deletes the row, in the transaction that
+-- revokes or deletes, so a row here always belongs to an unrevoked key (or an existing trust
+-- policy) of a live app. `app_pk` and `key_id` copy the key's
 -- (they never change) so that a session lookup reads this row and the small apps table only,
 -- not a random row of keys.
 CREATE TABLE IF NOT EXISTS machines (
     pk           INTEGER PRIMARY KEY,
     id           TEXT    NOT NULL UNIQUE,
-    key_pk       INTEGER NOT NULL REFERENCES keys (pk),
+    -- NULL for a machine logged in through a trust policy (version 4).
+    key_pk       INTEGER REFERENCES keys (pk),
     app_pk       INTEGER NOT NULL REFERENCES apps (pk),
-    key_id       TEXT    NOT NULL,
+    key_id       TEXT,
     token_hash   BLOB    NOT NULL UNIQUE,
     name         TEXT,
     ephemeral    INTEGER NOT NULL CHECK (ephemeral IN (0, 1)),
@@ -92,3 +94,39 @@ CREATE INDEX IF NOT EXISTS machines_by_expiry ON machines (expires_at) WHERE exp
 CREATE INDEX IF NOT EXISTS machines_by_idle_deadline
     ON machines (coalesce(last_seen_at, created_at) + idle_timeout * 1000)
     WHERE idle_timeout IS NOT NULL;
+CREATE INDEX IF NOT EXISTS machines_by_trust_policy
+    ON machines (trust_policy_id) WHERE trust_policy_id IS NOT NULL;
+
+-- Version 4: OIDC trust policies. A policy lets a token of `issuer` whose `aud` contains
+-- `audience`, whose `sub` matches the glob `subject` and whose claims include every entry of
+-- `claims` (a JSON object) log in to its app; the machine takes the policy's settings, as a
+-- key login takes the key's. Deleting a policy deletes its row and its machines; deleting
+-- the app deletes its policies.
+CREATE TABLE IF NOT EXISTS trust_policies (
+    pk           INTEGER PRIMARY KEY,
+    id           TEXT    NOT NULL UNIQUE,
+    app_pk       INTEGER NOT NULL REFERENCES apps (pk),
+    issuer       TEXT    NOT NULL,
+    audience     TEXT    NOT NULL,
+    subject      TEXT    NOT NULL,
+    claims       TEXT    NOT NULL DEFAULT '{}',
+    description  TEXT,
+    ephemeral    INTEGER NOT NULL CHECK (ephemeral IN (0, 1)),
+    session_ttl  INTEGER,
+    idle_timeout INTEGER,
+    tags         TEXT    NOT NULL DEFAULT '[]',
+    metadata     TEXT    NOT NULL DEFAULT '{}',
+    created_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS trust_policies_by_app ON trust_policies (app_pk);
+
+-- The `jti` of every ID token that logged in, kept until the token could no longer be valid
+-- (`expires_at`: its `exp` plus the leeway), so a replay is refused even after a restart.
+-- The sweeper deletes what has expired.
+CREATE TABLE IF NOT EXISTS oidc_jtis (
+    issuer     TEXT    NOT NULL,
+    jti        TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (issuer, jti)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS oidc_jtis_by_expiry ON oidc_jtis (expires_at);

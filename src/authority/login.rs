@@ -115,7 +115,7 @@ impl Authority {
             "machine {} logged in to app {} with key {}",
             machine.id,
             machine.app,
-            machine.key_id
+            machine.key_id.as_deref().unwrap_or_default()
         );
         Ok((session, machine))
     }

@@ -7,6 +7,7 @@
 mod apps;
 mod login;
 pub(crate) mod seed;
+mod trust;
 mod verify;
 
 use crate::cache::app::AppCache;
@@ -16,6 +17,7 @@ use crate::domain::error::{Error, Result};
 use crate::domain::model::KeyStatus;
 use crate::domain::model::Timestamp;
 use crate::domain::token::TokenHash;
+use crate::oidc::keys::KeySets;
 use crate::store::Store;
 use std::sync::Arc;
 
@@ -31,6 +33,8 @@ pub(crate) struct Authority {
     ephemeral_ttl_secs: u64,
     /// The least `session_ttl` and `idle_timeout` a new key may have.
     min_key_timeout_secs: u64,
+    /// The OIDC issuers' keys, for logins through trust policies.
+    oidc: KeySets,
 }
 
 /// Why a key would not be accepted, as `POST /v1/keys/verify` reports it.
@@ -98,6 +102,15 @@ impl Authority {
             admin_token,
             ephemeral_ttl_secs,
             min_key_timeout_secs: crate::domain::validate::MIN_KEY_TIMEOUT_SECS,
+            oidc: KeySets::new(crate::oidc::Settings::default()),
+        }
+    }
+
+    /// Talks to OIDC issuers with `settings` (`Config::oidc`).
+    pub(crate) fn with_oidc(self, settings: crate::oidc::Settings) -> Authority {
+        Authority {
+            oidc: KeySets::new(settings),
+            ..self
         }
     }
 

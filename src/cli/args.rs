@@ -149,6 +149,16 @@ pub struct ServeArgs {
     #[arg(long, hide = true, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub min_key_timeout_secs: Option<u64>,
+    /// Trust OIDC issuers served over plain http:// (for a local test issuer only).
+    #[arg(long, env = "AUTHKEYS_OIDC_ALLOW_INSECURE_ISSUER")]
+    pub oidc_allow_insecure_issuer: bool,
+    /// How long a fetch of an OIDC issuer's discovery document or JWKS may take (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub oidc_fetch_timeout_ms: Option<u64>,
+    /// The least time between two fetches of one issuer's JWKS, instead of 60 s (tests).
+    #[arg(long, hide = true, value_name = "MS")]
+    pub oidc_refetch_interval_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]

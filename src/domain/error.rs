@@ -19,8 +19,12 @@ pub(crate) enum Error {
     AuthKeyExpired,
     /// A key that has already logged in as many machines as it allows.
     AuthKeyUsed,
+    /// An OIDC ID token no trust policy accepts; the text names the failed check and never
+    /// quotes the token.
+    InvalidIdToken(String),
     AppNotFound,
     KeyNotFound,
+    TrustPolicyNotFound,
     MachineNotFound,
     AppExists,
     /// The key is revoked, expired or already rotated, so it cannot be rotated.
@@ -44,7 +48,9 @@ impl fmt::Display for Error {
             Error::AuthKeyRevoked => f.write_str("the auth key has been revoked"),
             Error::AuthKeyExpired => f.write_str("the auth key has expired"),
             Error::AuthKeyUsed => f.write_str("the auth key has no uses left"),
+            Error::InvalidIdToken(check) => write!(f, "the ID token was refused: {check}"),
             Error::AppNotFound => f.write_str("no such app"),
+            Error::TrustPolicyNotFound => f.write_str("no such trust policy"),
             Error::KeyNotFound => f.write_str("no such key (or it is already revoked)"),
             Error::MachineNotFound => f.write_str("no such active machine"),
             Error::AppExists => f.write_str("an app with this id already exists"),

@@ -147,7 +147,8 @@ pub(crate) struct Machine {
     pub(crate) pk: i64,
     pub(crate) id: String,
     pub(crate) app: String,
-    pub(crate) key_id: String,
+    /// `None` for a machine logged in through a trust policy.
+    pub(crate) key_id: Option<String>,
     pub(crate) name: Option<String>,
     pub(crate) ephemeral: bool,
     pub(crate) created_at: Timestamp,
@@ -220,6 +221,42 @@ impl NewKey {
             Some(1)
         }
     }
+}
+
+/// An app's trust in an OIDC issuer's tokens: which tokens may log in (`issuer`,
+/// `audience`, the `subject` glob, exact `claims`), and what their machines get (as a key
+/// login gets its key's: flags, tags, metadata, lifetimes).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct TrustPolicy {
+    #[serde(skip)]
+    pub(crate) pk: i64,
+    pub(crate) id: String,
+    pub(crate) app: String,
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    pub(crate) subject: String,
+    /// A JSON object of strings.
+    pub(crate) claims: Metadata,
+    pub(crate) description: Option<String>,
+    pub(crate) ephemeral: bool,
+    pub(crate) session_ttl: Option<u64>,
+    pub(crate) idle_timeout: Option<u64>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) metadata: Metadata,
+    pub(crate) created_at: Timestamp,
+}
+
+/// A trust policy as asked for; `validate::new_trust_policy` checks it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NewTrustPolicy {
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    pub(crate) subject: String,
+    pub(crate) claims: serde_json::Map<String, serde_json::Value>,
+    pub(crate) description: Option<String>,
+    pub(crate) ephemeral: bool,
+    /// `max_uses` unused.
+    pub(crate) policy: KeyPolicy,
 }
 
 /// What login and verify need to judge a key: its rules and state, without the counts a

@@ -24,6 +24,8 @@ pub(crate) enum Position {
     Key { created_at: i64, pk: i64 },
     /// Machines newest first: by row, descending (rows are numbered in insertion order).
     Machine { pk: i64 },
+    /// Trust policies newest first: by row, descending.
+    TrustPolicy { pk: i64 },
 }
 
 impl Position {

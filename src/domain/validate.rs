@@ -2,7 +2,7 @@
 //! it rejects so the client sees exactly what to fix.
 
 use crate::domain::error::{Error, Result};
-use crate::domain::model::NewKey;
+use crate::domain::model::{KeyPolicy, NewKey, NewTrustPolicy};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 pub(crate) const MAX_APP_NAME_CHARS: usize = 100;
@@ -17,6 +17,10 @@ pub(crate) const MAX_METADATA_BYTES: usize = 1024;
 /// `Authority`'s to set (tests lower it with a hidden flag to wait out seconds, not minutes).
 pub const MIN_KEY_TIMEOUT_SECS: u64 = 60;
 pub(crate) const MAX_KEY_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+/// The longest issuer, audience, subject or claim value of a trust policy.
+pub(crate) const MAX_OIDC_TEXT_CHARS: usize = 256;
+pub(crate) const MAX_CLAIM_NAME_CHARS: usize = 64;
+pub(crate) const MAX_POLICY_CLAIMS: usize = 16;
 /// JavaScript's largest exact integer: a bound every client can represent.
 pub(crate) const MAX_MAX_USES: i64 = (1 << 53) - 1;
 
@@ -38,13 +42,6 @@ pub(crate) fn new_key(new: &NewKey, min_timeout_secs: u64) -> Result<()> {
     if let Some(secs) = new.expires_in_secs {
         expires_in(secs)?;
     }
-    tags("tags", &new.policy.tags)?;
-    if new.policy.metadata.as_str().len() > MAX_METADATA_BYTES {
-        return Err(invalid(
-            "metadata",
-            &format!("must be at most {MAX_METADATA_BYTES} bytes as JSON"),
-        ));
-    }
     match new.policy.max_uses {
         Some(max) if !(1..=MAX_MAX_USES).contains(&max) => {
             return Err(invalid(
@@ -60,6 +57,19 @@ pub(crate) fn new_key(new: &NewKey, min_timeout_secs: u64) -> Result<()> {
         }
         _ => {}
     }
+    machine_policy(&new.policy, new.ephemeral, min_timeout_secs)
+}
+
+/// What a key or trust policy imposes on its machines: tags, metadata, `session_ttl` (only
+/// when `ephemeral`) and `idle_timeout`, the timeouts no shorter than `min_timeout_secs`.
+fn machine_policy(policy: &KeyPolicy, ephemeral: bool, min_timeout_secs: u64) -> Result<()> {
+    tags("tags", &policy.tags)?;
+    if policy.metadata.as_str().len() > MAX_METADATA_BYTES {
+        return Err(invalid(
+            "metadata",
+            &format!("must be at most {MAX_METADATA_BYTES} bytes as JSON"),
+        ));
+    }
     let timeout = |field: &'static str, value: Option<u64>| match value {
         Some(secs) if !(min_timeout_secs..=MAX_KEY_TIMEOUT_SECS).contains(&secs) => Err(invalid(
             field,
@@ -70,15 +80,60 @@ pub(crate) fn new_key(new: &NewKey, min_timeout_secs: u64) -> Result<()> {
         )),
         _ => Ok(()),
     };
-    timeout("session_ttl", new.policy.session_ttl)?;
-    timeout("idle_timeout", new.policy.idle_timeout)?;
-    if new.policy.session_ttl.is_some() && !new.ephemeral {
+    timeout("session_ttl", policy.session_ttl)?;
+    timeout("idle_timeout", policy.idle_timeout)?;
+    if policy.session_ttl.is_some() && !ephemeral {
         return Err(invalid(
             "session_ttl",
-            "applies only to ephemeral keys (`ephemeral: true`)",
+            "applies only when `ephemeral` is true",
         ));
     }
     Ok(())
+}
+
+/// The rules for a new trust policy: its issuer an `https` URL (or `http` when
+/// `allow_http`), audience and subject display text, at most `MAX_POLICY_CLAIMS` string claims,
+/// then what a key's policy must satisfy.
+pub(crate) fn new_trust_policy(
+    new: &NewTrustPolicy,
+    min_timeout_secs: u64,
+    allow_http: bool,
+) -> Result<()> {
+    let secure = new.issuer.starts_with("https://");
+    if !(secure || allow_http && new.issuer.starts_with("http://")) {
+        return Err(invalid(
+            "issuer",
+            "must be an https:// URL (http:// only with --oidc-allow-insecure-issuer)",
+        ));
+    }
+    text("issuer", &new.issuer, MAX_OIDC_TEXT_CHARS)?;
+    if new.issuer.contains(char::is_whitespace) || new.issuer.contains(['?', '#']) {
+        return Err(invalid("issuer", "must be a URL without spaces, query or fragment"));
+    }
+    text("audience", &new.audience, MAX_OIDC_TEXT_CHARS)?;
+    text("subject", &new.subject, MAX_OIDC_TEXT_CHARS)?;
+    if let Some(description) = &new.description {
+        text("description", description, MAX_DESCRIPTION_CHARS)?;
+    }
+    if new.claims.len() > MAX_POLICY_CLAIMS {
+        return Err(invalid(
+            "claims",
+            &format!("must hold at most {MAX_POLICY_CLAIMS} entries"),
+        ));
+    }
+    for (name, value) in &new.claims {
+        text("claims", name, MAX_CLAIM_NAME_CHARS)?;
+        match value.as_str() {
+            Some(value) if value.chars().count() <= MAX_OIDC_TEXT_CHARS => {}
+            _ => {
+                return Err(invalid(
+                    "claims",
+                    &format!("values must be strings of at most {MAX_OIDC_TEXT_CHARS} characters"),
+                ));
+            }
+        }
+    }
+    machine_policy(&new.policy, new.ephemeral, min_timeout_secs)
 }
 
 /// Tags match `^tag:[a-z0-9][a-z0-9-]{0,62}$`, at most `MAX_TAGS` of them, each once.

@@ -1,7 +1,7 @@
 //! The endpoints that take the admin token: apps, keys and machines.
 
 use super::context::Ctx;
-use super::dto::{CreateApp, CreateKey, CreatedKey, RotateKey, ServerInfo};
+use super::dto::{CreateApp, CreateKey, CreateTrustPolicy, CreatedKey, RotateKey, ServerInfo};
 use super::message;
 use super::routes::Route;
 use super::{ApiError, Response, outcome};
@@ -9,7 +9,10 @@ use super::{ApiError, Response, outcome};
 /// Endpoints that take the admin token, which the caller has already checked.
 pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
     let method = ctx.request.method.as_str();
-    let is_list = matches!(route, Route::Apps | Route::Keys(_) | Route::Machines(_));
+    let is_list = matches!(
+        route,
+        Route::Apps | Route::Keys(_) | Route::Machines(_) | Route::TrustPolicies(_)
+    );
     if !(is_list && method == "GET") {
         ctx.request.query_params(&[])?;
     }
@@ -97,6 +100,19 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
         }
         (Route::Machine(app, machine), "DELETE") => {
             ctx.authority.logout_machine(app, machine, ctx.now)?;
+            Response::no_content()
+        }
+        (Route::TrustPolicies(app), "GET") => {
+            let (page, _) = ctx.request.page_query(&[])?;
+            Response::page("trust_policies", ctx.authority.trust_policies(app, &page)?)
+        }
+        (Route::TrustPolicies(app), "POST") => {
+            let body: CreateTrustPolicy = ctx.request.json()?;
+            let new = body.into_new_trust_policy()?;
+            Response::json(201, &ctx.authority.create_trust_policy(app, &new, ctx.now)?)
+        }
+        (Route::TrustPolicy(app, policy), "DELETE") => {
+            ctx.authority.delete_trust_policy(app, policy)?;
             Response::no_content()
         }
         _ => unreachable!("Route::methods lists only the pairs matched above"),

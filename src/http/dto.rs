@@ -2,7 +2,7 @@
 //! the answers that are not domain objects themselves.
 
 use crate::domain::error::Error;
-use crate::domain::model::{Key, KeyPolicy, Machine, Metadata, NewKey, Timestamp};
+use crate::domain::model::{Key, KeyPolicy, Machine, Metadata, NewKey, NewTrustPolicy, Timestamp};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -44,22 +44,7 @@ pub(super) struct CreateKey {
 impl CreateKey {
     /// The key asked for. Types are checked here; the rules, by `validate::new_key`.
     pub(super) fn into_new_key(self) -> Result<NewKey, Error> {
-        let tags = match self.tags {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(values)) => values
-                .into_iter()
-                .map(|value| match value {
-                    Value::String(tag) => Ok(tag),
-                    _ => Err(wrong_type("tags", "an array of strings")),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(wrong_type("tags", "an array of strings")),
-        };
-        let metadata = match self.metadata {
-            None | Some(Value::Null) => Metadata::default(),
-            Some(Value::Object(object)) => Metadata::from_object(&object),
-            Some(_) => return Err(wrong_type("metadata", "a JSON object")),
-        };
+        let (tags, metadata) = tags_and_metadata(self.tags, self.metadata)?;
         let max_uses =
             whole_number("max_uses", self.max_uses)?.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         Ok(NewKey {
@@ -143,7 +128,13 @@ pub(super) fn whole_seconds<'de, D: Deserializer<'de>>(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Login {
-    pub(super) auth_key: String,
+    /// Either an auth key, or an OIDC ID token and the app it logs in to.
+    #[serde(default)]
+    pub(super) auth_key: Option<String>,
+    #[serde(default)]
+    pub(super) id_token: Option<String>,
+    #[serde(default)]
+    pub(super) app: Option<String>,
     #[serde(default)]
     pub(super) machine: Option<String>,
 }
@@ -175,6 +166,75 @@ pub(super) struct ValidKey<'a> {
     /// Copied as stored, never re-encoded.
     pub(super) metadata: &'a Metadata,
     pub(super) uses_remaining: Option<i64>,
+}
+
+/// `tags` and `metadata` as asked: their types checked, each wrong one a 422 naming it.
+fn tags_and_metadata(
+    tags: Option<Value>,
+    metadata: Option<Value>,
+) -> Result<(Vec<String>, Metadata), Error> {
+    let tags = match tags {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(values)) => values
+            .into_iter()
+            .map(|value| match value {
+                Value::String(tag) => Ok(tag),
+                _ => Err(wrong_type("tags", "an array of strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(wrong_type("tags", "an array of strings")),
+    };
+    let metadata = match metadata {
+        None | Some(Value::Null) => Metadata::default(),
+        Some(Value::Object(object)) => Metadata::from_object(&object),
+        Some(_) => return Err(wrong_type("metadata", "a JSON object")),
+    };
+    Ok((tags, metadata))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateTrustPolicy {
+    pub(super) issuer: String,
+    pub(super) audience: String,
+    pub(super) subject: String,
+    #[serde(default)]
+    pub(super) claims: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub(super) description: Option<String>,
+    #[serde(default)]
+    pub(super) ephemeral: bool,
+    #[serde(default)]
+    pub(super) session_ttl: Option<Value>,
+    #[serde(default)]
+    pub(super) idle_timeout: Option<Value>,
+    #[serde(default)]
+    pub(super) tags: Option<Value>,
+    #[serde(default)]
+    pub(super) metadata: Option<Value>,
+}
+
+impl CreateTrustPolicy {
+    /// The policy asked for. Types are checked here; the rules, by
+    /// `validate::new_trust_policy`.
+    pub(super) fn into_new_trust_policy(self) -> Result<NewTrustPolicy, Error> {
+        let (tags, metadata) = tags_and_metadata(self.tags, self.metadata)?;
+        Ok(NewTrustPolicy {
+            issuer: self.issuer,
+            audience: self.audience,
+            subject: self.subject,
+            claims: self.claims.unwrap_or_default(),
+            description: self.description,
+            ephemeral: self.ephemeral,
+            policy: KeyPolicy {
+                tags,
+                metadata,
+                max_uses: None,
+                session_ttl: whole_number("session_ttl", self.session_ttl)?,
+                idle_timeout: whole_number("idle_timeout", self.idle_timeout)?,
+            },
+        })
+    }
 }
 
 /// `GET /v1/server`: what a client (the dashboard) may want to know of the server's settings.

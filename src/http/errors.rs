@@ -62,6 +62,8 @@ impl ApiError {
                 Error::AuthKeyRevoked => (401, "auth_key_revoked"),
                 Error::AuthKeyExpired => (401, "auth_key_expired"),
                 Error::AuthKeyUsed => (401, "auth_key_used"),
+                Error::InvalidIdToken(_) => (401, "invalid_id_token"),
+                Error::TrustPolicyNotFound => (404, "trust_policy_not_found"),
                 Error::AppNotFound => (404, "app_not_found"),
                 Error::KeyNotFound => (404, "key_not_found"),
                 Error::MachineNotFound => (404, "machine_not_found"),

@@ -56,7 +56,14 @@ pub(super) fn forward_auth(ctx: &Ctx, bearer: &str) -> Result<Response, ApiError
         headers: vec![
             ("X-Authkeys-App", session.app.id.clone()),
             ("X-Authkeys-Machine", session.machine.id.clone()),
-            ("X-Authkeys-Key-Id", session.machine.key_id.clone()),
+            (
+                "X-Authkeys-Key-Id",
+                session.machine.key_id.clone().unwrap_or_default(),
+            ),
+            (
+                "X-Authkeys-Trust-Policy-Id",
+                session.machine.trust_policy_id.clone().unwrap_or_default(),
+            ),
             (
                 "X-Authkeys-Machine-Name",
                 session.headers.machine_name.clone(),

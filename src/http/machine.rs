@@ -10,15 +10,36 @@ use super::{ApiError, Response};
 pub(super) fn login(ctx: &Ctx) -> Result<Response, ApiError> {
     ctx.request.query_params(&[])?;
     let body: Login = ctx.request.json()?;
-    let (session, machine) =
-        ctx.authority
-            .login(&body.auth_key, body.machine.as_deref(), ctx.now)?;
-    ctx.metrics.key_login(&machine.app, &machine.key_id);
+    let name = body.machine.as_deref();
+    let (session, machine) = match (&body.auth_key, &body.id_token, &body.app) {
+        (Some(auth_key), None, None) => ctx.authority.login(auth_key, name, ctx.now)?,
+        (None, Some(id_token), Some(app)) => {
+            ctx.authority
+                .login_with_id_token(id_token, app, name, ctx.now)?
+        }
+        (None, Some(_), None) => return Err(missing_field("app", "is required with `id_token`")),
+        (None, None, _) => {
+            return Err(missing_field("auth_key", "or `id_token` and `app` is required"));
+        }
+        (Some(_), ..) => {
+            return Err(missing_field("auth_key", "cannot be combined with `id_token` or `app`"));
+        }
+    };
+    if let Some(key_id) = &machine.key_id {
+        ctx.metrics.key_login(&machine.app, key_id);
+    }
     let logged_in = LoggedIn {
         session_token: session.expose(),
         machine: &machine,
     };
     Ok(Response::json(201, &logged_in))
+}
+
+fn missing_field(field: &'static str, reason: &str) -> ApiError {
+    ApiError::from(crate::domain::error::Error::InvalidField {
+        field,
+        reason: reason.to_string(),
+    })
 }
 
 /// Endpoints that take a machine's session token.

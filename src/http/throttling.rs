@@ -65,13 +65,15 @@ fn refuses_credential(err: &Error) -> bool {
         | Error::AuthKeyInvalid
         | Error::AuthKeyRevoked
         | Error::AuthKeyExpired
-        | Error::AuthKeyUsed => true,
+        | Error::AuthKeyUsed
+        | Error::InvalidIdToken(_) => true,
         // No credential is no guess; the rest is about the request, not the credential.
         Error::MissingCredentials
         | Error::KeyInactive
         | Error::AppNotFound
         | Error::KeyNotFound
         | Error::MachineNotFound
+        | Error::TrustPolicyNotFound
         | Error::AppExists
         | Error::InvalidField { .. }
         | Error::Storage => false,

@@ -51,6 +51,10 @@ impl KeySets {
         }
     }
 
+    pub(crate) fn allows_insecure_issuers(&self) -> bool {
+        self.settings.allow_insecure_issuer
+    }
+
     /// Whether `issuer` may be trusted at all: `https`, or `http` when the server allows it.
     pub(crate) fn issuer_allowed(&self, issuer: &str) -> bool {
         issuer.starts_with("https://")

@@ -35,8 +35,14 @@ pub struct Config {
     pub busy_timeout: Duration,
     /// The least `session_ttl` and `idle_timeout` a key may have (tests lower it).
     pub min_key_timeout_secs: u64,
+    /// How OIDC issuers are reached and trusted (`--oidc-*`).
+    pub oidc: crate::oidc::Settings,
 }
 
+pub use crate::oidc::{
+    DEFAULT_FETCH_TIMEOUT as DEFAULT_OIDC_FETCH_TIMEOUT,
+    DEFAULT_REFETCH_INTERVAL as DEFAULT_OIDC_REFETCH_INTERVAL,
+};
 pub const DEFAULT_DB: &str = "./authkeys.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7373";
 pub const DEFAULT_EPHEMERAL_TTL_SECS: u64 = 3600;
@@ -59,6 +65,7 @@ impl Default for Config {
             http: http::Settings::default(),
             busy_timeout: store::BUSY_TIMEOUT,
             min_key_timeout_secs: crate::domain::validate::MIN_KEY_TIMEOUT_SECS,
+            oidc: crate::oidc::Settings::default(),
         }
     }
 }

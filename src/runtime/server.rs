@@ -43,7 +43,8 @@ impl Server {
                 admin.hash,
                 config.ephemeral_ttl.as_secs(),
             )
-            .with_min_key_timeout(config.min_key_timeout_secs),
+            .with_min_key_timeout(config.min_key_timeout_secs)
+            .with_oidc(config.oidc.clone()),
         );
         if let Some(seed) = &config.seed {
             let (apps, keys) = authority

@@ -52,6 +52,8 @@ pub(crate) fn sweep(
             break;
         }
     }
+    // Tokens that can no longer be valid cannot be replayed: their `jti`s may go.
+    while store.write(|w| w.delete_expired_jtis(now, SWEEP_BATCH))? == SWEEP_BATCH {}
     let idle_machines = sweep_idle(store, stamps, now)?;
     if idle_machines > 0 {
         // Not needed for safety (idleness is judged on every request), but their cached

@@ -31,7 +31,7 @@ pub(crate) fn storage(err: rusqlite::Error) -> Error {
 }
 
 /// The schema this binary writes; `PRAGMA user_version` records which one a database has.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// Version 2 gave machines `app_pk` and `key_id`. SQLite cannot add NOT NULL columns without
@@ -68,6 +68,27 @@ const UPGRADE_FROM_2_MACHINES: &str = "
     ALTER TABLE machines ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE machines ADD COLUMN trust_policy_id TEXT;
     ALTER TABLE machines ADD COLUMN idle_timeout INTEGER;";
+/// Version 4 (OIDC) lets a machine log in through a trust policy, without a key: its
+/// `key_pk` and `key_id` become nullable, which SQLite can only do by rebuilding the table
+/// (set aside, `SCHEMA` creates the new one with the new tables, copy, drop). The columns keep
+/// their order, so the copy is row for row. A version 1 file needs none of it: its upgrade
+/// already rebuilds machines from `SCHEMA`.
+const UPGRADE_TO_4_SET_ASIDE: &str = "
+    ALTER TABLE machines RENAME TO machines_v3;
+    DROP INDEX machines_by_key;
+    DROP INDEX machines_by_app;
+    DROP INDEX machines_by_expiry;
+    DROP INDEX machines_by_idle_deadline;
+    DROP INDEX IF EXISTS machines_by_trust_policy;";
+const UPGRADE_TO_4_COPY: &str = "
+    INSERT INTO machines (pk, id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
+                          created_at, expires_at, last_seen_at, tags, metadata,
+                          trust_policy_id, idle_timeout)
+    SELECT pk, id, key_pk, app_pk, key_id, token_hash, name, ephemeral, created_at,
+           expires_at, last_seen_at, tags, metadata, trust_policy_id, idle_timeout
+      FROM machines_v3;
+    DROP TABLE machines_v3;";
+const UPGRADE_TO_4: [&str; 3] = [UPGRADE_TO_4_SET_ASIDE, SCHEMA, UPGRADE_TO_4_COPY];
 /// `keys.machine_rows` came after version 2 shipped, without a version change (it only adds
 /// a column that is derived from rows already there): a version 1 or earlier version 2 file
 /// gets it here, filled from the machines it has. This counts every machine once, at the
@@ -282,8 +303,10 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
             .collect(),
         2 => machine_rows
             .into_iter()
-            .chain([UPGRADE_FROM_2_KEYS, UPGRADE_FROM_2_MACHINES, SCHEMA])
+            .chain([UPGRADE_FROM_2_KEYS, UPGRADE_FROM_2_MACHINES])
+            .chain(UPGRADE_TO_4)
             .collect(),
+        3 => UPGRADE_TO_4.to_vec(),
         SCHEMA_VERSION => vec![SCHEMA],
         newer => {
             return Err(StartError::new(format!(

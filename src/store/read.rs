@@ -4,7 +4,7 @@
 use super::storage;
 use crate::domain::error::Result;
 use crate::domain::model::{
-    App, Key, KeyPolicy, KeyStatus, Machine, Metadata, Timestamp, uses_remaining,
+    App, Key, KeyPolicy, KeyStatus, Machine, Metadata, Timestamp, TrustPolicy, uses_remaining,
 };
 use crate::domain::page::{Page, PageRequest, Position};
 use crate::domain::token::TokenHash;
@@ -27,6 +27,11 @@ const KEY_POLICY_COLUMNS: &str = "k.tags, k.metadata, k.max_uses, k.session_ttl,
 const MACHINE_COLUMNS: &str = "m.pk, m.id, a.id, m.key_id, m.name, m.ephemeral, m.created_at,
         m.expires_at, m.last_seen_at, m.tags, m.metadata, m.trust_policy_id, m.idle_timeout";
 const MACHINE_JOIN: &str = "FROM machines m JOIN apps a ON a.pk = m.app_pk";
+
+const TRUST_POLICY_SELECT: &str = "SELECT p.pk, p.id, a.id, p.issuer, p.audience, p.subject,
+        p.claims, p.description, p.ephemeral, p.session_ttl, p.idle_timeout, p.tags, p.metadata,
+        p.created_at
+    FROM trust_policies p JOIN apps a ON a.pk = p.app_pk";
 
 /// The list queries. Each page is one range of one index (`tests::each_page_is_one_index_range`
 /// checks the plans): keyset on the list's order, one row more than the page to learn whether
@@ -218,10 +223,14 @@ impl<'c> Reader<'c> {
         Ok(())
     }
 
-    /// The sum of every key's machine rows: one row per key, never one per machine.
+    /// The sum of every key's machine rows (one row per key, never one per machine), plus
+    /// the machines of trust policies (a range of `machines_by_key`, the NULL `key_pk`s).
     pub(crate) fn machine_rows_of_all_keys(&self) -> Result<u64> {
         self.conn
-            .prepare_cached("SELECT coalesce(sum(machine_rows), 0) FROM keys")
+            .prepare_cached(
+                "SELECT coalesce(sum(machine_rows), 0)
+                        + (SELECT count(*) FROM machines WHERE key_pk IS NULL) FROM keys",
+            )
             .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
             .map(|count| u64::try_from(count).unwrap_or(0))
             .map_err(storage)
@@ -353,6 +362,47 @@ impl<'c> Reader<'c> {
             .map_err(storage)
     }
 
+    /// A page of the app's trust policies, newest first.
+    pub(crate) fn trust_policies(
+        &self,
+        app: &App,
+        page: &PageRequest,
+    ) -> Result<Page<TrustPolicy>> {
+        let after = page.resume(|position| match position {
+            Position::TrustPolicy { pk } => Some(*pk),
+            _ => None,
+        })?;
+        let sql = format!(
+            "{TRUST_POLICY_SELECT} WHERE p.app_pk = ?1 AND p.pk < ?2 ORDER BY p.pk DESC LIMIT ?3"
+        );
+        let params = params![app.pk, after.unwrap_or(i64::MAX), page.fetch()];
+        let rows = self.collect(&sql, params, trust_policy_from_row)?;
+        Ok(Page::from_rows(rows, page, |policy| Position::TrustPolicy {
+            pk: policy.pk,
+        }))
+    }
+
+    /// The app's trust policies of one issuer, for a login.
+    pub(crate) fn trust_policies_of_issuer(
+        &self,
+        app: &App,
+        issuer: &str,
+    ) -> Result<Vec<TrustPolicy>> {
+        let sql = format!("{TRUST_POLICY_SELECT} WHERE p.app_pk = ?1 AND p.issuer = ?2");
+        self.collect(&sql, params![app.pk, issuer], trust_policy_from_row)
+    }
+
+    pub(crate) fn trust_policy(&self, app: &App, id: &str) -> Result<Option<TrustPolicy>> {
+        let sql = format!("{TRUST_POLICY_SELECT} WHERE p.app_pk = ?1 AND p.id = ?2");
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_row(params![app.pk, id], trust_policy_from_row)
+                    .optional()
+            })
+            .map_err(storage)
+    }
+
     fn collect<T>(
         &self,
         sql: &str,
@@ -425,6 +475,25 @@ fn tags_from_column(row: &Row, column: usize) -> rusqlite::Result<Vec<String>> {
     let text: String = row.get(column)?;
     serde_json::from_str(&text).map_err(|err| {
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, err.into())
+    })
+}
+
+fn trust_policy_from_row(row: &Row) -> rusqlite::Result<TrustPolicy> {
+    Ok(TrustPolicy {
+        pk: row.get(0)?,
+        id: row.get(1)?,
+        app: row.get(2)?,
+        issuer: row.get(3)?,
+        audience: row.get(4)?,
+        subject: row.get(5)?,
+        claims: Metadata::from_stored(row.get(6)?),
+        description: row.get(7)?,
+        ephemeral: row.get(8)?,
+        session_ttl: secs_from_column(row, 9)?,
+        idle_timeout: secs_from_column(row, 10)?,
+        tags: tags_from_column(row, 11)?,
+        metadata: Metadata::from_stored(row.get(12)?),
+        created_at: Timestamp(row.get(13)?),
     })
 }
 

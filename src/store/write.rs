@@ -6,7 +6,9 @@ use super::storage;
 use crate::cache::usage::Stamp;
 use crate::domain::error::Result;
 use crate::domain::model::KeyStatus;
-use crate::domain::model::{App, Key, KeyPolicy, Machine, NewKey, Timestamp, uses_remaining};
+use crate::domain::model::{
+    App, Key, KeyPolicy, Machine, NewKey, NewTrustPolicy, Timestamp, TrustPolicy, uses_remaining,
+};
 use crate::domain::token::TokenHash;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::cell::Cell;
@@ -94,6 +96,7 @@ impl<'c> Writer<'c> {
     pub(crate) fn delete_app(&self, app: &App, now: Timestamp) -> Result<()> {
         let deleted = self.execute("DELETE FROM machines WHERE app_pk = ?1", [app.pk])?;
         self.count_machines(-(deleted as i64));
+        self.execute("DELETE FROM trust_policies WHERE app_pk = ?1", [app.pk])?;
         // Revoked keys have no machines (revoking deleted them), so their count is already 0.
         self.execute(
             "UPDATE keys SET revoked_at = ?2, machine_rows = 0
@@ -229,7 +232,7 @@ impl<'c> Writer<'c> {
             pk: self.conn().last_insert_rowid(),
             id: new.id,
             app: key.app.clone(),
-            key_id: key.id.clone(),
+            key_id: Some(key.id.clone()),
             name: new.name.map(str::to_string),
             ephemeral: key.ephemeral,
             created_at: now,
@@ -245,8 +248,132 @@ impl<'c> Writer<'c> {
     }
 
     /// Deletes one machine; returns its token hash, or `None` if it was already gone.
+    pub(crate) fn insert_trust_policy(
+        &self,
+        app: &App,
+        id: String,
+        new: &NewTrustPolicy,
+        now: Timestamp,
+    ) -> Result<TrustPolicy> {
+        let claims = crate::domain::model::Metadata::from_object(&new.claims);
+        let policy = &new.policy;
+        self.execute(
+            "INSERT INTO trust_policies (id, app_pk, issuer, audience, subject, claims,
+                                         description, ephemeral, session_ttl, idle_timeout,
+                                         tags, metadata, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                id,
+                app.pk,
+                new.issuer,
+                new.audience,
+                new.subject,
+                claims.as_str(),
+                new.description,
+                new.ephemeral,
+                secs_to_column(policy.session_ttl),
+                secs_to_column(policy.idle_timeout),
+                tags_json(&policy.tags),
+                policy.metadata.as_str(),
+                now.0,
+            ],
+        )?;
+        Ok(TrustPolicy {
+            pk: self.conn().last_insert_rowid(),
+            id,
+            app: app.id.clone(),
+            issuer: new.issuer.clone(),
+            audience: new.audience.clone(),
+            subject: new.subject.clone(),
+            claims,
+            description: new.description.clone(),
+            ephemeral: new.ephemeral,
+            session_ttl: policy.session_ttl,
+            idle_timeout: policy.idle_timeout,
+            tags: policy.tags.clone(),
+            metadata: policy.metadata.clone(),
+            created_at: now,
+        })
+    }
+
+    /// Deletes the policy and logs out every machine that came through it; how many.
+    pub(crate) fn delete_trust_policy(&self, policy: &TrustPolicy) -> Result<usize> {
+        let deleted = self.execute(
+            "DELETE FROM machines WHERE trust_policy_id = ?1",
+            [&policy.id],
+        )?;
+        self.count_machines(-(deleted as i64));
+        self.execute("DELETE FROM trust_policies WHERE pk = ?1", [policy.pk])?;
+        Ok(deleted)
+    }
+
+    /// Remembers an ID token's `jti` until `expires_at`; `false` if it was already seen.
+    pub(crate) fn record_jti(&self, issuer: &str, jti: &str, expires_at: Timestamp) -> Result<bool> {
+        let inserted = self.execute(
+            "INSERT INTO oidc_jtis (issuer, jti, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (issuer, jti) DO NOTHING",
+            params![issuer, jti, expires_at.0],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    /// Forgets up to `limit` `jti`s of tokens no longer valid at `now`.
+    pub(crate) fn delete_expired_jtis(&self, now: Timestamp, limit: usize) -> Result<usize> {
+        self.execute(
+            "DELETE FROM oidc_jtis WHERE rowid IN (
+                 SELECT rowid FROM oidc_jtis WHERE expires_at <= ?1 LIMIT ?2)",
+            params![now.0, limit as i64],
+        )
+    }
+
+    /// A machine logged in through `policy` (of the app `app`).
+    pub(crate) fn insert_policy_machine(
+        &self,
+        app: &App,
+        policy: &TrustPolicy,
+        new: NewMachine,
+        now: Timestamp,
+    ) -> Result<Machine> {
+        self.count_machines(1);
+        self.execute(
+            "INSERT INTO machines (id, app_pk, token_hash, name, ephemeral, created_at,
+                                   expires_at, tags, metadata, trust_policy_id, idle_timeout)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                new.id,
+                app.pk,
+                new.token_hash.as_bytes(),
+                new.name,
+                policy.ephemeral,
+                now.0,
+                new.expires_at.map(|at| at.0),
+                tags_json(&policy.tags),
+                policy.metadata.as_str(),
+                policy.id,
+                secs_to_column(policy.idle_timeout),
+            ],
+        )?;
+        Ok(Machine {
+            pk: self.conn().last_insert_rowid(),
+            id: new.id,
+            app: app.id.clone(),
+            key_id: None,
+            name: new.name.map(str::to_string),
+            ephemeral: policy.ephemeral,
+            created_at: now,
+            expires_at: new.expires_at,
+            last_seen_at: None,
+            tags: policy.tags.clone(),
+            metadata: policy.metadata.clone(),
+            trust_policy_id: Some(policy.id.clone()),
+            idle_timeout: policy.idle_timeout,
+            idle_expires_at: None,
+        }
+        .with_idle_expiry())
+    }
+
     pub(crate) fn delete_machine(&self, machine_pk: i64) -> Result<Option<TokenHash>> {
-        let deleted: Option<([u8; 32], i64)> = self
+        let deleted: Option<([u8; 32], Option<i64>)> = self
             .conn()
             .prepare_cached("DELETE FROM machines WHERE pk = ?1 RETURNING token_hash, key_pk")
             .and_then(|mut stmt| {
@@ -308,7 +435,7 @@ impl<'c> Writer<'c> {
     /// Runs a `DELETE … RETURNING key_pk` of machines and takes what it deleted off each
     /// key's `machine_rows`, in this transaction. Returns how many machines it deleted.
     fn delete_returning_key_pks(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
-        let mut per_key: HashMap<i64, i64> = HashMap::new();
+        let mut per_key: HashMap<Option<i64>, i64> = HashMap::new();
         self.conn()
             .prepare_cached(sql)
             .and_then(|mut stmt| {
@@ -328,11 +455,14 @@ impl<'c> Writer<'c> {
     }
 
     /// Takes `count` deleted machines off their key's `machine_rows` and the store's count.
-    fn machines_deleted(&self, key_pk: i64, count: i64) -> Result<()> {
-        self.execute(
-            "UPDATE keys SET machine_rows = machine_rows - ?2 WHERE pk = ?1",
-            params![key_pk, count],
-        )?;
+    /// `key_pk` is `None` for machines of trust policies, which have no counter.
+    fn machines_deleted(&self, key_pk: Option<i64>, count: i64) -> Result<()> {
+        if let Some(key_pk) = key_pk {
+            self.execute(
+                "UPDATE keys SET machine_rows = machine_rows - ?2 WHERE pk = ?1",
+                params![key_pk, count],
+            )?;
+        }
         self.count_machines(-count);
         Ok(())
     }

@@ -125,7 +125,7 @@ fn install_version_2_fixture(db: &Path) {
 fn first_start_creates_the_current_schema() {
     let server = TestServer::start();
     let db = server.db_path();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), 4);
     let tables: Vec<String> = schema_of(&db)
         .into_iter()
         .filter(|(kind, _, _)| kind == "table")
@@ -189,7 +189,7 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
     assert_eq!(identity["machine"]["key_id"], key["id"]);
     assert_eq!(identity["app"]["id"], "ci");
 
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), 4);
     let conn = open_db(&db);
     let stale: i64 = conn
         .query_row(
@@ -250,7 +250,7 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
     assert_eq!(count, MACHINES);
 
     server.restart();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), 4);
     let count: i64 = open_db(&db)
         .query_row(
             "SELECT count(*) FROM machines WHERE key_id IS NOT NULL",
@@ -288,7 +288,7 @@ fn restart_upgrading(
     server.restart();
     assert!(server.log().contains(marker), "{}", server.log());
     let db = server.db_path();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), 4);
     assert_eq!(
         schema_of(&db),
         fresh_schema,
@@ -487,7 +487,7 @@ fn an_upgrade_from_version_2_killed_part_way_leaves_version_2_whole() {
     assert_eq!(count("SELECT count(*) FROM machines"), MACHINES + 3);
 
     server.restart();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), 4);
     assert_eq!(
         count("SELECT count(*) FROM machines WHERE tags = '[]' AND metadata = '{}'"),
         MACHINES + 3
