@@ -81,15 +81,17 @@ impl Authority {
         }
         let refused = Error::InvalidIdToken;
         let issuer = verify::claimed_issuer(id_token).map_err(refused)?;
-        let (app, policies) = self.store.read(|r| {
-            let Some(app) = r.app(app_id)? else {
-                return Ok(None);
-            };
-            let policies = r.trust_policies_of_issuer(&app, &issuer)?;
-            Ok(Some((app, policies)))
-        })?
-        .filter(|(_, policies)| !policies.is_empty())
-        .ok_or_else(|| refused("iss: no trust policy of this app trusts the issuer".into()))?;
+        let (app, policies) = self
+            .store
+            .read(|r| {
+                let Some(app) = r.app(app_id)? else {
+                    return Ok(None);
+                };
+                let policies = r.trust_policies_of_issuer(&app, &issuer)?;
+                Ok(Some((app, policies)))
+            })?
+            .filter(|(_, policies)| !policies.is_empty())
+            .ok_or_else(|| refused("iss: no trust policy of this app trusts the issuer".into()))?;
         if !self.oidc.issuer_allowed(&issuer) {
             return Err(refused("iss: the issuer is not https".into()));
         }

@@ -67,9 +67,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             .unwrap_or(Config::default().min_key_timeout_secs),
         oidc: authkeys::OidcSettings {
             allow_insecure_issuer: args.oidc_allow_insecure_issuer,
-            fetch_timeout: args
-                .oidc_fetch_timeout_ms
-                .map_or(authkeys::config::DEFAULT_OIDC_FETCH_TIMEOUT, Duration::from_millis),
+            fetch_timeout: args.oidc_fetch_timeout_ms.map_or(
+                authkeys::config::DEFAULT_OIDC_FETCH_TIMEOUT,
+                Duration::from_millis,
+            ),
             refetch_interval: args.oidc_refetch_interval_ms.map_or(
                 authkeys::config::DEFAULT_OIDC_REFETCH_INTERVAL,
                 Duration::from_millis,

@@ -108,7 +108,10 @@ pub(crate) fn new_trust_policy(
     }
     text("issuer", &new.issuer, MAX_OIDC_TEXT_CHARS)?;
     if new.issuer.contains(char::is_whitespace) || new.issuer.contains(['?', '#']) {
-        return Err(invalid("issuer", "must be a URL without spaces, query or fragment"));
+        return Err(invalid(
+            "issuer",
+            "must be a URL without spaces, query or fragment",
+        ));
     }
     text("audience", &new.audience, MAX_OIDC_TEXT_CHARS)?;
     text("subject", &new.subject, MAX_OIDC_TEXT_CHARS)?;

@@ -13,16 +13,21 @@ pub(super) fn login(ctx: &Ctx) -> Result<Response, ApiError> {
     let name = body.machine.as_deref();
     let (session, machine) = match (&body.auth_key, &body.id_token, &body.app) {
         (Some(auth_key), None, None) => ctx.authority.login(auth_key, name, ctx.now)?,
-        (None, Some(id_token), Some(app)) => {
-            ctx.authority
-                .login_with_id_token(id_token, app, name, ctx.now)?
-        }
+        (None, Some(id_token), Some(app)) => ctx
+            .authority
+            .login_with_id_token(id_token, app, name, ctx.now)?,
         (None, Some(_), None) => return Err(missing_field("app", "is required with `id_token`")),
         (None, None, _) => {
-            return Err(missing_field("auth_key", "or `id_token` and `app` is required"));
+            return Err(missing_field(
+                "auth_key",
+                "or `id_token` and `app` is required",
+            ));
         }
         (Some(_), ..) => {
-            return Err(missing_field("auth_key", "cannot be combined with `id_token` or `app`"));
+            return Err(missing_field(
+                "auth_key",
+                "cannot be combined with `id_token` or `app`",
+            ));
         }
     };
     if let Some(key_id) = &machine.key_id {

@@ -167,7 +167,10 @@ mod tests {
             ("/v1/apps/a/keys/k", Some(Route::Key("a", "k"))),
             ("/v1/apps/a/machines", Some(Route::Machines("a"))),
             ("/v1/apps/a/trust-policies", Some(Route::TrustPolicies("a"))),
-            ("/v1/apps/a/trust-policies/p", Some(Route::TrustPolicy("a", "p"))),
+            (
+                "/v1/apps/a/trust-policies/p",
+                Some(Route::TrustPolicy("a", "p")),
+            ),
             ("/v1/apps/a/machines/m", Some(Route::Machine("a", "m"))),
             ("/v1/auth/login", Some(Route::Login)),
             ("/v1/auth/whoami", Some(Route::Whoami)),

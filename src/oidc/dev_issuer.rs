@@ -15,6 +15,7 @@ use p256::elliptic_curve::Generate;
 use p256::pkcs8::EncodePrivateKey;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -59,6 +60,8 @@ struct State {
     defaults: DevClaims,
     /// The newest key of each algorithm last; the JWKS publishes the last four.
     keys: Mutex<Vec<SigningKey>>,
+    /// JWKS requests answered, so tests can see when a verifier refetches.
+    jwks_served: AtomicUsize,
 }
 
 /// A running issuer; it stops when dropped.
@@ -100,6 +103,7 @@ impl DevIssuer {
             request_token: token::random_id("dev_"),
             defaults,
             keys: Mutex::new(keys),
+            jwks_served: AtomicUsize::new(0),
         });
         *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&state));
         Ok(DevIssuer {
@@ -152,6 +156,11 @@ impl DevIssuer {
         self.state.mint(alg, Some(kid), claims)
     }
 
+    /// How many times the JWKS has been served.
+    pub fn jwks_served(&self) -> usize {
+        self.state.jwks_served.load(Ordering::SeqCst)
+    }
+
     /// The `kid` of the current key of `alg`.
     pub fn current_kid(&self, alg: DevAlg) -> String {
         let keys = self
@@ -184,6 +193,7 @@ impl State {
                 }),
             ),
             ("GET", "/.well-known/jwks") => {
+                self.jwks_served.fetch_add(1, Ordering::SeqCst);
                 let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
                 let set = JwkSet {
                     keys: keys.iter().map(|key| key.jwk.clone()).collect(),

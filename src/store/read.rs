@@ -377,8 +377,8 @@ impl<'c> Reader<'c> {
         );
         let params = params![app.pk, after.unwrap_or(i64::MAX), page.fetch()];
         let rows = self.collect(&sql, params, trust_policy_from_row)?;
-        Ok(Page::from_rows(rows, page, |policy| Position::TrustPolicy {
-            pk: policy.pk,
+        Ok(Page::from_rows(rows, page, |policy| {
+            Position::TrustPolicy { pk: policy.pk }
         }))
     }
 

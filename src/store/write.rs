@@ -308,7 +308,12 @@ impl<'c> Writer<'c> {
     }
 
     /// Remembers an ID token's `jti` until `expires_at`; `false` if it was already seen.
-    pub(crate) fn record_jti(&self, issuer: &str, jti: &str, expires_at: Timestamp) -> Result<bool> {
+    pub(crate) fn record_jti(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: Timestamp,
+    ) -> Result<bool> {
         let inserted = self.execute(
             "INSERT INTO oidc_jtis (issuer, jti, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (issuer, jti) DO NOTHING",

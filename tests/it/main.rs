@@ -11,6 +11,7 @@ mod integrations;
 mod key_policy;
 mod lists;
 mod machine_auth;
+mod oidc;
 mod process;
 mod readme;
 mod reliability;

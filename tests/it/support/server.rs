@@ -28,6 +28,12 @@ pub struct Options {
 }
 
 impl Options {
+    /// A flag without a value, such as `--oidc-allow-insecure-issuer`.
+    pub fn flag(mut self, flag: &str) -> Options {
+        self.args.push(flag.to_string());
+        self
+    }
+
     pub fn arg(mut self, flag: &str, value: &str) -> Options {
         self.args.push(flag.to_string());
         self.args.push(value.to_string());
