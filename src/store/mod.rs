@@ -75,10 +75,10 @@ const UPGRADE_FROM_2_MACHINES: &str = "
 /// already rebuilds machines from `SCHEMA`.
 const UPGRADE_TO_4_SET_ASIDE: &str = "
     ALTER TABLE machines RENAME TO machines_v3;
-    DROP INDEX machines_by_key;
-    DROP INDEX machines_by_app;
-    DROP INDEX machines_by_expiry;
-    DROP INDEX machines_by_idle_deadline;
+    DROP INDEX IF EXISTS machines_by_key;
+    DROP INDEX IF EXISTS machines_by_app;
+    DROP INDEX IF EXISTS machines_by_expiry;
+    DROP INDEX IF EXISTS machines_by_idle_deadline;
     DROP INDEX IF EXISTS machines_by_trust_policy;";
 const UPGRADE_TO_4_COPY: &str = "
     INSERT INTO machines (pk, id, key_pk, app_pk, key_id, token_hash, name, ephemeral,

@@ -96,6 +96,9 @@ fn rewrite_as_version_2(db: &Path) {
     open_db(db)
         .execute_batch(
             "DROP INDEX machines_by_idle_deadline;
+             DROP INDEX machines_by_trust_policy;
+             DROP TABLE trust_policies;
+             DROP TABLE oidc_jtis;
              ALTER TABLE keys DROP COLUMN tags;
              ALTER TABLE keys DROP COLUMN metadata;
              ALTER TABLE keys DROP COLUMN max_uses;
@@ -107,6 +110,26 @@ fn rewrite_as_version_2(db: &Path) {
              ALTER TABLE machines DROP COLUMN metadata;
              ALTER TABLE machines DROP COLUMN trust_policy_id;
              ALTER TABLE machines DROP COLUMN idle_timeout;
+             -- Version 4 made key_pk and key_id nullable; version 2 had them NOT NULL.
+             CREATE TABLE machines_v2 (
+                 pk           INTEGER PRIMARY KEY,
+                 id           TEXT    NOT NULL UNIQUE,
+                 key_pk       INTEGER NOT NULL REFERENCES keys (pk),
+                 app_pk       INTEGER NOT NULL REFERENCES apps (pk),
+                 key_id       TEXT    NOT NULL,
+                 token_hash   BLOB    NOT NULL UNIQUE,
+                 name         TEXT,
+                 ephemeral    INTEGER NOT NULL CHECK (ephemeral IN (0, 1)),
+                 created_at   INTEGER NOT NULL,
+                 expires_at   INTEGER,
+                 last_seen_at INTEGER
+             ) STRICT;
+             INSERT INTO machines_v2 SELECT * FROM machines;
+             DROP TABLE machines;
+             ALTER TABLE machines_v2 RENAME TO machines;
+             CREATE INDEX machines_by_key ON machines (key_pk);
+             CREATE INDEX machines_by_app ON machines (app_pk);
+             CREATE INDEX machines_by_expiry ON machines (expires_at) WHERE expires_at IS NOT NULL;
              PRAGMA user_version = 2;",
         )
         .unwrap();
@@ -131,7 +154,10 @@ fn first_start_creates_the_current_schema() {
         .filter(|(kind, _, _)| kind == "table")
         .map(|(_, name, _)| name)
         .collect();
-    assert_eq!(tables, ["apps", "keys", "machines", "settings"]);
+    assert_eq!(
+        tables,
+        ["apps", "keys", "machines", "oidc_jtis", "settings", "trust_policies"]
+    );
     let journal: String = open_db(&db)
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .unwrap();
@@ -171,7 +197,7 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
 
     server.restart();
     assert!(
-        server.log().contains("from schema version 1 to 3"),
+        server.log().contains("from schema version 1 to 4"),
         "{}",
         server.log()
     );
@@ -368,7 +394,7 @@ fn an_early_version_2_database_gains_machine_counts_and_the_index() {
     assert_eq!(machines_of(&server, &busy), 3);
 }
 
-/// A database the last version 2 binary wrote (the fixture) is upgraded to version 3 at the
+/// A database the last version 2 binary wrote (the fixture) is upgraded to version 4 at the
 /// next start: its sessions go on working (the ephemeral one with its expiry), the used
 /// single-use key is a used-up key of one use, and the schema is the one a first start
 /// creates.
@@ -385,7 +411,7 @@ fn a_version_2_database_is_upgraded_with_its_sessions_intact() {
     rewrite_as_version_2(&rewritten.db_path());
     assert_eq!(schema_of(&rewritten.db_path()), schema_of(&db));
 
-    restart_upgrading(&mut server, "from schema version 2 to 3", &fresh_schema);
+    restart_upgrading(&mut server, "from schema version 2 to 4", &fresh_schema);
 
     let runner = whoami(&server, V2_RUNNER_SESSION).expect(200);
     assert_eq!(runner["app"]["id"], "ci");
