@@ -1,4 +1,4 @@
-//! Usage stamps (`last_used_at` of keys, `last_seen_at` of machines) collected in memory on
+//! Usage stamps (`last_used_at` of keys and admin tokens, `last_seen_at` of machines) collected in memory on
 //! the read paths and written in batches by the sweeper, so that whoami and verify never take
 //! the write lock. The stored values may lag by up to one sweep interval, as the contract says.
 
@@ -38,6 +38,7 @@ impl std::hash::Hash for RowId {
 pub(crate) struct UsageStamps {
     keys: Mutex<HashMap<RowId, Timestamp>>,
     machines: Mutex<HashMap<RowId, Timestamp>>,
+    admin_tokens: Mutex<HashMap<RowId, Timestamp>>,
     /// Asks the sweeper to flush now (set once by the sweeper).
     flush_request: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -59,11 +60,12 @@ pub(crate) struct Stamp {
 pub(crate) struct PendingStamps {
     pub(crate) keys: Vec<Stamp>,
     pub(crate) machines: Vec<Stamp>,
+    pub(crate) admin_tokens: Vec<Stamp>,
 }
 
 impl PendingStamps {
     pub(crate) fn len(&self) -> usize {
-        self.keys.len() + self.machines.len()
+        self.keys.len() + self.machines.len() + self.admin_tokens.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -87,6 +89,11 @@ impl UsageStamps {
             },
             at,
         );
+    }
+
+    /// `hash` is the scoped admin token's own (`admin_tokens.hash`).
+    pub(crate) fn admin_token_used(&self, token_pk: i64, hash: TokenHash, at: Timestamp) {
+        self.record(&self.admin_tokens, RowId { pk: token_pk, hash }, at);
     }
 
     /// Drops the pending stamp of a machine whose row was just deleted. Only saves memory and
@@ -126,6 +133,7 @@ impl UsageStamps {
         PendingStamps {
             keys: drain(&self.keys),
             machines: drain(&self.machines),
+            admin_tokens: drain(&self.admin_tokens),
         }
     }
 
@@ -136,6 +144,9 @@ impl UsageStamps {
         }
         for stamp in pending.machines {
             self.machine_seen(stamp.pk, stamp.hash, stamp.at);
+        }
+        for stamp in pending.admin_tokens {
+            self.admin_token_used(stamp.pk, stamp.hash, stamp.at);
         }
     }
 }

@@ -107,6 +107,11 @@ pub struct ServeArgs {
     #[arg(long = "trusted-proxy", env = "AUTHKEYS_TRUSTED_PROXIES", value_name = "CIDR",
           value_delimiter = ',', value_parser = http::parse_trusted_proxy)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Seconds audit events are kept; the sweeper deletes older ones.
+    #[arg(long, env = "AUTHKEYS_AUDIT_RETENTION", value_name = "SECS",
+          default_value_t = config::DEFAULT_AUDIT_RETENTION_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 24 * 3600))]
+    pub audit_retention: u64,
     /// How long a connection may wait for a request to start (tests).
     #[arg(long, hide = true, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -62,6 +62,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         busy_timeout: args
             .sqlite_busy_timeout_ms
             .map_or(config::DEFAULT_BUSY_TIMEOUT, Duration::from_millis),
+        audit_retention: Duration::from_secs(args.audit_retention),
     };
     // Registered before the ready line, so a signal sent as soon as it is read is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT])

@@ -1,6 +1,7 @@
 //! The JSON shapes of the API's requests (decoded strictly: `deny_unknown_fields`) and of
 //! the answers that are not domain objects themselves.
 
+use crate::domain::access::AdminToken;
 use crate::domain::model::{Key, Machine, Timestamp};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -42,9 +43,7 @@ pub(super) fn whole_seconds<'de, D: Deserializer<'de>>(
         Some(secs) if secs.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&secs) => {
             Ok(Some(secs as u64))
         }
-        _ => Err(D::Error::custom(
-            "`expires_in` must be a whole number of seconds",
-        )),
+        _ => Err(D::Error::custom("must be a whole number of seconds")),
     }
 }
 
@@ -99,4 +98,30 @@ pub(super) struct LoggedIn<'a> {
 pub(super) struct Identity<'a> {
     pub(super) app: &'a RawValue,
     pub(super) machine: &'a Machine,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateAdminToken {
+    pub(super) name: String,
+    pub(super) scopes: Vec<String>,
+    #[serde(default)]
+    pub(super) apps: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "whole_seconds")]
+    pub(super) expires_in: Option<u64>,
+    #[serde(default, deserialize_with = "whole_seconds")]
+    pub(super) max_key_lifetime: Option<u64>,
+    #[serde(default)]
+    pub(super) allowed_tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) ephemeral_only: bool,
+}
+
+#[derive(Serialize)]
+pub(super) struct CreatedAdminToken<'a> {
+    #[serde(flatten)]
+    pub(super) token: &'a AdminToken,
+    /// The full secret: in this response and nowhere else, ever.
+    #[serde(rename = "token")]
+    pub(super) secret: &'a str,
 }

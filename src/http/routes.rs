@@ -15,6 +15,9 @@ pub(crate) enum Route<'a> {
     Key(&'a str, &'a str),
     Machines(&'a str),
     Machine(&'a str, &'a str),
+    AdminTokens,
+    AdminToken(&'a str),
+    Audit,
     Login,
     Whoami,
     Logout,
@@ -38,6 +41,9 @@ pub(crate) const ROUTE_LABELS: &[&str] = &[
     "/v1/apps/{app}/keys/{key}",
     "/v1/apps/{app}/machines",
     "/v1/apps/{app}/machines/{machine}",
+    "/v1/admin-tokens",
+    "/v1/admin-tokens/{token}",
+    "/v1/audit",
     "/v1/auth/login",
     "/v1/auth/whoami",
     "/v1/auth/logout",
@@ -80,6 +86,9 @@ impl<'a> Route<'a> {
             ["v1", "apps", app, "keys", key] => Route::Key(app, key),
             ["v1", "apps", app, "machines"] => Route::Machines(app),
             ["v1", "apps", app, "machines", machine] => Route::Machine(app, machine),
+            ["v1", "admin-tokens"] => Route::AdminTokens,
+            ["v1", "admin-tokens", token] => Route::AdminToken(token),
+            ["v1", "audit"] => Route::Audit,
             ["v1", "auth", "login"] => Route::Login,
             ["v1", "auth", "whoami"] => Route::Whoami,
             ["v1", "auth", "logout"] => Route::Logout,
@@ -96,10 +105,10 @@ impl<'a> Route<'a> {
         match self {
             Route::Health | Route::OpenApi | Route::Metrics => &["GET"],
             Route::Dashboard | Route::Asset(_) => &["GET"],
-            Route::Whoami | Route::ForwardAuth | Route::Machines(_) => &["GET"],
-            Route::Apps | Route::Keys(_) => &["GET", "POST"],
+            Route::Whoami | Route::ForwardAuth | Route::Machines(_) | Route::Audit => &["GET"],
+            Route::Apps | Route::Keys(_) | Route::AdminTokens => &["GET", "POST"],
             Route::App(_) | Route::Key(..) => &["GET", "DELETE"],
-            Route::Machine(..) => &["DELETE"],
+            Route::Machine(..) | Route::AdminToken(_) => &["DELETE"],
             Route::Login | Route::Logout | Route::Verify => &["POST"],
         }
     }
@@ -116,6 +125,9 @@ impl<'a> Route<'a> {
             Route::Key(..) => "/v1/apps/{app}/keys/{key}",
             Route::Machines(_) => "/v1/apps/{app}/machines",
             Route::Machine(..) => "/v1/apps/{app}/machines/{machine}",
+            Route::AdminTokens => "/v1/admin-tokens",
+            Route::AdminToken(_) => "/v1/admin-tokens/{token}",
+            Route::Audit => "/v1/audit",
             Route::Login => "/v1/auth/login",
             Route::Whoami => "/v1/auth/whoami",
             Route::Logout => "/v1/auth/logout",
@@ -123,6 +135,18 @@ impl<'a> Route<'a> {
             Route::ForwardAuth => "/v1/forward-auth",
             Route::Dashboard => "/",
             Route::Asset(_) => "/assets/{asset}",
+        }
+    }
+
+    /// The app a path names, which a token limited to some apps must be allowed.
+    pub(crate) fn app(self) -> Option<&'a str> {
+        match self {
+            Route::App(app)
+            | Route::Keys(app)
+            | Route::Key(app, _)
+            | Route::Machines(app)
+            | Route::Machine(app, _) => Some(app),
+            _ => None,
         }
     }
 }
@@ -149,6 +173,9 @@ mod tests {
             ("/v1/apps/a/keys/k", Some(Route::Key("a", "k"))),
             ("/v1/apps/a/machines", Some(Route::Machines("a"))),
             ("/v1/apps/a/machines/m", Some(Route::Machine("a", "m"))),
+            ("/v1/admin-tokens", Some(Route::AdminTokens)),
+            ("/v1/admin-tokens/t", Some(Route::AdminToken("t"))),
+            ("/v1/audit", Some(Route::Audit)),
             ("/v1/auth/login", Some(Route::Login)),
             ("/v1/auth/whoami", Some(Route::Whoami)),
             ("/v1/auth/logout", Some(Route::Logout)),

@@ -63,7 +63,14 @@ impl Server {
             &config.http,
             Arc::clone(&metrics),
         )?;
-        let sweeper = Sweeper::start(store, stamps, cache, metrics, config.sweep_interval);
+        let sweeper = Sweeper::start(
+            store,
+            stamps,
+            cache,
+            metrics,
+            config.sweep_interval,
+            config.audit_retention,
+        );
         let url = format!("http://{}", listener.address());
         log::info!("listening on {url}");
         if !listener.address().ip().to_canonical().is_loopback() {

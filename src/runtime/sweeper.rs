@@ -3,6 +3,7 @@
 //! dropped. Expiry itself is enforced on every request: the sweeper removes what has already
 //! stopped working, so skipping a sweep never lets anyone in.
 
+use crate::authority::audit;
 use crate::cache::hot::{HotCache, Invalidation};
 use crate::cache::usage::{PendingStamps, UsageStamps};
 use crate::domain::error::Result;
@@ -21,11 +22,14 @@ use std::time::Duration;
 /// million, 5,000 at 17 s, the longest transaction about 150 ms either way.
 pub(crate) const SWEEP_BATCH: usize = 5000;
 
-/// Deletes every machine expired at `now`, in batches, and writes pending usage stamps.
+/// Deletes every machine expired at `now`, in batches (each with its `machine.logged_out`
+/// events), writes pending usage stamps, records `key.expiring` for keys that came within
+/// seven days of expiry, and deletes audit events older than `audit_retention`.
 pub(crate) fn sweep(
     store: &Store,
     stamps: &UsageStamps,
     cache: &HotCache,
+    audit_retention: Duration,
     now: Timestamp,
 ) -> Result<Swept> {
     let pending = stamps.take();
@@ -42,18 +46,27 @@ pub(crate) fn sweep(
         // whoami shows within one sweep interval of the truth, as the contract promises.
         cache.invalidate(Invalidation::Everything);
     }
-    let mut expired_machines = 0;
-    loop {
-        let deleted = store.write(|w| w.delete_expired_machines(now, SWEEP_BATCH))?;
-        expired_machines += deleted;
-        if deleted < SWEEP_BATCH {
-            break;
-        }
-    }
+    let expired_machines =
+        in_batches(|| store.write(|w| audit::sweep_expired_machines(w, now, SWEEP_BATCH)))?;
+    store.write(|w| w.announce_expiring_keys(now))?;
+    let cutoff = Timestamp(now.0.saturating_sub(audit_retention.as_millis() as i64));
+    in_batches(|| store.write(|w| w.delete_events_before(cutoff, SWEEP_BATCH)))?;
     Ok(Swept {
         expired_machines,
         stamps_written,
     })
+}
+
+/// Runs `batch` until it does less than a whole batch; returns how much it did in all.
+fn in_batches(mut batch: impl FnMut() -> Result<usize>) -> Result<usize> {
+    let mut done = 0;
+    loop {
+        let did = batch()?;
+        done += did;
+        if did < SWEEP_BATCH {
+            return Ok(done);
+        }
+    }
 }
 
 /// Writes the stamps in batches, like the deletions; returns how many rows were stamped.
@@ -67,6 +80,9 @@ fn write_stamps(store: &Store, pending: &PendingStamps) -> Result<usize> {
     }
     for batch in pending.machines.chunks(SWEEP_BATCH) {
         written += store.write(|w| w.stamp_machines_seen(batch))?;
+    }
+    for batch in pending.admin_tokens.chunks(SWEEP_BATCH) {
+        written += store.write(|w| w.stamp_admin_tokens_used(batch))?;
     }
     Ok(written)
 }
@@ -102,6 +118,7 @@ impl Sweeper {
         cache: Arc<HotCache>,
         metrics: Arc<Metrics>,
         interval: Duration,
+        audit_retention: Duration,
     ) -> Sweeper {
         let (wake, woken) = mpsc::sync_channel::<Wake>(4);
         let flush = wake.clone();
@@ -125,7 +142,8 @@ impl Sweeper {
                     };
                     // A failed sweep is logged and retried next time: the thread keeps going.
                     let started = std::time::Instant::now();
-                    let result = sweep(&store, &stamps, &cache, Timestamp::now());
+                    let now = Timestamp::now();
+                    let result = sweep(&store, &stamps, &cache, audit_retention, now);
                     metrics.sweep(&result);
                     match result {
                         Ok(swept) if swept.expired_machines > 0 => log::info!(
@@ -169,6 +187,7 @@ mod tests {
     use crate::store::{Database, NewMachine, Writer};
 
     const APP: &str = "app";
+    const RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
     /// A store in a temp dir with app `APP`, one reusable ephemeral key (returned: its hash),
     /// and machines `mch_0`, `mch_1`, … that expire at each of `expiries` (`None`: never).
@@ -266,7 +285,7 @@ mod tests {
         let (_dir, store, _) = store_with_machines(&expiries);
         let stamps = UsageStamps::default();
         let cache = HotCache::default();
-        let swept = |now| sweep(&store, &stamps, &cache, Timestamp(now)).unwrap();
+        let swept = |now| sweep(&store, &stamps, &cache, RETENTION, Timestamp(now)).unwrap();
 
         store.count_machines().unwrap();
         let all = SWEEP_BATCH as i64 + 4;
@@ -298,7 +317,7 @@ mod tests {
         stamps.machine_seen(seen.pk, session, Timestamp(42_000));
         let cache = HotCache::default();
         let ticket = cache.ticket();
-        let swept = sweep(&store, &stamps, &cache, Timestamp(50_000)).unwrap();
+        let swept = sweep(&store, &stamps, &cache, RETENTION, Timestamp(50_000)).unwrap();
         assert_eq!(swept.stamps_written, 1);
         assert_ne!(
             cache.ticket(),
@@ -308,7 +327,7 @@ mod tests {
         let machine = machine(&store, "mch_0").expect("the machine");
         assert_eq!(machine.last_seen_at, Some(Timestamp(42_000)));
         assert_eq!(
-            sweep(&store, &stamps, &cache, Timestamp(60_000)).unwrap(),
+            sweep(&store, &stamps, &cache, RETENTION, Timestamp(60_000)).unwrap(),
             Swept::default()
         );
     }
@@ -320,7 +339,7 @@ mod tests {
         let (_dir, store, key) = store_with_machines(&[]);
         let stamps = UsageStamps::default();
         let cache = HotCache::default();
-        let swept = |now| sweep(&store, &stamps, &cache, Timestamp(now)).unwrap();
+        let swept = |now| sweep(&store, &stamps, &cache, RETENTION, Timestamp(now)).unwrap();
         let log_in = |id, expires_at, now| {
             store
                 .write(|w| log_in(w, &key, id, expires_at, now))
