@@ -107,7 +107,7 @@ impl Reader<'_> {
             .map_err(storage)?;
         Ok(token.and_then(|(token, hash)| {
             let live = token.revoked_at.is_none() && token.expires_at.is_none_or(|at| at > now);
-            live.then(|| Grant {
+            live.then_some(Grant {
                 pk: token.pk,
                 id: token.id,
                 hash,

@@ -9,7 +9,7 @@ use crate::domain::audit::{Action, Actor, Event, EventFilter, Named, NewEvent};
 use crate::domain::error::Result;
 use crate::domain::model::Timestamp;
 use crate::domain::page::{Page, PageRequest, Position};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 /// How far ahead of its expiry a key is announced (`key.expiring`): seven days.
 pub(crate) const KEY_EXPIRING_AHEAD_SECS: u64 = 7 * 24 * 3600;
@@ -152,29 +152,6 @@ impl Reader<'_> {
         Ok(Page::from_rows(rows, page, |event| Position::Event {
             seq: event.seq,
         }))
-    }
-
-    /// Up to `limit` events after `seq`, for the webhook delivery thread.
-    pub(crate) fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<Event>> {
-        self.collect(
-            &format!(
-                "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-            ),
-            params![seq, limit as i64],
-            event_from_row,
-        )
-    }
-
-    /// The newest event's `seq` (0 when there is none).
-    pub(crate) fn last_seq(&self) -> Result<i64> {
-        self.conn()
-            .prepare_cached("SELECT max(seq) FROM audit_events")
-            .and_then(|mut stmt| {
-                stmt.query_row([], |row| row.get::<_, Option<i64>>(0))
-                    .optional()
-            })
-            .map(|seq| seq.flatten().unwrap_or(0))
-            .map_err(storage)
     }
 }
 

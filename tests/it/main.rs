@@ -3,6 +3,7 @@
 
 mod adapter;
 mod admin_api;
+mod audit;
 mod cli;
 mod dashboard;
 mod hostile_http;
@@ -14,4 +15,5 @@ mod process;
 mod readme;
 mod reliability;
 mod schema;
+mod scopes;
 mod support;

@@ -5,6 +5,9 @@ use crate::support::*;
 use serde_json::json;
 use std::path::Path;
 
+/// This binary's schema version.
+const CURRENT: i64 = 4;
+
 /// The schema of version 1 exactly as it shipped, to build databases an older release wrote.
 const SCHEMA_V1: &str = include_str!("fixtures/schema-v1.sql");
 
@@ -85,13 +88,26 @@ fn rewrite_as_version_1(db: &Path) {
 fn first_start_creates_the_current_schema() {
     let server = TestServer::start();
     let db = server.db_path();
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), CURRENT);
     let tables: Vec<String> = schema_of(&db)
         .into_iter()
         .filter(|(kind, _, _)| kind == "table")
         .map(|(_, name, _)| name)
         .collect();
-    assert_eq!(tables, ["apps", "keys", "machines", "settings"]);
+    assert_eq!(
+        tables,
+        [
+            "admin_tokens",
+            "apps",
+            "audit_events",
+            "keys",
+            "machines",
+            "settings",
+            "sqlite_sequence",
+            "webhook_deliveries",
+            "webhooks"
+        ]
+    );
     let journal: String = open_db(&db)
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .unwrap();
@@ -131,7 +147,9 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
 
     server.restart();
     assert!(
-        server.log().contains("from schema version 1 to 2"),
+        server
+            .log()
+            .contains(&format!("from schema version 1 to {CURRENT}")),
         "{}",
         server.log()
     );
@@ -149,7 +167,7 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
     assert_eq!(identity["machine"]["key_id"], key["id"]);
     assert_eq!(identity["app"]["id"], "ci");
 
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), CURRENT);
     let conn = open_db(&db);
     let stale: i64 = conn
         .query_row(
@@ -221,7 +239,7 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
     assert_eq!(count, MACHINES);
 
     server.restart();
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), CURRENT);
     let count: i64 = open_db(&db)
         .query_row(
             "SELECT count(*) FROM machines WHERE key_id IS NOT NULL",
@@ -287,7 +305,7 @@ fn an_early_version_2_database_gains_machine_counts_and_the_index() {
         "{}",
         server.log()
     );
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), CURRENT);
     assert_eq!(
         schema_of(&db),
         fresh_schema,
@@ -308,4 +326,62 @@ fn an_early_version_2_database_gains_machine_counts_and_the_index() {
         server.log()
     );
     assert_eq!(machines_of(&server, &busy), 3);
+}
+
+/// Version 4's tables (admin tokens, audit log, webhooks) come in one transaction: killed
+/// part-way, a version 2 file is still version 2 with every row and no new table; the next
+/// start upgrades it, and the new tables work.
+#[test]
+fn an_upgrade_to_version_4_killed_part_way_leaves_version_2_whole() {
+    let mut server = TestServer::start();
+    server.create_app("ci");
+    let key = server.create_key("ci", json!({"reusable": true}));
+    let session = session_of(&server.login(key["key"].as_str().unwrap()));
+    assert_eq!(server.terminate().code(), Some(0));
+    let db = server.db_path();
+    open_db(&db)
+        .execute_batch(
+            "DROP TABLE admin_tokens; DROP TABLE audit_events; DROP TABLE webhook_deliveries;
+             DROP TABLE webhooks; DROP INDEX keys_by_expiry;
+             DELETE FROM sqlite_sequence; DELETE FROM settings WHERE name = 'key_expiring_horizon';
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    let v2_schema = schema_of(&db);
+    let v2_rows = |db: &Path| -> i64 {
+        open_db(db)
+            .query_row(
+                "SELECT (SELECT count(*) FROM apps) + (SELECT count(*) FROM keys)
+                      + (SELECT count(*) FROM machines)",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(v2_rows(&db), 3);
+
+    let mut child = server
+        .command()
+        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let paused = eventually_line(stderr, "upgrade paused after its first step");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
+    assert_eq!(integrity_check(&db), "ok");
+    assert_eq!(user_version(&db), 2);
+    assert_eq!(schema_of(&db), v2_schema, "the new tables rolled back");
+    assert_eq!(v2_rows(&db), 3);
+
+    server.restart();
+    assert_eq!(user_version(&db), CURRENT);
+    whoami(&server, &session).expect(200);
+    server.create_app("after");
+    let events = server.admin().get("/v1/audit").expect(200);
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
+    assert_eq!(events["events"][0]["action"], "app.created");
 }
