@@ -1,5 +1,5 @@
-//! Schema versions on disk: what a first start creates, and the upgrade of a database written
-//! by an older release (version 1) to this binary's schema, with its sessions intact.
+//! Schema versions on disk: what a first start creates, and the upgrades of databases written
+//! by older releases (versions 1 and 2) to this binary's schema, with their sessions intact.
 
 use crate::support::*;
 use serde_json::json;
@@ -10,6 +10,15 @@ const CURRENT: i64 = 4;
 
 /// The schema of version 1 exactly as it shipped, to build databases an older release wrote.
 const SCHEMA_V1: &str = include_str!("fixtures/schema-v1.sql");
+/// A whole version 2 database as the last version 2 binary wrote it (`sqlite3 .dump`, with
+/// the secrets it was made with in its header).
+const DATABASE_V2: &str = include_str!("fixtures/v2-database.sql");
+/// The fixture's session tokens and keys (see its header).
+const V2_RUNNER_SESSION: &str = "ens_B21gaEpOe1nekO75AxJd6eMOCw0Tx80wZzWr";
+const V2_SINGLE_USE_SESSION: &str = "ens_0pMxayiq3LjOU00Uep1mJWRQqvVyi02wAMKn";
+const V2_EPHEMERAL_SESSION: &str = "ens_YscJPyZbzUBJ73B4E2MmpCzLdJR2vz34HEP3";
+const V2_REUSABLE_KEY: &str = "ena_hIZy7G7lrQkJK4keVMegrvlXF0DCxJ1pA0jU";
+const V2_USED_KEY: &str = "ena_DlJpJuUsC8pP9dQPwFzTrglYe8bpQT2cWNyY";
 
 /// Every table with its columns and strictness, and every index with its SQL, to compare two
 /// databases' schemas. A table's columns rather than its SQL text: a column added by ALTER
@@ -17,7 +26,11 @@ const SCHEMA_V1: &str = include_str!("fixtures/schema-v1.sql");
 fn schema_of(db: &Path) -> Vec<(String, String, Option<String>)> {
     let conn = open_db(db);
     let objects: Vec<(String, String, Option<String>)> = conn
-        .prepare("SELECT type, name, sql FROM sqlite_schema ORDER BY type, name")
+        // sqlite_sequence is SQLite's own (AUTOINCREMENT's counters), and cannot be dropped.
+        .prepare(
+            "SELECT type, name, sql FROM sqlite_schema WHERE name != 'sqlite_sequence'
+              ORDER BY type, name",
+        )
         .unwrap()
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .unwrap()
@@ -84,6 +97,51 @@ fn rewrite_as_version_1(db: &Path) {
     std::fs::rename(&old, db).unwrap();
 }
 
+/// Takes the (stopped) server's database back to version 2 in place: what version 3 added
+/// goes, the rows stay.
+fn rewrite_as_version_2(db: &Path) {
+    rewrite_as_version_3(db);
+    open_db(db)
+        .execute_batch(
+            "DROP INDEX machines_by_idle_deadline;
+             ALTER TABLE keys DROP COLUMN tags;
+             ALTER TABLE keys DROP COLUMN metadata;
+             ALTER TABLE keys DROP COLUMN max_uses;
+             ALTER TABLE keys DROP COLUMN session_ttl;
+             ALTER TABLE keys DROP COLUMN idle_timeout;
+             ALTER TABLE keys DROP COLUMN rotated_from;
+             ALTER TABLE keys DROP COLUMN rotated_to;
+             ALTER TABLE machines DROP COLUMN tags;
+             ALTER TABLE machines DROP COLUMN metadata;
+             ALTER TABLE machines DROP COLUMN trust_policy_id;
+             ALTER TABLE machines DROP COLUMN idle_timeout;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+}
+
+/// Rewrites the (stopped) server's database as version 3 stored it: without version 4's
+/// tables (admin tokens, the audit log, webhooks) and index.
+fn rewrite_as_version_3(db: &Path) {
+    open_db(db)
+        .execute_batch(
+            "DROP TABLE admin_tokens; DROP TABLE audit_events; DROP TABLE webhook_deliveries;
+             DROP TABLE webhooks; DROP INDEX keys_by_expiry; DELETE FROM sqlite_sequence;
+             DELETE FROM settings WHERE name = 'key_expiring_horizon';
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+}
+
+/// Replaces the (stopped) server's database with the version 2 fixture.
+fn install_version_2_fixture(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    open_db(db).execute_batch(DATABASE_V2).unwrap();
+    assert_eq!(user_version(db), 2);
+}
+
 #[test]
 fn first_start_creates_the_current_schema() {
     let server = TestServer::start();
@@ -103,7 +161,6 @@ fn first_start_creates_the_current_schema() {
             "keys",
             "machines",
             "settings",
-            "sqlite_sequence",
             "webhook_deliveries",
             "webhooks"
         ]
@@ -291,6 +348,7 @@ fn an_early_version_2_database_gains_machine_counts_and_the_index() {
     assert_eq!(server.terminate().code(), Some(0));
     let db = server.db_path();
     let fresh_schema = schema_of(&db);
+    rewrite_as_version_2(&db);
     open_db(&db)
         .execute_batch(
             "DROP INDEX machines_by_app;
@@ -328,27 +386,147 @@ fn an_early_version_2_database_gains_machine_counts_and_the_index() {
     assert_eq!(machines_of(&server, &busy), 3);
 }
 
+/// A database the last version 2 binary wrote (the fixture) is upgraded to version 4 at the
+/// next start: its sessions go on working (the ephemeral one with its expiry), the used
+/// single-use key is a used-up key of one use, and the schema is the one a first start
+/// creates.
+#[test]
+fn a_version_2_database_is_upgraded_with_its_sessions_intact() {
+    let mut server = TestServer::start();
+    assert_eq!(server.terminate().code(), Some(0));
+    let db = server.db_path();
+    let fresh_schema = schema_of(&db);
+    install_version_2_fixture(&db);
+    // Written by a helper from a version 4 file, version 2 is what the release wrote.
+    let mut rewritten = TestServer::start();
+    assert_eq!(rewritten.terminate().code(), Some(0));
+    rewrite_as_version_2(&rewritten.db_path());
+    assert_eq!(schema_of(&rewritten.db_path()), schema_of(&db));
+
+    server.restart();
+    assert!(
+        server.log().contains("from schema version 2 to 4"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(user_version(&db), CURRENT);
+    assert_eq!(
+        schema_of(&db),
+        fresh_schema,
+        "the schema a first start creates"
+    );
+
+    let runner = whoami(&server, V2_RUNNER_SESSION).expect(200);
+    assert_eq!(runner["app"]["id"], "ci");
+    assert_eq!(runner["machine"]["id"], "mch_Anpwx2T6kMz4jmu84oZI");
+    assert_eq!(runner["machine"]["name"], "runner-1");
+    assert_eq!(
+        runner["machine"]["last_seen_at"],
+        "2026-12-01T16:12:22.917Z"
+    );
+    whoami(&server, V2_SINGLE_USE_SESSION).expect(200);
+    let ephemeral = whoami(&server, V2_EPHEMERAL_SESSION).expect(200);
+    assert_eq!(
+        ephemeral["machine"]["expires_at"],
+        "2026-12-01T17:12:22.441Z"
+    );
+
+    let max_uses: Vec<(String, Option<i64>)> = open_db(&db)
+        .prepare("SELECT id, max_uses FROM keys ORDER BY pk")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let single_use = |id: &str| (id.to_string(), Some(1));
+    let unlimited = |id: &str| (id.to_string(), None);
+    assert_eq!(
+        max_uses,
+        [
+            unlimited("key_9TPENVxMvlbkjDt5VQky"),
+            single_use("key_3F8BWryIVoqTDS5fFwjG"),
+            unlimited("key_NzRKBtAXH14HUtF4NaaL"),
+            single_use("key_lh3SSoex1OqqMFdV14Ht"),
+        ]
+    );
+    assert_eq!(
+        verify(&server, V2_USED_KEY),
+        json!({"valid": false, "code": "used"})
+    );
+    let second = server.login(V2_REUSABLE_KEY);
+    whoami(&server, &session_of(&second)).expect(200);
+    let broken_references: i64 = open_db(&db)
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(broken_references, 0);
+}
+
+/// The upgrade from version 2 is one transaction too: killed after its first step (the keys'
+/// new columns added), the file is still the fixture's version 2, every row there, and the
+/// next start upgrades it.
+#[test]
+fn an_upgrade_from_version_2_killed_part_way_leaves_version_2_whole() {
+    const MACHINES: i64 = 2_000;
+    let mut server = TestServer::start();
+    assert_eq!(server.terminate().code(), Some(0));
+    let db = server.db_path();
+    install_version_2_fixture(&db);
+    open_db(&db)
+        .execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, ephemeral, created_at)
+             SELECT 'mch_' || i, 1, 1, 'key_9TPENVxMvlbkjDt5VQky', randomblob(32), 0, 0 FROM n",
+            [MACHINES],
+        )
+        .unwrap();
+    let v2_schema = schema_of(&db);
+
+    let mut child = server
+        .command()
+        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let paused = eventually_line(stderr, "upgrade paused after its first step");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
+
+    assert_eq!(integrity_check(&db), "ok");
+    assert_eq!(user_version(&db), 2);
+    assert_eq!(schema_of(&db), v2_schema, "the added columns rolled back");
+    let count = |sql: &str| -> i64 { open_db(&db).query_row(sql, [], |row| row.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM machines"), MACHINES + 3);
+
+    server.restart();
+    assert_eq!(user_version(&db), CURRENT);
+    assert_eq!(
+        count("SELECT count(*) FROM machines WHERE tags = '[]' AND metadata = '{}'"),
+        MACHINES + 3
+    );
+    assert_eq!(count("SELECT count(*) FROM keys WHERE max_uses = 1"), 2);
+    whoami(&server, V2_RUNNER_SESSION).expect(200);
+}
+
 /// Version 4's tables (admin tokens, audit log, webhooks) come in one transaction: killed
-/// part-way, a version 2 file is still version 2 with every row and no new table; the next
+/// part-way, a version 3 file is still version 3 with every row and no new table; the next
 /// start upgrades it, and the new tables work.
 #[test]
-fn an_upgrade_to_version_4_killed_part_way_leaves_version_2_whole() {
+fn an_upgrade_from_version_3_killed_part_way_leaves_version_3_whole() {
     let mut server = TestServer::start();
     server.create_app("ci");
     let key = server.create_key("ci", json!({"reusable": true}));
     let session = session_of(&server.login(key["key"].as_str().unwrap()));
     assert_eq!(server.terminate().code(), Some(0));
     let db = server.db_path();
-    open_db(&db)
-        .execute_batch(
-            "DROP TABLE admin_tokens; DROP TABLE audit_events; DROP TABLE webhook_deliveries;
-             DROP TABLE webhooks; DROP INDEX keys_by_expiry;
-             DELETE FROM sqlite_sequence; DELETE FROM settings WHERE name = 'key_expiring_horizon';
-             PRAGMA user_version = 2;",
-        )
-        .unwrap();
-    let v2_schema = schema_of(&db);
-    let v2_rows = |db: &Path| -> i64 {
+    rewrite_as_version_3(&db);
+    assert_eq!(user_version(&db), 3);
+    let v3_schema = schema_of(&db);
+    let v3_rows = |db: &Path| -> i64 {
         open_db(db)
             .query_row(
                 "SELECT (SELECT count(*) FROM apps) + (SELECT count(*) FROM keys)
@@ -358,7 +536,7 @@ fn an_upgrade_to_version_4_killed_part_way_leaves_version_2_whole() {
             )
             .unwrap()
     };
-    assert_eq!(v2_rows(&db), 3);
+    assert_eq!(v3_rows(&db), 3);
 
     let mut child = server
         .command()
@@ -373,9 +551,9 @@ fn an_upgrade_to_version_4_killed_part_way_leaves_version_2_whole() {
     child.wait().unwrap();
     assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
     assert_eq!(integrity_check(&db), "ok");
-    assert_eq!(user_version(&db), 2);
-    assert_eq!(schema_of(&db), v2_schema, "the new tables rolled back");
-    assert_eq!(v2_rows(&db), 3);
+    assert_eq!(user_version(&db), 3);
+    assert_eq!(schema_of(&db), v3_schema, "the new tables rolled back");
+    assert_eq!(v3_rows(&db), 3);
 
     server.restart();
     assert_eq!(user_version(&db), CURRENT);
