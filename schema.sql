@@ -156,6 +156,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     last_status     INTEGER,
     last_error      TEXT,
     delivered_at    INTEGER,
+    next_attempt_at INTEGER,
     PRIMARY KEY (webhook_pk, seq)
 ) STRICT;
 

@@ -10,6 +10,7 @@ pub(crate) mod audit;
 mod login;
 pub(crate) mod seed;
 mod verify;
+mod webhooks;
 
 use crate::cache::app::AppCache;
 use crate::cache::hot::HotCache;

@@ -112,6 +112,18 @@ pub struct ServeArgs {
           default_value_t = config::DEFAULT_AUDIT_RETENTION_SECS,
           value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 24 * 3600))]
     pub audit_retention: u64,
+    /// Milliseconds one webhook delivery attempt may take (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_timeout_ms: Option<u64>,
+    /// Milliseconds between looks for events to deliver (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_poll_ms: Option<u64>,
+    /// Milliseconds before the first retry of a failed delivery, doubling after (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_first_retry_ms: Option<u64>,
     /// How long a connection may wait for a request to start (tests).
     #[arg(long, hide = true, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..))]

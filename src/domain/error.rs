@@ -32,6 +32,7 @@ pub(crate) enum Error {
     /// A scoped token's limits refuse the key it asked for; says which limit.
     PolicyViolation(String),
     AdminTokenNotFound,
+    WebhookNotFound,
     /// The database failed; the detail was logged where it happened.
     Storage,
 }
@@ -58,6 +59,7 @@ impl fmt::Display for Error {
             Error::AdminTokenNotFound => {
                 f.write_str("no such admin token (or it is already revoked)")
             }
+            Error::WebhookNotFound => f.write_str("no such webhook"),
             Error::Storage => f.write_str("internal error"),
         }
     }

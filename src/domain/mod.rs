@@ -9,3 +9,4 @@ pub(crate) mod model;
 pub(crate) mod page;
 pub(crate) mod token;
 pub(crate) mod validate;
+pub(crate) mod webhook;

@@ -148,6 +148,12 @@ pub(crate) fn random_id(prefix: &str) -> String {
     format!("{prefix}{}", random_base62(20))
 }
 
+/// A webhook's signing secret, `whsec_` + 40 base62 characters (about 238 bits) from the OS
+/// CSPRNG. Stored as it is (the server signs with it), shown once.
+pub(crate) fn webhook_secret() -> Secret {
+    Secret(format!("whsec_{}", random_base62(40)))
+}
+
 /// Replaces anything shaped like one of our tokens in `text` with its prefix and an ellipsis.
 /// Applied to every error message and log line that may quote client input.
 pub(crate) fn redact_secrets(text: &str) -> String {

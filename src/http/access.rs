@@ -39,6 +39,7 @@ pub(super) fn access(route: Route, method: &str) -> Access {
         Route::Machines(_) | Route::Machine(..) => pick(Scope::MachinesRead, Scope::MachinesWrite),
         Route::Audit => Access::Scoped(Scope::AuditRead),
         Route::AdminTokens | Route::AdminToken(_) => Access::Root,
+        Route::Webhooks | Route::Webhook(_) | Route::Deliveries(_) => Access::Root,
     }
 }
 

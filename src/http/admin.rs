@@ -2,7 +2,10 @@
 //! log. `http::access` has already checked the token's scope and apps for the route.
 
 use super::context::Ctx;
-use super::dto::{CreateAdminToken, CreateApp, CreateKey, CreatedAdminToken, CreatedKey};
+use super::dto::{
+    CreateAdminToken, CreateApp, CreateKey, CreateWebhook, CreatedAdminToken, CreatedKey,
+    CreatedWebhook,
+};
 use super::message;
 use super::routes::Route;
 use super::{ApiError, Response, outcome};
@@ -19,7 +22,13 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
     let actor = ctx.actor(principal);
     let is_list = matches!(
         route,
-        Route::Apps | Route::Keys(_) | Route::Machines(_) | Route::AdminTokens | Route::Audit
+        Route::Apps
+            | Route::Keys(_)
+            | Route::Machines(_)
+            | Route::AdminTokens
+            | Route::Audit
+            | Route::Webhooks
+            | Route::Deliveries(_)
     );
     if !(is_list && method == "GET") {
         ctx.request.query_params(&[])?;
@@ -140,6 +149,36 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
         (Route::AdminToken(id), "DELETE") => {
             ctx.authority.revoke_admin_token(id, &actor, ctx.now)?;
             Response::no_content()
+        }
+        (Route::Webhooks, "GET") => {
+            let (page, _) = ctx.request.page_query(&[])?;
+            Response::page("webhooks", ctx.authority.webhooks(&page)?)
+        }
+        (Route::Webhooks, "POST") => {
+            let body: CreateWebhook = ctx.request.json()?;
+            let description = body.description.as_deref();
+            let (webhook, secret) = ctx.authority.create_webhook(
+                &body.url,
+                &body.events,
+                description,
+                &actor,
+                ctx.now,
+            )?;
+            Response::json(
+                201,
+                &CreatedWebhook {
+                    webhook: &webhook,
+                    secret: secret.expose(),
+                },
+            )
+        }
+        (Route::Webhook(id), "DELETE") => {
+            ctx.authority.delete_webhook(id, &actor, ctx.now)?;
+            Response::no_content()
+        }
+        (Route::Deliveries(id), "GET") => {
+            let (page, _) = ctx.request.page_query(&[])?;
+            Response::page("deliveries", ctx.authority.deliveries(id, &page)?)
         }
         (Route::Audit, "GET") => {
             let (page, filters) = ctx.request.page_query(&["after", "app", "action"])?;

@@ -3,6 +3,7 @@
 
 use crate::domain::access::AdminToken;
 use crate::domain::model::{Key, Machine, Timestamp};
+use crate::domain::webhook::Webhook;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -123,5 +124,22 @@ pub(super) struct CreatedAdminToken<'a> {
     pub(super) token: &'a AdminToken,
     /// The full secret: in this response and nowhere else, ever.
     #[serde(rename = "token")]
+    pub(super) secret: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateWebhook {
+    pub(super) url: String,
+    pub(super) events: Vec<String>,
+    #[serde(default)]
+    pub(super) description: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct CreatedWebhook<'a> {
+    #[serde(flatten)]
+    pub(super) webhook: &'a Webhook,
+    /// The signing secret: in this response and nowhere else.
     pub(super) secret: &'a str,
 }

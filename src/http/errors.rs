@@ -70,6 +70,7 @@ impl ApiError {
                 Error::Forbidden(_) => (403, "forbidden"),
                 Error::PolicyViolation(_) => (422, "policy_violation"),
                 Error::AdminTokenNotFound => (404, "admin_token_not_found"),
+                Error::WebhookNotFound => (404, "webhook_not_found"),
                 Error::Storage => (500, "internal"),
             },
             ApiError::RouteNotFound => (404, "not_found"),

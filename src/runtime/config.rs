@@ -35,6 +35,8 @@ pub struct Config {
     pub busy_timeout: Duration,
     /// How long audit events are kept (`--audit-retention`); the sweeper deletes older ones.
     pub audit_retention: Duration,
+    /// Webhook delivery: timeouts, how often to look for events, back-off.
+    pub webhooks: crate::runtime::webhooks::Delivery,
 }
 
 pub const DEFAULT_DB: &str = "./authkeys.db";
@@ -61,6 +63,7 @@ impl Default for Config {
             http: http::Settings::default(),
             busy_timeout: store::BUSY_TIMEOUT,
             audit_retention: Duration::from_secs(DEFAULT_AUDIT_RETENTION_SECS),
+            webhooks: crate::runtime::webhooks::Delivery::default(),
         }
     }
 }

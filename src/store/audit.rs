@@ -153,6 +153,17 @@ impl Reader<'_> {
             seq: event.seq,
         }))
     }
+
+    /// Up to `limit` events after `seq`, for the webhook delivery thread.
+    pub(crate) fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<Event>> {
+        self.collect(
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ),
+            params![seq, limit as i64],
+            event_from_row,
+        )
+    }
 }
 
 fn event_from_row(row: &Row) -> rusqlite::Result<Event> {

@@ -8,6 +8,7 @@ mod audit;
 mod backup;
 mod files;
 mod read;
+mod webhooks;
 mod write;
 
 pub use backup::BackedUp;
@@ -15,6 +16,7 @@ pub(crate) use backup::backup;
 pub use files::Database;
 pub(crate) use files::tighten;
 pub(crate) use read::Reader;
+pub(crate) use webhooks::NewWebhook;
 pub(crate) use write::{NewMachine, Writer};
 
 use crate::domain::error::{self, Error, StartError};

@@ -17,3 +17,4 @@ mod reliability;
 mod schema;
 mod scopes;
 mod support;
+mod webhooks;
