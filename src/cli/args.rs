@@ -35,6 +35,14 @@ pub enum Command {
     /// Manage logged-in machines (needs AUTHKEYS_ADMIN_TOKEN).
     #[command(subcommand)]
     Machines(MachinesCommand),
+    /// Manage scoped admin tokens (needs the root AUTHKEYS_ADMIN_TOKEN).
+    #[command(subcommand)]
+    AdminTokens(super::admin_tokens::AdminTokensCommand),
+    /// Read the audit log (needs a token with audit:read).
+    Audit(super::audit::AuditArgs),
+    /// Manage webhooks (needs the root AUTHKEYS_ADMIN_TOKEN).
+    #[command(subcommand)]
+    Webhooks(super::webhooks::WebhooksCommand),
     /// Copy a database consistently, even while a server is using it.
     Backup(BackupArgs),
     /// Print a new random auth key for a seed file (`serve --seed`); nothing stores it.

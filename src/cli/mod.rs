@@ -2,12 +2,15 @@
 //! and the admin commands. Client commands talk to a server over HTTP only.
 
 mod admin;
+mod admin_tokens;
 pub mod args;
+mod audit;
 mod client;
 mod credentials;
 mod output;
 mod serve;
 mod session;
+mod webhooks;
 
 pub use args::Cli;
 use args::Command;
@@ -65,6 +68,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Apps(command) => admin::apps(command),
         Command::Keys(command) => admin::keys(command),
         Command::Machines(command) => admin::machines(command),
+        Command::AdminTokens(command) => admin_tokens::run(command),
+        Command::Audit(args) => audit::run(args),
+        Command::Webhooks(command) => webhooks::run(command),
         Command::Backup(args) => backup(&args),
         Command::RotateAdminToken(args) => {
             let file =

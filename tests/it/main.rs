@@ -5,6 +5,7 @@ mod adapter;
 mod admin_api;
 mod audit;
 mod cli;
+mod cli_oversight;
 mod dashboard;
 mod hostile_http;
 mod hot_path;
