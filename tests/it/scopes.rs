@@ -453,3 +453,33 @@ fn revoking_a_token_while_8_clients_use_it_refuses_everything_that_starts_after(
         ))
         .expect(404);
 }
+
+/// Refused scoped tokens (revoked, expired or unknown, well-formed or not) drain the client's
+/// failure budget like a wrong root token: then even a good token gets 429 from that address,
+/// while a token without the scope (403) costs nothing.
+#[test]
+fn refused_scoped_tokens_are_throttled_and_forbidden_ones_are_not() {
+    let server = TestServer::start_with(
+        Options::default()
+            .arg("--login-failures-burst", "3")
+            .arg("--login-failures-per-minute", "1"),
+    );
+    let good = create_token(&server, json!({"name": "good", "scopes": ["apps:read"]}));
+    let revoked = create_token(&server, json!({"name": "gone", "scopes": ["apps:read"]}));
+    let path = format!("/v1/admin-tokens/{}", revoked["id"].as_str().unwrap());
+    server.admin().delete(&path).expect(204);
+    let good = server.client(Some(secret(&good)));
+    for _ in 0..5 {
+        good.get("/v1/audit").expect(403);
+    }
+    let revoked = server.client(Some(secret(&revoked)));
+    revoked.get("/v1/apps").expect(401);
+    server
+        .client(Some("ent_notarealtoken"))
+        .get("/v1/apps")
+        .expect(401);
+    revoked.get("/v1/apps").expect(401);
+    let throttled = good.get("/v1/apps");
+    assert_eq!(throttled.status, 429, "{}", throttled.body);
+    assert!(throttled.header("Retry-After").is_some());
+}
