@@ -60,25 +60,35 @@ pub(crate) fn logged_out(
 /// (actor `system`), in one transaction; returns how many.
 pub(crate) fn sweep_expired_machines(w: &Writer, now: Timestamp, limit: usize) -> Result<usize> {
     let deleted = w.delete_expired_machines(now, limit)?;
+    swept(
+        w,
+        now,
+        deleted.iter().map(|(id, app)| (id.as_str(), *app)),
+        "expired",
+    )?;
+    Ok(deleted.len())
+}
+
+/// `machine.logged_out` (actor `system`) for each `(machine id, app pk)` the sweeper deleted
+/// in `w`'s transaction, for `reason` (`expired`, `idle`).
+pub(crate) fn swept<'m>(
+    w: &Writer,
+    now: Timestamp,
+    machines: impl Iterator<Item = (&'m str, i64)>,
+    reason: &str,
+) -> Result<()> {
     let system = Actor::system();
     let mut apps: HashMap<i64, String> = HashMap::new();
-    for (machine, app_pk) in &deleted {
-        if !apps.contains_key(app_pk) {
+    for (machine, app_pk) in machines {
+        if !apps.contains_key(&app_pk) {
             // A machine row belongs to a live app (deleting an app deletes its machines).
-            let app = w.app_by_pk(*app_pk)?.ok_or(Error::AppNotFound)?;
-            apps.insert(*app_pk, app.id);
+            let app = w.app_by_pk(app_pk)?.ok_or(Error::AppNotFound)?;
+            apps.insert(app_pk, app.id);
         }
-        let app = &apps[app_pk];
-        logged_out(
-            w,
-            &system,
-            now,
-            app,
-            std::slice::from_ref(machine),
-            "expired",
-        )?;
+        let ids = [machine.to_string()];
+        logged_out(w, &system, now, &apps[&app_pk], &ids, reason)?;
     }
-    Ok(deleted.len())
+    Ok(())
 }
 
 impl Authority {

@@ -74,8 +74,8 @@ pub(crate) struct KeyLimits {
 
 impl KeyLimits {
     /// Applies the limits to a key about to be created: fills in the lifetime, refuses a
-    /// breach with `policy_violation`. `tags` are the key's tags.
-    pub(crate) fn apply(&self, new: &mut NewKey, tags: &[String]) -> Result<()> {
+    /// breach with `policy_violation`.
+    pub(crate) fn apply(&self, new: &mut NewKey) -> Result<()> {
         if self.ephemeral_only && !new.ephemeral {
             return Err(violation("this token may create only ephemeral keys"));
         }
@@ -91,7 +91,7 @@ impl KeyLimits {
             }
         }
         if let Some(allowed) = &self.allowed_tags
-            && let Some(tag) = tags.iter().find(|tag| !allowed.contains(tag))
+            && let Some(tag) = new.policy.tags.iter().find(|tag| !allowed.contains(tag))
         {
             return Err(violation(&format!(
                 "this token may not create keys tagged {tag}"
@@ -245,27 +245,28 @@ mod tests {
             ephemeral: true,
             ..NewKey::default()
         };
-        let mut key = ephemeral.clone();
-        limits.apply(&mut key, &["tag:ci".into()]).unwrap();
+        let tagged = |tag: &str| {
+            let mut key = ephemeral.clone();
+            key.policy.tags = vec![tag.to_string()];
+            key
+        };
+        let mut key = tagged("tag:ci");
+        limits.apply(&mut key).unwrap();
         assert_eq!(key.expires_in_secs, Some(600));
         let mut shorter = NewKey {
             expires_in_secs: Some(60),
             ..ephemeral.clone()
         };
-        limits.apply(&mut shorter, &[]).unwrap();
+        limits.apply(&mut shorter).unwrap();
         assert_eq!(shorter.expires_in_secs, Some(60));
-        let refused = |mut key: NewKey, tags: &[String]| {
-            matches!(limits.apply(&mut key, tags), Err(Error::PolicyViolation(_)))
-        };
-        assert!(refused(NewKey::default(), &[]), "not ephemeral");
+        let refused =
+            |mut key: NewKey| matches!(limits.apply(&mut key), Err(Error::PolicyViolation(_)));
+        assert!(refused(NewKey::default()), "not ephemeral");
         let longer = NewKey {
             expires_in_secs: Some(601),
             ..ephemeral.clone()
         };
-        assert!(refused(longer, &[]), "longer than allowed");
-        assert!(
-            refused(ephemeral, &["tag:prod".into()]),
-            "a tag not allowed"
-        );
+        assert!(refused(longer), "longer than allowed");
+        assert!(refused(tagged("tag:prod")), "a tag not allowed");
     }
 }

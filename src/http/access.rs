@@ -16,6 +16,8 @@ pub(super) enum Access {
     /// The caller's own credential: an auth key, a session token (machine and integration
     /// endpoints). Admin tokens do not apply.
     Own,
+    /// Any admin token, whatever its scopes (what the server is: version, settings).
+    AnyAdmin,
     /// An admin token with this scope (root has every scope).
     Scoped(Scope),
     /// The root admin token only: managing admin tokens and webhooks.
@@ -35,9 +37,12 @@ pub(super) fn access(route: Route, method: &str) -> Access {
             Access::Own
         }
         Route::Apps | Route::App(_) => pick(Scope::AppsRead, Scope::AppsWrite),
-        Route::Keys(_) | Route::Key(..) => pick(Scope::KeysRead, Scope::KeysWrite),
+        Route::Keys(_) | Route::Key(..) | Route::RotateKey(..) => {
+            pick(Scope::KeysRead, Scope::KeysWrite)
+        }
         Route::Machines(_) | Route::Machine(..) => pick(Scope::MachinesRead, Scope::MachinesWrite),
         Route::Audit => Access::Scoped(Scope::AuditRead),
+        Route::Server => Access::AnyAdmin,
         Route::AdminTokens | Route::AdminToken(_) => Access::Root,
         Route::Webhooks | Route::Webhook(_) | Route::Deliveries(_) => Access::Root,
     }
@@ -49,6 +54,7 @@ pub(super) fn authorize(principal: &Principal, route: Route, method: &str) -> Re
     match access(route, method) {
         Access::Scoped(scope) => principal.require(scope)?,
         Access::Root => principal.require_root()?,
+        Access::AnyAdmin => {}
         Access::Public | Access::Own => {
             return Err(Error::Forbidden(
                 "this endpoint takes no admin token".into(),
@@ -68,6 +74,7 @@ pub(super) fn x_scope(access: Access) -> Option<&'static str> {
         Access::Public | Access::Own => None,
         Access::Scoped(scope) => Some(scope.as_str()),
         Access::Root => Some("root"),
+        Access::AnyAdmin => Some("any"),
     }
 }
 

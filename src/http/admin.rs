@@ -4,7 +4,7 @@
 use super::context::Ctx;
 use super::dto::{
     CreateAdminToken, CreateApp, CreateKey, CreateWebhook, CreatedAdminToken, CreatedKey,
-    CreatedWebhook,
+    CreatedWebhook, RotateKey, ServerInfo,
 };
 use super::message;
 use super::routes::Route;
@@ -12,7 +12,6 @@ use super::{ApiError, Response, outcome};
 use crate::domain::access::{KeyLimits, NewAdminToken, Principal};
 use crate::domain::audit::{Action, EventFilter};
 use crate::domain::error::Error;
-use crate::domain::model::NewKey;
 use crate::domain::validate;
 
 /// Endpoints that take an admin token, which the caller has already authenticated as
@@ -58,22 +57,18 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
             Response::no_content()
         }
         (Route::Keys(app), "GET") => {
-            // `tag` (v2's key tags) joins these filters when keys have tags.
-            let (page, filters) = ctx.request.page_query(&["include_revoked"])?;
+            let (page, filters) = ctx.request.page_query(&["include_revoked", "tag"])?;
             let include_revoked = include_revoked(&filters)?;
+            let tags = all_of(&filters, "tag");
             Response::page(
                 "keys",
-                ctx.authority.keys(app, include_revoked, &page, ctx.now)?,
+                ctx.authority
+                    .keys(app, include_revoked, &tags, &page, ctx.now)?,
             )
         }
         (Route::Keys(app), "POST") => {
             let body: CreateKey = ctx.request.json()?;
-            let new = NewKey {
-                description: body.description,
-                reusable: body.reusable,
-                ephemeral: body.ephemeral,
-                expires_in_secs: body.expires_in,
-            };
+            let new = body.into_new_key()?;
             let limits = principal.key_limits();
             let (key, secret) = ctx
                 .authority
@@ -86,6 +81,28 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
                 },
             )
         }
+        (Route::RotateKey(app, key), "POST") => {
+            let body: RotateKey = ctx.request.json()?;
+            let grace = body.grace_secs()?;
+            let limits = principal.key_limits();
+            let (key, secret) = ctx
+                .authority
+                .rotate_key(app, key, grace, limits, &actor, ctx.now)?;
+            Response::json(
+                201,
+                &CreatedKey {
+                    key: &key,
+                    secret: secret.expose(),
+                },
+            )
+        }
+        (Route::Server, "GET") => Response::json(
+            200,
+            &ServerInfo {
+                version: env!("CARGO_PKG_VERSION"),
+                ephemeral_ttl: ctx.authority.ephemeral_ttl_secs(),
+            },
+        ),
         (Route::Key(app, key), "GET") => {
             Response::json(200, &ctx.authority.key(app, key, ctx.now)?)
         }
@@ -100,11 +117,12 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
             Response::no_content()
         }
         (Route::Machines(app), "GET") => {
-            let (page, filters) = ctx.request.page_query(&["key_id"])?;
+            let (page, filters) = ctx.request.page_query(&["key_id", "tag"])?;
             let key_id = message::single(&filters, "key_id")?;
+            let tags = all_of(&filters, "tag");
             Response::page(
                 "machines",
-                ctx.authority.machines(app, key_id, &page, ctx.now)?,
+                ctx.authority.machines(app, key_id, &tags, &page, ctx.now)?,
             )
         }
         (Route::Machine(app, machine), "DELETE") => {
@@ -190,9 +208,18 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
     Ok(response)
 }
 
+/// Every value of the repeatable filter `name`.
+fn all_of(filters: &[(String, String)], name: &str) -> Vec<String> {
+    filters
+        .iter()
+        .filter(|(given, _)| given == name)
+        .map(|(_, value)| value.clone())
+        .collect()
+}
+
 fn include_revoked(filters: &[(String, String)]) -> Result<bool, ApiError> {
     let mut include = false;
-    for (_, value) in filters {
+    for value in all_of(filters, "include_revoked") {
         include = match value.as_str() {
             "true" => true,
             "false" => false,

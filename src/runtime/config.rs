@@ -37,6 +37,8 @@ pub struct Config {
     pub audit_retention: Duration,
     /// Webhook delivery: timeouts, how often to look for events, back-off.
     pub webhooks: crate::runtime::webhooks::Delivery,
+    /// The least `session_ttl` and `idle_timeout` a key may have (tests lower it).
+    pub min_key_timeout_secs: u64,
 }
 
 pub const DEFAULT_DB: &str = "./authkeys.db";
@@ -64,6 +66,7 @@ impl Default for Config {
             busy_timeout: store::BUSY_TIMEOUT,
             audit_retention: Duration::from_secs(DEFAULT_AUDIT_RETENTION_SECS),
             webhooks: crate::runtime::webhooks::Delivery::default(),
+            min_key_timeout_secs: crate::domain::validate::MIN_KEY_TIMEOUT_SECS,
         }
     }
 }

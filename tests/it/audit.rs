@@ -86,6 +86,11 @@ fn every_change_records_one_event_with_its_actor_and_reads_record_none() {
     scoped
         .delete(&format!("/v1/apps/ci/keys/{key_id}"))
         .expect(204);
+    let rotate = format!("/v1/apps/ci/keys/{second_id}/rotate");
+    let rotated = scoped
+        .post(&rotate, &json!({"grace_seconds": 60}))
+        .expect(201);
+    let rotated_id = rotated["id"].as_str().unwrap();
     let third = server.create_key("ci", json!({"reusable": true}));
     let third_login = server.login(third["key"].as_str().unwrap());
     server
@@ -155,6 +160,13 @@ fn every_change_records_one_event_with_its_actor_and_reads_record_none() {
             machine,
             reason("key_revoked"),
         ),
+        (
+            "key.rotated",
+            ("admin_token".into(), json!(token_id)),
+            ci.clone(),
+            second_id,
+            Value::Null,
+        ),
         ("key.created", root(), ci.clone(), third_id, Value::Null),
         (
             "machine.logged_in",
@@ -196,6 +208,13 @@ fn every_change_records_one_event_with_its_actor_and_reads_record_none() {
             "key.revoked",
             root(),
             ci.clone(),
+            rotated_id,
+            reason("app_deleted"),
+        ),
+        (
+            "key.revoked",
+            root(),
+            ci.clone(),
             third_id,
             reason("app_deleted"),
         ),
@@ -216,7 +235,7 @@ fn every_change_records_one_event_with_its_actor_and_reads_record_none() {
     ];
     let mut found = summary(&events);
     // The app deletion's keys come in the order SQLite returns them: compare them as a set.
-    found[14..16].sort_by(|a, b| a.4.cmp(&b.4));
+    found[16..19].sort_by(|a, b| a.4.cmp(&b.4));
     let mut expected: Vec<_> = expected
         .into_iter()
         .map(|(action, (kind, id), app, target, reason)| {
@@ -230,8 +249,10 @@ fn every_change_records_one_event_with_its_actor_and_reads_record_none() {
             )
         })
         .collect();
-    expected[14..16].sort_by(|a, b| a.4.cmp(&b.4));
+    expected[16..19].sort_by(|a, b| a.4.cmp(&b.4));
     assert_eq!(found, expected);
+    let rotation = &events[8];
+    assert_eq!(rotation["details"]["rotated_to"], rotated_id, "{rotation}");
     for event in &events {
         let addr = &event["client_addr"];
         assert_eq!(addr, "127.0.0.1", "{event}");

@@ -178,6 +178,12 @@ fn webhooks_are_created_listed_inspected_and_deleted_from_the_cli() {
         !text.contains(created["secret"].as_str().unwrap()),
         "{text}"
     );
+    // The receiver has it; the server records the attempt once the answer is in.
+    let recorded = format!("/v1/webhooks/{id}/deliveries");
+    wait_for("the recorded delivery", Duration::from_secs(20), || {
+        let page = sandbox.server.admin().get(&recorded).expect(200);
+        !page["deliveries"][0]["delivered_at"].is_null()
+    });
     let deliveries = sandbox
         .admin(&["webhooks", "deliveries", id, "--json"])
         .json();

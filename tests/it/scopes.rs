@@ -112,6 +112,17 @@ fn every_route_refuses_a_token_without_its_scope_and_admits_one_with_it() {
             }
             continue;
         }
+        if scope == "any" {
+            for (held, api) in with_only.iter().chain(&all_but) {
+                let reply = send(api, method, path);
+                assert_ne!(
+                    reply.status, 403,
+                    "{method} {path} with {held}: {}",
+                    reply.body
+                );
+            }
+            continue;
+        }
         assert!(SCOPES.contains(&scope.as_str()), "unknown x-scope {scope}");
         for (held, api) in &with_only {
             let reply = send(api, method, path);
@@ -237,10 +248,27 @@ fn a_scoped_tokens_limits_hold_on_every_key_it_creates() {
         millis(&short["expires_at"]) - millis(&short["created_at"]),
         60_000
     );
+    violation(json!({"ephemeral": true, "tags": ["tag:prod"]}));
+    violation(json!({"ephemeral": true, "tags": ["tag:ci", "tag:prod"]}));
+    let tagged = token
+        .post(
+            "/v1/apps/ci/keys",
+            &json!({"ephemeral": true, "tags": ["tag:ci"]}),
+        )
+        .expect(201);
+    assert_eq!(tagged["tags"], json!(["tag:ci"]));
     let keys = server.admin().get("/v1/apps/ci/keys").expect(200);
-    assert_eq!(keys["keys"].as_array().unwrap().len(), 2, "{keys}");
-    // Root is not limited.
-    server.create_key("ci", json!({}));
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 3, "{keys}");
+    // Root is not limited; a rotation by the token is held to its limits like a creation.
+    let roots = server.create_key("ci", json!({"tags": ["tag:prod"]}));
+    let rotate = format!("/v1/apps/ci/keys/{}/rotate", roots["id"].as_str().unwrap());
+    let refused = token.post(&rotate, &json!({})).expect(422);
+    assert_eq!(refused["error"]["code"], "policy_violation", "{refused}");
+    let rotate = format!("/v1/apps/ci/keys/{}/rotate", tagged["id"].as_str().unwrap());
+    let rotated = token
+        .post(&rotate, &json!({"grace_seconds": 0}))
+        .expect(201);
+    assert_eq!(rotated["rotated_from"], tagged["id"]);
 }
 
 fn millis(time: &Value) -> i64 {
