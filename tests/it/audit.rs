@@ -397,3 +397,24 @@ fn the_sweeper_records_expiry_and_key_expiring_once_and_enforces_retention() {
         "a seq was reused: {events:?}"
     );
 }
+
+/// A machine the sweeper logs out for idleness is recorded as such, by `system`.
+#[test]
+fn the_sweeper_records_idle_logouts() {
+    let options = Options::default()
+        .arg("--sweep-interval-ms", "100")
+        .arg("--min-key-timeout-secs", "1");
+    let server = TestServer::start_with(options);
+    server.create_app("ci");
+    let key = server.create_key("ci", json!({"reusable": true, "idle_timeout": 1}));
+    let machine = server.login(key["key"].as_str().unwrap())["machine"]["id"].clone();
+    let admin = server.admin();
+    let event = eventually("the idle logout", Duration::from_secs(15), || {
+        all_events(&admin, "action=machine.logged_out", 100)
+            .first()
+            .cloned()
+    });
+    assert_eq!(event["target"]["id"], machine);
+    assert_eq!(event["actor"], json!({"type": "system", "id": null}));
+    assert_eq!(event["details"]["reason"], "idle");
+}

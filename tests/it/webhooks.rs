@@ -140,10 +140,14 @@ fn events_arrive_signed_in_order_through_failures_stalls_and_restarts() {
     receiver.restart();
     wait_for_all(&receiver, all_id, &every(&server));
     wait_for_all(&receiver, keys_id, &key_events(&server));
-    let listed = deliveries(&server, all_id);
-    assert!(
-        listed.iter().all(|d| !d["delivered_at"].is_null()),
-        "{listed:?}"
+    wait_for(
+        "every attempt recorded as delivered",
+        Duration::from_secs(10),
+        || {
+            deliveries(&server, all_id)
+                .iter()
+                .all(|d| !d["delivered_at"].is_null())
+        },
     );
     let log = server.all_logs();
     assert!(
