@@ -11,6 +11,7 @@ use crate::domain::page::{Page, PageRequest};
 use crate::store::Writer;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// Appends one event for a change made in `w`'s transaction.
 pub(crate) fn record(
@@ -80,13 +81,13 @@ pub(crate) fn swept<'m>(
     let system = Actor::system();
     let mut apps: HashMap<i64, String> = HashMap::new();
     for (machine, app_pk) in machines {
-        if !apps.contains_key(&app_pk) {
+        let app = match apps.entry(app_pk) {
+            Entry::Occupied(known) => known.into_mut(),
             // A machine row belongs to a live app (deleting an app deletes its machines).
-            let app = w.app_by_pk(app_pk)?.ok_or(Error::AppNotFound)?;
-            apps.insert(app_pk, app.id);
-        }
+            Entry::Vacant(new) => new.insert(w.app_by_pk(app_pk)?.ok_or(Error::AppNotFound)?.id),
+        };
         let ids = [machine.to_string()];
-        logged_out(w, &system, now, &apps[&app_pk], &ids, reason)?;
+        logged_out(w, &system, now, app, &ids, reason)?;
     }
     Ok(())
 }

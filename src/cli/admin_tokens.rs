@@ -85,60 +85,38 @@ pub fn run(command: AdminTokensCommand) -> Result<(), CliError> {
                 "ephemeral_only": ephemeral_only,
             });
             let created = client(&admin)?.post("/v1/admin-tokens", &body)?;
-            if admin.output.json {
-                output::json(&created);
-            } else {
-                say!(
-                    "Created admin token {} ({}) with {}.",
-                    output::field(&created, "id"),
-                    output::field(&created, "name"),
-                    joined(&created["scopes"], "no scope"),
-                );
-                say!(
-                    "Token (shown once, store it now): {}",
-                    output::field(&created, "token")
-                );
-            }
+            let summary = format!(
+                "Created admin token {} ({}) with {}.",
+                output::field(&created, "id"),
+                output::field(&created, "name"),
+                joined(&created["scopes"], "no scope"),
+            );
+            shown_once(&admin, &created, &summary, "Token", "token");
         }
         AdminTokensCommand::List { list, admin } => {
             let listing = client(&admin)?.list("/v1/admin-tokens", "admin_tokens", &[], &list)?;
-            if admin.output.json {
-                output::json(&listing);
-            } else {
-                let tokens = listing["admin_tokens"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                let rows: Vec<Vec<String>> = tokens
-                    .iter()
-                    .map(|token| {
-                        vec![
-                            output::field(token, "id"),
-                            output::field(token, "name"),
-                            joined(&token["scopes"], "-"),
-                            joined(&token["apps"], "all"),
-                            output::field(token, "hint"),
-                            output::field_or(token, "expires_at", "never"),
-                            output::field_or(token, "last_used_at", "never"),
-                            output::field(token, "revoked_at"),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &[
-                        "ID",
-                        "NAME",
-                        "SCOPES",
-                        "APPS",
-                        "HINT",
-                        "EXPIRES",
-                        "LAST USED",
-                        "REVOKED",
-                    ],
-                    &rows,
-                );
-                note_more(&listing);
-            }
+            let headers = [
+                "ID",
+                "NAME",
+                "SCOPES",
+                "APPS",
+                "HINT",
+                "EXPIRES",
+                "LAST USED",
+                "REVOKED",
+            ];
+            print_listing(&admin, &listing, "admin_tokens", &headers, |token| {
+                vec![
+                    output::field(token, "id"),
+                    output::field(token, "name"),
+                    joined(&token["scopes"], "-"),
+                    joined(&token["apps"], "all"),
+                    output::field(token, "hint"),
+                    output::field_or(token, "expires_at", "never"),
+                    output::field_or(token, "last_used_at", "never"),
+                    output::field(token, "revoked_at"),
+                ]
+            });
         }
         AdminTokensCommand::Revoke { id, admin } => {
             client(&admin)?.delete(&format!("/v1/admin-tokens/{}", segment(&id)))?;
@@ -159,4 +137,43 @@ pub(super) fn joined(values: &Value, empty: &str) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// Reports a created object whose secret (`secret_field`) is in this answer only: all of it
+/// as JSON, or `summary` and the secret, labelled, on a line of its own.
+pub(super) fn shown_once(
+    admin: &AdminArgs,
+    created: &Value,
+    summary: &str,
+    label: &str,
+    secret_field: &str,
+) {
+    if admin.output.json {
+        output::json(created);
+    } else {
+        say!("{summary}");
+        say!(
+            "{label} (shown once, store it now): {}",
+            output::field(created, secret_field)
+        );
+    }
+}
+
+/// Prints a listing (`{"<field>": [...], "next_cursor"}`): as JSON, or a table of `row` of
+/// each item, then a note if `--limit` cut it short.
+pub(super) fn print_listing(
+    admin: &AdminArgs,
+    listing: &Value,
+    field: &str,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) {
+    if admin.output.json {
+        output::json(listing);
+        return;
+    }
+    let items = listing[field].as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    output::table(headers, &rows);
+    note_more(listing);
 }

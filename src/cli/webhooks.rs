@@ -1,11 +1,11 @@
 //! `authkeys webhooks create|list|delete|deliveries` (root only).
 
 use super::CliError;
-use super::admin::{client, done, note_more, rows};
-use super::admin_tokens::joined;
+use super::admin::{client, done};
+use super::admin_tokens::{joined, print_listing, shown_once};
 use super::args::{AdminArgs, ListArgs};
 use super::client::segment;
-use super::output::{self, say};
+use super::output;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -60,42 +60,26 @@ pub fn run(command: WebhooksCommand) -> Result<(), CliError> {
         } => {
             let body = json!({"url": url, "events": events, "description": description});
             let created = client(&admin)?.post("/v1/webhooks", &body)?;
-            if admin.output.json {
-                output::json(&created);
-            } else {
-                say!(
-                    "Created webhook {} to {} for {}.",
-                    output::field(&created, "id"),
-                    output::field(&created, "url"),
-                    joined(&created["events"], "-")
-                );
-                say!(
-                    "Signing secret (shown once, store it now): {}",
-                    output::field(&created, "secret")
-                );
-            }
+            let summary = format!(
+                "Created webhook {} to {} for {}.",
+                output::field(&created, "id"),
+                output::field(&created, "url"),
+                joined(&created["events"], "-")
+            );
+            shown_once(&admin, &created, &summary, "Signing secret", "secret");
         }
         WebhooksCommand::List { list, admin } => {
             let listing = client(&admin)?.list("/v1/webhooks", "webhooks", &[], &list)?;
-            if admin.output.json {
-                output::json(&listing);
-            } else {
-                let webhooks = listing["webhooks"].as_array().cloned().unwrap_or_default();
-                let rows: Vec<Vec<String>> = webhooks
-                    .iter()
-                    .map(|webhook| {
-                        vec![
-                            output::field(webhook, "id"),
-                            output::field(webhook, "url"),
-                            joined(&webhook["events"], "-"),
-                            output::field(webhook, "description"),
-                            output::field(webhook, "created_at"),
-                        ]
-                    })
-                    .collect();
-                output::table(&["ID", "URL", "EVENTS", "DESCRIPTION", "CREATED"], &rows);
-                note_more(&listing);
-            }
+            let headers = ["ID", "URL", "EVENTS", "DESCRIPTION", "CREATED"];
+            print_listing(&admin, &listing, "webhooks", &headers, |webhook| {
+                vec![
+                    output::field(webhook, "id"),
+                    output::field(webhook, "url"),
+                    joined(&webhook["events"], "-"),
+                    output::field(webhook, "description"),
+                    output::field(webhook, "created_at"),
+                ]
+            });
         }
         WebhooksCommand::Delete { id, admin } => {
             client(&admin)?.delete(&format!("/v1/webhooks/{}", segment(&id)))?;
@@ -104,22 +88,20 @@ pub fn run(command: WebhooksCommand) -> Result<(), CliError> {
         WebhooksCommand::Deliveries { id, list, admin } => {
             let path = format!("/v1/webhooks/{}/deliveries", segment(&id));
             let listing = client(&admin)?.list(&path, "deliveries", &[], &list)?;
-            if admin.output.json {
-                output::json(&listing);
-            } else {
-                let columns = [
-                    "seq",
-                    "attempts",
-                    "last_status",
-                    "last_error",
-                    "delivered_at",
-                ];
-                output::table(
-                    &["SEQ", "ATTEMPTS", "STATUS", "ERROR", "DELIVERED"],
-                    &rows(&listing["deliveries"], &columns),
-                );
-                note_more(&listing);
-            }
+            let columns = [
+                "seq",
+                "attempts",
+                "last_status",
+                "last_error",
+                "delivered_at",
+            ];
+            let headers = ["SEQ", "ATTEMPTS", "STATUS", "ERROR", "DELIVERED"];
+            print_listing(&admin, &listing, "deliveries", &headers, |delivery| {
+                columns
+                    .iter()
+                    .map(|name| output::field(delivery, name))
+                    .collect()
+            });
         }
     }
     Ok(())

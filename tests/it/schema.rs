@@ -270,18 +270,7 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
         .unwrap();
     let v1_schema = schema_of(&db);
 
-    let mut child = server
-        .command()
-        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let paused = eventually_line(stderr, "upgrade paused after its first step");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
+    kill_mid_upgrade(&server);
 
     assert_eq!(integrity_check(&db), "ok");
     assert_eq!(user_version(&db), 1);
@@ -305,6 +294,24 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
         )
         .unwrap();
     assert_eq!(count, MACHINES);
+}
+
+/// Starts `server`'s command on its (stopped) database with the test-only pause, waits until
+/// the upgrade says it paused after its first step, inside its transaction, and kills it
+/// there.
+fn kill_mid_upgrade(server: &TestServer) {
+    let mut child = server
+        .command()
+        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let paused = eventually_line(stderr, "upgrade paused after its first step");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
 }
 
 /// Reads `lines` until one contains `marker` (Ok with that line) or they end (Err with all
@@ -507,18 +514,7 @@ fn an_upgrade_from_version_2_killed_part_way_leaves_version_2_whole() {
         .unwrap();
     let v2_schema = schema_of(&db);
 
-    let mut child = server
-        .command()
-        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let paused = eventually_line(stderr, "upgrade paused after its first step");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
+    kill_mid_upgrade(&server);
 
     assert_eq!(integrity_check(&db), "ok");
     assert_eq!(user_version(&db), 2);
@@ -562,18 +558,7 @@ fn an_upgrade_from_version_3_killed_part_way_leaves_version_3_whole() {
     };
     assert_eq!(v3_rows(&db), 3);
 
-    let mut child = server
-        .command()
-        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let paused = eventually_line(stderr, "upgrade paused after its first step");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
+    kill_mid_upgrade(&server);
     assert_eq!(integrity_check(&db), "ok");
     assert_eq!(user_version(&db), 3);
     assert_eq!(schema_of(&db), v3_schema, "the new tables rolled back");
