@@ -10,6 +10,7 @@ use crate::domain::model::{App, Key, Machine, NewKey, Timestamp};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::token::{self, Secret, TokenKind};
 use crate::domain::validate;
+use crate::store::Writer;
 
 impl Authority {
     pub(crate) fn create_app(
@@ -88,33 +89,17 @@ impl Authority {
         if let Some(limits) = limits {
             limits.apply(&mut new)?;
         }
-        let secret = token::generate(TokenKind::AuthKey);
-        let hint = token::hint(&secret);
-        let key = self.store.write(|w| {
+        let (key, secret) = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
-            let key = w.insert_key(
-                &app,
-                token::random_id("key_"),
-                &secret.hash(),
-                hint,
-                &new,
-                now,
-            )?;
+            let (key, secret) = insert_key_with_new_secret(w, &app, &new, now)?;
             let details = serde_json::json!({
                 "reusable": key.reusable,
                 "ephemeral": key.ephemeral,
                 "expires_at": key.expires_at,
             });
-            record(
-                w,
-                actor,
-                now,
-                Action::KeyCreated,
-                Some(app_id),
-                &key.id,
-                details,
-            )?;
-            Ok(key)
+            let app = Some(app_id);
+            record(w, actor, now, Action::KeyCreated, app, &key.id, details)?;
+            Ok((key, secret))
         })?;
         log::info!("created key {} for app {app_id}", key.id);
         Ok((key, secret))
@@ -135,9 +120,7 @@ impl Authority {
         now: Timestamp,
     ) -> Result<(Key, Secret)> {
         validate::grace_seconds(grace_secs)?;
-        let secret = token::generate(TokenKind::AuthKey);
-        let hint = token::hint(&secret);
-        let key = self.store.write(|w| {
+        let (key, secret) = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
             let old = w.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)?;
             let expired = old.expires_at.is_some_and(|at| at <= now);
@@ -159,23 +142,15 @@ impl Authority {
             if let Some(limits) = limits {
                 limits.apply(&mut new)?;
             }
-            let key = w.insert_key(
-                &app,
-                token::random_id("key_"),
-                &secret.hash(),
-                hint,
-                &new,
-                now,
-            )?;
-            let old_expires_at = now.plus_secs(grace_secs);
-            w.mark_rotated(&old, &key.id, old_expires_at)?;
+            let (key, secret) = insert_key_with_new_secret(w, &app, &new, now)?;
+            w.mark_rotated(&old, &key.id, now.plus_secs(grace_secs))?;
             let details = serde_json::json!({
                 "rotated_to": key.id,
                 "grace_seconds": grace_secs,
             });
             let app = Some(app_id);
             record(w, actor, now, Action::KeyRotated, app, key_id, details)?;
-            Ok(key)
+            Ok((key, secret))
         })?;
         // The old key's expiry moved: a cached verify answer of it may now be wrong.
         self.cache.invalidate(Invalidation::Everything);
@@ -296,4 +271,24 @@ impl Authority {
         self.cache.invalidate(Invalidation::Everything);
         Ok(())
     }
+}
+
+/// Inserts `new` into `app` with a fresh secret, returned here and never again.
+fn insert_key_with_new_secret(
+    w: &Writer,
+    app: &App,
+    new: &NewKey,
+    now: Timestamp,
+) -> Result<(Key, Secret)> {
+    let secret = token::generate(TokenKind::AuthKey);
+    let hint = token::hint(&secret);
+    let key = w.insert_key(
+        app,
+        token::random_id("key_"),
+        &secret.hash(),
+        hint,
+        new,
+        now,
+    )?;
+    Ok((key, secret))
 }
