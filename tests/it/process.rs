@@ -383,7 +383,11 @@ fn generated_admin_token_is_written_owner_only_logged_by_path_and_stored_as_a_ha
     );
     assert!(!second_log.contains(&token), "{second_log}");
     let stored: Vec<u8> = open_db(&db)
-        .query_row("SELECT value FROM settings", [], |row| row.get(0))
+        .query_row(
+            "SELECT value FROM settings WHERE name = 'admin_token_sha256'",
+            [],
+            |row| row.get(0),
+        )
         .unwrap();
     assert_eq!(stored, sha256(&token));
 }
@@ -896,7 +900,7 @@ fn every_acknowledged_write_survives_repeated_kill_9() {
     }
     assert_eq!(server.terminate().code(), Some(0));
     assert_eq!(integrity_check(&db), "ok");
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), 4);
 }
 
 // ---------------------------------------------------------------------------------------------
