@@ -5,6 +5,7 @@ use super::CliError;
 use super::admin::{client, done, note_more};
 use super::args::{AdminArgs, ListArgs};
 use super::client::segment;
+use super::duration;
 use super::output::{self, say};
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -23,11 +24,11 @@ pub enum AdminTokensCommand {
         /// An app it may act on (repeatable); every app when absent.
         #[arg(long = "app", value_name = "APP")]
         apps: Vec<String>,
-        /// The token stops working after this many seconds.
-        #[arg(long, value_name = "SECS")]
+        /// The token stops working after this long (seconds, or 30d, 12h…).
+        #[arg(long, value_name = "DURATION", value_parser = duration::positive)]
         expires_in: Option<u64>,
         /// Keys it creates live at most this long (and get exactly this without --expires-in).
-        #[arg(long, value_name = "SECS")]
+        #[arg(long, value_name = "DURATION", value_parser = duration::positive)]
         max_key_lifetime: Option<u64>,
         /// A tag the keys it creates may carry (repeatable); any tag when absent.
         #[arg(long = "allowed-tag", value_name = "TAG")]
@@ -105,7 +106,8 @@ pub fn run(command: AdminTokensCommand) -> Result<(), CliError> {
                 "LAST USED",
                 "REVOKED",
             ];
-            print_listing(&admin, &listing, "admin_tokens", &headers, |token| {
+            let table = (&headers[..], "No admin tokens.");
+            print_listing(&admin, &listing, "admin_tokens", table, |token| {
                 vec![
                     output::field(token, "id"),
                     output::field(token, "name"),
@@ -160,12 +162,12 @@ pub(super) fn shown_once(
 }
 
 /// Prints a listing (`{"<field>": [...], "next_cursor"}`): as JSON, or a table of `row` of
-/// each item, then a note if `--limit` cut it short.
+/// each item (`empty` when there is none), then a note if `--limit` cut it short.
 pub(super) fn print_listing(
     admin: &AdminArgs,
     listing: &Value,
     field: &str,
-    headers: &[&str],
+    (headers, empty): (&[&str], &str),
     row: impl Fn(&Value) -> Vec<String>,
 ) {
     if admin.output.json {
@@ -174,6 +176,6 @@ pub(super) fn print_listing(
     }
     let items = listing[field].as_array().cloned().unwrap_or_default();
     let rows: Vec<Vec<String>> = items.iter().map(row).collect();
-    output::table(headers, &rows);
+    output::table(headers, &rows, empty);
     note_more(listing);
 }

@@ -73,14 +73,22 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
         if args.admin.output.json {
             output::json(&listing);
         } else {
-            output::table(&COLUMNS, &events.iter().map(row).collect::<Vec<_>>());
+            output::table(
+                &COLUMNS,
+                &events.iter().map(row).collect::<Vec<_>>(),
+                "No events.",
+            );
             note_more(&listing);
         }
         return Ok(());
     }
     let json = args.admin.output.json;
     if !json {
-        output::table(&COLUMNS, &events.iter().map(row).collect::<Vec<_>>());
+        output::table(
+            &COLUMNS,
+            &events.iter().map(row).collect::<Vec<_>>(),
+            "No events yet.",
+        );
     }
     let mut last = after;
     for event in &events {

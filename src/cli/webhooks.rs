@@ -71,7 +71,8 @@ pub fn run(command: WebhooksCommand) -> Result<(), CliError> {
         WebhooksCommand::List { list, admin } => {
             let listing = client(&admin)?.list("/v1/webhooks", "webhooks", &[], &list)?;
             let headers = ["ID", "URL", "EVENTS", "DESCRIPTION", "CREATED"];
-            print_listing(&admin, &listing, "webhooks", &headers, |webhook| {
+            let table = (&headers[..], "No webhooks.");
+            print_listing(&admin, &listing, "webhooks", table, |webhook| {
                 vec![
                     output::field(webhook, "id"),
                     output::field(webhook, "url"),
@@ -96,7 +97,8 @@ pub fn run(command: WebhooksCommand) -> Result<(), CliError> {
                 "delivered_at",
             ];
             let headers = ["SEQ", "ATTEMPTS", "STATUS", "ERROR", "DELIVERED"];
-            print_listing(&admin, &listing, "deliveries", &headers, |delivery| {
+            let table = (&headers[..], "No deliveries yet.");
+            print_listing(&admin, &listing, "deliveries", table, |delivery| {
                 columns
                     .iter()
                     .map(|name| output::field(delivery, name))
