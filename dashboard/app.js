@@ -23,6 +23,11 @@ const state = {
   app: null,
   keys: [],
   machines: [],
+  /**
+   * Keys by id, for naming each machine's key: those listed, plus any a machine uses that is
+   * not on the loaded page of keys (fetched one by one). Reset when another app is selected.
+   */
+  knownKeys: new Map(),
   /** Where each list's next page starts (the server's next_cursor), or null after the last. */
   next: { apps: null, keys: null, machines: null },
 };
@@ -97,7 +102,7 @@ function describeError(err) {
   const known = {
     app_exists: "an app with that id already exists. Choose another id.",
     app_not_found: "this app no longer exists (it may have been deleted elsewhere).",
-    key_not_found: "this key no longer exists or was already deleted.",
+    key_not_found: "this key no longer exists or was already revoked.",
     machine_not_found: "this machine is no longer logged in.",
     internal: "the server hit an internal error; its log has the details.",
     unreachable: err.message,
@@ -136,37 +141,50 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
-const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
-const thisYearFormat = new Intl.DateTimeFormat(undefined, {
+/**
+ * Absolute times always carry their year and time zone (the browser's own zone, named), so a
+ * screenshot or a pasted line is never ambiguous; the exact UTC time is in the tooltip.
+ */
+const absoluteFormat = new Intl.DateTimeFormat(undefined, {
+  year: "numeric",
   month: "short",
   day: "numeric",
   hour: "2-digit",
   minute: "2-digit",
+  timeZoneName: "short",
 });
 
-/** A short local date and time: the year only when it is not this year's. */
-function formatTime(iso) {
-  const date = new Date(iso);
-  const format = date.getFullYear() === new Date().getFullYear() ? thisYearFormat : dateTimeFormat;
-  return format.format(date);
-}
+const formatTime = (iso) => absoluteFormat.format(new Date(iso));
 
-/** A <time> for an RFC 3339 time (the exact UTC time in its tooltip), or a muted word. */
+/** A <time> for an RFC 3339 time, or a muted word when there is none. */
 function timeElement(iso, absent = "Never") {
   if (!iso) return el("span", { class: "muted" }, absent);
   return el("time", { datetime: iso, title: iso }, formatTime(iso));
 }
 
-/** "just now", "5 min ago", "3 h ago", then the date: for last used / last seen. */
-function agoElement(iso, absent = "Never") {
+/** How far `iso` is from now, in words: "just now", "5 min ago", "in 3 h", "2 days ago". */
+function relativeText(iso) {
+  const minutes = Math.round((Date.parse(iso) - Date.now()) / 60000);
+  const size = Math.abs(minutes);
+  let amount;
+  if (size < 1) return "just now";
+  if (size < 60) amount = `${size} min`;
+  else if (size < 48 * 60) amount = `${Math.round(size / 60)} h`;
+  else amount = plural(Math.round(size / (24 * 60)), "day");
+  return minutes < 0 ? `${amount} ago` : `in ${amount}`;
+}
+
+/**
+ * An absolute time with a relative one beside it: relative times never stand alone. `relative`
+ * words the distance (relativeText by default); the span carries the time in `data-time` so a
+ * timer can keep the words current.
+ */
+function timeWithRelative(iso, { absent = "Never", relative = relativeText } = {}) {
   if (!iso) return el("span", { class: "muted" }, absent);
-  const minutes = Math.floor((Date.now() - Date.parse(iso)) / 60000);
-  let text;
-  if (minutes < 1) text = "just now";
-  else if (minutes < 60) text = `${minutes} min ago`;
-  else if (minutes < 24 * 60) text = `${Math.floor(minutes / 60)} h ago`;
-  else text = formatTime(iso);
-  return el("time", { datetime: iso, title: iso }, text);
+  const words = el("span", { class: "relative muted" }, `(${relative(iso)})`);
+  words.dataset.time = iso;
+  words.dataset.kind = relative === timeLeftText ? "left" : "ago";
+  return el("span", { class: "time-pair" }, timeElement(iso), " ", words);
 }
 
 /** How long an ephemeral machine has before it is logged out. */
@@ -176,6 +194,7 @@ function timeLeftText(iso) {
   if (minutes <= 60) return `${minutes} min left`;
   const hours = Math.floor(minutes / 60);
   const rest = minutes % 60;
+  if (hours >= 48) return `${plural(Math.floor(hours / 24), "day")} left`;
   return rest ? `${hours} h ${rest} min left` : `${hours} h left`;
 }
 
@@ -278,6 +297,7 @@ async function signIn(event) {
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_STORAGE_KEY);
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   hideNewKey();
   state.apps = [];
   state.app = null;
@@ -325,7 +345,20 @@ async function loadMoreApps() {
   renderApps();
 }
 
+/**
+ * Opens or collapses the apps sidebar. Only a narrow window collapses it (CSS applies the
+ * class there alone): with an app selected, the app comes first and the sidebar folds into a
+ * one-line switcher above it.
+ */
+function setSidebarOpen(open) {
+  $("sidebar").classList.toggle("collapsed", !open);
+  $("apps-toggle").setAttribute("aria-expanded", String(open));
+  $("apps-toggle-action").textContent = open ? "Hide apps" : "Switch app";
+}
+
 function renderApps() {
+  const selected = state.apps.find((app) => app.id === state.appId);
+  $("apps-toggle-current").textContent = selected ? selected.name || selected.id : state.appId || "none selected";
   const list = $("app-list");
   list.replaceChildren(
     ...state.apps.map((app) => {
@@ -359,8 +392,12 @@ function appIdFromUrl() {
 
 async function selectAppFromUrl({ focus }) {
   const appId = appIdFromUrl();
-  if (appId !== state.appId) hideNewKey();
+  if (appId !== state.appId) {
+    hideNewKey();
+    state.knownKeys = new Map();
+  }
   state.appId = appId;
+  setSidebarOpen(!appId);
   renderApps();
   if (!appId) {
     state.app = null;
@@ -373,7 +410,7 @@ async function selectAppFromUrl({ focus }) {
   }
 }
 
-/** The keys list's filters: deleted keys only when asked for. */
+/** The keys list's filters: revoked keys only when asked for. */
 const keysQuery = () => ($("show-revoked").checked ? { include_revoked: "true" } : {});
 
 /**
@@ -394,6 +431,8 @@ async function loadApp() {
     state.next.keys = keys.next;
     state.machines = machines.items;
     state.next.machines = machines.next;
+    await learnKeysOf(appId, machines.items);
+    if (appId !== state.appId) return false;
   } catch (err) {
     fail(`Could not load app ${appId}`, err);
     if (err instanceof ApiError && err.code === "app_not_found") {
@@ -422,6 +461,7 @@ async function loadMore(field) {
     fail(`Could not list more ${field}`, err);
     return;
   }
+  if (field === "machines") await learnKeysOf(appId, page.items);
   if (appId !== state.appId) return;
   state[field] = state[field].concat(page.items);
   state.next[field] = page.next;
@@ -440,9 +480,38 @@ function renderApp() {
   renderMachines();
 }
 
+/**
+ * What is wrong with an app id, in a sentence that says how to fix it (with a corrected id to
+ * try, when one can be made from what was typed), or null when it is valid.
+ */
+function appIdProblem(id) {
+  if (!id) return "Enter an app id, e.g. my-app.";
+  if (APP_ID_PATTERN.test(id)) return null;
+  const rule = "An app id uses only lowercase letters, digits and dashes, and starts with a letter or digit";
+  const suggestion = id
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "");
+  return APP_ID_PATTERN.test(suggestion) ? `${rule}: try ${suggestion}` : `${rule}.`;
+}
+
+/** Shows the app id's problem under the field (our words, not the browser's bubble). */
+function checkAppIdField() {
+  const field = $("app-id");
+  const problem = appIdProblem(field.value.trim());
+  showFormError("app-id-error", problem);
+  if (problem) field.setAttribute("aria-invalid", "true");
+  else field.removeAttribute("aria-invalid");
+  return !problem;
+}
+
 async function createApp(event) {
   event.preventDefault();
   clearMessages();
+  if (!checkAppIdField()) {
+    $("app-id").focus();
+    return;
+  }
   const id = $("app-id").value.trim();
   const name = $("app-name").value.trim();
   const body = name ? { id, name } : { id };
@@ -511,7 +580,7 @@ function keyTypeBadges(key) {
       : el("span", { class: "badge" }, "Single-use"),
   ];
   if (key.ephemeral) badges.push(el("span", { class: "badge badge-ephemeral" }, "Ephemeral"));
-  if (key.revoked_at) badges.push(el("span", { class: "badge badge-gone" }, "Deleted"));
+  if (key.revoked_at) badges.push(el("span", { class: "badge badge-gone" }, "Revoked"));
   else if (key.expires_at && Date.parse(key.expires_at) <= Date.now())
     badges.push(el("span", { class: "badge badge-gone" }, "Expired"));
   else if (!key.reusable && key.uses > 0) badges.push(el("span", { class: "badge" }, "Used"));
@@ -528,17 +597,19 @@ function renderKeys() {
       ? el("div", { class: "cell-text key-description" }, key.description)
       : el("div", { class: "muted key-description" }, "No description");
     const actions = el("td", { class: "actions" });
-    if (!key.revoked_at) {
-      actions.append(rowButton("Delete", `Delete key ${keyLabel(key)}`, () => deleteKey(key)));
+    if (key.revoked_at) {
+      actions.append(el("span", { class: "revoked-at" }, "Revoked ", timeElement(key.revoked_at)));
+    } else {
+      actions.append(rowButton("Revoke", `Revoke key ${keyLabel(key)}`, () => revokeKey(key)));
     }
     const row = el(
       "tr",
       { class: key.revoked_at ? "revoked" : null },
-      cell("Key", el("div", {}, description, el("div", { class: "hint-text muted" }, key.hint))),
+      el("td", { class: "key-cell", "data-label": "Key" }, description, el("div", { class: "hint-text muted" }, key.hint)),
       cell("Type", keyTypeBadges(key)),
       cell("Created", timeElement(key.created_at)),
       cell("Expires", timeElement(key.expires_at)),
-      cell("Last used", agoElement(key.last_used_at)),
+      cell("Last used", timeWithRelative(key.last_used_at)),
       el("td", { class: "num", "data-label": "Uses" }, String(key.uses)),
       el("td", { class: "num", "data-label": "Machines" }, String(key.machines)),
       actions,
@@ -550,9 +621,27 @@ function renderKeys() {
   $("keys-more").hidden = !state.next.keys;
 }
 
+/** Opens the generate form, in a modal dialog over the key list, with an empty form. */
+function openGenerateDialog() {
+  clearMessages();
+  $("generate-form").reset();
+  showFormError("generate-error", null);
+  $("generate-app").textContent = state.appId;
+  $("generate-dialog").returnValue = "";
+  $("generate-dialog").showModal();
+  $("key-description").focus();
+}
+
+/** Shows (or, with null, hides) a form's own error line. */
+function showFormError(id, text) {
+  $(id).textContent = text || "";
+  $(id).hidden = !text;
+}
+
 async function generateKey(event) {
   event.preventDefault();
   clearMessages();
+  showFormError("generate-error", null);
   const form = event.target;
   const description = $("key-description").value.trim();
   const expiry = $("key-expiry").value;
@@ -567,9 +656,17 @@ async function generateKey(event) {
   try {
     created = await api("POST", `${appPath(appId)}/keys`, body);
   } catch (err) {
-    fail("Could not generate the key", err);
+    // The dialog stays open with what was typed, and says why, inside it: the page's own
+    // message line is hidden behind the modal.
+    if (err instanceof ApiError && err.status === 401) {
+      $("generate-dialog").close();
+      fail("Could not generate the key", err);
+    } else {
+      showFormError("generate-error", `Could not generate the key: ${describeError(err)}`);
+    }
     return;
   }
+  $("generate-dialog").close("generated");
   form.reset();
   showNewKey(created);
   const kind = [created.reusable ? "reusable" : "single-use", created.ephemeral ? "ephemeral" : null]
@@ -632,11 +729,11 @@ async function copyField(inputId, button, what) {
   }
 }
 
-async function deleteKey(key) {
+async function revokeKey(key) {
   clearMessages();
   const machines = key.machines;
   const confirmed = await confirmAction({
-    title: "Delete this auth key?",
+    title: "Revoke this auth key?",
     body: [
       `The key ${keyLabel(key)} stops working at once: it logs in no more machines.`,
       machines > 0
@@ -644,17 +741,17 @@ async function deleteKey(key) {
         : "No machine logged in with it is active, so no machine will be logged out.",
       "This cannot be undone.",
     ],
-    confirmLabel: machines > 0 ? `Delete key and log out ${plural(machines, "machine")}` : "Delete key",
+    confirmLabel: machines > 0 ? `Revoke key and log out ${plural(machines, "machine")}` : "Revoke key",
   });
   if (!confirmed) return;
   try {
     await api("DELETE", `${appPath(state.appId)}/keys/${encodeURIComponent(key.id)}`);
   } catch (err) {
-    fail(`Could not delete the key ${key.hint}`, err);
+    fail(`Could not revoke the key ${key.hint}`, err);
     await loadApp();
     return;
   }
-  showStatus(`Deleted the key ${keyLabel(key)}; ${plural(machines, "machine")} logged out.`);
+  showStatus(`Revoked the key ${keyLabel(key)}; ${plural(machines, "machine")} logged out.`);
   await loadApp();
   $("key-list-title").setAttribute("tabindex", "-1");
   $("key-list-title").focus();
@@ -663,8 +760,33 @@ async function deleteKey(key) {
 // ---------------------------------------------------------------------------------------------
 // Machines
 
+/**
+ * Makes sure every key these machines logged in with is known by description and hint: keys
+ * on the loaded page are known already; any other is fetched once (a page of machines names
+ * at most PAGE_SIZE keys). A key that cannot be fetched is shown by its id.
+ */
+async function learnKeysOf(appId, machines) {
+  for (const key of state.keys) state.knownKeys.set(key.id, key);
+  const missing = [...new Set(machines.map((machine) => machine.key_id))].filter(
+    (id) => id && !state.knownKeys.has(id),
+  );
+  const fetched = await Promise.all(
+    missing.map((id) => api("GET", `${appPath(appId)}/keys/${encodeURIComponent(id)}`).catch(() => null)),
+  );
+  for (const key of fetched) if (key) state.knownKeys.set(key.id, key);
+}
+
+/** The key a machine logged in with: its description over its hint, or its id if unknown. */
+function machineKeyCell(machine) {
+  const key = state.knownKeys.get(machine.key_id);
+  if (!key) return el("span", { class: "hint-text" }, machine.key_id || "—");
+  const description = key.description
+    ? el("div", { class: "cell-text key-description" }, key.description)
+    : el("div", { class: "muted key-description" }, "No description");
+  return el("div", { title: key.id }, description, el("div", { class: "hint-text muted" }, key.hint));
+}
+
 function renderMachines() {
-  const keyHints = new Map(state.keys.map((key) => [key.id, key.hint]));
   const rows = state.machines.map((machine) => {
     const button = rowButton("Log out", `Log out machine ${machine.name || machine.id}`, () =>
       logOutMachine(machine),
@@ -675,17 +797,14 @@ function renderMachines() {
       el("div", { class: "cell-text" }, machine.name || machine.id),
       el("div", { class: "hint-text muted" }, machine.id),
     );
-    const timeLeft = machine.expires_at
-      ? el("time", { datetime: machine.expires_at, title: machine.expires_at, class: "time-left" }, timeLeftText(machine.expires_at))
-      : el("span", { class: "muted" }, "No limit");
     const row = el(
       "tr",
       {},
       cell("Name", name),
-      cell("Key", el("span", { class: "hint-text", title: machine.key_id }, keyHints.get(machine.key_id) || machine.key_id)),
+      cell("Key", machineKeyCell(machine)),
       cell("Logged in", timeElement(machine.created_at)),
-      cell("Time left", timeLeft),
-      cell("Last seen", agoElement(machine.last_seen_at)),
+      cell("Time left", timeWithRelative(machine.expires_at, { absent: "No limit", relative: timeLeftText })),
+      cell("Last seen", timeWithRelative(machine.last_seen_at)),
       el("td", { class: "actions" }, button),
     );
     row.dataset.machineId = machine.id;
@@ -801,12 +920,26 @@ function start() {
   on("sign-in-form", "submit", signIn);
   on("sign-out", "click", () => signOut());
   on("create-app-form", "submit", createApp);
+  // Once a problem is shown, it updates as the id is corrected.
+  $("app-id").addEventListener("input", () => {
+    if (!$("app-id-error").hidden) checkAppIdField();
+  });
+  $("apps-toggle").addEventListener("click", () =>
+    setSidebarOpen($("apps-toggle").getAttribute("aria-expanded") !== "true"),
+  );
   on("generate-form", "submit", generateKey);
+  on("generate-open", "click", openGenerateDialog);
+  $("generate-cancel").addEventListener("click", () => $("generate-dialog").close());
+  // Closed by Cancel or Escape: focus returns to the button that opened it (after a key was
+  // generated, the one-time panel has it instead).
+  $("generate-dialog").addEventListener("close", () => {
+    if ($("generate-dialog").returnValue !== "generated") $("generate-open").focus();
+  });
   on("delete-app", "click", deleteApp);
   on("dismiss-key", "click", () => {
     hideNewKey();
     showStatus("The key is hidden and cannot be shown again.");
-    $("key-description").focus();
+    $("generate-open").focus();
   });
   on("copy-key", "click", () => copyField("new-key-value", $("copy-key"), "auth key"));
   on("copy-command", "click", () => copyField("new-key-command", $("copy-command"), "login command"));
@@ -822,11 +955,12 @@ function start() {
   window.addEventListener("hashchange", () => {
     if (storedToken()) busy(() => selectAppFromUrl({ focus: true }));
   });
-  // Keep "time left" honest while the page stays open, without re-rendering (and so without
-  // moving the keyboard focus).
+  // Keep relative times ("5 min ago", "59 min left") honest while the page stays open, without
+  // re-rendering (and so without moving the keyboard focus).
   setInterval(() => {
-    for (const time of document.querySelectorAll("#machines-body time.time-left")) {
-      time.textContent = timeLeftText(time.getAttribute("datetime"));
+    for (const words of document.querySelectorAll(".relative[data-time]")) {
+      const relative = words.dataset.kind === "left" ? timeLeftText : relativeText;
+      words.textContent = `(${relative(words.dataset.time)})`;
     }
   }, 30000);
 
