@@ -13,6 +13,20 @@ const DEFAULT_SERVER = "http://127.0.0.1:7373";
 const APP_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 /** Rows per page of a list: the server's default. */
 const PAGE_SIZE = 100;
+/** A key's tags (API.md, "Key policy"): this shape, at most this many. */
+const TAG_PATTERN = /^tag:[a-z0-9][a-z0-9-]{0,62}$/;
+const MAX_TAGS = 16;
+/** A key's metadata, serialized as JSON, is at most this many bytes. */
+const METADATA_MAX_BYTES = 1024;
+/** How long a rotated key keeps working: the choices offered, and the API's default. */
+const GRACE_CHOICES = [
+  ["0", "Stop it now"],
+  ["3600", "1 hour"],
+  ["86400", "1 day"],
+  ["604800", "7 days"],
+  ["2592000", "30 days"],
+];
+const DEFAULT_GRACE = "3600";
 
 const $ = (id) => document.getElementById(id);
 
@@ -23,6 +37,11 @@ const state = {
   app: null,
   keys: [],
   machines: [],
+  /** The tags the lists are filtered on (each must match), and the new key's tags. */
+  tagFilter: [],
+  newTags: [],
+  /** What GET /v1/server said: `{version, ephemeral_ttl}`, or null before (or without) it. */
+  server: null,
   /**
    * Keys by id, for naming each machine's key: those listed, plus any a machine uses that is
    * not on the loaded page of keys (fetched one by one). Reset when another app is selected.
@@ -85,10 +104,12 @@ const appPath = (appId) => `/v1/apps/${encodeURIComponent(appId)}`;
 
 /**
  * One page of the list at `path` (`field` names its items): `{items, next}`. `query` holds the
- * list's filters; `cursor` the previous page's next_cursor (none for the first page).
+ * list's filters as [name, value] pairs (a name may repeat, like `tag`); `cursor` the previous
+ * page's next_cursor (none for the first page).
  */
-async function listPage(path, field, { cursor = null, query = {}, token } = {}) {
-  const params = new URLSearchParams({ ...query, limit: String(PAGE_SIZE) });
+async function listPage(path, field, { cursor = null, query = [], token } = {}) {
+  const params = new URLSearchParams(query);
+  params.set("limit", String(PAGE_SIZE));
   if (cursor) params.set("cursor", cursor);
   const page = await api("GET", `${path}?${params}`, undefined, token);
   return { items: page[field], next: page.next_cursor };
@@ -103,6 +124,7 @@ function describeError(err) {
     app_exists: "an app with that id already exists. Choose another id.",
     app_not_found: "this app no longer exists (it may have been deleted elsewhere).",
     key_not_found: "this key no longer exists or was already revoked.",
+    key_inactive: "this key can no longer be rotated: it is revoked, expired or already rotated.",
     machine_not_found: "this machine is no longer logged in.",
     internal: "the server hit an internal error; its log has the details.",
     unreachable: err.message,
@@ -129,7 +151,10 @@ function fail(action, err) {
 // ---------------------------------------------------------------------------------------------
 // Building DOM safely
 
-/** Creates an element. Children are nodes or strings; strings always become Text nodes. */
+/**
+ * Creates an element. Children are nodes or strings (null ones are left out); strings always
+ * become Text nodes.
+ */
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) {
@@ -137,7 +162,7 @@ function el(tag, attributes = {}, ...children) {
     if (name === "class") node.className = value;
     else node.setAttribute(name, value === true ? "" : String(value));
   }
-  node.append(...children);
+  node.append(...children.filter((child) => child !== null && child !== undefined));
   return node;
 }
 
@@ -201,9 +226,9 @@ function timeLeftText(iso) {
 /** A table cell that names its column, shown beside the value when rows become cards. */
 const cell = (label, ...content) => el("td", { "data-label": label }, ...content);
 
-/** A row's (destructive) action button; `label` is what a screen reader announces. */
-function rowButton(text, label, action) {
-  const button = el("button", { type: "button", class: "button small danger-outline", "aria-label": label }, text);
+/** A row's action button (destructive unless told otherwise); `label` is what a screen reader announces. */
+function rowButton(text, label, action, kind = "button small danger-outline") {
+  const button = el("button", { type: "button", class: kind, "aria-label": label }, text);
   button.addEventListener("click", () => busy(action));
   return button;
 }
@@ -304,6 +329,8 @@ function signOut(message) {
   state.keys = [];
   state.machines = [];
   state.next = { apps: null, keys: null, machines: null };
+  state.tagFilter = [];
+  renderTagFilter();
   clearMessages();
   $("app-list").replaceChildren();
   $("keys-body").replaceChildren();
@@ -317,6 +344,7 @@ async function showConsole() {
   $("console-view").hidden = false;
   $("sign-out").hidden = false;
   renderApps();
+  await loadServerInfo().catch((err) => fail("Could not read the server's settings", err));
   await selectAppFromUrl({ focus: false });
   if (!state.appId) $("main").focus();
 }
@@ -410,8 +438,14 @@ async function selectAppFromUrl({ focus }) {
   }
 }
 
-/** The keys list's filters: revoked keys only when asked for. */
-const keysQuery = () => ($("show-revoked").checked ? { include_revoked: "true" } : {});
+/** The tag filters, as query pairs: every tag must match. */
+const tagQuery = () => state.tagFilter.map((tag) => ["tag", tag]);
+
+/** Each list's filters: revoked keys only when asked for; the tags filtered on. */
+const listQuery = {
+  keys: () => [...($("show-revoked").checked ? [["include_revoked", "true"]] : []), ...tagQuery()],
+  machines: tagQuery,
+};
 
 /**
  * Loads the selected app and the first page of its keys and of its machines. Returns whether
@@ -422,8 +456,8 @@ async function loadApp() {
   try {
     const [app, keys, machines] = await Promise.all([
       api("GET", appPath(appId)),
-      listPage(`${appPath(appId)}/keys`, "keys", { query: keysQuery() }),
-      listPage(`${appPath(appId)}/machines`, "machines"),
+      listPage(`${appPath(appId)}/keys`, "keys", { query: listQuery.keys() }),
+      listPage(`${appPath(appId)}/machines`, "machines", { query: listQuery.machines() }),
     ]);
     if (appId !== state.appId) return false;
     state.app = app;
@@ -453,7 +487,7 @@ async function loadApp() {
 async function loadMore(field) {
   clearMessages();
   const appId = state.appId;
-  const query = field === "keys" ? keysQuery() : {};
+  const query = listQuery[field]();
   let page;
   try {
     page = await listPage(`${appPath(appId)}/${field}`, field, { cursor: state.next[field], query });
@@ -571,20 +605,184 @@ async function deleteApp() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Key policy: durations, tags, metadata
+
+/** A duration in words: "1 hour", "90 minutes", "2 days", "45 seconds". */
+function durationText(seconds) {
+  for (const [size, unit] of [
+    [86400, "day"],
+    [3600, "hour"],
+    [60, "minute"],
+  ]) {
+    if (seconds >= size && seconds % size === 0) return plural(seconds / size, unit);
+  }
+  return plural(seconds, "second");
+}
+
+/**
+ * A tag as typed, made whole ("ci" means "tag:ci"), and what is wrong with it next to `tags`
+ * (the ones already chosen): `{tag, problem}`, `problem` null when it can be added.
+ */
+function checkTag(typed, tags) {
+  const text = typed.trim();
+  const tag = text.startsWith("tag:") ? text : `tag:${text}`;
+  let problem = null;
+  if (!text) problem = "Type a tag first, e.g. tag:ci.";
+  else if (!TAG_PATTERN.test(tag))
+    problem = `${tag} is not a tag: after tag: come lowercase letters, digits and dashes (at most 63), starting with a letter or digit.`;
+  else if (tags.includes(tag)) problem = `${tag} is already there.`;
+  return { tag, problem };
+}
+
+/**
+ * Shows `tags` as chips in the list `listId`, each with a button that calls `onRemove(tag)`.
+ * `what` names the chips for screen readers ("Remove tag:ci from the filter").
+ */
+function renderChips(listId, tags, onRemove, what) {
+  $(listId).replaceChildren(
+    ...tags.map((tag) => {
+      const remove = el("button", { type: "button", class: "chip-remove", "aria-label": `Remove ${tag}${what}` }, "×");
+      remove.addEventListener("click", () => busy(() => onRemove(tag)));
+      return el("li", { class: "chip" }, el("span", {}, tag), remove);
+    }),
+  );
+}
+
+/**
+ * A row's tags as chips; each one filters the lists on that tag when clicked. Tags come from
+ * the server (and so from whoever created the key): text only, like everything else.
+ */
+function tagChips(tags) {
+  if (!tags || tags.length === 0) return null;
+  return el(
+    "ul",
+    { class: "chips row-chips", "aria-label": "Tags" },
+    ...tags.map((tag) => {
+      const button = el("button", { type: "button", class: "chip chip-button", title: `Show only ${tag}` }, tag);
+      button.addEventListener("click", () => busy(() => addTagFilter(tag)));
+      return el("li", {}, button);
+    }),
+  );
+}
+
+/** A key's or machine's metadata, folded into a "Metadata (n)" disclosure of name = value lines. */
+function metadataDetails(metadata) {
+  const entries = metadata ? Object.entries(metadata) : [];
+  if (entries.length === 0) return null;
+  return el(
+    "details",
+    { class: "metadata-view" },
+    el("summary", {}, `Metadata (${entries.length})`),
+    el(
+      "dl",
+      {},
+      ...entries.flatMap(([name, value]) => [
+        el("dt", {}, name),
+        el("dd", {}, typeof value === "string" ? value : JSON.stringify(value)),
+      ]),
+    ),
+  );
+}
+
+/** Adds an empty name = value row to the generate form's metadata. */
+function addMetadataRow() {
+  const rows = $("key-metadata-rows");
+  const number = rows.children.length + 1;
+  const name = el("input", {
+    class: "metadata-name",
+    "aria-label": `Metadata name ${number}`,
+    placeholder: "name",
+    autocomplete: "off",
+    spellcheck: "false",
+    maxlength: "200",
+  });
+  const value = el("input", {
+    class: "metadata-value",
+    "aria-label": `Metadata value ${number}`,
+    placeholder: "value",
+    autocomplete: "off",
+    maxlength: "1000",
+  });
+  const remove = el("button", { type: "button", class: "button small ghost", "aria-label": `Remove metadata ${number}` }, "Remove");
+  const row = el("div", { class: "metadata-row" }, name, el("span", { class: "muted" }, "="), value, remove);
+  remove.addEventListener("click", () => {
+    row.remove();
+    $("key-metadata-add").focus();
+  });
+  rows.append(row);
+  name.focus();
+}
+
+/**
+ * The generate form's metadata as an object, or `{problem}` saying what to fix. Rows left
+ * wholly empty are ignored; values are text.
+ */
+function collectMetadata() {
+  const metadata = {};
+  for (const row of $("key-metadata-rows").children) {
+    const name = row.querySelector(".metadata-name").value.trim();
+    const value = row.querySelector(".metadata-value").value;
+    if (!name && !value) continue;
+    if (!name) return { problem: `Give the value “${value}” a name.` };
+    if (Object.hasOwn(metadata, name)) return { problem: `The name “${name}” is used twice.` };
+    metadata[name] = value;
+  }
+  const size = new TextEncoder().encode(JSON.stringify(metadata)).length;
+  if (size > METADATA_MAX_BYTES)
+    return { problem: `Metadata is ${size} bytes as JSON; a key's is at most ${METADATA_MAX_BYTES}.` };
+  return { metadata };
+}
+
+/** Reads what the server tells clients (its ephemeral TTL), for the generate form's hints. */
+async function loadServerInfo() {
+  try {
+    state.server = await api("GET", "/v1/server");
+  } catch (err) {
+    // Only hints depend on it: they keep their general wording.
+    state.server = null;
+    if (err instanceof ApiError && err.status === 401) throw err;
+    return;
+  }
+  const ttl = durationText(state.server.ephemeral_ttl);
+  $("ephemeral-ttl-text").textContent = ttl;
+  $("session-ttl-default").textContent = `The server's default (${ttl})`;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Auth keys
 
+/** Whether a key can still log machines in: not revoked, not expired, not used up. */
+function keyIsActive(key) {
+  if (key.revoked_at) return false;
+  if (key.expires_at && Date.parse(key.expires_at) <= Date.now()) return false;
+  return key.uses_remaining !== 0 && (key.reusable || key.uses === 0);
+}
+
 function keyTypeBadges(key) {
-  const badges = [
-    key.reusable
-      ? el("span", { class: "badge badge-reusable" }, "Reusable")
-      : el("span", { class: "badge" }, "Single-use"),
-  ];
-  if (key.ephemeral) badges.push(el("span", { class: "badge badge-ephemeral" }, "Ephemeral"));
-  if (key.revoked_at) badges.push(el("span", { class: "badge badge-gone" }, "Revoked"));
-  else if (key.expires_at && Date.parse(key.expires_at) <= Date.now())
-    badges.push(el("span", { class: "badge badge-gone" }, "Expired"));
-  else if (!key.reusable && key.uses > 0) badges.push(el("span", { class: "badge" }, "Used"));
+  const badge = (text, kind = "") => el("span", { class: `badge ${kind}` }, text);
+  const badges = [key.reusable ? badge("Reusable", "badge-reusable") : badge("Single-use")];
+  if (key.ephemeral) badges.push(badge("Ephemeral", "badge-ephemeral"));
+  if (key.session_ttl) badges.push(badge(`Session ${durationText(key.session_ttl)}`, "badge-ephemeral"));
+  if (key.idle_timeout) badges.push(badge(`Idle ${durationText(key.idle_timeout)}`));
+  if (key.revoked_at) badges.push(badge("Revoked", "badge-gone"));
+  else if (key.expires_at && Date.parse(key.expires_at) <= Date.now()) badges.push(badge("Expired", "badge-gone"));
+  else if (key.uses_remaining === 0 || (!key.reusable && key.uses > 0)) badges.push(badge("Used"));
+  if (key.rotated_to) badges.push(badge("Rotated", "badge-gone"));
   return el("div", { class: "badges" }, ...badges);
+}
+
+/** Uses, and for a key with a limit, of how many and how many remain. */
+function usesCell(key) {
+  const td = el("td", { class: "num", "data-label": "Uses" });
+  if (key.reusable && key.max_uses != null) {
+    td.append(
+      el("span", { class: "uses" }, `${key.uses} of ${key.max_uses}`),
+      el("span", { class: "muted small uses-left" }, `${key.uses_remaining} left`),
+    );
+  } else {
+    td.append(String(key.uses));
+  }
+  return td;
 }
 
 function keyLabel(key) {
@@ -600,17 +798,27 @@ function renderKeys() {
     if (key.revoked_at) {
       actions.append(el("span", { class: "revoked-at" }, "Revoked ", timeElement(key.revoked_at)));
     } else {
+      if (keyIsActive(key) && !key.rotated_to) {
+        actions.append(rowButton("Rotate", `Rotate key ${keyLabel(key)}`, () => rotateKey(key), "button small"));
+      }
       actions.append(rowButton("Revoke", `Revoke key ${keyLabel(key)}`, () => revokeKey(key)));
     }
     const row = el(
       "tr",
       { class: key.revoked_at ? "revoked" : null },
-      el("td", { class: "key-cell", "data-label": "Key" }, description, el("div", { class: "hint-text muted" }, key.hint)),
+      el(
+        "td",
+        { class: "key-cell", "data-label": "Key" },
+        description,
+        el("div", { class: "hint-text muted" }, key.hint),
+        tagChips(key.tags),
+        metadataDetails(key.metadata),
+      ),
       cell("Type", keyTypeBadges(key)),
       cell("Created", timeElement(key.created_at)),
       cell("Expires", timeElement(key.expires_at)),
       cell("Last used", timeWithRelative(key.last_used_at)),
-      el("td", { class: "num", "data-label": "Uses" }, String(key.uses)),
+      usesCell(key),
       el("td", { class: "num", "data-label": "Machines" }, String(key.machines)),
       actions,
     );
@@ -618,6 +826,9 @@ function renderKeys() {
     return row;
   });
   fillTable("keys", rows);
+  $("keys-empty").textContent = state.tagFilter.length
+    ? `No keys carry ${state.tagFilter.join(" and ")}.`
+    : "No keys. Generate one with Generate key.";
   $("keys-more").hidden = !state.next.keys;
 }
 
@@ -625,11 +836,50 @@ function renderKeys() {
 function openGenerateDialog() {
   clearMessages();
   $("generate-form").reset();
-  showFormError("generate-error", null);
+  state.newTags = [];
+  renderNewTags();
+  $("key-metadata-rows").replaceChildren();
+  for (const id of ["generate-error", "key-tags-error", "key-metadata-error", "key-max-uses-error"]) {
+    showFormError(id, null);
+  }
+  showPolicyFields();
   $("generate-app").textContent = state.appId;
   $("generate-dialog").returnValue = "";
   $("generate-dialog").showModal();
   $("key-description").focus();
+}
+
+/** Shows the fields that apply to the type chosen: a use limit for reusable keys, a session
+ * lifetime for ephemeral ones. */
+function showPolicyFields() {
+  $("key-max-uses-field").hidden = !$("key-reusable").checked;
+  $("key-session-ttl-field").hidden = !$("key-ephemeral").checked;
+}
+
+function renderNewTags() {
+  renderChips("key-tags", state.newTags, (tag) => {
+    state.newTags = state.newTags.filter((t) => t !== tag);
+    renderNewTags();
+    $("key-tag-input").focus();
+  }, "");
+}
+
+/** Adds the tag typed in the generate form; returns false (and says why) if it cannot. */
+function addNewTag() {
+  const input = $("key-tag-input");
+  const { tag, problem } = checkTag(input.value, state.newTags);
+  const full = !problem && state.newTags.length >= MAX_TAGS ? `A key has at most ${MAX_TAGS} tags.` : null;
+  showFormError("key-tags-error", problem || full);
+  if (problem || full) {
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+    return false;
+  }
+  input.removeAttribute("aria-invalid");
+  state.newTags = [...state.newTags, tag];
+  input.value = "";
+  renderNewTags();
+  return true;
 }
 
 /** Shows (or, with null, hides) a form's own error line. */
@@ -638,19 +888,51 @@ function showFormError(id, text) {
   $(id).hidden = !text;
 }
 
+/**
+ * The request body the generate form describes, or null after showing, under its field, what
+ * must be fixed first. Fields that do not apply to the chosen type are left out.
+ */
+function generateBody() {
+  if ($("key-tag-input").value.trim() && !addNewTag()) return null;
+  const { metadata, problem } = collectMetadata();
+  showFormError("key-metadata-error", problem);
+  if (problem) {
+    $("key-metadata-add").focus();
+    return null;
+  }
+  const reusable = $("key-reusable").checked;
+  const ephemeral = $("key-ephemeral").checked;
+  const maxUses = $("key-max-uses").value.trim();
+  const maxUsesProblem =
+    reusable && maxUses && !(/^[0-9]+$/.test(maxUses) && Number.isSafeInteger(Number(maxUses)) && Number(maxUses) >= 1)
+      ? "Enter a whole number of logins, 1 or more, or leave it empty for no limit."
+      : null;
+  showFormError("key-max-uses-error", maxUsesProblem);
+  if (maxUsesProblem) {
+    $("key-max-uses").focus();
+    return null;
+  }
+  const description = $("key-description").value.trim();
+  const expiry = $("key-expiry").value;
+  const sessionTtl = $("key-session-ttl").value;
+  const idleTimeout = $("key-idle-timeout").value;
+  const body = { reusable, ephemeral, expires_in: expiry ? Number(expiry) : null };
+  if (description) body.description = description;
+  if (state.newTags.length) body.tags = state.newTags;
+  if (Object.keys(metadata).length) body.metadata = metadata;
+  if (reusable && maxUses) body.max_uses = Number(maxUses);
+  if (ephemeral && sessionTtl) body.session_ttl = Number(sessionTtl);
+  if (idleTimeout) body.idle_timeout = Number(idleTimeout);
+  return body;
+}
+
 async function generateKey(event) {
   event.preventDefault();
   clearMessages();
   showFormError("generate-error", null);
   const form = event.target;
-  const description = $("key-description").value.trim();
-  const expiry = $("key-expiry").value;
-  const body = {
-    reusable: $("key-reusable").checked,
-    ephemeral: $("key-ephemeral").checked,
-    expires_in: expiry ? Number(expiry) : null,
-  };
-  if (description) body.description = description;
+  const body = generateBody();
+  if (!body) return;
   const appId = state.appId;
   let created;
   try {
@@ -676,7 +958,25 @@ async function generateKey(event) {
   await loadApp();
 }
 
-function showNewKey(created) {
+/**
+ * Shows a new key in the one-time panel. After a rotation, `replaced` is the old key as the
+ * server now has it, and the panel says when that one stops working.
+ */
+function showNewKey(created, replaced = null) {
+  const note = $("new-key-rotated");
+  note.hidden = !replaced;
+  note.replaceChildren();
+  if (replaced) {
+    const stops = replaced.expires_at;
+    const past = stops && Date.parse(stops) <= Date.now();
+    note.append(
+      `This key replaces ${keyLabel(replaced)}. `,
+      past ? "The old key stopped working at " : "The old key keeps working until ",
+      timeWithRelative(stops),
+      past ? "." : ", then stops. ",
+      "Machines already logged in with it stay logged in.",
+    );
+  }
   const origin = location.origin;
   const server = origin === DEFAULT_SERVER ? "" : ` --server=${origin}`;
   $("new-key-value").value = created.key;
@@ -691,6 +991,7 @@ function showNewKey(created) {
 function hideNewKey() {
   $("new-key-value").value = "";
   $("new-key-command").value = "";
+  $("new-key-rotated").replaceChildren();
   $("new-key-panel").hidden = true;
 }
 
@@ -729,6 +1030,45 @@ async function copyField(inputId, button, what) {
   }
 }
 
+/**
+ * Rotates a key: asks how long the old key keeps working, then shows the new key once and
+ * when the old one stops.
+ */
+async function rotateKey(key) {
+  clearMessages();
+  const grace = await confirmAction({
+    title: "Rotate this auth key?",
+    body: [
+      `A new key replaces ${keyLabel(key)}, with the same description, type, tags, metadata and limits` +
+        `${key.expires_at ? ", and the same lifetime counted from now" : ""}. It is shown once.`,
+      "Machines already logged in with the old key stay logged in.",
+    ],
+    choice: { label: "The old key keeps working for", choices: GRACE_CHOICES, value: DEFAULT_GRACE },
+    confirmLabel: "Rotate key",
+    destructive: false,
+  });
+  if (grace === false) return;
+  const keyPath = `${appPath(state.appId)}/keys/${encodeURIComponent(key.id)}`;
+  let created;
+  try {
+    created = await api("POST", `${keyPath}/rotate`, { grace_seconds: Number(grace) });
+  } catch (err) {
+    fail(`Could not rotate the key ${key.hint}`, err);
+    await loadApp();
+    return;
+  }
+  // The old key as the server now has it: its expiry is what the panel promises.
+  let old = null;
+  try {
+    old = await api("GET", keyPath);
+  } catch {
+    old = { ...key, expires_at: new Date(Date.now() + Number(grace) * 1000).toISOString() };
+  }
+  showNewKey(created, old);
+  showStatus(`Rotated the key ${keyLabel(key)}. Copy the new key now: it is shown only once.`);
+  await loadApp();
+}
+
 async function revokeKey(key) {
   clearMessages();
   const machines = key.machines;
@@ -755,6 +1095,47 @@ async function revokeKey(key) {
   await loadApp();
   $("key-list-title").setAttribute("tabindex", "-1");
   $("key-list-title").focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filtering by tag
+
+function renderTagFilter() {
+  renderChips("tag-filters", state.tagFilter, removeTagFilter, " from the filter");
+}
+
+/** Lists only keys and machines that carry `tag` too (every tag filtered on must match). */
+async function addTagFilter(tag) {
+  const { problem } = checkTag(tag, state.tagFilter);
+  if (problem) return;
+  state.tagFilter = [...state.tagFilter, tag];
+  renderTagFilter();
+  await loadApp();
+  showStatus(`Showing keys and machines with ${state.tagFilter.join(" and ")}.`);
+}
+
+async function removeTagFilter(tag) {
+  state.tagFilter = state.tagFilter.filter((t) => t !== tag);
+  renderTagFilter();
+  await loadApp();
+  showStatus(state.tagFilter.length ? `Showing keys and machines with ${state.tagFilter.join(" and ")}.` : "Showing every key and machine.");
+  $("tag-filter-input").focus();
+}
+
+async function submitTagFilter(event) {
+  event.preventDefault();
+  clearMessages();
+  const input = $("tag-filter-input");
+  const { tag, problem } = checkTag(input.value, state.tagFilter);
+  showFormError("tag-filter-error", problem);
+  if (problem) {
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+    return;
+  }
+  input.removeAttribute("aria-invalid");
+  input.value = "";
+  await addTagFilter(tag);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -796,6 +1177,8 @@ function renderMachines() {
       {},
       el("div", { class: "cell-text" }, machine.name || machine.id),
       el("div", { class: "hint-text muted" }, machine.id),
+      tagChips(machine.tags),
+      metadataDetails(machine.metadata),
     );
     const row = el(
       "tr",
@@ -804,6 +1187,7 @@ function renderMachines() {
       cell("Key", machineKeyCell(machine)),
       cell("Logged in", timeElement(machine.created_at)),
       cell("Time left", timeWithRelative(machine.expires_at, { absent: "No limit", relative: timeLeftText })),
+      cell("Idle logout", timeWithRelative(machine.idle_expires_at, { relative: timeLeftText })),
       cell("Last seen", timeWithRelative(machine.last_seen_at)),
       el("td", { class: "actions" }, button),
     );
@@ -844,11 +1228,21 @@ async function logOutMachine(machine) {
 /**
  * Asks for confirmation in a modal dialog and resolves to true or false. Focus starts on
  * Cancel (the safe choice) and returns to where it was; Escape cancels. With `typed`, the
- * confirm button stays disabled until the expected text is typed.
+ * confirm button stays disabled until the expected text is typed. With `choice` ({label,
+ * choices: [[value, text]], value}), a select offers the choices and a confirmation resolves
+ * to the value chosen instead of true.
  */
-function confirmAction({ title, body, confirmLabel, typed }) {
+function confirmAction({ title, body, confirmLabel, typed, choice, destructive = true }) {
   const dialog = $("confirm-dialog");
   const ok = $("confirm-ok");
+  const select = $("confirm-choice-select");
+  $("confirm-choice").hidden = !choice;
+  if (choice) {
+    $("confirm-choice-label").textContent = choice.label;
+    select.replaceChildren(...choice.choices.map(([value, text]) => el("option", { value }, text)));
+    select.value = choice.value;
+  }
+  ok.className = destructive ? "button danger" : "button primary";
   const typedBox = $("confirm-typed");
   const typedInput = $("confirm-typed-input");
   const opener = document.activeElement;
@@ -876,7 +1270,8 @@ function confirmAction({ title, body, confirmLabel, typed }) {
       $("confirm-cancel").removeEventListener("click", onCancel);
       dialog.removeEventListener("close", onClose);
       if (opener && opener.isConnected) opener.focus();
-      resolve(dialog.returnValue === "confirm");
+      const confirmed = dialog.returnValue === "confirm";
+      resolve(confirmed && choice ? select.value : confirmed);
     };
     typedInput.addEventListener("input", onInput);
     typedInput.addEventListener("keydown", onTypedKey);
@@ -929,6 +1324,17 @@ function start() {
   );
   on("generate-form", "submit", generateKey);
   on("generate-open", "click", openGenerateDialog);
+  for (const id of ["key-reusable", "key-ephemeral"]) $(id).addEventListener("change", showPolicyFields);
+  $("key-tag-input").addEventListener("keydown", (event) => {
+    // Enter adds the tag instead of submitting the form.
+    if (event.key === "Enter") {
+      event.preventDefault();
+      addNewTag();
+    }
+  });
+  $("key-tag-add").addEventListener("click", addNewTag);
+  $("key-metadata-add").addEventListener("click", addMetadataRow);
+  on("tag-filter-form", "submit", submitTagFilter);
   $("generate-cancel").addEventListener("click", () => $("generate-dialog").close());
   // Closed by Cancel or Escape: focus returns to the button that opened it (after a key was
   // generated, the one-time panel has it instead).

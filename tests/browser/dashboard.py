@@ -91,6 +91,9 @@ class Dashboard:
     def key_row(self, key_id):
         return self.find(f'#keys-body tr[data-key-id="{key_id}"]')
 
+    def revoke_button(self, key_id):
+        return self.find(f'#keys-body tr[data-key-id="{key_id}"] button[aria-label^="Revoke"]')
+
     def machine_row(self, machine_id):
         return self.find(f'#machines-body tr[data-machine-id="{machine_id}"]')
 

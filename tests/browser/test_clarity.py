@@ -112,9 +112,9 @@ def test_keys_are_revoked_in_the_cli_and_api_words_and_show_when(dashboard, serv
     to_revoke = next(key for key in keys_of(server, "words") if key["description"] == "to revoke")
 
     buttons = dashboard.find_all("#keys-body button")
-    assert [button.text for button in buttons] == ["Revoke", "Revoke"]
+    assert [button.text for button in buttons] == ["Rotate", "Revoke", "Rotate", "Revoke"]
     assert dashboard.find("label[for=show-revoked]").text == "Show revoked keys"
-    text = dashboard.open_confirmation(dashboard.key_row(to_revoke["id"]).find_element(By.CSS_SELECTOR, "button"))
+    text = dashboard.open_confirmation(dashboard.revoke_button(to_revoke["id"]))
     assert "Revoke this auth key?" in text and dashboard.find("#confirm-ok").text == "Revoke key"
     dashboard.confirm()
     dashboard.wait_text("#status", "Revoked the key “to revoke”")

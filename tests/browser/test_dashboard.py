@@ -266,7 +266,7 @@ def test_revoke_key_confirms_how_many_machines_it_logs_out_and_they_are_rejected
     assert row.find_element(By.CSS_SELECTOR, '[data-label="Uses"]').text == "2"
 
     # Cancelling (here with Escape) changes nothing and gives the focus back.
-    delete = row.find_element(By.CSS_SELECTOR, "button")
+    delete = dashboard.revoke_button(key["id"])
     text = dashboard.open_confirmation(delete)
     assert "Revoke this auth key?" in text
     assert "log out 2 machines" in text and "ci runners" in text
@@ -305,7 +305,7 @@ def test_revoking_a_key_someone_else_already_revoked_explains_it(dashboard, serv
     key = key_by_hint(server, "race", secret)
     assert server.admin("DELETE", f"/v1/apps/race/keys/{key['id']}")[0] == 204
 
-    dashboard.open_confirmation(dashboard.key_row(key["id"]).find_element(By.CSS_SELECTOR, "button"))
+    dashboard.open_confirmation(dashboard.revoke_button(key["id"]))
     dashboard.confirm()
     message = dashboard.wait_text("#alert", "no longer exists or was already revoked")
     assert "key_not_found" in message
@@ -336,7 +336,7 @@ def test_a_description_that_looks_like_html_is_shown_as_text(dashboard, server):
     assert dashboard.find_all("#app-view img") == []
     assert dashboard.find_all("#app-view b, #app-list script, #app-view script") == []
     assert "<b>machine</b>" in dashboard.find("#machines-body").text
-    text = dashboard.open_confirmation(row.find_element(By.CSS_SELECTOR, "button"))
+    text = dashboard.open_confirmation(dashboard.revoke_button(key["id"]))
     assert XSS in text
     assert dashboard.find_all("#confirm-dialog img") == []
     dashboard.cancel()
@@ -409,7 +409,8 @@ def test_everything_can_be_done_with_the_keyboard(dashboard, server):
     dashboard.press(Keys.ENTER)
     dashboard.wait_visible("#generate-dialog")
     assert dashboard.driver.switch_to.active_element == dashboard.find("#key-description")
-    dashboard.press("typed", Keys.TAB, Keys.SPACE, Keys.TAB, Keys.SPACE, Keys.ENTER)
+    # Description, Reusable (which shows its use limit, skipped), Ephemeral, then Enter.
+    dashboard.press("typed", Keys.TAB, Keys.SPACE, Keys.TAB, Keys.TAB, Keys.SPACE, Keys.ENTER)
     dashboard.wait_visible("#new-key-panel")
     dashboard.wait_idle()
     assert dashboard.driver.switch_to.active_element == dashboard.find("#new-key-title")
@@ -425,7 +426,7 @@ def test_everything_can_be_done_with_the_keyboard(dashboard, server):
     dashboard.tab_to("#refresh")
     dashboard.press(Keys.ENTER)
     dashboard.wait_text("#status", "Refreshed")
-    dashboard.tab_to(f'#keys-body tr[data-key-id="{key["id"]}"] button')
+    dashboard.tab_to(f'#keys-body tr[data-key-id="{key["id"]}"] button[aria-label^="Revoke"]')
     dashboard.press(Keys.ENTER)
     dashboard.wait_visible("#confirm-dialog")
     assert dashboard.driver.switch_to.active_element == dashboard.find("#confirm-cancel")
