@@ -45,7 +45,9 @@ impl Authority {
         new: &NewKey,
         now: Timestamp,
     ) -> Result<(Key, Secret)> {
-        validate::new_key(new)?;
+        validate::new_key(new, self.min_key_timeout_secs)?;
+        let mut new = new.clone();
+        new.policy.tags.sort_unstable();
         let secret = token::generate(TokenKind::AuthKey);
         let hint = token::hint(&secret);
         let key = self.store.write(|w| {
@@ -55,11 +57,61 @@ impl Authority {
                 token::random_id("key_"),
                 &secret.hash(),
                 hint,
-                new,
+                &new,
                 now,
             )
         })?;
         log::info!("created key {} for app {app_id}", key.id);
+        Ok((key, secret))
+    }
+
+    /// Replaces a key with a new one of the same settings (and, if the old one expires, the
+    /// same lifetime from now), in one write: the old key keeps working for `grace_secs` at
+    /// most, and its machines stay logged in. A revoked, expired or already rotated key is
+    /// inactive: only a live key can be rotated.
+    pub(crate) fn rotate_key(
+        &self,
+        app_id: &str,
+        key_id: &str,
+        grace_secs: u64,
+        now: Timestamp,
+    ) -> Result<(Key, Secret)> {
+        validate::grace_seconds(grace_secs)?;
+        let secret = token::generate(TokenKind::AuthKey);
+        let hint = token::hint(&secret);
+        let key = self.store.write(|w| {
+            let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
+            let old = w.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)?;
+            let expired = old.expires_at.is_some_and(|at| at <= now);
+            if old.revoked_at.is_some() || expired || old.rotated_to.is_some() {
+                return Err(Error::KeyInactive);
+            }
+            // Whole seconds, as `expires_in` was given (at least one).
+            let lifetime = old
+                .expires_at
+                .map(|at| (at.0 - old.created_at.0).max(1_000).unsigned_abs() / 1_000);
+            let new = NewKey {
+                description: old.description.clone(),
+                reusable: old.reusable,
+                ephemeral: old.ephemeral,
+                expires_in_secs: lifetime,
+                policy: old.policy.clone(),
+                rotated_from: Some(old.id.clone()),
+            };
+            let key = w.insert_key(
+                &app,
+                token::random_id("key_"),
+                &secret.hash(),
+                hint,
+                &new,
+                now,
+            )?;
+            w.mark_rotated(&old, &key.id, now.plus_secs(grace_secs))?;
+            Ok(key)
+        })?;
+        // The old key's expiry moved: a cached verify answer of it may now be wrong.
+        self.cache.invalidate(Invalidation::Everything);
+        log::info!("rotated key {key_id} of app {app_id} to {}", key.id);
         Ok((key, secret))
     }
 

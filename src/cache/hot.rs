@@ -31,14 +31,37 @@ pub(crate) struct Session {
     /// The encoded whoami body, made once per cached entry so that a hot token is not
     /// re-encoded on every request.
     pub(crate) encoded: Encoded<Vec<u8>>,
+    /// Forward auth's header values, made once per cached entry.
+    pub(crate) headers: ForwardHeaders,
 }
+
+/// The values of forward auth's headers that take work to make.
+#[derive(Debug, Default)]
+pub(crate) struct ForwardHeaders {
+    /// `X-Authkeys-Machine-Name`: the name, percent-encoded beyond printable ASCII (a header
+    /// value carries bytes, not text), empty when the machine has none.
+    pub(crate) machine_name: String,
+    /// `X-Authkeys-Tags`: the sorted tags, comma-separated, empty when none.
+    pub(crate) tags: String,
+}
+
+/// What a machine name keeps of ASCII in a header: printable characters but `%`.
+const HEADER_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
 impl Session {
     pub(crate) fn new(app: Arc<CachedApp>, machine: Machine) -> Session {
+        let headers = ForwardHeaders {
+            machine_name: machine.name.as_deref().map_or_else(String::new, |name| {
+                percent_encoding::utf8_percent_encode(name, HEADER_ESCAPES).to_string()
+            }),
+            // Stored sorted (`Authority::create_key`).
+            tags: machine.tags.join(","),
+        };
         Session {
             app,
             machine,
             encoded: Encoded::default(),
+            headers,
         }
     }
 }
@@ -267,6 +290,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             uses: 0,
+            policy: Default::default(),
         })
     }
 

@@ -38,6 +38,9 @@ impl std::hash::Hash for RowId {
 pub(crate) struct UsageStamps {
     keys: Mutex<HashMap<RowId, Timestamp>>,
     machines: Mutex<HashMap<RowId, Timestamp>>,
+    /// Machine stamps taken out by the sweeper and not yet committed: still the truth about
+    /// a machine's last request (idle timeouts) until the database holds them.
+    machines_in_flight: Mutex<HashMap<RowId, Timestamp>>,
     /// Asks the sweeper to flush now (set once by the sweeper).
     flush_request: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -89,6 +92,19 @@ impl UsageStamps {
         );
     }
 
+    /// The machine's latest stamp not yet in the database (pending, or being written).
+    pub(crate) fn machine_last_seen(&self, machine_pk: i64, hash: TokenHash) -> Option<Timestamp> {
+        let row = RowId {
+            pk: machine_pk,
+            hash,
+        };
+        // Pending first, in flight second: `take` fills the in-flight map, under its lock,
+        // before it empties the pending one, so a stamp is always in one of the two.
+        let pending = lock(&self.machines).get(&row).copied();
+        let in_flight = lock(&self.machines_in_flight).get(&row).copied();
+        pending.max(in_flight)
+    }
+
     /// Drops the pending stamp of a machine whose row was just deleted. Only saves memory and
     /// a write: a stamp left behind (or recorded later by a request already under way) matches
     /// no row when it is flushed.
@@ -122,15 +138,41 @@ impl UsageStamps {
 
     /// Takes every pending stamp, leaving none behind, in row order: a batch of neighbouring
     /// rows shares pages, which keeps each write transaction (and the WAL) small.
+    /// The machine stamps stay visible to `machine_last_seen` as in flight until `written`.
     pub(crate) fn take(&self) -> PendingStamps {
+        let machines = {
+            let mut in_flight = lock(&self.machines_in_flight);
+            let machines = drain(&self.machines);
+            in_flight.extend(machines.iter().map(|stamp| {
+                (
+                    RowId {
+                        pk: stamp.pk,
+                        hash: stamp.hash,
+                    },
+                    stamp.at,
+                )
+            }));
+            machines
+        };
         PendingStamps {
             keys: drain(&self.keys),
-            machines: drain(&self.machines),
+            machines,
         }
+    }
+
+    /// The stamps last taken are committed: the database now holds them.
+    pub(crate) fn written(&self) {
+        lock(&self.machines_in_flight).clear();
     }
 
     /// Puts stamps back after a failed write so the next sweep retries them.
     pub(crate) fn restore(&self, pending: PendingStamps) {
+        // Pending again before they stop being in flight, so they are never in neither.
+        self.put_back(pending);
+        self.written();
+    }
+
+    fn put_back(&self, pending: PendingStamps) {
         for stamp in pending.keys {
             self.key_used(stamp.pk, stamp.hash, stamp.at);
         }
@@ -179,12 +221,20 @@ mod tests {
         stamps.machine_seen(7, hash(7), Timestamp(5));
         stamps.machine_seen(3, hash(3), Timestamp(6));
         let pending = stamps.take();
+        assert_eq!(
+            stamps.machine_last_seen(7, hash(7)),
+            Some(Timestamp(5)),
+            "in flight"
+        );
         assert_eq!(pending.keys, vec![stamp(1, 1, 20)]);
         assert_eq!(pending.machines, vec![stamp(3, 3, 6), stamp(7, 7, 5)]);
         assert!(stamps.take().is_empty());
         stamps.machine_seen(7, hash(7), Timestamp(9));
         stamps.restore(pending);
+        assert_eq!(stamps.machine_last_seen(7, hash(7)), Some(Timestamp(9)));
         assert_eq!(stamps.take().machines, vec![stamp(3, 3, 6), stamp(7, 7, 9)]);
+        stamps.written();
+        assert_eq!(stamps.machine_last_seen(7, hash(7)), None, "written");
     }
 
     #[test]

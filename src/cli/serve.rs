@@ -62,6 +62,9 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         busy_timeout: args
             .sqlite_busy_timeout_ms
             .map_or(config::DEFAULT_BUSY_TIMEOUT, Duration::from_millis),
+        min_key_timeout_secs: args
+            .min_key_timeout_secs
+            .unwrap_or(Config::default().min_key_timeout_secs),
     };
     // Registered before the ready line, so a signal sent as soon as it is read is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT])

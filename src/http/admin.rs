@@ -1,11 +1,10 @@
 //! The endpoints that take the admin token: apps, keys and machines.
 
 use super::context::Ctx;
-use super::dto::{CreateApp, CreateKey, CreatedKey};
+use super::dto::{CreateApp, CreateKey, CreatedKey, RotateKey, ServerInfo};
 use super::message;
 use super::routes::Route;
 use super::{ApiError, Response, outcome};
-use crate::domain::model::NewKey;
 
 /// Endpoints that take the admin token, which the caller has already checked.
 pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
@@ -44,12 +43,7 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
         }
         (Route::Keys(app), "POST") => {
             let body: CreateKey = ctx.request.json()?;
-            let new = NewKey {
-                description: body.description,
-                reusable: body.reusable,
-                ephemeral: body.ephemeral,
-                expires_in_secs: body.expires_in,
-            };
+            let new = body.into_new_key()?;
             let (key, secret) = ctx.authority.create_key(app, &new, ctx.now)?;
             Response::json(
                 201,
@@ -59,6 +53,25 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
                 },
             )
         }
+        (Route::RotateKey(app, key), "POST") => {
+            let body: RotateKey = ctx.request.json()?;
+            let grace = body.grace_secs()?;
+            let (key, secret) = ctx.authority.rotate_key(app, key, grace, ctx.now)?;
+            Response::json(
+                201,
+                &CreatedKey {
+                    key: &key,
+                    secret: secret.expose(),
+                },
+            )
+        }
+        (Route::Server, "GET") => Response::json(
+            200,
+            &ServerInfo {
+                version: env!("CARGO_PKG_VERSION"),
+                ephemeral_ttl: ctx.authority.ephemeral_ttl_secs(),
+            },
+        ),
         (Route::Key(app, key), "GET") => {
             Response::json(200, &ctx.authority.key(app, key, ctx.now)?)
         }

@@ -24,6 +24,9 @@ pub(super) fn verify(ctx: &Ctx) -> Answer {
                 reusable: key.reusable,
                 ephemeral: key.ephemeral,
                 expires_at: key.expires_at,
+                tags: &key.policy.tags,
+                metadata: &key.policy.metadata,
+                uses_remaining: key.uses_remaining(),
             },
         ))),
         Ok(Err(problem)) => Answer {
@@ -50,6 +53,11 @@ pub(super) fn forward_auth(ctx: &Ctx, bearer: &str) -> Result<Response, ApiError
             ("X-Authkeys-App", session.app.id.clone()),
             ("X-Authkeys-Machine", session.machine.id.clone()),
             ("X-Authkeys-Key-Id", session.machine.key_id.clone()),
+            (
+                "X-Authkeys-Machine-Name",
+                session.headers.machine_name.clone(),
+            ),
+            ("X-Authkeys-Tags", session.headers.tags.clone()),
         ],
         body: Vec::new(),
     })

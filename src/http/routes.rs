@@ -13,6 +13,8 @@ pub(crate) enum Route<'a> {
     App(&'a str),
     Keys(&'a str),
     Key(&'a str, &'a str),
+    /// `POST /v1/apps/{app}/keys/{key}/rotate`.
+    RotateKey(&'a str, &'a str),
     Machines(&'a str),
     Machine(&'a str, &'a str),
     Login,
@@ -20,6 +22,8 @@ pub(crate) enum Route<'a> {
     Logout,
     Verify,
     ForwardAuth,
+    /// `GET /v1/server`: the server's version and settings a client may show.
+    Server,
     /// The admin dashboard's page, `/`.
     Dashboard,
     /// One of the dashboard's static files, `/assets/{name}`.
@@ -36,6 +40,7 @@ pub(crate) const ROUTE_LABELS: &[&str] = &[
     "/v1/apps/{app}",
     "/v1/apps/{app}/keys",
     "/v1/apps/{app}/keys/{key}",
+    "/v1/apps/{app}/keys/{key}/rotate",
     "/v1/apps/{app}/machines",
     "/v1/apps/{app}/machines/{machine}",
     "/v1/auth/login",
@@ -43,6 +48,7 @@ pub(crate) const ROUTE_LABELS: &[&str] = &[
     "/v1/auth/logout",
     "/v1/keys/verify",
     "/v1/forward-auth",
+    "/v1/server",
     "/",
     "/assets/{asset}",
     UNMATCHED,
@@ -60,7 +66,7 @@ impl<'a> Route<'a> {
         if path == "/" {
             return Some(Route::Dashboard);
         }
-        let mut segments = [""; 5];
+        let mut segments = [""; 6];
         let mut count = 0;
         for segment in path.strip_prefix('/')?.split('/') {
             // Empty segments (`//`, a trailing `/`) name no id and no route.
@@ -78,6 +84,7 @@ impl<'a> Route<'a> {
             ["v1", "apps", app] => Route::App(app),
             ["v1", "apps", app, "keys"] => Route::Keys(app),
             ["v1", "apps", app, "keys", key] => Route::Key(app, key),
+            ["v1", "apps", app, "keys", key, "rotate"] => Route::RotateKey(app, key),
             ["v1", "apps", app, "machines"] => Route::Machines(app),
             ["v1", "apps", app, "machines", machine] => Route::Machine(app, machine),
             ["v1", "auth", "login"] => Route::Login,
@@ -85,6 +92,7 @@ impl<'a> Route<'a> {
             ["v1", "auth", "logout"] => Route::Logout,
             ["v1", "keys", "verify"] => Route::Verify,
             ["v1", "forward-auth"] => Route::ForwardAuth,
+            ["v1", "server"] => Route::Server,
             ["assets", name] => Route::Asset(name),
             _ => return None,
         };
@@ -96,11 +104,11 @@ impl<'a> Route<'a> {
         match self {
             Route::Health | Route::OpenApi | Route::Metrics => &["GET"],
             Route::Dashboard | Route::Asset(_) => &["GET"],
-            Route::Whoami | Route::ForwardAuth | Route::Machines(_) => &["GET"],
+            Route::Whoami | Route::ForwardAuth | Route::Machines(_) | Route::Server => &["GET"],
             Route::Apps | Route::Keys(_) => &["GET", "POST"],
             Route::App(_) | Route::Key(..) => &["GET", "DELETE"],
             Route::Machine(..) => &["DELETE"],
-            Route::Login | Route::Logout | Route::Verify => &["POST"],
+            Route::Login | Route::Logout | Route::Verify | Route::RotateKey(..) => &["POST"],
         }
     }
 
@@ -114,6 +122,7 @@ impl<'a> Route<'a> {
             Route::App(_) => "/v1/apps/{app}",
             Route::Keys(_) => "/v1/apps/{app}/keys",
             Route::Key(..) => "/v1/apps/{app}/keys/{key}",
+            Route::RotateKey(..) => "/v1/apps/{app}/keys/{key}/rotate",
             Route::Machines(_) => "/v1/apps/{app}/machines",
             Route::Machine(..) => "/v1/apps/{app}/machines/{machine}",
             Route::Login => "/v1/auth/login",
@@ -121,6 +130,7 @@ impl<'a> Route<'a> {
             Route::Logout => "/v1/auth/logout",
             Route::Verify => "/v1/keys/verify",
             Route::ForwardAuth => "/v1/forward-auth",
+            Route::Server => "/v1/server",
             Route::Dashboard => "/",
             Route::Asset(_) => "/assets/{asset}",
         }
@@ -160,7 +170,10 @@ mod tests {
             ("/assets/a/b", None),
             ("/v1/apps/", None),
             ("/v1/apps//keys", None),
+            ("/v1/apps/a/keys/k/rotate", Some(Route::RotateKey("a", "k"))),
+            ("/v1/server", Some(Route::Server)),
             ("/v1/apps/a/keys/k/x", None),
+            ("/v1/apps/a/keys/k/rotate/x", None),
             ("/v1/apps/a/keys/k/x/y/z", None),
             ("v1/apps", None),
             ("", None),

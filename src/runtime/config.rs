@@ -33,6 +33,8 @@ pub struct Config {
     pub http: http::Settings,
     /// How long a statement waits for another process's SQLite lock before failing.
     pub busy_timeout: Duration,
+    /// The least `session_ttl` and `idle_timeout` a key may have (tests lower it).
+    pub min_key_timeout_secs: u64,
 }
 
 pub const DEFAULT_DB: &str = "./authkeys.db";
@@ -56,6 +58,7 @@ impl Default for Config {
             login_failures: ThrottleLimits::default(),
             http: http::Settings::default(),
             busy_timeout: store::BUSY_TIMEOUT,
+            min_key_timeout_secs: crate::domain::validate::MIN_KEY_TIMEOUT_SECS,
         }
     }
 }

@@ -35,13 +35,16 @@ impl Server {
         let admin = admin_token::resolve(&store, &config.database, config.admin_token.as_ref())?;
         let stamps = Arc::new(UsageStamps::default());
         let cache = Arc::new(HotCache::default());
-        let authority = Arc::new(Authority::new(
-            Arc::clone(&store),
-            Arc::clone(&stamps),
-            Arc::clone(&cache),
-            admin.hash,
-            config.ephemeral_ttl.as_secs(),
-        ));
+        let authority = Arc::new(
+            Authority::new(
+                Arc::clone(&store),
+                Arc::clone(&stamps),
+                Arc::clone(&cache),
+                admin.hash,
+                config.ephemeral_ttl.as_secs(),
+            )
+            .with_min_key_timeout(config.min_key_timeout_secs),
+        );
         if let Some(seed) = &config.seed {
             let (apps, keys) = authority
                 .seed(seed, Timestamp::now())

@@ -3,7 +3,9 @@
 
 use super::storage;
 use crate::domain::error::Result;
-use crate::domain::model::{App, Key, KeyStatus, Machine, Timestamp};
+use crate::domain::model::{
+    App, Key, KeyPolicy, KeyStatus, Machine, Metadata, Timestamp, uses_remaining,
+};
 use crate::domain::page::{Page, PageRequest, Position};
 use crate::domain::token::TokenHash;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -15,11 +17,15 @@ const APP_COLUMNS: &str = "a.pk, a.id, a.name, a.created_at";
 /// then takes away those expired and not yet swept.
 const KEY_SELECT: &str = "SELECT k.pk, k.id, a.id, k.description, k.reusable, k.ephemeral,
         k.hint, k.created_at, k.expires_at, k.revoked_at, k.last_used_at, k.uses,
-        k.machine_rows
+        k.machine_rows, k.rotated_from, k.rotated_to, k.tags, k.metadata, k.max_uses,
+        k.session_ttl, k.idle_timeout
     FROM keys k JOIN apps a ON a.pk = k.app_pk";
 
+/// A key's policy columns, in `policy_from_row`'s order.
+const KEY_POLICY_COLUMNS: &str = "k.tags, k.metadata, k.max_uses, k.session_ttl, k.idle_timeout";
+
 const MACHINE_COLUMNS: &str = "m.pk, m.id, a.id, m.key_id, m.name, m.ephemeral, m.created_at,
-        m.expires_at, m.last_seen_at";
+        m.expires_at, m.last_seen_at, m.tags, m.metadata, m.trust_policy_id, m.idle_timeout";
 const MACHINE_JOIN: &str = "FROM machines m JOIN apps a ON a.pk = m.app_pk";
 
 /// The list queries. Each page is one range of one index (`tests::each_page_is_one_index_range`
@@ -186,12 +192,13 @@ impl<'c> Reader<'c> {
     }
 
     pub(crate) fn key_status(&self, hash: &TokenHash) -> Result<Option<KeyStatus>> {
+        let sql = format!(
+            "SELECT k.pk, k.id, a.pk, a.id, k.reusable, k.ephemeral, k.expires_at,
+                    k.revoked_at, k.uses, {KEY_POLICY_COLUMNS}
+               FROM keys k JOIN apps a ON a.pk = k.app_pk WHERE k.hash = ?1"
+        );
         self.conn
-            .prepare_cached(
-                "SELECT k.pk, k.id, a.pk, a.id, k.reusable, k.ephemeral, k.expires_at,
-                        k.revoked_at, k.uses
-                   FROM keys k JOIN apps a ON a.pk = k.app_pk WHERE k.hash = ?1",
-            )
+            .prepare_cached(&sql)
             .and_then(|mut stmt| {
                 stmt.query_row([hash.as_bytes()], |row| {
                     Ok(KeyStatus {
@@ -204,6 +211,7 @@ impl<'c> Reader<'c> {
                         expires_at: row.get::<_, Option<i64>>(6)?.map(Timestamp),
                         revoked_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
                         uses: row.get(8)?,
+                        policy: policy_from_row(row, 9)?,
                     })
                 })
                 .optional()
@@ -221,12 +229,34 @@ impl<'c> Reader<'c> {
             .prepare_cached(
                 // `machine_from_row`'s columns, with '' for the app's public id.
                 "SELECT m.pk, m.id, '', m.key_id, m.name, m.ephemeral, m.created_at,
-                        m.expires_at, m.last_seen_at, m.app_pk
+                        m.expires_at, m.last_seen_at, m.tags, m.metadata, m.trust_policy_id,
+                        m.idle_timeout, m.app_pk
                    FROM machines m WHERE m.token_hash = ?1",
             )
             .and_then(|mut stmt| {
                 stmt.query_row([token_hash.as_bytes()], |row| {
-                    Ok((row.get(9)?, machine_from_row(row)?))
+                    Ok((row.get(13)?, machine_from_row(row)?))
+                })
+                .optional()
+            })
+            .map_err(storage)
+    }
+
+    /// The machine's last stored activity (its last stamped request, or its login), if the
+    /// row with this pk still holds this token hash.
+    pub(crate) fn machine_last_seen(
+        &self,
+        pk: i64,
+        token_hash: &TokenHash,
+    ) -> Result<Option<Timestamp>> {
+        self.conn
+            .prepare_cached(
+                "SELECT max(coalesce(last_seen_at, created_at), created_at) FROM machines
+                  WHERE pk = ?1 AND token_hash = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![pk, token_hash.as_bytes()], |row| {
+                    row.get(0).map(Timestamp)
                 })
                 .optional()
             })
@@ -315,6 +345,41 @@ fn key_from_row(row: &Row) -> rusqlite::Result<Key> {
         last_used_at: row.get::<_, Option<i64>>(10)?.map(Timestamp),
         uses: row.get(11)?,
         machines: row.get(12)?,
+        rotated_from: row.get(13)?,
+        rotated_to: row.get(14)?,
+        policy: policy_from_row(row, 15)?,
+        uses_remaining: uses_remaining(row.get(17)?, row.get(11)?),
+    })
+}
+
+/// `KEY_POLICY_COLUMNS`, from column `first` on.
+fn policy_from_row(row: &Row, first: usize) -> rusqlite::Result<KeyPolicy> {
+    Ok(KeyPolicy {
+        tags: tags_from_column(row, first)?,
+        metadata: Metadata::from_stored(row.get(first + 1)?),
+        max_uses: row.get(first + 2)?,
+        session_ttl: secs_from_column(row, first + 3)?,
+        idle_timeout: secs_from_column(row, first + 4)?,
+    })
+}
+
+/// A duration in seconds (stored as an integer; never negative).
+pub(super) fn secs_from_column(row: &Row, column: usize) -> rusqlite::Result<Option<u64>> {
+    Ok(row
+        .get::<_, Option<i64>>(column)?
+        .map(|secs| secs.unsigned_abs()))
+}
+
+/// A duration in seconds as stored (bounded by `validate` far below `i64::MAX`).
+pub(super) fn secs_to_column(secs: Option<u64>) -> Option<i64> {
+    secs.map(|secs| i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// A stored JSON array of tags.
+fn tags_from_column(row: &Row, column: usize) -> rusqlite::Result<Vec<String>> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, err.into())
     })
 }
 
@@ -329,7 +394,13 @@ fn machine_from_row(row: &Row) -> rusqlite::Result<Machine> {
         created_at: Timestamp(row.get(6)?),
         expires_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
         last_seen_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
-    })
+        tags: tags_from_column(row, 9)?,
+        metadata: Metadata::from_stored(row.get(10)?),
+        trust_policy_id: row.get(11)?,
+        idle_timeout: secs_from_column(row, 12)?,
+        idle_expires_at: None,
+    }
+    .with_idle_expiry())
 }
 
 #[cfg(test)]

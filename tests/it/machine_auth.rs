@@ -138,6 +138,10 @@ fn valid_verdict(key: &Issued) -> Value {
         "reusable": key.created["reusable"],
         "ephemeral": key.created["ephemeral"],
         "expires_at": key.created["expires_at"],
+        "tags": key.created["tags"],
+        "metadata": key.created["metadata"],
+        // A key that can still log in one machine more has not used its last use.
+        "uses_remaining": key.created["uses_remaining"],
     })
 }
 

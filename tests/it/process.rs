@@ -889,7 +889,7 @@ fn every_acknowledged_write_survives_repeated_kill_9() {
     }
     assert_eq!(server.terminate().code(), Some(0));
     assert_eq!(integrity_check(&db), "ok");
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), 3);
 }
 
 // ---------------------------------------------------------------------------------------------
