@@ -170,21 +170,23 @@ function el(tag, attributes = {}, ...children) {
  * Absolute times always carry their year and time zone (the browser's own zone, named), so a
  * screenshot or a pasted line is never ambiguous; the exact UTC time is in the tooltip.
  */
-const absoluteFormat = new Intl.DateTimeFormat(undefined, {
-  year: "numeric",
-  month: "short",
-  day: "numeric",
-  hour: "2-digit",
-  minute: "2-digit",
-  timeZoneName: "short",
-});
+const dateFormat = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric" });
+const clockFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
 
-const formatTime = (iso) => absoluteFormat.format(new Date(iso));
-
-/** A <time> for an RFC 3339 time, or a muted word when there is none. */
+/**
+ * A <time> for an RFC 3339 time ("Dec 1, 2026, 04:10 PM UTC"), or a muted word when there is
+ * none. The date and the clock time each stay whole; a narrow column may put them on two lines.
+ */
 function timeElement(iso, absent = "Never") {
   if (!iso) return el("span", { class: "muted" }, absent);
-  return el("time", { datetime: iso, title: iso }, formatTime(iso));
+  const date = new Date(iso);
+  return el(
+    "time",
+    { datetime: iso, title: iso },
+    el("span", { class: "nowrap" }, `${dateFormat.format(date)},`),
+    " ",
+    el("span", { class: "nowrap" }, clockFormat.format(date)),
+  );
 }
 
 /** How far `iso` is from now, in words: "just now", "5 min ago", "in 3 h", "2 days ago". */
@@ -751,12 +753,11 @@ async function loadServerInfo() {
 // ---------------------------------------------------------------------------------------------
 // Auth keys
 
-/** Whether a key can still log machines in: not revoked, not expired, not used up. */
-function keyIsActive(key) {
-  if (key.revoked_at) return false;
-  if (key.expires_at && Date.parse(key.expires_at) <= Date.now()) return false;
-  return key.uses_remaining !== 0 && (key.reusable || key.uses === 0);
-}
+const keyHasExpired = (key) => Boolean(key.expires_at) && Date.parse(key.expires_at) <= Date.now();
+
+/** Whether the API would rotate a key: not revoked, expired or already rotated (a used-up key
+ * can be: its replacement starts with a fresh count). */
+const keyCanRotate = (key) => !key.revoked_at && !keyHasExpired(key) && !key.rotated_to;
 
 function keyTypeBadges(key) {
   const badge = (text, kind = "") => el("span", { class: `badge ${kind}` }, text);
@@ -765,7 +766,7 @@ function keyTypeBadges(key) {
   if (key.session_ttl) badges.push(badge(`Session ${durationText(key.session_ttl)}`, "badge-ephemeral"));
   if (key.idle_timeout) badges.push(badge(`Idle ${durationText(key.idle_timeout)}`));
   if (key.revoked_at) badges.push(badge("Revoked", "badge-gone"));
-  else if (key.expires_at && Date.parse(key.expires_at) <= Date.now()) badges.push(badge("Expired", "badge-gone"));
+  else if (keyHasExpired(key)) badges.push(badge("Expired", "badge-gone"));
   else if (key.uses_remaining === 0 || (!key.reusable && key.uses > 0)) badges.push(badge("Used"));
   if (key.rotated_to) badges.push(badge("Rotated", "badge-gone"));
   return el("div", { class: "badges" }, ...badges);
@@ -798,7 +799,7 @@ function renderKeys() {
     if (key.revoked_at) {
       actions.append(el("span", { class: "revoked-at" }, "Revoked ", timeElement(key.revoked_at)));
     } else {
-      if (keyIsActive(key) && !key.rotated_to) {
+      if (keyCanRotate(key)) {
         actions.append(rowButton("Rotate", `Rotate key ${keyLabel(key)}`, () => rotateKey(key), "button small"));
       }
       actions.append(rowButton("Revoke", `Revoke key ${keyLabel(key)}`, () => revokeKey(key)));
