@@ -441,3 +441,163 @@ fn the_sweeper_logs_out_idle_machines_and_spares_active_ones() {
         .expect(200);
     assert_eq!(key["machines"], 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rotation
+
+fn rotate(server: &TestServer, key: &Value, body: Value) -> Reply {
+    let path = format!("/v1/apps/ci/keys/{}/rotate", key["id"].as_str().unwrap());
+    server.admin().post(&path, &body)
+}
+
+fn read_key(server: &TestServer, key: &Value) -> Value {
+    let path = format!("/v1/apps/ci/keys/{}", key["id"].as_str().unwrap());
+    server.admin().get(&path).expect(200)
+}
+
+/// The new key has the old one's settings and lifetime from now, is shown once with its
+/// secret, and works; the old one links to it, works until now + grace, and its machines
+/// stay logged in past that.
+#[test]
+fn rotation_copies_the_key_and_gives_the_old_one_a_grace_period() {
+    let server = TestServer::start_with(quick_timeouts());
+    server.create_app("ci");
+    let old = server.create_key(
+        "ci",
+        json!({"description": "fleet", "reusable": true, "ephemeral": true, "expires_in": 7200,
+               "tags": ["tag:ci"], "metadata": {"pool": "a"}, "max_uses": 5,
+               "session_ttl": 600, "idle_timeout": 300}),
+    );
+    let old_secret = old["key"].as_str().unwrap();
+    let machine = session_of(&server.login(old_secret));
+    let new = rotate(&server, &old, json!({"grace_seconds": 2})).expect(201);
+    let new_secret = new["key"].as_str().unwrap();
+    assert_ne!(new_secret, old_secret);
+    assert_ne!(new["id"], old["id"]);
+    for field in [
+        "description",
+        "reusable",
+        "ephemeral",
+        "tags",
+        "metadata",
+        "max_uses",
+        "session_ttl",
+        "idle_timeout",
+    ] {
+        assert_eq!(new[field], old[field], "{field}");
+    }
+    assert_eq!(
+        (&new["uses"], &new["uses_remaining"], &new["machines"]),
+        (&json!(0), &json!(5), &json!(0))
+    );
+    assert_eq!(new["rotated_from"], old["id"]);
+    assert_eq!(new["rotated_to"], Value::Null);
+    let rotated_at = millis(&new["created_at"]);
+    assert_eq!(millis(&new["expires_at"]) - rotated_at, 7_200_000);
+
+    let old_now = read_key(&server, &old);
+    assert_eq!(old_now["rotated_to"], new["id"]);
+    assert_eq!(old_now["rotated_from"], Value::Null);
+    assert_eq!(millis(&old_now["expires_at"]), rotated_at + 2_000);
+    assert_eq!(read_key(&server, &new)["rotated_from"], old["id"]);
+
+    // Within the grace both keys log in; after it only the new one does.
+    session_of(&server.login(old_secret));
+    session_of(&server.login(new_secret));
+    sleep_until_millis(rotated_at + 2_100);
+    server
+        .anonymous()
+        .post("/v1/auth/login", &json!({"auth_key": old_secret}))
+        .expect_error(401, "auth_key_expired");
+    assert_eq!(verify(&server, old_secret)["code"], "expired");
+    server.login(new_secret);
+    whoami(&server, &machine).expect(200);
+}
+
+/// The old key's expiry only moves earlier; a key without an expiry gives one without; the
+/// grace defaults to an hour; a grace of 0 ends the old key at once.
+#[test]
+fn rotation_grace_is_the_earlier_of_the_keys_expiry_and_now_plus_grace() {
+    let server = server_with_app();
+    let soon = server.create_key("ci", json!({"reusable": true, "expires_in": 60}));
+    let new = rotate(&server, &soon, json!({"grace_seconds": 3600})).expect(201);
+    assert_eq!(read_key(&server, &soon)["expires_at"], soon["expires_at"]);
+    assert_eq!(
+        millis(&new["expires_at"]) - millis(&new["created_at"]),
+        60_000
+    );
+
+    let lasting = server.create_key("ci", json!({"reusable": true}));
+    let new = rotate(&server, &lasting, json!({})).expect(201);
+    assert_eq!(new["expires_at"], Value::Null);
+    assert_eq!(
+        millis(&read_key(&server, &lasting)["expires_at"]),
+        millis(&new["created_at"]) + 3_600_000
+    );
+
+    let ended = server.create_key("ci", json!({}));
+    let new = rotate(&server, &ended, json!({"grace_seconds": 0})).expect(201);
+    assert_eq!(read_key(&server, &ended)["expires_at"], new["created_at"]);
+    assert_eq!(
+        verify(&server, ended["key"].as_str().unwrap())["code"],
+        "expired"
+    );
+    // A single-use key rotates into a fresh single use.
+    assert_eq!(
+        (&new["max_uses"], &new["uses_remaining"]),
+        (&json!(1), &json!(1))
+    );
+}
+
+/// Only a live key rotates: revoked, expired and already rotated keys are 409 `key_inactive`;
+/// unknown ones 404; a bad grace 422 naming it. None of these changes anything.
+#[test]
+fn rotating_an_inactive_key_is_409_and_bad_requests_change_nothing() {
+    let server = server_with_app();
+    let revoked = server.create_key("ci", json!({}));
+    server
+        .admin()
+        .delete(&format!(
+            "/v1/apps/ci/keys/{}",
+            revoked["id"].as_str().unwrap()
+        ))
+        .expect(204);
+    let expired = server.create_key("ci", json!({"expires_in": 1}));
+    let rotated = server.create_key("ci", json!({}));
+    rotate(&server, &rotated, json!({})).expect(201);
+    sleep_until_millis(millis(&expired["expires_at"]) + 20);
+    let before = all_keys(&server);
+    for key in [&revoked, &expired, &rotated] {
+        rotate(&server, key, json!({})).expect_error(409, "key_inactive");
+    }
+    rotate(&server, &json!({"id": "key_unknown"}), json!({})).expect_error(404, "key_not_found");
+    server
+        .admin()
+        .post(
+            &format!(
+                "/v1/apps/nope/keys/{}/rotate",
+                rotated["id"].as_str().unwrap()
+            ),
+            &json!({}),
+        )
+        .expect_error(404, "app_not_found");
+    let live = server.create_key("ci", json!({}));
+    let before_live = all_keys(&server);
+    for bad in [json!(2_592_001), json!(-1), json!("1h"), json!(1.5)] {
+        let error = rotate(&server, &live, json!({"grace_seconds": bad}))
+            .expect_error(422, "invalid_field");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`grace_seconds`")
+        );
+    }
+    rotate(&server, &live, json!({"grace": 5})).expect_error(422, "unknown_field");
+    assert_eq!(all_keys(&server), before_live);
+    assert_eq!(
+        before_live.as_array().unwrap().len(),
+        before.as_array().unwrap().len() + 1
+    );
+    rotate(&server, &live, json!({"grace_seconds": 2_592_000})).expect(201);
+}

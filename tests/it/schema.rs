@@ -389,6 +389,10 @@ fn a_version_2_database_is_upgraded_with_its_sessions_intact() {
         runner["machine"]["last_seen_at"],
         "2026-12-01T16:12:22.917Z"
     );
+    assert_eq!(runner["machine"]["tags"], json!([]));
+    assert_eq!(runner["machine"]["metadata"], json!({}));
+    assert_eq!(runner["machine"]["trust_policy_id"], json!(null));
+    assert_eq!(runner["machine"]["idle_expires_at"], json!(null));
     whoami(&server, V2_SINGLE_USE_SESSION).expect(200);
     let ephemeral = whoami(&server, V2_EPHEMERAL_SESSION).expect(200);
     assert_eq!(
@@ -417,6 +421,26 @@ fn a_version_2_database_is_upgraded_with_its_sessions_intact() {
     assert_eq!(
         verify(&server, V2_USED_KEY),
         json!({"valid": false, "code": "used"})
+    );
+    let used = server
+        .admin()
+        .get("/v1/apps/ci/keys/key_3F8BWryIVoqTDS5fFwjG")
+        .expect(200);
+    assert_eq!(
+        (&used["max_uses"], &used["uses_remaining"], &used["uses"]),
+        (&json!(1), &json!(0), &json!(1))
+    );
+    let reusable = server
+        .admin()
+        .get("/v1/apps/ci/keys/key_9TPENVxMvlbkjDt5VQky")
+        .expect(200);
+    assert_eq!(
+        (
+            &reusable["max_uses"],
+            &reusable["uses_remaining"],
+            &reusable["tags"]
+        ),
+        (&json!(null), &json!(null), &json!([]))
     );
     let second = server.login(V2_REUSABLE_KEY);
     whoami(&server, &session_of(&second)).expect(200);
