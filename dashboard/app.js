@@ -570,14 +570,24 @@ async function createApp(event) {
 
 async function deleteApp() {
   clearMessages();
-  // Count what the deletion revokes from fresh data, not from what was loaded earlier.
+  // Count what the deletion revokes from fresh data, not from what was loaded earlier, and
+  // over every key and machine: the lists on the page may be filtered by tag.
   if (!(await loadApp())) return;
   const app = state.app;
-  // Only the first page of each list is loaded: past it, the counts are "N or more".
+  let keys, machinesPage;
+  try {
+    [keys, machinesPage] = await Promise.all([
+      listPage(`${appPath(app.id)}/keys`, "keys"),
+      listPage(`${appPath(app.id)}/machines`, "machines"),
+    ]);
+  } catch (err) {
+    fail(`Could not count what deleting app ${app.id} revokes`, err);
+    return;
+  }
+  // Only the first page of each list is read: past it, the counts are "N or more".
   const atLeast = (count, more, word) => (more ? `${count} or more ${word}s` : plural(count, word));
-  const activeKeyCount = state.keys.filter((key) => !key.revoked_at).length;
-  const activeKeys = (word) => atLeast(activeKeyCount, state.next.keys, word);
-  const machines = atLeast(state.machines.length, state.next.machines, "machine");
+  const activeKeys = (word) => atLeast(keys.items.length, keys.next, word);
+  const machines = atLeast(machinesPage.items.length, machinesPage.next, "machine");
   const confirmed = await confirmAction({
     title: `Delete app ${app.name || app.id}?`,
     body: [

@@ -405,3 +405,8 @@ def test_lists_filter_by_tag(dashboard, server):
     assert "tag:Not a tag is not a tag" in dashboard.find("#tag-filter-error").text
     assert chips(dashboard, "#tag-filters") == ["tag:prod", "tag:nobody"]
     dashboard.screenshot_both("filter-empty-and-refused")
+
+    # Deleting the app still counts every key and machine, not just the ones filtered on.
+    text = dashboard.open_confirmation(dashboard.find("#delete-app"))
+    assert "revokes its 4 active auth keys and logs out its 4 machines" in text, text
+    dashboard.cancel()
