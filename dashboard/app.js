@@ -696,32 +696,30 @@ function metadataDetails(metadata) {
   );
 }
 
+let metadataRowsAdded = 0;
+
 /** Adds an empty name = value row to the generate form's metadata. */
 function addMetadataRow() {
-  const rows = $("key-metadata-rows");
-  const number = rows.children.length + 1;
-  const name = el("input", {
-    class: "metadata-name",
-    "aria-label": `Metadata name ${number}`,
-    placeholder: "name",
-    autocomplete: "off",
-    spellcheck: "false",
-    maxlength: "200",
-  });
-  const value = el("input", {
-    class: "metadata-value",
-    "aria-label": `Metadata value ${number}`,
-    placeholder: "value",
-    autocomplete: "off",
-    maxlength: "1000",
-  });
+  metadataRowsAdded += 1;
+  const number = metadataRowsAdded;
+  const input = (part, maxlength) =>
+    el("input", {
+      class: `metadata-${part}`,
+      "aria-label": `Metadata ${part} ${number}`,
+      placeholder: part,
+      autocomplete: "off",
+      spellcheck: "false",
+      maxlength,
+    });
+  const name = input("name", "200");
+  const value = input("value", "1000");
   const remove = el("button", { type: "button", class: "button small ghost", "aria-label": `Remove metadata ${number}` }, "Remove");
   const row = el("div", { class: "metadata-row" }, name, el("span", { class: "muted" }, "="), value, remove);
   remove.addEventListener("click", () => {
     row.remove();
     $("key-metadata-add").focus();
   });
-  rows.append(row);
+  $("key-metadata-rows").append(row);
   name.focus();
 }
 
