@@ -115,16 +115,19 @@ impl Authority {
         Ok((key, secret))
     }
 
+    /// A page of the app's keys carrying every tag of `tags` (any key if none).
     pub(crate) fn keys(
         &self,
         app_id: &str,
         include_revoked: bool,
+        tags: &[String],
         page: &PageRequest,
         now: Timestamp,
     ) -> Result<Page<Key>> {
+        validate::tags("tag", tags)?;
         self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
-            r.keys(&app, include_revoked, page, now)
+            r.keys(&app, include_revoked, tags, page, now)
         })
     }
 
@@ -150,15 +153,18 @@ impl Authority {
         Ok(())
     }
 
-    /// A page of the app's active machines, or of those of its key `key_id` only. A key
-    /// that is not the app's has no machines here: the filter matches nothing.
+    /// A page of the app's active machines, or of those of its key `key_id` only, carrying
+    /// every tag of `tags`. A key that is not the app's has no machines here: the filter
+    /// matches nothing.
     pub(crate) fn machines(
         &self,
         app_id: &str,
         key_id: Option<&str>,
+        tags: &[String],
         page: &PageRequest,
         now: Timestamp,
     ) -> Result<Page<Machine>> {
+        validate::tags("tag", tags)?;
         self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
             let key_pk = match key_id {
@@ -168,7 +174,7 @@ impl Authority {
                     None => return Ok(Page::default()),
                 },
             };
-            r.active_machines(&app, key_pk, page, now)
+            r.active_machines(&app, key_pk, tags, page, now)
         })
     }
 

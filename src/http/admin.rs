@@ -33,12 +33,13 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
             Response::no_content()
         }
         (Route::Keys(app), "GET") => {
-            // `tag` (v2's key tags) joins these filters when keys have tags.
-            let (page, filters) = ctx.request.page_query(&["include_revoked"])?;
+            let (page, filters) = ctx.request.page_query(&["include_revoked", "tag"])?;
             let include_revoked = include_revoked(&filters)?;
+            let tags = all_of(&filters, "tag");
             Response::page(
                 "keys",
-                ctx.authority.keys(app, include_revoked, &page, ctx.now)?,
+                ctx.authority
+                    .keys(app, include_revoked, &tags, &page, ctx.now)?,
             )
         }
         (Route::Keys(app), "POST") => {
@@ -86,11 +87,12 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
             Response::no_content()
         }
         (Route::Machines(app), "GET") => {
-            let (page, filters) = ctx.request.page_query(&["key_id"])?;
+            let (page, filters) = ctx.request.page_query(&["key_id", "tag"])?;
             let key_id = message::single(&filters, "key_id")?;
+            let tags = all_of(&filters, "tag");
             Response::page(
                 "machines",
-                ctx.authority.machines(app, key_id, &page, ctx.now)?,
+                ctx.authority.machines(app, key_id, &tags, &page, ctx.now)?,
             )
         }
         (Route::Machine(app, machine), "DELETE") => {
@@ -102,9 +104,18 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
     Ok(response)
 }
 
+/// Every value of the repeatable filter `name`.
+fn all_of(filters: &[(String, String)], name: &str) -> Vec<String> {
+    filters
+        .iter()
+        .filter(|(given, _)| given == name)
+        .map(|(_, value)| value.clone())
+        .collect()
+}
+
 fn include_revoked(filters: &[(String, String)]) -> Result<bool, ApiError> {
     let mut include = false;
-    for (_, value) in filters {
+    for value in all_of(filters, "include_revoked") {
         include = match value.as_str() {
             "true" => true,
             "false" => false,

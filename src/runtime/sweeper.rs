@@ -274,7 +274,7 @@ mod tests {
             let machines = store
                 .read(|r| {
                     let app = r.app(APP)?.expect("the app exists");
-                    r.active_machines(&app, None, &page, Timestamp(i64::MIN))
+                    r.active_machines(&app, None, &[], &page, Timestamp(i64::MIN))
                 })
                 .unwrap();
             ids.extend(machines.items.into_iter().map(|machine| machine.id));

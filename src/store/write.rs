@@ -411,3 +411,28 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod idle_tests {
+    use super::*;
+    use crate::store::{Database, Store};
+
+    /// The sweeper finds idle machines with one range of their index, however many there are.
+    #[test]
+    fn idle_machines_are_one_index_range() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).expect("a store");
+        let plan: Vec<String> = store
+            .write(|w| {
+                w.conn()
+                    .prepare(&format!("EXPLAIN QUERY PLAN {IDLE_MACHINES}"))
+                    .and_then(|mut stmt| stmt.query_map(params![0, 1], |row| row.get(3))?.collect())
+                    .map_err(storage)
+            })
+            .expect("explaining the idle query");
+        assert_eq!(
+            plan,
+            ["SEARCH machines USING INDEX machines_by_idle_deadline (<expr><?)"]
+        );
+    }
+}
