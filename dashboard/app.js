@@ -755,7 +755,7 @@ async function loadServerInfo() {
   }
   const ttl = durationText(state.server.ephemeral_ttl);
   $("ephemeral-ttl-text").textContent = ttl;
-  $("session-ttl-default").textContent = `The server's default (${ttl})`;
+  $("session-ttl-default").textContent = `Server default (${ttl})`;
 }
 
 // ---------------------------------------------------------------------------------------------

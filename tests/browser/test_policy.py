@@ -268,7 +268,7 @@ def test_the_ephemeral_hint_states_the_servers_real_ttl(dashboard, server):
     assert "one hour" not in hint
     dashboard.find("#key-ephemeral").click()
     default = Select(dashboard.find("#key-session-ttl")).first_selected_option.text
-    assert default == "The server's default (2 hours)"
+    assert default == "Server default (2 hours)"
     dashboard.screenshot_both("ephemeral-ttl-hint", whole_page=False)
     # What it says is what happens: the machine gets two hours.
     dashboard.click("#generate-form button[type=submit]")
