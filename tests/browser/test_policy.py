@@ -114,6 +114,7 @@ def test_a_key_has_at_most_sixteen_tags(dashboard, server):
     add_tag(dashboard, "one-too-many")
     assert "at most 16 tags" in dashboard.find("#key-tags-error").text
     assert len(chips(dashboard, "#key-tags")) == 16
+    dashboard.screenshot_both("sixteen-tags", whole_page=False)
     dashboard.find("#key-tag-input").clear()
     dashboard.click("#generate-form button[type=submit]")
     dashboard.wait_visible("#new-key-panel")
@@ -352,6 +353,7 @@ def test_rotating_a_key_rotated_elsewhere_explains_it(dashboard, server):
     assert not dashboard.find("#new-key-panel").is_displayed()
     # The list is reloaded to show the truth: the key is marked rotated.
     assert "Rotated" in [b.text for b in dashboard.key_row(key["id"]).find_elements(By.CSS_SELECTOR, ".badge")]
+    dashboard.screenshot_both("rotate-refused")
 
 
 # --- filtering by tag ----------------------------------------------------------------------------
