@@ -388,7 +388,9 @@ function setSidebarOpen(open) {
 
 function renderApps() {
   const selected = state.apps.find((app) => app.id === state.appId);
-  $("apps-toggle-current").textContent = selected ? selected.name || selected.id : state.appId || "none selected";
+  // With no app selected the sidebar stays open: there is nothing to switch from.
+  $("apps-toggle").hidden = !state.appId;
+  $("apps-toggle-current").textContent = selected ? selected.name || selected.id : state.appId || "";
   const list = $("app-list");
   list.replaceChildren(
     ...state.apps.map((app) => {

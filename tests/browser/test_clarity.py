@@ -290,6 +290,10 @@ def test_an_invalid_app_id_gets_our_message_under_the_field(dashboard, server):
         assert dashboard.driver.execute_script("return document.getElementById('create-app-form').noValidate;")
         assert rect(dashboard, error)["top"] >= rect(dashboard, field)["bottom"]
     dashboard.screenshot_both("app-id-invalid")
+    # With no app selected, a narrow window shows the sidebar open, with no switcher.
+    dashboard.set_window(400, 800)
+    assert not dashboard.find("#apps-toggle").is_displayed() and dashboard.find("#create-app-form").is_displayed()
+    dashboard.set_window(1280, 900)
     assert server.admin("GET", "/v1/apps")[1]["apps"] == [], "nothing was sent"
 
     # Correcting the id clears the message as it is typed; then the app is created.
