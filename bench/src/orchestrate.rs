@@ -242,40 +242,25 @@ fn call(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<Valu
 
 /// Creates an app and a reusable key, logs one machine in; returns (key, session token).
 pub(crate) fn hot_credentials(url: &str) -> Result<(String, String), String> {
-    call(url, "POST", "/v1/apps", Some(json!({"id": "hot"})))?;
-    let key = call(
-        url,
-        "POST",
-        "/v1/apps/hot/keys",
-        Some(json!({"reusable": true})),
-    )?;
-    let key = key["key"]
-        .as_str()
-        .ok_or("no key in the response")?
-        .to_string();
-    let login = call(
-        url,
-        "POST",
-        "/v1/auth/login",
-        Some(json!({"auth_key": key})),
-    )?;
-    let session = login["session_token"]
-        .as_str()
-        .ok_or("no session token")?
-        .to_string();
-    Ok((key, session))
+    credentials(url, "hot", json!({"reusable": true}))
 }
 
 /// Creates an app and a reusable key with 8 tags and 1 KiB of metadata (serialized), logs
 /// one machine in with it; returns (key, session token).
 fn tagged_credentials(url: &str) -> Result<(String, String), String> {
-    call(url, "POST", "/v1/apps", Some(json!({"id": "tagged"})))?;
     let tags: Vec<String> = (0..8).map(|n| format!("tag:team-{n}")).collect();
     // {"note":"…"} is 11 bytes around the value.
     let metadata = json!({"note": "m".repeat(1024 - 11)});
     debug_assert_eq!(metadata.to_string().len(), 1024);
     let body = json!({"reusable": true, "tags": tags, "metadata": metadata});
-    let key = call(url, "POST", "/v1/apps/tagged/keys", Some(body))?;
+    credentials(url, "tagged", body)
+}
+
+/// Creates app `app` and a key of `key_body` in it, logs one machine in with the key;
+/// returns (key, session token).
+fn credentials(url: &str, app: &str, key_body: Value) -> Result<(String, String), String> {
+    call(url, "POST", "/v1/apps", Some(json!({"id": app})))?;
+    let key = call(url, "POST", &format!("/v1/apps/{app}/keys"), Some(key_body))?;
     let key = key["key"]
         .as_str()
         .ok_or_else(|| format!("no key in the response: {key}"))?

@@ -7,6 +7,7 @@ use crate::domain::model::{App, Key, Machine, NewKey, Timestamp};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::token::{self, Secret, TokenKind};
 use crate::domain::validate;
+use crate::store::Writer;
 
 impl Authority {
     pub(crate) fn create_app(&self, id: &str, name: Option<&str>, now: Timestamp) -> Result<App> {
@@ -48,18 +49,9 @@ impl Authority {
         validate::new_key(new, self.min_key_timeout_secs)?;
         let mut new = new.clone();
         new.policy.tags.sort_unstable();
-        let secret = token::generate(TokenKind::AuthKey);
-        let hint = token::hint(&secret);
-        let key = self.store.write(|w| {
+        let (key, secret) = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
-            w.insert_key(
-                &app,
-                token::random_id("key_"),
-                &secret.hash(),
-                hint,
-                &new,
-                now,
-            )
+            insert_key_with_new_secret(w, &app, &new, now)
         })?;
         log::info!("created key {} for app {app_id}", key.id);
         Ok((key, secret))
@@ -77,9 +69,7 @@ impl Authority {
         now: Timestamp,
     ) -> Result<(Key, Secret)> {
         validate::grace_seconds(grace_secs)?;
-        let secret = token::generate(TokenKind::AuthKey);
-        let hint = token::hint(&secret);
-        let key = self.store.write(|w| {
+        let (key, secret) = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
             let old = w.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)?;
             let expired = old.expires_at.is_some_and(|at| at <= now);
@@ -98,16 +88,9 @@ impl Authority {
                 policy: old.policy.clone(),
                 rotated_from: Some(old.id.clone()),
             };
-            let key = w.insert_key(
-                &app,
-                token::random_id("key_"),
-                &secret.hash(),
-                hint,
-                &new,
-                now,
-            )?;
+            let (key, secret) = insert_key_with_new_secret(w, &app, &new, now)?;
             w.mark_rotated(&old, &key.id, now.plus_secs(grace_secs))?;
-            Ok(key)
+            Ok((key, secret))
         })?;
         // The old key's expiry moved: a cached verify answer of it may now be wrong.
         self.cache.invalidate(Invalidation::Everything);
@@ -207,4 +190,24 @@ impl Authority {
         self.cache.invalidate(Invalidation::Everything);
         Ok(())
     }
+}
+
+/// Inserts `new` into `app` with a fresh secret, returned here and never again.
+fn insert_key_with_new_secret(
+    w: &Writer,
+    app: &App,
+    new: &NewKey,
+    now: Timestamp,
+) -> Result<(Key, Secret)> {
+    let secret = token::generate(TokenKind::AuthKey);
+    let hint = token::hint(&secret);
+    let key = w.insert_key(
+        app,
+        token::random_id("key_"),
+        &secret.hash(),
+        hint,
+        new,
+        now,
+    )?;
+    Ok((key, secret))
 }

@@ -39,7 +39,11 @@ impl Authority {
         if session.machine.is_expired(now) || self.is_idle(&session.machine, hash, now)? {
             return Err(Error::SessionExpired);
         }
-        self.stamps.machine_seen(session.machine.pk, hash, now);
+        let (pk, stamps) = (session.machine.pk, &self.stamps);
+        match session.machine.idle_timeout {
+            Some(_) => stamps.idle_limited_machine_seen(pk, hash, now),
+            None => stamps.machine_seen(pk, hash, now),
+        }
         Ok(session)
     }
 
@@ -165,6 +169,12 @@ mod tests {
         (dir, authority, session)
     }
 
+    /// A sweep at `millis`: writes the pending stamps and drops the cached sessions.
+    fn flush(authority: &Authority, millis: i64) {
+        let (store, stamps, cache) = (&authority.store, &authority.stamps, &authority.cache);
+        sweep(store, stamps, cache, Timestamp(millis)).unwrap();
+    }
+
     fn at(authority: &Authority, session: &Secret, millis: i64) -> Result<()> {
         authority
             .authenticate_session(session.expose(), Timestamp(millis))
@@ -189,13 +199,7 @@ mod tests {
         let last = last + timeout - 1;
         authority.stamps.restore(pending);
         // Written to the database by a sweep, which also drops the cached session.
-        sweep(
-            &authority.store,
-            &authority.stamps,
-            &authority.cache,
-            Timestamp(last),
-        )
-        .unwrap();
+        flush(&authority, last);
         assert!(
             authority
                 .stamps
@@ -204,13 +208,7 @@ mod tests {
         );
         at(&authority, &session, last + timeout - 1).unwrap();
         let last = last + timeout - 1;
-        sweep(
-            &authority.store,
-            &authority.stamps,
-            &authority.cache,
-            Timestamp(last),
-        )
-        .unwrap();
+        flush(&authority, last);
         // Loaded again, cached on its second miss, then judged from the cache.
         assert_eq!(
             at(&authority, &session, last + timeout),

@@ -66,6 +66,29 @@ impl Session {
     }
 }
 
+/// A key that verifies, as verify answers it.
+#[derive(Debug)]
+pub(crate) struct CachedKey {
+    pub(crate) status: KeyStatus,
+    /// The encoded valid answer (with the key's tags and metadata), made once per cached
+    /// entry. A login, which changes `uses_remaining`, invalidates the entry.
+    pub(crate) encoded: Encoded<Vec<u8>>,
+}
+
+impl std::ops::Deref for CachedKey {
+    type Target = KeyStatus;
+
+    fn deref(&self) -> &KeyStatus {
+        &self.status
+    }
+}
+
+impl PartialEq for CachedKey {
+    fn eq(&self, other: &CachedKey) -> bool {
+        self.status == other.status
+    }
+}
+
 /// What a write invalidates.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Invalidation {
@@ -103,7 +126,7 @@ impl Default for HotCache {
 struct Inner {
     generation: u64,
     sessions: Bounded<Session>,
-    keys: Bounded<KeyStatus>,
+    keys: Bounded<CachedKey>,
 }
 
 /// A map that forgets its oldest insertions beyond `CAPACITY`.
@@ -178,7 +201,13 @@ impl HotCache {
         &self,
         hash: TokenHash,
         load: impl FnOnce() -> Result<Option<KeyStatus>, E>,
-    ) -> Result<Option<Arc<KeyStatus>>, E> {
+    ) -> Result<Option<Arc<CachedKey>>, E> {
+        let load = || {
+            Ok(load()?.map(|status| CachedKey {
+                status,
+                encoded: Encoded::default(),
+            }))
+        };
         self.read_through(hash, |inner| &inner.keys, |inner| &mut inner.keys, load)
     }
 
@@ -264,23 +293,30 @@ mod tests {
     use super::*;
 
     /// What the cache holds for `hash`, without loading anything.
-    fn cached(cache: &HotCache, hash: &TokenHash) -> Option<Arc<KeyStatus>> {
+    fn cached(cache: &HotCache, hash: &TokenHash) -> Option<Arc<CachedKey>> {
         cache.read().keys.get(hash)
     }
 
     /// Offers a key read after `ticket`, as a miss does.
-    fn offer(cache: &HotCache, ticket: Ticket, hash: TokenHash, key: Arc<KeyStatus>) {
+    fn offer(cache: &HotCache, ticket: Ticket, hash: TokenHash, key: Arc<CachedKey>) {
         cache.insert(ticket, hash, key, |inner| &mut inner.keys);
     }
 
     /// Inserts as the second miss does (the first only passes the doorkeeper).
-    fn insert_key(cache: &HotCache, ticket: Ticket, hash: TokenHash, key: Arc<KeyStatus>) {
+    fn insert_key(cache: &HotCache, ticket: Ticket, hash: TokenHash, key: Arc<CachedKey>) {
         cache.admit(&hash);
         offer(cache, ticket, hash, key);
     }
 
-    fn key(id: &str) -> Arc<KeyStatus> {
-        Arc::new(KeyStatus {
+    fn key(id: &str) -> Arc<CachedKey> {
+        Arc::new(CachedKey {
+            status: key_status(id),
+            encoded: Encoded::default(),
+        })
+    }
+
+    fn key_status(id: &str) -> KeyStatus {
+        KeyStatus {
             pk: 1,
             id: id.into(),
             app_pk: 1,
@@ -291,7 +327,7 @@ mod tests {
             revoked_at: None,
             uses: 0,
             policy: Default::default(),
-        })
+        }
     }
 
     #[test]
@@ -328,7 +364,7 @@ mod tests {
     fn reading_through_caches_from_the_second_miss_unless_a_write_raced_with_the_load() {
         let cache = HotCache::default();
         let hash = TokenHash::of("k");
-        let load = |id: &'static str| move || Ok::<_, ()>(Some((*key(id)).clone()));
+        let load = |id: &'static str| move || Ok::<_, ()>(Some(key_status(id)));
         assert_eq!(
             cache.key_or_load(hash, load("first")).unwrap().unwrap().id,
             "first"

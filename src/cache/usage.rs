@@ -77,19 +77,32 @@ impl PendingStamps {
 impl UsageStamps {
     /// `hash` is the key's own (`keys.hash`).
     pub(crate) fn key_used(&self, key_pk: i64, hash: TokenHash, at: Timestamp) {
-        self.record(&self.keys, RowId { pk: key_pk, hash }, at);
+        self.record(&self.keys, RowId { pk: key_pk, hash }, at, MAX_PENDING);
     }
 
     /// `hash` is the machine's session token hash (`machines.token_hash`).
     pub(crate) fn machine_seen(&self, machine_pk: i64, hash: TokenHash, at: Timestamp) {
-        self.record(
-            &self.machines,
-            RowId {
-                pk: machine_pk,
-                hash,
-            },
-            at,
-        );
+        let row = RowId {
+            pk: machine_pk,
+            hash,
+        };
+        self.record(&self.machines, row, at, MAX_PENDING);
+    }
+
+    /// `machine_seen` for a machine with an idle timeout, whose stamp is the truth about its
+    /// last request (a dropped one would log it out early): kept even past `MAX_PENDING`. The
+    /// map still holds one stamp per machine row at most, and asks for a flush as usual.
+    pub(crate) fn idle_limited_machine_seen(
+        &self,
+        machine_pk: i64,
+        hash: TokenHash,
+        at: Timestamp,
+    ) {
+        let row = RowId {
+            pk: machine_pk,
+            hash,
+        };
+        self.record(&self.machines, row, at, usize::MAX);
     }
 
     /// The machine's latest stamp not yet in the database (pending, or being written).
@@ -120,10 +133,17 @@ impl UsageStamps {
         let _ = self.flush_request.set(Box::new(request));
     }
 
-    fn record(&self, map: &Mutex<HashMap<RowId, Timestamp>>, row: RowId, at: Timestamp) {
+    /// Records `row`'s stamp, unless `bound` stamps are pending and `row` is not among them.
+    fn record(
+        &self,
+        map: &Mutex<HashMap<RowId, Timestamp>>,
+        row: RowId,
+        at: Timestamp,
+        bound: usize,
+    ) {
         let pending = {
             let mut map = lock(map);
-            if map.len() < MAX_PENDING || map.contains_key(&row) {
+            if map.len() < bound || map.contains_key(&row) {
                 let stamp = map.entry(row).or_insert(at);
                 *stamp = (*stamp).max(at);
             }
@@ -176,8 +196,9 @@ impl UsageStamps {
         for stamp in pending.keys {
             self.key_used(stamp.pk, stamp.hash, stamp.at);
         }
+        // All of them: any may be an idle-limited machine's, and they were all held already.
         for stamp in pending.machines {
-            self.machine_seen(stamp.pk, stamp.hash, stamp.at);
+            self.idle_limited_machine_seen(stamp.pk, stamp.hash, stamp.at);
         }
     }
 }
@@ -272,6 +293,9 @@ mod tests {
         for pk in 0..MAX_PENDING as i64 * 2 {
             stamps.machine_seen(pk, hash(0), Timestamp(2));
         }
-        assert_eq!(stamps.take().machines.len(), MAX_PENDING);
+        // A machine with an idle timeout is stamped all the same.
+        stamps.idle_limited_machine_seen(-2, hash(0), Timestamp(3));
+        assert_eq!(stamps.machine_last_seen(-2, hash(0)), Some(Timestamp(3)));
+        assert_eq!(stamps.take().machines.len(), MAX_PENDING + 1);
     }
 }

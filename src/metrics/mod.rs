@@ -93,7 +93,7 @@ impl Metrics {
         let swept_machines = Counter::default();
         registry.register(
             "swept_machines",
-            "Expired machine rows deleted by the sweeper",
+            "Expired or idle machine rows deleted by the sweeper",
             swept_machines.clone(),
         );
         let stamps_written = Counter::default();

@@ -384,24 +384,26 @@ mod tests {
     use super::*;
     use crate::store::{Database, Store};
 
+    /// The query plan of `sql` (with parameters `params`) on a fresh store.
+    fn plan(sql: &str, params: impl rusqlite::Params + Copy) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).expect("a store");
+        store
+            .write(|w| {
+                w.conn()
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .and_then(|mut stmt| stmt.query_map(params, |row| row.get(3))?.collect())
+                    .map_err(storage)
+            })
+            .expect("explaining the statement")
+    }
+
     /// The hash check must not change how a stamp finds its row: by pk, the order the flush
     /// writes in, not through the token-hash index.
     #[test]
     fn a_stamp_finds_its_row_by_pk() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).expect("a store");
         for (sql, table) in [(STAMP_KEY_USED, "keys"), (STAMP_MACHINE_SEEN, "machines")] {
-            let plan: Vec<String> = store
-                .write(|w| {
-                    w.conn()
-                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                        .and_then(|mut stmt| {
-                            let stamp = params![1, 1, [0u8; 32]];
-                            stmt.query_map(stamp, |row| row.get(3))?.collect()
-                        })
-                        .map_err(storage)
-                })
-                .expect("explaining the stamp statement");
+            let plan = plan(sql, params![1, 1, [0u8; 32]]);
             assert_eq!(
                 plan,
                 [format!(
@@ -410,28 +412,12 @@ mod tests {
             );
         }
     }
-}
-
-#[cfg(test)]
-mod idle_tests {
-    use super::*;
-    use crate::store::{Database, Store};
 
     /// The sweeper finds idle machines with one range of their index, however many there are.
     #[test]
     fn idle_machines_are_one_index_range() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).expect("a store");
-        let plan: Vec<String> = store
-            .write(|w| {
-                w.conn()
-                    .prepare(&format!("EXPLAIN QUERY PLAN {IDLE_MACHINES}"))
-                    .and_then(|mut stmt| stmt.query_map(params![0, 1], |row| row.get(3))?.collect())
-                    .map_err(storage)
-            })
-            .expect("explaining the idle query");
         assert_eq!(
-            plan,
+            plan(IDLE_MACHINES, params![0, 1]),
             ["SEARCH machines USING INDEX machines_by_idle_deadline (<expr><?)"]
         );
     }

@@ -202,6 +202,10 @@ fn verify_shows_tags_metadata_and_uses_remaining() {
                "ephemeral": false, "expires_at": null, "tags": ["tag:a", "tag:b"],
                "metadata": {"team": "infra", "n": [1, 2]}, "uses_remaining": 3})
     );
+    // Cached from its second miss on; a login must not leave a stale count behind.
+    for _ in 0..3 {
+        assert_eq!(verify(&server, secret), answer);
+    }
     server.login(secret);
     assert_eq!(verify(&server, secret)["uses_remaining"], 2);
     assert_eq!(

@@ -805,6 +805,13 @@ impl Acknowledged {
                         "reusable": key.created["reusable"],
                         "ephemeral": false,
                         "expires_at": null,
+                        "tags": [],
+                        "metadata": {},
+                        "uses_remaining": if key.created["reusable"] == true {
+                            Value::Null
+                        } else {
+                            json!(1 - key.uses)
+                        },
                     })
                 };
                 assert_eq!(verified, expected, "verify {id}");

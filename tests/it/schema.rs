@@ -235,18 +235,7 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
         .unwrap();
     let v1_schema = schema_of(&db);
 
-    let mut child = server
-        .command()
-        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let paused = eventually_line(stderr, "upgrade paused after its first step");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
+    kill_upgrade_after_its_first_step(&server);
 
     assert_eq!(integrity_check(&db), "ok");
     assert_eq!(user_version(&db), 1);
@@ -270,6 +259,41 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
         )
         .unwrap();
     assert_eq!(count, MACHINES);
+}
+
+/// Starts the server's command on its (older) database with the test-only pause after the
+/// upgrade's first step, waits for the server to say it paused there, and `kill -9`s it.
+fn kill_upgrade_after_its_first_step(server: &TestServer) {
+    let mut child = server
+        .command()
+        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let paused = eventually_line(stderr, "upgrade paused after its first step");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
+}
+
+/// Restarts the stopped server on its older database: it must log `marker`, and leave
+/// version 3 with the schema a first start creates (`fresh_schema`).
+fn restart_upgrading(
+    server: &mut TestServer,
+    marker: &str,
+    fresh_schema: &[(String, String, Option<String>)],
+) {
+    server.restart();
+    assert!(server.log().contains(marker), "{}", server.log());
+    let db = server.db_path();
+    assert_eq!(user_version(&db), 3);
+    assert_eq!(
+        schema_of(&db),
+        fresh_schema,
+        "the schema a first start creates"
+    );
 }
 
 /// Reads `lines` until one contains `marker` (Ok with that line) or they end (Err with all
@@ -322,17 +346,10 @@ fn an_early_version_2_database_gains_machine_counts_and_the_index() {
         .unwrap();
     assert_ne!(schema_of(&db), fresh_schema);
 
-    server.restart();
-    assert!(
-        server.log().contains("counted each key's machines once"),
-        "{}",
-        server.log()
-    );
-    assert_eq!(user_version(&db), 3);
-    assert_eq!(
-        schema_of(&db),
-        fresh_schema,
-        "the same schema a first start creates"
+    restart_upgrading(
+        &mut server,
+        "counted each key's machines once",
+        &fresh_schema,
     );
     let machines_of = |server: &TestServer, key: &serde_json::Value| {
         let path = format!("/v1/apps/ci/keys/{}", key["id"].as_str().unwrap());
@@ -368,18 +385,7 @@ fn a_version_2_database_is_upgraded_with_its_sessions_intact() {
     rewrite_as_version_2(&rewritten.db_path());
     assert_eq!(schema_of(&rewritten.db_path()), schema_of(&db));
 
-    server.restart();
-    assert!(
-        server.log().contains("from schema version 2 to 3"),
-        "{}",
-        server.log()
-    );
-    assert_eq!(user_version(&db), 3);
-    assert_eq!(
-        schema_of(&db),
-        fresh_schema,
-        "the schema a first start creates"
-    );
+    restart_upgrading(&mut server, "from schema version 2 to 3", &fresh_schema);
 
     let runner = whoami(&server, V2_RUNNER_SESSION).expect(200);
     assert_eq!(runner["app"]["id"], "ci");
@@ -472,18 +478,7 @@ fn an_upgrade_from_version_2_killed_part_way_leaves_version_2_whole() {
         .unwrap();
     let v2_schema = schema_of(&db);
 
-    let mut child = server
-        .command()
-        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let paused = eventually_line(stderr, "upgrade paused after its first step");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
+    kill_upgrade_after_its_first_step(&server);
 
     assert_eq!(integrity_check(&db), "ok");
     assert_eq!(user_version(&db), 2);
