@@ -198,6 +198,12 @@ class Dashboard:
         self.click("#sign-in-form button[type=submit]")
         self.wait_visible("#console-view")
 
+    def sign_in_to_app(self, app_id):
+        """Signs in and selects the app `app_id` (made beforehand, e.g. over the API)."""
+        self.sign_in()
+        self.click(f'#app-list .app-link[data-app-id="{app_id}"]')
+        self.wait_text("#app-id-label", app_id)
+
     def create_app(self, app_id, name=""):
         self.find("#app-id").send_keys(app_id)
         if name:

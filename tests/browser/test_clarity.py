@@ -26,12 +26,6 @@ def create_app_with_keys(server, app_id, descriptions, name=None):
     return created
 
 
-def open_app(dashboard, app_id):
-    dashboard.sign_in()
-    dashboard.click(f'#app-list .app-link[data-app-id="{app_id}"]')
-    dashboard.wait_text("#app-id-label", app_id)
-
-
 def rect(dashboard, element):
     return dashboard.driver.execute_script("return arguments[0].getBoundingClientRect().toJSON();", element)
 
@@ -51,7 +45,7 @@ def card_rows(dashboard, row):
 
 def test_the_key_list_comes_first_and_generate_opens_a_dialog(dashboard, server):
     create_app_with_keys(server, "web", ["ci runners", "staging deploys", "laptop"])
-    open_app(dashboard, "web")
+    dashboard.sign_in_to_app("web")
 
     # The whole key list is on the first screen at 1280×900; no form stands before it.
     assert not dashboard.find("#generate-form").is_displayed()
@@ -108,7 +102,7 @@ def test_the_key_list_comes_first_and_generate_opens_a_dialog(dashboard, server)
 
 def test_keys_are_revoked_in_the_cli_and_api_words_and_show_when(dashboard, server):
     create_app_with_keys(server, "words", ["kept", "to revoke"])
-    open_app(dashboard, "words")
+    dashboard.sign_in_to_app("words")
     to_revoke = next(key for key in keys_of(server, "words") if key["description"] == "to revoke")
 
     buttons = dashboard.find_all("#keys-body button")
@@ -150,7 +144,7 @@ def test_machines_show_their_key_by_description_and_hint(dashboard, server):
     assert status == 201
     server.login(old["key"], "old-runner")
     server.login(plain["key"], "plain-runner")
-    open_app(dashboard, "fleet")
+    dashboard.sign_in_to_app("fleet")
     assert old["id"] not in [row.get_attribute("data-key-id") for row in dashboard.key_rows()]
 
     machines = {m["name"]: m for m in server.admin("GET", "/v1/apps/fleet/machines")[1]["machines"]}
@@ -171,7 +165,7 @@ def test_absolute_dates_carry_year_and_time_zone_and_relative_ones_stand_beside_
     status, key = server.admin("POST", "/v1/apps/dates/keys", {"reusable": True, "ephemeral": True, "expires_in": 86400})
     assert status == 201
     server.login(key["key"], "dated")
-    open_app(dashboard, "dates")
+    dashboard.sign_in_to_app("dates")
 
     times = dashboard.find_all("#app-view time")
     # Created (app, key), expires (key), logged in and time left (machine) at least.
@@ -204,7 +198,7 @@ def test_a_phone_sized_window_shows_the_app_first_in_short_cards(dashboard, serv
     create_app_with_keys(server, "other", [])
     create_app_with_keys(server, "narrow", ["phone-sized " * 6, "second"], name="A narrow window")
     dashboard.set_window(400, 800)
-    open_app(dashboard, "narrow")
+    dashboard.sign_in_to_app("narrow")
 
     # The selected app comes first: the sidebar is folded into a one-line switcher naming it.
     toggle = dashboard.find("#apps-toggle")

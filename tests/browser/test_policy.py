@@ -26,12 +26,6 @@ def api_key(server, app_id, **fields):
     return key
 
 
-def open_app(dashboard, app_id):
-    dashboard.sign_in()
-    dashboard.click(f'#app-list .app-link[data-app-id="{app_id}"]')
-    dashboard.wait_text("#app-id-label", app_id)
-
-
 def add_tag(dashboard, typed):
     field = dashboard.find("#key-tag-input")
     field.send_keys(typed + Keys.ENTER)
@@ -64,7 +58,7 @@ def assert_no_markup_ran(dashboard, server):
 
 def test_tags_are_chips_in_the_form_and_on_keys_and_machines(dashboard, server):
     new_app(server, "tags")
-    open_app(dashboard, "tags")
+    dashboard.sign_in_to_app("tags")
     dashboard.open_generate_dialog()
     dashboard.find("#key-description").send_keys("tagged runners")
     dashboard.find("#key-reusable").click()
@@ -106,7 +100,7 @@ def test_tags_are_chips_in_the_form_and_on_keys_and_machines(dashboard, server):
 
 def test_a_key_has_at_most_sixteen_tags(dashboard, server):
     new_app(server, "many")
-    open_app(dashboard, "many")
+    dashboard.sign_in_to_app("many")
     dashboard.open_generate_dialog()
     for n in range(16):
         add_tag(dashboard, f"t{n}")
@@ -127,7 +121,7 @@ def test_a_key_has_at_most_sixteen_tags(dashboard, server):
 
 def test_metadata_is_entered_as_rows_and_always_shown_as_text(dashboard, server):
     new_app(server, "meta")
-    open_app(dashboard, "meta")
+    dashboard.sign_in_to_app("meta")
     set_alert_trap(dashboard)
     dashboard.open_generate_dialog()
     dashboard.find("#key-reusable").click()
@@ -193,7 +187,7 @@ def test_metadata_is_entered_as_rows_and_always_shown_as_text(dashboard, server)
 
 def test_use_limit_and_lifetimes_are_asked_only_where_they_apply(dashboard, server):
     new_app(server, "limits")
-    open_app(dashboard, "limits")
+    dashboard.sign_in_to_app("limits")
     dashboard.open_generate_dialog()
     max_uses, session_ttl = "#key-max-uses-field", "#key-session-ttl-field"
     assert not dashboard.find(max_uses).is_displayed() and not dashboard.find(session_ttl).is_displayed()
@@ -262,7 +256,7 @@ def test_use_limit_and_lifetimes_are_asked_only_where_they_apply(dashboard, serv
 def test_the_ephemeral_hint_states_the_servers_real_ttl(dashboard, server):
     assert server.admin("GET", "/v1/server")[1]["ephemeral_ttl"] == 7200
     new_app(server, "ttl")
-    open_app(dashboard, "ttl")
+    dashboard.sign_in_to_app("ttl")
     dashboard.open_generate_dialog()
     hint = dashboard.find("#key-ephemeral-help").text
     assert "logged out automatically 2 hours after their login" in hint, hint
@@ -289,7 +283,7 @@ def test_rotate_shows_the_new_key_once_and_when_the_old_one_stops(dashboard, ser
         server, "rot", description="deployer", reusable=True, tags=["tag:ci"], metadata={"team": "infra"}, expires_in=86400
     )
     session = server.login(old["key"], "still-here")
-    open_app(dashboard, "rot")
+    dashboard.sign_in_to_app("rot")
 
     rotate = dashboard.key_row(old["id"]).find_element(By.CSS_SELECTOR, 'button[aria-label^="Rotate"]')
     text = dashboard.open_confirmation(rotate)
@@ -344,7 +338,7 @@ def test_rotate_shows_the_new_key_once_and_when_the_old_one_stops(dashboard, ser
 def test_rotating_a_key_rotated_elsewhere_explains_it(dashboard, server):
     new_app(server, "race")
     key = api_key(server, "race", description="twice")
-    open_app(dashboard, "race")
+    dashboard.sign_in_to_app("race")
     assert server.admin("POST", f"/v1/apps/race/keys/{key['id']}/rotate", {"grace_seconds": 60})[0] == 201
     dashboard.open_confirmation(dashboard.key_row(key["id"]).find_element(By.CSS_SELECTOR, 'button[aria-label^="Rotate"]'))
     dashboard.confirm()
@@ -367,7 +361,7 @@ def test_lists_filter_by_tag(dashboard, server):
     }
     for name, key in keys.items():
         server.login(key["key"], f"{name.replace(' ', '-')}-machine")
-    open_app(dashboard, "filter")
+    dashboard.sign_in_to_app("filter")
     assert len(dashboard.key_rows()) == 4
 
     shown_keys = lambda: sorted(row.find_element(By.CSS_SELECTOR, ".key-description").text for row in dashboard.key_rows())
