@@ -269,3 +269,27 @@ fn bad_webhooks_are_refused_and_create_nothing() {
     let events = server.admin().get("/v1/audit").expect(200);
     assert_eq!(events["events"], json!([]));
 }
+
+/// `key.expiring` reaches a webhook once per key, like any other event of the log.
+#[test]
+fn key_expiring_is_delivered_once_per_key() {
+    let server = TestServer::start_with(fast().arg("--sweep-interval-ms", "100"));
+    let receiver = Receiver::start();
+    let hook = create_webhook(&server, &receiver, json!(["key.expiring"]));
+    let hook_id = hook["id"].as_str().unwrap();
+    server.create_app("ci");
+    // Within seven days of its expiry a second after creation; the others never come close
+    // or were created inside the window.
+    let expiring = server.create_key("ci", json!({"expires_in": 7 * 24 * 3600 + 1}));
+    server.create_key("ci", json!({"expires_in": 30 * 24 * 3600}));
+    server.create_key("ci", json!({"expires_in": 60}));
+    wait_for("the notice", Duration::from_secs(15), || {
+        !accepted(&receiver, hook_id).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let received: Vec<Received> = receiver.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].event["action"], "key.expiring");
+    assert_eq!(received[0].event["target"]["id"], expiring["id"]);
+    assert_eq!(received[0].event["actor"]["type"], "system");
+}
