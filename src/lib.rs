@@ -38,4 +38,6 @@ pub use oidc::dev_issuer::{DevAlg, DevClaims, DevIssuer};
 pub use runtime::config;
 pub use runtime::config::Config;
 pub use runtime::server::Server;
+/// Webhook delivery settings (`Config::webhooks`).
+pub use runtime::webhooks;
 pub use store::Database;

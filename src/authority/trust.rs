@@ -6,7 +6,9 @@
 //! and a token logs in once.
 
 use super::Authority;
+use super::audit::{self, record};
 use crate::cache::hot::Invalidation;
+use crate::domain::audit::{Action, Actor};
 use crate::domain::error::{Error, Result};
 use crate::domain::model::{Machine, NewTrustPolicy, Timestamp, TrustPolicy};
 use crate::domain::page::{Page, PageRequest};
@@ -21,6 +23,7 @@ impl Authority {
         &self,
         app_id: &str,
         new: &NewTrustPolicy,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<TrustPolicy> {
         let allow_http = self.oidc.allows_insecure_issuers();
@@ -29,7 +32,15 @@ impl Authority {
         new.policy.tags.sort_unstable();
         let policy = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
-            w.insert_trust_policy(&app, token::random_id("tp_"), &new, now)
+            let policy = w.insert_trust_policy(&app, token::random_id("tp_"), &new, now)?;
+            let details = serde_json::json!({
+                "issuer": policy.issuer,
+                "audience": policy.audience,
+                "subject": policy.subject,
+            });
+            let created = Action::TrustPolicyCreated;
+            record(w, actor, now, created, Some(app_id), &policy.id, details)?;
+            Ok(policy)
         })?;
         log::info!(
             "created trust policy {} for app {app_id} (issuer {})",
@@ -52,13 +63,31 @@ impl Authority {
 
     /// Deletes the policy and logs out every machine that logged in through it, before
     /// returning.
-    pub(crate) fn delete_trust_policy(&self, app_id: &str, policy_id: &str) -> Result<()> {
+    pub(crate) fn delete_trust_policy(
+        &self,
+        app_id: &str,
+        policy_id: &str,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<()> {
         let logged_out = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
             let policy = w
                 .trust_policy(&app, policy_id)?
                 .ok_or(Error::TrustPolicyNotFound)?;
-            w.delete_trust_policy(&policy)
+            let machines = w.delete_trust_policy(&policy)?;
+            let deleted = Action::TrustPolicyDeleted;
+            record(
+                w,
+                actor,
+                now,
+                deleted,
+                Some(app_id),
+                policy_id,
+                serde_json::json!({}),
+            )?;
+            audit::logged_out(w, actor, now, app_id, &machines, "trust_policy_deleted")?;
+            Ok(machines.len())
         })?;
         self.cache.invalidate(Invalidation::Everything);
         log::info!(
@@ -74,6 +103,7 @@ impl Authority {
         id_token: &str,
         app_id: &str,
         machine_name: Option<&str>,
+        client_addr: Option<String>,
         now: Timestamp,
     ) -> Result<(Secret, Machine)> {
         if let Some(name) = machine_name {
@@ -116,6 +146,8 @@ impl Authority {
         let Some(policy) = policy else {
             return Err(refused(first_failure.unwrap_or_default()));
         };
+        // Who logged in, for the audit log: the token's subject (never the token).
+        let subject = claims.get("sub").cloned().unwrap_or_default();
         let remember_until = Timestamp((validity.exp + claims::LEEWAY_SECS) * 1000);
         let session = token::generate(TokenKind::Session);
         let machine = self.store.write(|w| {
@@ -134,7 +166,20 @@ impl Authority {
                 name: machine_name,
                 expires_at: policy.ephemeral.then(|| now.plus_secs(ttl)),
             };
-            w.insert_policy_machine(&app, &policy, new, now)
+            let machine = w.insert_policy_machine(&app, &policy, new, now)?;
+            let actor = Actor::machine(&machine.id, client_addr);
+            let details = serde_json::json!({"trust_policy_id": policy.id, "sub": subject});
+            let logged_in = Action::MachineLoggedIn;
+            record(
+                w,
+                &actor,
+                now,
+                logged_in,
+                Some(app_id),
+                &machine.id,
+                details,
+            )?;
+            Ok(machine)
         })?;
         log::info!(
             "machine {} logged in to app {app_id} through trust policy {}",

@@ -6,6 +6,7 @@ use authkeys::Database;
 use authkeys::Secret;
 use authkeys::config::{self, Config, DEFAULT_WORKERS};
 use authkeys::http;
+use authkeys::webhooks::Delivery;
 use authkeys::{Server, ops};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -27,6 +28,21 @@ fn http_settings(args: &ServeArgs) -> http::Settings {
     }
 }
 
+/// Webhook delivery from `serve`'s hidden test flags; an absent one keeps its default.
+fn webhook_delivery(args: &ServeArgs) -> Delivery {
+    let mut delivery = Delivery::default();
+    if let Some(ms) = args.webhook_timeout_ms {
+        delivery.timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.webhook_poll_ms {
+        delivery.poll_interval = Duration::from_millis(ms);
+    }
+    match args.webhook_first_retry_ms {
+        Some(ms) => delivery.with_first_retry(Duration::from_millis(ms)),
+        None => delivery,
+    }
+}
+
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let admin_token = match std::env::var("AUTHKEYS_ADMIN_TOKEN") {
         Ok(token) if token.is_empty() => {
@@ -43,6 +59,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         None => None,
     };
     let http = http_settings(&args);
+    let webhooks = webhook_delivery(&args);
     let config = Config {
         database: database.clone(),
         listen: args.listen,
@@ -62,6 +79,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         busy_timeout: args
             .sqlite_busy_timeout_ms
             .map_or(config::DEFAULT_BUSY_TIMEOUT, Duration::from_millis),
+        audit_retention: Duration::from_secs(args.audit_retention),
+        webhooks,
         min_key_timeout_secs: args
             .min_key_timeout_secs
             .unwrap_or(Config::default().min_key_timeout_secs),

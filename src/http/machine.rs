@@ -11,11 +11,15 @@ pub(super) fn login(ctx: &Ctx) -> Result<Response, ApiError> {
     ctx.request.query_params(&[])?;
     let body: Login = ctx.request.json()?;
     let name = body.machine.as_deref();
+    let client_addr = ctx.client_addr();
     let (session, machine) = match (&body.auth_key, &body.id_token, &body.app) {
-        (Some(auth_key), None, None) => ctx.authority.login(auth_key, name, ctx.now)?,
-        (None, Some(id_token), Some(app)) => ctx
-            .authority
-            .login_with_id_token(id_token, app, name, ctx.now)?,
+        (Some(auth_key), None, None) => {
+            ctx.authority.login(auth_key, name, client_addr, ctx.now)?
+        }
+        (None, Some(id_token), Some(app)) => {
+            ctx.authority
+                .login_with_id_token(id_token, app, name, client_addr, ctx.now)?
+        }
         (None, Some(_), None) => return Err(missing_field("app", "is required with `id_token`")),
         (None, None, _) => {
             return Err(missing_field(
@@ -50,7 +54,7 @@ fn missing_field(field: &'static str, reason: &str) -> ApiError {
 /// Endpoints that take a machine's session token.
 pub(super) fn session(ctx: &Ctx, route: Route, bearer: &str) -> Result<Response, ApiError> {
     if route == Route::Logout {
-        ctx.authority.logout(bearer, ctx.now)?;
+        ctx.authority.logout(bearer, ctx.client_addr(), ctx.now)?;
         return Ok(Response::no_content());
     }
     let session = ctx.authority.authenticate_session(bearer, ctx.now)?;

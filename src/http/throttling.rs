@@ -76,6 +76,10 @@ fn refuses_credential(err: &Error) -> bool {
         | Error::TrustPolicyNotFound
         | Error::AppExists
         | Error::InvalidField { .. }
+        | Error::AdminTokenNotFound
+        | Error::WebhookNotFound
         | Error::Storage => false,
+        // A valid credential without the scope: not a guess either.
+        Error::Forbidden(_) | Error::PolicyViolation(_) => false,
     }
 }

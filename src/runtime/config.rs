@@ -33,6 +33,10 @@ pub struct Config {
     pub http: http::Settings,
     /// How long a statement waits for another process's SQLite lock before failing.
     pub busy_timeout: Duration,
+    /// How long audit events are kept (`--audit-retention`); the sweeper deletes older ones.
+    pub audit_retention: Duration,
+    /// Webhook delivery: timeouts, how often to look for events, back-off.
+    pub webhooks: crate::runtime::webhooks::Delivery,
     /// The least `session_ttl` and `idle_timeout` a key may have (tests lower it).
     pub min_key_timeout_secs: u64,
     /// How OIDC issuers are reached and trusted (`--oidc-*`).
@@ -48,6 +52,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7373";
 pub const DEFAULT_EPHEMERAL_TTL_SECS: u64 = 3600;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
 pub const DEFAULT_WORKERS: usize = 8;
+/// 90 days.
+pub const DEFAULT_AUDIT_RETENTION_SECS: u64 = 90 * 24 * 3600;
 /// How long a statement waits for another process's lock on the database file.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = store::BUSY_TIMEOUT;
 
@@ -64,6 +70,8 @@ impl Default for Config {
             login_failures: ThrottleLimits::default(),
             http: http::Settings::default(),
             busy_timeout: store::BUSY_TIMEOUT,
+            audit_retention: Duration::from_secs(DEFAULT_AUDIT_RETENTION_SECS),
+            webhooks: crate::runtime::webhooks::Delivery::default(),
             min_key_timeout_secs: crate::domain::validate::MIN_KEY_TIMEOUT_SECS,
             oidc: crate::oidc::Settings::default(),
         }
@@ -95,6 +103,7 @@ mod tests {
         for (flag, value) in [
             ("--sweep-interval DURATION", config.sweep_interval),
             ("--ephemeral-ttl DURATION", config.ephemeral_ttl),
+            ("--audit-retention DURATION", config.audit_retention),
         ] {
             let prefix = format!("| `{flag}` |");
             let row = docs.lines().find(|line| line.starts_with(&prefix));

@@ -3,9 +3,12 @@
 //! connection inside `BEGIN IMMEDIATE`). Every SQL statement of the project lives in this
 //! module; it returns domain types and knows nothing of HTTP.
 
+mod admin_tokens;
+mod audit;
 mod backup;
 mod files;
 mod read;
+mod webhooks;
 mod write;
 
 pub use backup::BackedUp;
@@ -13,6 +16,7 @@ pub(crate) use backup::backup;
 pub use files::Database;
 pub(crate) use files::tighten;
 pub(crate) use read::Reader;
+pub(crate) use webhooks::NewWebhook;
 pub(crate) use write::{NewMachine, Writer};
 
 use crate::domain::error::{self, Error, StartError};
@@ -31,7 +35,7 @@ pub(crate) fn storage(err: rusqlite::Error) -> Error {
 }
 
 /// The schema this binary writes; `PRAGMA user_version` records which one a database has.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// Version 2 gave machines `app_pk` and `key_id`. SQLite cannot add NOT NULL columns without
@@ -68,27 +72,27 @@ const UPGRADE_FROM_2_MACHINES: &str = "
     ALTER TABLE machines ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE machines ADD COLUMN trust_policy_id TEXT;
     ALTER TABLE machines ADD COLUMN idle_timeout INTEGER;";
-/// Version 4 (OIDC) lets a machine log in through a trust policy, without a key: its
+/// Version 5 (OIDC) lets a machine log in through a trust policy, without a key: its
 /// `key_pk` and `key_id` become nullable, which SQLite can only do by rebuilding the table
 /// (set aside, `SCHEMA` creates the new one with the new tables, copy, drop). The columns keep
 /// their order, so the copy is row for row. A version 1 file needs none of it: its upgrade
 /// already rebuilds machines from `SCHEMA`.
-const UPGRADE_TO_4_SET_ASIDE: &str = "
-    ALTER TABLE machines RENAME TO machines_v3;
+const UPGRADE_TO_5_SET_ASIDE: &str = "
+    ALTER TABLE machines RENAME TO machines_v4;
     DROP INDEX IF EXISTS machines_by_key;
     DROP INDEX IF EXISTS machines_by_app;
     DROP INDEX IF EXISTS machines_by_expiry;
     DROP INDEX IF EXISTS machines_by_idle_deadline;
     DROP INDEX IF EXISTS machines_by_trust_policy;";
-const UPGRADE_TO_4_COPY: &str = "
+const UPGRADE_TO_5_COPY: &str = "
     INSERT INTO machines (pk, id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
                           created_at, expires_at, last_seen_at, tags, metadata,
                           trust_policy_id, idle_timeout)
     SELECT pk, id, key_pk, app_pk, key_id, token_hash, name, ephemeral, created_at,
            expires_at, last_seen_at, tags, metadata, trust_policy_id, idle_timeout
-      FROM machines_v3;
-    DROP TABLE machines_v3;";
-const UPGRADE_TO_4: [&str; 3] = [UPGRADE_TO_4_SET_ASIDE, SCHEMA, UPGRADE_TO_4_COPY];
+      FROM machines_v4;
+    DROP TABLE machines_v4;";
+const UPGRADE_TO_5: [&str; 3] = [UPGRADE_TO_5_SET_ASIDE, SCHEMA, UPGRADE_TO_5_COPY];
 /// `keys.machine_rows` came after version 2 shipped, without a version change (it only adds
 /// a column that is derived from rows already there): a version 1 or earlier version 2 file
 /// gets it here, filled from the machines it has. This counts every machine once, at the
@@ -279,7 +283,7 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(fail)?;
     // schema.sql (all IF NOT EXISTS) runs at every start: an index added to it reaches
-    // existing version 3 files without a version change. The columns added to keys after they
+    // existing version 4 files without a version change. The columns added to keys after they
     // shipped are added in schema.sql's order: `machine_rows` (to a version 1 file, or a
     // version 2 file from before it, counted once), then version 3's.
     let machine_rows = if has_column(&tx, "keys", "machine_rows").map_err(fail)? {
@@ -304,9 +308,11 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
         2 => machine_rows
             .into_iter()
             .chain([UPGRADE_FROM_2_KEYS, UPGRADE_FROM_2_MACHINES])
-            .chain(UPGRADE_TO_4)
+            .chain(UPGRADE_TO_5)
             .collect(),
-        3 => UPGRADE_TO_4.to_vec(),
+        // Version 4 (admin tokens, the audit log, webhooks) only added tables and an index,
+        // all in `SCHEMA`, which version 5's rebuild applies.
+        3 | 4 => UPGRADE_TO_5.to_vec(),
         SCHEMA_VERSION => vec![SCHEMA],
         newer => {
             return Err(StartError::new(format!(
@@ -316,15 +322,17 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
             )));
         }
     };
+    let upgrading = version != 0 && version != SCHEMA_VERSION;
     for (done, step) in steps.iter().enumerate() {
         tx.execute_batch(step).map_err(fail)?;
-        if done == 0 && steps.len() > 1 {
+        if done == 0 && upgrading {
             pause_if_testing_an_interrupted_upgrade(path);
         }
     }
     if machine_rows.is_some() && matches!(version, 1 | 2) {
         log::info!("{}: counted each key's machines once", path.display());
     }
+    audit::start_key_expiring_horizon(&tx).map_err(fail)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(fail)?;
     tx.commit().map_err(fail)?;
@@ -343,7 +351,7 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
 }
 
 /// Set only by the test that kills an upgrade part-way (tests/it/schema.rs): with it, an
-/// upgrade of more than one step stops after its first, inside the open transaction, and
+/// upgrade stops after its first step, inside the open transaction, and
 /// says so, so the test's `kill -9` lands exactly there rather than at a guessed moment.
 const PAUSE_UPGRADE_ENV: &str = "AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP";
 
