@@ -28,6 +28,7 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
             | Route::Audit
             | Route::Webhooks
             | Route::Deliveries(_)
+            | Route::TrustPolicies(_)
     );
     if !(is_list && method == "GET") {
         ctx.request.query_params(&[])?;

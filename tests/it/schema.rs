@@ -357,7 +357,7 @@ fn kill_upgrade_after_its_first_step(server: &TestServer) {
 }
 
 /// Restarts the stopped server on its older database: it must log `marker`, and leave
-/// version 4 with the schema a first start creates (`fresh_schema`).
+/// the current version with the schema a first start creates (`fresh_schema`).
 fn restart_upgrading(
     server: &mut TestServer,
     marker: &str,
@@ -463,7 +463,7 @@ fn a_version_2_database_is_upgraded_with_its_sessions_intact() {
     rewrite_as_version_2(&rewritten.db_path());
     assert_eq!(schema_of(&rewritten.db_path()), schema_of(&db));
 
-    restart_upgrading(&mut server, "from schema version 2 to 4", &fresh_schema);
+    restart_upgrading(&mut server, "from schema version 2 to 5", &fresh_schema);
 
     let runner = whoami(&server, V2_RUNNER_SESSION).expect(200);
     assert_eq!(runner["app"]["id"], "ci");
