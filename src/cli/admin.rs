@@ -151,7 +151,7 @@ fn invalid_reason(code: &str) -> &'static str {
 
 /// Adds the policy fields that were given to a new key's body; the absent ones are left to the
 /// server's defaults.
-fn add_policy(body: &mut Value, policy: KeyPolicyArgs) -> Result<(), CliError> {
+pub(super) fn add_policy(body: &mut Value, policy: KeyPolicyArgs) -> Result<(), CliError> {
     if !policy.tags.is_empty() {
         body["tags"] = json!(policy.tags);
     }

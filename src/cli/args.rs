@@ -30,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
-    /// Log this machine in with an auth key and save the session.
+    /// Log this machine in with an auth key (or an OIDC ID token) and save the session.
     Login(LoginArgs),
     /// Show the app and machine of the saved session.
     Whoami(WhoamiArgs),
@@ -55,6 +55,12 @@ pub enum Command {
     /// Manage webhooks (needs the root AUTHKEYS_ADMIN_TOKEN).
     #[command(subcommand)]
     Webhooks(super::webhooks::WebhooksCommand),
+    /// Manage OIDC trust policies: CI jobs log in with their ID token, no key (needs a token
+    /// with trust_policies:write).
+    #[command(subcommand)]
+    TrustPolicies(super::oidc::TrustPoliciesCommand),
+    /// Run a local OIDC issuer minting GitHub-Actions-shaped ID tokens, to try trust policies.
+    DevOidcIssuer(super::oidc::DevIssuerArgs),
     /// Copy a database consistently, even while a server is using it.
     Backup(BackupArgs),
     /// Print a new random auth key for a seed file (`serve --seed`); nothing stores it.
@@ -273,6 +279,8 @@ pub struct AuthKeyArg {
 pub struct LoginArgs {
     #[command(flatten)]
     pub auth_key: AuthKeyArg,
+    #[command(flatten)]
+    pub id_token: super::oidc::IdTokenArgs,
     #[command(flatten)]
     pub server: ServerArg,
     /// Name shown for this machine; defaults to the host name.

@@ -9,6 +9,7 @@ mod auth_key;
 mod client;
 mod credentials;
 mod duration;
+mod oidc;
 mod output;
 pub mod report;
 mod serve;
@@ -108,6 +109,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::AdminTokens(command) => admin_tokens::run(command),
         Command::Audit(args) => audit::run(args),
         Command::Webhooks(command) => webhooks::run(command),
+        Command::TrustPolicies(command) => oidc::trust_policies(command),
+        Command::DevOidcIssuer(args) => oidc::dev_issuer(args),
         Command::Backup(args) => backup(&args),
         Command::RotateAdminToken(args) => {
             let file =

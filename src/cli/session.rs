@@ -12,16 +12,23 @@ use authkeys::Secret;
 use serde_json::{Value, json};
 
 pub fn login(args: LoginArgs) -> Result<(), CliError> {
-    let auth_key = auth_key::read(args.auth_key.auth_key)?;
+    let timeout = std::time::Duration::from_secs(args.server.timeout.timeout);
+    let machine = args.machine.or_else(host_name);
+    // An ID token (`--app` with `--id-token-file` or `--github-actions`), else an auth key.
+    let body = match args.id_token.read(timeout)? {
+        Some((id_token, app)) => {
+            json!({"id_token": id_token.expose(), "app": app, "machine": machine})
+        }
+        None => {
+            let auth_key = auth_key::read(args.auth_key.auth_key)?;
+            json!({"auth_key": auth_key.expose(), "machine": machine})
+        }
+    };
     // A saved file that cannot be read is replaced like one that can: there is nothing in
     // it to log out.
     let previous = credentials::load_if_any().ok().flatten();
     let client = Client::new(&args.server.server, None, &args.server.timeout);
-    let machine = args.machine.or_else(host_name);
-    let response = client.post(
-        "/v1/auth/login",
-        &json!({"auth_key": auth_key.expose(), "machine": machine}),
-    )?;
+    let response = client.post("/v1/auth/login", &body)?;
     let token = response["session_token"].as_str().ok_or_else(|| {
         CliError::Message("the server's login response has no session token".into())
     })?;

@@ -23,7 +23,7 @@ impl Sandbox {
         Sandbox::with(Options::default())
     }
 
-    fn with(options: Options) -> Sandbox {
+    pub(crate) fn with(options: Options) -> Sandbox {
         Sandbox {
             server: TestServer::start_with(options),
             home: tempfile::tempdir().expect("creating a temp HOME"),
@@ -31,7 +31,7 @@ impl Sandbox {
     }
 
     /// A config directory under HOME, not created: the CLI must create it.
-    fn config_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn config_dir(&self, name: &str) -> PathBuf {
         self.home.path().join(name).join("authkeys")
     }
 
@@ -78,7 +78,7 @@ impl Sandbox {
     }
 
     /// A machine command with its session saved in `config`.
-    fn machine(&self, config: &Path, args: &[&str]) -> Output {
+    pub(crate) fn machine(&self, config: &Path, args: &[&str]) -> Output {
         self.run(
             args,
             &[
@@ -112,9 +112,9 @@ impl Sandbox {
 /// What one run of the CLI did, with what is needed to explain a failed expectation.
 pub(crate) struct Output {
     command: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
     log: String,
 }
 

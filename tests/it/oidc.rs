@@ -509,3 +509,179 @@ fn bad_trust_policies_are_422_naming_the_field_and_change_nothing() {
         .delete(&format!("/v1/apps/{app}/trust-policies/tp_nope"))
         .expect_error(404, "trust_policy_not_found");
 }
+
+/// The CLI end to end: a trust policy made with `trust-policies create`, logins with
+/// `--id-token-file` and with `--github-actions` against the dev issuer standing in for
+/// GitHub's token endpoint (which checks the request token and the audience), and
+/// `trust-policies delete` logging the machines out.
+#[test]
+fn the_cli_makes_policies_and_logs_in_with_a_token_file_or_github_actions() {
+    use crate::cli::Sandbox;
+    let issuer = issuer();
+    let s = Sandbox::with(Options::default().flag("--oidc-allow-insecure-issuer"));
+    s.admin(&["apps", "create", "ci"]).success();
+    let created = s
+        .admin(&[
+            "trust-policies",
+            "create",
+            "--app",
+            "ci",
+            "--issuer",
+            issuer.url(),
+            "--audience",
+            "authkeys",
+            "--subject",
+            "repo:acme/api:ref:refs/heads/*",
+            "--claim",
+            "repository_owner=acme",
+            "--ephemeral",
+            "--tag",
+            "tag:ci",
+            "--json",
+        ])
+        .json();
+    let policy_id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["claims"], json!({"repository_owner": "acme"}));
+    let listed = s.admin(&["trust-policies", "list", "--app", "ci"]);
+    assert!(listed.success().contains(&policy_id), "{}", listed.stdout);
+
+    let config = s.config_dir("job");
+    let token_file = config.parent().unwrap().join("id-token");
+    std::fs::create_dir_all(token_file.parent().unwrap()).unwrap();
+    let token = issuer.mint(DevAlg::ES256, &issuer.claims("authkeys"));
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let file = token_file.to_str().unwrap();
+    let login = s.machine(
+        &config,
+        &["login", "--app", "ci", "--id-token-file", file, "--json"],
+    );
+    let logged_in = login.json();
+    assert_eq!(logged_in["machine"]["trust_policy_id"], policy_id.as_str());
+    let me = s.machine(&config, &["whoami", "--json"]).json();
+    assert_eq!(me["machine"]["tags"], json!(["tag:ci"]));
+    // The same token again: refused, naming the check, never echoing the token.
+    let replay = s.machine(&config, &["login", "--app", "ci", "--id-token-file", file]);
+    assert!(!replay.status.success(), "{}", replay.stdout);
+    assert!(replay.stderr.contains("jti"), "{}", replay.stderr);
+    assert!(
+        !replay.stderr.contains(&token[token.len() - 30..]),
+        "{}",
+        replay.stderr
+    );
+
+    let actions_url = format!("{}/token", issuer.url());
+    let actions = |request_token: &str, audience: &str| {
+        s.run(
+            &[
+                "login",
+                "--app",
+                "ci",
+                "--github-actions",
+                "--audience",
+                audience,
+                "--json",
+            ],
+            &[
+                ("AUTHKEYS_SERVER", &s.server.url),
+                ("AUTHKEYS_CONFIG_DIR", config.to_str().unwrap()),
+                ("ACTIONS_ID_TOKEN_REQUEST_URL", &actions_url),
+                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", request_token),
+            ],
+        )
+    };
+    let from_actions = actions(issuer.request_token(), "authkeys").json();
+    assert_eq!(
+        from_actions["machine"]["trust_policy_id"],
+        policy_id.as_str()
+    );
+    // The stand-in refuses a wrong request token; a token for another audience is refused by
+    // the server.
+    let wrong_request_token = actions("not-the-token", "authkeys");
+    assert!(!wrong_request_token.status.success());
+    assert!(
+        wrong_request_token.stderr.contains("401"),
+        "{}",
+        wrong_request_token.stderr
+    );
+    let other_audience = actions(issuer.request_token(), "someone-else");
+    assert!(!other_audience.status.success());
+    assert!(
+        other_audience.stderr.contains("aud"),
+        "{}",
+        other_audience.stderr
+    );
+    let outside_actions = s.machine(&config, &["login", "--app", "ci", "--github-actions"]);
+    assert!(
+        outside_actions
+            .stderr
+            .contains("ACTIONS_ID_TOKEN_REQUEST_URL"),
+        "{}",
+        outside_actions.stderr
+    );
+
+    let session = s.run(
+        &["session-token"],
+        &[("AUTHKEYS_CONFIG_DIR", config.to_str().unwrap())],
+    );
+    let session = session.success().trim().to_string();
+    s.admin(&["trust-policies", "delete", "--app", "ci", &policy_id])
+        .success();
+    whoami(&s.server, &session).expect_error(401, "invalid_credentials");
+}
+
+/// `authkeys dev-oidc-issuer` serves an issuer a server trusts (with
+/// --oidc-allow-insecure-issuer) and a GitHub-Actions-like token endpoint for `login
+/// --github-actions`, as docs/cli.md shows.
+#[test]
+fn the_dev_oidc_issuer_command_lets_a_machine_log_in_locally() {
+    use crate::cli::Sandbox;
+    use crate::support::ServerProcess;
+    let s = Sandbox::with(Options::default().flag("--oidc-allow-insecure-issuer"));
+    let mut command = std::process::Command::new(crate::support::BIN);
+    command.args([
+        "dev-oidc-issuer",
+        "--repository",
+        "octo/tools",
+        "--ref",
+        "refs/heads/dev",
+    ]);
+    let log = s.config_dir("issuer").with_extension("log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let dev = ServerProcess::spawn(command, &log);
+    let ready = dev.ready();
+    let issuer_url = ready["issuer"].as_str().expect("issuer").to_string();
+    s.admin(&["apps", "create", "tools"]).success();
+    s.admin(&[
+        "trust-policies",
+        "create",
+        "--app",
+        "tools",
+        "--issuer",
+        &issuer_url,
+        "--audience",
+        "authkeys",
+        "--subject",
+        "repo:octo/tools:ref:refs/heads/*",
+        "--claim",
+        "repository=octo/tools",
+    ])
+    .success();
+    let config = s.config_dir("runner");
+    let login = s.run(
+        &["login", "--app", "tools", "--github-actions", "--json"],
+        &[
+            ("AUTHKEYS_SERVER", &s.server.url),
+            ("AUTHKEYS_CONFIG_DIR", config.to_str().unwrap()),
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_URL",
+                ready["ACTIONS_ID_TOKEN_REQUEST_URL"].as_str().unwrap(),
+            ),
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                ready["ACTIONS_ID_TOKEN_REQUEST_TOKEN"].as_str().unwrap(),
+            ),
+        ],
+    );
+    assert_eq!(login.json()["machine"]["app"], "tools");
+    dev.send_signal("TERM");
+}
