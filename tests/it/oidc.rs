@@ -685,3 +685,127 @@ fn the_dev_oidc_issuer_command_lets_a_machine_log_in_locally() {
     assert_eq!(login.json()["machine"]["app"], "tools");
     dev.send_signal("TERM");
 }
+
+/// One request of the deletion race: when it started and ended, and whether it was let in.
+struct Seen {
+    started: Instant,
+    finished: Instant,
+    login: bool,
+    accepted: bool,
+    detail: String,
+}
+
+/// Deleting a trust policy while 6 clients log in through it and call whoami: every request
+/// that starts after the DELETE returned is refused, logins and sessions alike, and no machine
+/// of the policy is left, whichever way each racing login went.
+#[test]
+fn deleting_a_policy_while_clients_log_in_through_it_leaves_nobody_in() {
+    const CLIENTS: usize = 6;
+    const TOKENS: usize = 30;
+    let issuer = issuer();
+    let server = server_for_issuers(60_000);
+    let app = server.create_app("ci");
+    let policy = create_policy(&server, &app, issuer.url(), json!({}));
+    let policy_id = policy["id"].as_str().unwrap().to_string();
+    // A key login of the same app must survive the deletion.
+    let key = server.create_key(&app, json!({}));
+    let keyed = crate::support::session_of(&server.login(key["key"].as_str().unwrap()));
+    let tokens: Vec<Vec<String>> = (0..CLIENTS)
+        .map(|_| {
+            (0..TOKENS)
+                .map(|_| issuer.mint(DevAlg::ES256, &issuer.claims("authkeys")))
+                .collect()
+        })
+        .collect();
+    let deleted: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let logins_done = std::sync::atomic::AtomicUsize::new(0);
+    let seen: Vec<Seen> = std::thread::scope(|scope| {
+        let clients: Vec<_> = tokens
+            .iter()
+            .map(|tokens| {
+                let (api, app, deleted, done) = (server.anonymous(), &app, &deleted, &logins_done);
+                let url = server.url.clone();
+                scope.spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut sessions: Vec<String> = Vec::new();
+                    for token in tokens {
+                        let started = Instant::now();
+                        let reply = login_with(&api, app, token);
+                        let finished = Instant::now();
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if reply.status == 201 {
+                            sessions.push(reply.json["session_token"].as_str().unwrap().into());
+                        }
+                        seen.push(Seen {
+                            started,
+                            finished,
+                            login: true,
+                            accepted: reply.status == 201,
+                            detail: reply.body.clone(),
+                        });
+                        for session in &sessions {
+                            let started = Instant::now();
+                            let status = ureq::get(&format!("{url}/v1/auth/whoami"))
+                                .header("Authorization", &format!("Bearer {session}"))
+                                .config()
+                                .http_status_as_error(false)
+                                .build()
+                                .call()
+                                .map(|response| response.status().as_u16())
+                                .unwrap_or(0);
+                            seen.push(Seen {
+                                started,
+                                finished: Instant::now(),
+                                login: false,
+                                accepted: status == 200,
+                                detail: format!("whoami {status}"),
+                            });
+                        }
+                        if deleted.get().is_some_and(|at| started > *at) && sessions.len() > 3 {
+                            break;
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        crate::support::wait_for("some logins", Duration::from_secs(30), || {
+            logins_done.load(std::sync::atomic::Ordering::SeqCst) >= CLIENTS * 3
+        });
+        server
+            .admin()
+            .delete(&format!("/v1/apps/{app}/trust-policies/{policy_id}"))
+            .expect(204);
+        deleted.set(Instant::now()).unwrap();
+        clients
+            .into_iter()
+            .flat_map(|client| client.join().unwrap())
+            .collect()
+    });
+    let returned = *deleted.get().unwrap();
+    let after: Vec<&Seen> = seen.iter().filter(|s| s.started > returned).collect();
+    assert!(
+        after.iter().any(|s| s.login),
+        "no login started after the deletion"
+    );
+    for s in &after {
+        assert!(
+            !s.accepted,
+            "let in after the DELETE returned: {}",
+            s.detail
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|s| s.login && s.accepted && s.finished < returned),
+        "no login succeeded before the deletion"
+    );
+    let machines = server
+        .admin()
+        .get(&format!("/v1/apps/{app}/machines"))
+        .expect(200);
+    let left: Vec<&Value> = machines["machines"].as_array().unwrap().iter().collect();
+    assert_eq!(left.len(), 1, "only the key's machine remains: {left:?}");
+    assert_eq!(left[0]["trust_policy_id"], Value::Null);
+    whoami(&server, &keyed).expect(200);
+}
