@@ -809,3 +809,59 @@ fn deleting_a_policy_while_clients_log_in_through_it_leaves_nobody_in() {
     assert_eq!(left[0]["trust_policy_id"], Value::Null);
     whoami(&server, &keyed).expect(200);
 }
+
+/// Creating a policy, logging in through it and deleting it are each audited in their own
+/// transaction; a token with only `trust_policies:write` may manage policies, one without it
+/// may not.
+#[test]
+fn policies_and_their_logins_are_audited_and_need_their_scope() {
+    let issuer = issuer();
+    let server = server_for_issuers(60_000);
+    let app = server.create_app("ci");
+    let scoped = |scopes: Value| {
+        let created = server
+            .admin()
+            .post("/v1/admin-tokens", &json!({"name": "t", "scopes": scopes}))
+            .expect(201);
+        server.client(Some(created["token"].as_str().unwrap()))
+    };
+    let body = json!({"issuer": issuer.url(), "audience": "authkeys", "subject": "repo:acme/*"});
+    let path = format!("/v1/apps/{app}/trust-policies");
+    scoped(json!(["keys:write"]))
+        .post(&path, &body)
+        .expect_error(403, "forbidden");
+    let writer = scoped(json!(["trust_policies:write"]));
+    let policy = writer.post(&path, &body).expect(201);
+    let policy_id = policy["id"].as_str().unwrap();
+    writer.get(&path).expect(200);
+    let token = issuer.mint(DevAlg::RS256, &issuer.claims("authkeys"));
+    let machine = login(&server, &app, &token).expect(201)["machine"]["id"].clone();
+    writer.delete(&format!("{path}/{policy_id}")).expect(204);
+    let events = server.admin().get("/v1/audit?app=ci").expect(200)["events"].clone();
+    let summary: Vec<(String, String, String)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| {
+            (
+                event["action"].as_str().unwrap().to_string(),
+                event["actor"]["type"].as_str().unwrap().to_string(),
+                event["target"]["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let machine = machine.as_str().unwrap().to_string();
+    let expected = [
+        ("app.created", "root", "ci".to_string()),
+        ("trust_policy.created", "admin_token", policy_id.to_string()),
+        ("machine.logged_in", "machine", machine.clone()),
+        ("trust_policy.deleted", "admin_token", policy_id.to_string()),
+        ("machine.logged_out", "admin_token", machine),
+    ]
+    .map(|(action, actor, target)| (action.to_string(), actor.to_string(), target));
+    assert_eq!(summary, expected, "{events}");
+    assert!(
+        !events.to_string().contains(&token[token.len() - 30..]),
+        "the token was logged"
+    );
+}
