@@ -127,7 +127,10 @@ pub fn whoami(args: &WhoamiArgs) -> Result<(), CliError> {
         output::field(machine, "id"),
         output::field(machine, "name")
     );
-    say!("key:       {}", output::field(machine, "key_id"));
+    match machine["trust_policy_id"].as_str() {
+        Some(policy) => say!("policy:    {policy} (logged in with an OIDC ID token)"),
+        None => say!("key:       {}", output::field(machine, "key_id")),
+    }
     say!("logged in: {}", output::field(machine, "created_at"));
     say!(
         "expires:   {}",

@@ -155,3 +155,65 @@ fn the_quick_start_over_curl_works_pasted_verbatim() {
         "after revocation:\n{out}"
     );
 }
+
+/// The fenced block of `language` that follows the HTML comment starting with `marker`.
+fn fenced_after(marker: &str, language: &str) -> &'static str {
+    let start = README
+        .find(marker)
+        .unwrap_or_else(|| panic!("README.md has no {marker:?} marker"));
+    let rest = &README[start..];
+    let fence = format!("```{language}\n");
+    let open = rest.find(&fence).expect("a block follows the marker") + fence.len();
+    let len = rest[open..].find("```").expect("the block is closed");
+    &rest[open..open + len]
+}
+
+/// The OIDC section: its `trust-policies create` command, pasted with only the issuer swapped
+/// for a local one (GitHub's cannot be reached here), then the workflow's `run:` lines, with
+/// the dev issuer answering as GitHub's token endpoint does: the same audience and claims.
+#[test]
+fn the_github_actions_example_works_pasted_verbatim() {
+    let issuer = authkeys::DevIssuer::start(
+        "127.0.0.1:0",
+        authkeys::DevClaims {
+            repository: "acme/api".into(),
+            git_ref: "refs/heads/main".into(),
+            ..authkeys::DevClaims::default()
+        },
+    )
+    .expect("starting the dev issuer");
+    let server = TestServer::start_with(Options::default().flag("--oidc-allow-insecure-issuer"));
+    server.create_app("api");
+    let policy = block_after("<!-- oidc-policy")
+        .replace("https://token.actions.githubusercontent.com", issuer.url());
+    let workflow = fenced_after("<!-- oidc-workflow", "yaml");
+    let run: Vec<&str> = workflow
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("run: |"))
+        .skip(1)
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    assert!(run.len() >= 2, "the workflow's run block:\n{workflow}");
+    let script = format!(
+        "export AUTHKEYS_ADMIN_TOKEN={}\n{policy}\nunset AUTHKEYS_ADMIN_TOKEN\n\
+         export ACTIONS_ID_TOKEN_REQUEST_URL={}/token ACTIONS_ID_TOKEN_REQUEST_TOKEN={} \
+         GITHUB_RUN_ID=42\n{}\n",
+        crate::support::ADMIN_TOKEN,
+        issuer.url(),
+        issuer.request_token(),
+        run.join("\n")
+    );
+    let out = paste(&script, server.dir.path(), &server.url);
+    assert!(out.contains("Created trust policy tp_"), "{out}");
+    assert!(out.contains("(runner-42)"), "whoami output:\n{out}");
+    assert!(out.contains("policy:    tp_"), "whoami names the policy:\n{out}");
+    let machines = server.admin().get("/v1/apps/api/machines").expect(200);
+    let machine = &machines["machines"][0];
+    assert_eq!(machine["tags"], serde_json::json!(["tag:ci"]), "{machines}");
+    assert!(
+        machine["trust_policy_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("tp_"))
+    );
+}
