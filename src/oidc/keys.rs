@@ -8,8 +8,8 @@ use super::Settings;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// The largest discovery document or JWKS read (GitHub's JWKS is about 2 KiB).
 const MAX_DOCUMENT_BYTES: u64 = 256 * 1024;
@@ -20,7 +20,15 @@ const MAX_ISSUERS: usize = 1024;
 pub(crate) struct KeySets {
     settings: Settings,
     agent: ureq::Agent,
-    issuers: Mutex<HashMap<String, Arc<Mutex<Fetched>>>>,
+    issuers: Mutex<HashMap<String, Arc<Issuer>>>,
+}
+
+/// One issuer's cached keys, and the fetch in flight that logins of it wait for.
+#[derive(Default)]
+struct Issuer {
+    fetched: Mutex<Fetched>,
+    /// Signalled when a fetch ends.
+    fetch_ended: Condvar,
 }
 
 #[derive(Default)]
@@ -28,7 +36,13 @@ struct Fetched {
     keys: Option<JwkSet>,
     /// When the last fetch began, successful or not: the refetch limit counts from here.
     last_attempt: Option<Instant>,
+    /// A fetch is running: logins of this issuer wait for it (at most its timeout) rather
+    /// than start another or fail while the keys are on their way.
+    in_flight: bool,
 }
+
+/// How much longer than a fetch's own timeout a waiting login waits for it.
+const WAIT_MARGIN: Duration = Duration::from_millis(500);
 
 #[derive(Deserialize)]
 struct Discovery {
@@ -71,25 +85,44 @@ impl KeySets {
             }
             Arc::clone(issuers.entry(issuer.to_string()).or_default())
         };
-        {
-            let mut fetched = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fetched = entry.fetched.lock().unwrap_or_else(PoisonError::into_inner);
+        let waited_since = Instant::now();
+        loop {
             if let Some(key) = fetched.keys.as_ref().and_then(|keys| keys.find(kid)) {
                 return Ok(key.clone());
             }
-            let recent = fetched
-                .last_attempt
-                .is_some_and(|at| at.elapsed() < self.settings.refetch_interval);
-            if recent {
-                return Err(match fetched.keys {
-                    Some(_) => "kid: no key with this kid in the issuer's JWKS".into(),
-                    None => "jwks: the issuer's keys could not be fetched".into(),
-                });
+            if !fetched.in_flight {
+                break;
             }
-            fetched.last_attempt = Some(Instant::now());
+            // A fetch is two requests (discovery, then the JWKS), each within the timeout.
+            let patience = self.settings.fetch_timeout * 2 + WAIT_MARGIN;
+            let Some(left) = patience.checked_sub(waited_since.elapsed()) else {
+                return Err("jwks: the issuer's keys are still being fetched".into());
+            };
+            fetched = entry
+                .fetch_ended
+                .wait_timeout(fetched, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
-        // Outside the lock: other logins of this issuer answer from the cache meanwhile.
+        let recent = fetched
+            .last_attempt
+            .is_some_and(|at| at.elapsed() < self.settings.refetch_interval);
+        if recent {
+            return Err(match fetched.keys {
+                Some(_) => "kid: no key with this kid in the issuer's JWKS".into(),
+                None => "jwks: the issuer's keys could not be fetched".into(),
+            });
+        }
+        fetched.last_attempt = Some(Instant::now());
+        fetched.in_flight = true;
+        drop(fetched);
+        // Outside the lock: other logins of this issuer answer from the cache meanwhile, or
+        // wait for this fetch; other issuers' logins are not concerned.
         let result = self.fetch(issuer);
-        let mut fetched = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fetched = entry.fetched.lock().unwrap_or_else(PoisonError::into_inner);
+        fetched.in_flight = false;
+        entry.fetch_ended.notify_all();
         match result {
             Ok(keys) => {
                 let key = keys.find(kid).cloned();

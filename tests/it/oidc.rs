@@ -865,3 +865,33 @@ fn policies_and_their_logins_are_audited_and_need_their_scope() {
         "the token was logged"
     );
 }
+
+/// Many runners start at once (a matrix job): the first logins of a new issuer wait for the
+/// one fetch of its keys instead of failing or fetching again.
+#[test]
+fn simultaneous_first_logins_share_one_fetch_of_the_keys() {
+    let issuer = issuer();
+    let server = server_for_issuers(60_000);
+    let app = server.create_app("ci");
+    create_policy(&server, &app, issuer.url(), json!({}));
+    let tokens: Vec<String> = (0..8)
+        .map(|_| issuer.mint(DevAlg::ES256, &issuer.claims("authkeys")))
+        .collect();
+    let statuses: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = tokens
+            .iter()
+            .map(|token| {
+                let (api, app) = (server.anonymous(), &app);
+                scope.spawn(move || {
+                    let reply = login_with(&api, app, token);
+                    (reply.status, reply.body)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, body) in &statuses {
+        assert_eq!(*status, 201, "{body}");
+    }
+    assert_eq!(issuer.jwks_served(), 1);
+}

@@ -207,7 +207,10 @@ fn the_github_actions_example_works_pasted_verbatim() {
     let out = paste(&script, server.dir.path(), &server.url);
     assert!(out.contains("Created trust policy tp_"), "{out}");
     assert!(out.contains("(runner-42)"), "whoami output:\n{out}");
-    assert!(out.contains("policy:    tp_"), "whoami names the policy:\n{out}");
+    assert!(
+        out.contains("policy:    tp_"),
+        "whoami names the policy:\n{out}"
+    );
     let machines = server.admin().get("/v1/apps/api/machines").expect(200);
     let machine = &machines["machines"][0];
     assert_eq!(machine["tags"], serde_json::json!(["tag:ci"]), "{machines}");
