@@ -198,6 +198,6 @@ CREATE TABLE IF NOT EXISTS oidc_jtis (
     issuer     TEXT    NOT NULL,
     jti        TEXT    NOT NULL,
     expires_at INTEGER NOT NULL,
-    PRIMARY KEY (issuer, jti)
-) STRICT, WITHOUT ROWID;
+    UNIQUE (issuer, jti)
+) STRICT;
 CREATE INDEX IF NOT EXISTS oidc_jtis_by_expiry ON oidc_jtis (expires_at);

@@ -352,8 +352,8 @@ impl<'c> Writer<'c> {
     /// Forgets up to `limit` `jti`s of tokens no longer valid at `now`.
     pub(crate) fn delete_expired_jtis(&self, now: Timestamp, limit: usize) -> Result<usize> {
         self.execute(
-            "DELETE FROM oidc_jtis WHERE (issuer, jti) IN (
-                 SELECT issuer, jti FROM oidc_jtis WHERE expires_at <= ?1 LIMIT ?2)",
+            "DELETE FROM oidc_jtis WHERE rowid IN (
+                 SELECT rowid FROM oidc_jtis WHERE expires_at <= ?1 LIMIT ?2)",
             params![now.0, limit as i64],
         )
     }
