@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Err(err) => return cli::usage_error(&err),
     };
     match cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("authkeys: error: {}", one_line(&err));
             ExitCode::FAILURE

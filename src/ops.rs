@@ -9,6 +9,7 @@ use crate::runtime::admin_token;
 use crate::store::{self, Database, Store};
 use std::path::{Path, PathBuf};
 
+pub use crate::domain::scan::{Found, MAX_TOKEN_LEN, TokenFinder};
 pub use crate::store::BackedUp;
 
 /// Copies the database at `source` to `out` (created or replaced, mode 0600) in one

@@ -1,6 +1,6 @@
 //! Admin commands over HTTP, authenticated by `AUTHKEYS_ADMIN_TOKEN`: apps, keys, machines.
 
-use super::args::{AdminArgs, AppsCommand, KeysCommand, ListArgs, MachinesCommand};
+use super::args::{AdminArgs, AppsCommand, KeysCommand, ListArgs, MachinesCommand, ServerArg};
 use super::client::{Client, RequestError, segment};
 use super::output::say;
 use super::{CliError, output};
@@ -89,6 +89,10 @@ fn admin_refused(err: RequestError) -> CliError {
 }
 
 fn client(args: &AdminArgs) -> Result<Admin, CliError> {
+    server_client(&args.server)
+}
+
+fn server_client(server: &ServerArg) -> Result<Admin, CliError> {
     let token = std::env::var("AUTHKEYS_ADMIN_TOKEN")
         .ok()
         .filter(|token| !token.is_empty())
@@ -99,10 +103,22 @@ fn client(args: &AdminArgs) -> Result<Admin, CliError> {
                     .into(),
             )
         })?;
-    Ok(Admin(Client::new(
-        &args.server.server,
-        Some(Secret::new(token)),
-    )))
+    Ok(Admin(Client::new(&server.server, Some(Secret::new(token)))))
+}
+
+/// `POST /v1/keys/revoke-by-value` for `authkeys scan --revoke`: each call revokes one leaked
+/// auth key (or logs out the machine of one session token) and returns the server's answer.
+pub struct Revoker(Admin);
+
+impl Revoker {
+    pub fn new(server: &ServerArg) -> Result<Revoker, CliError> {
+        server_client(server).map(Revoker)
+    }
+
+    pub fn revoke(&self, token: &Secret) -> Result<Value, CliError> {
+        self.0
+            .post("/v1/keys/revoke-by-value", &json!({"key": token.expose()}))
+    }
 }
 
 pub fn apps(command: AppsCommand) -> Result<(), CliError> {

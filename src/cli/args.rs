@@ -39,6 +39,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Print a new random auth key for a seed file (`serve --seed`); nothing stores it.
     GenerateKey,
+    /// Find auth keys, session tokens and admin tokens in files, directories (recursively)
+    /// or standard input (`-`); exit 1 if any was found, 0 if none, 2 on error.
+    Scan(ScanArgs),
     /// Replace the generated admin token with a new one in `<db>.admin-token`; restart the
     /// server afterwards.
     RotateAdminToken(DbArg),
@@ -49,6 +52,29 @@ pub struct DbArg {
     /// The server's database.
     #[arg(long, env = "AUTHKEYS_DB", default_value = config::DEFAULT_DB)]
     pub db: String,
+}
+
+/// Files larger than this are skipped by `authkeys scan` unless `--max-file-size` says
+/// otherwise: source text is far smaller, and large files are mostly data or build output.
+pub const DEFAULT_SCAN_MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    /// Files or directories to scan; directories recursively, skipping `.git`, binary files
+    /// and symbolic links. `-` reads standard input.
+    #[arg(value_name = "PATH", default_value = ".")]
+    pub paths: Vec<std::path::PathBuf>,
+    /// Skip files larger than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SCAN_MAX_FILE_SIZE)]
+    pub max_file_size: u64,
+    /// Revoke every auth key found and log out the machine of every session token found
+    /// (needs AUTHKEYS_ADMIN_TOKEN and --server).
+    #[arg(long)]
+    pub revoke: bool,
+    #[command(flatten)]
+    pub server: ServerArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args, Debug)]

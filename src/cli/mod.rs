@@ -6,6 +6,7 @@ pub mod args;
 mod client;
 mod credentials;
 mod output;
+mod scan;
 mod serve;
 mod session;
 
@@ -50,8 +51,17 @@ impl CliError {
     }
 }
 
-pub fn run(cli: Cli) -> Result<(), CliError> {
+/// Runs one command. `scan` chooses its own exit status (found, none, error); every other
+/// command succeeds or fails.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Scan(args) => Ok(scan::scan(&args)),
+        command => run_command(command).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn run_command(command: Command) -> Result<(), CliError> {
+    match command {
         Command::Serve(args) => {
             // Only the server logs. Client commands stay quiet: an HTTP library's trace output
             // would include the Authorization header.
@@ -79,6 +89,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             say!("{}", ops::generate_token(TokenKind::AuthKey).expose());
             Ok(())
         }
+        Command::Scan(_) => unreachable!("`run` runs scan itself"),
     }
 }
 

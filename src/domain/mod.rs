@@ -5,5 +5,6 @@ pub(crate) mod error;
 pub(crate) mod json;
 pub(crate) mod model;
 pub(crate) mod page;
+pub(crate) mod scan;
 pub(crate) mod token;
 pub(crate) mod validate;
