@@ -5,6 +5,7 @@
 //! This file holds the `Authority` itself, admin authentication and `judge_key`.
 
 mod apps;
+pub(crate) mod leaks;
 mod login;
 pub(crate) mod seed;
 mod verify;
@@ -29,6 +30,8 @@ pub(crate) struct Authority {
     apps: AppCache,
     admin_token: TokenHash,
     ephemeral_ttl_secs: u64,
+    /// GitLab's and GitHub's credentials, when their leak report endpoints are on.
+    leak_reporters: leaks::LeakReporters,
 }
 
 /// Why a key would not be accepted, as `POST /v1/keys/verify` reports it.
@@ -92,6 +95,7 @@ impl Authority {
             apps: AppCache::default(),
             admin_token,
             ephemeral_ttl_secs,
+            leak_reporters: leaks::LeakReporters::default(),
         }
     }
 

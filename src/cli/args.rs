@@ -133,6 +133,24 @@ pub struct ServeArgs {
     #[arg(long = "trusted-proxy", env = "AUTHKEYS_TRUSTED_PROXIES", value_name = "CIDR",
           value_delimiter = ',', value_parser = http::parse_trusted_proxy)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Turns on GitLab's Token Revocation API (`/v1/revocable_token_types`,
+    /// `/v1/revoke_tokens`) with the token GitLab sends; at least 32 characters. Prefer the
+    /// environment variable, which stays out of `ps`.
+    #[arg(
+        long,
+        env = "AUTHKEYS_REVOCATION_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub revocation_api_token: Option<String>,
+    /// Turns on GitHub secret scanning (`/v1/secret-scanning/github`): a JSON file of
+    /// GitHub's public keys, as GitHub publishes them.
+    #[arg(
+        long,
+        env = "AUTHKEYS_GITHUB_SECRET_SCANNING_KEYS",
+        value_name = "FILE"
+    )]
+    pub github_secret_scanning_keys: Option<std::path::PathBuf>,
     /// How long a connection may wait for a request to start (tests).
     #[arg(long, hide = true, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -2,6 +2,7 @@
 //! except the OS random source that `token` draws from.
 
 pub(crate) mod error;
+pub(crate) mod github_keys;
 pub(crate) mod json;
 pub(crate) mod model;
 pub(crate) mod page;

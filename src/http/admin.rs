@@ -80,6 +80,7 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
                 ctx.authority.machines(app, key_id, &page, ctx.now)?,
             )
         }
+        (Route::RevokeByValue, "POST") => super::leaks::revoke_by_value(ctx)?,
         (Route::Machine(app, machine), "DELETE") => {
             ctx.authority.logout_machine(app, machine, ctx.now)?;
             Response::no_content()

@@ -20,6 +20,12 @@ pub(crate) enum Route<'a> {
     Logout,
     Verify,
     ForwardAuth,
+    RevokeByValue,
+    /// GitLab's Token Revocation API, when configured.
+    RevocableTokenTypes,
+    RevokeTokens,
+    /// GitHub secret scanning, when configured.
+    GithubSecretScanning,
     /// The admin dashboard's page, `/`.
     Dashboard,
     /// One of the dashboard's static files, `/assets/{name}`.
@@ -43,6 +49,10 @@ pub(crate) const ROUTE_LABELS: &[&str] = &[
     "/v1/auth/logout",
     "/v1/keys/verify",
     "/v1/forward-auth",
+    "/v1/keys/revoke-by-value",
+    "/v1/revocable_token_types",
+    "/v1/revoke_tokens",
+    "/v1/secret-scanning/github",
     "/",
     "/assets/{asset}",
     UNMATCHED,
@@ -85,6 +95,10 @@ impl<'a> Route<'a> {
             ["v1", "auth", "logout"] => Route::Logout,
             ["v1", "keys", "verify"] => Route::Verify,
             ["v1", "forward-auth"] => Route::ForwardAuth,
+            ["v1", "keys", "revoke-by-value"] => Route::RevokeByValue,
+            ["v1", "revocable_token_types"] => Route::RevocableTokenTypes,
+            ["v1", "revoke_tokens"] => Route::RevokeTokens,
+            ["v1", "secret-scanning", "github"] => Route::GithubSecretScanning,
             ["assets", name] => Route::Asset(name),
             _ => return None,
         };
@@ -97,6 +111,8 @@ impl<'a> Route<'a> {
             Route::Health | Route::OpenApi | Route::Metrics => &["GET"],
             Route::Dashboard | Route::Asset(_) => &["GET"],
             Route::Whoami | Route::ForwardAuth | Route::Machines(_) => &["GET"],
+            Route::RevocableTokenTypes => &["GET"],
+            Route::RevokeByValue | Route::RevokeTokens | Route::GithubSecretScanning => &["POST"],
             Route::Apps | Route::Keys(_) => &["GET", "POST"],
             Route::App(_) | Route::Key(..) => &["GET", "DELETE"],
             Route::Machine(..) => &["DELETE"],
@@ -121,6 +137,10 @@ impl<'a> Route<'a> {
             Route::Logout => "/v1/auth/logout",
             Route::Verify => "/v1/keys/verify",
             Route::ForwardAuth => "/v1/forward-auth",
+            Route::RevokeByValue => "/v1/keys/revoke-by-value",
+            Route::RevocableTokenTypes => "/v1/revocable_token_types",
+            Route::RevokeTokens => "/v1/revoke_tokens",
+            Route::GithubSecretScanning => "/v1/secret-scanning/github",
             Route::Dashboard => "/",
             Route::Asset(_) => "/assets/{asset}",
         }
@@ -154,6 +174,16 @@ mod tests {
             ("/v1/auth/logout", Some(Route::Logout)),
             ("/v1/keys/verify", Some(Route::Verify)),
             ("/v1/forward-auth", Some(Route::ForwardAuth)),
+            ("/v1/keys/revoke-by-value", Some(Route::RevokeByValue)),
+            (
+                "/v1/revocable_token_types",
+                Some(Route::RevocableTokenTypes),
+            ),
+            ("/v1/revoke_tokens", Some(Route::RevokeTokens)),
+            (
+                "/v1/secret-scanning/github",
+                Some(Route::GithubSecretScanning),
+            ),
             ("/", Some(Route::Dashboard)),
             ("/assets/app.js", Some(Route::Asset("app.js"))),
             ("/assets/", None),
