@@ -238,26 +238,13 @@ fn scan_reader(
     }
 }
 
-/// Reads until `buffer` holds a whole chunk or the input ends; true at the end.
+/// Reads until `buffer` holds a whole chunk or the input ends; true at the end. Appends
+/// without zeroing the buffer first (`read_to_end`), so a small file costs one read.
 fn fill(reader: &mut impl Read, buffer: &mut Vec<u8>) -> io::Result<bool> {
     let want = CHUNK_BYTES + MAX_TOKEN_LEN;
-    while buffer.len() < want {
-        let start = buffer.len();
-        buffer.resize(want, 0);
-        match reader.read(&mut buffer[start..]) {
-            Ok(0) => {
-                buffer.truncate(start);
-                return Ok(true);
-            }
-            Ok(read) => buffer.truncate(start + read),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => buffer.truncate(start),
-            Err(err) => {
-                buffer.truncate(start);
-                return Err(err);
-            }
-        }
-    }
-    Ok(false)
+    let missing = (want - buffer.len()) as u64;
+    reader.by_ref().take(missing).read_to_end(buffer)?;
+    Ok(buffer.len() < want)
 }
 
 /// Line numbers, counted only as far as a finding needs (most text has none), across the
