@@ -1,8 +1,11 @@
--- authkeys schema, version 2. Applied by src/store/mod.rs inside one transaction when
--- PRAGMA user_version is 0 (the version is then set to 2), and re-run by the upgrade from
--- version 1, which is why every statement says IF NOT EXISTS. Times are Unix milliseconds
--- (UTC). Every start re-applies this file to a version 2 database (all IF NOT EXISTS), so an
--- index added here reaches existing files without a version change.
+-- authkeys schema, version 3. Applied by src/store/mod.rs inside one transaction when
+-- PRAGMA user_version is 0 (the version is then set to 3), and re-run by the upgrades from
+-- versions 1 and 2, which is why every statement says IF NOT EXISTS. Times are Unix
+-- milliseconds (UTC); durations (`session_ttl`, `idle_timeout`) are seconds. Every start
+-- re-applies this file to a version 3 database (all IF NOT EXISTS), so an index added here
+-- reaches existing files without a version change. Columns added after a table first shipped
+-- come last, in the order the upgrades add them, so an upgraded file has the same columns in
+-- the same order as a new one.
 -- Public ids (apps.id, keys.id, machines.id) are what the API shows; `pk` leaves the
 -- process only inside opaque list cursors (src/page.rs).
 
@@ -42,7 +45,17 @@ CREATE TABLE IF NOT EXISTS keys (
     revoked_at   INTEGER,
     last_used_at INTEGER,
     uses         INTEGER NOT NULL DEFAULT 0,
-    machine_rows INTEGER NOT NULL DEFAULT 0
+    machine_rows INTEGER NOT NULL DEFAULT 0,
+    -- Version 3: the key's policy. `tags` is a sorted JSON array of distinct tags, `metadata`
+    -- a JSON object (at most 1 KiB), both copied into each machine at login. `max_uses` is
+    -- NULL when unlimited (1 for a single-use key). `rotated_from`/`rotated_to` are key ids.
+    tags         TEXT    NOT NULL DEFAULT '[]',
+    metadata     TEXT    NOT NULL DEFAULT '{}',
+    max_uses     INTEGER,
+    session_ttl  INTEGER,
+    idle_timeout INTEGER,
+    rotated_from TEXT,
+    rotated_to   TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS keys_by_app ON keys (app_pk, created_at);
 
@@ -62,9 +75,20 @@ CREATE TABLE IF NOT EXISTS machines (
     ephemeral    INTEGER NOT NULL CHECK (ephemeral IN (0, 1)),
     created_at   INTEGER NOT NULL,
     expires_at   INTEGER,
-    last_seen_at INTEGER
+    last_seen_at INTEGER,
+    -- Version 3: copied from the key at login (`tags`, `metadata`, `idle_timeout` in seconds);
+    -- `trust_policy_id` names the trust policy of an OIDC login, NULL for a key login.
+    tags            TEXT    NOT NULL DEFAULT '[]',
+    metadata        TEXT    NOT NULL DEFAULT '{}',
+    trust_policy_id TEXT,
+    idle_timeout    INTEGER
 ) STRICT;
 CREATE INDEX IF NOT EXISTS machines_by_key ON machines (key_pk);
 -- An app's machines newest first, a page at a time (the row number is the index's tail).
 CREATE INDEX IF NOT EXISTS machines_by_app ON machines (app_pk);
 CREATE INDEX IF NOT EXISTS machines_by_expiry ON machines (expires_at) WHERE expires_at IS NOT NULL;
+-- Machines by the moment they become idle (their last stored activity plus their key's idle
+-- timeout), so the sweeper finds idle machines with one range, whatever the number of rows.
+CREATE INDEX IF NOT EXISTS machines_by_idle_deadline
+    ON machines (coalesce(last_seen_at, created_at) + idle_timeout * 1000)
+    WHERE idle_timeout IS NOT NULL;

@@ -7,6 +7,7 @@ use crate::domain::model::{App, Key, Machine, NewKey, Timestamp};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::token::{self, Secret, TokenKind};
 use crate::domain::validate;
+use crate::store::Writer;
 
 impl Authority {
     pub(crate) fn create_app(&self, id: &str, name: Option<&str>, now: Timestamp) -> Result<App> {
@@ -45,34 +46,71 @@ impl Authority {
         new: &NewKey,
         now: Timestamp,
     ) -> Result<(Key, Secret)> {
-        validate::new_key(new)?;
-        let secret = token::generate(TokenKind::AuthKey);
-        let hint = token::hint(&secret);
-        let key = self.store.write(|w| {
+        validate::new_key(new, self.min_key_timeout_secs)?;
+        let mut new = new.clone();
+        new.policy.tags.sort_unstable();
+        let (key, secret) = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
-            w.insert_key(
-                &app,
-                token::random_id("key_"),
-                &secret.hash(),
-                hint,
-                new,
-                now,
-            )
+            insert_key_with_new_secret(w, &app, &new, now)
         })?;
         log::info!("created key {} for app {app_id}", key.id);
         Ok((key, secret))
     }
 
+    /// Replaces a key with a new one of the same settings (and, if the old one expires, the
+    /// same lifetime from now), in one write: the old key keeps working for `grace_secs` at
+    /// most, and its machines stay logged in. A revoked, expired or already rotated key is
+    /// inactive: only a live key can be rotated.
+    pub(crate) fn rotate_key(
+        &self,
+        app_id: &str,
+        key_id: &str,
+        grace_secs: u64,
+        now: Timestamp,
+    ) -> Result<(Key, Secret)> {
+        validate::grace_seconds(grace_secs)?;
+        let (key, secret) = self.store.write(|w| {
+            let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
+            let old = w.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)?;
+            let expired = old.expires_at.is_some_and(|at| at <= now);
+            if old.revoked_at.is_some() || expired || old.rotated_to.is_some() {
+                return Err(Error::KeyInactive);
+            }
+            // Whole seconds, as `expires_in` was given (at least one).
+            let lifetime = old
+                .expires_at
+                .map(|at| (at.0 - old.created_at.0).max(1_000).unsigned_abs() / 1_000);
+            let new = NewKey {
+                description: old.description.clone(),
+                reusable: old.reusable,
+                ephemeral: old.ephemeral,
+                expires_in_secs: lifetime,
+                policy: old.policy.clone(),
+                rotated_from: Some(old.id.clone()),
+            };
+            let (key, secret) = insert_key_with_new_secret(w, &app, &new, now)?;
+            w.mark_rotated(&old, &key.id, now.plus_secs(grace_secs))?;
+            Ok((key, secret))
+        })?;
+        // The old key's expiry moved: a cached verify answer of it may now be wrong.
+        self.cache.invalidate(Invalidation::Everything);
+        log::info!("rotated key {key_id} of app {app_id} to {}", key.id);
+        Ok((key, secret))
+    }
+
+    /// A page of the app's keys carrying every tag of `tags` (any key if none).
     pub(crate) fn keys(
         &self,
         app_id: &str,
         include_revoked: bool,
+        tags: &[String],
         page: &PageRequest,
         now: Timestamp,
     ) -> Result<Page<Key>> {
+        validate::tags("tag", tags)?;
         self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
-            r.keys(&app, include_revoked, page, now)
+            r.keys(&app, include_revoked, tags, page, now)
         })
     }
 
@@ -98,15 +136,18 @@ impl Authority {
         Ok(())
     }
 
-    /// A page of the app's active machines, or of those of its key `key_id` only. A key
-    /// that is not the app's has no machines here: the filter matches nothing.
+    /// A page of the app's active machines, or of those of its key `key_id` only, carrying
+    /// every tag of `tags`. A key that is not the app's has no machines here: the filter
+    /// matches nothing.
     pub(crate) fn machines(
         &self,
         app_id: &str,
         key_id: Option<&str>,
+        tags: &[String],
         page: &PageRequest,
         now: Timestamp,
     ) -> Result<Page<Machine>> {
+        validate::tags("tag", tags)?;
         self.store.snapshot(|r| {
             let app = r.app(app_id)?.ok_or(Error::AppNotFound)?;
             let key_pk = match key_id {
@@ -116,7 +157,7 @@ impl Authority {
                     None => return Ok(Page::default()),
                 },
             };
-            r.active_machines(&app, key_pk, page, now)
+            r.active_machines(&app, key_pk, tags, page, now)
         })
     }
 
@@ -149,4 +190,24 @@ impl Authority {
         self.cache.invalidate(Invalidation::Everything);
         Ok(())
     }
+}
+
+/// Inserts `new` into `app` with a fresh secret, returned here and never again.
+fn insert_key_with_new_secret(
+    w: &Writer,
+    app: &App,
+    new: &NewKey,
+    now: Timestamp,
+) -> Result<(Key, Secret)> {
+    let secret = token::generate(TokenKind::AuthKey);
+    let hint = token::hint(&secret);
+    let key = w.insert_key(
+        app,
+        token::random_id("key_"),
+        &secret.hash(),
+        hint,
+        new,
+        now,
+    )?;
+    Ok((key, secret))
 }

@@ -32,6 +32,8 @@ pub(crate) struct Authority {
     ephemeral_ttl_secs: u64,
     /// GitLab's and GitHub's credentials, when their leak report endpoints are on.
     leak_reporters: leaks::LeakReporters,
+    /// The least `session_ttl` and `idle_timeout` a new key may have.
+    min_key_timeout_secs: u64,
 }
 
 /// Why a key would not be accepted, as `POST /v1/keys/verify` reports it.
@@ -67,13 +69,16 @@ impl KeyProblem {
     }
 }
 
-/// Judges a stored key at `now`. Revocation outranks expiry, which outranks use.
+/// Judges a stored key at `now`. Revocation outranks expiry, which outranks use (a key with
+/// `max_uses` logins already is used up; a single-use key has one).
 pub(crate) fn judge_key(key: &KeyStatus, now: Timestamp) -> std::result::Result<(), KeyProblem> {
     if key.revoked_at.is_some() {
         Err(KeyProblem::Revoked)
     } else if key.expires_at.is_some_and(|at| at <= now) {
         Err(KeyProblem::Expired)
-    } else if !key.reusable && key.uses > 0 {
+    } else if key.policy.max_uses.is_some_and(|max| key.uses >= max)
+        || (!key.reusable && key.uses > 0)
+    {
         Err(KeyProblem::Used)
     } else {
         Ok(())
@@ -96,7 +101,22 @@ impl Authority {
             admin_token,
             ephemeral_ttl_secs,
             leak_reporters: leaks::LeakReporters::default(),
+            min_key_timeout_secs: crate::domain::validate::MIN_KEY_TIMEOUT_SECS,
         }
+    }
+
+    /// Lets keys have a `session_ttl` or `idle_timeout` as short as `secs` (tests only: the
+    /// contract's least is `validate::MIN_KEY_TIMEOUT_SECS`).
+    pub(crate) fn with_min_key_timeout(self, secs: u64) -> Authority {
+        Authority {
+            min_key_timeout_secs: secs,
+            ..self
+        }
+    }
+
+    /// The server's `--ephemeral-ttl`, in seconds.
+    pub(crate) fn ephemeral_ttl_secs(&self) -> u64 {
+        self.ephemeral_ttl_secs
     }
 
     /// Accepts the admin token. Comparing SHA-256 digests rather than the tokens means a
@@ -125,6 +145,10 @@ mod tests {
             expires_at: Some(Timestamp(100)),
             revoked_at: None,
             uses,
+            policy: crate::domain::model::KeyPolicy {
+                max_uses: (!reusable).then_some(1),
+                ..Default::default()
+            },
         }
     }
 
@@ -141,6 +165,16 @@ mod tests {
         check(key(false, 0), 100, Err(KeyProblem::Expired));
         check(key(false, 1), 50, Err(KeyProblem::Used));
         check(key(true, 5), 50, Ok(()));
+        let limited = |uses| KeyStatus {
+            policy: crate::domain::model::KeyPolicy {
+                max_uses: Some(3),
+                ..Default::default()
+            },
+            ..key(true, uses)
+        };
+        check(limited(2), 50, Ok(()));
+        check(limited(3), 50, Err(KeyProblem::Used));
+        check(limited(3), 100, Err(KeyProblem::Expired));
         check(
             KeyStatus {
                 revoked_at: Some(Timestamp(1)),

@@ -98,9 +98,9 @@ impl Authority {
                     description: key.description.clone(),
                     reusable: key.reusable,
                     ephemeral: key.ephemeral,
-                    expires_in_secs: None,
+                    ..NewKey::default()
                 };
-                validate::new_key(&new)?;
+                validate::new_key(&new, self.min_key_timeout_secs)?;
                 let hash = token::parse(TokenKind::AuthKey, key.key.expose()).map_err(|_| {
                     Error::InvalidField {
                         field: "key",

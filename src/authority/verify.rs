@@ -1,8 +1,9 @@
 //! Verifying an auth key for another service, without consuming it.
 
 use super::{Authority, KeyProblem, judge_key};
+use crate::cache::hot::CachedKey;
 use crate::domain::error::Result;
-use crate::domain::model::{KeyStatus, Timestamp};
+use crate::domain::model::Timestamp;
 use crate::domain::token::{self, TokenKind};
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ impl Authority {
         &self,
         auth_key: &str,
         now: Timestamp,
-    ) -> Result<std::result::Result<Arc<KeyStatus>, KeyProblem>> {
+    ) -> Result<std::result::Result<Arc<CachedKey>, KeyProblem>> {
         let Ok(hash) = token::parse(TokenKind::AuthKey, auth_key) else {
             return Ok(Err(KeyProblem::Malformed));
         };

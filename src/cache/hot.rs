@@ -31,15 +31,61 @@ pub(crate) struct Session {
     /// The encoded whoami body, made once per cached entry so that a hot token is not
     /// re-encoded on every request.
     pub(crate) encoded: Encoded<Vec<u8>>,
+    /// Forward auth's header values, made once per cached entry.
+    pub(crate) headers: ForwardHeaders,
 }
+
+/// The values of forward auth's headers that take work to make.
+#[derive(Debug, Default)]
+pub(crate) struct ForwardHeaders {
+    /// `X-Authkeys-Machine-Name`: the name, percent-encoded beyond printable ASCII (a header
+    /// value carries bytes, not text), empty when the machine has none.
+    pub(crate) machine_name: String,
+    /// `X-Authkeys-Tags`: the sorted tags, comma-separated, empty when none.
+    pub(crate) tags: String,
+}
+
+/// What a machine name keeps of ASCII in a header: printable characters but `%`.
+const HEADER_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
 impl Session {
     pub(crate) fn new(app: Arc<CachedApp>, machine: Machine) -> Session {
+        let headers = ForwardHeaders {
+            machine_name: machine.name.as_deref().map_or_else(String::new, |name| {
+                percent_encoding::utf8_percent_encode(name, HEADER_ESCAPES).to_string()
+            }),
+            // Stored sorted (`Authority::create_key`).
+            tags: machine.tags.join(","),
+        };
         Session {
             app,
             machine,
             encoded: Encoded::default(),
+            headers,
         }
+    }
+}
+
+/// A key that verifies, as verify answers it.
+#[derive(Debug)]
+pub(crate) struct CachedKey {
+    pub(crate) status: KeyStatus,
+    /// The encoded valid answer (with the key's tags and metadata), made once per cached
+    /// entry. A login, which changes `uses_remaining`, invalidates the entry.
+    pub(crate) encoded: Encoded<Vec<u8>>,
+}
+
+impl std::ops::Deref for CachedKey {
+    type Target = KeyStatus;
+
+    fn deref(&self) -> &KeyStatus {
+        &self.status
+    }
+}
+
+impl PartialEq for CachedKey {
+    fn eq(&self, other: &CachedKey) -> bool {
+        self.status == other.status
     }
 }
 
@@ -80,7 +126,7 @@ impl Default for HotCache {
 struct Inner {
     generation: u64,
     sessions: Bounded<Session>,
-    keys: Bounded<KeyStatus>,
+    keys: Bounded<CachedKey>,
 }
 
 /// A map that forgets its oldest insertions beyond `CAPACITY`.
@@ -155,7 +201,13 @@ impl HotCache {
         &self,
         hash: TokenHash,
         load: impl FnOnce() -> Result<Option<KeyStatus>, E>,
-    ) -> Result<Option<Arc<KeyStatus>>, E> {
+    ) -> Result<Option<Arc<CachedKey>>, E> {
+        let load = || {
+            Ok(load()?.map(|status| CachedKey {
+                status,
+                encoded: Encoded::default(),
+            }))
+        };
         self.read_through(hash, |inner| &inner.keys, |inner| &mut inner.keys, load)
     }
 
@@ -241,23 +293,30 @@ mod tests {
     use super::*;
 
     /// What the cache holds for `hash`, without loading anything.
-    fn cached(cache: &HotCache, hash: &TokenHash) -> Option<Arc<KeyStatus>> {
+    fn cached(cache: &HotCache, hash: &TokenHash) -> Option<Arc<CachedKey>> {
         cache.read().keys.get(hash)
     }
 
     /// Offers a key read after `ticket`, as a miss does.
-    fn offer(cache: &HotCache, ticket: Ticket, hash: TokenHash, key: Arc<KeyStatus>) {
+    fn offer(cache: &HotCache, ticket: Ticket, hash: TokenHash, key: Arc<CachedKey>) {
         cache.insert(ticket, hash, key, |inner| &mut inner.keys);
     }
 
     /// Inserts as the second miss does (the first only passes the doorkeeper).
-    fn insert_key(cache: &HotCache, ticket: Ticket, hash: TokenHash, key: Arc<KeyStatus>) {
+    fn insert_key(cache: &HotCache, ticket: Ticket, hash: TokenHash, key: Arc<CachedKey>) {
         cache.admit(&hash);
         offer(cache, ticket, hash, key);
     }
 
-    fn key(id: &str) -> Arc<KeyStatus> {
-        Arc::new(KeyStatus {
+    fn key(id: &str) -> Arc<CachedKey> {
+        Arc::new(CachedKey {
+            status: key_status(id),
+            encoded: Encoded::default(),
+        })
+    }
+
+    fn key_status(id: &str) -> KeyStatus {
+        KeyStatus {
             pk: 1,
             id: id.into(),
             app_pk: 1,
@@ -267,7 +326,8 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             uses: 0,
-        })
+            policy: Default::default(),
+        }
     }
 
     #[test]
@@ -304,7 +364,7 @@ mod tests {
     fn reading_through_caches_from_the_second_miss_unless_a_write_raced_with_the_load() {
         let cache = HotCache::default();
         let hash = TokenHash::of("k");
-        let load = |id: &'static str| move || Ok::<_, ()>(Some((*key(id)).clone()));
+        let load = |id: &'static str| move || Ok::<_, ()>(Some(key_status(id)));
         assert_eq!(
             cache.key_or_load(hash, load("first")).unwrap().unwrap().id,
             "first"

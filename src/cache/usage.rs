@@ -38,6 +38,9 @@ impl std::hash::Hash for RowId {
 pub(crate) struct UsageStamps {
     keys: Mutex<HashMap<RowId, Timestamp>>,
     machines: Mutex<HashMap<RowId, Timestamp>>,
+    /// Machine stamps taken out by the sweeper and not yet committed: still the truth about
+    /// a machine's last request (idle timeouts) until the database holds them.
+    machines_in_flight: Mutex<HashMap<RowId, Timestamp>>,
     /// Asks the sweeper to flush now (set once by the sweeper).
     flush_request: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -74,19 +77,45 @@ impl PendingStamps {
 impl UsageStamps {
     /// `hash` is the key's own (`keys.hash`).
     pub(crate) fn key_used(&self, key_pk: i64, hash: TokenHash, at: Timestamp) {
-        self.record(&self.keys, RowId { pk: key_pk, hash }, at);
+        self.record(&self.keys, RowId { pk: key_pk, hash }, at, MAX_PENDING);
     }
 
     /// `hash` is the machine's session token hash (`machines.token_hash`).
     pub(crate) fn machine_seen(&self, machine_pk: i64, hash: TokenHash, at: Timestamp) {
-        self.record(
-            &self.machines,
-            RowId {
-                pk: machine_pk,
-                hash,
-            },
-            at,
-        );
+        let row = RowId {
+            pk: machine_pk,
+            hash,
+        };
+        self.record(&self.machines, row, at, MAX_PENDING);
+    }
+
+    /// `machine_seen` for a machine with an idle timeout, whose stamp is the truth about its
+    /// last request (a dropped one would log it out early): kept even past `MAX_PENDING`. The
+    /// map still holds one stamp per machine row at most, and asks for a flush as usual.
+    pub(crate) fn idle_limited_machine_seen(
+        &self,
+        machine_pk: i64,
+        hash: TokenHash,
+        at: Timestamp,
+    ) {
+        let row = RowId {
+            pk: machine_pk,
+            hash,
+        };
+        self.record(&self.machines, row, at, usize::MAX);
+    }
+
+    /// The machine's latest stamp not yet in the database (pending, or being written).
+    pub(crate) fn machine_last_seen(&self, machine_pk: i64, hash: TokenHash) -> Option<Timestamp> {
+        let row = RowId {
+            pk: machine_pk,
+            hash,
+        };
+        // Pending first, in flight second: `take` fills the in-flight map, under its lock,
+        // before it empties the pending one, so a stamp is always in one of the two.
+        let pending = lock(&self.machines).get(&row).copied();
+        let in_flight = lock(&self.machines_in_flight).get(&row).copied();
+        pending.max(in_flight)
     }
 
     /// Drops the pending stamp of a machine whose row was just deleted. Only saves memory and
@@ -104,10 +133,17 @@ impl UsageStamps {
         let _ = self.flush_request.set(Box::new(request));
     }
 
-    fn record(&self, map: &Mutex<HashMap<RowId, Timestamp>>, row: RowId, at: Timestamp) {
+    /// Records `row`'s stamp, unless `bound` stamps are pending and `row` is not among them.
+    fn record(
+        &self,
+        map: &Mutex<HashMap<RowId, Timestamp>>,
+        row: RowId,
+        at: Timestamp,
+        bound: usize,
+    ) {
         let pending = {
             let mut map = lock(map);
-            if map.len() < MAX_PENDING || map.contains_key(&row) {
+            if map.len() < bound || map.contains_key(&row) {
                 let stamp = map.entry(row).or_insert(at);
                 *stamp = (*stamp).max(at);
             }
@@ -122,20 +158,47 @@ impl UsageStamps {
 
     /// Takes every pending stamp, leaving none behind, in row order: a batch of neighbouring
     /// rows shares pages, which keeps each write transaction (and the WAL) small.
+    /// The machine stamps stay visible to `machine_last_seen` as in flight until `written`.
     pub(crate) fn take(&self) -> PendingStamps {
+        let machines = {
+            let mut in_flight = lock(&self.machines_in_flight);
+            let machines = drain(&self.machines);
+            in_flight.extend(machines.iter().map(|stamp| {
+                (
+                    RowId {
+                        pk: stamp.pk,
+                        hash: stamp.hash,
+                    },
+                    stamp.at,
+                )
+            }));
+            machines
+        };
         PendingStamps {
             keys: drain(&self.keys),
-            machines: drain(&self.machines),
+            machines,
         }
+    }
+
+    /// The stamps last taken are committed: the database now holds them.
+    pub(crate) fn written(&self) {
+        lock(&self.machines_in_flight).clear();
     }
 
     /// Puts stamps back after a failed write so the next sweep retries them.
     pub(crate) fn restore(&self, pending: PendingStamps) {
+        // Pending again before they stop being in flight, so they are never in neither.
+        self.put_back(pending);
+        self.written();
+    }
+
+    fn put_back(&self, pending: PendingStamps) {
         for stamp in pending.keys {
             self.key_used(stamp.pk, stamp.hash, stamp.at);
         }
+        // All of them: any may be an idle-limited machine's, and they were all held already.
         for stamp in pending.machines {
-            self.machine_seen(stamp.pk, stamp.hash, stamp.at);
+            self.idle_limited_machine_seen(stamp.pk, stamp.hash, stamp.at);
         }
     }
 }
@@ -179,12 +242,20 @@ mod tests {
         stamps.machine_seen(7, hash(7), Timestamp(5));
         stamps.machine_seen(3, hash(3), Timestamp(6));
         let pending = stamps.take();
+        assert_eq!(
+            stamps.machine_last_seen(7, hash(7)),
+            Some(Timestamp(5)),
+            "in flight"
+        );
         assert_eq!(pending.keys, vec![stamp(1, 1, 20)]);
         assert_eq!(pending.machines, vec![stamp(3, 3, 6), stamp(7, 7, 5)]);
         assert!(stamps.take().is_empty());
         stamps.machine_seen(7, hash(7), Timestamp(9));
         stamps.restore(pending);
+        assert_eq!(stamps.machine_last_seen(7, hash(7)), Some(Timestamp(9)));
         assert_eq!(stamps.take().machines, vec![stamp(3, 3, 6), stamp(7, 7, 9)]);
+        stamps.written();
+        assert_eq!(stamps.machine_last_seen(7, hash(7)), None, "written");
     }
 
     #[test]
@@ -222,6 +293,9 @@ mod tests {
         for pk in 0..MAX_PENDING as i64 * 2 {
             stamps.machine_seen(pk, hash(0), Timestamp(2));
         }
-        assert_eq!(stamps.take().machines.len(), MAX_PENDING);
+        // A machine with an idle timeout is stamped all the same.
+        stamps.idle_limited_machine_seen(-2, hash(0), Timestamp(3));
+        assert_eq!(stamps.machine_last_seen(-2, hash(0)), Some(Timestamp(3)));
+        assert_eq!(stamps.take().machines.len(), MAX_PENDING + 1);
     }
 }

@@ -166,6 +166,10 @@ pub struct ServeArgs {
     /// How long a statement waits for another process's SQLite lock (tests).
     #[arg(long, hide = true, value_name = "MS")]
     pub sqlite_busy_timeout_ms: Option<u64>,
+    /// The least session_ttl and idle_timeout a key may have, instead of 60 s (tests).
+    #[arg(long, hide = true, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_key_timeout_secs: Option<u64>,
 }
 
 #[derive(Args, Debug)]

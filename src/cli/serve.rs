@@ -68,6 +68,9 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             .map_or(config::DEFAULT_BUSY_TIMEOUT, Duration::from_millis),
         revocation_api_token: args.revocation_api_token.clone().map(Secret::new),
         github_secret_scanning_keys,
+        min_key_timeout_secs: args
+            .min_key_timeout_secs
+            .unwrap_or(Config::default().min_key_timeout_secs),
     };
     // Registered before the ready line, so a signal sent as soon as it is read is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT])

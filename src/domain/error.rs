@@ -10,18 +10,21 @@ pub(crate) enum Error {
     MissingCredentials,
     /// A bearer token was sent but is not a valid admin or session token.
     InvalidCredentials,
-    /// The session belonged to an ephemeral machine whose time is up.
+    /// The session belonged to an ephemeral machine whose time is up, or to a machine idle
+    /// for longer than its key's idle timeout.
     SessionExpired,
     /// The auth key is malformed or unknown.
     AuthKeyInvalid,
     AuthKeyRevoked,
     AuthKeyExpired,
-    /// A single-use key that has already logged a machine in.
+    /// A key that has already logged in as many machines as it allows.
     AuthKeyUsed,
     AppNotFound,
     KeyNotFound,
     MachineNotFound,
     AppExists,
+    /// The key is revoked, expired or already rotated, so it cannot be rotated.
+    KeyInactive,
     /// A well-formed request whose field `field` breaks a rule; `reason` says which.
     InvalidField {
         field: &'static str,
@@ -36,17 +39,18 @@ impl fmt::Display for Error {
         match self {
             Error::MissingCredentials => f.write_str("an Authorization: Bearer token is required"),
             Error::InvalidCredentials => f.write_str("the bearer token is not valid"),
-            Error::SessionExpired => f.write_str("the ephemeral machine's session has expired"),
+            Error::SessionExpired => f.write_str("the machine's session has expired"),
             Error::AuthKeyInvalid => f.write_str("the auth key is not valid"),
             Error::AuthKeyRevoked => f.write_str("the auth key has been revoked"),
             Error::AuthKeyExpired => f.write_str("the auth key has expired"),
-            Error::AuthKeyUsed => {
-                f.write_str("the single-use auth key has already logged a machine in")
-            }
+            Error::AuthKeyUsed => f.write_str("the auth key has no uses left"),
             Error::AppNotFound => f.write_str("no such app"),
             Error::KeyNotFound => f.write_str("no such key (or it is already revoked)"),
             Error::MachineNotFound => f.write_str("no such active machine"),
             Error::AppExists => f.write_str("an app with this id already exists"),
+            Error::KeyInactive => {
+                f.write_str("the key is revoked, expired or already rotated: it cannot be rotated")
+            }
             Error::InvalidField { field, reason } => write!(f, "`{field}` {reason}"),
             Error::Storage => f.write_str("internal error"),
         }

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// A point in time as milliseconds since the Unix epoch, the unit stored in SQLite. Serialises
 /// as an RFC 3339 UTC string with a `Z` suffix.
@@ -12,6 +13,10 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     pub fn now() -> Timestamp {
         Timestamp(Utc::now().timestamp_millis())
+    }
+
+    pub(crate) fn plus_millis(self, millis: i64) -> Timestamp {
+        Timestamp(self.0.saturating_add(millis))
     }
 
     pub(crate) fn plus_secs(self, secs: u64) -> Timestamp {
@@ -61,6 +66,78 @@ pub(crate) struct Key {
     pub(crate) uses: i64,
     /// Machines logged in with this key that are still active.
     pub(crate) machines: i64,
+    #[serde(flatten)]
+    pub(crate) policy: KeyPolicy,
+    /// `None` when unlimited.
+    pub(crate) uses_remaining: Option<i64>,
+    pub(crate) rotated_from: Option<String>,
+    pub(crate) rotated_to: Option<String>,
+}
+
+/// What a key imposes on its logins and the machines they create, beyond its flags: stored
+/// with the key, copied to a rotated key whole.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct KeyPolicy {
+    /// Sorted, distinct.
+    pub(crate) tags: Vec<String>,
+    pub(crate) metadata: Metadata,
+    /// Logins allowed in all; `None` when unlimited (a single-use key has 1).
+    pub(crate) max_uses: Option<i64>,
+    /// Seconds an ephemeral key's machines live, instead of the server's `--ephemeral-ttl`.
+    pub(crate) session_ttl: Option<u64>,
+    /// Seconds without an authenticated request after which a machine is logged out.
+    pub(crate) idle_timeout: Option<u64>,
+}
+
+/// Logins left to a key that allows `max_uses` and has had `uses`.
+pub(crate) fn uses_remaining(max_uses: Option<i64>, uses: i64) -> Option<i64> {
+    max_uses.map(|max| (max - uses).max(0))
+}
+
+/// A key's or machine's metadata: a JSON object kept as its encoded text (at most 1 KiB), so
+/// answers copy it instead of encoding it again.
+#[derive(Clone, Debug)]
+pub(crate) struct Metadata(Box<RawValue>);
+
+impl Metadata {
+    /// Metadata read back from the store, which only ever holds an encoded object.
+    pub(crate) fn from_stored(text: String) -> Metadata {
+        match RawValue::from_string(text) {
+            Ok(raw) => Metadata(raw),
+            Err(err) => {
+                log::error!("stored metadata is not JSON ({err}); answering {{}}");
+                Metadata::default()
+            }
+        }
+    }
+
+    /// An object as the store keeps it (serde_json's compact encoding).
+    pub(crate) fn from_object(object: &serde_json::Map<String, serde_json::Value>) -> Metadata {
+        let text = serde_json::to_string(object).expect("a JSON object always serialises");
+        Metadata::from_stored(text)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl Default for Metadata {
+    fn default() -> Metadata {
+        Metadata(RawValue::from_string("{}".into()).expect("{} is JSON"))
+    }
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Metadata) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 /// One logged-in session.
@@ -76,6 +153,19 @@ pub(crate) struct Machine {
     pub(crate) created_at: Timestamp,
     pub(crate) expires_at: Option<Timestamp>,
     pub(crate) last_seen_at: Option<Timestamp>,
+    /// Copied from the key at login.
+    pub(crate) tags: Vec<String>,
+    pub(crate) metadata: Metadata,
+    /// The trust policy of an OIDC login; `None` for a key login.
+    pub(crate) trust_policy_id: Option<String>,
+    /// When the machine is logged out unless it makes another request: its last stored
+    /// activity plus its key's idle timeout. Like `last_seen_at`, it may lag the truth by up
+    /// to one sweep interval (earlier, never later); each request is judged on the exact last
+    /// activity.
+    pub(crate) idle_expires_at: Option<Timestamp>,
+    /// The key's idle timeout, copied at login, in seconds.
+    #[serde(skip)]
+    pub(crate) idle_timeout: Option<u64>,
 }
 
 impl Machine {
@@ -83,6 +173,27 @@ impl Machine {
     /// removed them yet.
     pub(crate) fn is_expired(&self, now: Timestamp) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The moment a machine last active at `last_active` becomes idle, if its key has an
+    /// idle timeout.
+    pub(crate) fn idle_deadline(&self, last_active: Timestamp) -> Option<Timestamp> {
+        self.idle_timeout.map(|secs| last_active.plus_secs(secs))
+    }
+
+    /// Fills `idle_expires_at` from the stored activity.
+    pub(crate) fn with_idle_expiry(self) -> Machine {
+        Machine {
+            idle_expires_at: self.idle_deadline(self.stored_activity()),
+            ..self
+        }
+    }
+
+    /// The last activity the row records: its last stored request, or its login.
+    pub(crate) fn stored_activity(&self) -> Timestamp {
+        self.last_seen_at
+            .unwrap_or(self.created_at)
+            .max(self.created_at)
     }
 }
 
@@ -93,6 +204,22 @@ pub(crate) struct NewKey {
     pub(crate) reusable: bool,
     pub(crate) ephemeral: bool,
     pub(crate) expires_in_secs: Option<u64>,
+    /// As asked; `validate::new_key` checks it against the flags, and `max_uses()` is what
+    /// is stored.
+    pub(crate) policy: KeyPolicy,
+    /// The key this one replaces (rotation only).
+    pub(crate) rotated_from: Option<String>,
+}
+
+impl NewKey {
+    /// What the key allows: a single-use key is a key of one use.
+    pub(crate) fn max_uses(&self) -> Option<i64> {
+        if self.reusable {
+            self.policy.max_uses
+        } else {
+            Some(1)
+        }
+    }
 }
 
 /// What login and verify need to judge a key: its rules and state, without the counts a
@@ -108,12 +235,21 @@ pub(crate) struct KeyStatus {
     pub(crate) expires_at: Option<Timestamp>,
     pub(crate) revoked_at: Option<Timestamp>,
     pub(crate) uses: i64,
+    pub(crate) policy: KeyPolicy,
+}
+
+impl KeyStatus {
+    pub(crate) fn uses_remaining(&self) -> Option<i64> {
+        uses_remaining(self.policy.max_uses, self.uses)
+    }
 }
 
 /// What one sweep did, as `Metrics` counts it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Swept {
     pub(crate) expired_machines: usize,
+    /// Machines logged out for making no request within their key's idle timeout.
+    pub(crate) idle_machines: usize,
     /// Rows stamped; the stamps of rows deleted meanwhile are dropped, not counted.
     pub(crate) stamps_written: usize,
 }

@@ -11,6 +11,14 @@ pub const MAX_MACHINE_NAME_CHARS: usize = 100;
 /// Ten years: long enough for any real key, short enough that `now + expires_in` cannot
 /// overflow.
 pub(crate) const MAX_EXPIRES_IN_SECS: u64 = 10 * 365 * 24 * 3600;
+pub(crate) const MAX_TAGS: usize = 16;
+pub(crate) const MAX_METADATA_BYTES: usize = 1024;
+/// The bounds of `session_ttl` and `idle_timeout`: a minute to a year. The least is
+/// `Authority`'s to set (tests lower it with a hidden flag to wait out seconds, not minutes).
+pub const MIN_KEY_TIMEOUT_SECS: u64 = 60;
+pub(crate) const MAX_KEY_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+/// JavaScript's largest exact integer: a bound every client can represent.
+pub(crate) const MAX_MAX_USES: i64 = (1 << 53) - 1;
 
 /// The rules for a new app, wherever it comes from (the API or the seed file).
 pub(crate) fn new_app(id: &str, name: Option<&str>) -> Result<()> {
@@ -21,25 +29,92 @@ pub(crate) fn new_app(id: &str, name: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// The rules for a new key, wherever it comes from (the API or the seed file).
-pub(crate) fn new_key(new: &NewKey) -> Result<()> {
+/// The rules for a new key, wherever it comes from (the API or the seed file), with
+/// `session_ttl` and `idle_timeout` no shorter than `min_timeout_secs`.
+pub(crate) fn new_key(new: &NewKey, min_timeout_secs: u64) -> Result<()> {
     if let Some(description) = &new.description {
         text("description", description, MAX_DESCRIPTION_CHARS)?;
     }
     if let Some(secs) = new.expires_in_secs {
         expires_in(secs)?;
     }
+    tags("tags", &new.policy.tags)?;
+    if new.policy.metadata.as_str().len() > MAX_METADATA_BYTES {
+        return Err(invalid(
+            "metadata",
+            &format!("must be at most {MAX_METADATA_BYTES} bytes as JSON"),
+        ));
+    }
+    match new.policy.max_uses {
+        Some(max) if !(1..=MAX_MAX_USES).contains(&max) => {
+            return Err(invalid(
+                "max_uses",
+                &format!("must be a whole number from 1 to {MAX_MAX_USES}, or null"),
+            ));
+        }
+        Some(max) if max > 1 && !new.reusable => {
+            return Err(invalid(
+                "max_uses",
+                "must be 1 or null for a single-use key (`reusable: false`)",
+            ));
+        }
+        _ => {}
+    }
+    let timeout = |field: &'static str, value: Option<u64>| match value {
+        Some(secs) if !(min_timeout_secs..=MAX_KEY_TIMEOUT_SECS).contains(&secs) => Err(invalid(
+            field,
+            &format!(
+                "must be a whole number of seconds from {min_timeout_secs} to \
+                     {MAX_KEY_TIMEOUT_SECS}, or null"
+            ),
+        )),
+        _ => Ok(()),
+    };
+    timeout("session_ttl", new.policy.session_ttl)?;
+    timeout("idle_timeout", new.policy.idle_timeout)?;
+    if new.policy.session_ttl.is_some() && !new.ephemeral {
+        return Err(invalid(
+            "session_ttl",
+            "applies only to ephemeral keys (`ephemeral: true`)",
+        ));
+    }
     Ok(())
+}
+
+/// Tags match `^tag:[a-z0-9][a-z0-9-]{0,62}$`, at most `MAX_TAGS` of them, each once.
+pub(crate) fn tags(field: &'static str, tags: &[String]) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(invalid(
+            field,
+            &format!("must hold at most {MAX_TAGS} tags"),
+        ));
+    }
+    for (n, value) in tags.iter().enumerate() {
+        tag(field, value)?;
+        if tags[..n].contains(value) {
+            return Err(invalid(field, &format!("must not repeat `{value}`")));
+        }
+    }
+    Ok(())
+}
+
+/// One tag: `tag:` and then what an app id may be.
+pub(crate) fn tag(field: &'static str, value: &str) -> Result<()> {
+    let name = value.strip_prefix("tag:").unwrap_or("");
+    if is_app_id(name) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            "must be `tag:` followed by 1 to 63 characters of a-z, 0-9 and '-', starting with \
+             a letter or digit",
+        ))
+    }
 }
 
 /// App ids match `^[a-z0-9][a-z0-9-]{0,62}$`.
 pub(crate) fn app_id(id: &str) -> Result<()> {
-    let mut bytes = id.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if first_ok && rest_ok && id.len() <= 63 {
+    if is_app_id(id) {
         Ok(())
     } else {
         Err(invalid(
@@ -47,6 +122,16 @@ pub(crate) fn app_id(id: &str) -> Result<()> {
             "must be 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit",
         ))
     }
+}
+
+/// `^[a-z0-9][a-z0-9-]{0,62}$`, the shape of app ids and of tags after `tag:`.
+fn is_app_id(id: &str) -> bool {
+    let mut bytes = id.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    first_ok && rest_ok && id.len() <= 63
 }
 
 /// Display text: non-empty, at most `max_chars` characters, no control characters and no
@@ -88,6 +173,20 @@ pub(crate) fn expires_in(secs: u64) -> Result<()> {
         Err(invalid(
             "expires_in",
             &format!("must be a whole number of seconds from 1 to {MAX_EXPIRES_IN_SECS}"),
+        ))
+    }
+}
+
+/// How long a rotated key keeps working: 0 to 30 days.
+pub(crate) const MAX_GRACE_SECS: u64 = 30 * 24 * 3600;
+
+pub(crate) fn grace_seconds(secs: u64) -> Result<()> {
+    if secs <= MAX_GRACE_SECS {
+        Ok(())
+    } else {
+        Err(invalid(
+            "grace_seconds",
+            &format!("must be a whole number of seconds from 0 to {MAX_GRACE_SECS}"),
         ))
     }
 }
@@ -172,6 +271,35 @@ mod tests {
         for ok in ["Ünïcödé", "日本語", "e\u{301}", "✓ ci"] {
             assert!(text("name", ok, 100).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn tag_rules() {
+        let tags =
+            |values: &[&str]| -> Vec<String> { values.iter().map(|v| v.to_string()).collect() };
+        assert!(
+            super::tags(
+                "tags",
+                &tags(&["tag:ci", "tag:a-1", &format!("tag:{}", "a".repeat(63))])
+            )
+            .is_ok()
+        );
+        for bad in [
+            "ci",
+            "tag:",
+            "tag:-a",
+            "tag:CI",
+            "tag:a_b",
+            "Tag:a",
+            &format!("tag:{}", "a".repeat(64)),
+        ] {
+            assert!(super::tags("tags", &tags(&[bad])).is_err(), "{bad}");
+        }
+        assert!(super::tags("tags", &tags(&["tag:a", "tag:a"])).is_err());
+        let sixteen: Vec<String> = (0..16).map(|n| format!("tag:t{n}")).collect();
+        assert!(super::tags("tags", &sixteen).is_ok());
+        let seventeen: Vec<String> = (0..17).map(|n| format!("tag:t{n}")).collect();
+        assert!(super::tags("tags", &seventeen).is_err());
     }
 
     #[test]

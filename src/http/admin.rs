@@ -1,11 +1,10 @@
 //! The endpoints that take the admin token: apps, keys and machines.
 
 use super::context::Ctx;
-use super::dto::{CreateApp, CreateKey, CreatedKey};
+use super::dto::{CreateApp, CreateKey, CreatedKey, RotateKey, ServerInfo};
 use super::message;
 use super::routes::Route;
 use super::{ApiError, Response, outcome};
-use crate::domain::model::NewKey;
 
 /// Endpoints that take the admin token, which the caller has already checked.
 pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
@@ -34,22 +33,18 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
             Response::no_content()
         }
         (Route::Keys(app), "GET") => {
-            // `tag` (v2's key tags) joins these filters when keys have tags.
-            let (page, filters) = ctx.request.page_query(&["include_revoked"])?;
+            let (page, filters) = ctx.request.page_query(&["include_revoked", "tag"])?;
             let include_revoked = include_revoked(&filters)?;
+            let tags = all_of(&filters, "tag");
             Response::page(
                 "keys",
-                ctx.authority.keys(app, include_revoked, &page, ctx.now)?,
+                ctx.authority
+                    .keys(app, include_revoked, &tags, &page, ctx.now)?,
             )
         }
         (Route::Keys(app), "POST") => {
             let body: CreateKey = ctx.request.json()?;
-            let new = NewKey {
-                description: body.description,
-                reusable: body.reusable,
-                ephemeral: body.ephemeral,
-                expires_in_secs: body.expires_in,
-            };
+            let new = body.into_new_key()?;
             let (key, secret) = ctx.authority.create_key(app, &new, ctx.now)?;
             Response::json(
                 201,
@@ -59,6 +54,25 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
                 },
             )
         }
+        (Route::RotateKey(app, key), "POST") => {
+            let body: RotateKey = ctx.request.json()?;
+            let grace = body.grace_secs()?;
+            let (key, secret) = ctx.authority.rotate_key(app, key, grace, ctx.now)?;
+            Response::json(
+                201,
+                &CreatedKey {
+                    key: &key,
+                    secret: secret.expose(),
+                },
+            )
+        }
+        (Route::Server, "GET") => Response::json(
+            200,
+            &ServerInfo {
+                version: env!("CARGO_PKG_VERSION"),
+                ephemeral_ttl: ctx.authority.ephemeral_ttl_secs(),
+            },
+        ),
         (Route::Key(app, key), "GET") => {
             Response::json(200, &ctx.authority.key(app, key, ctx.now)?)
         }
@@ -73,11 +87,12 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
             Response::no_content()
         }
         (Route::Machines(app), "GET") => {
-            let (page, filters) = ctx.request.page_query(&["key_id"])?;
+            let (page, filters) = ctx.request.page_query(&["key_id", "tag"])?;
             let key_id = message::single(&filters, "key_id")?;
+            let tags = all_of(&filters, "tag");
             Response::page(
                 "machines",
-                ctx.authority.machines(app, key_id, &page, ctx.now)?,
+                ctx.authority.machines(app, key_id, &tags, &page, ctx.now)?,
             )
         }
         (Route::RevokeByValue, "POST") => super::leaks::revoke_by_value(ctx)?,
@@ -90,9 +105,18 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
     Ok(response)
 }
 
+/// Every value of the repeatable filter `name`.
+fn all_of(filters: &[(String, String)], name: &str) -> Vec<String> {
+    filters
+        .iter()
+        .filter(|(given, _)| given == name)
+        .map(|(_, value)| value.clone())
+        .collect()
+}
+
 fn include_revoked(filters: &[(String, String)]) -> Result<bool, ApiError> {
     let mut include = false;
-    for (_, value) in filters {
+    for value in all_of(filters, "include_revoked") {
         include = match value.as_str() {
             "true" => true,
             "false" => false,

@@ -1,9 +1,11 @@
 //! The JSON shapes of the API's requests (decoded strictly: `deny_unknown_fields`) and of
 //! the answers that are not domain objects themselves.
 
-use crate::domain::model::{Key, Machine, Timestamp};
+use crate::domain::error::Error;
+use crate::domain::model::{Key, KeyPolicy, Machine, Metadata, NewKey, Timestamp};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 #[derive(Deserialize)]
@@ -25,6 +27,96 @@ pub(super) struct CreateKey {
     pub(super) ephemeral: bool,
     #[serde(default, deserialize_with = "whole_seconds")]
     pub(super) expires_in: Option<u64>,
+    // v2's policy fields arrive as JSON values and are decoded by `key_policy`, so that a
+    // value of the wrong type is a 422 naming its field (serde's own message names none).
+    #[serde(default)]
+    pub(super) tags: Option<Value>,
+    #[serde(default)]
+    pub(super) metadata: Option<Value>,
+    #[serde(default)]
+    pub(super) max_uses: Option<Value>,
+    #[serde(default)]
+    pub(super) session_ttl: Option<Value>,
+    #[serde(default)]
+    pub(super) idle_timeout: Option<Value>,
+}
+
+impl CreateKey {
+    /// The key asked for. Types are checked here; the rules, by `validate::new_key`.
+    pub(super) fn into_new_key(self) -> Result<NewKey, Error> {
+        let tags = match self.tags {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(values)) => values
+                .into_iter()
+                .map(|value| match value {
+                    Value::String(tag) => Ok(tag),
+                    _ => Err(wrong_type("tags", "an array of strings")),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(wrong_type("tags", "an array of strings")),
+        };
+        let metadata = match self.metadata {
+            None | Some(Value::Null) => Metadata::default(),
+            Some(Value::Object(object)) => Metadata::from_object(&object),
+            Some(_) => return Err(wrong_type("metadata", "a JSON object")),
+        };
+        let max_uses =
+            whole_number("max_uses", self.max_uses)?.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        Ok(NewKey {
+            description: self.description,
+            reusable: self.reusable,
+            ephemeral: self.ephemeral,
+            expires_in_secs: self.expires_in,
+            policy: KeyPolicy {
+                tags,
+                metadata,
+                max_uses,
+                session_ttl: whole_number("session_ttl", self.session_ttl)?,
+                idle_timeout: whole_number("idle_timeout", self.idle_timeout)?,
+            },
+            rotated_from: None,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RotateKey {
+    #[serde(default)]
+    pub(super) grace_seconds: Option<Value>,
+}
+
+/// How long a rotated key keeps working when the request does not say.
+pub(super) const DEFAULT_GRACE_SECS: u64 = 3600;
+
+impl RotateKey {
+    pub(super) fn grace_secs(self) -> Result<u64, Error> {
+        Ok(whole_number("grace_seconds", self.grace_seconds)?.unwrap_or(DEFAULT_GRACE_SECS))
+    }
+}
+
+/// A whole number, as JSON may spell it (`3600` or `3600.0`), or null; otherwise a 422 naming
+/// `field`. Negative and fractional numbers are the wrong type here; ranges are the rules'.
+fn whole_number(field: &'static str, value: Option<Value>) -> Result<Option<u64>, Error> {
+    let number = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(number)) => number,
+        Some(_) => return Err(wrong_type(field, "a whole number")),
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        Some(n) if n.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&n) => Ok(Some(n as u64)),
+        _ => Err(wrong_type(field, "a whole number")),
+    }
+}
+
+fn wrong_type(field: &'static str, expected: &str) -> Error {
+    Error::InvalidField {
+        field,
+        reason: format!("must be {expected}"),
+    }
 }
 
 /// JSON does not tell `3600` from `3600.0` (JSON Schema calls both integers, and some
@@ -79,6 +171,18 @@ pub(super) struct ValidKey<'a> {
     pub(super) reusable: bool,
     pub(super) ephemeral: bool,
     pub(super) expires_at: Option<Timestamp>,
+    pub(super) tags: &'a [String],
+    /// Copied as stored, never re-encoded.
+    pub(super) metadata: &'a Metadata,
+    pub(super) uses_remaining: Option<i64>,
+}
+
+/// `GET /v1/server`: what a client (the dashboard) may want to know of the server's settings.
+#[derive(Serialize)]
+pub(super) struct ServerInfo {
+    pub(super) version: &'static str,
+    /// `--ephemeral-ttl`, in seconds.
+    pub(super) ephemeral_ttl: u64,
 }
 
 #[derive(Serialize)]

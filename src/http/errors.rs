@@ -66,6 +66,7 @@ impl ApiError {
                 Error::KeyNotFound => (404, "key_not_found"),
                 Error::MachineNotFound => (404, "machine_not_found"),
                 Error::AppExists => (409, "app_exists"),
+                Error::KeyInactive => (409, "key_inactive"),
                 Error::InvalidField { .. } => (422, "invalid_field"),
                 Error::Storage => (500, "internal"),
             },

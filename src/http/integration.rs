@@ -15,17 +15,24 @@ pub(super) fn verify(ctx: &Ctx) -> Answer {
         Ok::<_, ApiError>(ctx.authority.verify(&body.key, ctx.now)?)
     })();
     match verdict {
-        Ok(Ok(key)) => Answer::from(Ok(Response::json(
-            200,
-            &ValidKey {
-                valid: true,
-                app: &key.app,
-                key_id: &key.id,
-                reusable: key.reusable,
-                ephemeral: key.ephemeral,
-                expires_at: key.expires_at,
-            },
-        ))),
+        Ok(Ok(key)) => {
+            // Encoded once per cached key: the tags and metadata are not re-encoded per request.
+            let body = key.encoded.get_or_encode(|| {
+                let valid = ValidKey {
+                    valid: true,
+                    app: &key.app,
+                    key_id: &key.id,
+                    reusable: key.reusable,
+                    ephemeral: key.ephemeral,
+                    expires_at: key.expires_at,
+                    tags: &key.policy.tags,
+                    metadata: &key.policy.metadata,
+                    uses_remaining: key.uses_remaining(),
+                };
+                serde_json::to_vec(&valid).expect("a verdict always serialises")
+            });
+            Answer::from(Ok(Response::body(200, "application/json", body.clone())))
+        }
         Ok(Err(problem)) => Answer {
             result: Ok(Response::json(
                 200,
@@ -50,6 +57,11 @@ pub(super) fn forward_auth(ctx: &Ctx, bearer: &str) -> Result<Response, ApiError
             ("X-Authkeys-App", session.app.id.clone()),
             ("X-Authkeys-Machine", session.machine.id.clone()),
             ("X-Authkeys-Key-Id", session.machine.key_id.clone()),
+            (
+                "X-Authkeys-Machine-Name",
+                session.headers.machine_name.clone(),
+            ),
+            ("X-Authkeys-Tags", session.headers.tags.clone()),
         ],
         body: Vec::new(),
     })

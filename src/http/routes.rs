@@ -13,6 +13,8 @@ pub(crate) enum Route<'a> {
     App(&'a str),
     Keys(&'a str),
     Key(&'a str, &'a str),
+    /// `POST /v1/apps/{app}/keys/{key}/rotate`.
+    RotateKey(&'a str, &'a str),
     Machines(&'a str),
     Machine(&'a str, &'a str),
     Login,
@@ -26,6 +28,8 @@ pub(crate) enum Route<'a> {
     RevokeTokens,
     /// GitHub secret scanning, when configured.
     GithubSecretScanning,
+    /// `GET /v1/server`: the server's version and settings a client may show.
+    Server,
     /// The admin dashboard's page, `/`.
     Dashboard,
     /// One of the dashboard's static files, `/assets/{name}`.
@@ -42,6 +46,7 @@ pub(crate) const ROUTE_LABELS: &[&str] = &[
     "/v1/apps/{app}",
     "/v1/apps/{app}/keys",
     "/v1/apps/{app}/keys/{key}",
+    "/v1/apps/{app}/keys/{key}/rotate",
     "/v1/apps/{app}/machines",
     "/v1/apps/{app}/machines/{machine}",
     "/v1/auth/login",
@@ -53,6 +58,7 @@ pub(crate) const ROUTE_LABELS: &[&str] = &[
     "/v1/revocable_token_types",
     "/v1/revoke_tokens",
     "/v1/secret-scanning/github",
+    "/v1/server",
     "/",
     "/assets/{asset}",
     UNMATCHED,
@@ -70,7 +76,7 @@ impl<'a> Route<'a> {
         if path == "/" {
             return Some(Route::Dashboard);
         }
-        let mut segments = [""; 5];
+        let mut segments = [""; 6];
         let mut count = 0;
         for segment in path.strip_prefix('/')?.split('/') {
             // Empty segments (`//`, a trailing `/`) name no id and no route.
@@ -88,6 +94,7 @@ impl<'a> Route<'a> {
             ["v1", "apps", app] => Route::App(app),
             ["v1", "apps", app, "keys"] => Route::Keys(app),
             ["v1", "apps", app, "keys", key] => Route::Key(app, key),
+            ["v1", "apps", app, "keys", key, "rotate"] => Route::RotateKey(app, key),
             ["v1", "apps", app, "machines"] => Route::Machines(app),
             ["v1", "apps", app, "machines", machine] => Route::Machine(app, machine),
             ["v1", "auth", "login"] => Route::Login,
@@ -99,6 +106,7 @@ impl<'a> Route<'a> {
             ["v1", "revocable_token_types"] => Route::RevocableTokenTypes,
             ["v1", "revoke_tokens"] => Route::RevokeTokens,
             ["v1", "secret-scanning", "github"] => Route::GithubSecretScanning,
+            ["v1", "server"] => Route::Server,
             ["assets", name] => Route::Asset(name),
             _ => return None,
         };
@@ -110,13 +118,13 @@ impl<'a> Route<'a> {
         match self {
             Route::Health | Route::OpenApi | Route::Metrics => &["GET"],
             Route::Dashboard | Route::Asset(_) => &["GET"],
-            Route::Whoami | Route::ForwardAuth | Route::Machines(_) => &["GET"],
+            Route::Whoami | Route::ForwardAuth | Route::Machines(_) | Route::Server => &["GET"],
             Route::RevocableTokenTypes => &["GET"],
             Route::RevokeByValue | Route::RevokeTokens | Route::GithubSecretScanning => &["POST"],
             Route::Apps | Route::Keys(_) => &["GET", "POST"],
             Route::App(_) | Route::Key(..) => &["GET", "DELETE"],
             Route::Machine(..) => &["DELETE"],
-            Route::Login | Route::Logout | Route::Verify => &["POST"],
+            Route::Login | Route::Logout | Route::Verify | Route::RotateKey(..) => &["POST"],
         }
     }
 
@@ -130,6 +138,7 @@ impl<'a> Route<'a> {
             Route::App(_) => "/v1/apps/{app}",
             Route::Keys(_) => "/v1/apps/{app}/keys",
             Route::Key(..) => "/v1/apps/{app}/keys/{key}",
+            Route::RotateKey(..) => "/v1/apps/{app}/keys/{key}/rotate",
             Route::Machines(_) => "/v1/apps/{app}/machines",
             Route::Machine(..) => "/v1/apps/{app}/machines/{machine}",
             Route::Login => "/v1/auth/login",
@@ -141,6 +150,7 @@ impl<'a> Route<'a> {
             Route::RevocableTokenTypes => "/v1/revocable_token_types",
             Route::RevokeTokens => "/v1/revoke_tokens",
             Route::GithubSecretScanning => "/v1/secret-scanning/github",
+            Route::Server => "/v1/server",
             Route::Dashboard => "/",
             Route::Asset(_) => "/assets/{asset}",
         }
@@ -190,7 +200,10 @@ mod tests {
             ("/assets/a/b", None),
             ("/v1/apps/", None),
             ("/v1/apps//keys", None),
+            ("/v1/apps/a/keys/k/rotate", Some(Route::RotateKey("a", "k"))),
+            ("/v1/server", Some(Route::Server)),
             ("/v1/apps/a/keys/k/x", None),
+            ("/v1/apps/a/keys/k/rotate/x", None),
             ("/v1/apps/a/keys/k/x/y/z", None),
             ("v1/apps", None),
             ("", None),

@@ -68,6 +68,7 @@ fn refuses_credential(err: &Error) -> bool {
         | Error::AuthKeyUsed => true,
         // No credential is no guess; the rest is about the request, not the credential.
         Error::MissingCredentials
+        | Error::KeyInactive
         | Error::AppNotFound
         | Error::KeyNotFound
         | Error::MachineNotFound

@@ -93,7 +93,7 @@ impl Metrics {
         let swept_machines = Counter::default();
         registry.register(
             "swept_machines",
-            "Expired machine rows deleted by the sweeper",
+            "Expired or idle machine rows deleted by the sweeper",
             swept_machines.clone(),
         );
         let stamps_written = Counter::default();
@@ -153,7 +153,8 @@ impl Metrics {
         self.sweeps
             .inc(if result.is_ok() { "ok" } else { "failed" });
         if let Ok(swept) = result {
-            self.swept_machines.inc_by(swept.expired_machines as u64);
+            self.swept_machines
+                .inc_by((swept.expired_machines + swept.idle_machines) as u64);
             self.stamps_written.inc_by(swept.stamps_written as u64);
         }
     }
@@ -296,6 +297,7 @@ mod tests {
         let swept = Swept {
             expired_machines: 5,
             stamps_written: 2,
+            ..Swept::default()
         };
         metrics.sweep(&Ok(swept));
         metrics.sweep(&Ok(swept));

@@ -40,6 +40,8 @@ pub struct Config {
     /// GitHub secret scanning's signing keys (`--github-secret-scanning-keys`); its route is
     /// absent without them.
     pub github_secret_scanning_keys: Option<GithubKeys>,
+    /// The least `session_ttl` and `idle_timeout` a key may have (tests lower it).
+    pub min_key_timeout_secs: u64,
 }
 
 pub const DEFAULT_DB: &str = "./authkeys.db";
@@ -65,6 +67,7 @@ impl Default for Config {
             busy_timeout: store::BUSY_TIMEOUT,
             revocation_api_token: None,
             github_secret_scanning_keys: None,
+            min_key_timeout_secs: crate::domain::validate::MIN_KEY_TIMEOUT_SECS,
         }
     }
 }

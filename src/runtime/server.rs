@@ -46,6 +46,7 @@ impl Server {
                 admin.hash,
                 config.ephemeral_ttl.as_secs(),
             )
+            .with_min_key_timeout(config.min_key_timeout_secs)
             .with_leak_reporters(LeakReporters {
                 revocation_api_token: config.revocation_api_token.clone(),
                 github_keys: config.github_secret_scanning_keys.clone(),

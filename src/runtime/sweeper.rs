@@ -1,4 +1,5 @@
-//! The background thread that deletes expired ephemeral machines and writes usage stamps.
+//! The background thread that deletes expired ephemeral machines and idle ones, and writes
+//! usage stamps.
 //! Its work is the plain function `sweep`; `Sweeper` only runs it on a timer and is joined when
 //! dropped. Expiry itself is enforced on every request: the sweeper removes what has already
 //! stopped working, so skipping a sweep never lets anyone in.
@@ -38,6 +39,7 @@ pub(crate) fn sweep(
                 return Err(err);
             }
         };
+        stamps.written();
         // Cached answers carry the stamps they were read with; dropping them keeps what
         // whoami shows within one sweep interval of the truth, as the contract promises.
         cache.invalidate(Invalidation::Everything);
@@ -50,10 +52,45 @@ pub(crate) fn sweep(
             break;
         }
     }
+    let idle_machines = sweep_idle(store, stamps, now)?;
+    if idle_machines > 0 {
+        // Not needed for safety (idleness is judged on every request), but their cached
+        // sessions are dead weight now.
+        cache.invalidate(Invalidation::Everything);
+    }
     Ok(Swept {
         expired_machines,
+        idle_machines,
         stamps_written,
     })
+}
+
+/// How long past its idle deadline the sweeper leaves a machine. Requests judge idleness
+/// exactly; this margin only keeps the sweeper from deleting a machine whose last request
+/// was judged (not idle) a moment before `now` but had not yet recorded its stamp.
+pub(crate) const IDLE_SWEEP_MARGIN_MS: i64 = 1_000;
+
+/// Logs out the machines idle at `now` (by their stored activity, then by their pending
+/// stamps, which the flush before this one has mostly written), in batches.
+fn sweep_idle(store: &Store, stamps: &UsageStamps, now: Timestamp) -> Result<usize> {
+    let idle_before = now.plus_millis(-IDLE_SWEEP_MARGIN_MS);
+    let mut idle_machines = 0;
+    loop {
+        let (deleted, candidates) = store.write(|w| {
+            w.delete_idle_machines(idle_before, SWEEP_BATCH, |pk, hash, timeout| {
+                stamps
+                    .machine_last_seen(pk, *hash)
+                    .is_some_and(|at| at.plus_secs(timeout) > idle_before)
+            })
+        })?;
+        for (pk, hash) in &deleted {
+            stamps.forget_machine(*pk, *hash);
+        }
+        idle_machines += deleted.len();
+        if candidates < SWEEP_BATCH {
+            return Ok(idle_machines);
+        }
+    }
 }
 
 /// Writes the stamps in batches, like the deletions; returns how many rows were stamped.
@@ -177,10 +214,9 @@ mod tests {
         let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
         let secret = token::generate(TokenKind::AuthKey);
         let new_key = NewKey {
-            description: None,
             reusable: true,
             ephemeral: true,
-            expires_in_secs: None,
+            ..NewKey::default()
         };
         store
             .write(|w| {
@@ -238,7 +274,7 @@ mod tests {
             let machines = store
                 .read(|r| {
                     let app = r.app(APP)?.expect("the app exists");
-                    r.active_machines(&app, None, &page, Timestamp(i64::MIN))
+                    r.active_machines(&app, None, &[], &page, Timestamp(i64::MIN))
                 })
                 .unwrap();
             ids.extend(machines.items.into_iter().map(|machine| machine.id));

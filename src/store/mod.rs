@@ -31,7 +31,7 @@ pub(crate) fn storage(err: rusqlite::Error) -> Error {
 }
 
 /// The schema this binary writes; `PRAGMA user_version` records which one a database has.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// Version 2 gave machines `app_pk` and `key_id`. SQLite cannot add NOT NULL columns without
@@ -50,6 +50,24 @@ const UPGRADE_FROM_1_COPY: &str = "
       FROM machines_v1 m JOIN keys k ON k.pk = m.key_pk JOIN apps a ON a.pk = k.app_pk
      WHERE k.revoked_at IS NULL AND a.deleted_at IS NULL;
     DROP TABLE machines_v1;";
+/// Version 3 gave keys and machines their policy (tags, metadata, use limits, session
+/// lifetimes, idle timeouts, rotation links): new columns, each with a default or nullable, so
+/// the upgrade adds them in place. A single-use key of version 2 is a key with `max_uses` 1.
+/// A version 1 file gets the machines' columns from `SCHEMA`, which rebuilds that table.
+const UPGRADE_FROM_2_KEYS: &str = "
+    ALTER TABLE keys ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE keys ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE keys ADD COLUMN max_uses INTEGER;
+    ALTER TABLE keys ADD COLUMN session_ttl INTEGER;
+    ALTER TABLE keys ADD COLUMN idle_timeout INTEGER;
+    ALTER TABLE keys ADD COLUMN rotated_from TEXT;
+    ALTER TABLE keys ADD COLUMN rotated_to TEXT;
+    UPDATE keys SET max_uses = 1 WHERE reusable = 0;";
+const UPGRADE_FROM_2_MACHINES: &str = "
+    ALTER TABLE machines ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE machines ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE machines ADD COLUMN trust_policy_id TEXT;
+    ALTER TABLE machines ADD COLUMN idle_timeout INTEGER;";
 /// `keys.machine_rows` came after version 2 shipped, without a version change (it only adds
 /// a column that is derived from rows already there): a version 1 or earlier version 2 file
 /// gets it here, filled from the machines it has. This counts every machine once, at the
@@ -239,9 +257,16 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
     let version: i64 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(fail)?;
-    // Each step is all IF NOT EXISTS, so schema.sql runs at every start: an index added to it
-    // reaches existing version 2 files without a version change.
-    let steps: &[&str] = match version {
+    // schema.sql (all IF NOT EXISTS) runs at every start: an index added to it reaches
+    // existing version 3 files without a version change. The columns added to keys after they
+    // shipped are added in schema.sql's order: `machine_rows` (to a version 1 file, or a
+    // version 2 file from before it, counted once), then version 3's.
+    let machine_rows = if has_column(&tx, "keys", "machine_rows").map_err(fail)? {
+        None
+    } else {
+        Some(ADD_MACHINE_ROWS)
+    };
+    let steps: Vec<&str> = match version {
         0 if has_tables(&tx).map_err(fail)? => {
             // Some other program's database: schema.sql's IF NOT EXISTS must not adopt it.
             return Err(StartError::new(format!(
@@ -249,9 +274,17 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
                 path.display()
             )));
         }
-        0 => &[SCHEMA],
-        1 => &[UPGRADE_FROM_1_SET_ASIDE, SCHEMA, UPGRADE_FROM_1_COPY],
-        SCHEMA_VERSION => &[SCHEMA],
+        0 => vec![SCHEMA],
+        1 => [UPGRADE_FROM_1_SET_ASIDE, SCHEMA, UPGRADE_FROM_1_COPY]
+            .into_iter()
+            .chain(machine_rows)
+            .chain([UPGRADE_FROM_2_KEYS])
+            .collect(),
+        2 => machine_rows
+            .into_iter()
+            .chain([UPGRADE_FROM_2_KEYS, UPGRADE_FROM_2_MACHINES, SCHEMA])
+            .collect(),
+        SCHEMA_VERSION => vec![SCHEMA],
         newer => {
             return Err(StartError::new(format!(
                 "{} has schema version {newer}, newer than this binary's {SCHEMA_VERSION}: \
@@ -266,8 +299,7 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
             pause_if_testing_an_interrupted_upgrade(path);
         }
     }
-    if !has_column(&tx, "keys", "machine_rows").map_err(fail)? {
-        tx.execute_batch(ADD_MACHINE_ROWS).map_err(fail)?;
+    if machine_rows.is_some() && matches!(version, 1 | 2) {
         log::info!("{}: counted each key's machines once", path.display());
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)

@@ -3,7 +3,9 @@
 
 use super::storage;
 use crate::domain::error::Result;
-use crate::domain::model::{App, Key, KeyStatus, Machine, Timestamp};
+use crate::domain::model::{
+    App, Key, KeyPolicy, KeyStatus, Machine, Metadata, Timestamp, uses_remaining,
+};
 use crate::domain::page::{Page, PageRequest, Position};
 use crate::domain::token::TokenHash;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -15,11 +17,15 @@ const APP_COLUMNS: &str = "a.pk, a.id, a.name, a.created_at";
 /// then takes away those expired and not yet swept.
 const KEY_SELECT: &str = "SELECT k.pk, k.id, a.id, k.description, k.reusable, k.ephemeral,
         k.hint, k.created_at, k.expires_at, k.revoked_at, k.last_used_at, k.uses,
-        k.machine_rows
+        k.machine_rows, k.rotated_from, k.rotated_to, k.tags, k.metadata, k.max_uses,
+        k.session_ttl, k.idle_timeout
     FROM keys k JOIN apps a ON a.pk = k.app_pk";
 
+/// A key's policy columns, in `policy_from_row`'s order.
+const KEY_POLICY_COLUMNS: &str = "k.tags, k.metadata, k.max_uses, k.session_ttl, k.idle_timeout";
+
 const MACHINE_COLUMNS: &str = "m.pk, m.id, a.id, m.key_id, m.name, m.ephemeral, m.created_at,
-        m.expires_at, m.last_seen_at";
+        m.expires_at, m.last_seen_at, m.tags, m.metadata, m.trust_policy_id, m.idle_timeout";
 const MACHINE_JOIN: &str = "FROM machines m JOIN apps a ON a.pk = m.app_pk";
 
 /// The list queries. Each page is one range of one index (`tests::each_page_is_one_index_range`
@@ -32,22 +38,48 @@ fn apps_page_sql() -> String {
     )
 }
 
-fn keys_page_sql() -> String {
+fn keys_page_sql(tagged: bool) -> String {
+    let tags = if tagged {
+        has_every_tag("k", 6)
+    } else {
+        String::new()
+    };
     format!(
         "{KEY_SELECT}
           WHERE k.app_pk = ?1 AND (k.created_at, k.pk) < (?2, ?3)
-            AND (?4 OR k.revoked_at IS NULL)
+            AND (?4 OR k.revoked_at IS NULL){tags}
           ORDER BY k.created_at DESC, k.pk DESC LIMIT ?5"
     )
 }
 
 /// `owner` is `m.app_pk` (an app's machines) or `m.key_pk` (a key's).
-fn machines_page_sql(owner: &str) -> String {
+fn machines_page_sql(owner: &str, tagged: bool) -> String {
+    let tags = if tagged {
+        has_every_tag("m", 5)
+    } else {
+        String::new()
+    };
     format!(
         "SELECT {MACHINE_COLUMNS} {MACHINE_JOIN}
-          WHERE {owner} = ?1 AND m.pk < ?2 AND (m.expires_at IS NULL OR m.expires_at > ?3)
+          WHERE {owner} = ?1 AND m.pk < ?2 AND (m.expires_at IS NULL OR m.expires_at > ?3){tags}
           ORDER BY m.pk DESC LIMIT ?4"
     )
+}
+
+/// A tag filter: the row (`alias`) carries every tag of the JSON array bound at `?param`.
+/// It narrows the rows of the list's index range, so the order and the cursors are the
+/// unfiltered list's; a page reads on until it has its rows.
+fn has_every_tag(alias: &str, param: usize) -> String {
+    format!(
+        "
+            AND NOT EXISTS (SELECT value FROM json_each(?{param})
+                            EXCEPT SELECT value FROM json_each({alias}.tags))"
+    )
+}
+
+/// The tags a filter asks for, bound as one JSON array.
+fn tags_param(tags: &[String]) -> String {
+    serde_json::to_string(tags).expect("strings always serialise")
 }
 
 /// Machines expired at ?1 and not yet swept, per key: a range of `machines_by_expiry`, whose
@@ -134,6 +166,7 @@ impl<'c> Reader<'c> {
         &self,
         app: &App,
         include_revoked: bool,
+        tags: &[String],
         page: &PageRequest,
         now: Timestamp,
     ) -> Result<Page<Key>> {
@@ -142,11 +175,20 @@ impl<'c> Reader<'c> {
             _ => None,
         })?;
         let (created_at, pk) = after.unwrap_or((i64::MAX, i64::MAX));
-        let mut rows = self.collect(
-            &keys_page_sql(),
-            params![app.pk, created_at, pk, include_revoked, page.fetch()],
-            key_from_row,
-        )?;
+        let mut rows = if tags.is_empty() {
+            self.collect(
+                &keys_page_sql(false),
+                params![app.pk, created_at, pk, include_revoked, page.fetch()],
+                key_from_row,
+            )?
+        } else {
+            let tags = tags_param(tags);
+            self.collect(
+                &keys_page_sql(true),
+                params![app.pk, created_at, pk, include_revoked, page.fetch(), tags],
+                key_from_row,
+            )?
+        };
         self.with_active_machines(&mut rows, now)?;
         Ok(Page::from_rows(rows, page, |key| Position::Key {
             created_at: key.created_at.0,
@@ -186,12 +228,13 @@ impl<'c> Reader<'c> {
     }
 
     pub(crate) fn key_status(&self, hash: &TokenHash) -> Result<Option<KeyStatus>> {
+        let sql = format!(
+            "SELECT k.pk, k.id, a.pk, a.id, k.reusable, k.ephemeral, k.expires_at,
+                    k.revoked_at, k.uses, {KEY_POLICY_COLUMNS}
+               FROM keys k JOIN apps a ON a.pk = k.app_pk WHERE k.hash = ?1"
+        );
         self.conn
-            .prepare_cached(
-                "SELECT k.pk, k.id, a.pk, a.id, k.reusable, k.ephemeral, k.expires_at,
-                        k.revoked_at, k.uses
-                   FROM keys k JOIN apps a ON a.pk = k.app_pk WHERE k.hash = ?1",
-            )
+            .prepare_cached(&sql)
             .and_then(|mut stmt| {
                 stmt.query_row([hash.as_bytes()], |row| {
                     Ok(KeyStatus {
@@ -204,6 +247,7 @@ impl<'c> Reader<'c> {
                         expires_at: row.get::<_, Option<i64>>(6)?.map(Timestamp),
                         revoked_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
                         uses: row.get(8)?,
+                        policy: policy_from_row(row, 9)?,
                     })
                 })
                 .optional()
@@ -221,12 +265,34 @@ impl<'c> Reader<'c> {
             .prepare_cached(
                 // `machine_from_row`'s columns, with '' for the app's public id.
                 "SELECT m.pk, m.id, '', m.key_id, m.name, m.ephemeral, m.created_at,
-                        m.expires_at, m.last_seen_at, m.app_pk
+                        m.expires_at, m.last_seen_at, m.tags, m.metadata, m.trust_policy_id,
+                        m.idle_timeout, m.app_pk
                    FROM machines m WHERE m.token_hash = ?1",
             )
             .and_then(|mut stmt| {
                 stmt.query_row([token_hash.as_bytes()], |row| {
-                    Ok((row.get(9)?, machine_from_row(row)?))
+                    Ok((row.get(13)?, machine_from_row(row)?))
+                })
+                .optional()
+            })
+            .map_err(storage)
+    }
+
+    /// The machine's last stored activity (its last stamped request, or its login), if the
+    /// row with this pk still holds this token hash.
+    pub(crate) fn machine_last_seen(
+        &self,
+        pk: i64,
+        token_hash: &TokenHash,
+    ) -> Result<Option<Timestamp>> {
+        self.conn
+            .prepare_cached(
+                "SELECT max(coalesce(last_seen_at, created_at), created_at) FROM machines
+                  WHERE pk = ?1 AND token_hash = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![pk, token_hash.as_bytes()], |row| {
+                    row.get(0).map(Timestamp)
                 })
                 .optional()
             })
@@ -243,11 +309,13 @@ impl<'c> Reader<'c> {
     }
 
     /// A page of the machines that have not expired at `now`, newest first: the app's, or
-    /// only those of the key with pk `key_pk` (which the caller found in this app).
+    /// only those of the key with pk `key_pk` (which the caller found in this app), and only
+    /// those carrying every tag of `tags`.
     pub(crate) fn active_machines(
         &self,
         app: &App,
         key_pk: Option<i64>,
+        tags: &[String],
         page: &PageRequest,
         now: Timestamp,
     ) -> Result<Page<Machine>> {
@@ -255,12 +323,19 @@ impl<'c> Reader<'c> {
             Position::Machine { pk } => Some(*pk),
             _ => None,
         })?;
+        let tagged = !tags.is_empty();
         let (sql, owner) = match key_pk {
-            Some(key_pk) => (machines_page_sql("m.key_pk"), key_pk),
-            None => (machines_page_sql("m.app_pk"), app.pk),
+            Some(key_pk) => (machines_page_sql("m.key_pk", tagged), key_pk),
+            None => (machines_page_sql("m.app_pk", tagged), app.pk),
         };
-        let params = params![owner, after.unwrap_or(i64::MAX), now.0, page.fetch()];
-        let rows = self.collect(&sql, params, machine_from_row)?;
+        let after = after.unwrap_or(i64::MAX);
+        let rows = if tagged {
+            let params = params![owner, after, now.0, page.fetch(), tags_param(tags)];
+            self.collect(&sql, params, machine_from_row)?
+        } else {
+            let params = params![owner, after, now.0, page.fetch()];
+            self.collect(&sql, params, machine_from_row)?
+        };
         Ok(Page::from_rows(rows, page, |machine| Position::Machine {
             pk: machine.pk,
         }))
@@ -315,6 +390,41 @@ fn key_from_row(row: &Row) -> rusqlite::Result<Key> {
         last_used_at: row.get::<_, Option<i64>>(10)?.map(Timestamp),
         uses: row.get(11)?,
         machines: row.get(12)?,
+        rotated_from: row.get(13)?,
+        rotated_to: row.get(14)?,
+        policy: policy_from_row(row, 15)?,
+        uses_remaining: uses_remaining(row.get(17)?, row.get(11)?),
+    })
+}
+
+/// `KEY_POLICY_COLUMNS`, from column `first` on.
+fn policy_from_row(row: &Row, first: usize) -> rusqlite::Result<KeyPolicy> {
+    Ok(KeyPolicy {
+        tags: tags_from_column(row, first)?,
+        metadata: Metadata::from_stored(row.get(first + 1)?),
+        max_uses: row.get(first + 2)?,
+        session_ttl: secs_from_column(row, first + 3)?,
+        idle_timeout: secs_from_column(row, first + 4)?,
+    })
+}
+
+/// A duration in seconds (stored as an integer; never negative).
+pub(super) fn secs_from_column(row: &Row, column: usize) -> rusqlite::Result<Option<u64>> {
+    Ok(row
+        .get::<_, Option<i64>>(column)?
+        .map(|secs| secs.unsigned_abs()))
+}
+
+/// A duration in seconds as stored (bounded by `validate` far below `i64::MAX`).
+pub(super) fn secs_to_column(secs: Option<u64>) -> Option<i64> {
+    secs.map(|secs| i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// A stored JSON array of tags.
+fn tags_from_column(row: &Row, column: usize) -> rusqlite::Result<Vec<String>> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, err.into())
     })
 }
 
@@ -329,7 +439,13 @@ fn machine_from_row(row: &Row) -> rusqlite::Result<Machine> {
         created_at: Timestamp(row.get(6)?),
         expires_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
         last_seen_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
-    })
+        tags: tags_from_column(row, 9)?,
+        metadata: Metadata::from_stored(row.get(10)?),
+        trust_policy_id: row.get(11)?,
+        idle_timeout: secs_from_column(row, 12)?,
+        idle_expires_at: None,
+    }
+    .with_idle_expiry())
 }
 
 #[cfg(test)]
@@ -368,7 +484,7 @@ mod tests {
             &["SEARCH a USING INDEX apps_live_id (id>?)"],
         );
         check(
-            &keys_page_sql(),
+            &keys_page_sql(false),
             // The keys' range ends at the cursor's `created_at`; ties are cut by `pk`
             // (`pages_split_keys_created_in_one_millisecond`).
             &[
@@ -377,19 +493,56 @@ mod tests {
             ],
         );
         check(
-            &machines_page_sql("m.app_pk"),
+            &machines_page_sql("m.app_pk", false),
             &[
                 "SEARCH m USING INDEX machines_by_app (app_pk=? AND rowid<?)",
                 app_by_pk,
             ],
         );
         check(
-            &machines_page_sql("m.key_pk"),
+            &machines_page_sql("m.key_pk", false),
             &[
                 "SEARCH m USING INDEX machines_by_key (key_pk=? AND rowid<?)",
                 app_by_pk,
             ],
         );
+        // A tag filter narrows the same range (its subqueries read the bound tags and the
+        // row's own), so a filtered list keeps the unfiltered list's order and cursors.
+        for (sql, range) in [
+            (
+                keys_page_sql(true),
+                "SEARCH k USING INDEX keys_by_app (app_pk=? AND created_at<?)",
+            ),
+            (
+                machines_page_sql("m.app_pk", true),
+                "SEARCH m USING INDEX machines_by_app (app_pk=? AND rowid<?)",
+            ),
+            (
+                machines_page_sql("m.key_pk", true),
+                "SEARCH m USING INDEX machines_by_key (key_pk=? AND rowid<?)",
+            ),
+        ] {
+            let steps = store.read(|r| Ok(plan(r.conn(), &sql))).unwrap();
+            // The subquery's steps: EXCEPT of two json_each scans, each sorted (16 tags at
+            // most). Whatever remains is the list's own.
+            const SORT: &str = "USE TEMP B-TREE FOR ORDER BY";
+            let subquery = |step: &&str| {
+                step.starts_with("CORRELATED SCALAR SUBQUERY")
+                    || step.starts_with("SCAN json_each")
+                    || ["MERGE (EXCEPT)", "LEFT", "RIGHT", SORT].contains(step)
+            };
+            let sorts = steps.iter().filter(|step| *step == SORT).count();
+            assert_eq!(sorts, 2, "{sql}: {steps:?}");
+            let mut outer: Vec<&str> = steps
+                .iter()
+                .map(String::as_str)
+                .filter(|step| !subquery(step))
+                .collect();
+            outer.sort();
+            let mut expected = vec![app_by_pk, range];
+            expected.sort();
+            assert_eq!(outer, expected, "{sql}: {steps:?}");
+        }
         // A key's active machines: its counter, less what has expired and is not swept yet.
         check(
             EXPIRED_UNSWEPT,
@@ -429,7 +582,7 @@ mod tests {
         let mut cursor: Option<String> = None;
         loop {
             let page = PageRequest::parse(Some("1"), cursor.as_deref()).unwrap();
-            let keys = store.read(|r| r.keys(&app, false, &page, at)).unwrap();
+            let keys = store.read(|r| r.keys(&app, false, &[], &page, at)).unwrap();
             seen.extend(keys.items.into_iter().map(|key| key.id));
             match keys.next {
                 Some(next) => cursor = Some(next.encode()),

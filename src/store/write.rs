@@ -1,12 +1,12 @@
 //! Mutations, run inside the writer's `BEGIN IMMEDIATE` transaction. A `Writer` also reads
 //! (it derefs to `Reader`) so that a check and the change it guards are one atomic step.
 
-use super::read::Reader;
+use super::read::{Reader, secs_from_column, secs_to_column};
 use super::storage;
 use crate::cache::usage::Stamp;
 use crate::domain::error::Result;
 use crate::domain::model::KeyStatus;
-use crate::domain::model::{App, Key, Machine, NewKey, Timestamp};
+use crate::domain::model::{App, Key, KeyPolicy, Machine, NewKey, Timestamp, uses_remaining};
 use crate::domain::token::TokenHash;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::cell::Cell;
@@ -117,10 +117,15 @@ impl<'c> Writer<'c> {
         now: Timestamp,
     ) -> Result<Key> {
         let expires_at = new.expires_in_secs.map(|secs| now.plus_secs(secs));
+        let policy = KeyPolicy {
+            max_uses: new.max_uses(),
+            ..new.policy.clone()
+        };
         self.execute(
             "INSERT INTO keys (id, app_pk, hash, hint, description, reusable, ephemeral,
-                               created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                               created_at, expires_at, tags, metadata, max_uses, session_ttl,
+                               idle_timeout, rotated_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 id,
                 app.pk,
@@ -130,7 +135,13 @@ impl<'c> Writer<'c> {
                 new.reusable,
                 new.ephemeral,
                 now.0,
-                expires_at.map(|at| at.0)
+                expires_at.map(|at| at.0),
+                tags_json(&policy.tags),
+                policy.metadata.as_str(),
+                policy.max_uses,
+                secs_to_column(policy.session_ttl),
+                secs_to_column(policy.idle_timeout),
+                new.rotated_from,
             ],
         )?;
         Ok(Key {
@@ -147,7 +158,26 @@ impl<'c> Writer<'c> {
             last_used_at: None,
             uses: 0,
             machines: 0,
+            uses_remaining: uses_remaining(policy.max_uses, 0),
+            policy,
+            rotated_from: new.rotated_from.clone(),
+            rotated_to: None,
         })
+    }
+
+    /// Marks `old` as replaced by the key `new_id`, working until `expires_at` at the latest.
+    pub(crate) fn mark_rotated(
+        &self,
+        old: &Key,
+        new_id: &str,
+        expires_at: Timestamp,
+    ) -> Result<()> {
+        self.execute(
+            "UPDATE keys SET rotated_to = ?2, expires_at = min(coalesce(expires_at, ?3), ?3)
+              WHERE pk = ?1",
+            params![old.pk, new_id, expires_at.0],
+        )
+        .map(drop)
     }
 
     /// Marks the key revoked and deletes every machine it logged in. Returns how many
@@ -175,10 +205,11 @@ impl<'c> Writer<'c> {
             params![key.pk, now.0],
         )?;
         self.count_machines(1);
+        let policy = &key.policy;
         self.execute(
             "INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
-                                   created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                   created_at, expires_at, tags, metadata, idle_timeout)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 new.id,
                 key.pk,
@@ -188,7 +219,10 @@ impl<'c> Writer<'c> {
                 new.name,
                 key.ephemeral,
                 now.0,
-                new.expires_at.map(|at| at.0)
+                new.expires_at.map(|at| at.0),
+                tags_json(&policy.tags),
+                policy.metadata.as_str(),
+                secs_to_column(policy.idle_timeout),
             ],
         )?;
         Ok(Machine {
@@ -201,7 +235,13 @@ impl<'c> Writer<'c> {
             created_at: now,
             expires_at: new.expires_at,
             last_seen_at: None,
-        })
+            tags: policy.tags.clone(),
+            metadata: policy.metadata.clone(),
+            trust_policy_id: None,
+            idle_timeout: policy.idle_timeout,
+            idle_expires_at: None,
+        }
+        .with_idle_expiry())
     }
 
     /// Deletes one machine; returns its token hash, or `None` if it was already gone.
@@ -229,6 +269,40 @@ impl<'c> Writer<'c> {
              RETURNING key_pk",
             params![now.0, limit as i64],
         )
+    }
+
+    /// Deletes up to `limit` machines whose stored activity is older than their idle timeout
+    /// at `idle_before`, except those `active(pk, token hash, timeout secs)` says made a
+    /// request since (a stamp not written yet). Returns the deleted machines and how many
+    /// candidates there were (fewer than `limit`: no more to look at).
+    pub(crate) fn delete_idle_machines(
+        &self,
+        idle_before: Timestamp,
+        limit: usize,
+        active: impl Fn(i64, &TokenHash, u64) -> bool,
+    ) -> Result<(Vec<(i64, TokenHash)>, usize)> {
+        let candidates: Vec<(i64, [u8; 32], u64)> = self
+            .conn()
+            .prepare_cached(IDLE_MACHINES)
+            .and_then(|mut stmt| {
+                stmt.query_map(params![idle_before.0, limit as i64], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        secs_from_column(row, 2)?.unwrap_or(0),
+                    ))
+                })?
+                .collect()
+            })
+            .map_err(storage)?;
+        let mut deleted = Vec::new();
+        for (pk, hash, timeout) in &candidates {
+            let hash = TokenHash(*hash);
+            if !active(*pk, &hash, *timeout) && self.delete_machine(*pk)?.is_some() {
+                deleted.push((*pk, hash));
+            }
+        }
+        Ok((deleted, candidates.len()))
     }
 
     /// Runs a `DELETE … RETURNING key_pk` of machines and takes what it deleted off each
@@ -284,6 +358,17 @@ impl<'c> Writer<'c> {
     }
 }
 
+/// Machines idle at ?1, a range of `machines_by_idle_deadline` (its expression, verbatim).
+pub(super) const IDLE_MACHINES: &str = "SELECT pk, token_hash, idle_timeout FROM machines
+     WHERE idle_timeout IS NOT NULL
+       AND coalesce(last_seen_at, created_at) + idle_timeout * 1000 <= ?1
+     LIMIT ?2";
+
+/// Tags as stored: a JSON array (of strings already validated and sorted).
+fn tags_json(tags: &[String]) -> String {
+    serde_json::to_string(tags).expect("strings always serialise")
+}
+
 /// The usage-stamp updates: `?1` pk, `?2` time, `?3` the row's token hash. The pk finds the
 /// row (the stamps come in pk order, so neighbours share pages); the hash, compared on that
 /// same row, makes sure it is still the row that was stamped: SQLite reuses the pk of a
@@ -299,24 +384,26 @@ mod tests {
     use super::*;
     use crate::store::{Database, Store};
 
+    /// The query plan of `sql` (with parameters `params`) on a fresh store.
+    fn plan(sql: &str, params: impl rusqlite::Params + Copy) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).expect("a store");
+        store
+            .write(|w| {
+                w.conn()
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .and_then(|mut stmt| stmt.query_map(params, |row| row.get(3))?.collect())
+                    .map_err(storage)
+            })
+            .expect("explaining the statement")
+    }
+
     /// The hash check must not change how a stamp finds its row: by pk, the order the flush
     /// writes in, not through the token-hash index.
     #[test]
     fn a_stamp_finds_its_row_by_pk() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).expect("a store");
         for (sql, table) in [(STAMP_KEY_USED, "keys"), (STAMP_MACHINE_SEEN, "machines")] {
-            let plan: Vec<String> = store
-                .write(|w| {
-                    w.conn()
-                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                        .and_then(|mut stmt| {
-                            let stamp = params![1, 1, [0u8; 32]];
-                            stmt.query_map(stamp, |row| row.get(3))?.collect()
-                        })
-                        .map_err(storage)
-                })
-                .expect("explaining the stamp statement");
+            let plan = plan(sql, params![1, 1, [0u8; 32]]);
             assert_eq!(
                 plan,
                 [format!(
@@ -324,5 +411,14 @@ mod tests {
                 )]
             );
         }
+    }
+
+    /// The sweeper finds idle machines with one range of their index, however many there are.
+    #[test]
+    fn idle_machines_are_one_index_range() {
+        assert_eq!(
+            plan(IDLE_MACHINES, params![0, 1]),
+            ["SEARCH machines USING INDEX machines_by_idle_deadline (<expr><?)"]
+        );
     }
 }

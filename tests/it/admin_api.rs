@@ -549,6 +549,14 @@ fn a_created_key_has_the_documented_shape_and_its_secret_is_shown_once() {
             "last_used_at": null,
             "uses": 0,
             "machines": 0,
+            "tags": [],
+            "metadata": {},
+            "max_uses": 1,
+            "session_ttl": null,
+            "idle_timeout": null,
+            "uses_remaining": 1,
+            "rotated_from": null,
+            "rotated_to": null,
             "key": secret,
         })
     );
@@ -1498,6 +1506,10 @@ fn machines_listing_shows_active_machines_only() {
                 "created_at": machine["created_at"],
                 "expires_at": null,
                 "last_seen_at": last_seen,
+                "tags": [],
+                "metadata": {},
+                "trust_policy_id": null,
+                "idle_expires_at": null,
             })
         );
     }

@@ -52,6 +52,8 @@ impl EchoUpstream {
                     "app": header("X-Authkeys-App"),
                     "machine": header("X-Authkeys-Machine"),
                     "key_id": header("X-Authkeys-Key-Id"),
+                    "machine_name": header("X-Authkeys-Machine-Name"),
+                    "tags": header("X-Authkeys-Tags"),
                     "authorization": header("Authorization"),
                 });
                 let _ = request.respond(authkeys_http::Response::from_string(body.to_string()));
@@ -353,8 +355,17 @@ fn check_forward_auth(kind: ProxyKind) {
     let proxy = Proxy::start(kind, &server.url, upstream.address);
     server.create_app("web");
 
-    let key = server.create_key("web", json!({"reusable": true}));
-    let login = server.login(key["key"].as_str().unwrap());
+    let key = server.create_key(
+        "web",
+        json!({"reusable": true, "tags": ["tag:web", "tag:ci"]}),
+    );
+    let login = server
+        .anonymous()
+        .post(
+            "/v1/auth/login",
+            &json!({"auth_key": key["key"], "machine": "runner ✓ 7"}),
+        )
+        .expect(201);
     let session = login["session_token"].as_str().unwrap();
     let machine = login["machine"]["id"].as_str().unwrap();
 
@@ -371,6 +382,8 @@ fn check_forward_auth(kind: ProxyKind) {
         assert_eq!(echo["app"], json!(["web"]));
         assert_eq!(echo["machine"], json!([machine]));
         assert_eq!(echo["key_id"], json!([key["id"]]));
+        assert_eq!(echo["machine_name"], json!(["runner %E2%9C%93 7"]));
+        assert_eq!(echo["tags"], json!(["tag:ci,tag:web"]));
         assert_eq!(
             echo["authorization"],
             json!([]),
@@ -382,13 +395,30 @@ fn check_forward_auth(kind: ProxyKind) {
     let spoof = [
         ("X-Authkeys-App", "admin"),
         ("X-Authkeys-Machine", "mch_spoofed"),
+        ("X-Authkeys-Machine-Name", "root"),
+        ("X-Authkeys-Tags", "tag:admin"),
     ];
     let (status, echo) = through(&proxy, "GET", Some(session), &spoof);
     assert_eq!(
         (status, &echo["app"], &echo["machine"]),
         (200, &json!(["web"]), &json!([machine]))
     );
+    assert_eq!(echo["tags"], json!(["tag:ci,tag:web"]));
+    assert_eq!(echo["machine_name"], json!(["runner %E2%9C%93 7"]));
     assert_eq!(through(&proxy, "GET", None, &spoof).0, 401);
+    // A machine without tags or a name: the forged values still never arrive (the proxy
+    // sends the empty values authkeys answered, or no header at all).
+    let plain = server.create_key("web", json!({}));
+    let plain_session = session_of(&server.login(plain["key"].as_str().unwrap()));
+    let (status, echo) = through(&proxy, "GET", Some(&plain_session), &spoof);
+    assert_eq!(status, 200, "{}", proxy.log());
+    for field in ["tags", "machine_name"] {
+        let values = echo[field].as_array().unwrap();
+        assert!(
+            values.iter().all(|value| value == ""),
+            "{kind:?}: the upstream saw {field} {values:?}"
+        );
+    }
 
     // No session, a malformed one, someone else's admin token: 401, upstream never reached.
     assert_eq!(through(&proxy, "GET", None, &[]).0, 401);
@@ -444,6 +474,8 @@ fn forward_auth_answers_headers_and_an_empty_body() {
         login["machine"]["id"].as_str()
     );
     assert_eq!(reply.header("X-Authkeys-Key-Id"), key["id"].as_str());
+    assert_eq!(reply.header("X-Authkeys-Machine-Name"), Some(""));
+    assert_eq!(reply.header("X-Authkeys-Tags"), Some(""));
 
     server
         .anonymous()

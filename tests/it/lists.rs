@@ -1,8 +1,8 @@
 //! Lists a page at a time (API.md v2, "Lists: pagination and filters"): `limit` (1–1000,
 //! default 100), `cursor` and `next_cursor`, for apps, keys and machines. A walk along the
 //! cursors returns every row that exists throughout it exactly once, whatever is created or
-//! deleted between pages; a bad `limit` or `cursor` is 422 naming the field; machines can be
-//! filtered by key.
+//! deleted between pages; a bad `limit` or `cursor` is 422 naming the field; keys can be
+//! filtered by tags, machines by tags and by key, with cursors that stay correct.
 
 use crate::support::*;
 use serde_json::{Value, json};
@@ -378,4 +378,123 @@ fn machines_can_be_listed_for_one_key() {
     }
     let twice = format!("/v1/apps/fleet/machines?key_id={0}&key_id={0}", id(&a));
     admin.get(&twice).expect_error(422, "invalid_field");
+}
+
+/// `?tag=` on keys: only keys carrying every tag given (repeatable), newest first, walked a
+/// page at a time with cursors that stay correct while matching and other keys are created
+/// between pages; with `include_revoked` too. A malformed tag is 422 naming `tag`.
+#[test]
+fn keys_can_be_filtered_by_tags_and_walked_with_cursors() {
+    let server = TestServer::start();
+    server.create_app("fleet");
+    let admin = server.admin();
+    let create = |tags: Value| -> String {
+        let key = server.create_key("fleet", json!({"reusable": true, "tags": tags}));
+        key["id"].as_str().unwrap().to_string()
+    };
+    let (mut both, mut ci) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        let id = create(json!(["tag:prod", "tag:ci"]));
+        both.push(id.clone());
+        ci.push(id);
+        ci.push(create(json!(["tag:ci"])));
+        create(json!(["tag:prod"]));
+        create(json!([]));
+    }
+    both.reverse();
+    ci.reverse();
+    let mut added = Vec::new();
+    let path = "/v1/apps/fleet/keys?tag=tag:ci&tag=tag:prod";
+    let seen = walk(&server, path, "keys", 3, |_| {
+        // Created after the walk began: newer than every page, so never reached.
+        added.push(create(json!(["tag:ci", "tag:prod"])));
+        create(json!(["tag:ci"]));
+    });
+    assert_eq!(seen, both, "newest first, each once");
+    assert_exactly_once(&seen, &both, &added);
+    let seen_ci = walk(&server, "/v1/apps/fleet/keys?tag=tag:ci", "keys", 5, |_| {});
+    let tail = &seen_ci[seen_ci.len() - ci.len()..];
+    assert_eq!(
+        tail,
+        &ci[..],
+        "the keys created before, after the ones added since"
+    );
+
+    // Revoked keys only with include_revoked, filtered all the same.
+    admin
+        .delete(&format!("/v1/apps/fleet/keys/{}", both[0]))
+        .expect(204);
+    assert!(!ids(&admin.get(path).expect(200), "keys").contains(&both[0]));
+    let with_revoked = format!("{path}&include_revoked=true&limit=1000");
+    assert!(ids(&admin.get(&with_revoked).expect(200), "keys").contains(&both[0]));
+    assert_eq!(
+        admin.get("/v1/apps/fleet/keys?tag=tag:nowhere").expect(200),
+        json!({"keys": [], "next_cursor": null})
+    );
+    for bad in ["ci", "tag:", "tag:CI", "tag:a%2Cb"] {
+        let error = admin
+            .get(&format!("/v1/apps/fleet/keys?tag={bad}"))
+            .expect_error(422, "invalid_field");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`tag`")
+        );
+    }
+}
+
+/// `?tag=` on machines, alone and with `?key_id=`: the machines whose key had every tag given
+/// at their login, newest first, walked with cursors.
+#[test]
+fn machines_can_be_filtered_by_tags_and_by_key() {
+    let server = TestServer::start();
+    server.create_app("fleet");
+    let admin = server.admin();
+    let key = |tags: Value| server.create_key("fleet", json!({"reusable": true, "tags": tags}));
+    let keys = [
+        key(json!(["tag:prod", "tag:web"])),
+        key(json!(["tag:db", "tag:prod"])),
+        key(json!([])),
+    ];
+    // Every login, newest first, with the index of its key.
+    let mut logins: Vec<(usize, String)> = Vec::new();
+    for _ in 0..3 {
+        for (n, key) in keys.iter().enumerate() {
+            let login = server.login(key["key"].as_str().unwrap());
+            logins.push((n, login["machine"]["id"].as_str().unwrap().to_string()));
+        }
+    }
+    logins.reverse();
+    let of = |wanted: &[usize]| -> Vec<String> {
+        logins
+            .iter()
+            .filter(|(n, _)| wanted.contains(n))
+            .map(|(_, id)| id.clone())
+            .collect()
+    };
+    let walked = |query: &str, limit| {
+        walk(
+            &server,
+            &format!("/v1/apps/fleet/machines?{query}"),
+            "machines",
+            limit,
+            |_| {},
+        )
+    };
+    assert_eq!(walked("tag=tag:prod", 2), of(&[0, 1]));
+    assert_eq!(walked("tag=tag:prod&tag=tag:web", 2), of(&[0]));
+    assert_eq!(walked("tag=tag:web&tag=tag:db", 2), Vec::<String>::new());
+    let key_id = |n: usize| keys[n]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        walked(&format!("key_id={}&tag=tag:db", key_id(1)), 1),
+        of(&[1])
+    );
+    assert_eq!(
+        walked(&format!("key_id={}&tag=tag:db", key_id(0)), 1),
+        Vec::<String>::new()
+    );
+    admin
+        .get("/v1/apps/fleet/machines?tag=prod")
+        .expect_error(422, "invalid_field");
 }

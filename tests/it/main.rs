@@ -8,6 +8,7 @@ mod dashboard;
 mod hostile_http;
 mod hot_path;
 mod integrations;
+mod key_policy;
 mod leaks;
 mod lists;
 mod machine_auth;

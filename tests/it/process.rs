@@ -805,6 +805,13 @@ impl Acknowledged {
                         "reusable": key.created["reusable"],
                         "ephemeral": false,
                         "expires_at": null,
+                        "tags": [],
+                        "metadata": {},
+                        "uses_remaining": if key.created["reusable"] == true {
+                            Value::Null
+                        } else {
+                            json!(1 - key.uses)
+                        },
                     })
                 };
                 assert_eq!(verified, expected, "verify {id}");
@@ -889,7 +896,7 @@ fn every_acknowledged_write_survives_repeated_kill_9() {
     }
     assert_eq!(server.terminate().code(), Some(0));
     assert_eq!(integrity_check(&db), "ok");
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), 3);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -101,14 +101,21 @@ fn the_quick_start_over_curl_works_pasted_verbatim() {
         .unwrap_or_else(|err| panic!("the output is not a stream of JSON values ({err}):\n{out}"));
     assert_eq!(
         answers.len(),
-        3,
-        "created app, whoami, refused whoami:\n{out}"
+        4,
+        "created app, whoami, rotated key, refused whoami:\n{out}"
     );
     assert_eq!(answers[0]["id"], "web");
     assert_eq!(answers[1]["app"]["id"], "web");
     assert_eq!(answers[1]["machine"]["app"], "web");
+    assert_eq!(answers[1]["machine"]["tags"], serde_json::json!(["tag:ci"]));
     assert_eq!(
-        answers[2]["error"]["code"], "invalid_credentials",
+        answers[1]["machine"]["metadata"],
+        serde_json::json!({"team": "web"})
+    );
+    assert_eq!(answers[2]["rotated_from"], answers[1]["machine"]["key_id"]);
+    assert_eq!(answers[2]["tags"], serde_json::json!(["tag:ci"]));
+    assert_eq!(
+        answers[3]["error"]["code"], "invalid_credentials",
         "after revocation:\n{out}"
     );
 }

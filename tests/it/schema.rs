@@ -1,5 +1,5 @@
-//! Schema versions on disk: what a first start creates, and the upgrade of a database written
-//! by an older release (version 1) to this binary's schema, with its sessions intact.
+//! Schema versions on disk: what a first start creates, and the upgrades of databases written
+//! by older releases (versions 1 and 2) to this binary's schema, with their sessions intact.
 
 use crate::support::*;
 use serde_json::json;
@@ -7,6 +7,15 @@ use std::path::Path;
 
 /// The schema of version 1 exactly as it shipped, to build databases an older release wrote.
 const SCHEMA_V1: &str = include_str!("fixtures/schema-v1.sql");
+/// A whole version 2 database as the last version 2 binary wrote it (`sqlite3 .dump`, with
+/// the secrets it was made with in its header).
+const DATABASE_V2: &str = include_str!("fixtures/v2-database.sql");
+/// The fixture's session tokens and keys (see its header).
+const V2_RUNNER_SESSION: &str = "ens_B21gaEpOe1nekO75AxJd6eMOCw0Tx80wZzWr";
+const V2_SINGLE_USE_SESSION: &str = "ens_0pMxayiq3LjOU00Uep1mJWRQqvVyi02wAMKn";
+const V2_EPHEMERAL_SESSION: &str = "ens_YscJPyZbzUBJ73B4E2MmpCzLdJR2vz34HEP3";
+const V2_REUSABLE_KEY: &str = "ena_hIZy7G7lrQkJK4keVMegrvlXF0DCxJ1pA0jU";
+const V2_USED_KEY: &str = "ena_DlJpJuUsC8pP9dQPwFzTrglYe8bpQT2cWNyY";
 
 /// Every table with its columns and strictness, and every index with its SQL, to compare two
 /// databases' schemas. A table's columns rather than its SQL text: a column added by ALTER
@@ -81,11 +90,42 @@ fn rewrite_as_version_1(db: &Path) {
     std::fs::rename(&old, db).unwrap();
 }
 
+/// Takes the (stopped) server's database back to version 2 in place: what version 3 added
+/// goes, the rows stay.
+fn rewrite_as_version_2(db: &Path) {
+    open_db(db)
+        .execute_batch(
+            "DROP INDEX machines_by_idle_deadline;
+             ALTER TABLE keys DROP COLUMN tags;
+             ALTER TABLE keys DROP COLUMN metadata;
+             ALTER TABLE keys DROP COLUMN max_uses;
+             ALTER TABLE keys DROP COLUMN session_ttl;
+             ALTER TABLE keys DROP COLUMN idle_timeout;
+             ALTER TABLE keys DROP COLUMN rotated_from;
+             ALTER TABLE keys DROP COLUMN rotated_to;
+             ALTER TABLE machines DROP COLUMN tags;
+             ALTER TABLE machines DROP COLUMN metadata;
+             ALTER TABLE machines DROP COLUMN trust_policy_id;
+             ALTER TABLE machines DROP COLUMN idle_timeout;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+}
+
+/// Replaces the (stopped) server's database with the version 2 fixture.
+fn install_version_2_fixture(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    open_db(db).execute_batch(DATABASE_V2).unwrap();
+    assert_eq!(user_version(db), 2);
+}
+
 #[test]
 fn first_start_creates_the_current_schema() {
     let server = TestServer::start();
     let db = server.db_path();
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), 3);
     let tables: Vec<String> = schema_of(&db)
         .into_iter()
         .filter(|(kind, _, _)| kind == "table")
@@ -131,7 +171,7 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
 
     server.restart();
     assert!(
-        server.log().contains("from schema version 1 to 2"),
+        server.log().contains("from schema version 1 to 3"),
         "{}",
         server.log()
     );
@@ -149,7 +189,7 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
     assert_eq!(identity["machine"]["key_id"], key["id"]);
     assert_eq!(identity["app"]["id"], "ci");
 
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), 3);
     let conn = open_db(&db);
     let stale: i64 = conn
         .query_row(
@@ -195,18 +235,7 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
         .unwrap();
     let v1_schema = schema_of(&db);
 
-    let mut child = server
-        .command()
-        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let paused = eventually_line(stderr, "upgrade paused after its first step");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
+    kill_upgrade_after_its_first_step(&server);
 
     assert_eq!(integrity_check(&db), "ok");
     assert_eq!(user_version(&db), 1);
@@ -221,7 +250,7 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
     assert_eq!(count, MACHINES);
 
     server.restart();
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), 3);
     let count: i64 = open_db(&db)
         .query_row(
             "SELECT count(*) FROM machines WHERE key_id IS NOT NULL",
@@ -230,6 +259,41 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
         )
         .unwrap();
     assert_eq!(count, MACHINES);
+}
+
+/// Starts the server's command on its (older) database with the test-only pause after the
+/// upgrade's first step, waits for the server to say it paused there, and `kill -9`s it.
+fn kill_upgrade_after_its_first_step(server: &TestServer) {
+    let mut child = server
+        .command()
+        .env("AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let paused = eventually_line(stderr, "upgrade paused after its first step");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(paused.is_ok(), "the upgrade never paused: {paused:?}");
+}
+
+/// Restarts the stopped server on its older database: it must log `marker`, and leave
+/// version 3 with the schema a first start creates (`fresh_schema`).
+fn restart_upgrading(
+    server: &mut TestServer,
+    marker: &str,
+    fresh_schema: &[(String, String, Option<String>)],
+) {
+    server.restart();
+    assert!(server.log().contains(marker), "{}", server.log());
+    let db = server.db_path();
+    assert_eq!(user_version(&db), 3);
+    assert_eq!(
+        schema_of(&db),
+        fresh_schema,
+        "the schema a first start creates"
+    );
 }
 
 /// Reads `lines` until one contains `marker` (Ok with that line) or they end (Err with all
@@ -273,6 +337,7 @@ fn an_early_version_2_database_gains_machine_counts_and_the_index() {
     assert_eq!(server.terminate().code(), Some(0));
     let db = server.db_path();
     let fresh_schema = schema_of(&db);
+    rewrite_as_version_2(&db);
     open_db(&db)
         .execute_batch(
             "DROP INDEX machines_by_app;
@@ -281,17 +346,10 @@ fn an_early_version_2_database_gains_machine_counts_and_the_index() {
         .unwrap();
     assert_ne!(schema_of(&db), fresh_schema);
 
-    server.restart();
-    assert!(
-        server.log().contains("counted each key's machines once"),
-        "{}",
-        server.log()
-    );
-    assert_eq!(user_version(&db), 2);
-    assert_eq!(
-        schema_of(&db),
-        fresh_schema,
-        "the same schema a first start creates"
+    restart_upgrading(
+        &mut server,
+        "counted each key's machines once",
+        &fresh_schema,
     );
     let machines_of = |server: &TestServer, key: &serde_json::Value| {
         let path = format!("/v1/apps/ci/keys/{}", key["id"].as_str().unwrap());
@@ -308,4 +366,132 @@ fn an_early_version_2_database_gains_machine_counts_and_the_index() {
         server.log()
     );
     assert_eq!(machines_of(&server, &busy), 3);
+}
+
+/// A database the last version 2 binary wrote (the fixture) is upgraded to version 3 at the
+/// next start: its sessions go on working (the ephemeral one with its expiry), the used
+/// single-use key is a used-up key of one use, and the schema is the one a first start
+/// creates.
+#[test]
+fn a_version_2_database_is_upgraded_with_its_sessions_intact() {
+    let mut server = TestServer::start();
+    assert_eq!(server.terminate().code(), Some(0));
+    let db = server.db_path();
+    let fresh_schema = schema_of(&db);
+    install_version_2_fixture(&db);
+    // Written by a helper from a version 3 file, version 2 is what the release wrote.
+    let mut rewritten = TestServer::start();
+    assert_eq!(rewritten.terminate().code(), Some(0));
+    rewrite_as_version_2(&rewritten.db_path());
+    assert_eq!(schema_of(&rewritten.db_path()), schema_of(&db));
+
+    restart_upgrading(&mut server, "from schema version 2 to 3", &fresh_schema);
+
+    let runner = whoami(&server, V2_RUNNER_SESSION).expect(200);
+    assert_eq!(runner["app"]["id"], "ci");
+    assert_eq!(runner["machine"]["id"], "mch_Anpwx2T6kMz4jmu84oZI");
+    assert_eq!(runner["machine"]["name"], "runner-1");
+    assert_eq!(
+        runner["machine"]["last_seen_at"],
+        "2026-12-01T16:12:22.917Z"
+    );
+    assert_eq!(runner["machine"]["tags"], json!([]));
+    assert_eq!(runner["machine"]["metadata"], json!({}));
+    assert_eq!(runner["machine"]["trust_policy_id"], json!(null));
+    assert_eq!(runner["machine"]["idle_expires_at"], json!(null));
+    whoami(&server, V2_SINGLE_USE_SESSION).expect(200);
+    let ephemeral = whoami(&server, V2_EPHEMERAL_SESSION).expect(200);
+    assert_eq!(
+        ephemeral["machine"]["expires_at"],
+        "2026-12-01T17:12:22.441Z"
+    );
+
+    let max_uses: Vec<(String, Option<i64>)> = open_db(&db)
+        .prepare("SELECT id, max_uses FROM keys ORDER BY pk")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let single_use = |id: &str| (id.to_string(), Some(1));
+    let unlimited = |id: &str| (id.to_string(), None);
+    assert_eq!(
+        max_uses,
+        [
+            unlimited("key_9TPENVxMvlbkjDt5VQky"),
+            single_use("key_3F8BWryIVoqTDS5fFwjG"),
+            unlimited("key_NzRKBtAXH14HUtF4NaaL"),
+            single_use("key_lh3SSoex1OqqMFdV14Ht"),
+        ]
+    );
+    assert_eq!(
+        verify(&server, V2_USED_KEY),
+        json!({"valid": false, "code": "used"})
+    );
+    let used = server
+        .admin()
+        .get("/v1/apps/ci/keys/key_3F8BWryIVoqTDS5fFwjG")
+        .expect(200);
+    assert_eq!(
+        (&used["max_uses"], &used["uses_remaining"], &used["uses"]),
+        (&json!(1), &json!(0), &json!(1))
+    );
+    let reusable = server
+        .admin()
+        .get("/v1/apps/ci/keys/key_9TPENVxMvlbkjDt5VQky")
+        .expect(200);
+    assert_eq!(
+        (
+            &reusable["max_uses"],
+            &reusable["uses_remaining"],
+            &reusable["tags"]
+        ),
+        (&json!(null), &json!(null), &json!([]))
+    );
+    let second = server.login(V2_REUSABLE_KEY);
+    whoami(&server, &session_of(&second)).expect(200);
+    let broken_references: i64 = open_db(&db)
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(broken_references, 0);
+}
+
+/// The upgrade from version 2 is one transaction too: killed after its first step (the keys'
+/// new columns added), the file is still the fixture's version 2, every row there, and the
+/// next start upgrades it.
+#[test]
+fn an_upgrade_from_version_2_killed_part_way_leaves_version_2_whole() {
+    const MACHINES: i64 = 2_000;
+    let mut server = TestServer::start();
+    assert_eq!(server.terminate().code(), Some(0));
+    let db = server.db_path();
+    install_version_2_fixture(&db);
+    open_db(&db)
+        .execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, ephemeral, created_at)
+             SELECT 'mch_' || i, 1, 1, 'key_9TPENVxMvlbkjDt5VQky', randomblob(32), 0, 0 FROM n",
+            [MACHINES],
+        )
+        .unwrap();
+    let v2_schema = schema_of(&db);
+
+    kill_upgrade_after_its_first_step(&server);
+
+    assert_eq!(integrity_check(&db), "ok");
+    assert_eq!(user_version(&db), 2);
+    assert_eq!(schema_of(&db), v2_schema, "the added columns rolled back");
+    let count = |sql: &str| -> i64 { open_db(&db).query_row(sql, [], |row| row.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM machines"), MACHINES + 3);
+
+    server.restart();
+    assert_eq!(user_version(&db), 3);
+    assert_eq!(
+        count("SELECT count(*) FROM machines WHERE tags = '[]' AND metadata = '{}'"),
+        MACHINES + 3
+    );
+    assert_eq!(count("SELECT count(*) FROM keys WHERE max_uses = 1"), 2);
+    whoami(&server, V2_RUNNER_SESSION).expect(200);
 }

@@ -115,6 +115,61 @@ fn a_single_use_key_has_exactly_one_winner_among_100_concurrent_logins_20_times(
     assert_no_storage_errors(&server);
 }
 
+/// A key of `max_uses` N, hit by more concurrent logins than it has uses, logs in exactly N
+/// machines, whatever N: 1, 5 and 100, each 20 rounds; `uses_remaining` is then exactly 0 and
+/// the key verifies as used.
+#[test]
+fn a_key_of_n_uses_has_exactly_n_winners_among_more_concurrent_logins_20_times() {
+    // Most logins lose on purpose: the throttle is off (see the single-use test above).
+    let server = TestServer::start_with(Options::default().arg("--login-failures-burst", "0"));
+    let app = server.create_app("race");
+    let mut machines = 0;
+    for (uses, logins) in [(1, 10), (5, 20), (100, 150)] {
+        for round in 0..20 {
+            let created = server.create_key(
+                &app,
+                json!({"reusable": true, "max_uses": uses, "description": format!("{uses}/{round}")}),
+            );
+            let secret = created["key"].as_str().unwrap();
+            let results = concurrent_logins(&server, secret, logins);
+            let (winners, losers) = winners_and_losers(&results);
+            assert_eq!(
+                (winners.len(), losers),
+                (uses as usize, logins - uses as usize),
+                "max_uses {uses}, round {round}: {:?}",
+                tally(&results)
+            );
+            let key_id = created["id"].as_str().unwrap();
+            let path = server.db_path();
+            let sql =
+                "SELECT count(*) FROM machines m JOIN keys k ON k.pk = m.key_pk WHERE k.id = ?1";
+            assert_eq!(db::scalar(&path, sql, [key_id]), uses, "round {round}");
+            let stored = "SELECT uses FROM keys WHERE id = ?1";
+            assert_eq!(db::scalar(&path, stored, [key_id]), uses, "round {round}");
+            let key = server
+                .admin()
+                .get(&format!("/v1/apps/{app}/keys/{key_id}"))
+                .expect(200);
+            assert_eq!(
+                (&key["uses"], &key["uses_remaining"], &key["machines"]),
+                (&json!(uses), &json!(0), &json!(uses)),
+                "round {round}"
+            );
+            let verdict = server
+                .anonymous()
+                .post("/v1/keys/verify", &json!({"key": secret}))
+                .expect(200);
+            assert_eq!(verdict, json!({"valid": false, "code": "used"}));
+            machines += uses;
+        }
+    }
+    assert_eq!(
+        db::scalar(&server.db_path(), "SELECT count(*) FROM machines", []),
+        machines
+    );
+    assert_no_storage_errors(&server);
+}
+
 #[test]
 fn a_reusable_key_logs_in_200_concurrent_machines_as_200_distinct_sessions() {
     let server = TestServer::start();

@@ -12,11 +12,12 @@ use rusqlite::OptionalExtension;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-/// Short (`--sweep-interval-ms`), so each scenario waits out a few sweeps in about a second.
-const SWEEP_INTERVAL: Duration = Duration::from_millis(300);
+/// Short (`--sweep-interval-ms`), so each scenario waits out a few sweeps in a few seconds,
+/// yet long enough for its four requests to fit between two sweeps while other tests run.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(600);
 /// How many times a scenario that needs a quiet stretch between two sweeps is tried before
 /// the test gives up (only a very loaded machine needs more than one).
-const ATTEMPTS: usize = 5;
+const ATTEMPTS: usize = 10;
 
 fn start(options: Options) -> TestServer {
     let interval = SWEEP_INTERVAL.as_millis().to_string();

@@ -33,6 +33,14 @@ pub const KEY_FIELDS: &[&str] = &[
     "last_used_at",
     "uses",
     "machines",
+    "tags",
+    "metadata",
+    "max_uses",
+    "session_ttl",
+    "idle_timeout",
+    "uses_remaining",
+    "rotated_from",
+    "rotated_to",
 ];
 pub const MACHINE_FIELDS: &[&str] = &[
     "id",
@@ -43,6 +51,10 @@ pub const MACHINE_FIELDS: &[&str] = &[
     "created_at",
     "expires_at",
     "last_seen_at",
+    "tags",
+    "metadata",
+    "trust_policy_id",
+    "idle_expires_at",
 ];
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghij";

@@ -1,15 +1,13 @@
 //! Read and write deadlines (CHANGES-authkeys.md, rows `wait_for_request`/`deadline.rs` and
 //! accept loop `write_timeout`). `limits()` gives 300 ms for each.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use crate::support::{echo, limits, read_until_closed, trickle, TestServer, PATIENCE};
 use authkeys_http::{Response, StatusCode};
-use support::{echo, limits, read_until_closed, trickle, TestServer, PATIENCE};
 
 /// Row `wait_for_request`: a connection that never starts a request is closed, without a
 /// response, once `idle_timeout` passes (upstream waited forever).

@@ -1,15 +1,13 @@
 //! Where a request's body ends, and how it is read (CHANGES-authkeys.md, rows
 //! `body_framing`, `new_request`/`read_chunked`, `reject`/`linger`).
 
-mod support;
-
 use std::io::Write;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use crate::support::{echo, limits, read_response, read_until_closed, TestServer, PATIENCE};
 use authkeys_http::Limits;
-use support::{echo, limits, read_response, read_until_closed, TestServer, PATIENCE};
 
 /// Limits with time to send a body in steps.
 fn patient_limits() -> Limits {

@@ -3,8 +3,6 @@
 //! process, this test binary run again under a resource limit, so that only the server runs
 //! out; this process is its client.
 
-mod support;
-
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -12,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::{echo, limits, read_response, read_until_closed, TestServer};
 use authkeys_http::Limits;
-use support::{echo, limits, read_response, read_until_closed, TestServer};
 
 /// Set in the child's environment: serve instead of testing.
 const CHILD: &str = "TINY_HTTP_TEST_SERVE_UNDER_A_LIMIT";
@@ -40,14 +38,21 @@ fn running_out_of_file_descriptors_is_survived_without_spinning() {
     if std::env::var_os(CHILD).is_some() {
         return serve_until_stdin_closes();
     }
-    let logs: Vec<String> = FD_LIMITS
+    // One child per limit, at the same time: each is its own process with its own limit.
+    let runs: Vec<_> = FD_LIMITS
         .iter()
-        .map(|fd_limit| {
-            survives_running_out(ChildServer::start(
-                "running_out_of_file_descriptors_is_survived_without_spinning",
-                &format!("ulimit -n {}", fd_limit),
-            ))
+        .map(|&fd_limit| {
+            thread::spawn(move || {
+                survives_running_out(ChildServer::start(
+                    "running_out_of_file_descriptors_is_survived_without_spinning",
+                    &format!("ulimit -n {}", fd_limit),
+                ))
+            })
         })
+        .collect();
+    let logs: Vec<String> = runs
+        .into_iter()
+        .map(|run| run.join().expect("a run"))
         .collect();
     for failure in [ACCEPT_FAILED, TABLE_DUP_FAILED] {
         assert!(
@@ -234,15 +239,18 @@ struct ChildServer {
 }
 
 impl ChildServer {
-    /// Runs `test` (which must call `serve_until_stdin_closes` in the child) after the shell
-    /// command `setup`.
+    /// Runs `test`, a test of this module (which must call `serve_until_stdin_closes` in the
+    /// child), after the shell command `setup`.
     fn start(test: &str, setup: &str) -> ChildServer {
         let exe = std::env::current_exe().expect("the test binary");
+        // libtest names a test by its path without the crate: `accept_failures::NAME`.
+        let module = module_path!().split_once("::").expect("a module").1;
+        let test = format!("{module}::{test}");
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(format!("{setup} && exec \"$0\" \"$@\""))
             .arg(exe)
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .args(["--exact", &test, "--nocapture", "--test-threads=1"])
             .env(CHILD, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,14 +1,12 @@
 //! The request-head bounds and how a refusal is answered (CHANGES-authkeys.md, rows
 //! `src/limits.rs`, `read_next_line`, `read`, `next`/`reject`, `with_connection_close`).
 
-mod support;
-
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{echo, limits, read_until_closed, TestServer, PATIENCE};
 use authkeys_http::{Limits, Rejection, Response};
-use support::{echo, limits, read_until_closed, TestServer, PATIENCE};
 
 /// Row `src/limits.rs`: the application's `rejection_response` builds the answer to a
 /// refusal (authkeys answers in its JSON error shape; upstream answered empty bodies), and is

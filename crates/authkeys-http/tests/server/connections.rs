@@ -2,16 +2,14 @@
 //! `task_pool.rs` `spawn`, `serve_connection`, `NotifyOnDrop`, `stop_accepting`,
 //! `requests_in_progress` and `TCP_NODELAY`).
 
-mod support;
-
 use std::io::{Cursor, Write};
 use std::net::{IpAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::{echo, limits, read_response, read_until_closed, TestServer, PATIENCE};
 use authkeys_http::{Limits, Request, Response};
-use support::{echo, limits, read_response, read_until_closed, TestServer, PATIENCE};
 
 /// Limits under which connections stay open while a test holds them.
 fn patient_limits() -> Limits {

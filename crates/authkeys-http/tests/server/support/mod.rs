@@ -1,7 +1,6 @@
 //! What every test of the authkeys patches needs: a server on 127.0.0.1:0 with short limits,
 //! optionally answered by a worker thread, and a raw TCP client that shows exactly what came
 //! back. Std only, so the crate's tests add no dependency.
-#![allow(dead_code)] // each test file uses its own part of this module
 
 use std::io::{Cursor, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
