@@ -6,6 +6,8 @@ use crate::authority::seed::{self, Seed};
 use crate::domain::error::StartError;
 use crate::domain::github_keys::GithubKeys;
 use crate::domain::token::{self, Secret, TokenKind};
+
+pub use crate::domain::token::Malformed;
 use crate::runtime::admin_token;
 use crate::store::{self, Database, Store};
 use std::path::{Path, PathBuf};
@@ -28,6 +30,12 @@ pub fn rotate_admin_token(database: &Database) -> Result<PathBuf, StartError> {
 /// A new random token of `kind` in its wire format (prefix, random part, checksum).
 pub fn generate_token(kind: TokenKind) -> Secret {
     token::generate(kind)
+}
+
+/// Checks the shape and checksum of `token` as a `kind` token, as the server does before any
+/// lookup, so a client can report a typo without sending the token anywhere.
+pub fn check_token(kind: TokenKind, token: &str) -> Result<(), Malformed> {
+    token::parse(kind, token).map(drop)
 }
 
 /// Creates the database if it does not exist and brings its schema to this version.

@@ -1,6 +1,8 @@
 //! Admin commands over HTTP, authenticated by `AUTHKEYS_ADMIN_TOKEN`: apps, keys, machines.
 
-use super::args::{AdminArgs, AppsCommand, KeysCommand, ListArgs, MachinesCommand, ServerArg};
+use super::args::{AdminArgs, AppsCommand, KeyPolicyArgs, KeysCommand, ListArgs, MachinesCommand};
+use super::args::{OutputArgs, ServerArg};
+use super::auth_key;
 use super::client::{Client, RequestError, segment};
 use super::output::say;
 use super::{CliError, output};
@@ -68,6 +70,125 @@ impl Admin {
     }
 }
 
+fn machines_path(app: &str) -> String {
+    format!("/v1/apps/{}/machines", segment(app))
+}
+
+impl Admin {
+    /// The machines of every app, app by app (in the apps' order, each app's newest first),
+    /// in the shape of one page, cut at `list.limit` items in all. `next_cursor` is null when
+    /// nothing was left out, else the cursor within the last app listed (or `""` when only
+    /// later apps were left out).
+    fn machines_of_every_app(
+        &self,
+        filters: &[(&str, &str)],
+        list: &ListArgs,
+    ) -> Result<Value, CliError> {
+        let apps = self.list("/v1/apps", "apps", &[], &ListArgs { limit: None })?;
+        let mut machines: Vec<Value> = Vec::new();
+        let mut left_out = Value::Null;
+        for app in apps["apps"].as_array().into_iter().flatten() {
+            let left = list
+                .limit
+                .map(|limit| limit.saturating_sub(machines.len() as u64));
+            if left == Some(0) {
+                left_out = "".into();
+                break;
+            }
+            let app = app["id"].as_str().unwrap_or_default();
+            let listing = self.list(
+                &machines_path(app),
+                "machines",
+                filters,
+                &ListArgs { limit: left },
+            )?;
+            machines.extend(listing["machines"].as_array().cloned().unwrap_or_default());
+            left_out = listing["next_cursor"].clone();
+        }
+        Ok(json!({"machines": machines, "next_cursor": left_out}))
+    }
+}
+
+/// `keys verify`: the server's judgement of a key, which it does not use up. A key that is not
+/// valid is a refusal (exit 1) with the reason as its code.
+fn verify(key: Secret, server: &ServerArg, output: &OutputArgs) -> Result<(), CliError> {
+    let client = Client::new(&server.server, None, &server.timeout);
+    let verdict = client.post("/v1/keys/verify", &json!({"key": key.expose()}))?;
+    if verdict["valid"] != Value::Bool(true) {
+        let code = output::field(&verdict, "code");
+        return Err(CliError::Rejected {
+            message: format!("the key is not valid: {}", invalid_reason(&code)),
+            code,
+        });
+    }
+    if output.json {
+        output::json(&verdict);
+    } else {
+        say!(
+            "Valid: key {} of app {} ({}), tags {}, {} logins left, expires {}.",
+            output::field(&verdict, "key_id"),
+            output::field(&verdict, "app"),
+            output::key_type(&verdict),
+            output::field(&verdict, "tags"),
+            output::field_or(&verdict, "uses_remaining", "unlimited"),
+            output::field_or(&verdict, "expires_at", "never")
+        );
+    }
+    Ok(())
+}
+
+/// What verify's `code` means for the key's holder.
+fn invalid_reason(code: &str) -> &'static str {
+    match code {
+        "not_found" => "no server-side record of it (wrong server, or its app was deleted)",
+        "revoked" => "it was revoked",
+        "expired" => "it expired",
+        "used" => "it was single-use and has been used",
+        "malformed" => "it is not an auth key",
+        _ => "the server gave an unknown reason",
+    }
+}
+
+/// Adds the policy fields that were given to a new key's body; the absent ones are left to the
+/// server's defaults.
+fn add_policy(body: &mut Value, policy: KeyPolicyArgs) -> Result<(), CliError> {
+    if !policy.tags.is_empty() {
+        body["tags"] = json!(policy.tags);
+    }
+    if !policy.metadata.is_empty() {
+        let mut metadata = serde_json::Map::new();
+        for (key, value) in policy.metadata {
+            if metadata.contains_key(&key) {
+                return Err(CliError::Usage(format!("--metadata {key}= is given twice")));
+            }
+            metadata.insert(key, value.into());
+        }
+        body["metadata"] = metadata.into();
+    }
+    for (field, value) in [
+        ("max_uses", policy.max_uses),
+        ("session_ttl", policy.session_ttl),
+        ("idle_timeout", policy.idle_timeout),
+    ] {
+        if let Some(value) = value {
+            body[field] = value.into();
+        }
+    }
+    Ok(())
+}
+
+/// The one-time display of a new key's secret, with what it carries and how to use it.
+fn print_new_key(key: &Value) {
+    let secret = output::field(key, "key");
+    for line in output::key_policy(key) {
+        say!("  {line}");
+    }
+    say!("Store it now (in a vault or CI secret): it cannot be shown again.\n");
+    say!("  {secret}\n");
+    // The key goes in the environment, not argv, where `ps` would show it.
+    say!("Log a machine in with:\n\n  AUTHKEYS_AUTH_KEY={secret} authkeys login");
+}
+
 /// After a table cut short by `--limit`, says so.
 fn note_more(listing: &Value) {
     if listing["next_cursor"].is_string() {
@@ -81,9 +202,10 @@ fn admin_refused(err: RequestError) -> CliError {
             status: 401,
             code: Some(code),
             ..
-        } => CliError::Message(format!(
-            "the server did not accept AUTHKEYS_ADMIN_TOKEN ({code}, HTTP 401)"
-        )),
+        } => CliError::Rejected {
+            code,
+            message: "the server did not accept AUTHKEYS_ADMIN_TOKEN".into(),
+        },
         other => other.into(),
     }
 }
@@ -93,17 +215,23 @@ fn client(args: &AdminArgs) -> Result<Admin, CliError> {
 }
 
 fn server_client(server: &ServerArg) -> Result<Admin, CliError> {
+    // Trimmed: a token pasted or read with `$(cat …)` may carry spaces or a newline.
     let token = std::env::var("AUTHKEYS_ADMIN_TOKEN")
         .ok()
+        .map(|token| token.trim().to_string())
         .filter(|token| !token.is_empty())
         .ok_or_else(|| {
-            CliError::Message(
+            CliError::Usage(
                 "AUTHKEYS_ADMIN_TOKEN is not set: admin commands need the server's admin token \
                  (a generated one is in <db>.admin-token)"
                     .into(),
             )
         })?;
-    Ok(Admin(Client::new(&server.server, Some(Secret::new(token)))))
+    Ok(Admin(Client::new(
+        &server.server,
+        Some(Secret::new(token)),
+        &server.timeout,
+    )))
 }
 
 /// `POST /v1/keys/revoke-by-value` for `authkeys scan --revoke`: each call revokes one leaked
@@ -141,9 +269,16 @@ pub fn apps(command: AppsCommand) -> Result<(), CliError> {
                 output::json(&listing);
             } else {
                 let rows = rows(&listing["apps"], &["id", "name", "created_at"]);
-                output::table(&["ID", "NAME", "CREATED"], &rows);
+                output::table(&["ID", "NAME", "CREATED"], &rows, "No apps.");
                 note_more(&listing);
             }
+        }
+        AppsCommand::Delete { id, admin } => {
+            client(&admin)?.delete(&format!("/v1/apps/{}", segment(&id)))?;
+            done(
+                &admin,
+                &format!("Deleted app {id}: its keys are revoked and its machines logged out."),
+            );
         }
     }
     Ok(())
@@ -156,45 +291,69 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
             description,
             reusable,
             ephemeral,
+            policy,
             expires_in,
+            no_expiry,
             admin,
         } => {
-            let body = json!({
+            let mut body = json!({
                 "description": description,
-                "reusable": reusable,
+                // A key of more than one use is reusable (a single-use key with max_uses > 1
+                // is a contradiction the server refuses).
+                "reusable": reusable || policy.max_uses.is_some_and(|uses| uses > 1),
                 "ephemeral": ephemeral,
-                "expires_in": expires_in,
+                "expires_in": (!no_expiry).then_some(expires_in),
             });
+            add_policy(&mut body, policy)?;
             let key = client(&admin)?.post(&format!("/v1/apps/{}/keys", segment(&app)), &body)?;
             if admin.output.json {
                 output::json(&key);
             } else {
-                let secret = output::field(&key, "key");
                 say!(
                     "Created {} key {} for app {}.",
                     output::key_type(&key),
                     output::field(&key, "id"),
                     output::field(&key, "app")
                 );
-                say!("Store it now (in a vault or CI secret): it cannot be shown again.\n");
-                say!("  {secret}\n");
-                // The key goes in the environment, not argv, where `ps` would show it.
-                say!("Log a machine in with:\n\n  AUTHKEYS_AUTH_KEY={secret} authkeys login");
+                print_new_key(&key);
+            }
+        }
+        KeysCommand::Rotate {
+            app,
+            id,
+            grace,
+            admin,
+        } => {
+            let client = client(&admin)?;
+            let path = format!("/v1/apps/{}/keys/{}", segment(&app), segment(&id));
+            let key = client.post(&format!("{path}/rotate"), &json!({"grace_seconds": grace}))?;
+            if admin.output.json {
+                output::json(&key);
+            } else {
+                let old = client.get(&path)?;
+                say!(
+                    "Rotated key {id} of app {app} into {}; {id} stops accepting logins at {} \
+                     (its machines stay logged in).",
+                    output::field(&key, "id"),
+                    output::field(&old, "expires_at"),
+                );
+                print_new_key(&key);
             }
         }
         KeysCommand::List {
             app,
             include_revoked,
+            tags,
             list,
             admin,
         } => {
-            let filters: &[(&str, &str)] = if include_revoked {
-                &[("include_revoked", "true")]
-            } else {
-                &[]
-            };
+            let mut filters: Vec<(&str, &str)> =
+                tags.iter().map(|tag| ("tag", tag.as_str())).collect();
+            if include_revoked {
+                filters.push(("include_revoked", "true"));
+            }
             let path = format!("/v1/apps/{}/keys", segment(&app));
-            let listing = client(&admin)?.list(&path, "keys", filters, &list)?;
+            let listing = client(&admin)?.list(&path, "keys", &filters, &list)?;
             if admin.output.json {
                 output::json(&listing);
             } else {
@@ -202,33 +361,35 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
                 let rows: Vec<Vec<String>> = keys
                     .iter()
                     .map(|key| {
-                        let mut row = vec![output::field(key, "id"), output::field(key, "hint")];
-                        row.push(output::key_type(key));
-                        for name in [
-                            "uses",
-                            "machines",
-                            "created_at",
-                            "expires_at",
-                            "revoked_at",
-                            "description",
-                        ] {
-                            row.push(output::field(key, name));
-                        }
-                        row
+                        vec![
+                            output::field(key, "id"),
+                            output::field(key, "hint"),
+                            output::key_type(key),
+                            output::field(key, "tags"),
+                            output::uses(key),
+                            output::field(key, "machines"),
+                            output::field(key, "created_at"),
+                            output::field_or(key, "expires_at", "never"),
+                            output::field(key, "revoked_at"),
+                            output::rotation(key),
+                            output::field(key, "description"),
+                        ]
                     })
                     .collect();
                 let headers = [
                     "ID",
                     "HINT",
                     "TYPE",
+                    "TAGS",
                     "USES",
                     "MACHINES",
                     "CREATED",
                     "EXPIRES",
                     "REVOKED",
+                    "ROTATED",
                     "DESCRIPTION",
                 ];
-                output::table(&headers, &rows);
+                output::table(&headers, &rows, "No keys.");
                 note_more(&listing);
             }
         }
@@ -239,6 +400,11 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
                 &format!("Revoked key {id}; every machine it logged in is logged out."),
             );
         }
+        KeysCommand::Verify {
+            auth_key,
+            server,
+            output,
+        } => verify(auth_key::read(auth_key.auth_key)?, &server, &output)?,
     }
     Ok(())
 }
@@ -248,29 +414,45 @@ pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
         MachinesCommand::List {
             app,
             key,
+            tags,
             list,
             admin,
         } => {
-            let filters: Vec<(&str, &str)> =
+            let mut filters: Vec<(&str, &str)> =
                 key.iter().map(|key| ("key_id", key.as_str())).collect();
-            let path = format!("/v1/apps/{}/machines", segment(&app));
-            let listing = client(&admin)?.list(&path, "machines", &filters, &list)?;
+            filters.extend(tags.iter().map(|tag| ("tag", tag.as_str())));
+            let client = client(&admin)?;
+            let listing = match &app {
+                Some(app) => client.list(&machines_path(app), "machines", &filters, &list)?,
+                None => client.machines_of_every_app(&filters, &list)?,
+            };
             if admin.output.json {
                 output::json(&listing);
             } else {
-                let columns = [
+                let mut columns = vec![
                     "id",
                     "name",
                     "key_id",
+                    "tags",
                     "created_at",
                     "expires_at",
                     "last_seen_at",
                 ];
+                let mut headers = vec![
+                    "ID",
+                    "NAME",
+                    "KEY",
+                    "TAGS",
+                    "LOGGED IN",
+                    "EXPIRES",
+                    "LAST SEEN",
+                ];
+                if app.is_none() {
+                    columns.insert(0, "app");
+                    headers.insert(0, "APP");
+                }
                 let rows = rows(&listing["machines"], &columns);
-                output::table(
-                    &["ID", "NAME", "KEY", "LOGGED IN", "EXPIRES", "LAST SEEN"],
-                    &rows,
-                );
+                output::table(&headers, &rows, "No machines.");
                 note_more(&listing);
             }
         }

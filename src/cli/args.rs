@@ -1,15 +1,25 @@
 //! Command-line arguments (clap derive). Secrets are read from the environment, never
 //! required on argv, and clap never prints their values in `--help`.
 
+use super::duration;
 use authkeys::config;
 use authkeys::http;
 use clap::{Args, Parser, Subcommand};
+
+/// What each exit status means, for `--help` and the man page (docs/cli.md says the same).
+pub const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  the server refused the request (or another failure)
+  2  usage: a mistake in the command line or its input, found before anything was sent
+  3  the server could not be reached, or what answered is not an authkeys server";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "authkeys",
     version,
-    about = "Issue, verify and revoke auth keys for machines"
+    about = "Issue, verify and revoke auth keys for machines",
+    after_help = EXIT_STATUS
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,9 +33,11 @@ pub enum Command {
     /// Log this machine in with an auth key and save the session.
     Login(LoginArgs),
     /// Show the app and machine of the saved session.
-    Whoami(OutputArgs),
+    Whoami(WhoamiArgs),
     /// End the saved session.
-    Logout,
+    Logout(LogoutArgs),
+    /// Print the saved session's token, for `Authorization: Bearer` (forward auth) in scripts.
+    SessionToken,
     /// Manage apps (needs AUTHKEYS_ADMIN_TOKEN).
     #[command(subcommand)]
     Apps(AppsCommand),
@@ -45,6 +57,17 @@ pub enum Command {
     /// Replace the generated admin token with a new one in `<db>.admin-token`; restart the
     /// server afterwards.
     RotateAdminToken(DbArg),
+    /// Print a shell completion script: `source <(authkeys completions bash)`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man {
+        /// Write authkeys.1 and a page for every subcommand into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -95,15 +118,15 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "AUTHKEYS_LISTEN", default_value = config::DEFAULT_LISTEN)]
     pub listen: String,
-    /// Seconds after login that machines of ephemeral keys are logged out.
-    #[arg(long, env = "AUTHKEYS_EPHEMERAL_TTL", value_name = "SECS",
+    /// How long after login machines of ephemeral keys are logged out (3600, 1h).
+    #[arg(long, env = "AUTHKEYS_EPHEMERAL_TTL", value_name = "DURATION",
           default_value_t = config::DEFAULT_EPHEMERAL_TTL_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = duration::positive)]
     pub ephemeral_ttl: u64,
-    /// Seconds between sweeps of expired machines and writes of usage stamps.
-    #[arg(long, env = "AUTHKEYS_SWEEP_INTERVAL", value_name = "SECS",
+    /// Time between sweeps of expired machines and writes of usage stamps (60, 1m).
+    #[arg(long, env = "AUTHKEYS_SWEEP_INTERVAL", value_name = "DURATION",
           default_value_t = config::DEFAULT_SWEEP_INTERVAL_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = duration::positive)]
     pub sweep_interval: u64,
     /// JSON file of apps and keys to create at start if missing (see docs/testing.md, "A
     /// seeded start").
@@ -174,20 +197,46 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct ServerArg {
-    /// The authkeys server's URL.
+    /// The authkeys server's URL: scheme, host and port, no path.
     #[arg(long, env = "AUTHKEYS_SERVER", value_name = "URL", default_value = DEFAULT_SERVER,
           value_parser = server_url)]
     pub server: String,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+/// How long a command waits for the server.
+#[derive(Args, Debug)]
+pub struct TimeoutArg {
+    /// Give up on a server that has not answered after this long (30s, 2m; a bare number is
+    /// seconds).
+    #[arg(long, env = "AUTHKEYS_TIMEOUT", value_name = "DURATION", default_value = "10s",
+          value_parser = duration::positive)]
+    pub timeout: u64,
 }
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7373";
 
+/// An http(s) URL naming a server, without a path: the API lives at the server's root, so
+/// `http://host:7373/v1` is a mistake that would otherwise surface as a puzzling 404.
 fn server_url(value: &str) -> Result<String, String> {
-    if value.starts_with("http://") || value.starts_with("https://") {
-        Ok(value.to_string())
-    } else {
-        Err(format!("expected a URL such as {DEFAULT_SERVER}"))
+    let uri: ureq::http::Uri = value
+        .parse()
+        .map_err(|_| format!("expected a URL such as {DEFAULT_SERVER}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!("expected a URL such as {DEFAULT_SERVER}"));
     }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        let root = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        return Err(format!(
+            "the server's URL takes no path: authkeys serves its API at the root, so use {root}"
+        ));
+    }
+    Ok(value.to_string())
 }
 
 #[derive(Args, Debug)]
@@ -198,8 +247,28 @@ pub struct OutputArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct LoginArgs {
-    /// The auth key (`ena_…`); prefer AUTHKEYS_AUTH_KEY, which stays out of `ps`.
+pub struct LogoutArgs {
+    /// Only forget the saved session, without telling the server (when it is gone for good);
+    /// the machine stays logged in there until an admin logs it out.
+    #[arg(long)]
+    pub local: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+#[derive(Args, Debug)]
+pub struct WhoamiArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+/// An auth key as a user hands it over.
+#[derive(Args, Debug)]
+pub struct AuthKeyArg {
+    /// The auth key (`ena_…`), or `file:PATH` to read it from a file; prefer
+    /// AUTHKEYS_AUTH_KEY, which stays out of `ps`.
     #[arg(
         long,
         env = "AUTHKEYS_AUTH_KEY",
@@ -207,11 +276,21 @@ pub struct LoginArgs {
         value_name = "KEY"
     )]
     pub auth_key: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub auth_key: AuthKeyArg,
     #[command(flatten)]
     pub server: ServerArg,
     /// Name shown for this machine; defaults to the host name.
     #[arg(long, value_name = "NAME")]
     pub machine: Option<String>,
+    /// Leave the session this login replaces logged in on its server (by default it is
+    /// logged out); its token is forgotten either way.
+    #[arg(long)]
+    pub keep_old: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -251,6 +330,47 @@ pub enum AppsCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Delete an app: revokes its keys and logs out its machines.
+    Delete {
+        /// The app's id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// A new key's lifetime unless `--expires-in` or `--no-expiry` says otherwise: the
+/// dashboard's default too.
+pub const DEFAULT_KEY_EXPIRY: &str = "90d";
+
+/// What a key carries besides its flags (API.md v2, "Key policy").
+#[derive(Args, Debug)]
+pub struct KeyPolicyArgs {
+    /// A tag its machines carry (`tag:ci`); repeatable, up to 16.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// A metadata entry its machines carry, as KEY=VALUE (a string); repeatable.
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = metadata_entry)]
+    pub metadata: Vec<(String, String)>,
+    /// How many logins the key allows in all; more than one makes it reusable.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_uses: Option<u64>,
+    /// How long after login its machines are logged out, instead of the server's ephemeral
+    /// TTL (needs --ephemeral; 1m to 365d).
+    #[arg(long, value_name = "DURATION", value_parser = duration::positive,
+          requires = "ephemeral")]
+    pub session_ttl: Option<u64>,
+    /// Log out a machine of this key that makes no authenticated request for this long
+    /// (1m to 365d).
+    #[arg(long, value_name = "DURATION", value_parser = duration::positive)]
+    pub idle_timeout: Option<u64>,
+}
+
+fn metadata_entry(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err("expected KEY=VALUE, such as team=infra".into()),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -267,12 +387,19 @@ pub enum KeysCommand {
         #[arg(long)]
         reusable: bool,
         /// Machines logged in with the key are logged out after the server's ephemeral TTL
-        /// (one hour unless it was started with another --ephemeral-ttl).
+        /// (one hour unless it was started with another --ephemeral-ttl), or --session-ttl.
         #[arg(long)]
         ephemeral: bool,
-        /// The key stops accepting new logins after this many seconds.
-        #[arg(long, value_name = "SECS")]
-        expires_in: Option<u64>,
+        #[command(flatten)]
+        policy: KeyPolicyArgs,
+        /// The key stops accepting new logins after this long (90d, 12h; a bare number is
+        /// seconds).
+        #[arg(long, value_name = "DURATION", value_parser = duration::positive,
+              default_value = DEFAULT_KEY_EXPIRY)]
+        expires_in: u64,
+        /// The key never expires (instead of --expires-in).
+        #[arg(long, conflicts_with = "expires_in")]
+        no_expiry: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -284,6 +411,9 @@ pub enum KeysCommand {
         /// Include revoked keys.
         #[arg(long)]
         include_revoked: bool,
+        /// Only keys with this tag; repeatable: keys with every one of them.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
         #[command(flatten)]
         list: ListArgs,
         #[command(flatten)]
@@ -299,18 +429,45 @@ pub enum KeysCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Replace a key with a new one (shown once) of the same settings; the old one keeps
+    /// working for the grace period, and its machines stay logged in.
+    Rotate {
+        /// The app the key belongs to.
+        #[arg(long)]
+        app: String,
+        /// The key's id (`key_…`).
+        id: String,
+        /// How long the old key still accepts logins (0 to 30d).
+        #[arg(long, value_name = "DURATION", value_parser = duration::seconds,
+              default_value = "1h")]
+        grace: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Check an auth key without using it up: valid (exit 0) or why not (exit 1).
+    Verify {
+        #[command(flatten)]
+        auth_key: AuthKeyArg,
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum MachinesCommand {
-    /// List an app's active machines, newest first.
+    /// List active machines, newest first: an app's, or every app's.
     List {
-        /// The app whose machines to list.
+        /// The app whose machines to list; every app's when absent.
         #[arg(long)]
-        app: String,
+        app: Option<String>,
         /// Only the machines logged in with this key (`key_…`).
         #[arg(long, value_name = "KEY_ID")]
         key: Option<String>,
+        /// Only the machines with this tag; repeatable: machines with every one of them.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
         #[command(flatten)]
         list: ListArgs,
         #[command(flatten)]

@@ -59,17 +59,20 @@ pub fn save(credentials: &Credentials) -> Result<PathBuf, CliError> {
 }
 
 pub fn load() -> Result<Credentials, CliError> {
+    load_if_any()?
+        .ok_or_else(|| CliError::Message("not logged in: run `authkeys login` first".into()))
+}
+
+/// The saved session, or `None` when there is none.
+pub fn load_if_any() -> Result<Option<Credentials>, CliError> {
     let path = path()?;
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CliError::Message(
-                "not logged in: run `authkeys login` first".into(),
-            ));
-        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(CliError::caused(format!("reading {}", path.display()), err)),
     };
     serde_json::from_str(&text)
+        .map(Some)
         .map_err(|err| CliError::caused(format!("{} is not valid", path.display()), err))
 }
 

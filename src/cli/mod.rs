@@ -3,9 +3,12 @@
 
 mod admin;
 pub mod args;
+mod auth_key;
 mod client;
 mod credentials;
+mod duration;
 mod output;
+pub mod report;
 mod scan;
 mod serve;
 mod session;
@@ -14,16 +17,23 @@ pub use args::Cli;
 use args::Command;
 use authkeys::TokenKind;
 use authkeys::{Database, StartError, ops};
+use clap::CommandFactory;
 use output::say;
 use std::process::ExitCode;
 
-/// A failure to report as one line on stderr, with a non-zero exit status. `main` prints it
-/// with its whole `source()` chain, redacted.
+/// A failure to report as one line on stderr (JSON with `--json`), with the exit status
+/// `exit_status` gives. `report` prints it with its whole `source()` chain, redacted.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// A mistake in the command line or its input, found before anything was sent (exit 2).
+    #[error("{0}")]
+    Usage(String),
     /// A mistake or state the message alone explains.
     #[error("{0}")]
     Message(String),
+    /// The server refused: its error `code`, in terms of what the user can do about it.
+    #[error("{message} ({code})")]
+    Rejected { code: String, message: String },
     /// `context` failed because of an I/O or decoding error underneath.
     #[error("{context}")]
     Caused {
@@ -40,6 +50,33 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// 1 refused (or another failure), 2 usage, 3 unreachable: `args::EXIT_STATUS`.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Request(client::RequestError::Unreachable { .. }) => 3,
+            CliError::Message(_)
+            | CliError::Rejected { .. }
+            | CliError::Caused { .. }
+            | CliError::Start(_)
+            | CliError::Request(client::RequestError::Api { .. }) => 1,
+        }
+    }
+
+    /// The `code` of the error as JSON: the server's own when it refused, else what kind of
+    /// failure it was.
+    pub fn code(&self) -> String {
+        match self {
+            CliError::Usage(_) => "usage".into(),
+            CliError::Rejected { code, .. } => code.clone(),
+            CliError::Request(client::RequestError::Api { code, status, .. }) => {
+                code.clone().unwrap_or_else(|| format!("http_{status}"))
+            }
+            CliError::Request(client::RequestError::Unreachable { .. }) => "unreachable".into(),
+            CliError::Message(_) | CliError::Caused { .. } | CliError::Start(_) => "failed".into(),
+        }
+    }
+
     fn caused(
         context: impl Into<String>,
         cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -70,8 +107,9 @@ fn run_command(command: Command) -> Result<(), CliError> {
             serve::serve(args)
         }
         Command::Login(args) => session::login(args),
-        Command::Whoami(output) => session::whoami(&output),
-        Command::Logout => session::logout(),
+        Command::Whoami(args) => session::whoami(&args),
+        Command::Logout(args) => session::logout(&args),
+        Command::SessionToken => session::print_token(),
         Command::Apps(command) => admin::apps(command),
         Command::Keys(command) => admin::keys(command),
         Command::Machines(command) => admin::machines(command),
@@ -90,7 +128,34 @@ fn run_command(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Scan(_) => unreachable!("`run` runs scan itself"),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "authkeys", &mut script);
+            say!("{}", String::from_utf8_lossy(&script).trim_end());
+            Ok(())
+        }
+        Command::Man { out_dir } => man(out_dir.as_deref()),
     }
+}
+
+/// `authkeys man`: the page for `authkeys` on stdout, or every command's page into a directory.
+fn man(out_dir: Option<&std::path::Path>) -> Result<(), CliError> {
+    match out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+                .map_err(|err| CliError::caused(format!("writing to {}", dir.display()), err))?;
+            say!("wrote the man pages to {}", dir.display());
+        }
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .expect("rendering into memory cannot fail");
+            say!("{}", String::from_utf8_lossy(&page).trim_end());
+        }
+    }
+    Ok(())
 }
 
 /// `authkeys backup --db PATH OUT`
@@ -108,21 +173,4 @@ fn backup(args: &args::BackupArgs) -> Result<(), CliError> {
         done.bytes
     );
     Ok(())
-}
-
-/// Reports a command-line mistake. Help and version go to stdout with status 0; a usage error
-/// becomes one redacted line (a key typed without `--auth-key` must not be echoed) and status 2.
-pub fn usage_error(err: &clap::Error) -> ExitCode {
-    if !err.use_stderr() {
-        let _ = err.print();
-        return ExitCode::SUCCESS;
-    }
-    let rendered = err.render().to_string();
-    let first_line = rendered.lines().next().unwrap_or("invalid arguments");
-    let message = first_line.strip_prefix("error: ").unwrap_or(first_line);
-    eprintln!(
-        "authkeys: error: {}; see `authkeys --help`",
-        ops::redact_secrets(message)
-    );
-    ExitCode::from(2)
 }

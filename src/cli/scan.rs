@@ -310,7 +310,7 @@ fn revoke_all(args: &ScanArgs, findings: &[Finding], errors: &mut Vec<String>) -
     let revoker = match Revoker::new(&args.server) {
         Ok(revoker) => revoker,
         Err(err) => {
-            errors.push(format!("--revoke: {}", crate::one_line(&err)));
+            errors.push(format!("--revoke: {}", super::report::one_line(&err)));
             return vec![Value::Null; findings.len()];
         }
     };
@@ -330,7 +330,7 @@ fn revoke_all(args: &ScanArgs, findings: &[Finding], errors: &mut Vec<String>) -
                 errors.push(format!(
                     "revoking {}: {}",
                     finding.found.hint(),
-                    crate::one_line(&err)
+                    super::report::one_line(&err)
                 ));
                 Value::Null
             });

@@ -87,7 +87,7 @@ impl fmt::Debug for TokenHash {
 
 /// Why a string is not a well-formed token of the expected kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Malformed {
+pub enum Malformed {
     Prefix,
     Length,
     Characters,

@@ -95,8 +95,8 @@ mod tests {
         let config = Config::default();
         let docs = include_str!("../../docs/configuration.md");
         for (flag, value) in [
-            ("--sweep-interval SECS", config.sweep_interval),
-            ("--ephemeral-ttl SECS", config.ephemeral_ttl),
+            ("--sweep-interval DURATION", config.sweep_interval),
+            ("--ephemeral-ttl DURATION", config.ephemeral_ttl),
         ] {
             let prefix = format!("| `{flag}` |");
             let row = docs.lines().find(|line| line.starts_with(&prefix));

@@ -87,6 +87,42 @@ fn the_quick_start_works_pasted_verbatim() {
     );
 }
 
+/// The key policy example runs where the quick start left off (its admin token and app), in
+/// the same shell.
+#[test]
+fn the_tagged_and_rotated_key_example_works_pasted_verbatim() {
+    let server = start_readme_server();
+    let script = format!(
+        "{}{}",
+        block_after("<!-- quickstart:"),
+        block_after("<!-- quickstart-policy")
+    );
+    let out = paste(&script, server.dir.path(), &server.url);
+    let rotated = out
+        .lines()
+        .find(|line| line.starts_with("Rotated key "))
+        .unwrap_or_else(|| panic!("no rotation reported:\n{out}"));
+    assert!(rotated.contains("stops accepting logins at"), "{rotated}");
+    for shown in [
+        "tags:         tag:ci",
+        "max uses:     5",
+        "session TTL:  2h after login",
+    ] {
+        assert!(out.contains(shown), "the new key shows {shown:?}:\n{out}");
+    }
+    let old = out
+        .lines()
+        .find(|line| line.contains(" to key_"))
+        .unwrap_or_else(|| panic!("the listing shows the old key rotated:\n{out}"));
+    let new = out
+        .lines()
+        .find(|line| line.contains(" from key_"))
+        .unwrap_or_else(|| panic!("the listing shows the new key:\n{out}"));
+    for row in [old, new] {
+        assert!(row.contains("tag:ci") && row.contains("0/5"), "{row}");
+    }
+}
+
 #[test]
 fn the_quick_start_over_curl_works_pasted_verbatim() {
     let server = start_readme_server();
