@@ -1,8 +1,8 @@
--- authkeys schema, version 3. Applied by src/store/mod.rs inside one transaction when
--- PRAGMA user_version is 0 (the version is then set to 3), and re-run by the upgrades from
--- versions 1 and 2, which is why every statement says IF NOT EXISTS. Times are Unix
+-- authkeys schema, version 4. Applied by src/store/mod.rs inside one transaction when
+-- PRAGMA user_version is 0 (the version is then set to 4), and re-run by the upgrades from
+-- versions 1, 2 and 3, which is why every statement says IF NOT EXISTS. Times are Unix
 -- milliseconds (UTC); durations (`session_ttl`, `idle_timeout`) are seconds. Every start
--- re-applies this file to a version 3 database (all IF NOT EXISTS), so an index added here
+-- re-applies this file to a version 4 database (all IF NOT EXISTS), so an index added here
 -- reaches existing files without a version change. Columns added after a table first shipped
 -- come last, in the order the upgrades add them, so an upgraded file has the same columns in
 -- the same order as a new one.
@@ -92,3 +92,74 @@ CREATE INDEX IF NOT EXISTS machines_by_expiry ON machines (expires_at) WHERE exp
 CREATE INDEX IF NOT EXISTS machines_by_idle_deadline
     ON machines (coalesce(last_seen_at, created_at) + idle_timeout * 1000)
     WHERE idle_timeout IS NOT NULL;
+
+-- Version 4: scoped admin tokens, the audit log and webhooks.
+
+-- Scoped admin tokens, created by root. Only the SHA-256 of a token is stored; revoked ones
+-- stay (revoked_at set). `scopes`, `apps` and `allowed_tags` are JSON arrays (`apps` NULL:
+-- every app; `allowed_tags` NULL: any tags).
+CREATE TABLE IF NOT EXISTS admin_tokens (
+    pk               INTEGER PRIMARY KEY,
+    id               TEXT    NOT NULL UNIQUE,
+    hash             BLOB    NOT NULL UNIQUE,
+    hint             TEXT    NOT NULL,
+    name             TEXT    NOT NULL,
+    scopes           TEXT    NOT NULL,
+    apps             TEXT,
+    created_at       INTEGER NOT NULL,
+    expires_at       INTEGER,
+    last_used_at     INTEGER,
+    revoked_at       INTEGER,
+    max_key_lifetime INTEGER,
+    allowed_tags     TEXT,
+    ephemeral_only   INTEGER NOT NULL CHECK (ephemeral_only IN (0, 1))
+) STRICT;
+
+-- One row per change, written in the change's own transaction. AUTOINCREMENT: `seq` must
+-- never be reused, even once retention has deleted the newest rows, because webhooks and
+-- `GET /v1/audit?after=` resume from a seq. `details` is a JSON object.
+CREATE TABLE IF NOT EXISTS audit_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    action      TEXT    NOT NULL,
+    actor_type  TEXT    NOT NULL,
+    actor_id    TEXT,
+    app         TEXT,
+    target_type TEXT    NOT NULL,
+    target_id   TEXT    NOT NULL,
+    client_addr TEXT,
+    details     TEXT    NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS audit_by_app ON audit_events (app, seq);
+CREATE INDEX IF NOT EXISTS audit_by_action ON audit_events (action, seq);
+
+-- Webhooks. The secret is stored as it is, because the server signs with it (SECURITY.md: the
+-- database file is 0600). `events` is a JSON array of actions or `prefix.*` patterns.
+-- `after_seq`: every matching event up to it is done (delivered, or given up after 24 hours),
+-- so the delivery thread resumes from it after a restart.
+CREATE TABLE IF NOT EXISTS webhooks (
+    pk          INTEGER PRIMARY KEY,
+    id          TEXT    NOT NULL UNIQUE,
+    url         TEXT    NOT NULL,
+    events      TEXT    NOT NULL,
+    description TEXT,
+    secret      TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    after_seq   INTEGER NOT NULL
+) STRICT;
+
+-- One row per (webhook, event) attempted: what the deliveries view shows.
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    webhook_pk      INTEGER NOT NULL REFERENCES webhooks (pk) ON DELETE CASCADE,
+    seq             INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    delivered_at    INTEGER,
+    next_attempt_at INTEGER,
+    PRIMARY KEY (webhook_pk, seq)
+) STRICT;
+
+-- Keys by expiry, for the sweeper's `key.expiring` (a range of the next seven days).
+CREATE INDEX IF NOT EXISTS keys_by_expiry ON keys (expires_at)
+    WHERE expires_at IS NOT NULL AND revoked_at IS NULL;

@@ -13,6 +13,20 @@ const DEFAULT_SERVER = "http://127.0.0.1:7373";
 const APP_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 /** Rows per page of a list: the server's default. */
 const PAGE_SIZE = 100;
+/** A key's tags (API.md, "Key policy"): this shape, at most this many. */
+const TAG_PATTERN = /^tag:[a-z0-9][a-z0-9-]{0,62}$/;
+const MAX_TAGS = 16;
+/** A key's metadata, serialized as JSON, is at most this many bytes. */
+const METADATA_MAX_BYTES = 1024;
+/** How long a rotated key keeps working: the choices offered, and the API's default. */
+const GRACE_CHOICES = [
+  ["0", "Stop it now"],
+  ["3600", "1 hour"],
+  ["86400", "1 day"],
+  ["604800", "7 days"],
+  ["2592000", "30 days"],
+];
+const DEFAULT_GRACE = "3600";
 
 const $ = (id) => document.getElementById(id);
 
@@ -23,6 +37,16 @@ const state = {
   app: null,
   keys: [],
   machines: [],
+  /** The tags the lists are filtered on (each must match), and the new key's tags. */
+  tagFilter: [],
+  newTags: [],
+  /** What GET /v1/server said: `{version, ephemeral_ttl}`, or null before (or without) it. */
+  server: null,
+  /**
+   * Keys by id, for naming each machine's key: those listed, plus any a machine uses that is
+   * not on the loaded page of keys (fetched one by one). Reset when another app is selected.
+   */
+  knownKeys: new Map(),
   /** Where each list's next page starts (the server's next_cursor), or null after the last. */
   next: { apps: null, keys: null, machines: null },
 };
@@ -80,10 +104,12 @@ const appPath = (appId) => `/v1/apps/${encodeURIComponent(appId)}`;
 
 /**
  * One page of the list at `path` (`field` names its items): `{items, next}`. `query` holds the
- * list's filters; `cursor` the previous page's next_cursor (none for the first page).
+ * list's filters as [name, value] pairs (a name may repeat, like `tag`); `cursor` the previous
+ * page's next_cursor (none for the first page).
  */
-async function listPage(path, field, { cursor = null, query = {}, token } = {}) {
-  const params = new URLSearchParams({ ...query, limit: String(PAGE_SIZE) });
+async function listPage(path, field, { cursor = null, query = [], token } = {}) {
+  const params = new URLSearchParams(query);
+  params.set("limit", String(PAGE_SIZE));
   if (cursor) params.set("cursor", cursor);
   const page = await api("GET", `${path}?${params}`, undefined, token);
   return { items: page[field], next: page.next_cursor };
@@ -97,7 +123,8 @@ function describeError(err) {
   const known = {
     app_exists: "an app with that id already exists. Choose another id.",
     app_not_found: "this app no longer exists (it may have been deleted elsewhere).",
-    key_not_found: "this key no longer exists or was already deleted.",
+    key_not_found: "this key no longer exists or was already revoked.",
+    key_inactive: "this key can no longer be rotated: it is revoked, expired or already rotated.",
     machine_not_found: "this machine is no longer logged in.",
     internal: "the server hit an internal error; its log has the details.",
     unreachable: err.message,
@@ -124,7 +151,10 @@ function fail(action, err) {
 // ---------------------------------------------------------------------------------------------
 // Building DOM safely
 
-/** Creates an element. Children are nodes or strings; strings always become Text nodes. */
+/**
+ * Creates an element. Children are nodes or strings (null ones are left out); strings always
+ * become Text nodes.
+ */
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) {
@@ -132,41 +162,56 @@ function el(tag, attributes = {}, ...children) {
     if (name === "class") node.className = value;
     else node.setAttribute(name, value === true ? "" : String(value));
   }
-  node.append(...children);
+  node.append(...children.filter((child) => child !== null && child !== undefined));
   return node;
 }
 
-const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
-const thisYearFormat = new Intl.DateTimeFormat(undefined, {
-  month: "short",
-  day: "numeric",
-  hour: "2-digit",
-  minute: "2-digit",
-});
+/**
+ * Absolute times always carry their year and time zone (the browser's own zone, named), so a
+ * screenshot or a pasted line is never ambiguous; the exact UTC time is in the tooltip.
+ */
+const dateFormat = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric" });
+const clockFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
 
-/** A short local date and time: the year only when it is not this year's. */
-function formatTime(iso) {
-  const date = new Date(iso);
-  const format = date.getFullYear() === new Date().getFullYear() ? thisYearFormat : dateTimeFormat;
-  return format.format(date);
-}
-
-/** A <time> for an RFC 3339 time (the exact UTC time in its tooltip), or a muted word. */
+/**
+ * A <time> for an RFC 3339 time ("Dec 1, 2026, 04:10 PM UTC"), or a muted word when there is
+ * none. The date and the clock time each stay whole; a narrow column may put them on two lines.
+ */
 function timeElement(iso, absent = "Never") {
   if (!iso) return el("span", { class: "muted" }, absent);
-  return el("time", { datetime: iso, title: iso }, formatTime(iso));
+  const date = new Date(iso);
+  return el(
+    "time",
+    { datetime: iso, title: iso },
+    el("span", { class: "nowrap" }, `${dateFormat.format(date)},`),
+    " ",
+    el("span", { class: "nowrap" }, clockFormat.format(date)),
+  );
 }
 
-/** "just now", "5 min ago", "3 h ago", then the date: for last used / last seen. */
-function agoElement(iso, absent = "Never") {
+/** How far `iso` is from now, in words: "just now", "5 min ago", "in 3 h", "2 days ago". */
+function relativeText(iso) {
+  const minutes = Math.round((Date.parse(iso) - Date.now()) / 60000);
+  const size = Math.abs(minutes);
+  let amount;
+  if (size < 1) return "just now";
+  if (size < 60) amount = `${size} min`;
+  else if (size < 48 * 60) amount = `${Math.round(size / 60)} h`;
+  else amount = plural(Math.round(size / (24 * 60)), "day");
+  return minutes < 0 ? `${amount} ago` : `in ${amount}`;
+}
+
+/**
+ * An absolute time with a relative one beside it: relative times never stand alone. `relative`
+ * words the distance (relativeText by default); the span carries the time in `data-time` so a
+ * timer can keep the words current.
+ */
+function timeWithRelative(iso, { absent = "Never", relative = relativeText } = {}) {
   if (!iso) return el("span", { class: "muted" }, absent);
-  const minutes = Math.floor((Date.now() - Date.parse(iso)) / 60000);
-  let text;
-  if (minutes < 1) text = "just now";
-  else if (minutes < 60) text = `${minutes} min ago`;
-  else if (minutes < 24 * 60) text = `${Math.floor(minutes / 60)} h ago`;
-  else text = formatTime(iso);
-  return el("time", { datetime: iso, title: iso }, text);
+  const words = el("span", { class: "relative muted" }, `(${relative(iso)})`);
+  words.dataset.time = iso;
+  words.dataset.kind = relative === timeLeftText ? "left" : "ago";
+  return el("span", { class: "time-pair" }, timeElement(iso), " ", words);
 }
 
 /** How long an ephemeral machine has before it is logged out. */
@@ -176,15 +221,16 @@ function timeLeftText(iso) {
   if (minutes <= 60) return `${minutes} min left`;
   const hours = Math.floor(minutes / 60);
   const rest = minutes % 60;
+  if (hours >= 48) return `${plural(Math.floor(hours / 24), "day")} left`;
   return rest ? `${hours} h ${rest} min left` : `${hours} h left`;
 }
 
 /** A table cell that names its column, shown beside the value when rows become cards. */
 const cell = (label, ...content) => el("td", { "data-label": label }, ...content);
 
-/** A row's (destructive) action button; `label` is what a screen reader announces. */
-function rowButton(text, label, action) {
-  const button = el("button", { type: "button", class: "button small danger-outline", "aria-label": label }, text);
+/** A row's action button (destructive unless told otherwise); `label` is what a screen reader announces. */
+function rowButton(text, label, action, kind = "button small danger-outline") {
+  const button = el("button", { type: "button", class: kind, "aria-label": label }, text);
   button.addEventListener("click", () => busy(action));
   return button;
 }
@@ -278,12 +324,15 @@ async function signIn(event) {
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_STORAGE_KEY);
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   hideNewKey();
   state.apps = [];
   state.app = null;
   state.keys = [];
   state.machines = [];
   state.next = { apps: null, keys: null, machines: null };
+  state.tagFilter = [];
+  renderTagFilter();
   clearMessages();
   $("app-list").replaceChildren();
   $("keys-body").replaceChildren();
@@ -297,6 +346,7 @@ async function showConsole() {
   $("console-view").hidden = false;
   $("sign-out").hidden = false;
   renderApps();
+  await loadServerInfo().catch((err) => fail("Could not read the server's settings", err));
   await selectAppFromUrl({ focus: false });
   if (!state.appId) $("main").focus();
 }
@@ -325,7 +375,22 @@ async function loadMoreApps() {
   renderApps();
 }
 
+/**
+ * Opens or collapses the apps sidebar. Only a narrow window collapses it (CSS applies the
+ * class there alone): with an app selected, the app comes first and the sidebar folds into a
+ * one-line switcher above it.
+ */
+function setSidebarOpen(open) {
+  $("sidebar").classList.toggle("collapsed", !open);
+  $("apps-toggle").setAttribute("aria-expanded", String(open));
+  $("apps-toggle-action").textContent = open ? "Hide apps" : "Switch app";
+}
+
 function renderApps() {
+  const selected = state.apps.find((app) => app.id === state.appId);
+  // With no app selected the sidebar stays open: there is nothing to switch from.
+  $("apps-toggle").hidden = !state.appId;
+  $("apps-toggle-current").textContent = selected ? selected.name || selected.id : state.appId || "";
   const list = $("app-list");
   list.replaceChildren(
     ...state.apps.map((app) => {
@@ -359,8 +424,12 @@ function appIdFromUrl() {
 
 async function selectAppFromUrl({ focus }) {
   const appId = appIdFromUrl();
-  if (appId !== state.appId) hideNewKey();
+  if (appId !== state.appId) {
+    hideNewKey();
+    state.knownKeys = new Map();
+  }
   state.appId = appId;
+  setSidebarOpen(!appId);
   renderApps();
   if (!appId) {
     state.app = null;
@@ -373,8 +442,14 @@ async function selectAppFromUrl({ focus }) {
   }
 }
 
-/** The keys list's filters: deleted keys only when asked for. */
-const keysQuery = () => ($("show-revoked").checked ? { include_revoked: "true" } : {});
+/** The tag filters, as query pairs: every tag must match. */
+const tagQuery = () => state.tagFilter.map((tag) => ["tag", tag]);
+
+/** Each list's filters: revoked keys only when asked for; the tags filtered on. */
+const listQuery = {
+  keys: () => [...($("show-revoked").checked ? [["include_revoked", "true"]] : []), ...tagQuery()],
+  machines: tagQuery,
+};
 
 /**
  * Loads the selected app and the first page of its keys and of its machines. Returns whether
@@ -385,8 +460,8 @@ async function loadApp() {
   try {
     const [app, keys, machines] = await Promise.all([
       api("GET", appPath(appId)),
-      listPage(`${appPath(appId)}/keys`, "keys", { query: keysQuery() }),
-      listPage(`${appPath(appId)}/machines`, "machines"),
+      listPage(`${appPath(appId)}/keys`, "keys", { query: listQuery.keys() }),
+      listPage(`${appPath(appId)}/machines`, "machines", { query: listQuery.machines() }),
     ]);
     if (appId !== state.appId) return false;
     state.app = app;
@@ -394,6 +469,8 @@ async function loadApp() {
     state.next.keys = keys.next;
     state.machines = machines.items;
     state.next.machines = machines.next;
+    await learnKeysOf(appId, machines.items);
+    if (appId !== state.appId) return false;
   } catch (err) {
     fail(`Could not load app ${appId}`, err);
     if (err instanceof ApiError && err.code === "app_not_found") {
@@ -414,7 +491,7 @@ async function loadApp() {
 async function loadMore(field) {
   clearMessages();
   const appId = state.appId;
-  const query = field === "keys" ? keysQuery() : {};
+  const query = listQuery[field]();
   let page;
   try {
     page = await listPage(`${appPath(appId)}/${field}`, field, { cursor: state.next[field], query });
@@ -422,6 +499,7 @@ async function loadMore(field) {
     fail(`Could not list more ${field}`, err);
     return;
   }
+  if (field === "machines") await learnKeysOf(appId, page.items);
   if (appId !== state.appId) return;
   state[field] = state[field].concat(page.items);
   state.next[field] = page.next;
@@ -440,9 +518,38 @@ function renderApp() {
   renderMachines();
 }
 
+/**
+ * What is wrong with an app id, in a sentence that says how to fix it (with a corrected id to
+ * try, when one can be made from what was typed), or null when it is valid.
+ */
+function appIdProblem(id) {
+  if (!id) return "Enter an app id, e.g. my-app.";
+  if (APP_ID_PATTERN.test(id)) return null;
+  const rule = "An app id uses only lowercase letters, digits and dashes, and starts with a letter or digit";
+  const suggestion = id
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "");
+  return APP_ID_PATTERN.test(suggestion) ? `${rule}: try ${suggestion}` : `${rule}.`;
+}
+
+/** Shows the app id's problem under the field (our words, not the browser's bubble). */
+function checkAppIdField() {
+  const field = $("app-id");
+  const problem = appIdProblem(field.value.trim());
+  showFormError("app-id-error", problem);
+  if (problem) field.setAttribute("aria-invalid", "true");
+  else field.removeAttribute("aria-invalid");
+  return !problem;
+}
+
 async function createApp(event) {
   event.preventDefault();
   clearMessages();
+  if (!checkAppIdField()) {
+    $("app-id").focus();
+    return;
+  }
   const id = $("app-id").value.trim();
   const name = $("app-name").value.trim();
   const body = name ? { id, name } : { id };
@@ -465,14 +572,24 @@ async function createApp(event) {
 
 async function deleteApp() {
   clearMessages();
-  // Count what the deletion revokes from fresh data, not from what was loaded earlier.
+  // Count what the deletion revokes from fresh data, not from what was loaded earlier, and
+  // over every key and machine: the lists on the page may be filtered by tag.
   if (!(await loadApp())) return;
   const app = state.app;
-  // Only the first page of each list is loaded: past it, the counts are "N or more".
+  let keys, machinesPage;
+  try {
+    [keys, machinesPage] = await Promise.all([
+      listPage(`${appPath(app.id)}/keys`, "keys"),
+      listPage(`${appPath(app.id)}/machines`, "machines"),
+    ]);
+  } catch (err) {
+    fail(`Could not count what deleting app ${app.id} revokes`, err);
+    return;
+  }
+  // Only the first page of each list is read: past it, the counts are "N or more".
   const atLeast = (count, more, word) => (more ? `${count} or more ${word}s` : plural(count, word));
-  const activeKeyCount = state.keys.filter((key) => !key.revoked_at).length;
-  const activeKeys = (word) => atLeast(activeKeyCount, state.next.keys, word);
-  const machines = atLeast(state.machines.length, state.next.machines, "machine");
+  const activeKeys = (word) => atLeast(keys.items.length, keys.next, word);
+  const machines = atLeast(machinesPage.items.length, machinesPage.next, "machine");
   const confirmed = await confirmAction({
     title: `Delete app ${app.name || app.id}?`,
     body: [
@@ -502,20 +619,181 @@ async function deleteApp() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Key policy: durations, tags, metadata
+
+/** A duration in words: "1 hour", "90 minutes", "2 days", "45 seconds". */
+function durationText(seconds) {
+  for (const [size, unit] of [
+    [86400, "day"],
+    [3600, "hour"],
+    [60, "minute"],
+  ]) {
+    if (seconds >= size && seconds % size === 0) return plural(seconds / size, unit);
+  }
+  return plural(seconds, "second");
+}
+
+/**
+ * A tag as typed, made whole ("ci" means "tag:ci"), and what is wrong with it next to `tags`
+ * (the ones already chosen): `{tag, problem}`, `problem` null when it can be added.
+ */
+function checkTag(typed, tags) {
+  const text = typed.trim();
+  const tag = text.startsWith("tag:") ? text : `tag:${text}`;
+  let problem = null;
+  if (!text) problem = "Type a tag first, e.g. tag:ci.";
+  else if (!TAG_PATTERN.test(tag))
+    problem = `${tag} is not a tag: after tag: come lowercase letters, digits and dashes (at most 63), starting with a letter or digit.`;
+  else if (tags.includes(tag)) problem = `${tag} is already there.`;
+  return { tag, problem };
+}
+
+/**
+ * Shows `tags` as chips in the list `listId`, each with a button that calls `onRemove(tag)`.
+ * `what` names the chips for screen readers ("Remove tag:ci from the filter").
+ */
+function renderChips(listId, tags, onRemove, what) {
+  $(listId).replaceChildren(
+    ...tags.map((tag) => {
+      const remove = el("button", { type: "button", class: "chip-remove", "aria-label": `Remove ${tag}${what}` }, "×");
+      remove.addEventListener("click", () => busy(() => onRemove(tag)));
+      return el("li", { class: "chip" }, el("span", {}, tag), remove);
+    }),
+  );
+}
+
+/**
+ * A row's tags as chips; each one filters the lists on that tag when clicked. Tags come from
+ * the server (and so from whoever created the key): text only, like everything else.
+ */
+function tagChips(tags) {
+  if (!tags || tags.length === 0) return null;
+  return el(
+    "ul",
+    { class: "chips row-chips", "aria-label": "Tags" },
+    ...tags.map((tag) => {
+      const button = el("button", { type: "button", class: "chip chip-button", title: `Show only ${tag}` }, tag);
+      button.addEventListener("click", () => busy(() => addTagFilter(tag)));
+      return el("li", {}, button);
+    }),
+  );
+}
+
+/** A key's or machine's metadata, folded into a "Metadata (n)" disclosure of name = value lines. */
+function metadataDetails(metadata) {
+  const entries = metadata ? Object.entries(metadata) : [];
+  if (entries.length === 0) return null;
+  return el(
+    "details",
+    { class: "metadata-view" },
+    el("summary", {}, `Metadata (${entries.length})`),
+    el(
+      "dl",
+      {},
+      ...entries.flatMap(([name, value]) => [
+        el("dt", {}, name),
+        el("dd", {}, typeof value === "string" ? value : JSON.stringify(value)),
+      ]),
+    ),
+  );
+}
+
+let metadataRowsAdded = 0;
+
+/** Adds an empty name = value row to the generate form's metadata. */
+function addMetadataRow() {
+  metadataRowsAdded += 1;
+  const number = metadataRowsAdded;
+  const input = (part, maxlength) =>
+    el("input", {
+      class: `metadata-${part}`,
+      "aria-label": `Metadata ${part} ${number}`,
+      placeholder: part,
+      autocomplete: "off",
+      spellcheck: "false",
+      maxlength,
+    });
+  const name = input("name", "200");
+  const value = input("value", "1000");
+  const remove = el("button", { type: "button", class: "button small ghost", "aria-label": `Remove metadata ${number}` }, "Remove");
+  const row = el("div", { class: "metadata-row" }, name, el("span", { class: "muted" }, "="), value, remove);
+  remove.addEventListener("click", () => {
+    row.remove();
+    $("key-metadata-add").focus();
+  });
+  $("key-metadata-rows").append(row);
+  name.focus();
+}
+
+/**
+ * The generate form's metadata as an object, or `{problem}` saying what to fix. Rows left
+ * wholly empty are ignored; values are text.
+ */
+function collectMetadata() {
+  const metadata = {};
+  for (const row of $("key-metadata-rows").children) {
+    const name = row.querySelector(".metadata-name").value.trim();
+    const value = row.querySelector(".metadata-value").value;
+    if (!name && !value) continue;
+    if (!name) return { problem: `Give the value “${value}” a name.` };
+    if (Object.hasOwn(metadata, name)) return { problem: `The name “${name}” is used twice.` };
+    metadata[name] = value;
+  }
+  const size = new TextEncoder().encode(JSON.stringify(metadata)).length;
+  if (size > METADATA_MAX_BYTES)
+    return { problem: `Metadata is ${size} bytes as JSON; a key's is at most ${METADATA_MAX_BYTES}.` };
+  return { metadata };
+}
+
+/** Reads what the server tells clients (its ephemeral TTL), for the generate form's hints. */
+async function loadServerInfo() {
+  try {
+    state.server = await api("GET", "/v1/server");
+  } catch (err) {
+    // Only hints depend on it: they keep their general wording.
+    state.server = null;
+    if (err instanceof ApiError && err.status === 401) throw err;
+    return;
+  }
+  const ttl = durationText(state.server.ephemeral_ttl);
+  $("ephemeral-ttl-text").textContent = ttl;
+  $("session-ttl-default").textContent = `Server default (${ttl})`;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Auth keys
 
+const keyHasExpired = (key) => Boolean(key.expires_at) && Date.parse(key.expires_at) <= Date.now();
+
+/** Whether the API would rotate a key: not revoked, expired or already rotated (a used-up key
+ * can be: its replacement starts with a fresh count). */
+const keyCanRotate = (key) => !key.revoked_at && !keyHasExpired(key) && !key.rotated_to;
+
 function keyTypeBadges(key) {
-  const badges = [
-    key.reusable
-      ? el("span", { class: "badge badge-reusable" }, "Reusable")
-      : el("span", { class: "badge" }, "Single-use"),
-  ];
-  if (key.ephemeral) badges.push(el("span", { class: "badge badge-ephemeral" }, "Ephemeral"));
-  if (key.revoked_at) badges.push(el("span", { class: "badge badge-gone" }, "Deleted"));
-  else if (key.expires_at && Date.parse(key.expires_at) <= Date.now())
-    badges.push(el("span", { class: "badge badge-gone" }, "Expired"));
-  else if (!key.reusable && key.uses > 0) badges.push(el("span", { class: "badge" }, "Used"));
+  const badge = (text, kind = "") => el("span", { class: `badge ${kind}` }, text);
+  const badges = [key.reusable ? badge("Reusable", "badge-reusable") : badge("Single-use")];
+  if (key.ephemeral) badges.push(badge("Ephemeral", "badge-ephemeral"));
+  if (key.session_ttl) badges.push(badge(`Session ${durationText(key.session_ttl)}`, "badge-ephemeral"));
+  if (key.idle_timeout) badges.push(badge(`Idle ${durationText(key.idle_timeout)}`));
+  if (key.revoked_at) badges.push(badge("Revoked", "badge-gone"));
+  else if (keyHasExpired(key)) badges.push(badge("Expired", "badge-gone"));
+  else if (key.uses_remaining === 0 || (!key.reusable && key.uses > 0)) badges.push(badge("Used"));
+  if (key.rotated_to) badges.push(badge("Rotated", "badge-gone"));
   return el("div", { class: "badges" }, ...badges);
+}
+
+/** Uses, and for a key with a limit, of how many and how many remain. */
+function usesCell(key) {
+  const td = el("td", { class: "num", "data-label": "Uses" });
+  if (key.reusable && key.max_uses != null) {
+    td.append(
+      el("span", { class: "uses" }, `${key.uses} of ${key.max_uses}`),
+      el("span", { class: "muted small uses-left" }, `${key.uses_remaining} left`),
+    );
+  } else {
+    td.append(String(key.uses));
+  }
+  return td;
 }
 
 function keyLabel(key) {
@@ -528,18 +806,30 @@ function renderKeys() {
       ? el("div", { class: "cell-text key-description" }, key.description)
       : el("div", { class: "muted key-description" }, "No description");
     const actions = el("td", { class: "actions" });
-    if (!key.revoked_at) {
-      actions.append(rowButton("Delete", `Delete key ${keyLabel(key)}`, () => deleteKey(key)));
+    if (key.revoked_at) {
+      actions.append(el("span", { class: "revoked-at" }, "Revoked ", timeElement(key.revoked_at)));
+    } else {
+      if (keyCanRotate(key)) {
+        actions.append(rowButton("Rotate", `Rotate key ${keyLabel(key)}`, () => rotateKey(key), "button small"));
+      }
+      actions.append(rowButton("Revoke", `Revoke key ${keyLabel(key)}`, () => revokeKey(key)));
     }
     const row = el(
       "tr",
       { class: key.revoked_at ? "revoked" : null },
-      cell("Key", el("div", {}, description, el("div", { class: "hint-text muted" }, key.hint))),
+      el(
+        "td",
+        { class: "key-cell", "data-label": "Key" },
+        description,
+        el("div", { class: "hint-text muted" }, key.hint),
+        tagChips(key.tags),
+        metadataDetails(key.metadata),
+      ),
       cell("Type", keyTypeBadges(key)),
       cell("Created", timeElement(key.created_at)),
       cell("Expires", timeElement(key.expires_at)),
-      cell("Last used", agoElement(key.last_used_at)),
-      el("td", { class: "num", "data-label": "Uses" }, String(key.uses)),
+      cell("Last used", timeWithRelative(key.last_used_at)),
+      usesCell(key),
       el("td", { class: "num", "data-label": "Machines" }, String(key.machines)),
       actions,
     );
@@ -547,29 +837,129 @@ function renderKeys() {
     return row;
   });
   fillTable("keys", rows);
+  $("keys-empty").textContent = state.tagFilter.length
+    ? `No keys carry ${state.tagFilter.join(" and ")}.`
+    : "No keys. Generate one with Generate key.";
   $("keys-more").hidden = !state.next.keys;
+}
+
+/** Opens the generate form, in a modal dialog over the key list, with an empty form. */
+function openGenerateDialog() {
+  clearMessages();
+  $("generate-form").reset();
+  state.newTags = [];
+  renderNewTags();
+  $("key-metadata-rows").replaceChildren();
+  for (const id of ["generate-error", "key-tags-error", "key-metadata-error", "key-max-uses-error"]) {
+    showFormError(id, null);
+  }
+  showPolicyFields();
+  $("generate-app").textContent = state.appId;
+  $("generate-dialog").returnValue = "";
+  $("generate-dialog").showModal();
+  $("key-description").focus();
+}
+
+/** Shows the fields that apply to the type chosen: a use limit for reusable keys, a session
+ * lifetime for ephemeral ones. */
+function showPolicyFields() {
+  $("key-max-uses-field").hidden = !$("key-reusable").checked;
+  $("key-session-ttl-field").hidden = !$("key-ephemeral").checked;
+}
+
+function renderNewTags() {
+  renderChips("key-tags", state.newTags, (tag) => {
+    state.newTags = state.newTags.filter((t) => t !== tag);
+    renderNewTags();
+    $("key-tag-input").focus();
+  }, "");
+}
+
+/** Adds the tag typed in the generate form; returns false (and says why) if it cannot. */
+function addNewTag() {
+  const input = $("key-tag-input");
+  const { tag, problem } = checkTag(input.value, state.newTags);
+  const full = !problem && state.newTags.length >= MAX_TAGS ? `A key has at most ${MAX_TAGS} tags.` : null;
+  showFormError("key-tags-error", problem || full);
+  if (problem || full) {
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+    return false;
+  }
+  input.removeAttribute("aria-invalid");
+  state.newTags = [...state.newTags, tag];
+  input.value = "";
+  renderNewTags();
+  return true;
+}
+
+/** Shows (or, with null, hides) a form's own error line. */
+function showFormError(id, text) {
+  $(id).textContent = text || "";
+  $(id).hidden = !text;
+}
+
+/**
+ * The request body the generate form describes, or null after showing, under its field, what
+ * must be fixed first. Fields that do not apply to the chosen type are left out.
+ */
+function generateBody() {
+  if ($("key-tag-input").value.trim() && !addNewTag()) return null;
+  const { metadata, problem } = collectMetadata();
+  showFormError("key-metadata-error", problem);
+  if (problem) {
+    $("key-metadata-add").focus();
+    return null;
+  }
+  const reusable = $("key-reusable").checked;
+  const ephemeral = $("key-ephemeral").checked;
+  const maxUses = $("key-max-uses").value.trim();
+  const maxUsesProblem =
+    reusable && maxUses && !(/^[0-9]+$/.test(maxUses) && Number.isSafeInteger(Number(maxUses)) && Number(maxUses) >= 1)
+      ? "Enter a whole number of logins, 1 or more, or leave it empty for no limit."
+      : null;
+  showFormError("key-max-uses-error", maxUsesProblem);
+  if (maxUsesProblem) {
+    $("key-max-uses").focus();
+    return null;
+  }
+  const description = $("key-description").value.trim();
+  const expiry = $("key-expiry").value;
+  const sessionTtl = $("key-session-ttl").value;
+  const idleTimeout = $("key-idle-timeout").value;
+  const body = { reusable, ephemeral, expires_in: expiry ? Number(expiry) : null };
+  if (description) body.description = description;
+  if (state.newTags.length) body.tags = state.newTags;
+  if (Object.keys(metadata).length) body.metadata = metadata;
+  if (reusable && maxUses) body.max_uses = Number(maxUses);
+  if (ephemeral && sessionTtl) body.session_ttl = Number(sessionTtl);
+  if (idleTimeout) body.idle_timeout = Number(idleTimeout);
+  return body;
 }
 
 async function generateKey(event) {
   event.preventDefault();
   clearMessages();
+  showFormError("generate-error", null);
   const form = event.target;
-  const description = $("key-description").value.trim();
-  const expiry = $("key-expiry").value;
-  const body = {
-    reusable: $("key-reusable").checked,
-    ephemeral: $("key-ephemeral").checked,
-    expires_in: expiry ? Number(expiry) : null,
-  };
-  if (description) body.description = description;
+  const body = generateBody();
+  if (!body) return;
   const appId = state.appId;
   let created;
   try {
     created = await api("POST", `${appPath(appId)}/keys`, body);
   } catch (err) {
-    fail("Could not generate the key", err);
+    // The dialog stays open with what was typed, and says why, inside it: the page's own
+    // message line is hidden behind the modal.
+    if (err instanceof ApiError && err.status === 401) {
+      $("generate-dialog").close();
+      fail("Could not generate the key", err);
+    } else {
+      showFormError("generate-error", `Could not generate the key: ${describeError(err)}`);
+    }
     return;
   }
+  $("generate-dialog").close("generated");
   form.reset();
   showNewKey(created);
   const kind = [created.reusable ? "reusable" : "single-use", created.ephemeral ? "ephemeral" : null]
@@ -579,7 +969,25 @@ async function generateKey(event) {
   await loadApp();
 }
 
-function showNewKey(created) {
+/**
+ * Shows a new key in the one-time panel. After a rotation, `replaced` is the old key as the
+ * server now has it, and the panel says when that one stops working.
+ */
+function showNewKey(created, replaced = null) {
+  const note = $("new-key-rotated");
+  note.hidden = !replaced;
+  note.replaceChildren();
+  if (replaced) {
+    const stops = replaced.expires_at;
+    const past = stops && Date.parse(stops) <= Date.now();
+    note.append(
+      `This key replaces ${keyLabel(replaced)}. `,
+      past ? "The old key stopped working at " : "The old key keeps working until ",
+      timeWithRelative(stops),
+      past ? "." : ", then stops. ",
+      "Machines already logged in with it stay logged in.",
+    );
+  }
   const origin = location.origin;
   const server = origin === DEFAULT_SERVER ? "" : ` --server=${origin}`;
   $("new-key-value").value = created.key;
@@ -594,6 +1002,7 @@ function showNewKey(created) {
 function hideNewKey() {
   $("new-key-value").value = "";
   $("new-key-command").value = "";
+  $("new-key-rotated").replaceChildren();
   $("new-key-panel").hidden = true;
 }
 
@@ -632,11 +1041,50 @@ async function copyField(inputId, button, what) {
   }
 }
 
-async function deleteKey(key) {
+/**
+ * Rotates a key: asks how long the old key keeps working, then shows the new key once and
+ * when the old one stops.
+ */
+async function rotateKey(key) {
+  clearMessages();
+  const grace = await confirmAction({
+    title: "Rotate this auth key?",
+    body: [
+      `A new key replaces ${keyLabel(key)}, with the same description, type, tags, metadata and limits` +
+        `${key.expires_at ? ", and the same lifetime counted from now" : ""}. It is shown once.`,
+      "Machines already logged in with the old key stay logged in.",
+    ],
+    choice: { label: "The old key keeps working for", choices: GRACE_CHOICES, value: DEFAULT_GRACE },
+    confirmLabel: "Rotate key",
+    destructive: false,
+  });
+  if (grace === false) return;
+  const keyPath = `${appPath(state.appId)}/keys/${encodeURIComponent(key.id)}`;
+  let created;
+  try {
+    created = await api("POST", `${keyPath}/rotate`, { grace_seconds: Number(grace) });
+  } catch (err) {
+    fail(`Could not rotate the key ${key.hint}`, err);
+    await loadApp();
+    return;
+  }
+  // The old key as the server now has it: its expiry is what the panel promises.
+  let old = null;
+  try {
+    old = await api("GET", keyPath);
+  } catch {
+    old = { ...key, expires_at: new Date(Date.now() + Number(grace) * 1000).toISOString() };
+  }
+  showNewKey(created, old);
+  showStatus(`Rotated the key ${keyLabel(key)}. Copy the new key now: it is shown only once.`);
+  await loadApp();
+}
+
+async function revokeKey(key) {
   clearMessages();
   const machines = key.machines;
   const confirmed = await confirmAction({
-    title: "Delete this auth key?",
+    title: "Revoke this auth key?",
     body: [
       `The key ${keyLabel(key)} stops working at once: it logs in no more machines.`,
       machines > 0
@@ -644,27 +1092,93 @@ async function deleteKey(key) {
         : "No machine logged in with it is active, so no machine will be logged out.",
       "This cannot be undone.",
     ],
-    confirmLabel: machines > 0 ? `Delete key and log out ${plural(machines, "machine")}` : "Delete key",
+    confirmLabel: machines > 0 ? `Revoke key and log out ${plural(machines, "machine")}` : "Revoke key",
   });
   if (!confirmed) return;
   try {
     await api("DELETE", `${appPath(state.appId)}/keys/${encodeURIComponent(key.id)}`);
   } catch (err) {
-    fail(`Could not delete the key ${key.hint}`, err);
+    fail(`Could not revoke the key ${key.hint}`, err);
     await loadApp();
     return;
   }
-  showStatus(`Deleted the key ${keyLabel(key)}; ${plural(machines, "machine")} logged out.`);
+  showStatus(`Revoked the key ${keyLabel(key)}; ${plural(machines, "machine")} logged out.`);
   await loadApp();
   $("key-list-title").setAttribute("tabindex", "-1");
   $("key-list-title").focus();
 }
 
 // ---------------------------------------------------------------------------------------------
+// Filtering by tag
+
+function renderTagFilter() {
+  renderChips("tag-filters", state.tagFilter, removeTagFilter, " from the filter");
+}
+
+/** Lists only keys and machines that carry `tag` too (every tag filtered on must match). */
+async function addTagFilter(tag) {
+  const { problem } = checkTag(tag, state.tagFilter);
+  if (problem) return;
+  state.tagFilter = [...state.tagFilter, tag];
+  renderTagFilter();
+  await loadApp();
+  showStatus(`Showing keys and machines with ${state.tagFilter.join(" and ")}.`);
+}
+
+async function removeTagFilter(tag) {
+  state.tagFilter = state.tagFilter.filter((t) => t !== tag);
+  renderTagFilter();
+  await loadApp();
+  showStatus(state.tagFilter.length ? `Showing keys and machines with ${state.tagFilter.join(" and ")}.` : "Showing every key and machine.");
+  $("tag-filter-input").focus();
+}
+
+async function submitTagFilter(event) {
+  event.preventDefault();
+  clearMessages();
+  const input = $("tag-filter-input");
+  const { tag, problem } = checkTag(input.value, state.tagFilter);
+  showFormError("tag-filter-error", problem);
+  if (problem) {
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+    return;
+  }
+  input.removeAttribute("aria-invalid");
+  input.value = "";
+  await addTagFilter(tag);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Machines
 
+/**
+ * Makes sure every key these machines logged in with is known by description and hint: keys
+ * on the loaded page are known already; any other is fetched once (a page of machines names
+ * at most PAGE_SIZE keys). A key that cannot be fetched is shown by its id.
+ */
+async function learnKeysOf(appId, machines) {
+  for (const key of state.keys) state.knownKeys.set(key.id, key);
+  const missing = [...new Set(machines.map((machine) => machine.key_id))].filter(
+    (id) => id && !state.knownKeys.has(id),
+  );
+  const fetched = await Promise.all(
+    missing.map((id) => api("GET", `${appPath(appId)}/keys/${encodeURIComponent(id)}`).catch(() => null)),
+  );
+  for (const key of fetched) if (key) state.knownKeys.set(key.id, key);
+}
+
+/** The key a machine logged in with: its description over its hint, or its id if unknown. */
+function machineKeyCell(machine) {
+  const key = state.knownKeys.get(machine.key_id);
+  if (!key) return el("span", { class: "hint-text" }, machine.key_id || "—");
+  const description = key.description
+    ? el("div", { class: "cell-text key-description" }, key.description)
+    : el("div", { class: "muted key-description" }, "No description");
+  return el("div", { title: key.id }, description, el("div", { class: "hint-text muted" }, key.hint));
+}
+
 function renderMachines() {
-  const keyHints = new Map(state.keys.map((key) => [key.id, key.hint]));
   const rows = state.machines.map((machine) => {
     const button = rowButton("Log out", `Log out machine ${machine.name || machine.id}`, () =>
       logOutMachine(machine),
@@ -674,18 +1188,18 @@ function renderMachines() {
       {},
       el("div", { class: "cell-text" }, machine.name || machine.id),
       el("div", { class: "hint-text muted" }, machine.id),
+      tagChips(machine.tags),
+      metadataDetails(machine.metadata),
     );
-    const timeLeft = machine.expires_at
-      ? el("time", { datetime: machine.expires_at, title: machine.expires_at, class: "time-left" }, timeLeftText(machine.expires_at))
-      : el("span", { class: "muted" }, "No limit");
     const row = el(
       "tr",
       {},
       cell("Name", name),
-      cell("Key", el("span", { class: "hint-text", title: machine.key_id }, keyHints.get(machine.key_id) || machine.key_id)),
+      cell("Key", machineKeyCell(machine)),
       cell("Logged in", timeElement(machine.created_at)),
-      cell("Time left", timeLeft),
-      cell("Last seen", agoElement(machine.last_seen_at)),
+      cell("Time left", timeWithRelative(machine.expires_at, { absent: "No limit", relative: timeLeftText })),
+      cell("Idle logout", timeWithRelative(machine.idle_expires_at, { relative: timeLeftText })),
+      cell("Last seen", timeWithRelative(machine.last_seen_at)),
       el("td", { class: "actions" }, button),
     );
     row.dataset.machineId = machine.id;
@@ -725,11 +1239,21 @@ async function logOutMachine(machine) {
 /**
  * Asks for confirmation in a modal dialog and resolves to true or false. Focus starts on
  * Cancel (the safe choice) and returns to where it was; Escape cancels. With `typed`, the
- * confirm button stays disabled until the expected text is typed.
+ * confirm button stays disabled until the expected text is typed. With `choice` ({label,
+ * choices: [[value, text]], value}), a select offers the choices and a confirmation resolves
+ * to the value chosen instead of true.
  */
-function confirmAction({ title, body, confirmLabel, typed }) {
+function confirmAction({ title, body, confirmLabel, typed, choice, destructive = true }) {
   const dialog = $("confirm-dialog");
   const ok = $("confirm-ok");
+  const select = $("confirm-choice-select");
+  $("confirm-choice").hidden = !choice;
+  if (choice) {
+    $("confirm-choice-label").textContent = choice.label;
+    select.replaceChildren(...choice.choices.map(([value, text]) => el("option", { value }, text)));
+    select.value = choice.value;
+  }
+  ok.className = destructive ? "button danger" : "button primary";
   const typedBox = $("confirm-typed");
   const typedInput = $("confirm-typed-input");
   const opener = document.activeElement;
@@ -757,7 +1281,8 @@ function confirmAction({ title, body, confirmLabel, typed }) {
       $("confirm-cancel").removeEventListener("click", onCancel);
       dialog.removeEventListener("close", onClose);
       if (opener && opener.isConnected) opener.focus();
-      resolve(dialog.returnValue === "confirm");
+      const confirmed = dialog.returnValue === "confirm";
+      resolve(confirmed && choice ? select.value : confirmed);
     };
     typedInput.addEventListener("input", onInput);
     typedInput.addEventListener("keydown", onTypedKey);
@@ -801,12 +1326,37 @@ function start() {
   on("sign-in-form", "submit", signIn);
   on("sign-out", "click", () => signOut());
   on("create-app-form", "submit", createApp);
+  // Once a problem is shown, it updates as the id is corrected.
+  $("app-id").addEventListener("input", () => {
+    if (!$("app-id-error").hidden) checkAppIdField();
+  });
+  $("apps-toggle").addEventListener("click", () =>
+    setSidebarOpen($("apps-toggle").getAttribute("aria-expanded") !== "true"),
+  );
   on("generate-form", "submit", generateKey);
+  on("generate-open", "click", openGenerateDialog);
+  for (const id of ["key-reusable", "key-ephemeral"]) $(id).addEventListener("change", showPolicyFields);
+  $("key-tag-input").addEventListener("keydown", (event) => {
+    // Enter adds the tag instead of submitting the form.
+    if (event.key === "Enter") {
+      event.preventDefault();
+      addNewTag();
+    }
+  });
+  $("key-tag-add").addEventListener("click", addNewTag);
+  $("key-metadata-add").addEventListener("click", addMetadataRow);
+  on("tag-filter-form", "submit", submitTagFilter);
+  $("generate-cancel").addEventListener("click", () => $("generate-dialog").close());
+  // Closed by Cancel or Escape: focus returns to the button that opened it (after a key was
+  // generated, the one-time panel has it instead).
+  $("generate-dialog").addEventListener("close", () => {
+    if ($("generate-dialog").returnValue !== "generated") $("generate-open").focus();
+  });
   on("delete-app", "click", deleteApp);
   on("dismiss-key", "click", () => {
     hideNewKey();
     showStatus("The key is hidden and cannot be shown again.");
-    $("key-description").focus();
+    $("generate-open").focus();
   });
   on("copy-key", "click", () => copyField("new-key-value", $("copy-key"), "auth key"));
   on("copy-command", "click", () => copyField("new-key-command", $("copy-command"), "login command"));
@@ -822,11 +1372,12 @@ function start() {
   window.addEventListener("hashchange", () => {
     if (storedToken()) busy(() => selectAppFromUrl({ focus: true }));
   });
-  // Keep "time left" honest while the page stays open, without re-rendering (and so without
-  // moving the keyboard focus).
+  // Keep relative times ("5 min ago", "59 min left") honest while the page stays open, without
+  // re-rendering (and so without moving the keyboard focus).
   setInterval(() => {
-    for (const time of document.querySelectorAll("#machines-body time.time-left")) {
-      time.textContent = timeLeftText(time.getAttribute("datetime"));
+    for (const words of document.querySelectorAll(".relative[data-time]")) {
+      const relative = words.dataset.kind === "left" ? timeLeftText : relativeText;
+      words.textContent = `(${relative(words.dataset.time)})`;
     }
   }, 30000);
 

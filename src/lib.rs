@@ -36,4 +36,6 @@ pub use domain::validate::MAX_MACHINE_NAME_CHARS;
 pub use runtime::config;
 pub use runtime::config::Config;
 pub use runtime::server::Server;
+/// Webhook delivery settings (`Config::webhooks`).
+pub use runtime::webhooks;
 pub use store::Database;

@@ -485,7 +485,9 @@ pub fn run(quick: bool) -> Result<(), String> {
     let direct = direct[direct.len() / 2];
     let ratio = login.rps / direct;
     rows.push(row(
-        "login, 16 connections (synchronous=FULL)",
+        // A login writes its audit event (`machine.logged_in`) in its own transaction; the
+        // baseline does not, so the event's cost counts against the ratio.
+        "login with its audit event, 16 connections (synchronous=FULL)",
         format!("{} = {:.0}% of direct", load_figure(&login), ratio * 100.0),
         "≥ 50% of direct",
         Some(ratio >= 0.5 && login.failures == 0),

@@ -1,7 +1,10 @@
 //! Apps, keys and machines as the admin manages them: create, list, read, revoke, delete.
 
 use super::Authority;
+use super::audit::{self, record};
 use crate::cache::hot::Invalidation;
+use crate::domain::access::KeyLimits;
+use crate::domain::audit::{Action, Actor};
 use crate::domain::error::{Error, Result};
 use crate::domain::model::{App, Key, Machine, NewKey, Timestamp};
 use crate::domain::page::{Page, PageRequest};
@@ -10,13 +13,22 @@ use crate::domain::validate;
 use crate::store::Writer;
 
 impl Authority {
-    pub(crate) fn create_app(&self, id: &str, name: Option<&str>, now: Timestamp) -> Result<App> {
+    pub(crate) fn create_app(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<App> {
         validate::new_app(id, name)?;
         self.store.write(|w| {
             if w.app(id)?.is_some() {
                 return Err(Error::AppExists);
             }
-            w.insert_app(id, name.unwrap_or(id), now)
+            let app = w.insert_app(id, name.unwrap_or(id), now)?;
+            let details = serde_json::json!({"name": app.name});
+            record(w, actor, now, Action::AppCreated, Some(id), id, details)?;
+            Ok(app)
         })
     }
 
@@ -29,29 +41,65 @@ impl Authority {
     }
 
     /// Deletes the app, revoking its keys and logging out its machines in one transaction.
-    pub(crate) fn delete_app(&self, id: &str, now: Timestamp) -> Result<()> {
+    pub(crate) fn delete_app(&self, id: &str, actor: &Actor, now: Timestamp) -> Result<()> {
         self.store.write(|w| {
             let app = w.app(id)?.ok_or(Error::AppNotFound)?;
-            w.delete_app(&app, now)
+            let (keys, machines) = w.delete_app(&app, now)?;
+            let reason = serde_json::json!({"reason": "app_deleted"});
+            record(
+                w,
+                actor,
+                now,
+                Action::AppDeleted,
+                Some(id),
+                id,
+                serde_json::json!({}),
+            )?;
+            for key in &keys {
+                record(
+                    w,
+                    actor,
+                    now,
+                    Action::KeyRevoked,
+                    Some(id),
+                    key,
+                    reason.clone(),
+                )?;
+            }
+            audit::logged_out(w, actor, now, id, &machines, "app_deleted")
         })?;
         self.cache.invalidate(Invalidation::Everything);
         log::info!("deleted app {id}: its keys are revoked and its machines logged out");
         Ok(())
     }
 
-    /// Generates a key; the secret is returned here and never again.
+    /// Generates a key; the secret is returned here and never again. A scoped token's
+    /// `limits` are applied first (a breach is `policy_violation`).
     pub(crate) fn create_key(
         &self,
         app_id: &str,
         new: &NewKey,
+        limits: Option<&KeyLimits>,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<(Key, Secret)> {
         validate::new_key(new, self.min_key_timeout_secs)?;
         let mut new = new.clone();
         new.policy.tags.sort_unstable();
+        if let Some(limits) = limits {
+            limits.apply(&mut new)?;
+        }
         let (key, secret) = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
-            insert_key_with_new_secret(w, &app, &new, now)
+            let (key, secret) = insert_key_with_new_secret(w, &app, &new, now)?;
+            let details = serde_json::json!({
+                "reusable": key.reusable,
+                "ephemeral": key.ephemeral,
+                "expires_at": key.expires_at,
+            });
+            let app = Some(app_id);
+            record(w, actor, now, Action::KeyCreated, app, &key.id, details)?;
+            Ok((key, secret))
         })?;
         log::info!("created key {} for app {app_id}", key.id);
         Ok((key, secret))
@@ -60,12 +108,15 @@ impl Authority {
     /// Replaces a key with a new one of the same settings (and, if the old one expires, the
     /// same lifetime from now), in one write: the old key keeps working for `grace_secs` at
     /// most, and its machines stay logged in. A revoked, expired or already rotated key is
-    /// inactive: only a live key can be rotated.
+    /// inactive: only a live key can be rotated. A scoped token's `limits` hold on the new
+    /// key as on any it creates.
     pub(crate) fn rotate_key(
         &self,
         app_id: &str,
         key_id: &str,
         grace_secs: u64,
+        limits: Option<&KeyLimits>,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<(Key, Secret)> {
         validate::grace_seconds(grace_secs)?;
@@ -80,7 +131,7 @@ impl Authority {
             let lifetime = old
                 .expires_at
                 .map(|at| (at.0 - old.created_at.0).max(1_000).unsigned_abs() / 1_000);
-            let new = NewKey {
+            let mut new = NewKey {
                 description: old.description.clone(),
                 reusable: old.reusable,
                 ephemeral: old.ephemeral,
@@ -88,8 +139,17 @@ impl Authority {
                 policy: old.policy.clone(),
                 rotated_from: Some(old.id.clone()),
             };
+            if let Some(limits) = limits {
+                limits.apply(&mut new)?;
+            }
             let (key, secret) = insert_key_with_new_secret(w, &app, &new, now)?;
             w.mark_rotated(&old, &key.id, now.plus_secs(grace_secs))?;
+            let details = serde_json::json!({
+                "rotated_to": key.id,
+                "grace_seconds": grace_secs,
+            });
+            let app = Some(app_id);
+            record(w, actor, now, Action::KeyRotated, app, key_id, details)?;
             Ok((key, secret))
         })?;
         // The old key's expiry moved: a cached verify answer of it may now be wrong.
@@ -122,14 +182,32 @@ impl Authority {
     }
 
     /// Revokes the key and logs out every machine it logged in, before returning.
-    pub(crate) fn revoke_key(&self, app_id: &str, key_id: &str, now: Timestamp) -> Result<()> {
+    pub(crate) fn revoke_key(
+        &self,
+        app_id: &str,
+        key_id: &str,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<()> {
         let logged_out = self.store.write(|w| {
             let app = w.app(app_id)?.ok_or(Error::AppNotFound)?;
             let key = w.key(&app, key_id, now)?.ok_or(Error::KeyNotFound)?;
             if key.revoked_at.is_some() {
                 return Err(Error::KeyNotFound);
             }
-            w.revoke_key(&key, now)
+            let machines = w.revoke_key(&key, now)?;
+            let reason = serde_json::json!({"reason": "admin"});
+            record(
+                w,
+                actor,
+                now,
+                Action::KeyRevoked,
+                Some(app_id),
+                key_id,
+                reason,
+            )?;
+            audit::logged_out(w, actor, now, app_id, &machines, "key_revoked")?;
+            Ok(machines.len())
         })?;
         self.cache.invalidate(Invalidation::Everything);
         log::info!("revoked key {key_id} of app {app_id}; logged out {logged_out} machine(s)");
@@ -173,6 +251,7 @@ impl Authority {
         &self,
         app_id: &str,
         machine_id: &str,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<()> {
         let deleted = self.store.write(|w| {
@@ -181,7 +260,9 @@ impl Authority {
                 .machine(&app, machine_id)?
                 .filter(|machine| !machine.is_expired(now))
                 .ok_or(Error::MachineNotFound)?;
-            Ok((machine.pk, w.delete_machine(machine.pk)?))
+            let deleted = w.delete_machine(machine.pk)?;
+            audit::logged_out(w, actor, now, app_id, &[machine.id], "admin")?;
+            Ok((machine.pk, deleted))
         })?;
         if let (pk, Some(hash)) = deleted {
             self.stamps.forget_machine(pk, hash);

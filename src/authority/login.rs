@@ -1,7 +1,9 @@
 //! Machine sessions: logging in with an auth key, the session behind a token, logging out.
 
+use super::audit::{self, record};
 use super::{Authority, KeyProblem, judge_key};
 use crate::cache::hot::{Invalidation, Session};
+use crate::domain::audit::{Action, Actor};
 use crate::domain::error::{Error, Result};
 use crate::domain::model::{Machine, Timestamp};
 use crate::domain::token::{self, Secret, TokenHash, TokenKind};
@@ -89,6 +91,7 @@ impl Authority {
         &self,
         auth_key: &str,
         machine_name: Option<&str>,
+        client_addr: Option<String>,
         now: Timestamp,
     ) -> Result<(Secret, Machine)> {
         let hash = token::parse(TokenKind::AuthKey, auth_key).map_err(|_| Error::AuthKeyInvalid)?;
@@ -107,7 +110,20 @@ impl Authority {
                 name: machine_name,
                 expires_at,
             };
-            w.insert_machine(&key, new, now)
+            let machine = w.insert_machine(&key, new, now)?;
+            let actor = Actor::machine(&machine.id, client_addr);
+            let details = serde_json::json!({"key_id": key.id});
+            let app = Some(key.app.as_str());
+            record(
+                w,
+                &actor,
+                now,
+                Action::MachineLoggedIn,
+                app,
+                &machine.id,
+                details,
+            )?;
+            Ok(machine)
         })?;
         // The login used the key: a cached "valid" for a single-use key is now wrong.
         self.cache.invalidate(Invalidation::Key(hash));
@@ -121,10 +137,24 @@ impl Authority {
     }
 
     /// Ends the session behind `bearer`.
-    pub(crate) fn logout(&self, bearer: &str, now: Timestamp) -> Result<()> {
+    pub(crate) fn logout(
+        &self,
+        bearer: &str,
+        client_addr: Option<String>,
+        now: Timestamp,
+    ) -> Result<()> {
         let session = self.authenticate_session(bearer, now)?;
         let hash = TokenHash::of(bearer);
-        self.store.write(|w| w.delete_machine(session.machine.pk))?;
+        let machine = &session.machine;
+        let actor = Actor::machine(&machine.id, client_addr);
+        self.store.write(|w| {
+            // Already gone (a racing logout or revocation): that change recorded its event.
+            if w.delete_machine(machine.pk)?.is_some() {
+                let ids = std::slice::from_ref(&machine.id);
+                audit::logged_out(w, &actor, now, &session.app.id, ids, "logout")?;
+            }
+            Ok(())
+        })?;
         // Authenticating just stamped the machine; its row is gone, so is the stamp.
         self.stamps.forget_machine(session.machine.pk, hash);
         self.cache.invalidate(Invalidation::Session(hash));
@@ -142,6 +172,7 @@ mod tests {
     use crate::store::{Database, Store};
 
     const TIMEOUT_SECS: u64 = 60;
+    const RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
 
     /// An authority on a fresh file, with a key of `TIMEOUT_SECS` idle timeout, and a machine
     /// logged in with it at time 0: the session token.
@@ -155,7 +186,10 @@ mod tests {
             TokenHash::of("admin"),
             3600,
         );
-        authority.create_app("app", None, Timestamp(0)).unwrap();
+        let system = Actor::system();
+        authority
+            .create_app("app", None, &system, Timestamp(0))
+            .unwrap();
         let new = NewKey {
             reusable: true,
             policy: KeyPolicy {
@@ -164,15 +198,19 @@ mod tests {
             },
             ..NewKey::default()
         };
-        let (_, key) = authority.create_key("app", &new, Timestamp(0)).unwrap();
-        let (session, _) = authority.login(key.expose(), None, Timestamp(0)).unwrap();
+        let (_, key) = authority
+            .create_key("app", &new, None, &system, Timestamp(0))
+            .unwrap();
+        let (session, _) = authority
+            .login(key.expose(), None, None, Timestamp(0))
+            .unwrap();
         (dir, authority, session)
     }
 
     /// A sweep at `millis`: writes the pending stamps and drops the cached sessions.
     fn flush(authority: &Authority, millis: i64) {
         let (store, stamps, cache) = (&authority.store, &authority.stamps, &authority.cache);
-        sweep(store, stamps, cache, Timestamp(millis)).unwrap();
+        sweep(store, stamps, cache, RETENTION, Timestamp(millis)).unwrap();
     }
 
     fn at(authority: &Authority, session: &Secret, millis: i64) -> Result<()> {

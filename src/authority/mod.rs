@@ -4,16 +4,19 @@
 //! the admin manages them), `login` (sessions: login, whoami, logout), `verify` and `seed`.
 //! This file holds the `Authority` itself, admin authentication and `judge_key`.
 
+mod admin_tokens;
 mod apps;
+pub(crate) mod audit;
 pub(crate) mod leaks;
 mod login;
 pub(crate) mod seed;
 mod verify;
+mod webhooks;
 
 use crate::cache::app::AppCache;
 use crate::cache::hot::HotCache;
 use crate::cache::usage::UsageStamps;
-use crate::domain::error::{Error, Result};
+use crate::domain::error::Error;
 use crate::domain::model::KeyStatus;
 use crate::domain::model::Timestamp;
 use crate::domain::token::TokenHash;
@@ -117,16 +120,6 @@ impl Authority {
     /// The server's `--ephemeral-ttl`, in seconds.
     pub(crate) fn ephemeral_ttl_secs(&self) -> u64 {
         self.ephemeral_ttl_secs
-    }
-
-    /// Accepts the admin token. Comparing SHA-256 digests rather than the tokens means a
-    /// timing difference could only reveal bytes of a hash, which do not help find the token.
-    pub(crate) fn authenticate_admin(&self, bearer: &str) -> Result<()> {
-        if TokenHash::of(bearer) == self.admin_token {
-            Ok(())
-        } else {
-            Err(Error::InvalidCredentials)
-        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! stored. This module reads and bounds the file, and applies it (`Authority::seed`).
 
 use super::Authority;
+use super::audit::record;
+use crate::domain::audit::{Action, Actor};
 use crate::domain::error::StartError;
 use crate::domain::error::{Error, Result};
 use crate::domain::model::{NewKey, Timestamp};
@@ -115,6 +117,7 @@ impl Authority {
             }
         }
         let mut hashes = keys.into_iter();
+        let system = Actor::system();
         self.store.write(|w| {
             let (mut apps_created, mut keys_created) = (0, 0);
             for seeded in &seed.apps {
@@ -123,7 +126,11 @@ impl Authority {
                     None => {
                         apps_created += 1;
                         let name = seeded.name.as_deref().unwrap_or(&seeded.id);
-                        w.insert_app(&seeded.id, name, now)?
+                        let app = w.insert_app(&seeded.id, name, now)?;
+                        let details = serde_json::json!({"name": name, "seeded": true});
+                        let id = Some(app.id.as_str());
+                        record(w, &system, now, Action::AppCreated, id, &app.id, details)?;
+                        app
                     }
                 };
                 for key in &seeded.keys {
@@ -142,7 +149,11 @@ impl Authority {
                         None => {}
                     }
                     let hint = token::hint(&key.key);
-                    w.insert_key(&app, token::random_id("key_"), &hash, hint, &new, now)?;
+                    let key_id = token::random_id("key_");
+                    w.insert_key(&app, key_id.clone(), &hash, hint, &new, now)?;
+                    let details = serde_json::json!({"seeded": true});
+                    let id = Some(app.id.as_str());
+                    record(w, &system, now, Action::KeyCreated, id, &key_id, details)?;
                     keys_created += 1;
                 }
             }

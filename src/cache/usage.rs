@@ -1,4 +1,4 @@
-//! Usage stamps (`last_used_at` of keys, `last_seen_at` of machines) collected in memory on
+//! Usage stamps (`last_used_at` of keys and admin tokens, `last_seen_at` of machines) collected in memory on
 //! the read paths and written in batches by the sweeper, so that whoami and verify never take
 //! the write lock. The stored values may lag by up to one sweep interval, as the contract says.
 
@@ -38,6 +38,7 @@ impl std::hash::Hash for RowId {
 pub(crate) struct UsageStamps {
     keys: Mutex<HashMap<RowId, Timestamp>>,
     machines: Mutex<HashMap<RowId, Timestamp>>,
+    admin_tokens: Mutex<HashMap<RowId, Timestamp>>,
     /// Machine stamps taken out by the sweeper and not yet committed: still the truth about
     /// a machine's last request (idle timeouts) until the database holds them.
     machines_in_flight: Mutex<HashMap<RowId, Timestamp>>,
@@ -62,11 +63,12 @@ pub(crate) struct Stamp {
 pub(crate) struct PendingStamps {
     pub(crate) keys: Vec<Stamp>,
     pub(crate) machines: Vec<Stamp>,
+    pub(crate) admin_tokens: Vec<Stamp>,
 }
 
 impl PendingStamps {
     pub(crate) fn len(&self) -> usize {
-        self.keys.len() + self.machines.len()
+        self.keys.len() + self.machines.len() + self.admin_tokens.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -103,6 +105,12 @@ impl UsageStamps {
             hash,
         };
         self.record(&self.machines, row, at, usize::MAX);
+    }
+
+    /// `hash` is the scoped admin token's own (`admin_tokens.hash`).
+    pub(crate) fn admin_token_used(&self, token_pk: i64, hash: TokenHash, at: Timestamp) {
+        let row = RowId { pk: token_pk, hash };
+        self.record(&self.admin_tokens, row, at, MAX_PENDING);
     }
 
     /// The machine's latest stamp not yet in the database (pending, or being written).
@@ -177,6 +185,7 @@ impl UsageStamps {
         PendingStamps {
             keys: drain(&self.keys),
             machines,
+            admin_tokens: drain(&self.admin_tokens),
         }
     }
 
@@ -199,6 +208,9 @@ impl UsageStamps {
         // All of them: any may be an idle-limited machine's, and they were all held already.
         for stamp in pending.machines {
             self.idle_limited_machine_seen(stamp.pk, stamp.hash, stamp.at);
+        }
+        for stamp in pending.admin_tokens {
+            self.admin_token_used(stamp.pk, stamp.hash, stamp.at);
         }
     }
 }

@@ -11,18 +11,18 @@ use serde_json::{Value, json};
 
 /// The HTTP client with the admin token. A 401 can only mean that token was refused, so it
 /// says so.
-struct Admin(Client);
+pub(super) struct Admin(Client);
 
 impl Admin {
-    fn get(&self, path: &str) -> Result<Value, CliError> {
+    pub(super) fn get(&self, path: &str) -> Result<Value, CliError> {
         self.0.get(path).map_err(admin_refused)
     }
 
-    fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+    pub(super) fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         self.0.post(path, body).map_err(admin_refused)
     }
 
-    fn delete(&self, path: &str) -> Result<Value, CliError> {
+    pub(super) fn delete(&self, path: &str) -> Result<Value, CliError> {
         self.0.delete(path).map_err(admin_refused)
     }
 
@@ -31,7 +31,7 @@ impl Admin {
     /// one cut to what is left, so nothing beyond the limit is fetched. Answers in the shape
     /// of one page: `{"<field>": [every item], "next_cursor": where the next item starts
     /// (null at the end)}`.
-    fn list(
+    pub(super) fn list(
         &self,
         path: &str,
         field: &str,
@@ -190,7 +190,7 @@ fn print_new_key(key: &Value) {
 }
 
 /// After a table cut short by `--limit`, says so.
-fn note_more(listing: &Value) {
+pub(super) fn note_more(listing: &Value) {
     if listing["next_cursor"].is_string() {
         say!("(more rows follow: raise or drop --limit to see them)");
     }
@@ -210,7 +210,7 @@ fn admin_refused(err: RequestError) -> CliError {
     }
 }
 
-fn client(args: &AdminArgs) -> Result<Admin, CliError> {
+pub(super) fn client(args: &AdminArgs) -> Result<Admin, CliError> {
     server_client(&args.server)
 }
 
@@ -468,7 +468,7 @@ pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
     Ok(())
 }
 
-fn rows(items: &Value, columns: &[&str]) -> Vec<Vec<String>> {
+pub(super) fn rows(items: &Value, columns: &[&str]) -> Vec<Vec<String>> {
     let items = items.as_array().cloned().unwrap_or_default();
     items
         .iter()
@@ -482,7 +482,7 @@ fn rows(items: &Value, columns: &[&str]) -> Vec<Vec<String>> {
 }
 
 /// Reports a command whose response has no body.
-fn done(admin: &AdminArgs, message: &str) {
+pub(super) fn done(admin: &AdminArgs, message: &str) {
     if admin.output.json {
         output::json(&json!({"ok": true}));
     } else {

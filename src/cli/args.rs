@@ -47,6 +47,14 @@ pub enum Command {
     /// Manage logged-in machines (needs AUTHKEYS_ADMIN_TOKEN).
     #[command(subcommand)]
     Machines(MachinesCommand),
+    /// Manage scoped admin tokens (needs the root AUTHKEYS_ADMIN_TOKEN).
+    #[command(subcommand)]
+    AdminTokens(super::admin_tokens::AdminTokensCommand),
+    /// Read the audit log (needs a token with audit:read).
+    Audit(super::audit::AuditArgs),
+    /// Manage webhooks (needs the root AUTHKEYS_ADMIN_TOKEN).
+    #[command(subcommand)]
+    Webhooks(super::webhooks::WebhooksCommand),
     /// Copy a database consistently, even while a server is using it.
     Backup(BackupArgs),
     /// Print a new random auth key for a seed file (`serve --seed`); nothing stores it.
@@ -174,6 +182,23 @@ pub struct ServeArgs {
         value_name = "FILE"
     )]
     pub github_secret_scanning_keys: Option<std::path::PathBuf>,
+    /// How long audit events are kept; the sweeper deletes older ones (7776000, 90d).
+    #[arg(long, env = "AUTHKEYS_AUDIT_RETENTION", value_name = "DURATION",
+          default_value_t = config::DEFAULT_AUDIT_RETENTION_SECS,
+          value_parser = duration::positive)]
+    pub audit_retention: u64,
+    /// Milliseconds one webhook delivery attempt may take (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_timeout_ms: Option<u64>,
+    /// Milliseconds between looks for events to deliver (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_poll_ms: Option<u64>,
+    /// Milliseconds before the first retry of a failed delivery, doubling after (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_first_retry_ms: Option<u64>,
     /// How long a connection may wait for a request to start (tests).
     #[arg(long, hide = true, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -2,7 +2,9 @@
 //! and the admin commands. Client commands talk to a server over HTTP only.
 
 mod admin;
+mod admin_tokens;
 pub mod args;
+mod audit;
 mod auth_key;
 mod client;
 mod credentials;
@@ -12,6 +14,7 @@ pub mod report;
 mod scan;
 mod serve;
 mod session;
+mod webhooks;
 
 pub use args::Cli;
 use args::Command;
@@ -113,6 +116,9 @@ fn run_command(command: Command) -> Result<(), CliError> {
         Command::Apps(command) => admin::apps(command),
         Command::Keys(command) => admin::keys(command),
         Command::Machines(command) => admin::machines(command),
+        Command::AdminTokens(command) => admin_tokens::run(command),
+        Command::Audit(args) => audit::run(args),
+        Command::Webhooks(command) => webhooks::run(command),
         Command::Backup(args) => backup(&args),
         Command::RotateAdminToken(args) => {
             let file =

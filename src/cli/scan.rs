@@ -300,11 +300,12 @@ fn kind_name(kind: TokenKind) -> &'static str {
         TokenKind::AuthKey => "auth_key",
         TokenKind::Session => "session_token",
         TokenKind::Admin => "admin_token",
+        TokenKind::ScopedAdmin => "scoped_admin_token",
     }
 }
 
 /// Sends each distinct auth key and session token found to revoke-by-value, once. Admin tokens
-/// cannot be revoked by value: the answer says how to replace one. Returns one answer per
+/// (root's and scoped ones) are not revoked by value: the answer says what to do instead. Returns one answer per
 /// finding (`null` when nothing was sent).
 fn revoke_all(args: &ScanArgs, findings: &[Finding], errors: &mut Vec<String>) -> Vec<Value> {
     let revoker = match Revoker::new(&args.server) {
@@ -319,9 +320,16 @@ fn revoke_all(args: &ScanArgs, findings: &[Finding], errors: &mut Vec<String>) -
         .iter()
         .map(|finding| {
             let token = &finding.found.token;
-            if finding.found.kind == TokenKind::Admin {
-                return json!({"revoked": false, "code": "admin_token",
-                    "message": "rotate it: authkeys rotate-admin-token, then restart the server"});
+            match finding.found.kind {
+                TokenKind::Admin => {
+                    return json!({"revoked": false, "code": "admin_token",
+                        "message": "rotate it: authkeys rotate-admin-token, then restart the server"});
+                }
+                TokenKind::ScopedAdmin => {
+                    return json!({"revoked": false, "code": "scoped_admin_token",
+                        "message": "revoke it as root: DELETE /v1/admin-tokens/{id}"});
+                }
+                TokenKind::AuthKey | TokenKind::Session => {}
             }
             if let Some((_, answer)) = answers.iter().find(|(seen, _)| seen == token.expose()) {
                 return answer.clone();

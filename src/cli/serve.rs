@@ -6,6 +6,7 @@ use authkeys::Database;
 use authkeys::Secret;
 use authkeys::config::{self, Config, DEFAULT_WORKERS};
 use authkeys::http;
+use authkeys::webhooks::Delivery;
 use authkeys::{Server, ops};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -24,6 +25,21 @@ fn http_settings(args: &ServeArgs) -> http::Settings {
         trusted_proxies: http::TrustedProxies::new(args.trusted_proxies.clone()),
         idle_timeout: millis(args.http_idle_timeout_ms, defaults.idle_timeout),
         request_timeout: millis(args.http_request_timeout_ms, defaults.request_timeout),
+    }
+}
+
+/// Webhook delivery from `serve`'s hidden test flags; an absent one keeps its default.
+fn webhook_delivery(args: &ServeArgs) -> Delivery {
+    let mut delivery = Delivery::default();
+    if let Some(ms) = args.webhook_timeout_ms {
+        delivery.timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.webhook_poll_ms {
+        delivery.poll_interval = Duration::from_millis(ms);
+    }
+    match args.webhook_first_retry_ms {
+        Some(ms) => delivery.with_first_retry(Duration::from_millis(ms)),
+        None => delivery,
     }
 }
 
@@ -47,6 +63,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         Some(path) => Some(ops::load_github_keys(path).map_err(CliError::from)?),
         None => None,
     };
+    let webhooks = webhook_delivery(&args);
     let config = Config {
         database: database.clone(),
         listen: args.listen,
@@ -68,6 +85,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             .map_or(config::DEFAULT_BUSY_TIMEOUT, Duration::from_millis),
         revocation_api_token: args.revocation_api_token.clone().map(Secret::new),
         github_secret_scanning_keys,
+        audit_retention: Duration::from_secs(args.audit_retention),
+        webhooks,
         min_key_timeout_secs: args
             .min_key_timeout_secs
             .unwrap_or(Config::default().min_key_timeout_secs),

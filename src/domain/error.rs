@@ -30,6 +30,12 @@ pub(crate) enum Error {
         field: &'static str,
         reason: String,
     },
+    /// Valid credentials without the scope (or the app) the request needs; says which.
+    Forbidden(String),
+    /// A scoped token's limits refuse the key it asked for; says which limit.
+    PolicyViolation(String),
+    AdminTokenNotFound,
+    WebhookNotFound,
     /// The database failed; the detail was logged where it happened.
     Storage,
 }
@@ -52,6 +58,12 @@ impl fmt::Display for Error {
                 f.write_str("the key is revoked, expired or already rotated: it cannot be rotated")
             }
             Error::InvalidField { field, reason } => write!(f, "`{field}` {reason}"),
+            Error::Forbidden(reason) => write!(f, "forbidden: {reason}"),
+            Error::PolicyViolation(reason) => write!(f, "policy violation: {reason}"),
+            Error::AdminTokenNotFound => {
+                f.write_str("no such admin token (or it is already revoked)")
+            }
+            Error::WebhookNotFound => f.write_str("no such webhook"),
             Error::Storage => f.write_str("internal error"),
         }
     }

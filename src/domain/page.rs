@@ -24,6 +24,14 @@ pub(crate) enum Position {
     Key { created_at: i64, pk: i64 },
     /// Machines newest first: by row, descending (rows are numbered in insertion order).
     Machine { pk: i64 },
+    /// Audit events by `seq`, ascending.
+    Event { seq: i64 },
+    /// Admin tokens newest first: by row, descending.
+    AdminToken { pk: i64 },
+    /// Webhooks newest first: by row, descending.
+    Webhook { pk: i64 },
+    /// A webhook's deliveries by `seq`, descending (newest first).
+    Delivery { seq: i64 },
 }
 
 impl Position {

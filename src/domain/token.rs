@@ -1,5 +1,5 @@
-//! Token formats: auth keys (`ena_`), session tokens (`ens_`) and generated admin tokens
-//! (`enadm_`). Generating (OS CSPRNG), checksumming, parsing, hashing and hinting. No I/O.
+//! Token formats: auth keys (`ena_`), session tokens (`ens_`), generated admin tokens
+//! (`enadm_`) and scoped admin tokens (`ent_`). Generating (OS CSPRNG), checksumming, parsing, hashing and hinting. No I/O.
 //!
 //! A token is `prefix + 30 random base62 characters + 6-character base62 CRC32 of the random
 //! part`, the scheme GitHub uses, so a typo or a truncated paste is caught without a database
@@ -21,17 +21,24 @@ pub enum TokenKind {
     AuthKey,
     Session,
     Admin,
+    /// A scoped admin token created by root (`POST /v1/admin-tokens`).
+    ScopedAdmin,
 }
 
 impl TokenKind {
-    pub(crate) const ALL: [TokenKind; 3] =
-        [TokenKind::AuthKey, TokenKind::Session, TokenKind::Admin];
+    pub(crate) const ALL: [TokenKind; 4] = [
+        TokenKind::AuthKey,
+        TokenKind::Session,
+        TokenKind::Admin,
+        TokenKind::ScopedAdmin,
+    ];
 
     pub(crate) fn prefix(self) -> &'static str {
         match self {
             TokenKind::AuthKey => "ena_",
             TokenKind::Session => "ens_",
             TokenKind::Admin => "enadm_",
+            TokenKind::ScopedAdmin => "ent_",
         }
     }
 }
@@ -139,6 +146,12 @@ pub(crate) fn hint(token: &Secret) -> String {
 /// reveal nothing about how many rows exist.
 pub(crate) fn random_id(prefix: &str) -> String {
     format!("{prefix}{}", random_base62(20))
+}
+
+/// A webhook's signing secret, `whsec_` + 40 base62 characters (about 238 bits) from the OS
+/// CSPRNG. Stored as it is (the server signs with it), shown once.
+pub(crate) fn webhook_secret() -> Secret {
+    Secret(format!("whsec_{}", random_base62(40)))
 }
 
 /// Replaces anything shaped like one of our tokens in `text` with its prefix and an ellipsis.

@@ -1,6 +1,7 @@
 //! Rules for client-supplied fields: formats and length bounds. Each check names the field
 //! it rejects so the client sees exactly what to fix.
 
+use crate::domain::access::{KeyLimits, Scope};
 use crate::domain::error::{Error, Result};
 use crate::domain::model::NewKey;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
@@ -175,6 +176,76 @@ pub(crate) fn expires_in(secs: u64) -> Result<()> {
             &format!("must be a whole number of seconds from 1 to {MAX_EXPIRES_IN_SECS}"),
         ))
     }
+}
+
+pub(crate) const MAX_ADMIN_TOKEN_NAME_CHARS: usize = 100;
+
+/// The rules for a new scoped admin token (the apps it names must also exist: checked where
+/// it is stored, in the same transaction).
+pub(crate) fn new_admin_token(
+    name: &str,
+    scopes: &[String],
+    apps: Option<&[String]>,
+    expires_in_secs: Option<u64>,
+    limits: &KeyLimits,
+) -> Result<Vec<Scope>> {
+    text("name", name, MAX_ADMIN_TOKEN_NAME_CHARS)?;
+    let parsed = distinct("scopes", scopes, Scope::ALL.len())?
+        .iter()
+        .map(|scope| {
+            Scope::parse(scope).ok_or_else(|| {
+                let known: Vec<&str> = Scope::ALL.iter().map(|scope| scope.as_str()).collect();
+                invalid(
+                    "scopes",
+                    &format!(
+                        "names an unknown scope {scope:?}; known: {}",
+                        known.join(", ")
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<Scope>>>()?;
+    if parsed.is_empty() {
+        return Err(invalid("scopes", "must name at least one scope"));
+    }
+    if let Some(apps) = apps {
+        if apps.is_empty() {
+            return Err(invalid(
+                "apps",
+                "must name at least one app, or be null for every app",
+            ));
+        }
+        for app in distinct("apps", apps, 1000)? {
+            app_id(app).map_err(|_| invalid("apps", &format!("{app:?} is not an app id")))?;
+        }
+    }
+    if let Some(secs) = expires_in_secs {
+        expires_in(secs)?;
+    }
+    if let Some(secs) = limits.max_key_lifetime
+        && !(1..=MAX_EXPIRES_IN_SECS).contains(&secs)
+    {
+        return Err(invalid(
+            "max_key_lifetime",
+            &format!("must be a whole number of seconds from 1 to {MAX_EXPIRES_IN_SECS}"),
+        ));
+    }
+    if let Some(allowed) = &limits.allowed_tags {
+        tags("allowed_tags", allowed)?;
+    }
+    Ok(parsed)
+}
+
+/// `values` when they are at most `max` and all different; else a 422 naming `field`.
+fn distinct<'v>(field: &'static str, values: &'v [String], max: usize) -> Result<&'v [String]> {
+    if values.len() > max {
+        return Err(invalid(field, &format!("may have at most {max} entries")));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(repeated) = values.iter().find(|value| !seen.insert(value.as_str())) {
+        return Err(invalid(field, &format!("names {repeated:?} twice")));
+    }
+    Ok(values)
 }
 
 /// How long a rotated key keeps working: 0 to 30 days.

@@ -1,34 +1,58 @@
-//! The endpoints that take the admin token: apps, keys and machines.
+//! The endpoints that take an admin token: apps, keys, machines, admin tokens and the audit
+//! log. `http::access` has already checked the token's scope and apps for the route.
 
 use super::context::Ctx;
-use super::dto::{CreateApp, CreateKey, CreatedKey, RotateKey, ServerInfo};
+use super::dto::{
+    CreateAdminToken, CreateApp, CreateKey, CreateWebhook, CreatedAdminToken, CreatedKey,
+    CreatedWebhook, RotateKey, ServerInfo,
+};
 use super::message;
 use super::routes::Route;
 use super::{ApiError, Response, outcome};
+use crate::domain::access::{KeyLimits, NewAdminToken, Principal};
+use crate::domain::audit::{Action, EventFilter};
+use crate::domain::error::Error;
+use crate::domain::validate;
 
-/// Endpoints that take the admin token, which the caller has already checked.
-pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
+/// Endpoints that take an admin token, which the caller has already authenticated as
+/// `principal` and authorized for `route`.
+pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Response, ApiError> {
     let method = ctx.request.method.as_str();
-    let is_list = matches!(route, Route::Apps | Route::Keys(_) | Route::Machines(_));
+    let actor = ctx.actor(principal);
+    let is_list = matches!(
+        route,
+        Route::Apps
+            | Route::Keys(_)
+            | Route::Machines(_)
+            | Route::AdminTokens
+            | Route::Audit
+            | Route::Webhooks
+            | Route::Deliveries(_)
+    );
     if !(is_list && method == "GET") {
         ctx.request.query_params(&[])?;
     }
     let response = match (route, method) {
         (Route::Apps, "GET") => {
             let (page, _) = ctx.request.page_query(&[])?;
-            Response::page("apps", ctx.authority.apps(&page)?)
+            let mut apps = ctx.authority.apps(&page)?;
+            // A token limited to some apps sees only those (pages may come out short).
+            apps.items
+                .retain(|app| principal.require_app(&app.id).is_ok());
+            Response::page("apps", apps)
         }
         (Route::Apps, "POST") => {
             let body: CreateApp = ctx.request.json()?;
+            principal.require_app(&body.id)?;
+            let name = body.name.as_deref();
             Response::json(
                 201,
-                &ctx.authority
-                    .create_app(&body.id, body.name.as_deref(), ctx.now)?,
+                &ctx.authority.create_app(&body.id, name, &actor, ctx.now)?,
             )
         }
         (Route::App(app), "GET") => Response::json(200, &ctx.authority.app(app)?),
         (Route::App(app), "DELETE") => {
-            ctx.authority.delete_app(app, ctx.now)?;
+            ctx.authority.delete_app(app, &actor, ctx.now)?;
             ctx.metrics.app_deleted(app);
             Response::no_content()
         }
@@ -45,7 +69,10 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
         (Route::Keys(app), "POST") => {
             let body: CreateKey = ctx.request.json()?;
             let new = body.into_new_key()?;
-            let (key, secret) = ctx.authority.create_key(app, &new, ctx.now)?;
+            let limits = principal.key_limits();
+            let (key, secret) = ctx
+                .authority
+                .create_key(app, &new, limits, &actor, ctx.now)?;
             Response::json(
                 201,
                 &CreatedKey {
@@ -57,7 +84,10 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
         (Route::RotateKey(app, key), "POST") => {
             let body: RotateKey = ctx.request.json()?;
             let grace = body.grace_secs()?;
-            let (key, secret) = ctx.authority.rotate_key(app, key, grace, ctx.now)?;
+            let limits = principal.key_limits();
+            let (key, secret) = ctx
+                .authority
+                .rotate_key(app, key, grace, limits, &actor, ctx.now)?;
             Response::json(
                 201,
                 &CreatedKey {
@@ -79,7 +109,7 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
         (Route::Key(app, key), "DELETE") => {
             let revoked = ctx
                 .authority
-                .revoke_key(app, key, ctx.now)
+                .revoke_key(app, key, &actor, ctx.now)
                 .map_err(ApiError::from);
             ctx.metrics.revocation(outcome(&revoked, "revoked"));
             revoked?;
@@ -97,8 +127,82 @@ pub(super) fn admin(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
         }
         (Route::RevokeByValue, "POST") => super::leaks::revoke_by_value(ctx)?,
         (Route::Machine(app, machine), "DELETE") => {
-            ctx.authority.logout_machine(app, machine, ctx.now)?;
+            ctx.authority
+                .logout_machine(app, machine, &actor, ctx.now)?;
             Response::no_content()
+        }
+        (Route::AdminTokens, "GET") => {
+            let (page, _) = ctx.request.page_query(&[])?;
+            Response::page("admin_tokens", ctx.authority.admin_tokens(&page)?)
+        }
+        (Route::AdminTokens, "POST") => {
+            let body: CreateAdminToken = ctx.request.json()?;
+            let limits = KeyLimits {
+                max_key_lifetime: body.max_key_lifetime,
+                allowed_tags: body.allowed_tags,
+                ephemeral_only: body.ephemeral_only,
+            };
+            let scopes = validate::new_admin_token(
+                &body.name,
+                &body.scopes,
+                body.apps.as_deref(),
+                body.expires_in,
+                &limits,
+            )?;
+            let new = NewAdminToken {
+                name: body.name,
+                scopes,
+                apps: body.apps,
+                expires_in_secs: body.expires_in,
+                limits,
+            };
+            let (token, secret) = ctx.authority.create_admin_token(&new, &actor, ctx.now)?;
+            Response::json(
+                201,
+                &CreatedAdminToken {
+                    token: &token,
+                    secret: secret.expose(),
+                },
+            )
+        }
+        (Route::AdminToken(id), "DELETE") => {
+            ctx.authority.revoke_admin_token(id, &actor, ctx.now)?;
+            Response::no_content()
+        }
+        (Route::Webhooks, "GET") => {
+            let (page, _) = ctx.request.page_query(&[])?;
+            Response::page("webhooks", ctx.authority.webhooks(&page)?)
+        }
+        (Route::Webhooks, "POST") => {
+            let body: CreateWebhook = ctx.request.json()?;
+            let description = body.description.as_deref();
+            let (webhook, secret) = ctx.authority.create_webhook(
+                &body.url,
+                &body.events,
+                description,
+                &actor,
+                ctx.now,
+            )?;
+            Response::json(
+                201,
+                &CreatedWebhook {
+                    webhook: &webhook,
+                    secret: secret.expose(),
+                },
+            )
+        }
+        (Route::Webhook(id), "DELETE") => {
+            ctx.authority.delete_webhook(id, &actor, ctx.now)?;
+            Response::no_content()
+        }
+        (Route::Deliveries(id), "GET") => {
+            let (page, _) = ctx.request.page_query(&[])?;
+            Response::page("deliveries", ctx.authority.deliveries(id, &page)?)
+        }
+        (Route::Audit, "GET") => {
+            let (page, filters) = ctx.request.page_query(&["after", "app", "action"])?;
+            let filter = event_filter(&filters)?;
+            Response::page("events", ctx.authority.events(&filter, &page, principal)?)
         }
         _ => unreachable!("Route::methods lists only the pairs matched above"),
     };
@@ -128,4 +232,31 @@ fn include_revoked(filters: &[(String, String)]) -> Result<bool, ApiError> {
         };
     }
     Ok(include)
+}
+
+/// `GET /v1/audit`'s filters: `after` a seq (a whole number ≥ 0), one `app`, one `action`.
+fn event_filter(filters: &[(String, String)]) -> Result<EventFilter, ApiError> {
+    let after = match message::single(filters, "after")? {
+        None => 0,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|seq| *seq >= 0)
+            .ok_or_else(|| Error::InvalidField {
+                field: "after",
+                reason: "must be a whole number ≥ 0 (an event's seq)".into(),
+            })?,
+    };
+    let action = match message::single(filters, "action")? {
+        None => None,
+        Some(text) => Some(Action::parse(text).ok_or_else(|| Error::InvalidField {
+            field: "action",
+            reason: format!("{text:?} is not an audit action"),
+        })?),
+    };
+    Ok(EventFilter {
+        after,
+        app: message::single(filters, "app")?.map(str::to_string),
+        action,
+    })
 }

@@ -4,6 +4,8 @@
 use super::Request;
 use super::throttle::Throttle;
 use crate::authority::Authority;
+use crate::domain::access::Principal;
+use crate::domain::audit::Actor;
 use crate::domain::model::Timestamp;
 use crate::metrics::Metrics;
 
@@ -15,4 +17,19 @@ pub(super) struct Ctx<'a> {
     pub(super) request: &'a Request,
     /// The time the request is judged at, passed in (never read from the clock below here).
     pub(super) now: Timestamp,
+}
+
+impl Ctx<'_> {
+    /// The client's address as the audit log records it: the listener's decision, which
+    /// honours `--trusted-proxy`.
+    pub(super) fn client_addr(&self) -> Option<String> {
+        self.request
+            .remote_addr
+            .map(|addr| addr.ip().to_canonical().to_string())
+    }
+
+    /// Who the audit log says made a change: `principal`, from this request's client.
+    pub(super) fn actor(&self, principal: &Principal) -> Actor {
+        principal.actor(self.client_addr())
+    }
 }

@@ -1,8 +1,10 @@
 //! The JSON shapes of the API's requests (decoded strictly: `deny_unknown_fields`) and of
 //! the answers that are not domain objects themselves.
 
+use crate::domain::access::AdminToken;
 use crate::domain::error::Error;
 use crate::domain::model::{Key, KeyPolicy, Machine, Metadata, NewKey, Timestamp};
+use crate::domain::webhook::Webhook;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -134,9 +136,7 @@ pub(super) fn whole_seconds<'de, D: Deserializer<'de>>(
         Some(secs) if secs.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&secs) => {
             Ok(Some(secs as u64))
         }
-        _ => Err(D::Error::custom(
-            "`expires_in` must be a whole number of seconds",
-        )),
+        _ => Err(D::Error::custom("must be a whole number of seconds")),
     }
 }
 
@@ -256,4 +256,47 @@ pub(super) struct GithubLabel<'a> {
     pub(super) token_hash: String,
     pub(super) token_type: &'a str,
     pub(super) label: &'static str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateAdminToken {
+    pub(super) name: String,
+    pub(super) scopes: Vec<String>,
+    #[serde(default)]
+    pub(super) apps: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "whole_seconds")]
+    pub(super) expires_in: Option<u64>,
+    #[serde(default, deserialize_with = "whole_seconds")]
+    pub(super) max_key_lifetime: Option<u64>,
+    #[serde(default)]
+    pub(super) allowed_tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) ephemeral_only: bool,
+}
+
+#[derive(Serialize)]
+pub(super) struct CreatedAdminToken<'a> {
+    #[serde(flatten)]
+    pub(super) token: &'a AdminToken,
+    /// The full secret: in this response and nowhere else, ever.
+    #[serde(rename = "token")]
+    pub(super) secret: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateWebhook {
+    pub(super) url: String,
+    pub(super) events: Vec<String>,
+    #[serde(default)]
+    pub(super) description: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct CreatedWebhook<'a> {
+    #[serde(flatten)]
+    pub(super) webhook: &'a Webhook,
+    /// The signing secret: in this response and nowhere else.
+    pub(super) secret: &'a str,
 }

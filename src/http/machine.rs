@@ -10,9 +10,12 @@ use super::{ApiError, Response};
 pub(super) fn login(ctx: &Ctx) -> Result<Response, ApiError> {
     ctx.request.query_params(&[])?;
     let body: Login = ctx.request.json()?;
-    let (session, machine) =
-        ctx.authority
-            .login(&body.auth_key, body.machine.as_deref(), ctx.now)?;
+    let (session, machine) = ctx.authority.login(
+        &body.auth_key,
+        body.machine.as_deref(),
+        ctx.client_addr(),
+        ctx.now,
+    )?;
     ctx.metrics.key_login(&machine.app, &machine.key_id);
     let logged_in = LoggedIn {
         session_token: session.expose(),
@@ -24,7 +27,7 @@ pub(super) fn login(ctx: &Ctx) -> Result<Response, ApiError> {
 /// Endpoints that take a machine's session token.
 pub(super) fn session(ctx: &Ctx, route: Route, bearer: &str) -> Result<Response, ApiError> {
     if route == Route::Logout {
-        ctx.authority.logout(bearer, ctx.now)?;
+        ctx.authority.logout(bearer, ctx.client_addr(), ctx.now)?;
         return Ok(Response::no_content());
     }
     let session = ctx.authority.authenticate_session(bearer, ctx.now)?;

@@ -5,6 +5,7 @@
 //! routing to the handlers by audience (`machine`, `integration`, `admin`), each given one
 //! `Ctx`, through the throttle rule (`throttling`) when a credential is presented.
 
+mod access;
 mod admin;
 mod context;
 mod dashboard;
@@ -169,9 +170,13 @@ fn credentialed(ctx: &Ctx, route: Route) -> Answer {
             request.query_params(&[])?;
             machine::session(ctx, route, request.bearer()?)
         })()),
+        // The admin routes: the token, then its scope and apps (`access`), then the handler.
         _ => Answer::from((|| {
-            ctx.authority.authenticate_admin(request.bearer()?)?;
-            admin::admin(ctx, route)
+            let principal = ctx
+                .authority
+                .authenticate_admin(request.bearer()?, ctx.now)?;
+            access::authorize(&principal, route, &request.method)?;
+            admin::admin(ctx, route, &principal)
         })()),
     }
 }

@@ -17,6 +17,12 @@ pub(crate) enum Route<'a> {
     RotateKey(&'a str, &'a str),
     Machines(&'a str),
     Machine(&'a str, &'a str),
+    AdminTokens,
+    AdminToken(&'a str),
+    Audit,
+    Webhooks,
+    Webhook(&'a str),
+    Deliveries(&'a str),
     Login,
     Whoami,
     Logout,
@@ -49,6 +55,12 @@ pub(crate) const ROUTE_LABELS: &[&str] = &[
     "/v1/apps/{app}/keys/{key}/rotate",
     "/v1/apps/{app}/machines",
     "/v1/apps/{app}/machines/{machine}",
+    "/v1/admin-tokens",
+    "/v1/admin-tokens/{token}",
+    "/v1/audit",
+    "/v1/webhooks",
+    "/v1/webhooks/{webhook}",
+    "/v1/webhooks/{webhook}/deliveries",
     "/v1/auth/login",
     "/v1/auth/whoami",
     "/v1/auth/logout",
@@ -97,6 +109,12 @@ impl<'a> Route<'a> {
             ["v1", "apps", app, "keys", key, "rotate"] => Route::RotateKey(app, key),
             ["v1", "apps", app, "machines"] => Route::Machines(app),
             ["v1", "apps", app, "machines", machine] => Route::Machine(app, machine),
+            ["v1", "admin-tokens"] => Route::AdminTokens,
+            ["v1", "admin-tokens", token] => Route::AdminToken(token),
+            ["v1", "audit"] => Route::Audit,
+            ["v1", "webhooks"] => Route::Webhooks,
+            ["v1", "webhooks", webhook] => Route::Webhook(webhook),
+            ["v1", "webhooks", webhook, "deliveries"] => Route::Deliveries(webhook),
             ["v1", "auth", "login"] => Route::Login,
             ["v1", "auth", "whoami"] => Route::Whoami,
             ["v1", "auth", "logout"] => Route::Logout,
@@ -121,9 +139,10 @@ impl<'a> Route<'a> {
             Route::Whoami | Route::ForwardAuth | Route::Machines(_) | Route::Server => &["GET"],
             Route::RevocableTokenTypes => &["GET"],
             Route::RevokeByValue | Route::RevokeTokens | Route::GithubSecretScanning => &["POST"],
-            Route::Apps | Route::Keys(_) => &["GET", "POST"],
+            Route::Audit | Route::Deliveries(_) => &["GET"],
+            Route::Apps | Route::Keys(_) | Route::AdminTokens | Route::Webhooks => &["GET", "POST"],
             Route::App(_) | Route::Key(..) => &["GET", "DELETE"],
-            Route::Machine(..) => &["DELETE"],
+            Route::Machine(..) | Route::AdminToken(_) | Route::Webhook(_) => &["DELETE"],
             Route::Login | Route::Logout | Route::Verify | Route::RotateKey(..) => &["POST"],
         }
     }
@@ -141,6 +160,12 @@ impl<'a> Route<'a> {
             Route::RotateKey(..) => "/v1/apps/{app}/keys/{key}/rotate",
             Route::Machines(_) => "/v1/apps/{app}/machines",
             Route::Machine(..) => "/v1/apps/{app}/machines/{machine}",
+            Route::AdminTokens => "/v1/admin-tokens",
+            Route::AdminToken(_) => "/v1/admin-tokens/{token}",
+            Route::Audit => "/v1/audit",
+            Route::Webhooks => "/v1/webhooks",
+            Route::Webhook(_) => "/v1/webhooks/{webhook}",
+            Route::Deliveries(_) => "/v1/webhooks/{webhook}/deliveries",
             Route::Login => "/v1/auth/login",
             Route::Whoami => "/v1/auth/whoami",
             Route::Logout => "/v1/auth/logout",
@@ -153,6 +178,19 @@ impl<'a> Route<'a> {
             Route::Server => "/v1/server",
             Route::Dashboard => "/",
             Route::Asset(_) => "/assets/{asset}",
+        }
+    }
+
+    /// The app a path names, which a token limited to some apps must be allowed.
+    pub(crate) fn app(self) -> Option<&'a str> {
+        match self {
+            Route::App(app)
+            | Route::Keys(app)
+            | Route::Key(app, _)
+            | Route::RotateKey(app, _)
+            | Route::Machines(app)
+            | Route::Machine(app, _) => Some(app),
+            _ => None,
         }
     }
 }
@@ -179,6 +217,12 @@ mod tests {
             ("/v1/apps/a/keys/k", Some(Route::Key("a", "k"))),
             ("/v1/apps/a/machines", Some(Route::Machines("a"))),
             ("/v1/apps/a/machines/m", Some(Route::Machine("a", "m"))),
+            ("/v1/admin-tokens", Some(Route::AdminTokens)),
+            ("/v1/admin-tokens/t", Some(Route::AdminToken("t"))),
+            ("/v1/audit", Some(Route::Audit)),
+            ("/v1/webhooks", Some(Route::Webhooks)),
+            ("/v1/webhooks/w", Some(Route::Webhook("w"))),
+            ("/v1/webhooks/w/deliveries", Some(Route::Deliveries("w"))),
             ("/v1/auth/login", Some(Route::Login)),
             ("/v1/auth/whoami", Some(Route::Whoami)),
             ("/v1/auth/logout", Some(Route::Logout)),

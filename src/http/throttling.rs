@@ -74,6 +74,10 @@ fn refuses_credential(err: &Error) -> bool {
         | Error::MachineNotFound
         | Error::AppExists
         | Error::InvalidField { .. }
+        | Error::AdminTokenNotFound
+        | Error::WebhookNotFound
         | Error::Storage => false,
+        // A valid credential without the scope: not a guess either.
+        Error::Forbidden(_) | Error::PolicyViolation(_) => false,
     }
 }

@@ -40,6 +40,10 @@ pub struct Config {
     /// GitHub secret scanning's signing keys (`--github-secret-scanning-keys`); its route is
     /// absent without them.
     pub github_secret_scanning_keys: Option<GithubKeys>,
+    /// How long audit events are kept (`--audit-retention`); the sweeper deletes older ones.
+    pub audit_retention: Duration,
+    /// Webhook delivery: timeouts, how often to look for events, back-off.
+    pub webhooks: crate::runtime::webhooks::Delivery,
     /// The least `session_ttl` and `idle_timeout` a key may have (tests lower it).
     pub min_key_timeout_secs: u64,
 }
@@ -49,6 +53,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7373";
 pub const DEFAULT_EPHEMERAL_TTL_SECS: u64 = 3600;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
 pub const DEFAULT_WORKERS: usize = 8;
+/// 90 days.
+pub const DEFAULT_AUDIT_RETENTION_SECS: u64 = 90 * 24 * 3600;
 /// How long a statement waits for another process's lock on the database file.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = store::BUSY_TIMEOUT;
 
@@ -67,6 +73,8 @@ impl Default for Config {
             busy_timeout: store::BUSY_TIMEOUT,
             revocation_api_token: None,
             github_secret_scanning_keys: None,
+            audit_retention: Duration::from_secs(DEFAULT_AUDIT_RETENTION_SECS),
+            webhooks: crate::runtime::webhooks::Delivery::default(),
             min_key_timeout_secs: crate::domain::validate::MIN_KEY_TIMEOUT_SECS,
         }
     }
@@ -97,6 +105,7 @@ mod tests {
         for (flag, value) in [
             ("--sweep-interval DURATION", config.sweep_interval),
             ("--ephemeral-ttl DURATION", config.ephemeral_ttl),
+            ("--audit-retention DURATION", config.audit_retention),
         ] {
             let prefix = format!("| `{flag}` |");
             let row = docs.lines().find(|line| line.starts_with(&prefix));

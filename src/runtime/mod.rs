@@ -5,3 +5,4 @@ pub(crate) mod admin_token;
 pub mod config;
 pub mod server;
 pub(crate) mod sweeper;
+pub mod webhooks;

@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::runtime::admin_token;
 use crate::runtime::config::Config;
 use crate::runtime::sweeper::Sweeper;
+use crate::runtime::webhooks::Deliverer;
 use crate::store::{Database, Store};
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub struct Server {
     // Field order is drop order: stop taking requests before the last sweep.
     _listener: Listener,
     _sweeper: Sweeper,
+    _webhooks: Deliverer,
 }
 
 impl Server {
@@ -73,7 +75,15 @@ impl Server {
             &config.http,
             Arc::clone(&metrics),
         )?;
-        let sweeper = Sweeper::start(store, stamps, cache, metrics, config.sweep_interval);
+        let webhooks = Deliverer::start(Arc::clone(&store), config.webhooks);
+        let sweeper = Sweeper::start(
+            store,
+            stamps,
+            cache,
+            metrics,
+            config.sweep_interval,
+            config.audit_retention,
+        );
         let url = format!("http://{}", listener.address());
         log::info!("listening on {url}");
         if !listener.address().ip().to_canonical().is_loopback() {
@@ -91,6 +101,7 @@ impl Server {
             token_generated,
             _listener: listener,
             _sweeper: sweeper,
+            _webhooks: webhooks,
         })
     }
 

@@ -4,6 +4,7 @@
 //! dropped. Expiry itself is enforced on every request: the sweeper removes what has already
 //! stopped working, so skipping a sweep never lets anyone in.
 
+use crate::authority::audit;
 use crate::cache::hot::{HotCache, Invalidation};
 use crate::cache::usage::{PendingStamps, UsageStamps};
 use crate::domain::error::Result;
@@ -22,11 +23,14 @@ use std::time::Duration;
 /// million, 5,000 at 17 s, the longest transaction about 150 ms either way.
 pub(crate) const SWEEP_BATCH: usize = 5000;
 
-/// Deletes every machine expired at `now`, in batches, and writes pending usage stamps.
+/// Deletes every machine expired at `now`, in batches (each with its `machine.logged_out`
+/// events), writes pending usage stamps, records `key.expiring` for keys that came within
+/// seven days of expiry, and deletes audit events older than `audit_retention`.
 pub(crate) fn sweep(
     store: &Store,
     stamps: &UsageStamps,
     cache: &HotCache,
+    audit_retention: Duration,
     now: Timestamp,
 ) -> Result<Swept> {
     let pending = stamps.take();
@@ -44,25 +48,34 @@ pub(crate) fn sweep(
         // whoami shows within one sweep interval of the truth, as the contract promises.
         cache.invalidate(Invalidation::Everything);
     }
-    let mut expired_machines = 0;
-    loop {
-        let deleted = store.write(|w| w.delete_expired_machines(now, SWEEP_BATCH))?;
-        expired_machines += deleted;
-        if deleted < SWEEP_BATCH {
-            break;
-        }
-    }
+    let expired_machines =
+        in_batches(|| store.write(|w| audit::sweep_expired_machines(w, now, SWEEP_BATCH)))?;
     let idle_machines = sweep_idle(store, stamps, now)?;
     if idle_machines > 0 {
         // Not needed for safety (idleness is judged on every request), but their cached
         // sessions are dead weight now.
         cache.invalidate(Invalidation::Everything);
     }
+    store.write(|w| w.announce_expiring_keys(now))?;
+    let cutoff = Timestamp(now.0.saturating_sub(audit_retention.as_millis() as i64));
+    in_batches(|| store.write(|w| w.delete_events_before(cutoff, SWEEP_BATCH)))?;
     Ok(Swept {
         expired_machines,
         idle_machines,
         stamps_written,
     })
+}
+
+/// Runs `batch` until it does less than a whole batch; returns how much it did in all.
+fn in_batches(mut batch: impl FnMut() -> Result<usize>) -> Result<usize> {
+    let mut done = 0;
+    loop {
+        let did = batch()?;
+        done += did;
+        if did < SWEEP_BATCH {
+            return Ok(done);
+        }
+    }
 }
 
 /// How long past its idle deadline the sweeper leaves a machine. Requests judge idleness
@@ -77,14 +90,18 @@ fn sweep_idle(store: &Store, stamps: &UsageStamps, now: Timestamp) -> Result<usi
     let mut idle_machines = 0;
     loop {
         let (deleted, candidates) = store.write(|w| {
-            w.delete_idle_machines(idle_before, SWEEP_BATCH, |pk, hash, timeout| {
-                stamps
-                    .machine_last_seen(pk, *hash)
-                    .is_some_and(|at| at.plus_secs(timeout) > idle_before)
-            })
+            let (deleted, candidates) =
+                w.delete_idle_machines(idle_before, SWEEP_BATCH, |pk, hash, timeout| {
+                    stamps
+                        .machine_last_seen(pk, *hash)
+                        .is_some_and(|at| at.plus_secs(timeout) > idle_before)
+                })?;
+            let machines = deleted.iter().map(|m| (m.id.as_str(), m.app_pk));
+            audit::swept(w, now, machines, "idle")?;
+            Ok((deleted, candidates))
         })?;
-        for (pk, hash) in &deleted {
-            stamps.forget_machine(*pk, *hash);
+        for machine in &deleted {
+            stamps.forget_machine(machine.pk, machine.hash);
         }
         idle_machines += deleted.len();
         if candidates < SWEEP_BATCH {
@@ -104,6 +121,9 @@ fn write_stamps(store: &Store, pending: &PendingStamps) -> Result<usize> {
     }
     for batch in pending.machines.chunks(SWEEP_BATCH) {
         written += store.write(|w| w.stamp_machines_seen(batch))?;
+    }
+    for batch in pending.admin_tokens.chunks(SWEEP_BATCH) {
+        written += store.write(|w| w.stamp_admin_tokens_used(batch))?;
     }
     Ok(written)
 }
@@ -139,6 +159,7 @@ impl Sweeper {
         cache: Arc<HotCache>,
         metrics: Arc<Metrics>,
         interval: Duration,
+        audit_retention: Duration,
     ) -> Sweeper {
         let (wake, woken) = mpsc::sync_channel::<Wake>(4);
         let flush = wake.clone();
@@ -162,7 +183,8 @@ impl Sweeper {
                     };
                     // A failed sweep is logged and retried next time: the thread keeps going.
                     let started = std::time::Instant::now();
-                    let result = sweep(&store, &stamps, &cache, Timestamp::now());
+                    let now = Timestamp::now();
+                    let result = sweep(&store, &stamps, &cache, audit_retention, now);
                     metrics.sweep(&result);
                     match result {
                         Ok(swept) if swept.expired_machines > 0 => log::info!(
@@ -206,6 +228,7 @@ mod tests {
     use crate::store::{Database, NewMachine, Writer};
 
     const APP: &str = "app";
+    const RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
     /// A store in a temp dir with app `APP`, one reusable ephemeral key (returned: its hash),
     /// and machines `mch_0`, `mch_1`, … that expire at each of `expiries` (`None`: never).
@@ -302,7 +325,7 @@ mod tests {
         let (_dir, store, _) = store_with_machines(&expiries);
         let stamps = UsageStamps::default();
         let cache = HotCache::default();
-        let swept = |now| sweep(&store, &stamps, &cache, Timestamp(now)).unwrap();
+        let swept = |now| sweep(&store, &stamps, &cache, RETENTION, Timestamp(now)).unwrap();
 
         store.count_machines().unwrap();
         let all = SWEEP_BATCH as i64 + 4;
@@ -334,7 +357,7 @@ mod tests {
         stamps.machine_seen(seen.pk, session, Timestamp(42_000));
         let cache = HotCache::default();
         let ticket = cache.ticket();
-        let swept = sweep(&store, &stamps, &cache, Timestamp(50_000)).unwrap();
+        let swept = sweep(&store, &stamps, &cache, RETENTION, Timestamp(50_000)).unwrap();
         assert_eq!(swept.stamps_written, 1);
         assert_ne!(
             cache.ticket(),
@@ -344,7 +367,7 @@ mod tests {
         let machine = machine(&store, "mch_0").expect("the machine");
         assert_eq!(machine.last_seen_at, Some(Timestamp(42_000)));
         assert_eq!(
-            sweep(&store, &stamps, &cache, Timestamp(60_000)).unwrap(),
+            sweep(&store, &stamps, &cache, RETENTION, Timestamp(60_000)).unwrap(),
             Swept::default()
         );
     }
@@ -356,7 +379,7 @@ mod tests {
         let (_dir, store, key) = store_with_machines(&[]);
         let stamps = UsageStamps::default();
         let cache = HotCache::default();
-        let swept = |now| sweep(&store, &stamps, &cache, Timestamp(now)).unwrap();
+        let swept = |now| sweep(&store, &stamps, &cache, RETENTION, Timestamp(now)).unwrap();
         let log_in = |id, expires_at, now| {
             store
                 .write(|w| log_in(w, &key, id, expires_at, now))

@@ -3,9 +3,12 @@
 //! connection inside `BEGIN IMMEDIATE`). Every SQL statement of the project lives in this
 //! module; it returns domain types and knows nothing of HTTP.
 
+mod admin_tokens;
+mod audit;
 mod backup;
 mod files;
 mod read;
+mod webhooks;
 mod write;
 
 pub use backup::BackedUp;
@@ -13,6 +16,7 @@ pub(crate) use backup::backup;
 pub use files::Database;
 pub(crate) use files::tighten;
 pub(crate) use read::Reader;
+pub(crate) use webhooks::NewWebhook;
 pub(crate) use write::{NewMachine, Writer};
 
 use crate::domain::error::{self, Error, StartError};
@@ -31,7 +35,7 @@ pub(crate) fn storage(err: rusqlite::Error) -> Error {
 }
 
 /// The schema this binary writes; `PRAGMA user_version` records which one a database has.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// Version 2 gave machines `app_pk` and `key_id`. SQLite cannot add NOT NULL columns without
@@ -258,7 +262,7 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(fail)?;
     // schema.sql (all IF NOT EXISTS) runs at every start: an index added to it reaches
-    // existing version 3 files without a version change. The columns added to keys after they
+    // existing version 4 files without a version change. The columns added to keys after they
     // shipped are added in schema.sql's order: `machine_rows` (to a version 1 file, or a
     // version 2 file from before it, counted once), then version 3's.
     let machine_rows = if has_column(&tx, "keys", "machine_rows").map_err(fail)? {
@@ -284,6 +288,9 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
             .into_iter()
             .chain([UPGRADE_FROM_2_KEYS, UPGRADE_FROM_2_MACHINES, SCHEMA])
             .collect(),
+        // Version 4 (admin tokens, the audit log, webhooks) only adds tables and an index,
+        // all in `SCHEMA`.
+        3 => vec![SCHEMA],
         SCHEMA_VERSION => vec![SCHEMA],
         newer => {
             return Err(StartError::new(format!(
@@ -293,15 +300,17 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
             )));
         }
     };
+    let upgrading = version != 0 && version != SCHEMA_VERSION;
     for (done, step) in steps.iter().enumerate() {
         tx.execute_batch(step).map_err(fail)?;
-        if done == 0 && steps.len() > 1 {
+        if done == 0 && upgrading {
             pause_if_testing_an_interrupted_upgrade(path);
         }
     }
     if machine_rows.is_some() && matches!(version, 1 | 2) {
         log::info!("{}: counted each key's machines once", path.display());
     }
+    audit::start_key_expiring_horizon(&tx).map_err(fail)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(fail)?;
     tx.commit().map_err(fail)?;
@@ -320,7 +329,7 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
 }
 
 /// Set only by the test that kills an upgrade part-way (tests/it/schema.rs): with it, an
-/// upgrade of more than one step stops after its first, inside the open transaction, and
+/// upgrade stops after its first step, inside the open transaction, and
 /// says so, so the test's `kill -9` lands exactly there rather than at a guessed moment.
 const PAUSE_UPGRADE_ENV: &str = "AUTHKEYS_TEST_PAUSE_UPGRADE_AFTER_FIRST_STEP";
 

@@ -353,7 +353,7 @@ impl<'c> Reader<'c> {
             .map_err(storage)
     }
 
-    fn collect<T>(
+    pub(super) fn collect<T>(
         &self,
         sql: &str,
         params: impl rusqlite::Params,

@@ -27,6 +27,14 @@ impl<'c> Deref for Writer<'c> {
     }
 }
 
+/// A machine the sweeper logged out for idleness.
+pub(crate) struct IdleMachine {
+    pub(crate) pk: i64,
+    pub(crate) hash: TokenHash,
+    pub(crate) id: String,
+    pub(crate) app_pk: i64,
+}
+
 /// A machine row about to be inserted.
 pub(crate) struct NewMachine<'a> {
     pub(crate) id: String,
@@ -51,11 +59,11 @@ impl<'c> Writer<'c> {
         self.machines_added.set(self.machines_added.get() + added);
     }
 
-    fn conn(&self) -> &'c Connection {
+    pub(super) fn conn(&self) -> &'c Connection {
         self.reader.conn()
     }
 
-    fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+    pub(super) fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
         self.conn()
             .prepare_cached(sql)
             .and_then(|mut stmt| stmt.execute(params))
@@ -91,20 +99,36 @@ impl<'c> Writer<'c> {
     }
 
     /// Revokes every key of the app, logs out every machine and marks the app deleted.
-    pub(crate) fn delete_app(&self, app: &App, now: Timestamp) -> Result<()> {
-        let deleted = self.execute("DELETE FROM machines WHERE app_pk = ?1", [app.pk])?;
-        self.count_machines(-(deleted as i64));
+    /// Returns the ids of the keys it revoked and of the machines it logged out.
+    pub(crate) fn delete_app(
+        &self,
+        app: &App,
+        now: Timestamp,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let machines = self.strings(
+            "DELETE FROM machines WHERE app_pk = ?1 RETURNING id",
+            params![app.pk],
+        )?;
+        self.count_machines(-(machines.len() as i64));
         // Revoked keys have no machines (revoking deleted them), so their count is already 0.
-        self.execute(
+        let keys = self.strings(
             "UPDATE keys SET revoked_at = ?2, machine_rows = 0
-              WHERE app_pk = ?1 AND revoked_at IS NULL",
+              WHERE app_pk = ?1 AND revoked_at IS NULL RETURNING id",
             params![app.pk, now.0],
         )?;
         self.execute(
             "UPDATE apps SET deleted_at = ?2 WHERE pk = ?1",
             params![app.pk, now.0],
-        )
-        .map(drop)
+        )?;
+        Ok((keys, machines))
+    }
+
+    /// Runs a statement returning one text column per row, and collects it.
+    fn strings(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<String>> {
+        self.conn()
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.query_map(params, |row| row.get(0))?.collect())
+            .map_err(storage)
     }
 
     pub(crate) fn insert_key(
@@ -180,15 +204,18 @@ impl<'c> Writer<'c> {
         .map(drop)
     }
 
-    /// Marks the key revoked and deletes every machine it logged in. Returns how many
-    /// machines were logged out.
-    pub(crate) fn revoke_key(&self, key: &Key, now: Timestamp) -> Result<usize> {
+    /// Marks the key revoked and deletes every machine it logged in. Returns the ids of the
+    /// machines logged out.
+    pub(crate) fn revoke_key(&self, key: &Key, now: Timestamp) -> Result<Vec<String>> {
         self.execute(
             "UPDATE keys SET revoked_at = ?2, machine_rows = 0 WHERE pk = ?1",
             params![key.pk, now.0],
         )?;
-        let deleted = self.execute("DELETE FROM machines WHERE key_pk = ?1", [key.pk])?;
-        self.count_machines(-(deleted as i64));
+        let deleted = self.strings(
+            "DELETE FROM machines WHERE key_pk = ?1 RETURNING id",
+            [key.pk],
+        )?;
+        self.count_machines(-(deleted.len() as i64));
         Ok(deleted)
     }
 
@@ -261,12 +288,17 @@ impl<'c> Writer<'c> {
         Ok(Some(TokenHash(hash)))
     }
 
-    /// Deletes up to `limit` machines that expired at or before `now`; returns how many.
-    pub(crate) fn delete_expired_machines(&self, now: Timestamp, limit: usize) -> Result<usize> {
+    /// Deletes up to `limit` machines that expired at or before `now`; returns each one's id
+    /// and app pk.
+    pub(crate) fn delete_expired_machines(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>> {
         self.delete_returning_key_pks(
             "DELETE FROM machines WHERE pk IN (
                  SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)
-             RETURNING key_pk",
+             RETURNING key_pk, id, app_pk",
             params![now.0, limit as i64],
         )
     }
@@ -280,51 +312,60 @@ impl<'c> Writer<'c> {
         idle_before: Timestamp,
         limit: usize,
         active: impl Fn(i64, &TokenHash, u64) -> bool,
-    ) -> Result<(Vec<(i64, TokenHash)>, usize)> {
-        let candidates: Vec<(i64, [u8; 32], u64)> = self
+    ) -> Result<(Vec<IdleMachine>, usize)> {
+        let candidates: Vec<(IdleMachine, u64)> = self
             .conn()
             .prepare_cached(IDLE_MACHINES)
             .and_then(|mut stmt| {
                 stmt.query_map(params![idle_before.0, limit as i64], |row| {
-                    Ok((
-                        row.get(0)?,
-                        row.get(1)?,
-                        secs_from_column(row, 2)?.unwrap_or(0),
-                    ))
+                    let machine = IdleMachine {
+                        pk: row.get(0)?,
+                        hash: TokenHash(row.get(1)?),
+                        id: row.get(3)?,
+                        app_pk: row.get(4)?,
+                    };
+                    Ok((machine, secs_from_column(row, 2)?.unwrap_or(0)))
                 })?
                 .collect()
             })
             .map_err(storage)?;
+        let count = candidates.len();
         let mut deleted = Vec::new();
-        for (pk, hash, timeout) in &candidates {
-            let hash = TokenHash(*hash);
-            if !active(*pk, &hash, *timeout) && self.delete_machine(*pk)?.is_some() {
-                deleted.push((*pk, hash));
+        for (machine, timeout) in candidates {
+            if !active(machine.pk, &machine.hash, timeout)
+                && self.delete_machine(machine.pk)?.is_some()
+            {
+                deleted.push(machine);
             }
         }
-        Ok((deleted, candidates.len()))
+        Ok((deleted, count))
     }
 
-    /// Runs a `DELETE … RETURNING key_pk` of machines and takes what it deleted off each
-    /// key's `machine_rows`, in this transaction. Returns how many machines it deleted.
-    fn delete_returning_key_pks(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+    /// Runs a `DELETE … RETURNING key_pk, id, app_pk` of machines and takes what it deleted
+    /// off each key's `machine_rows`, in this transaction. Returns the deleted machines' ids
+    /// and app pks.
+    fn delete_returning_key_pks(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<(String, i64)>> {
         let mut per_key: HashMap<i64, i64> = HashMap::new();
+        let mut deleted = Vec::new();
         self.conn()
             .prepare_cached(sql)
             .and_then(|mut stmt| {
                 let mut rows = stmt.query(params)?;
                 while let Some(row) = rows.next()? {
                     *per_key.entry(row.get(0)?).or_default() += 1;
+                    deleted.push((row.get(1)?, row.get(2)?));
                 }
                 Ok(())
             })
             .map_err(storage)?;
-        let mut deleted = 0;
         for (key_pk, count) in per_key {
             self.machines_deleted(key_pk, count)?;
-            deleted += count;
         }
-        Ok(deleted as usize)
+        Ok(deleted)
     }
 
     /// Takes `count` deleted machines off their key's `machine_rows` and the store's count.
@@ -359,7 +400,8 @@ impl<'c> Writer<'c> {
 }
 
 /// Machines idle at ?1, a range of `machines_by_idle_deadline` (its expression, verbatim).
-pub(super) const IDLE_MACHINES: &str = "SELECT pk, token_hash, idle_timeout FROM machines
+pub(super) const IDLE_MACHINES: &str =
+    "SELECT pk, token_hash, idle_timeout, id, app_pk FROM machines
      WHERE idle_timeout IS NOT NULL
        AND coalesce(last_seen_at, created_at) + idle_timeout * 1000 <= ?1
      LIMIT ?2";

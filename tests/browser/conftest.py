@@ -45,11 +45,11 @@ def required_program(name, package):
 class Server:
     """A running authkeys process and a plain HTTP client for it."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, extra_args=()):
         self.log_path = directory / "server.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [str(binary()), "serve", "--db", ":memory:", "--listen", "127.0.0.1:0"],
+            [str(binary()), "serve", "--db", ":memory:", "--listen", "127.0.0.1:0", *extra_args],
             stdout=subprocess.PIPE,
             stderr=self._log,
             stdin=subprocess.DEVNULL,
@@ -121,9 +121,14 @@ def fresh_screenshots():
     SCREENSHOTS.mkdir(parents=True)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "server_args(*args): extra arguments for `authkeys serve`")
+
+
 @pytest.fixture
-def server(tmp_path):
-    running = Server(tmp_path)
+def server(tmp_path, request):
+    marker = request.node.get_closest_marker("server_args")
+    running = Server(tmp_path, marker.args if marker else ())
     yield running
     running.stop()
 

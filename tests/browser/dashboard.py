@@ -11,6 +11,26 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 WAIT_SECS = 10
 
 
+def keys_of(server, app_id):
+    status, reply = server.admin("GET", f"/v1/apps/{app_id}/keys?include_revoked=true")
+    assert status == 200, reply
+    return reply["keys"]
+
+
+def key_by_hint(server, app_id, secret):
+    """The key (as the API lists it) whose hint matches the full secret `secret`."""
+    hint = f"{secret[:8]}…{secret[-4:]}"
+    [key] = [key for key in keys_of(server, app_id) if key["hint"] == hint]
+    return key
+
+
+def parse_time(text):
+    """An RFC 3339 time from the API as seconds since the epoch."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 class Dashboard:
     def __init__(self, driver, server, screenshots, test_name):
         self.driver = driver
@@ -71,6 +91,9 @@ class Dashboard:
     def key_row(self, key_id):
         return self.find(f'#keys-body tr[data-key-id="{key_id}"]')
 
+    def revoke_button(self, key_id):
+        return self.find(f'#keys-body tr[data-key-id="{key_id}"] button[aria-label^="Revoke"]')
+
     def machine_row(self, machine_id):
         return self.find(f'#machines-body tr[data-machine-id="{machine_id}"]')
 
@@ -80,6 +103,26 @@ class Dashboard:
         except NoAlertPresentException:
             return
         raise AssertionError(f"a JavaScript alert fired: {text!r}")
+
+    def screenshot_both(self, name, whole_page=True):
+        """Saves `name`-1280x900.png and `name`-400x800.png: the page as it is, in a desktop
+        window and a phone-sized one, then restores the desktop size."""
+        paths = []
+        for width, height in ((1280, 900), (400, 800)):
+            self.set_window(width, height)
+            paths.append(self.screenshot(f"{name}-{width}x{height}", whole_page))
+        self.set_window(1280, 900)
+        return paths
+
+    def set_window(self, width, height):
+        """Resizes the window so that its viewport is exactly width × height CSS pixels."""
+        self.driver.set_window_size(width, height)
+        inner = self.driver.execute_script("return [window.innerWidth, window.innerHeight];")
+        self.driver.set_window_size(2 * width - inner[0], 2 * height - inner[1])
+        self.wait(
+            lambda d: d.execute_script("return [window.innerWidth, window.innerHeight];") == [width, height],
+            f"the viewport never became {width}x{height}",
+        )
 
     def screenshot(self, name, whole_page=True):
         """Saves the whole page (or just the window, for a modal dialog: the window is what it
@@ -155,6 +198,12 @@ class Dashboard:
         self.click("#sign-in-form button[type=submit]")
         self.wait_visible("#console-view")
 
+    def sign_in_to_app(self, app_id):
+        """Signs in and selects the app `app_id` (made beforehand, e.g. over the API)."""
+        self.sign_in()
+        self.click(f'#app-list .app-link[data-app-id="{app_id}"]')
+        self.wait_text("#app-id-label", app_id)
+
     def create_app(self, app_id, name=""):
         self.find("#app-id").send_keys(app_id)
         if name:
@@ -164,10 +213,17 @@ class Dashboard:
     def create_and_open_app(self, app_id, name=""):
         self.create_app(app_id, name)
         self.wait_text("#app-id-label", app_id)
-        self.wait_visible("#generate-form")
+        self.wait_visible("#generate-open")
 
-    def generate_key(self, description="", reusable=False, ephemeral=False, expiry_label=None):
-        """Fills in and submits the generate form; returns the key shown in the one-time panel."""
+    def open_generate_dialog(self):
+        """Clicks "Generate key" and waits for its dialog."""
+        self.click("#generate-open")
+        return self.wait_visible("#generate-dialog")
+
+    def generate_key(self, description="", reusable=False, ephemeral=False, expiry_label=None, fill=None):
+        """Opens the generate dialog, fills it in (`fill(self)` sets anything more) and submits
+        it; returns the key shown in the one-time panel."""
+        self.open_generate_dialog()
         description_field = self.find("#key-description")
         description_field.clear()
         description_field.send_keys(description)
@@ -176,7 +232,10 @@ class Dashboard:
                 self.find(box).click()
         if expiry_label is not None:
             Select(self.find("#key-expiry")).select_by_visible_text(expiry_label)
+        if fill is not None:
+            fill(self)
         self.click("#generate-form button[type=submit]")
+        self.wait_hidden("#generate-dialog")
         self.wait_visible("#new-key-panel")
         self.wait(lambda d: self.find("#new-key-value").get_attribute("value"), "no key in the panel")
         return self.find("#new-key-value").get_attribute("value")

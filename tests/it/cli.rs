@@ -13,13 +13,13 @@ use tempfile::TempDir;
 
 /// One test's world: a server, and a private HOME (the CLI's working directory too) holding
 /// the config directories the CLI writes to.
-struct Sandbox {
-    server: TestServer,
+pub(crate) struct Sandbox {
+    pub(crate) server: TestServer,
     home: TempDir,
 }
 
 impl Sandbox {
-    fn new() -> Sandbox {
+    pub(crate) fn new() -> Sandbox {
         Sandbox::with(Options::default())
     }
 
@@ -37,7 +37,7 @@ impl Sandbox {
 
     /// Runs `authkeys args…` with HOME set to the sandbox, no `AUTHKEYS_*`, `XDG_CONFIG_HOME`
     /// or `RUST_LOG` from the developer's environment, and exactly `envs` on top.
-    fn run(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    pub(crate) fn run(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
         let mut command = Command::new(BIN);
         command
             .args(args)
@@ -67,7 +67,7 @@ impl Sandbox {
     }
 
     /// An admin command: the server and the admin token from the environment.
-    fn admin(&self, args: &[&str]) -> Output {
+    pub(crate) fn admin(&self, args: &[&str]) -> Output {
         self.run(
             args,
             &[
@@ -110,7 +110,7 @@ impl Sandbox {
 }
 
 /// What one run of the CLI did, with what is needed to explain a failed expectation.
-struct Output {
+pub(crate) struct Output {
     command: String,
     status: ExitStatus,
     stdout: String,
@@ -121,7 +121,7 @@ struct Output {
 impl Output {
     /// Asserts exit 0 and a silent stderr; returns stdout.
     #[track_caller]
-    fn success(&self) -> &str {
+    pub(crate) fn success(&self) -> &str {
         if !self.status.success() || !self.stderr.is_empty() {
             self.fail("expected exit status 0 and nothing on stderr");
         }
@@ -130,7 +130,7 @@ impl Output {
 
     /// Asserts success and JSON on stdout; returns it.
     #[track_caller]
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(self.success())
             .unwrap_or_else(|err| self.fail(&format!("stdout is not JSON: {err}")))
     }
@@ -138,7 +138,7 @@ impl Output {
     /// Asserts a failure reported as the contract says: non-zero exit, nothing on stdout and
     /// exactly one line on stderr, `authkeys: error: …`. Returns that line.
     #[track_caller]
-    fn error(&self) -> &str {
+    pub(crate) fn error(&self) -> &str {
         let one_line = self.stderr.ends_with('\n') && self.stderr.lines().count() == 1;
         if self.status.success()
             || !self.stdout.is_empty()

@@ -3,7 +3,9 @@
 
 mod adapter;
 mod admin_api;
+mod audit;
 mod cli;
+mod cli_oversight;
 mod dashboard;
 mod hostile_http;
 mod hot_path;
@@ -16,4 +18,6 @@ mod process;
 mod readme;
 mod reliability;
 mod schema;
+mod scopes;
 mod support;
+mod webhooks;

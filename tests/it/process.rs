@@ -344,10 +344,10 @@ fn generated_admin_token_is_written_owner_only_logged_by_path_and_stored_as_a_ha
     );
     assert!(!log.contains(&token), "the admin token was logged\n{log}");
 
-    // Stored only as its hash: the one settings row holds SHA-256(token) and nothing holds
-    // the token itself.
+    // Stored only as its hash: the one settings row about it holds SHA-256(token) and
+    // nothing holds the token itself (the other row is the sweeper's `key.expiring` horizon).
     let settings: Vec<(String, Vec<u8>)> = open_db(&db)
-        .prepare("SELECT name, value FROM settings")
+        .prepare("SELECT name, value FROM settings WHERE name != 'key_expiring_horizon'")
         .unwrap()
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
         .unwrap()
@@ -383,7 +383,11 @@ fn generated_admin_token_is_written_owner_only_logged_by_path_and_stored_as_a_ha
     );
     assert!(!second_log.contains(&token), "{second_log}");
     let stored: Vec<u8> = open_db(&db)
-        .query_row("SELECT value FROM settings", [], |row| row.get(0))
+        .query_row(
+            "SELECT value FROM settings WHERE name = 'admin_token_sha256'",
+            [],
+            |row| row.get(0),
+        )
         .unwrap();
     assert_eq!(stored, sha256(&token));
 }
@@ -896,7 +900,7 @@ fn every_acknowledged_write_survives_repeated_kill_9() {
     }
     assert_eq!(server.terminate().code(), Some(0));
     assert_eq!(integrity_check(&db), "ok");
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), 4);
 }
 
 // ---------------------------------------------------------------------------------------------

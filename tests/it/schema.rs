@@ -5,6 +5,9 @@ use crate::support::*;
 use serde_json::json;
 use std::path::Path;
 
+/// This binary's schema version.
+const CURRENT: i64 = 4;
+
 /// The schema of version 1 exactly as it shipped, to build databases an older release wrote.
 const SCHEMA_V1: &str = include_str!("fixtures/schema-v1.sql");
 /// A whole version 2 database as the last version 2 binary wrote it (`sqlite3 .dump`, with
@@ -23,7 +26,11 @@ const V2_USED_KEY: &str = "ena_DlJpJuUsC8pP9dQPwFzTrglYe8bpQT2cWNyY";
 fn schema_of(db: &Path) -> Vec<(String, String, Option<String>)> {
     let conn = open_db(db);
     let objects: Vec<(String, String, Option<String>)> = conn
-        .prepare("SELECT type, name, sql FROM sqlite_schema ORDER BY type, name")
+        // sqlite_sequence is SQLite's own (AUTOINCREMENT's counters), and cannot be dropped.
+        .prepare(
+            "SELECT type, name, sql FROM sqlite_schema WHERE name != 'sqlite_sequence'
+              ORDER BY type, name",
+        )
         .unwrap()
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .unwrap()
@@ -93,6 +100,7 @@ fn rewrite_as_version_1(db: &Path) {
 /// Takes the (stopped) server's database back to version 2 in place: what version 3 added
 /// goes, the rows stay.
 fn rewrite_as_version_2(db: &Path) {
+    rewrite_as_version_3(db);
     open_db(db)
         .execute_batch(
             "DROP INDEX machines_by_idle_deadline;
@@ -112,6 +120,19 @@ fn rewrite_as_version_2(db: &Path) {
         .unwrap();
 }
 
+/// Rewrites the (stopped) server's database as version 3 stored it: without version 4's
+/// tables (admin tokens, the audit log, webhooks) and index.
+fn rewrite_as_version_3(db: &Path) {
+    open_db(db)
+        .execute_batch(
+            "DROP TABLE admin_tokens; DROP TABLE audit_events; DROP TABLE webhook_deliveries;
+             DROP TABLE webhooks; DROP INDEX keys_by_expiry; DELETE FROM sqlite_sequence;
+             DELETE FROM settings WHERE name = 'key_expiring_horizon';
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+}
+
 /// Replaces the (stopped) server's database with the version 2 fixture.
 fn install_version_2_fixture(db: &Path) {
     for suffix in ["", "-wal", "-shm"] {
@@ -125,13 +146,25 @@ fn install_version_2_fixture(db: &Path) {
 fn first_start_creates_the_current_schema() {
     let server = TestServer::start();
     let db = server.db_path();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), CURRENT);
     let tables: Vec<String> = schema_of(&db)
         .into_iter()
         .filter(|(kind, _, _)| kind == "table")
         .map(|(_, name, _)| name)
         .collect();
-    assert_eq!(tables, ["apps", "keys", "machines", "settings"]);
+    assert_eq!(
+        tables,
+        [
+            "admin_tokens",
+            "apps",
+            "audit_events",
+            "keys",
+            "machines",
+            "settings",
+            "webhook_deliveries",
+            "webhooks"
+        ]
+    );
     let journal: String = open_db(&db)
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .unwrap();
@@ -171,7 +204,9 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
 
     server.restart();
     assert!(
-        server.log().contains("from schema version 1 to 3"),
+        server
+            .log()
+            .contains(&format!("from schema version 1 to {CURRENT}")),
         "{}",
         server.log()
     );
@@ -189,7 +224,7 @@ fn a_version_1_database_is_upgraded_with_its_sessions_intact() {
     assert_eq!(identity["machine"]["key_id"], key["id"]);
     assert_eq!(identity["app"]["id"], "ci");
 
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), CURRENT);
     let conn = open_db(&db);
     let stale: i64 = conn
         .query_row(
@@ -250,7 +285,7 @@ fn an_upgrade_killed_part_way_leaves_version_1_whole() {
     assert_eq!(count, MACHINES);
 
     server.restart();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), CURRENT);
     let count: i64 = open_db(&db)
         .query_row(
             "SELECT count(*) FROM machines WHERE key_id IS NOT NULL",
@@ -279,7 +314,7 @@ fn kill_upgrade_after_its_first_step(server: &TestServer) {
 }
 
 /// Restarts the stopped server on its older database: it must log `marker`, and leave
-/// version 3 with the schema a first start creates (`fresh_schema`).
+/// version 4 with the schema a first start creates (`fresh_schema`).
 fn restart_upgrading(
     server: &mut TestServer,
     marker: &str,
@@ -288,7 +323,7 @@ fn restart_upgrading(
     server.restart();
     assert!(server.log().contains(marker), "{}", server.log());
     let db = server.db_path();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), CURRENT);
     assert_eq!(
         schema_of(&db),
         fresh_schema,
@@ -368,7 +403,7 @@ fn an_early_version_2_database_gains_machine_counts_and_the_index() {
     assert_eq!(machines_of(&server, &busy), 3);
 }
 
-/// A database the last version 2 binary wrote (the fixture) is upgraded to version 3 at the
+/// A database the last version 2 binary wrote (the fixture) is upgraded to version 4 at the
 /// next start: its sessions go on working (the ephemeral one with its expiry), the used
 /// single-use key is a used-up key of one use, and the schema is the one a first start
 /// creates.
@@ -379,13 +414,13 @@ fn a_version_2_database_is_upgraded_with_its_sessions_intact() {
     let db = server.db_path();
     let fresh_schema = schema_of(&db);
     install_version_2_fixture(&db);
-    // Written by a helper from a version 3 file, version 2 is what the release wrote.
+    // Written by a helper from a version 4 file, version 2 is what the release wrote.
     let mut rewritten = TestServer::start();
     assert_eq!(rewritten.terminate().code(), Some(0));
     rewrite_as_version_2(&rewritten.db_path());
     assert_eq!(schema_of(&rewritten.db_path()), schema_of(&db));
 
-    restart_upgrading(&mut server, "from schema version 2 to 3", &fresh_schema);
+    restart_upgrading(&mut server, "from schema version 2 to 4", &fresh_schema);
 
     let runner = whoami(&server, V2_RUNNER_SESSION).expect(200);
     assert_eq!(runner["app"]["id"], "ci");
@@ -487,11 +522,52 @@ fn an_upgrade_from_version_2_killed_part_way_leaves_version_2_whole() {
     assert_eq!(count("SELECT count(*) FROM machines"), MACHINES + 3);
 
     server.restart();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), CURRENT);
     assert_eq!(
         count("SELECT count(*) FROM machines WHERE tags = '[]' AND metadata = '{}'"),
         MACHINES + 3
     );
     assert_eq!(count("SELECT count(*) FROM keys WHERE max_uses = 1"), 2);
     whoami(&server, V2_RUNNER_SESSION).expect(200);
+}
+
+/// Version 4's tables (admin tokens, audit log, webhooks) come in one transaction: killed
+/// part-way, a version 3 file is still version 3 with every row and no new table; the next
+/// start upgrades it, and the new tables work.
+#[test]
+fn an_upgrade_from_version_3_killed_part_way_leaves_version_3_whole() {
+    let mut server = TestServer::start();
+    server.create_app("ci");
+    let key = server.create_key("ci", json!({"reusable": true}));
+    let session = session_of(&server.login(key["key"].as_str().unwrap()));
+    assert_eq!(server.terminate().code(), Some(0));
+    let db = server.db_path();
+    rewrite_as_version_3(&db);
+    assert_eq!(user_version(&db), 3);
+    let v3_schema = schema_of(&db);
+    let v3_rows = |db: &Path| -> i64 {
+        open_db(db)
+            .query_row(
+                "SELECT (SELECT count(*) FROM apps) + (SELECT count(*) FROM keys)
+                      + (SELECT count(*) FROM machines)",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(v3_rows(&db), 3);
+
+    kill_upgrade_after_its_first_step(&server);
+    assert_eq!(integrity_check(&db), "ok");
+    assert_eq!(user_version(&db), 3);
+    assert_eq!(schema_of(&db), v3_schema, "the new tables rolled back");
+    assert_eq!(v3_rows(&db), 3);
+
+    server.restart();
+    assert_eq!(user_version(&db), CURRENT);
+    whoami(&server, &session).expect(200);
+    server.create_app("after");
+    let events = server.admin().get("/v1/audit").expect(200);
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
+    assert_eq!(events["events"][0]["action"], "app.created");
 }

@@ -1,7 +1,8 @@
 //! `kill -9` at random moments during a stream of app and key creations, logins and
 //! revocations, many rounds on one database. After each restart every acknowledged write (a
-//! response was received) must be there, `PRAGMA integrity_check` must say `ok`, and no key
-//! may be half-revoked (revoked, with machines left).
+//! response was received) must be there, `PRAGMA integrity_check` must say `ok`, no key
+//! may be half-revoked (revoked, with machines left), and every change has exactly its audit
+//! events (written in its transaction: both or neither, whenever the kill lands).
 
 use super::db;
 use super::raw::Conn;
@@ -220,6 +221,7 @@ fn check(server: &TestServer, ledger: &mut Ledger, round: usize) {
         0,
         "{context}: a half-revoked key"
     );
+    assert_changes_match_their_events(&path, &context);
 
     let mut conn = Conn::open(&server.url);
     let admin = format!("Bearer {ADMIN_TOKEN}");
@@ -286,5 +288,46 @@ fn check(server: &TestServer, ledger: &mut Ledger, round: usize) {
             );
             assert_eq!(reply.json["machine"]["id"], machine.id.as_str());
         }
+    }
+}
+
+/// Each kind of change in the file equals the events recorded for it: apps and keys created,
+/// keys revoked, logins (each key's `uses`), and machines logged out by revocation (the logins
+/// whose machine is gone: nothing else deletes machines here, the sweeper is idle).
+fn assert_changes_match_their_events(path: &std::path::Path, context: &str) {
+    let count = |sql: &str| db::scalar(path, sql, []);
+    let events = |action: &str| {
+        db::scalar(
+            path,
+            "SELECT count(*) FROM audit_events WHERE action = ?1",
+            [action],
+        )
+    };
+    let logins = count("SELECT coalesce(sum(uses), 0) FROM keys");
+    let pairs = [
+        (
+            "apps",
+            count("SELECT count(*) FROM apps"),
+            events("app.created"),
+        ),
+        (
+            "keys",
+            count("SELECT count(*) FROM keys"),
+            events("key.created"),
+        ),
+        (
+            "revocations",
+            count("SELECT count(*) FROM keys WHERE revoked_at IS NOT NULL"),
+            events("key.revoked"),
+        ),
+        ("logins", logins, events("machine.logged_in")),
+        (
+            "logouts",
+            logins - count("SELECT count(*) FROM machines"),
+            events("machine.logged_out"),
+        ),
+    ];
+    for (what, changes, recorded) in pairs {
+        assert_eq!(changes, recorded, "{context}: {what} vs their audit events");
     }
 }

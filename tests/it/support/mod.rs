@@ -8,11 +8,13 @@
 mod db;
 mod http;
 mod process;
+mod receiver;
 mod server;
 
 pub use db::*;
 pub use http::*;
 pub use process::*;
+pub use receiver::*;
 pub use server::*;
 
 use std::time::{Duration, Instant};
