@@ -232,10 +232,10 @@ fn bad_bodies_get_clear_answers_and_revoke_nothing() {
     let (key, _) = key_with_machine(&github.server, "leaky");
     // Small entries, so that the count is over its bound well within the body limit.
     let too_many = serde_json::to_vec(&vec![json!({"token": "x", "type": "t"}); 1001]).unwrap();
-    // Ten thousand tokens are over the body limit, refused before any is looked at.
-    let oversized = report_of(&vec![key.as_str(); 10_000]);
+    // (Ten thousand tokens are over the 64 KiB body limit: a 413 before any is looked at, the
+    // limit every route has, tested in admin_api with a raw connection, since the server
+    // answers before reading such a body and an HTTP client may fail writing the rest.)
     for (body, status) in [
-        (oversized, 413),
         (b"[{\"token\": ".to_vec(), 400),
         (br#"{"token": "x"}"#.to_vec(), 400),
         (
