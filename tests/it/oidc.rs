@@ -352,15 +352,19 @@ fn a_rotated_key_is_fetched_but_unknown_kids_refetch_at_most_once_per_interval()
     )
     .expect(201);
     assert_eq!(issuer.jwks_served(), 1);
-    // Made-up kids within the interval: refused without asking the issuer again.
+    // Made-up kids: refused, and the issuer asked again at most once per interval (a loaded
+    // machine may take more than one interval for the loop).
+    let started = Instant::now();
     for _ in 0..5 {
         let token = issuer.mint_with_kid(DevAlg::RS256, "made-up", &issuer.claims("authkeys"));
         assert_refused(login(&server, &app, &token), &token, "kid");
     }
+    let intervals = (started.elapsed().as_millis() / 1_500) as usize + 1;
+    let refetches = issuer.jwks_served() - 1;
     assert!(
-        issuer.jwks_served() <= 2,
-        "refetched {} times",
-        issuer.jwks_served()
+        refetches <= intervals,
+        "{refetches} refetches in {:?}",
+        started.elapsed()
     );
     std::thread::sleep(Duration::from_millis(1_600));
     issuer.rotate().expect("rotating");
