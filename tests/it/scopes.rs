@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const SCOPES: &[&str] = &[
+pub const SCOPES: &[&str] = &[
     "apps:read",
     "apps:write",
     "keys:read",
@@ -206,6 +206,40 @@ fn a_token_limited_to_one_app_reaches_no_other() {
             .unwrap()
             .len(),
         0
+    );
+}
+
+/// `GET /v1/server` tells each admin token what it may do (root: everything), so the
+/// dashboard can offer only that; it changes nothing and needs no scope.
+#[test]
+fn the_server_endpoint_tells_each_token_its_scopes_and_apps() {
+    let server = TestServer::start();
+    server.create_app("mine");
+    let root = server.admin().get("/v1/server").expect(200);
+    assert_eq!(
+        root["token"],
+        json!({"root": true, "scopes": SCOPES, "apps": null})
+    );
+    let limited = create_token(
+        &server,
+        json!({"name": "ci", "scopes": ["keys:write", "audit:read"], "apps": ["mine"]}),
+    );
+    let reply = server
+        .client(Some(secret(&limited)))
+        .get("/v1/server")
+        .expect(200);
+    assert_eq!(
+        reply["token"],
+        json!({"root": false, "scopes": ["keys:write", "audit:read"], "apps": ["mine"]})
+    );
+    let everywhere = create_token(&server, json!({"name": "reader", "scopes": ["apps:read"]}));
+    let reply = server
+        .client(Some(secret(&everywhere)))
+        .get("/v1/server")
+        .expect(200);
+    assert_eq!(
+        reply["token"],
+        json!({"root": false, "scopes": ["apps:read"], "apps": null})
     );
 }
 
