@@ -1490,7 +1490,11 @@ function renderActivity() {
       cell("Actor", el("div", { class: "cell-text" }, actorText(event.actor)), event.client_addr ? el("div", { class: "muted small" }, event.client_addr) : null),
       cell("App", event.app ? el("span", { class: "cell-text" }, event.app) : el("span", { class: "muted" }, "—")),
       cell("Target", el("span", { class: "hint-text" }, `${event.target.type} ${event.target.id}`)),
-      cell("Details", details === "{}" ? el("span", { class: "muted" }, "—") : el("code", { class: "details" }, details)),
+      el(
+        "td",
+        { class: "details-cell", "data-label": "Details" },
+        details === "{}" ? el("span", { class: "muted" }, "—") : el("code", { class: "details" }, details),
+      ),
     );
     row.dataset.seq = String(event.seq);
     return row;
