@@ -1413,6 +1413,24 @@ function hideSecret(panel, field) {
 /** A comma-separated list as typed: its items, trimmed, empty ones left out. */
 const commaList = (text) => text.split(",").map((item) => item.trim()).filter(Boolean);
 
+/**
+ * Loads the first page of the list `list` (a field of `state` and of `state.next`), or with
+ * `more` appends its next page, then renders it. `what` names it in a failure's sentence.
+ */
+async function loadList({ list, path, field, query = [], more = false, what, render }) {
+  let page;
+  try {
+    page = await listPage(path, field, { query, cursor: more ? state.next[list] : null });
+  } catch (err) {
+    fail(`Could not list ${more ? "more " : ""}${what}`, err);
+    return false;
+  }
+  state[list] = more ? state[list].concat(page.items) : page.items;
+  state.next[list] = page.next;
+  render();
+  return true;
+}
+
 /** A row of text chips (scopes, apps, events): text only, never markup. */
 const textChips = (items) => el("ul", { class: "chips" }, ...items.map((item) => el("li", { class: "chip" }, item)));
 
@@ -1444,32 +1462,10 @@ function prepareActivityFilter() {
   if (apps && !apps.includes($("activity-app").value.trim())) $("activity-app").value = apps[0];
 }
 
-async function loadActivity() {
-  prepareActivityFilter();
-  let page;
-  try {
-    page = await listPage("/v1/audit", "events", { query: activityQuery() });
-  } catch (err) {
-    fail("Could not read the activity", err);
-    return;
-  }
-  state.events = page.items;
-  state.next.events = page.next;
-  renderActivity();
-}
-
-async function loadMoreActivity() {
-  clearMessages();
-  let page;
-  try {
-    page = await listPage("/v1/audit", "events", { query: activityQuery(), cursor: state.next.events });
-  } catch (err) {
-    fail("Could not read more activity", err);
-    return;
-  }
-  state.events = state.events.concat(page.items);
-  state.next.events = page.next;
-  renderActivity();
+async function loadActivity(more = false) {
+  if (!more) prepareActivityFilter();
+  const query = activityQuery();
+  await loadList({ list: "events", path: "/v1/audit", field: "events", query, more, what: "events", render: renderActivity });
 }
 
 /** Who made a change: root, a scoped token (by id), a machine, the sweeper, a leak report. */
@@ -1508,16 +1504,8 @@ function renderActivity() {
 const SCOPES = ["apps:read", "apps:write", "keys:read", "keys:write", "machines:read", "machines:write", "audit:read", "trust_policies:write"];
 
 async function loadAdminTokens(more = false) {
-  let page;
-  try {
-    page = await listPage("/v1/admin-tokens", "admin_tokens", { cursor: more ? state.next.tokens : null });
-  } catch (err) {
-    fail("Could not list the admin tokens", err);
-    return;
-  }
-  state.tokens = more ? state.tokens.concat(page.items) : page.items;
-  state.next.tokens = page.next;
-  renderAdminTokens();
+  const path = "/v1/admin-tokens";
+  await loadList({ list: "tokens", path, field: "admin_tokens", more, what: "the admin tokens", render: renderAdminTokens });
 }
 
 function renderAdminTokens() {
@@ -1613,16 +1601,7 @@ async function revokeAdminToken(token) {
 // --- Webhooks ----------------------------------------------------------------------------------
 
 async function loadWebhooks(more = false) {
-  let page;
-  try {
-    page = await listPage("/v1/webhooks", "webhooks", { cursor: more ? state.next.webhooks : null });
-  } catch (err) {
-    fail("Could not list the webhooks", err);
-    return;
-  }
-  state.webhooks = more ? state.webhooks.concat(page.items) : page.items;
-  state.next.webhooks = page.next;
-  renderWebhooks();
+  await loadList({ list: "webhooks", path: "/v1/webhooks", field: "webhooks", more, what: "the webhooks", render: renderWebhooks });
 }
 
 function renderWebhooks() {
@@ -1700,18 +1679,15 @@ async function deleteWebhook(hook) {
 /** Shows a webhook's deliveries (newest event first), or the next page of them. */
 async function showDeliveries(hook, more = false) {
   clearMessages();
-  let page;
-  try {
-    page = await listPage(`/v1/webhooks/${encodeURIComponent(hook.id)}/deliveries`, "deliveries", {
-      cursor: more ? state.next.deliveries : null,
-    });
-  } catch (err) {
-    fail("Could not list the deliveries", err);
-    return;
-  }
+  const path = `/v1/webhooks/${encodeURIComponent(hook.id)}/deliveries`;
+  const render = () => renderDeliveries(hook);
+  if (!(await loadList({ list: "deliveries", path, field: "deliveries", more, what: "the deliveries", render }))) return;
+  $("deliveries-panel").hidden = false;
+  if (!more) $("deliveries-title").focus();
+}
+
+function renderDeliveries(hook) {
   state.deliveriesOf = hook;
-  state.deliveries = more ? state.deliveries.concat(page.items) : page.items;
-  state.next.deliveries = page.next;
   $("deliveries-url").textContent = hook.url;
   const rows = state.deliveries.map((delivery) => {
     const row = el(
@@ -1728,8 +1704,6 @@ async function showDeliveries(hook, more = false) {
   });
   fillTable("deliveries", rows);
   $("deliveries-more").hidden = !state.next.deliveries;
-  $("deliveries-panel").hidden = false;
-  if (!more) $("deliveries-title").focus();
 }
 
 /** Wires the pages' forms and buttons. */
@@ -1745,7 +1719,10 @@ function startPages() {
     clearMessages();
     await loadActivity();
   });
-  on("activity-more", "click", loadMoreActivity);
+  on("activity-more", "click", () => {
+    clearMessages();
+    return loadActivity(true);
+  });
   on("create-token-form", "submit", createAdminToken);
   on("admin-tokens-more", "click", () => loadAdminTokens(true));
   on("copy-token", "click", () => copyField("new-token-value", $("copy-token"), "admin token"));

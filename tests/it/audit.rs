@@ -273,16 +273,22 @@ fn every_change_records_one_event_with_its_actor_and_reads_record_none() {
     }
 }
 
-#[test]
-fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
+/// A server whose log holds 8 events: apps `a` and `b` created, three keys each.
+fn two_apps_with_three_keys_each() -> TestServer {
     let server = TestServer::start();
-    let admin = server.admin();
     for app in ["a", "b"] {
         server.create_app(app);
         for _ in 0..3 {
             server.create_key(app, json!({}));
         }
     }
+    server
+}
+
+#[test]
+fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
+    let server = two_apps_with_three_keys_each();
+    let admin = server.admin();
     let all = all_events(&admin, "", 2);
     assert_eq!(all.len(), 8);
     assert_eq!(all, all_events(&admin, "", 1000));
@@ -319,14 +325,8 @@ fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
 /// its cursor keeps the order: every event once, reversed.
 #[test]
 fn newest_first_pages_walk_the_log_backwards() {
-    let server = TestServer::start();
+    let server = two_apps_with_three_keys_each();
     let admin = server.admin();
-    for app in ["a", "b"] {
-        server.create_app(app);
-        for _ in 0..3 {
-            server.create_key(app, json!({}));
-        }
-    }
     let reversed = |mut events: Vec<Value>| {
         events.reverse();
         events
