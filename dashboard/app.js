@@ -1368,6 +1368,9 @@ function applyPermissions() {
   $("create-app-form").hidden = !can("apps:write");
   $("delete-app").hidden = !can("apps:write");
   $("generate-open").hidden = !can("keys:write");
+  $("no-app-text").textContent = can("apps:write")
+    ? "Select an app, or create one, to generate and revoke its auth keys."
+    : "Select an app to see its auth keys.";
 }
 
 // ---------------------------------------------------------------------------------------------
