@@ -27,6 +27,7 @@ mod store;
 
 pub use authority::seed::Seed;
 pub use domain::error::StartError;
+pub use domain::github_keys::GithubKeys;
 pub use domain::model::Timestamp;
 pub use domain::page::MAX_LIMIT as MAX_PAGE_LIMIT;
 pub use domain::token::{Secret, TokenHash, TokenKind};

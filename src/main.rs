@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Err(err) => return cli::report::usage(&err),
     };
     match cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => cli::report::failure(&err),
     }
 }

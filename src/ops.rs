@@ -4,6 +4,7 @@
 
 use crate::authority::seed::{self, Seed};
 use crate::domain::error::StartError;
+use crate::domain::github_keys::GithubKeys;
 use crate::domain::token::{self, Secret, TokenKind};
 
 pub use crate::domain::token::Malformed;
@@ -11,6 +12,7 @@ use crate::runtime::admin_token;
 use crate::store::{self, Database, Store};
 use std::path::{Path, PathBuf};
 
+pub use crate::domain::scan::{Found, MAX_TOKEN_LEN, TokenFinder};
 pub use crate::store::BackedUp;
 
 /// Copies the database at `source` to `out` (created or replaced, mode 0600) in one
@@ -50,4 +52,27 @@ pub fn load_seed(path: &Path) -> Result<Seed, StartError> {
 /// user input.
 pub fn redact_secrets(text: &str) -> String {
     token::redact_secrets(text)
+}
+
+/// Most bytes read from a `--github-secret-scanning-keys` file: GitHub publishes a few keys.
+const MAX_GITHUB_KEYS_BYTES: u64 = 64 * 1024;
+
+/// Reads and checks a GitHub secret scanning key file (GitHub's published JSON shape).
+pub fn load_github_keys(path: &Path) -> Result<GithubKeys, StartError> {
+    use std::io::Read;
+    let context = || format!("reading the GitHub secret scanning keys {}", path.display());
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(MAX_GITHUB_KEYS_BYTES + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|err| StartError::caused(context(), err))?;
+    if text.len() as u64 > MAX_GITHUB_KEYS_BYTES {
+        return Err(StartError::new(format!(
+            "{}: larger than {MAX_GITHUB_KEYS_BYTES} bytes",
+            context()
+        )));
+    }
+    GithubKeys::from_json(&text).map_err(|err| StartError::new(format!("{}: {err}", context())))
 }

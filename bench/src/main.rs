@@ -6,7 +6,8 @@
 //! - `ceiling empty|lookup --db PATH` serves the two reference servers;
 //! - `seed …` fills a database with millions of rows directly, not through HTTP;
 //! - `insert-loop --db PATH --seconds N` is the login baseline: the same insert-and-commit
-//!   done through rusqlite in a loop.
+//!   done through rusqlite in a loop;
+//! - `scan [--quick]` runs only the `authkeys scan` against grep scenario of `run`.
 //!
 //! This is a measuring tool, not the product: it writes SQL directly where the product would
 //! go through the store, to generate data fast and to measure SQLite itself.
@@ -14,6 +15,7 @@
 mod ceiling;
 mod cost;
 mod orchestrate;
+mod scan;
 mod seed;
 mod wrk;
 
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
         Some("cost") => cost::cost_command(),
         Some("seed") => seed::seed_command(&args[1..]),
         Some("insert-loop") => seed::insert_loop_command(&args[1..]),
+        Some("scan") => scan::scan_command(args.iter().any(|a| a == "--quick")),
         _ => Err(
             "usage: authkeys-bench run [--quick] | cost | ceiling empty|lookup --db PATH | \
              seed --db PATH --keys N --machines N [--expired] --tokens PATH | \

@@ -576,6 +576,11 @@ pub fn run(quick: bool) -> Result<(), String> {
     eprintln!("sweep under load");
     rows.extend(sweep_under_load(&h)?);
 
+    eprintln!("authkeys scan against grep");
+    let target = release.parent().ok_or("no target directory")?;
+    let (scenario, figure, goal, met) = crate::scan::scan_vs_grep(&h.authkeys, target, quick)?;
+    rows.push(row(&scenario, figure, goal, Some(met)));
+
     let table = render(&h.plan, &rows);
     println!("{table}");
     if !h.plan.quick {

@@ -7,6 +7,7 @@
 mod admin_tokens;
 mod apps;
 pub(crate) mod audit;
+pub(crate) mod leaks;
 mod login;
 pub(crate) mod seed;
 mod verify;
@@ -32,6 +33,8 @@ pub(crate) struct Authority {
     apps: AppCache,
     admin_token: TokenHash,
     ephemeral_ttl_secs: u64,
+    /// GitLab's and GitHub's credentials, when their leak report endpoints are on.
+    leak_reporters: leaks::LeakReporters,
     /// The least `session_ttl` and `idle_timeout` a new key may have.
     min_key_timeout_secs: u64,
 }
@@ -100,6 +103,7 @@ impl Authority {
             apps: AppCache::default(),
             admin_token,
             ephemeral_ttl_secs,
+            leak_reporters: leaks::LeakReporters::default(),
             min_key_timeout_secs: crate::domain::validate::MIN_KEY_TIMEOUT_SECS,
         }
     }

@@ -211,6 +211,10 @@ fn admin_refused(err: RequestError) -> CliError {
 }
 
 pub(super) fn client(args: &AdminArgs) -> Result<Admin, CliError> {
+    server_client(&args.server)
+}
+
+fn server_client(server: &ServerArg) -> Result<Admin, CliError> {
     // Trimmed: a token pasted or read with `$(cat …)` may carry spaces or a newline.
     let token = std::env::var("AUTHKEYS_ADMIN_TOKEN")
         .ok()
@@ -224,10 +228,25 @@ pub(super) fn client(args: &AdminArgs) -> Result<Admin, CliError> {
             )
         })?;
     Ok(Admin(Client::new(
-        &args.server.server,
+        &server.server,
         Some(Secret::new(token)),
-        &args.server.timeout,
+        &server.timeout,
     )))
+}
+
+/// `POST /v1/keys/revoke-by-value` for `authkeys scan --revoke`: each call revokes one leaked
+/// auth key (or logs out the machine of one session token) and returns the server's answer.
+pub struct Revoker(Admin);
+
+impl Revoker {
+    pub fn new(server: &ServerArg) -> Result<Revoker, CliError> {
+        server_client(server).map(Revoker)
+    }
+
+    pub fn revoke(&self, token: &Secret) -> Result<Value, CliError> {
+        self.0
+            .post("/v1/keys/revoke-by-value", &json!({"key": token.expose()}))
+    }
 }
 
 pub fn apps(command: AppsCommand) -> Result<(), CliError> {

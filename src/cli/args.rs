@@ -59,6 +59,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Print a new random auth key for a seed file (`serve --seed`); nothing stores it.
     GenerateKey,
+    /// Find auth keys, session tokens and admin tokens in files, directories (recursively)
+    /// or standard input (`-`); exit 1 if any was found, 0 if none, 2 on error.
+    Scan(ScanArgs),
     /// Replace the generated admin token with a new one in `<db>.admin-token`; restart the
     /// server afterwards.
     RotateAdminToken(DbArg),
@@ -80,6 +83,29 @@ pub struct DbArg {
     /// The server's database.
     #[arg(long, env = "AUTHKEYS_DB", default_value = config::DEFAULT_DB)]
     pub db: String,
+}
+
+/// Files larger than this are skipped by `authkeys scan` unless `--max-file-size` says
+/// otherwise: source text is far smaller, and large files are mostly data or build output.
+pub const DEFAULT_SCAN_MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    /// Files or directories to scan; directories recursively, skipping `.git`, binary files
+    /// and symbolic links. `-` reads standard input.
+    #[arg(value_name = "PATH", default_value = ".")]
+    pub paths: Vec<std::path::PathBuf>,
+    /// Skip files larger than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SCAN_MAX_FILE_SIZE)]
+    pub max_file_size: u64,
+    /// Revoke every auth key found and log out the machine of every session token found
+    /// (needs AUTHKEYS_ADMIN_TOKEN and --server).
+    #[arg(long)]
+    pub revoke: bool,
+    #[command(flatten)]
+    pub server: ServerArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +164,24 @@ pub struct ServeArgs {
     #[arg(long = "trusted-proxy", env = "AUTHKEYS_TRUSTED_PROXIES", value_name = "CIDR",
           value_delimiter = ',', value_parser = http::parse_trusted_proxy)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Turns on GitLab's Token Revocation API (`/v1/revocable_token_types`,
+    /// `/v1/revoke_tokens`) with the token GitLab sends; at least 32 characters. Prefer the
+    /// environment variable, which stays out of `ps`.
+    #[arg(
+        long,
+        env = "AUTHKEYS_REVOCATION_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub revocation_api_token: Option<String>,
+    /// Turns on GitHub secret scanning (`/v1/secret-scanning/github`): a JSON file of
+    /// GitHub's public keys, as GitHub publishes them.
+    #[arg(
+        long,
+        env = "AUTHKEYS_GITHUB_SECRET_SCANNING_KEYS",
+        value_name = "FILE"
+    )]
+    pub github_secret_scanning_keys: Option<std::path::PathBuf>,
     /// How long audit events are kept; the sweeper deletes older ones (7776000, 90d).
     #[arg(long, env = "AUTHKEYS_AUDIT_RETENTION", value_name = "DURATION",
           default_value_t = config::DEFAULT_AUDIT_RETENTION_SECS,

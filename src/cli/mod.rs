@@ -11,6 +11,7 @@ mod credentials;
 mod duration;
 mod output;
 pub mod report;
+mod scan;
 mod serve;
 mod session;
 mod webhooks;
@@ -21,6 +22,7 @@ use authkeys::TokenKind;
 use authkeys::{Database, StartError, ops};
 use clap::CommandFactory;
 use output::say;
+use std::process::ExitCode;
 
 /// A failure to report as one line on stderr (JSON with `--json`), with the exit status
 /// `exit_status` gives. `report` prints it with its whole `source()` chain, redacted.
@@ -89,8 +91,17 @@ impl CliError {
     }
 }
 
-pub fn run(cli: Cli) -> Result<(), CliError> {
+/// Runs one command. `scan` chooses its own exit status (found, none, error); every other
+/// command succeeds or fails.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Scan(args) => Ok(scan::scan(&args)),
+        command => run_command(command).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn run_command(command: Command) -> Result<(), CliError> {
+    match command {
         Command::Serve(args) => {
             // Only the server logs. Client commands stay quiet: an HTTP library's trace output
             // would include the Authorization header.
@@ -122,6 +133,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             say!("{}", ops::generate_token(TokenKind::AuthKey).expose());
             Ok(())
         }
+        Command::Scan(_) => unreachable!("`run` runs scan itself"),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "authkeys", &mut script);

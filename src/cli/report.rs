@@ -74,7 +74,7 @@ pub fn failure(err: &CliError) -> ExitCode {
 }
 
 /// `err` and each `source()` under it, joined by ": ".
-fn one_line(err: &dyn std::error::Error) -> String {
+pub(super) fn one_line(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();
     let mut cause = err.source();
     while let Some(err) = cause {

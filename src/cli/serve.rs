@@ -59,6 +59,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         None => None,
     };
     let http = http_settings(&args);
+    let github_secret_scanning_keys = match &args.github_secret_scanning_keys {
+        Some(path) => Some(ops::load_github_keys(path).map_err(CliError::from)?),
+        None => None,
+    };
     let webhooks = webhook_delivery(&args);
     let config = Config {
         database: database.clone(),
@@ -79,6 +83,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         busy_timeout: args
             .sqlite_busy_timeout_ms
             .map_or(config::DEFAULT_BUSY_TIMEOUT, Duration::from_millis),
+        revocation_api_token: args.revocation_api_token.clone().map(Secret::new),
+        github_secret_scanning_keys,
         audit_retention: Duration::from_secs(args.audit_retention),
         webhooks,
         min_key_timeout_secs: args

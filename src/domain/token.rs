@@ -12,7 +12,7 @@ use std::fmt;
 
 const RANDOM_LEN: usize = 30;
 const CHECKSUM_LEN: usize = 6;
-const BODY_LEN: usize = RANDOM_LEN + CHECKSUM_LEN;
+pub(crate) const BODY_LEN: usize = RANDOM_LEN + CHECKSUM_LEN;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// The kinds of secret authkeys issues; each has its own prefix.

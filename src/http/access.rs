@@ -36,6 +36,11 @@ pub(super) fn access(route: Route, method: &str) -> Access {
         Route::Login | Route::Whoami | Route::Logout | Route::Verify | Route::ForwardAuth => {
             Access::Own
         }
+        // GitLab's pre-shared token and GitHub's signature: their own credentials.
+        Route::RevocableTokenTypes | Route::RevokeTokens | Route::GithubSecretScanning => {
+            Access::Own
+        }
+        Route::RevokeByValue => Access::Scoped(Scope::KeysWrite),
         Route::Apps | Route::App(_) => pick(Scope::AppsRead, Scope::AppsWrite),
         Route::Keys(_) | Route::Key(..) | Route::RotateKey(..) => {
             pick(Scope::KeysRead, Scope::KeysWrite)

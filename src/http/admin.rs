@@ -130,6 +130,7 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
                 ctx.authority.machines(app, key_id, &tags, &page, ctx.now)?,
             )
         }
+        (Route::RevokeByValue, "POST") => super::leaks::revoke_by_value(ctx)?,
         (Route::Machine(app, machine), "DELETE") => {
             ctx.authority
                 .logout_machine(app, machine, &actor, ctx.now)?;

@@ -215,6 +215,59 @@ pub(super) struct Identity<'a> {
     pub(super) machine: &'a Machine,
 }
 
+/// `POST /v1/keys/revoke-by-value` takes the same `{"key"}` as verify.
+pub(super) type RevokeByValue = Verify;
+
+/// An answer of `POST /v1/keys/revoke-by-value`: either what was revoked or why nothing was.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum RevokedByValue<'a> {
+    Revoked {
+        revoked: bool,
+        key_id: &'a str,
+        app: &'a str,
+        /// The machine logged out, when the value was a session token.
+        machine_id: Option<&'a str>,
+    },
+    NotRevoked {
+        revoked: bool,
+        code: &'static str,
+    },
+}
+
+/// One entry of GitLab's Token Revocation API request. Fields are GitLab's; any it adds later
+/// are ignored rather than refused, so that a GitLab upgrade cannot stop revocations.
+#[derive(Deserialize)]
+pub(super) struct GitlabToken {
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    pub(super) token: String,
+    #[serde(default)]
+    pub(super) location: Option<String>,
+}
+
+/// One match in a GitHub secret scanning report; fields GitHub adds later are ignored, as for
+/// GitLab.
+#[derive(Deserialize)]
+pub(super) struct GithubMatch {
+    pub(super) token: String,
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    #[serde(default)]
+    pub(super) url: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(super) source: Option<String>,
+}
+
+/// GitHub's label for one reported match.
+#[derive(Serialize)]
+pub(super) struct GithubLabel<'a> {
+    pub(super) token_hash: String,
+    pub(super) token_type: &'a str,
+    pub(super) label: &'static str,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateAdminToken {

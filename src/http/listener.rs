@@ -152,6 +152,8 @@ fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: authkeys_http::
             request.body = body;
             request.authorization = authorization;
             request.content_type = header(&raw, "Content-Type");
+            request.github_key_identifier = header(&raw, "Github-Public-Key-Identifier");
+            request.github_signature = header(&raw, "Github-Public-Key-Signature");
             request.remote_addr = client_address(trusted, &raw);
             guarded(|| handler(&request))
         }

@@ -17,6 +17,10 @@ pub struct Request {
     pub query: String,
     pub authorization: Option<String>,
     pub content_type: Option<String>,
+    /// `Github-Public-Key-Identifier` and `Github-Public-Key-Signature`, which sign a GitHub
+    /// secret scanning report.
+    pub github_key_identifier: Option<String>,
+    pub github_signature: Option<String>,
     pub body: Vec<u8>,
     /// The client's address, for throttling failed authentication attempts per client.
     pub remote_addr: Option<SocketAddr>,
@@ -49,17 +53,37 @@ impl Request {
         }
     }
 
+    /// Decodes a JSON array body (the leak reports of GitLab and GitHub) into `T`s: 415 unless
+    /// JSON, 400 unless a well-formed array without repeated keys, 422 for entries of the
+    /// wrong shape.
+    pub(crate) fn json_array<T: DeserializeOwned>(&self) -> Result<Vec<T>, ApiError> {
+        if !self.is_json() {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let malformed = |detail: String| ApiError::MalformedBody(detail);
+        let text = std::str::from_utf8(&self.body)
+            .map_err(|err| malformed(format!("the body is not UTF-8: {err}")))?;
+        match crate::domain::json::from_str(text) {
+            Ok(value) if value.is_array() => decode_value(value),
+            Ok(_) => Err(malformed("the body must be a JSON array".into())),
+            Err(err) => Err(malformed(format!("malformed JSON: {err}"))),
+        }
+    }
+
+    fn is_json(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|value| {
+            let media_type = value.split(';').next().unwrap_or("").trim();
+            media_type.eq_ignore_ascii_case("application/json")
+        })
+    }
+
     /// Decodes the JSON body into `T`. An empty body counts as `{}` so that endpoints whose
     /// fields are all optional can be called without one.
     pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         if self.body.is_empty() {
             return decode_value(serde_json::Value::Object(Default::default()));
         }
-        let is_json = self.content_type.as_deref().is_some_and(|value| {
-            let media_type = value.split(';').next().unwrap_or("").trim();
-            media_type.eq_ignore_ascii_case("application/json")
-        });
-        if !is_json {
+        if !self.is_json() {
             return Err(ApiError::UnsupportedMediaType);
         }
         decode_value(parse_object(&self.body)?)

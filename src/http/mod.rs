@@ -13,6 +13,7 @@ mod dto;
 mod errors;
 mod forwarded;
 mod integration;
+mod leaks;
 mod limits;
 mod listener;
 mod machine;
@@ -89,6 +90,16 @@ fn dispatch(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
         now,
     } = *ctx;
     let method = request.method.as_str();
+    // The outside reporters' routes exist only when configured: otherwise 404, whatever the
+    // method, before any throttle or credential.
+    let configured = match route {
+        Route::RevocableTokenTypes | Route::RevokeTokens => authority.revocation_api_enabled(),
+        Route::GithubSecretScanning => authority.github_secret_scanning_enabled(),
+        _ => true,
+    };
+    if !configured {
+        return Err(ApiError::RouteNotFound);
+    }
     if !route.methods().contains(&method) {
         return Err(ApiError::MethodNotAllowed {
             allow: route.methods(),
@@ -152,6 +163,9 @@ fn credentialed(ctx: &Ctx, route: Route) -> Answer {
                 .map_err(ApiError::from)
                 .and_then(|bearer| integration::forward_auth(ctx, bearer)),
         ),
+        Route::RevocableTokenTypes => Answer::from(leaks::gitlab(ctx, false)),
+        Route::RevokeTokens => Answer::from(leaks::gitlab(ctx, true)),
+        Route::GithubSecretScanning => Answer::from(leaks::github(ctx)),
         Route::Whoami | Route::Logout => Answer::from((|| {
             request.query_params(&[])?;
             machine::session(ctx, route, request.bearer()?)

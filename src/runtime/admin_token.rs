@@ -36,13 +36,19 @@ pub(crate) struct AdminToken {
 /// database, so a refused start leaves nothing behind. The message gives the length, never the
 /// token.
 pub(crate) fn check_configured(configured: Option<&Secret>) -> Result<(), StartError> {
+    check_length("AUTHKEYS_ADMIN_TOKEN", configured)
+}
+
+/// Refuses a configured shared secret (`name`, its environment variable) shorter than the
+/// admin token's minimum.
+pub(crate) fn check_length(name: &str, configured: Option<&Secret>) -> Result<(), StartError> {
     let Some(token) = configured else {
         return Ok(());
     };
     let chars = token.expose().chars().count();
     if chars < MIN_CONFIGURED_CHARS {
         return Err(StartError::new(format!(
-            "AUTHKEYS_ADMIN_TOKEN is {chars} characters long; it must be at least \
+            "{name} is {chars} characters long; it must be at least \
              {MIN_CONFIGURED_CHARS} (for example `openssl rand -hex 32`)"
         )));
     }

@@ -2,6 +2,7 @@
 //! explicitly. The admin token is a `Secret`, so printing a `Config` never shows it.
 
 use crate::authority::seed::Seed;
+use crate::domain::github_keys::GithubKeys;
 use crate::domain::token::Secret;
 use crate::http;
 use crate::store::{self, Database};
@@ -33,6 +34,12 @@ pub struct Config {
     pub http: http::Settings,
     /// How long a statement waits for another process's SQLite lock before failing.
     pub busy_timeout: Duration,
+    /// GitLab's Token Revocation API token (`--revocation-api-token`); its routes are absent
+    /// without it.
+    pub revocation_api_token: Option<Secret>,
+    /// GitHub secret scanning's signing keys (`--github-secret-scanning-keys`); its route is
+    /// absent without them.
+    pub github_secret_scanning_keys: Option<GithubKeys>,
     /// How long audit events are kept (`--audit-retention`); the sweeper deletes older ones.
     pub audit_retention: Duration,
     /// Webhook delivery: timeouts, how often to look for events, back-off.
@@ -64,6 +71,8 @@ impl Default for Config {
             login_failures: ThrottleLimits::default(),
             http: http::Settings::default(),
             busy_timeout: store::BUSY_TIMEOUT,
+            revocation_api_token: None,
+            github_secret_scanning_keys: None,
             audit_retention: Duration::from_secs(DEFAULT_AUDIT_RETENTION_SECS),
             webhooks: crate::runtime::webhooks::Delivery::default(),
             min_key_timeout_secs: crate::domain::validate::MIN_KEY_TIMEOUT_SECS,

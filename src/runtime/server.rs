@@ -2,6 +2,7 @@
 //! sweeper. This is the library entry point; `authkeys serve` and test suites both use it.
 
 use crate::authority::Authority;
+use crate::authority::leaks::LeakReporters;
 use crate::cache::hot::HotCache;
 use crate::cache::usage::UsageStamps;
 use crate::domain::error::StartError;
@@ -33,6 +34,8 @@ pub struct Server {
 impl Server {
     pub fn start(config: Config) -> Result<Server, StartError> {
         admin_token::check_configured(config.admin_token.as_ref())?;
+        let revocation_api_token = config.revocation_api_token.as_ref();
+        admin_token::check_length("AUTHKEYS_REVOCATION_API_TOKEN", revocation_api_token)?;
         let store = Arc::new(Store::open_with(&config.database, config.busy_timeout)?);
         let admin = admin_token::resolve(&store, &config.database, config.admin_token.as_ref())?;
         let stamps = Arc::new(UsageStamps::default());
@@ -45,7 +48,11 @@ impl Server {
                 admin.hash,
                 config.ephemeral_ttl.as_secs(),
             )
-            .with_min_key_timeout(config.min_key_timeout_secs),
+            .with_min_key_timeout(config.min_key_timeout_secs)
+            .with_leak_reporters(LeakReporters {
+                revocation_api_token: config.revocation_api_token.clone(),
+                github_keys: config.github_secret_scanning_keys.clone(),
+            }),
         );
         if let Some(seed) = &config.seed {
             let (apps, keys) = authority

@@ -11,6 +11,7 @@ mod hostile_http;
 mod hot_path;
 mod integrations;
 mod key_policy;
+mod leaks;
 mod lists;
 mod machine_auth;
 mod process;

@@ -41,6 +41,18 @@ impl Api {
         content_type: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Reply {
+        self.send_with_headers(method, path, content_type, &[], body)
+    }
+
+    /// `send` with extra request headers (a signature, an Authorization of another shape).
+    pub fn send_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .allow_non_standard_methods(true)
@@ -54,6 +66,9 @@ impl Api {
         }
         if let Some(content_type) = content_type {
             request = request.header("Content-Type", content_type);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let description = format!(
             "{method} {path} {}",

@@ -1,0 +1,242 @@
+//! Leaked tokens: revoking a key, or ending a session, by its value, whoever reports it (an
+//! admin's revoke-by-value, GitLab's Token Revocation API, GitHub secret scanning), and
+//! authenticating the two outside reporters. `revoke_leaked` is the one place where a
+//! revocation by leak report happens, so its record (the audit log's `leak_report` actor) has
+//! one place to be written.
+
+use super::Authority;
+use crate::cache::hot::Invalidation;
+use crate::domain::error::{Error, Result};
+use crate::domain::github_keys::GithubKeys;
+use crate::domain::model::Timestamp;
+use crate::domain::token::{self, Secret, TokenHash, TokenKind};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use subtle::ConstantTimeEq;
+
+/// The outside reporters that are on: each is configured or absent (and then its routes are).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LeakReporters {
+    /// GitLab's pre-shared token (`--revocation-api-token`).
+    pub(crate) revocation_api_token: Option<Secret>,
+    /// GitHub's signing keys (`--github-secret-scanning-keys`).
+    pub(crate) github_keys: Option<GithubKeys>,
+}
+
+/// Who reported a leak: the audit log's actor is `leak_report` for all three.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reporter {
+    Admin,
+    GitLab,
+    GitHub,
+}
+
+/// One reported token, and where the reporter says it was found (a URL, a file), if it says.
+pub(crate) struct Reported<'a> {
+    pub(crate) token: &'a str,
+    pub(crate) location: Option<&'a str>,
+}
+
+/// What a report did about one token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LeakOutcome {
+    /// An active auth key, now revoked, its machines logged out.
+    KeyRevoked { key_id: String, app: String },
+    /// A live session token, whose machine is now logged out.
+    MachineLoggedOut {
+        machine_id: String,
+        key_id: String,
+        app: String,
+    },
+    /// Not an auth key or session token of ours (a well-formed admin token included: it is
+    /// replaced with `rotate-admin-token`, not revoked).
+    Malformed,
+    /// Well formed, but no such key, or no live session.
+    NotFound,
+    /// A key revoked before this report.
+    AlreadyRevoked,
+}
+
+impl LeakOutcome {
+    pub(crate) fn code(&self) -> Option<&'static str> {
+        match self {
+            LeakOutcome::KeyRevoked { .. } | LeakOutcome::MachineLoggedOut { .. } => None,
+            LeakOutcome::Malformed => Some("malformed"),
+            LeakOutcome::NotFound => Some("not_found"),
+            LeakOutcome::AlreadyRevoked => Some("already_revoked"),
+        }
+    }
+}
+
+/// What a well-formed reported token is, before the store is asked.
+#[derive(Clone, Copy)]
+enum Candidate {
+    Key(TokenHash),
+    Session(TokenHash),
+}
+
+fn candidate(token: &str) -> Option<Candidate> {
+    if let Ok(hash) = token::parse(TokenKind::AuthKey, token) {
+        Some(Candidate::Key(hash))
+    } else {
+        token::parse(TokenKind::Session, token)
+            .ok()
+            .map(Candidate::Session)
+    }
+}
+
+impl Authority {
+    /// Sets which outside reporters are on (at start).
+    pub(crate) fn with_leak_reporters(mut self, reporters: LeakReporters) -> Authority {
+        self.leak_reporters = reporters;
+        self
+    }
+
+    pub(crate) fn revocation_api_enabled(&self) -> bool {
+        self.leak_reporters.revocation_api_token.is_some()
+    }
+
+    pub(crate) fn github_secret_scanning_enabled(&self) -> bool {
+        self.leak_reporters.github_keys.is_some()
+    }
+
+    /// Accepts GitLab's pre-shared token. Both sides are hashed first, so the comparison takes
+    /// the same time whatever the presented token's length, and is constant-time over the
+    /// digests.
+    pub(crate) fn authenticate_revocation_api(&self, presented: &str) -> Result<()> {
+        let expected = self
+            .leak_reporters
+            .revocation_api_token
+            .as_ref()
+            .ok_or(Error::InvalidCredentials)?;
+        let expected = Sha256::digest(expected.expose().as_bytes());
+        let presented = Sha256::digest(presented.as_bytes());
+        if bool::from(expected.as_slice().ct_eq(presented.as_slice())) {
+            Ok(())
+        } else {
+            Err(Error::InvalidCredentials)
+        }
+    }
+
+    /// Accepts a report only if `body` carries GitHub's signature by the key `key_id` names.
+    pub(crate) fn authenticate_github_report(
+        &self,
+        key_id: &str,
+        signature: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let keys = self
+            .leak_reporters
+            .github_keys
+            .as_ref()
+            .ok_or(Error::InvalidCredentials)?;
+        keys.verify(key_id, signature, body)
+            .map_err(|_| Error::InvalidCredentials)
+    }
+
+    /// Revokes every reported auth key and logs out the machine of every reported session
+    /// token, in one transaction (a report of a thousand tokens is one fsync, not a thousand).
+    /// Tokens that are not ours are never looked up. A token reported twice is judged once
+    /// and answered the same both times. Answers one outcome per reported token, in order.
+    pub(crate) fn revoke_leaked(
+        &self,
+        reporter: Reporter,
+        reported: &[Reported],
+        now: Timestamp,
+    ) -> Result<Vec<LeakOutcome>> {
+        let candidates: Vec<Option<Candidate>> =
+            reported.iter().map(|r| candidate(r.token)).collect();
+        let (judged, forgotten) = self.store.write(|w| {
+            let mut judged: HashMap<TokenHash, LeakOutcome> = HashMap::new();
+            let mut forgotten = Vec::new();
+            for (report, candidate) in reported.iter().zip(&candidates) {
+                let outcome = match *candidate {
+                    None => continue,
+                    Some(Candidate::Key(hash) | Candidate::Session(hash))
+                        if judged.contains_key(&hash) =>
+                    {
+                        continue;
+                    }
+                    Some(Candidate::Key(hash)) => {
+                        let outcome = match w.key_status(&hash)? {
+                            None => LeakOutcome::NotFound,
+                            Some(status) if status.revoked_at.is_some() => {
+                                LeakOutcome::AlreadyRevoked
+                            }
+                            Some(status) => {
+                                let app = w.app(&status.app)?.ok_or(Error::AppNotFound)?;
+                                let key =
+                                    w.key(&app, &status.id, now)?.ok_or(Error::KeyNotFound)?;
+                                w.revoke_key(&key, now)?;
+                                LeakOutcome::KeyRevoked {
+                                    key_id: key.id,
+                                    app: app.id,
+                                }
+                            }
+                        };
+                        (hash, outcome)
+                    }
+                    Some(Candidate::Session(hash)) => {
+                        let outcome = match w.session(&hash)? {
+                            Some((app_pk, machine)) if !machine.is_expired(now) => {
+                                let app = w.app_by_pk(app_pk)?.ok_or(Error::AppNotFound)?;
+                                if let Some(deleted) = w.delete_machine(machine.pk)? {
+                                    forgotten.push((machine.pk, deleted));
+                                }
+                                LeakOutcome::MachineLoggedOut {
+                                    machine_id: machine.id,
+                                    key_id: machine.key_id,
+                                    app: app.id,
+                                }
+                            }
+                            // Expired sessions are already logged out, as for an admin.
+                            _ => LeakOutcome::NotFound,
+                        };
+                        (hash, outcome)
+                    }
+                };
+                // The audit log's `leak_report` event for a revocation goes here, in this
+                // transaction, with `reporter` and `report.location`.
+                log_revocation(reporter, report.location, &outcome.1);
+                judged.insert(outcome.0, outcome.1);
+            }
+            Ok((judged, forgotten))
+        })?;
+        for (pk, hash) in forgotten {
+            self.stamps.forget_machine(pk, hash);
+        }
+        let changed = judged.values().any(|outcome| outcome.code().is_none());
+        if changed {
+            self.cache.invalidate(Invalidation::Everything);
+        }
+        Ok(candidates
+            .iter()
+            .map(|candidate| match candidate {
+                None => LeakOutcome::Malformed,
+                Some(Candidate::Key(hash) | Candidate::Session(hash)) => judged[hash].clone(),
+            })
+            .collect())
+    }
+}
+
+/// Logs a revocation at info level: who reported it and where the token was found (quoted,
+/// so a control character cannot forge a log line, and redacted), never the token.
+fn log_revocation(reporter: Reporter, location: Option<&str>, outcome: &LeakOutcome) {
+    let location = location.map(|text| {
+        let short: String = text.chars().take(200).collect();
+        format!("{:?}", token::redact_secrets(&short))
+    });
+    let location = location.as_deref().unwrap_or("unknown");
+    match outcome {
+        LeakOutcome::KeyRevoked { key_id, app } => log::info!(
+            "leak report ({reporter:?}, found at {location}): revoked key {key_id} of app {app}"
+        ),
+        LeakOutcome::MachineLoggedOut {
+            machine_id, app, ..
+        } => log::info!(
+            "leak report ({reporter:?}, found at {location}): logged out machine {machine_id} \
+             of app {app}"
+        ),
+        LeakOutcome::Malformed | LeakOutcome::NotFound | LeakOutcome::AlreadyRevoked => {}
+    }
+}
