@@ -172,6 +172,8 @@ pub(crate) struct EventFilter {
     pub(crate) after: i64,
     pub(crate) app: Option<String>,
     pub(crate) action: Option<Action>,
+    /// Descending `seq` (`?order=desc`), for a reader that shows the latest first.
+    pub(crate) newest_first: bool,
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use super::context::Ctx;
 use super::dto::{
     CreateAdminToken, CreateApp, CreateKey, CreateWebhook, CreatedAdminToken, CreatedKey,
-    CreatedWebhook, RotateKey, ServerInfo,
+    CreatedWebhook, RotateKey, ServerInfo, TokenInfo,
 };
 use super::message;
 use super::routes::Route;
@@ -101,6 +101,11 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
             &ServerInfo {
                 version: env!("CARGO_PKG_VERSION"),
                 ephemeral_ttl: ctx.authority.ephemeral_ttl_secs(),
+                token: TokenInfo {
+                    root: matches!(principal, Principal::Root),
+                    scopes: principal.scopes(),
+                    apps: principal.apps(),
+                },
             },
         ),
         (Route::Key(app, key), "GET") => {
@@ -200,7 +205,9 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
             Response::page("deliveries", ctx.authority.deliveries(id, &page)?)
         }
         (Route::Audit, "GET") => {
-            let (page, filters) = ctx.request.page_query(&["after", "app", "action"])?;
+            let (page, filters) = ctx
+                .request
+                .page_query(&["after", "app", "action", "order"])?;
             let filter = event_filter(&filters)?;
             Response::page("events", ctx.authority.events(&filter, &page, principal)?)
         }
@@ -254,9 +261,21 @@ fn event_filter(filters: &[(String, String)]) -> Result<EventFilter, ApiError> {
             reason: format!("{text:?} is not an audit action"),
         })?),
     };
+    let newest_first = match message::single(filters, "order")? {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => {
+            return Err(Error::InvalidField {
+                field: "order",
+                reason: "must be asc or desc".into(),
+            }
+            .into());
+        }
+    };
     Ok(EventFilter {
         after,
         app: message::single(filters, "app")?.map(str::to_string),
         action,
+        newest_first,
     })
 }

@@ -273,16 +273,22 @@ fn every_change_records_one_event_with_its_actor_and_reads_record_none() {
     }
 }
 
-#[test]
-fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
+/// A server whose log holds 8 events: apps `a` and `b` created, three keys each.
+fn two_apps_with_three_keys_each() -> TestServer {
     let server = TestServer::start();
-    let admin = server.admin();
     for app in ["a", "b"] {
         server.create_app(app);
         for _ in 0..3 {
             server.create_key(app, json!({}));
         }
     }
+    server
+}
+
+#[test]
+fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
+    let server = two_apps_with_three_keys_each();
+    let admin = server.admin();
     let all = all_events(&admin, "", 2);
     assert_eq!(all.len(), 8);
     assert_eq!(all, all_events(&admin, "", 1000));
@@ -313,6 +319,39 @@ fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
     let apps = admin.get("/v1/apps?limit=1").expect(200);
     let cursor = apps["next_cursor"].as_str().unwrap();
     admin.get(&format!("/v1/audit?cursor={cursor}")).expect(422);
+}
+
+/// `?order=desc` pages from the newest event back, with or without filters and `after`, and
+/// its cursor keeps the order: every event once, reversed.
+#[test]
+fn newest_first_pages_walk_the_log_backwards() {
+    let server = two_apps_with_three_keys_each();
+    let admin = server.admin();
+    let reversed = |mut events: Vec<Value>| {
+        events.reverse();
+        events
+    };
+    let all = all_events(&admin, "", 1000);
+    assert_eq!(all.len(), 8);
+    assert_eq!(all_events(&admin, "order=desc", 3), reversed(all.clone()));
+    assert_eq!(
+        all_events(&admin, "order=desc&app=a", 1),
+        reversed(all_events(&admin, "app=a", 1000))
+    );
+    assert_eq!(
+        all_events(&admin, "order=desc&action=key.created&app=b", 2),
+        reversed(all_events(&admin, "action=key.created&app=b", 1000))
+    );
+    let third = all[2]["seq"].as_i64().unwrap();
+    assert_eq!(
+        all_events(&admin, &format!("order=desc&after={third}"), 2),
+        reversed(all[3..].to_vec())
+    );
+    assert_eq!(all_events(&admin, "order=asc", 3), all);
+    for bad in ["order=newest", "order=desc&order=asc", "order="] {
+        let reply = admin.get(&format!("/v1/audit?{bad}"));
+        assert_eq!(reply.status, 422, "{bad}: {}", reply.body);
+    }
 }
 
 /// Behind a trusted proxy the event records the forwarded client; from any other peer the
