@@ -6,6 +6,7 @@ use super::context::Ctx;
 use super::dto::{GithubLabel, GithubMatch, GitlabToken, RevokeByValue, RevokedByValue};
 use super::{ApiError, Response};
 use crate::authority::leaks::{LeakOutcome, Reported, Reporter};
+use crate::domain::audit::Actor;
 use crate::domain::error::Error;
 use crate::domain::token::TokenHash;
 use serde::de::DeserializeOwned;
@@ -21,14 +22,15 @@ pub(crate) const GITLAB_TOKEN_TYPES: [&str; 2] = [
     "gitleaks_rule_id_authkeys_session_token",
 ];
 
-/// `POST /v1/keys/revoke-by-value` (admin, already authenticated).
-pub(super) fn revoke_by_value(ctx: &Ctx) -> Result<Response, ApiError> {
+/// `POST /v1/keys/revoke-by-value` (admin, already authenticated as `admin`, who is recorded
+/// as the reporter).
+pub(super) fn revoke_by_value(ctx: &Ctx, admin: &Actor) -> Result<Response, ApiError> {
     let body: RevokeByValue = ctx.request.json()?;
     let reported = [Reported {
         token: &body.key,
         location: None,
     }];
-    let outcomes = revoke(ctx, Reporter::Admin, &reported)?;
+    let outcomes = revoke(ctx, admin, &reported)?;
     let answer = match &outcomes[0] {
         LeakOutcome::KeyRevoked { key_id, app } => RevokedByValue::Revoked {
             revoked: true,
@@ -96,7 +98,8 @@ pub(super) fn gitlab(ctx: &Ctx, revoke_tokens: bool) -> Result<Response, ApiErro
             location: token.location.as_deref(),
         })
         .collect();
-    revoke(ctx, Reporter::GitLab, &reported)?;
+    let reporter = Reporter::GitLab.actor(ctx.client_addr());
+    revoke(ctx, &reporter, &reported)?;
     Ok(Response::no_content())
 }
 
@@ -118,7 +121,8 @@ pub(super) fn github(ctx: &Ctx) -> Result<Response, ApiError> {
             location: found.url.as_deref(),
         })
         .collect();
-    let outcomes = revoke(ctx, Reporter::GitHub, &reported)?;
+    let reporter = Reporter::GitHub.actor(ctx.client_addr());
+    let outcomes = revoke(ctx, &reporter, &reported)?;
     let labels: Vec<GithubLabel> = matches
         .iter()
         .zip(&outcomes)
@@ -148,7 +152,7 @@ fn report<T: DeserializeOwned>(ctx: &Ctx) -> Result<Vec<T>, ApiError> {
 /// Revokes what was reported and counts each key revoked.
 fn revoke(
     ctx: &Ctx,
-    reporter: Reporter,
+    reporter: &Actor,
     reported: &[Reported],
 ) -> Result<Vec<LeakOutcome>, ApiError> {
     let outcomes = ctx.authority.revoke_leaked(reporter, reported, ctx.now)?;
