@@ -130,7 +130,7 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
                 ctx.authority.machines(app, key_id, &tags, &page, ctx.now)?,
             )
         }
-        (Route::RevokeByValue, "POST") => super::leaks::revoke_by_value(ctx)?,
+        (Route::RevokeByValue, "POST") => super::leaks::revoke_by_value(ctx, principal, &actor)?,
         (Route::Machine(app, machine), "DELETE") => {
             ctx.authority
                 .logout_machine(app, machine, &actor, ctx.now)?;
@@ -272,9 +272,17 @@ fn event_filter(filters: &[(String, String)]) -> Result<EventFilter, ApiError> {
             .into());
         }
     };
+    let app = message::single(filters, "app")?;
+    if let Some(app) = app {
+        // Not echoed: a query string may be long.
+        validate::app_id(app).map_err(|_| Error::InvalidField {
+            field: "app",
+            reason: "must be an app id (1 to 63 characters of a-z, 0-9 and '-')".into(),
+        })?;
+    }
     Ok(EventFilter {
         after,
-        app: message::single(filters, "app")?.map(str::to_string),
+        app: app.map(str::to_string),
         action,
         newest_first,
     })

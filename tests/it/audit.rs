@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 /// Every event, walking the pages `limit` at a time with `query` (e.g. `app=x`).
-fn all_events(api: &Api, query: &str, limit: usize) -> Vec<Value> {
+pub(crate) fn all_events(api: &Api, query: &str, limit: usize) -> Vec<Value> {
     let mut events = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -302,6 +302,7 @@ fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
     let third = all[2]["seq"].as_i64().unwrap();
     let after = all_events(&admin, &format!("after={third}"), 3);
     assert_eq!(after, all[3..].to_vec());
+    let too_long = format!("app={}", "a".repeat(64));
     for bad in [
         "action=key.nope",
         "action=key.*",
@@ -310,10 +311,18 @@ fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
         "limit=0",
         "cursor=zz",
         "app=a&app=b",
+        // Not an app id: no app could have it, so the filter is a mistake, not an empty page.
+        &too_long,
+        "app=A",
+        "app=-a",
+        "app=",
     ] {
         let reply = admin.get(&format!("/v1/audit?{bad}"));
         assert_eq!(reply.status, 422, "{bad}: {}", reply.body);
+        assert_eq!(reply.json["error"]["code"], "invalid_field", "{bad}");
     }
+    // An app id that names no app is a filter that matches nothing.
+    assert_eq!(all_events(&admin, "app=gone", 10), Vec::<Value>::new());
     admin.get("/v1/audit?nope=1").expect(400);
     // Another list's cursor is refused.
     let apps = admin.get("/v1/apps?limit=1").expect(200);

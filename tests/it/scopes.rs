@@ -207,6 +207,27 @@ fn a_token_limited_to_one_app_reaches_no_other() {
             .len(),
         0
     );
+
+    // Revoking by value reaches only its apps too: another app's key and session stay live.
+    let theirs = server.create_key("theirs", json!({"reusable": true}));
+    let their_key = theirs["key"].as_str().unwrap();
+    let their_session = server.login(their_key);
+    let their_token = their_session["session_token"].as_str().unwrap();
+    for value in [their_key, their_token] {
+        token
+            .post("/v1/keys/revoke-by-value", &json!({"key": value}))
+            .expect(403);
+    }
+    server.login(their_key);
+    server
+        .client(Some(their_token))
+        .get("/v1/auth/whoami")
+        .expect(200);
+    let mine = token.post("/v1/apps/mine/keys", &json!({})).expect(201);
+    let revoked = token
+        .post("/v1/keys/revoke-by-value", &json!({"key": mine["key"]}))
+        .expect(200);
+    assert_eq!(revoked["revoked"], true, "{revoked}");
 }
 
 /// `GET /v1/server` tells each admin token what it may do (root: everything), so the
