@@ -49,6 +49,13 @@ const state = {
   knownKeys: new Map(),
   /** Where each list's next page starts (the server's next_cursor), or null after the last. */
   next: { apps: null, keys: null, machines: null },
+  /** The Activity, Admin tokens and Webhooks pages' loaded rows, and the webhook whose
+   * deliveries are shown. */
+  events: [],
+  tokens: [],
+  webhooks: [],
+  deliveries: [],
+  deliveriesOf: null,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -126,6 +133,7 @@ function describeError(err) {
     key_not_found: "this key no longer exists or was already revoked.",
     key_inactive: "this key can no longer be rotated: it is revoked, expired or already rotated.",
     machine_not_found: "this machine is no longer logged in.",
+    forbidden: `this admin token may not do that: ${err.message}.`,
     internal: "the server hit an internal error; its log has the details.",
     unreachable: err.message,
   };
@@ -301,9 +309,10 @@ async function signIn(event) {
     input.focus();
     return;
   }
-  let apps;
+  let server;
   try {
-    apps = await listPage("/v1/apps", "apps", { token });
+    // Any admin token may read this, whatever its scopes; it says what the token may do.
+    server = await api("GET", "/v1/server", undefined, token);
   } catch (err) {
     error.textContent =
       err instanceof ApiError && err.status === 401
@@ -317,8 +326,7 @@ async function signIn(event) {
   sessionStorage.setItem(TOKEN_STORAGE_KEY, token);
   input.value = "";
   error.hidden = true;
-  state.apps = apps.items;
-  state.next.apps = apps.next;
+  state.server = server;
   await showConsole();
 }
 
@@ -327,6 +335,7 @@ function signOut(message) {
   for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   hideNewKey();
   state.apps = [];
+  state.server = null;
   state.app = null;
   state.keys = [];
   state.machines = [];
@@ -343,12 +352,11 @@ function signOut(message) {
 
 async function showConsole() {
   $("sign-in-view").hidden = true;
-  $("console-view").hidden = false;
   $("sign-out").hidden = false;
-  renderApps();
-  await loadServerInfo().catch((err) => fail("Could not read the server's settings", err));
-  await selectAppFromUrl({ focus: false });
-  if (!state.appId) $("main").focus();
+  applyPermissions();
+  await loadApps().catch((err) => fail("Could not list the apps", err));
+  await route({ focus: false });
+  $("main").focus();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -356,6 +364,13 @@ async function showConsole() {
 
 /** Loads the first page of apps (again). */
 async function loadApps() {
+  if (!can("apps:read")) {
+    // A token that may not list apps still works on the apps it is limited to.
+    state.apps = (tokenApps() || []).map((id) => ({ id }));
+    state.next.apps = null;
+    renderApps();
+    return;
+  }
   const page = await listPage("/v1/apps", "apps");
   state.apps = page.items;
   state.next.apps = page.next;
@@ -406,6 +421,11 @@ function renderApps() {
     }),
   );
   $("apps-empty").hidden = state.apps.length > 0;
+  $("apps-empty").textContent = can("apps:read")
+    ? can("apps:write")
+      ? "No apps yet. Create one below."
+      : "No apps yet."
+    : "This admin token may not list apps: open one at #/apps/<id>.";
   $("apps-more").hidden = !state.next.apps;
 }
 
@@ -458,10 +478,14 @@ const listQuery = {
 async function loadApp() {
   const appId = state.appId;
   try {
+    // A list the token may not read is left empty (and says so) rather than refused.
+    const none = { items: [], next: null };
     const [app, keys, machines] = await Promise.all([
-      api("GET", appPath(appId)),
-      listPage(`${appPath(appId)}/keys`, "keys", { query: listQuery.keys() }),
-      listPage(`${appPath(appId)}/machines`, "machines", { query: listQuery.machines() }),
+      can("apps:read") ? api("GET", appPath(appId)) : { id: appId, name: null, created_at: null },
+      can("keys:read") ? listPage(`${appPath(appId)}/keys`, "keys", { query: listQuery.keys() }) : none,
+      can("machines:read")
+        ? listPage(`${appPath(appId)}/machines`, "machines", { query: listQuery.machines() })
+        : none,
     ]);
     if (appId !== state.appId) return false;
     state.app = app;
@@ -473,7 +497,8 @@ async function loadApp() {
     if (appId !== state.appId) return false;
   } catch (err) {
     fail(`Could not load app ${appId}`, err);
-    if (err instanceof ApiError && err.code === "app_not_found") {
+    // An app that is gone, or that this token may not reach, is not shown at all.
+    if (err instanceof ApiError && (err.code === "app_not_found" || err.code === "forbidden")) {
       history.replaceState(null, "", location.pathname);
       state.appId = null;
       state.app = null;
@@ -513,7 +538,7 @@ function renderApp() {
   $("app-detail").hidden = false;
   $("app-title").textContent = app.name || app.id;
   $("app-id-label").textContent = app.id;
-  $("app-created").replaceChildren(timeElement(app.created_at));
+  $("app-created").replaceChildren(timeElement(app.created_at, "unknown"));
   renderKeys();
   renderMachines();
 }
@@ -579,8 +604,8 @@ async function deleteApp() {
   let keys, machinesPage;
   try {
     [keys, machinesPage] = await Promise.all([
-      listPage(`${appPath(app.id)}/keys`, "keys"),
-      listPage(`${appPath(app.id)}/machines`, "machines"),
+      can("keys:read") ? listPage(`${appPath(app.id)}/keys`, "keys") : { items: [], next: "unknown" },
+      can("machines:read") ? listPage(`${appPath(app.id)}/machines`, "machines") : { items: [], next: "unknown" },
     ]);
   } catch (err) {
     fail(`Could not count what deleting app ${app.id} revokes`, err);
@@ -750,11 +775,18 @@ async function loadServerInfo() {
   try {
     state.server = await api("GET", "/v1/server");
   } catch (err) {
-    // Only hints depend on it: they keep their general wording.
+    // Hints keep their general wording, and every action is offered (the server still
+    // refuses what the token may not do).
     state.server = null;
     if (err instanceof ApiError && err.status === 401) throw err;
     return;
   }
+  showServerInfo();
+}
+
+/** Words the generate form's hints with the server's real ephemeral TTL. */
+function showServerInfo() {
+  if (!state.server) return;
   const ttl = durationText(state.server.ephemeral_ttl);
   $("ephemeral-ttl-text").textContent = ttl;
   $("session-ttl-default").textContent = `Server default (${ttl})`;
@@ -808,7 +840,7 @@ function renderKeys() {
     const actions = el("td", { class: "actions" });
     if (key.revoked_at) {
       actions.append(el("span", { class: "revoked-at" }, "Revoked ", timeElement(key.revoked_at)));
-    } else {
+    } else if (can("keys:write")) {
       if (keyCanRotate(key)) {
         actions.append(rowButton("Rotate", `Rotate key ${keyLabel(key)}`, () => rotateKey(key), "button small"));
       }
@@ -837,9 +869,13 @@ function renderKeys() {
     return row;
   });
   fillTable("keys", rows);
-  $("keys-empty").textContent = state.tagFilter.length
-    ? `No keys carry ${state.tagFilter.join(" and ")}.`
-    : "No keys. Generate one with Generate key.";
+  $("keys-empty").textContent = !can("keys:read")
+    ? "This admin token may not list keys (it lacks keys:read)."
+    : state.tagFilter.length
+      ? `No keys carry ${state.tagFilter.join(" and ")}.`
+      : can("keys:write")
+        ? "No keys. Generate one with Generate key."
+        : "No keys.";
   $("keys-more").hidden = !state.next.keys;
 }
 
@@ -1180,9 +1216,9 @@ function machineKeyCell(machine) {
 
 function renderMachines() {
   const rows = state.machines.map((machine) => {
-    const button = rowButton("Log out", `Log out machine ${machine.name || machine.id}`, () =>
-      logOutMachine(machine),
-    );
+    const button = can("machines:write")
+      ? rowButton("Log out", `Log out machine ${machine.name || machine.id}`, () => logOutMachine(machine))
+      : null;
     const name = el(
       "div",
       {},
@@ -1206,6 +1242,9 @@ function renderMachines() {
     return row;
   });
   fillTable("machines", rows);
+  $("machines-empty").textContent = can("machines:read")
+    ? "No machine is logged in."
+    : "This admin token may not list machines (it lacks machines:read).";
   $("machines-more").hidden = !state.next.machines;
 }
 
@@ -1296,6 +1335,417 @@ function confirmAction({ title, body, confirmLabel, typed, choice, destructive =
 }
 
 // ---------------------------------------------------------------------------------------------
+// What the signed-in token may do
+
+/** Whether the signed-in token holds `scope` (root holds every one). Without the server's
+ * answer, everything is offered: the server refuses what the token may not do anyway. */
+function can(scope) {
+  const token = state.server && state.server.token;
+  return !token || token.root || token.scopes.includes(scope);
+}
+
+const isRoot = () => !state.server || state.server.token.root;
+
+/** The apps the token is limited to, or null for every app. */
+const tokenApps = () => (state.server && state.server.token.apps) || null;
+
+/**
+ * Offers only what the token may do: pages and actions outside its scopes are hidden (the
+ * server answers 403 `forbidden` to them anyway, which `fail` explains).
+ */
+function applyPermissions() {
+  showServerInfo();
+  const token = state.server && state.server.token;
+  $("signed-in-as").hidden = !token;
+  if (token) {
+    const apps = token.apps ? ` on ${token.apps.join(", ")}` : "";
+    $("signed-in-as").textContent = token.root ? "Root token" : `Scoped token: ${token.scopes.join(", ")}${apps}`;
+  }
+  $("view-nav").hidden = false;
+  $("nav-activity").hidden = !can("audit:read");
+  $("nav-admin-tokens").hidden = !isRoot();
+  $("nav-webhooks").hidden = !isRoot();
+  $("create-app-form").hidden = !can("apps:write");
+  $("delete-app").hidden = !can("apps:write");
+  $("generate-open").hidden = !can("keys:write");
+  $("no-app-text").textContent = can("apps:write")
+    ? "Select an app, or create one, to generate and revoke its auth keys."
+    : "Select an app to see its auth keys.";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages: the apps console, Activity, Admin tokens, Webhooks (`#/activity`, …)
+
+const PAGES = {
+  "#/activity": { view: "activity-view", nav: "nav-activity", allowed: () => can("audit:read"), load: () => loadActivity() },
+  "#/admin-tokens": { view: "admin-tokens-view", nav: "nav-admin-tokens", allowed: isRoot, load: () => loadAdminTokens() },
+  "#/webhooks": { view: "webhooks-view", nav: "nav-webhooks", allowed: isRoot, load: () => loadWebhooks() },
+};
+
+/** Shows the page the URL names; the apps console for any other fragment. */
+async function route({ focus }) {
+  const page = PAGES[location.hash];
+  for (const { view } of Object.values(PAGES)) $(view).hidden = true;
+  for (const id of ["nav-apps", ...Object.values(PAGES).map((p) => p.nav)]) $(id).removeAttribute("aria-current");
+  if (!page || !page.allowed()) {
+    if (page) showAlert("This admin token may not open that page.");
+    $("console-view").hidden = false;
+    $("nav-apps").setAttribute("aria-current", "page");
+    await selectAppFromUrl({ focus });
+    return;
+  }
+  $("console-view").hidden = true;
+  $(page.view).hidden = false;
+  $(page.nav).setAttribute("aria-current", "page");
+  await page.load();
+  if (focus) $(page.view).querySelector("h1").focus();
+}
+
+/** Shows a secret in its one-time panel (`<name>-panel`'s textarea `field`). */
+function showSecret(panel, field, value) {
+  $(field).value = value;
+  $(panel).hidden = false;
+  $(panel).querySelector("h3").focus();
+}
+
+function hideSecret(panel, field) {
+  $(field).value = "";
+  $(panel).hidden = true;
+}
+
+/** A comma-separated list as typed: its items, trimmed, empty ones left out. */
+const commaList = (text) => text.split(",").map((item) => item.trim()).filter(Boolean);
+
+/**
+ * Loads the first page of the list `list` (a field of `state` and of `state.next`), or with
+ * `more` appends its next page, then renders it. `what` names it in a failure's sentence.
+ */
+async function loadList({ list, path, field, query = [], more = false, what, render }) {
+  let page;
+  try {
+    page = await listPage(path, field, { query, cursor: more ? state.next[list] : null });
+  } catch (err) {
+    fail(`Could not list ${more ? "more " : ""}${what}`, err);
+    return false;
+  }
+  state[list] = more ? state[list].concat(page.items) : page.items;
+  state.next[list] = page.next;
+  render();
+  return true;
+}
+
+/** A row of text chips (scopes, apps, events): text only, never markup. */
+const textChips = (items) => el("ul", { class: "chips" }, ...items.map((item) => el("li", { class: "chip" }, item)));
+
+// --- Activity ----------------------------------------------------------------------------------
+
+const AUDIT_ACTIONS = [
+  "app.created", "app.deleted", "key.created", "key.rotated", "key.revoked", "key.expiring",
+  "machine.logged_in", "machine.logged_out", "admin_token.created", "admin_token.revoked",
+  "trust_policy.created", "trust_policy.deleted", "webhook.created", "webhook.deleted",
+];
+
+/** The filters applied to the activity list: `[name, value]` query pairs. */
+function activityQuery() {
+  const query = [["order", "desc"]];
+  const app = $("activity-app").value.trim();
+  const action = $("activity-action").value;
+  if (app) query.push(["app", app]);
+  if (action) query.push(["action", action]);
+  return query;
+}
+
+/** A token limited to some apps must name one: the filter starts on its first. */
+function prepareActivityFilter() {
+  const apps = tokenApps();
+  $("activity-app-choices").replaceChildren(...(apps || state.apps.map((app) => app.id)).map((id) => el("option", { value: id })));
+  $("activity-app").placeholder = apps ? "" : "Every app";
+  $("activity-app-hint").hidden = !apps;
+  $("activity-app-hint").textContent = apps ? `This token reads the log of ${apps.join(", ")} only, one app at a time.` : "";
+  if (apps && !apps.includes($("activity-app").value.trim())) $("activity-app").value = apps[0];
+}
+
+async function loadActivity(more = false) {
+  if (!more) prepareActivityFilter();
+  const query = activityQuery();
+  await loadList({ list: "events", path: "/v1/audit", field: "events", query, more, what: "events", render: renderActivity });
+}
+
+/** Who made a change: root, a scoped token (by id), a machine, the sweeper, a leak report. */
+function actorText(actor) {
+  const names = { root: "Root token", admin_token: "Admin token", machine: "Machine", system: "System", leak_report: "Leak report" };
+  const name = names[actor.type] || actor.type;
+  return actor.id ? `${name} ${actor.id}` : name;
+}
+
+function renderActivity() {
+  const rows = state.events.map((event) => {
+    const details = JSON.stringify(event.details);
+    const row = el(
+      "tr",
+      {},
+      cell("When", timeElement(event.at), el("div", { class: "muted small" }, `#${event.seq}`)),
+      cell("Action", el("code", {}, event.action)),
+      cell("Actor", el("div", { class: "cell-text" }, actorText(event.actor)), event.client_addr ? el("div", { class: "muted small" }, event.client_addr) : null),
+      cell("App", event.app ? el("span", { class: "cell-text" }, event.app) : el("span", { class: "muted" }, "—")),
+      cell("Target", el("span", { class: "hint-text" }, `${event.target.type} ${event.target.id}`)),
+      el(
+        "td",
+        { class: "details-cell", "data-label": "Details" },
+        details === "{}" ? el("span", { class: "muted" }, "—") : el("code", { class: "details" }, details),
+      ),
+    );
+    row.dataset.seq = String(event.seq);
+    return row;
+  });
+  fillTable("activity", rows);
+  $("activity-more").hidden = !state.next.events;
+}
+
+// --- Admin tokens ------------------------------------------------------------------------------
+
+const SCOPES = ["apps:read", "apps:write", "keys:read", "keys:write", "machines:read", "machines:write", "audit:read", "trust_policies:write"];
+
+async function loadAdminTokens(more = false) {
+  const path = "/v1/admin-tokens";
+  await loadList({ list: "tokens", path, field: "admin_tokens", more, what: "the admin tokens", render: renderAdminTokens });
+}
+
+function renderAdminTokens() {
+  const rows = state.tokens.map((token) => {
+    const actions = el("td", { class: "actions" });
+    if (token.revoked_at) actions.append(el("span", { class: "revoked-at" }, "Revoked ", timeElement(token.revoked_at)));
+    else actions.append(rowButton("Revoke", `Revoke admin token ${token.name}`, () => revokeAdminToken(token)));
+    const limits = [
+      token.max_key_lifetime ? `keys live ≤ ${durationText(token.max_key_lifetime)}` : null,
+      token.ephemeral_only ? "ephemeral keys only" : null,
+      token.allowed_tags ? `tags: ${token.allowed_tags.join(", ")}` : null,
+    ].filter(Boolean);
+    const row = el(
+      "tr",
+      { class: token.revoked_at ? "revoked" : null },
+      el(
+        "td",
+        { class: "key-cell", "data-label": "Token" },
+        el("div", { class: "cell-text" }, token.name),
+        el("div", { class: "hint-text muted" }, token.hint),
+        limits.length ? el("div", { class: "muted small" }, limits.join(" · ")) : null,
+      ),
+      cell("Scopes", textChips(token.scopes)),
+      cell("Apps", token.apps ? textChips(token.apps) : el("span", { class: "muted" }, "Every app")),
+      cell("Created", timeElement(token.created_at)),
+      cell("Expires", timeElement(token.expires_at)),
+      cell("Last used", timeWithRelative(token.last_used_at)),
+      actions,
+    );
+    row.dataset.tokenId = token.id;
+    return row;
+  });
+  fillTable("admin-tokens", rows);
+  $("admin-tokens-more").hidden = !state.next.tokens;
+}
+
+async function createAdminToken(event) {
+  event.preventDefault();
+  clearMessages();
+  showFormError("create-token-error", null);
+  const scopes = SCOPES.filter((scope) => $(`token-scope-${scope}`).checked);
+  const name = $("token-name").value.trim();
+  const problem = !name ? "Give the token a name." : scopes.length === 0 ? "Choose at least one scope." : null;
+  showFormError("create-token-error", problem);
+  if (problem) return;
+  const apps = commaList($("token-apps").value);
+  const tags = commaList($("token-allowed-tags").value);
+  const expiry = $("token-expiry").value;
+  const lifetime = $("token-max-key-lifetime").value;
+  const body = {
+    name,
+    scopes,
+    apps: apps.length ? apps : null,
+    expires_in: expiry ? Number(expiry) : null,
+    max_key_lifetime: lifetime ? Number(lifetime) : null,
+    allowed_tags: tags.length ? tags : null,
+    ephemeral_only: $("token-ephemeral-only").checked,
+  };
+  let created;
+  try {
+    created = await api("POST", "/v1/admin-tokens", body);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) fail("Could not create the token", err);
+    else showFormError("create-token-error", `Could not create the token: ${describeError(err)}`);
+    return;
+  }
+  event.target.reset();
+  showSecret("new-token-panel", "new-token-value", created.token);
+  showStatus(`Created the admin token ${created.name}. Copy it now: it is shown only once.`);
+  await loadAdminTokens();
+}
+
+async function revokeAdminToken(token) {
+  clearMessages();
+  const confirmed = await confirmAction({
+    title: `Revoke the admin token ${token.name}?`,
+    body: [`Every request with ${token.hint} is refused from the moment this returns.`, "This cannot be undone."],
+    confirmLabel: "Revoke token",
+  });
+  if (!confirmed) return;
+  try {
+    await api("DELETE", `/v1/admin-tokens/${encodeURIComponent(token.id)}`);
+  } catch (err) {
+    fail(`Could not revoke the token ${token.name}`, err);
+    await loadAdminTokens();
+    return;
+  }
+  showStatus(`Revoked the admin token ${token.name}.`);
+  await loadAdminTokens();
+  $("token-list-title").focus();
+}
+
+// --- Webhooks ----------------------------------------------------------------------------------
+
+async function loadWebhooks(more = false) {
+  await loadList({ list: "webhooks", path: "/v1/webhooks", field: "webhooks", more, what: "the webhooks", render: renderWebhooks });
+}
+
+function renderWebhooks() {
+  const rows = state.webhooks.map((hook) => {
+    const row = el(
+      "tr",
+      {},
+      el(
+        "td",
+        { class: "key-cell", "data-label": "URL" },
+        el("div", { class: "cell-text webhook-url" }, hook.url),
+        hook.description ? el("div", { class: "muted small cell-text webhook-description" }, hook.description) : null,
+      ),
+      cell("Events", textChips(hook.events)),
+      cell("Created", timeElement(hook.created_at)),
+      el(
+        "td",
+        { class: "actions" },
+        rowButton("Deliveries", `Deliveries of webhook ${hook.url}`, () => showDeliveries(hook), "button small"),
+        rowButton("Delete", `Delete webhook ${hook.url}`, () => deleteWebhook(hook)),
+      ),
+    );
+    row.dataset.webhookId = hook.id;
+    return row;
+  });
+  fillTable("webhooks", rows);
+  $("webhooks-more").hidden = !state.next.webhooks;
+}
+
+async function createWebhook(event) {
+  event.preventDefault();
+  clearMessages();
+  const url = $("webhook-url").value.trim();
+  const events = commaList($("webhook-events").value);
+  const description = $("webhook-description").value.trim();
+  const problem = !url ? "Enter the receiver's URL." : events.length === 0 ? "Name at least one event, or * for all." : null;
+  showFormError("create-webhook-error", problem);
+  if (problem) return;
+  const body = description ? { url, events, description } : { url, events };
+  let created;
+  try {
+    created = await api("POST", "/v1/webhooks", body);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) fail("Could not create the webhook", err);
+    else showFormError("create-webhook-error", `Could not create the webhook: ${describeError(err)}`);
+    return;
+  }
+  event.target.reset();
+  showSecret("new-webhook-panel", "new-webhook-secret", created.secret);
+  showStatus(`Created a webhook to ${created.url}. Copy its secret now: it is shown only once.`);
+  await loadWebhooks();
+}
+
+async function deleteWebhook(hook) {
+  clearMessages();
+  const confirmed = await confirmAction({
+    title: "Delete this webhook?",
+    body: [`Events stop being sent to ${hook.url}.`, "This cannot be undone."],
+    confirmLabel: "Delete webhook",
+  });
+  if (!confirmed) return;
+  try {
+    await api("DELETE", `/v1/webhooks/${encodeURIComponent(hook.id)}`);
+  } catch (err) {
+    fail("Could not delete the webhook", err);
+    await loadWebhooks();
+    return;
+  }
+  if (state.deliveriesOf && state.deliveriesOf.id === hook.id) $("deliveries-panel").hidden = true;
+  showStatus(`Deleted the webhook to ${hook.url}.`);
+  await loadWebhooks();
+  $("webhook-list-title").focus();
+}
+
+/** Shows a webhook's deliveries (newest event first), or the next page of them. */
+async function showDeliveries(hook, more = false) {
+  clearMessages();
+  const path = `/v1/webhooks/${encodeURIComponent(hook.id)}/deliveries`;
+  const render = () => renderDeliveries(hook);
+  if (!(await loadList({ list: "deliveries", path, field: "deliveries", more, what: "the deliveries", render }))) return;
+  $("deliveries-panel").hidden = false;
+  if (!more) $("deliveries-title").focus();
+}
+
+function renderDeliveries(hook) {
+  state.deliveriesOf = hook;
+  $("deliveries-url").textContent = hook.url;
+  const rows = state.deliveries.map((delivery) => {
+    const row = el(
+      "tr",
+      { class: delivery.delivered_at ? null : "failed" },
+      el("td", { class: "num", "data-label": "Event" }, `#${delivery.seq}`),
+      el("td", { class: "num", "data-label": "Attempts" }, String(delivery.attempts)),
+      cell("Last status", delivery.last_status == null ? el("span", { class: "muted" }, "No answer") : String(delivery.last_status)),
+      cell("Last error", delivery.last_error ? el("span", { class: "cell-text" }, delivery.last_error) : el("span", { class: "muted" }, "—")),
+      cell("Delivered", timeElement(delivery.delivered_at, "Not yet")),
+    );
+    row.dataset.seq = String(delivery.seq);
+    return row;
+  });
+  fillTable("deliveries", rows);
+  $("deliveries-more").hidden = !state.next.deliveries;
+}
+
+/** Wires the pages' forms and buttons. */
+function startPages() {
+  $("activity-action").append(...AUDIT_ACTIONS.map((action) => el("option", { value: action }, action)));
+  $("token-scopes").replaceChildren(
+    ...SCOPES.map((scope) =>
+      el("div", { class: "option" }, el("input", { id: `token-scope-${scope}`, type: "checkbox", value: scope }), el("label", { for: `token-scope-${scope}` }, scope)),
+    ),
+  );
+  on("activity-filter-form", "submit", async (event) => {
+    event.preventDefault();
+    clearMessages();
+    await loadActivity();
+  });
+  on("activity-more", "click", () => {
+    clearMessages();
+    return loadActivity(true);
+  });
+  on("create-token-form", "submit", createAdminToken);
+  on("admin-tokens-more", "click", () => loadAdminTokens(true));
+  on("copy-token", "click", () => copyField("new-token-value", $("copy-token"), "admin token"));
+  on("dismiss-token", "click", () => {
+    hideSecret("new-token-panel", "new-token-value");
+    showStatus("The token is hidden and cannot be shown again.");
+    $("token-name").focus();
+  });
+  on("create-webhook-form", "submit", createWebhook);
+  on("webhooks-more", "click", () => loadWebhooks(true));
+  on("deliveries-more", "click", () => showDeliveries(state.deliveriesOf, true));
+  on("copy-webhook-secret", "click", () => copyField("new-webhook-secret", $("copy-webhook-secret"), "webhook secret"));
+  on("dismiss-webhook-secret", "click", () => {
+    hideSecret("new-webhook-panel", "new-webhook-secret");
+    showStatus("The secret is hidden and cannot be shown again.");
+    $("webhook-url").focus();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Start
 
 let pendingActions = 0;
@@ -1370,8 +1820,9 @@ function start() {
     await loadApps().catch((err) => fail("Could not list the apps", err));
   });
   window.addEventListener("hashchange", () => {
-    if (storedToken()) busy(() => selectAppFromUrl({ focus: true }));
+    if (storedToken()) busy(() => route({ focus: true }));
   });
+  startPages();
   // Keep relative times ("5 min ago", "59 min left") honest while the page stays open, without
   // re-rendering (and so without moving the keyboard focus).
   setInterval(() => {
@@ -1387,14 +1838,14 @@ function start() {
   }
   busy(async () => {
     try {
-      await loadApps();
+      await loadServerInfo();
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) {
         signOut("The server refused the saved admin token (it may have changed). Sign in again.");
       } else {
         // Not the token's fault: show the console with the reason, and Refresh to retry.
         showConsole();
-        fail("Could not list the apps (reload the page to try again)", err);
+        fail("Could not reach the server (reload the page to try again)", err);
       }
       return;
     }

@@ -195,19 +195,8 @@ impl Authority {
             if key.revoked_at.is_some() {
                 return Err(Error::KeyNotFound);
             }
-            let machines = w.revoke_key(&key, now)?;
             let reason = serde_json::json!({"reason": "admin"});
-            record(
-                w,
-                actor,
-                now,
-                Action::KeyRevoked,
-                Some(app_id),
-                key_id,
-                reason,
-            )?;
-            audit::logged_out(w, actor, now, app_id, &machines, "key_revoked")?;
-            Ok(machines.len())
+            revoke_key_recorded(w, app_id, &key, actor, now, reason)
         })?;
         self.cache.invalidate(Invalidation::Everything);
         log::info!("revoked key {key_id} of app {app_id}; logged out {logged_out} machine(s)");
@@ -271,6 +260,25 @@ impl Authority {
         self.cache.invalidate(Invalidation::Everything);
         Ok(())
     }
+}
+
+/// Revokes `key` of the app `app_id` in `w`'s transaction with its events: `key.revoked`
+/// (`details`) and `machine.logged_out` (`key_revoked`) for each machine it had logged in,
+/// which the revocation deletes. Every revocation of one key goes through here, an admin's
+/// and a leak report's alike. Answers how many machines were logged out.
+pub(super) fn revoke_key_recorded(
+    w: &Writer,
+    app_id: &str,
+    key: &Key,
+    actor: &Actor,
+    now: Timestamp,
+    details: serde_json::Value,
+) -> Result<usize> {
+    let machines = w.revoke_key(key, now)?;
+    let app = Some(app_id);
+    record(w, actor, now, Action::KeyRevoked, app, &key.id, details)?;
+    audit::logged_out(w, actor, now, app_id, &machines, "key_revoked")?;
+    Ok(machines.len())
 }
 
 /// Inserts `new` into `app` with a fresh secret, returned here and never again.

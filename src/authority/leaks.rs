@@ -1,11 +1,14 @@
 //! Leaked tokens: revoking a key, or ending a session, by its value, whoever reports it (an
 //! admin's revoke-by-value, GitLab's Token Revocation API, GitHub secret scanning), and
 //! authenticating the two outside reporters. `revoke_leaked` is the one place where a
-//! revocation by leak report happens, so its record (the audit log's `leak_report` actor) has
-//! one place to be written.
+//! revocation by leak report happens, and records it in the audit log in its transaction.
 
 use super::Authority;
+use super::apps::revoke_key_recorded;
+use super::audit::record;
 use crate::cache::hot::Invalidation;
+use crate::domain::access::Principal;
+use crate::domain::audit::{Action, Actor};
 use crate::domain::error::{Error, Result};
 use crate::domain::github_keys::GithubKeys;
 use crate::domain::model::Timestamp;
@@ -23,12 +26,26 @@ pub(crate) struct LeakReporters {
     pub(crate) github_keys: Option<GithubKeys>,
 }
 
-/// Who reported a leak: the audit log's actor is `leak_report` for all three.
+/// Most characters of a reporter's location kept in the log line and the audit event.
+const MAX_LOCATION_CHARS: usize = 200;
+
+/// The outside reporters, each the audit log's actor `leak_report` with its name as the id.
+/// (An admin's revoke-by-value is recorded as that admin, like any revocation of theirs.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reporter {
-    Admin,
     GitLab,
     GitHub,
+}
+
+impl Reporter {
+    /// The reporter as the audit log records it, reporting from `client_addr`.
+    pub(crate) fn actor(self, client_addr: Option<String>) -> Actor {
+        let name = match self {
+            Reporter::GitLab => "gitlab",
+            Reporter::GitHub => "github",
+        };
+        Actor::leak_report(name, client_addr)
+    }
 }
 
 /// One reported token, and where the reporter says it was found (a URL, a file), if it says.
@@ -139,12 +156,21 @@ impl Authority {
     /// token, in one transaction (a report of a thousand tokens is one fsync, not a thousand).
     /// Tokens that are not ours are never looked up. A token reported twice is judged once
     /// and answered the same both times. Answers one outcome per reported token, in order.
+    /// Each revocation is recorded as `reporter`'s, with the reason `leak_report` and the
+    /// location the reporter gave: the key's `key.revoked` and its machines'
+    /// `machine.logged_out` as for any revocation, a session's `machine.logged_out`.
+    ///
+    /// `within`: an admin token limited to some apps may end only their keys and sessions; a
+    /// token of another app is refused (403, nothing changed) like any request naming an app
+    /// outside the token's. Outside reporters (`None`) prove the leak by holding the value.
     pub(crate) fn revoke_leaked(
         &self,
-        reporter: Reporter,
+        reporter: &Actor,
+        within: Option<&Principal>,
         reported: &[Reported],
         now: Timestamp,
     ) -> Result<Vec<LeakOutcome>> {
+        let may_act_on = |app: &str| within.map_or(Ok(()), |principal| principal.require_app(app));
         let candidates: Vec<Option<Candidate>> =
             reported.iter().map(|r| candidate(r.token)).collect();
         let (judged, forgotten) = self.store.write(|w| {
@@ -166,9 +192,11 @@ impl Authority {
                             }
                             Some(status) => {
                                 let app = w.app(&status.app)?.ok_or(Error::AppNotFound)?;
+                                may_act_on(&app.id)?;
                                 let key =
                                     w.key(&app, &status.id, now)?.ok_or(Error::KeyNotFound)?;
-                                w.revoke_key(&key, now)?;
+                                let details = leak_details(report.location);
+                                revoke_key_recorded(w, &app.id, &key, reporter, now, details)?;
                                 LeakOutcome::KeyRevoked {
                                     key_id: key.id,
                                     app: app.id,
@@ -181,9 +209,19 @@ impl Authority {
                         let outcome = match w.session(&hash)? {
                             Some((app_pk, machine)) if !machine.is_expired(now) => {
                                 let app = w.app_by_pk(app_pk)?.ok_or(Error::AppNotFound)?;
+                                may_act_on(&app.id)?;
                                 if let Some(deleted) = w.delete_machine(machine.pk)? {
                                     forgotten.push((machine.pk, deleted));
                                 }
+                                record(
+                                    w,
+                                    reporter,
+                                    now,
+                                    Action::MachineLoggedOut,
+                                    Some(&app.id),
+                                    &machine.id,
+                                    leak_details(report.location),
+                                )?;
                                 LeakOutcome::MachineLoggedOut {
                                     machine_id: machine.id,
                                     key_id: machine.key_id,
@@ -196,8 +234,6 @@ impl Authority {
                         (hash, outcome)
                     }
                 };
-                // The audit log's `leak_report` event for a revocation goes here, in this
-                // transaction, with `reporter` and `report.location`.
                 log_revocation(reporter, report.location, &outcome.1);
                 judged.insert(outcome.0, outcome.1);
             }
@@ -220,22 +256,39 @@ impl Authority {
     }
 }
 
+/// Where a reporter says a token was found, as the log and the audit log keep it: any token
+/// in it redacted (before it is cut short, so no cut-off token escapes), at most
+/// `MAX_LOCATION_CHARS` characters.
+fn shown_location(location: &str) -> String {
+    token::redact_secrets(location)
+        .chars()
+        .take(MAX_LOCATION_CHARS)
+        .collect()
+}
+
+/// The `details` of a leak report's events: the reason, and the location if one was given.
+fn leak_details(location: Option<&str>) -> serde_json::Value {
+    let mut details = serde_json::json!({"reason": "leak_report"});
+    if let Some(location) = location {
+        details["location"] = shown_location(location).into();
+    }
+    details
+}
+
 /// Logs a revocation at info level: who reported it and where the token was found (quoted,
 /// so a control character cannot forge a log line, and redacted), never the token.
-fn log_revocation(reporter: Reporter, location: Option<&str>, outcome: &LeakOutcome) {
-    let location = location.map(|text| {
-        let short: String = text.chars().take(200).collect();
-        format!("{:?}", token::redact_secrets(&short))
-    });
+fn log_revocation(reporter: &Actor, location: Option<&str>, outcome: &LeakOutcome) {
+    let location = location.map(|text| format!("{:?}", shown_location(text)));
     let location = location.as_deref().unwrap_or("unknown");
+    let reporter = reporter.id.as_deref().unwrap_or(reporter.kind.as_str());
     match outcome {
         LeakOutcome::KeyRevoked { key_id, app } => log::info!(
-            "leak report ({reporter:?}, found at {location}): revoked key {key_id} of app {app}"
+            "leak report (by {reporter}, found at {location}): revoked key {key_id} of app {app}"
         ),
         LeakOutcome::MachineLoggedOut {
             machine_id, app, ..
         } => log::info!(
-            "leak report ({reporter:?}, found at {location}): logged out machine {machine_id} \
+            "leak report (by {reporter}, found at {location}): logged out machine {machine_id} \
              of app {app}"
         ),
         LeakOutcome::Malformed | LeakOutcome::NotFound | LeakOutcome::AlreadyRevoked => {}

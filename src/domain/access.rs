@@ -172,6 +172,14 @@ impl Principal {
         }
     }
 
+    /// The scopes it holds: every one, for root.
+    pub(crate) fn scopes(&self) -> &[Scope] {
+        match self {
+            Principal::Root => &Scope::ALL,
+            Principal::Scoped(grant) => &grant.scopes,
+        }
+    }
+
     /// The apps this principal is limited to, if any.
     pub(crate) fn apps(&self) -> Option<&[String]> {
         match self {

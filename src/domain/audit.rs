@@ -14,6 +14,8 @@ pub(crate) enum ActorType {
     Machine,
     /// The sweeper: expiry, idleness, `key.expiring`.
     System,
+    /// An outside leak reporter (GitLab's Token Revocation API, GitHub secret scanning).
+    LeakReport,
 }
 
 impl ActorType {
@@ -23,12 +25,13 @@ impl ActorType {
             ActorType::AdminToken => "admin_token",
             ActorType::Machine => "machine",
             ActorType::System => "system",
+            ActorType::LeakReport => "leak_report",
         }
     }
 }
 
 /// Who made a change, and the client address it came from (`None` for the sweeper). The id
-/// is an admin token's or machine's public id: never a secret.
+/// is an admin token's or machine's public id, or a leak reporter's name: never a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Actor {
     pub(crate) kind: ActorType,
@@ -42,6 +45,15 @@ impl Actor {
             kind: ActorType::System,
             id: None,
             client_addr: None,
+        }
+    }
+
+    /// The outside leak reporter `reporter` (`gitlab`, `github`), reporting from `client_addr`.
+    pub(crate) fn leak_report(reporter: &str, client_addr: Option<String>) -> Actor {
+        Actor {
+            kind: ActorType::LeakReport,
+            id: Some(reporter.to_string()),
+            client_addr,
         }
     }
 
@@ -172,6 +184,8 @@ pub(crate) struct EventFilter {
     pub(crate) after: i64,
     pub(crate) app: Option<String>,
     pub(crate) action: Option<Action>,
+    /// Descending `seq` (`?order=desc`), for a reader that shows the latest first.
+    pub(crate) newest_first: bool,
 }
 
 #[cfg(test)]

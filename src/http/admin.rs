@@ -4,7 +4,7 @@
 use super::context::Ctx;
 use super::dto::{
     CreateAdminToken, CreateApp, CreateKey, CreateTrustPolicy, CreateWebhook, CreatedAdminToken,
-    CreatedKey, CreatedWebhook, RotateKey, ServerInfo,
+    CreatedKey, CreatedWebhook, RotateKey, ServerInfo, TokenInfo,
 };
 use super::message;
 use super::routes::Route;
@@ -102,6 +102,11 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
             &ServerInfo {
                 version: env!("CARGO_PKG_VERSION"),
                 ephemeral_ttl: ctx.authority.ephemeral_ttl_secs(),
+                token: TokenInfo {
+                    root: matches!(principal, Principal::Root),
+                    scopes: principal.scopes(),
+                    apps: principal.apps(),
+                },
             },
         ),
         (Route::Key(app, key), "GET") => {
@@ -126,7 +131,7 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
                 ctx.authority.machines(app, key_id, &tags, &page, ctx.now)?,
             )
         }
-        (Route::RevokeByValue, "POST") => super::leaks::revoke_by_value(ctx)?,
+        (Route::RevokeByValue, "POST") => super::leaks::revoke_by_value(ctx, principal, &actor)?,
         (Route::Machine(app, machine), "DELETE") => {
             ctx.authority
                 .logout_machine(app, machine, &actor, ctx.now)?;
@@ -201,7 +206,9 @@ pub(super) fn admin(ctx: &Ctx, route: Route, principal: &Principal) -> Result<Re
             Response::page("deliveries", ctx.authority.deliveries(id, &page)?)
         }
         (Route::Audit, "GET") => {
-            let (page, filters) = ctx.request.page_query(&["after", "app", "action"])?;
+            let (page, filters) = ctx
+                .request
+                .page_query(&["after", "app", "action", "order"])?;
             let filter = event_filter(&filters)?;
             Response::page("events", ctx.authority.events(&filter, &page, principal)?)
         }
@@ -272,9 +279,29 @@ fn event_filter(filters: &[(String, String)]) -> Result<EventFilter, ApiError> {
             reason: format!("{text:?} is not an audit action"),
         })?),
     };
+    let newest_first = match message::single(filters, "order")? {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => {
+            return Err(Error::InvalidField {
+                field: "order",
+                reason: "must be asc or desc".into(),
+            }
+            .into());
+        }
+    };
+    let app = message::single(filters, "app")?;
+    if let Some(app) = app {
+        // Not echoed: a query string may be long.
+        validate::app_id(app).map_err(|_| Error::InvalidField {
+            field: "app",
+            reason: "must be an app id (1 to 63 characters of a-z, 0-9 and '-')".into(),
+        })?;
+    }
     Ok(EventFilter {
         after,
-        app: message::single(filters, "app")?.map(str::to_string),
+        app: app.map(str::to_string),
         action,
+        newest_first,
     })
 }

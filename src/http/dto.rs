@@ -1,7 +1,7 @@
 //! The JSON shapes of the API's requests (decoded strictly: `deny_unknown_fields`) and of
 //! the answers that are not domain objects themselves.
 
-use crate::domain::access::AdminToken;
+use crate::domain::access::{AdminToken, Scope};
 use crate::domain::error::Error;
 use crate::domain::model::{Key, KeyPolicy, Machine, Metadata, NewKey, NewTrustPolicy, Timestamp};
 use crate::domain::webhook::Webhook;
@@ -239,10 +239,20 @@ impl CreateTrustPolicy {
 
 /// `GET /v1/server`: what a client (the dashboard) may want to know of the server's settings.
 #[derive(Serialize)]
-pub(super) struct ServerInfo {
+pub(super) struct ServerInfo<'a> {
     pub(super) version: &'static str,
     /// `--ephemeral-ttl`, in seconds.
     pub(super) ephemeral_ttl: u64,
+    /// What the calling token may do, so a client offers only that.
+    pub(super) token: TokenInfo<'a>,
+}
+
+/// The calling admin token's reach: root, or its scopes and apps (`None`: every app).
+#[derive(Serialize)]
+pub(super) struct TokenInfo<'a> {
+    pub(super) root: bool,
+    pub(super) scopes: &'a [Scope],
+    pub(super) apps: Option<&'a [String]>,
 }
 
 #[derive(Serialize)]

@@ -6,6 +6,8 @@ use super::context::Ctx;
 use super::dto::{GithubLabel, GithubMatch, GitlabToken, RevokeByValue, RevokedByValue};
 use super::{ApiError, Response};
 use crate::authority::leaks::{LeakOutcome, Reported, Reporter};
+use crate::domain::access::Principal;
+use crate::domain::audit::Actor;
 use crate::domain::error::Error;
 use crate::domain::token::TokenHash;
 use serde::de::DeserializeOwned;
@@ -21,14 +23,19 @@ pub(crate) const GITLAB_TOKEN_TYPES: [&str; 2] = [
     "gitleaks_rule_id_authkeys_session_token",
 ];
 
-/// `POST /v1/keys/revoke-by-value` (admin, already authenticated).
-pub(super) fn revoke_by_value(ctx: &Ctx) -> Result<Response, ApiError> {
+/// `POST /v1/keys/revoke-by-value` (admin, already authenticated as `principal`, recorded as
+/// the reporter `admin`).
+pub(super) fn revoke_by_value(
+    ctx: &Ctx,
+    principal: &Principal,
+    admin: &Actor,
+) -> Result<Response, ApiError> {
     let body: RevokeByValue = ctx.request.json()?;
     let reported = [Reported {
         token: &body.key,
         location: None,
     }];
-    let outcomes = revoke(ctx, Reporter::Admin, &reported)?;
+    let outcomes = revoke(ctx, admin, Some(principal), &reported)?;
     let answer = match &outcomes[0] {
         LeakOutcome::KeyRevoked { key_id, app } => RevokedByValue::Revoked {
             revoked: true,
@@ -96,7 +103,8 @@ pub(super) fn gitlab(ctx: &Ctx, revoke_tokens: bool) -> Result<Response, ApiErro
             location: token.location.as_deref(),
         })
         .collect();
-    revoke(ctx, Reporter::GitLab, &reported)?;
+    let reporter = Reporter::GitLab.actor(ctx.client_addr());
+    revoke(ctx, &reporter, None, &reported)?;
     Ok(Response::no_content())
 }
 
@@ -118,7 +126,8 @@ pub(super) fn github(ctx: &Ctx) -> Result<Response, ApiError> {
             location: found.url.as_deref(),
         })
         .collect();
-    let outcomes = revoke(ctx, Reporter::GitHub, &reported)?;
+    let reporter = Reporter::GitHub.actor(ctx.client_addr());
+    let outcomes = revoke(ctx, &reporter, None, &reported)?;
     let labels: Vec<GithubLabel> = matches
         .iter()
         .zip(&outcomes)
@@ -148,10 +157,13 @@ fn report<T: DeserializeOwned>(ctx: &Ctx) -> Result<Vec<T>, ApiError> {
 /// Revokes what was reported and counts each key revoked.
 fn revoke(
     ctx: &Ctx,
-    reporter: Reporter,
+    reporter: &Actor,
+    within: Option<&Principal>,
     reported: &[Reported],
 ) -> Result<Vec<LeakOutcome>, ApiError> {
-    let outcomes = ctx.authority.revoke_leaked(reporter, reported, ctx.now)?;
+    let outcomes = ctx
+        .authority
+        .revoke_leaked(reporter, within, reported, ctx.now)?;
     // A key reported twice in one report was revoked once.
     let mut counted: Vec<&str> = Vec::new();
     for outcome in &outcomes {

@@ -20,8 +20,9 @@ const KEY_EXPIRING_HORIZON: &str = "key_expiring_horizon";
 const EVENT_COLUMNS: &str = "seq, at, action, actor_type, actor_id, app, target_type, \
                              target_id, client_addr, details";
 
-/// A page of events after `?1`, ascending; `?2` the app and `?3` the action when filtered on
-/// (each variant is one range of one index), `?4` the rows to fetch.
+/// A page of events between `?1` and `?5` (exclusive), ascending or newest first; `?2` the app
+/// and `?3` the action when filtered on (each variant is one range of one index), `?4` the
+/// rows to fetch.
 fn events_page_sql(filter: &EventFilter) -> String {
     let app = if filter.app.is_some() {
         " AND app = ?2"
@@ -34,8 +35,9 @@ fn events_page_sql(filter: &EventFilter) -> String {
         ""
     };
     format!(
-        "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > ?1{app}{action}
-          ORDER BY seq LIMIT ?4"
+        "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > ?1 AND seq < ?5{app}{action}
+          ORDER BY seq{order} LIMIT ?4",
+        order = if filter.newest_first { " DESC" } else { "" }
     )
 }
 
@@ -138,14 +140,20 @@ impl Reader<'_> {
             Position::Event { seq } => Some(*seq),
             _ => None,
         })?;
-        let after = resume.unwrap_or(0).max(filter.after);
+        // The cursor continues from the last event of the previous page, in the page's order.
+        let (after, before) = match resume {
+            Some(seq) if filter.newest_first => (filter.after, seq),
+            Some(seq) => (seq.max(filter.after), i64::MAX),
+            None => (filter.after, i64::MAX),
+        };
         let rows = self.collect(
             &events_page_sql(filter),
             params![
                 after,
                 filter.app,
                 filter.action.map(Action::as_str),
-                page.fetch()
+                page.fetch(),
+                before
             ],
             event_from_row,
         )?;
@@ -204,7 +212,7 @@ mod tests {
                     r.conn()
                         .prepare(&format!("EXPLAIN QUERY PLAN {}", events_page_sql(&filter)))
                         .and_then(|mut stmt| {
-                            stmt.query_map(params![0, "a", "app.created", 1], |row| row.get(3))?
+                            stmt.query_map(params![0, "a", "app.created", 1, 9], |row| row.get(3))?
                                 .collect()
                         })
                         .map_err(storage)
@@ -214,7 +222,7 @@ mod tests {
         let all = plan(EventFilter::default());
         assert_eq!(
             all,
-            ["SEARCH audit_events USING INTEGER PRIMARY KEY (rowid>?)"]
+            ["SEARCH audit_events USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"]
         );
         let by_app = plan(EventFilter {
             app: Some("a".into()),
@@ -222,7 +230,7 @@ mod tests {
         });
         assert_eq!(
             by_app,
-            ["SEARCH audit_events USING INDEX audit_by_app (app=? AND seq>?)"]
+            ["SEARCH audit_events USING INDEX audit_by_app (app=? AND seq>? AND seq<?)"]
         );
         let by_action = plan(EventFilter {
             action: Some(Action::AppCreated),
@@ -230,7 +238,16 @@ mod tests {
         });
         assert_eq!(
             by_action,
-            ["SEARCH audit_events USING INDEX audit_by_action (action=? AND seq>?)"]
+            ["SEARCH audit_events USING INDEX audit_by_action (action=? AND seq>? AND seq<?)"]
+        );
+        let newest_first = plan(EventFilter {
+            app: Some("a".into()),
+            newest_first: true,
+            ..EventFilter::default()
+        });
+        assert_eq!(
+            newest_first,
+            ["SEARCH audit_events USING INDEX audit_by_app (app=? AND seq>? AND seq<?)"]
         );
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 /// Every event, walking the pages `limit` at a time with `query` (e.g. `app=x`).
-fn all_events(api: &Api, query: &str, limit: usize) -> Vec<Value> {
+pub(crate) fn all_events(api: &Api, query: &str, limit: usize) -> Vec<Value> {
     let mut events = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -273,16 +273,22 @@ fn every_change_records_one_event_with_its_actor_and_reads_record_none() {
     }
 }
 
-#[test]
-fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
+/// A server whose log holds 8 events: apps `a` and `b` created, three keys each.
+fn two_apps_with_three_keys_each() -> TestServer {
     let server = TestServer::start();
-    let admin = server.admin();
     for app in ["a", "b"] {
         server.create_app(app);
         for _ in 0..3 {
             server.create_key(app, json!({}));
         }
     }
+    server
+}
+
+#[test]
+fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
+    let server = two_apps_with_three_keys_each();
+    let admin = server.admin();
     let all = all_events(&admin, "", 2);
     assert_eq!(all.len(), 8);
     assert_eq!(all, all_events(&admin, "", 1000));
@@ -296,6 +302,7 @@ fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
     let third = all[2]["seq"].as_i64().unwrap();
     let after = all_events(&admin, &format!("after={third}"), 3);
     assert_eq!(after, all[3..].to_vec());
+    let too_long = format!("app={}", "a".repeat(64));
     for bad in [
         "action=key.nope",
         "action=key.*",
@@ -304,15 +311,56 @@ fn events_are_filtered_and_paged_and_bad_filters_are_refused() {
         "limit=0",
         "cursor=zz",
         "app=a&app=b",
+        // Not an app id: no app could have it, so the filter is a mistake, not an empty page.
+        &too_long,
+        "app=A",
+        "app=-a",
+        "app=",
     ] {
         let reply = admin.get(&format!("/v1/audit?{bad}"));
         assert_eq!(reply.status, 422, "{bad}: {}", reply.body);
+        assert_eq!(reply.json["error"]["code"], "invalid_field", "{bad}");
     }
+    // An app id that names no app is a filter that matches nothing.
+    assert_eq!(all_events(&admin, "app=gone", 10), Vec::<Value>::new());
     admin.get("/v1/audit?nope=1").expect(400);
     // Another list's cursor is refused.
     let apps = admin.get("/v1/apps?limit=1").expect(200);
     let cursor = apps["next_cursor"].as_str().unwrap();
     admin.get(&format!("/v1/audit?cursor={cursor}")).expect(422);
+}
+
+/// `?order=desc` pages from the newest event back, with or without filters and `after`, and
+/// its cursor keeps the order: every event once, reversed.
+#[test]
+fn newest_first_pages_walk_the_log_backwards() {
+    let server = two_apps_with_three_keys_each();
+    let admin = server.admin();
+    let reversed = |mut events: Vec<Value>| {
+        events.reverse();
+        events
+    };
+    let all = all_events(&admin, "", 1000);
+    assert_eq!(all.len(), 8);
+    assert_eq!(all_events(&admin, "order=desc", 3), reversed(all.clone()));
+    assert_eq!(
+        all_events(&admin, "order=desc&app=a", 1),
+        reversed(all_events(&admin, "app=a", 1000))
+    );
+    assert_eq!(
+        all_events(&admin, "order=desc&action=key.created&app=b", 2),
+        reversed(all_events(&admin, "action=key.created&app=b", 1000))
+    );
+    let third = all[2]["seq"].as_i64().unwrap();
+    assert_eq!(
+        all_events(&admin, &format!("order=desc&after={third}"), 2),
+        reversed(all[3..].to_vec())
+    );
+    assert_eq!(all_events(&admin, "order=asc", 3), all);
+    for bad in ["order=newest", "order=desc&order=asc", "order="] {
+        let reply = admin.get(&format!("/v1/audit?{bad}"));
+        assert_eq!(reply.status, 422, "{bad}: {}", reply.body);
+    }
 }
 
 /// Behind a trusted proxy the event records the forwarded client; from any other peer the

@@ -222,7 +222,8 @@ fn the_server_endpoint_states_the_version_and_the_ephemeral_ttl() {
     let server = TestServer::start_with(Options::default().arg("--ephemeral-ttl", "1234"));
     assert_eq!(
         server.admin().get("/v1/server").expect(200),
-        json!({"version": env!("CARGO_PKG_VERSION"), "ephemeral_ttl": 1234})
+        json!({"version": env!("CARGO_PKG_VERSION"), "ephemeral_ttl": 1234,
+               "token": {"root": true, "scopes": crate::scopes::SCOPES, "apps": null}})
     );
     server
         .anonymous()

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const SCOPES: &[&str] = &[
+pub const SCOPES: &[&str] = &[
     "apps:read",
     "apps:write",
     "keys:read",
@@ -206,6 +206,53 @@ fn a_token_limited_to_one_app_reaches_no_other() {
             .unwrap()
             .len(),
         0
+    );
+
+    // Revoking by value reaches only its apps too: another app's key and session stay live.
+    let theirs = server.create_key("theirs", json!({"reusable": true}));
+    let their_key = theirs["key"].as_str().unwrap();
+    let their_session = server.login(their_key);
+    let their_token = their_session["session_token"].as_str().unwrap();
+    for value in [their_key, their_token] {
+        token
+            .post("/v1/keys/revoke-by-value", &json!({"key": value}))
+            .expect(403);
+    }
+    server.login(their_key);
+    server
+        .client(Some(their_token))
+        .get("/v1/auth/whoami")
+        .expect(200);
+    let mine = token.post("/v1/apps/mine/keys", &json!({})).expect(201);
+    let revoked = token
+        .post("/v1/keys/revoke-by-value", &json!({"key": mine["key"]}))
+        .expect(200);
+    assert_eq!(revoked["revoked"], true, "{revoked}");
+}
+
+/// `GET /v1/server` tells each admin token what it may do (root: everything), so the
+/// dashboard can offer only that; it changes nothing and needs no scope.
+#[test]
+fn the_server_endpoint_tells_each_token_its_scopes_and_apps() {
+    let server = TestServer::start();
+    server.create_app("mine");
+    let root = server.admin().get("/v1/server").expect(200);
+    assert_eq!(
+        root["token"],
+        json!({"root": true, "scopes": SCOPES, "apps": null})
+    );
+    let told = |body: Value| {
+        let created = create_token(&server, body);
+        let client = server.client(Some(secret(&created)));
+        client.get("/v1/server").expect(200)["token"].clone()
+    };
+    assert_eq!(
+        told(json!({"name": "ci", "scopes": ["keys:write", "audit:read"], "apps": ["mine"]})),
+        json!({"root": false, "scopes": ["keys:write", "audit:read"], "apps": ["mine"]})
+    );
+    assert_eq!(
+        told(json!({"name": "reader", "scopes": ["apps:read"]})),
+        json!({"root": false, "scopes": ["apps:read"], "apps": null})
     );
 }
 

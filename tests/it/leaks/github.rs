@@ -276,3 +276,37 @@ fn the_route_is_absent_unless_configured_and_a_bad_key_file_stops_the_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a P-256 public key in PEM"), "{stderr}");
 }
+
+/// GitHub's revocations are recorded as the reporter `github`, with the match's `url` as the
+/// location.
+#[test]
+fn its_revocations_are_audited_as_github_with_the_url() {
+    let github = Github::start();
+    let server = &github.server;
+    let (key, session) = key_with_machine(server, "leaky");
+    let key_machine = machine_of(server, &session);
+    let key_id = verify(server, &key)["key_id"].as_str().unwrap().to_string();
+    let before = last_seq(server);
+    github
+        .report(&github.current, &report_of(&[&key]))
+        .expect(200);
+    let github_actor = json!({"type": "leak_report", "id": "github"});
+    let url = "https://github.com/octo/repo/blob/abc/.env";
+    assert_eq!(
+        events_after(server, before, &[&key, &session]),
+        [
+            (
+                "key.revoked".to_string(),
+                github_actor.clone(),
+                key_id,
+                json!({"reason": "leak_report", "location": url})
+            ),
+            (
+                "machine.logged_out".to_string(),
+                github_actor,
+                key_machine,
+                json!({"reason": "key_revoked"})
+            ),
+        ]
+    );
+}

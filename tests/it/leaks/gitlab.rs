@@ -169,3 +169,83 @@ fn a_short_revocation_api_token_is_refused_at_start() {
     );
     assert!(!stderr.contains("short"), "{stderr}");
 }
+
+/// GitLab's revocations are recorded as the reporter `gitlab` in the audit log, with where the
+/// token was found, cut short and redacted as in the log line; a revoked key's machines as
+/// for any revocation, a reported session's machine as a leak report's logout.
+#[test]
+fn its_revocations_are_audited_as_gitlab_with_the_location() {
+    let server = gitlab_server(&[]);
+    let (key, session) = key_with_machine(&server, "leaky");
+    let key_machine = machine_of(&server, &session);
+    let second = server.login(&key)["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second_machine = machine_of(&server, &second);
+    let (_, reported_session) = key_with_machine(&server, "other");
+    let reported_machine = machine_of(&server, &reported_session);
+    let key_id = verify(&server, &key)["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A location quoting the key itself, then a control character and far too much text.
+    let location = format!(
+        "https://gitlab.test/p/-/blob/main/a.env#L3 {key}\n{}",
+        "x".repeat(5000)
+    );
+    let before = last_seq(&server);
+    let report = json!([
+        {"type": AUTH_KEY_TYPE, "token": key, "location": location},
+        {"type": SESSION_TYPE, "token": reported_session},
+        {"type": AUTH_KEY_TYPE, "token": key, "location": "elsewhere"},
+    ]);
+    gitlab(&server, "POST", "/v1/revoke_tokens", &bearer(), &report).expect(204);
+
+    let events = events_after(
+        &server,
+        before,
+        &[&key, &session, &second, &reported_session],
+    );
+    let gitlab = json!({"type": "leak_report", "id": "gitlab"});
+    let (action, actor, target, details) = &events[0];
+    assert_eq!(
+        (action.as_str(), actor, target),
+        ("key.revoked", &gitlab, &key_id)
+    );
+    assert_eq!(details["reason"], "leak_report");
+    let shown = details["location"].as_str().unwrap();
+    assert!(
+        shown.starts_with("https://gitlab.test/p/-/blob/main/a.env#L3 "),
+        "{shown}"
+    );
+    assert_eq!(shown.chars().count(), 200, "{shown}");
+    let mut logouts: Vec<_> = events[1..3].to_vec();
+    logouts.sort_by(|a, b| a.2.cmp(&b.2));
+    let mut expected = vec![
+        (
+            "machine.logged_out".to_string(),
+            gitlab.clone(),
+            key_machine,
+            json!({"reason": "key_revoked"}),
+        ),
+        (
+            "machine.logged_out".to_string(),
+            gitlab.clone(),
+            second_machine,
+            json!({"reason": "key_revoked"}),
+        ),
+    ];
+    expected.sort_by(|a, b| a.2.cmp(&b.2));
+    assert_eq!(logouts, expected);
+    assert_eq!(
+        events[3..],
+        [(
+            "machine.logged_out".to_string(),
+            gitlab,
+            reported_machine,
+            json!({"reason": "leak_report"})
+        )],
+        "the key reported twice is revoked and recorded once"
+    );
+}

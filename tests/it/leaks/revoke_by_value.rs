@@ -107,3 +107,62 @@ fn anything_else_is_answered_with_a_code_and_changes_nothing() {
         .expect_error(422, "unknown_field");
     assert_eq!(verify(&server, &key)["valid"], true);
 }
+
+/// Revoking by value is an admin's revocation: recorded as that admin (root, or the scoped
+/// token's id), with the reason `leak_report`; the key's machines as for any revocation, a
+/// session's machine as a leak report's logout; nothing for a value that revoked nothing.
+#[test]
+fn revocations_by_value_are_audited_as_the_admin_who_sent_them() {
+    let server = TestServer::start();
+    let (key, session) = key_with_machine(&server, "leaky");
+    let key_machine = machine_of(&server, &session);
+    let other = server.login(&key_with_machine(&server, "other").0)["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other_machine = machine_of(&server, &other);
+    let token = crate::scopes::create_token(
+        &server,
+        json!({"name": "responder", "scopes": ["keys:write"]}),
+    );
+    let token_id = token["id"].as_str().unwrap();
+    let before = last_seq(&server);
+
+    let revoked = revoke(&server, &key);
+    let key_id = revoked["key_id"].as_str().unwrap();
+    server
+        .client(token["token"].as_str())
+        .post("/v1/keys/revoke-by-value", &json!({"key": other}))
+        .expect(200);
+    // Values that revoke nothing record nothing.
+    revoke(&server, &key);
+    revoke(&server, &other);
+    revoke(&server, "ena_nope");
+
+    let root = json!({"type": "root", "id": null});
+    let scoped = json!({"type": "admin_token", "id": token_id});
+    let secrets = [key.as_str(), session.as_str(), other.as_str()];
+    assert_eq!(
+        events_after(&server, before, &secrets),
+        [
+            (
+                "key.revoked".to_string(),
+                root.clone(),
+                key_id.to_string(),
+                json!({"reason": "leak_report"})
+            ),
+            (
+                "machine.logged_out".to_string(),
+                root,
+                key_machine,
+                json!({"reason": "key_revoked"})
+            ),
+            (
+                "machine.logged_out".to_string(),
+                scoped,
+                other_machine,
+                json!({"reason": "leak_report"})
+            ),
+        ]
+    );
+}

@@ -1,5 +1,5 @@
 //! `kill -9` at random moments during a stream of app and key creations, logins and
-//! revocations, many rounds on one database. After each restart every acknowledged write (a
+//! revocations (by an admin, or by value as a leak report), many rounds on one database. After each restart every acknowledged write (a
 //! response was received) must be there, `PRAGMA integrity_check` must say `ok`, no key
 //! may be half-revoked (revoked, with machines left), and every change has exactly its audit
 //! events (written in its transaction: both or neither, whenever the kill lands).
@@ -153,7 +153,7 @@ fn write_until_refused(url: &str, mut ledger: Ledger, mut rng: Rng, round: usize
                 "/v1/auth/login".to_string(),
                 body,
             )
-        } else {
+        } else if rng.below(2) == 0 {
             let key = rng.pick(&live).unwrap();
             let target = format!("/v1/apps/{}/keys/{}", key.app, key.id);
             (
@@ -162,6 +162,12 @@ fn write_until_refused(url: &str, mut ledger: Ledger, mut rng: Rng, round: usize
                 target,
                 Value::Null,
             )
+        } else {
+            // A leak report's revocation: the same change and events, by another path.
+            let key = rng.pick(&live).unwrap();
+            let target = "/v1/keys/revoke-by-value".to_string();
+            let body = json!({"key": key.secret});
+            (InDoubt::Revoke(key.id.clone()), "POST", target, body)
         };
         ledger.in_doubt = Some(op.clone());
         let authorization = format!("Bearer {ADMIN_TOKEN}");
@@ -178,7 +184,11 @@ fn write_until_refused(url: &str, mut ledger: Ledger, mut rng: Rng, round: usize
             return ledger; // the server died: this write stays in doubt
         };
         ledger.in_doubt = None;
-        let expected = if method == "DELETE" { 204 } else { 201 };
+        let expected = match (&op, method) {
+            (_, "DELETE") => 204,
+            (InDoubt::Revoke(_), _) => 200,
+            _ => 201,
+        };
         assert_eq!(
             reply.status, expected,
             "{method} {target} {body}: {:?}",
@@ -204,7 +214,11 @@ fn write_until_refused(url: &str, mut ledger: Ledger, mut rng: Rng, round: usize
                     session: reply.json["session_token"].as_str().unwrap().into(),
                 });
             }
-            InDoubt::Revoke(key_id) => ledger.key_mut(&key_id).revoked = true,
+            InDoubt::Revoke(key_id) => {
+                // By value, a live key is revoked (a 200 that says otherwise revoked nothing).
+                assert_ne!(reply.json["revoked"], false, "{target}: {:?}", reply.json);
+                ledger.key_mut(&key_id).revoked = true;
+            }
         }
     }
     unreachable!("the loop ends when the server is killed")
