@@ -451,7 +451,14 @@ pub fn machines(command: MachinesCommand) -> Result<(), CliError> {
                     columns.insert(0, "app");
                     headers.insert(0, "APP");
                 }
-                let rows = rows(&listing["machines"], &columns);
+                // A machine of a trust policy has no key: its KEY column names the policy.
+                let mut machines = listing["machines"].clone();
+                for machine in machines.as_array_mut().into_iter().flatten() {
+                    if machine["key_id"].is_null() {
+                        machine["key_id"] = machine["trust_policy_id"].clone();
+                    }
+                }
+                let rows = rows(&machines, &columns);
                 output::table(&headers, &rows, "No machines.");
                 note_more(&listing);
             }

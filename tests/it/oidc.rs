@@ -561,6 +561,12 @@ fn the_cli_makes_policies_and_logs_in_with_a_token_file_or_github_actions() {
     );
     let logged_in = login.json();
     assert_eq!(logged_in["machine"]["trust_policy_id"], policy_id.as_str());
+    let listed = s.admin(&["machines", "list", "--app", "ci"]);
+    assert!(
+        listed.success().contains(&policy_id),
+        "the KEY column names the policy: {}",
+        listed.stdout
+    );
     let me = s.machine(&config, &["whoami", "--json"]).json();
     assert_eq!(me["machine"]["tags"], json!(["tag:ci"]));
     // The same token again: refused, naming the check, never echoing the token.
