@@ -494,7 +494,13 @@ mod test {
         let send = |capacity: usize| {
             let mut writer = std::io::BufWriter::with_capacity(capacity, CountedWrites::default());
             Response::from_data(vec![b'x'; 4096])
-                .raw_print(&mut writer, crate::common::HTTPVersion(1, 1), &[], false, None)
+                .raw_print(
+                    &mut writer,
+                    crate::common::HTTPVersion(1, 1),
+                    &[],
+                    false,
+                    None,
+                )
                 .unwrap();
             writer.flush().unwrap();
             let sent = writer.into_inner().map_err(|_| ()).unwrap();
