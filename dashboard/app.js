@@ -37,6 +37,8 @@ const state = {
   app: null,
   keys: [],
   machines: [],
+  /** The selected app's trust policies (loaded only for a token with trust_policies:write). */
+  policies: [],
   /** The tags the lists are filtered on (each must match), and the new key's tags. */
   tagFilter: [],
   newTags: [],
@@ -48,7 +50,7 @@ const state = {
    */
   knownKeys: new Map(),
   /** Where each list's next page starts (the server's next_cursor), or null after the last. */
-  next: { apps: null, keys: null, machines: null },
+  next: { apps: null, keys: null, machines: null, policies: null },
   /** The Activity, Admin tokens and Webhooks pages' loaded rows, and the webhook whose
    * deliveries are shown. */
   events: [],
@@ -469,6 +471,7 @@ const tagQuery = () => state.tagFilter.map((tag) => ["tag", tag]);
 const listQuery = {
   keys: () => [...($("show-revoked").checked ? [["include_revoked", "true"]] : []), ...tagQuery()],
   machines: tagQuery,
+  policies: () => [],
 };
 
 /**
@@ -480,12 +483,13 @@ async function loadApp() {
   try {
     // A list the token may not read is left empty (and says so) rather than refused.
     const none = { items: [], next: null };
-    const [app, keys, machines] = await Promise.all([
+    const [app, keys, machines, policies] = await Promise.all([
       can("apps:read") ? api("GET", appPath(appId)) : { id: appId, name: null, created_at: null },
       can("keys:read") ? listPage(`${appPath(appId)}/keys`, "keys", { query: listQuery.keys() }) : none,
       can("machines:read")
         ? listPage(`${appPath(appId)}/machines`, "machines", { query: listQuery.machines() })
         : none,
+      can("trust_policies:write") ? listPage(`${appPath(appId)}/trust-policies`, "trust_policies") : none,
     ]);
     if (appId !== state.appId) return false;
     state.app = app;
@@ -493,6 +497,8 @@ async function loadApp() {
     state.next.keys = keys.next;
     state.machines = machines.items;
     state.next.machines = machines.next;
+    state.policies = policies.items;
+    state.next.policies = policies.next;
     await learnKeysOf(appId, machines.items);
     if (appId !== state.appId) return false;
   } catch (err) {
@@ -512,24 +518,31 @@ async function loadApp() {
   return true;
 }
 
-/** Appends the next page of the selected app's `field` list ("keys" or "machines"). */
-async function loadMore(field) {
+/** The selected app's lists: each one's path under the app and its field in the answer. */
+const APP_LISTS = {
+  keys: { path: "keys", field: "keys", render: () => renderKeys() },
+  machines: { path: "machines", field: "machines", render: () => renderMachines() },
+  policies: { path: "trust-policies", field: "trust_policies", render: () => renderPolicies() },
+};
+
+/** Appends the next page of the selected app's list `list` ("keys", "machines", "policies"). */
+async function loadMore(list) {
   clearMessages();
   const appId = state.appId;
-  const query = listQuery[field]();
+  const query = listQuery[list]();
+  const { path, field, render } = APP_LISTS[list];
   let page;
   try {
-    page = await listPage(`${appPath(appId)}/${field}`, field, { cursor: state.next[field], query });
+    page = await listPage(`${appPath(appId)}/${path}`, field, { cursor: state.next[list], query });
   } catch (err) {
-    fail(`Could not list more ${field}`, err);
+    fail(`Could not list more ${list}`, err);
     return;
   }
-  if (field === "machines") await learnKeysOf(appId, page.items);
+  if (list === "machines") await learnKeysOf(appId, page.items);
   if (appId !== state.appId) return;
-  state[field] = state[field].concat(page.items);
-  state.next[field] = page.next;
-  if (field === "keys") renderKeys();
-  else renderMachines();
+  state[list] = state[list].concat(page.items);
+  state.next[list] = page.next;
+  render();
 }
 
 function renderApp() {
@@ -541,6 +554,7 @@ function renderApp() {
   $("app-created").replaceChildren(timeElement(app.created_at, "unknown"));
   renderKeys();
   renderMachines();
+  renderPolicies();
 }
 
 /**
@@ -723,16 +737,20 @@ function metadataDetails(metadata) {
   );
 }
 
-let metadataRowsAdded = 0;
+let pairRowsAdded = 0;
 
-/** Adds an empty name = value row to the generate form's metadata. */
-function addMetadataRow() {
-  metadataRowsAdded += 1;
-  const number = metadataRowsAdded;
+/**
+ * Adds an empty name = value row to the rows `rowsId` (a form's metadata or claims); `what`
+ * names its inputs for screen readers ("Metadata name 1"), and Remove returns focus to the
+ * button `addId`.
+ */
+function addPairRow(rowsId, addId, what) {
+  pairRowsAdded += 1;
+  const number = pairRowsAdded;
   const input = (part, maxlength) =>
     el("input", {
       class: `metadata-${part}`,
-      "aria-label": `Metadata ${part} ${number}`,
+      "aria-label": `${what} ${part} ${number}`,
       placeholder: part,
       autocomplete: "off",
       spellcheck: "false",
@@ -740,30 +758,40 @@ function addMetadataRow() {
     });
   const name = input("name", "200");
   const value = input("value", "1000");
-  const remove = el("button", { type: "button", class: "button small ghost", "aria-label": `Remove metadata ${number}` }, "Remove");
+  const remove = el("button", { type: "button", class: "button small ghost", "aria-label": `Remove ${what.toLowerCase()} ${number}` }, "Remove");
   const row = el("div", { class: "metadata-row" }, name, el("span", { class: "muted" }, "="), value, remove);
   remove.addEventListener("click", () => {
     row.remove();
-    $("key-metadata-add").focus();
+    $(addId).focus();
   });
-  $("key-metadata-rows").append(row);
+  $(rowsId).append(row);
   name.focus();
 }
 
+/** Adds an empty name = value row to the generate form's metadata. */
+const addMetadataRow = () => addPairRow("key-metadata-rows", "key-metadata-add", "Metadata");
+
 /**
- * The generate form's metadata as an object, or `{problem}` saying what to fix. Rows left
+ * The name = value rows `rowsId` as an object, or `{problem}` saying what to fix. Rows left
  * wholly empty are ignored; values are text.
  */
-function collectMetadata() {
-  const metadata = {};
-  for (const row of $("key-metadata-rows").children) {
+function collectPairs(rowsId) {
+  const pairs = {};
+  for (const row of $(rowsId).children) {
     const name = row.querySelector(".metadata-name").value.trim();
     const value = row.querySelector(".metadata-value").value;
     if (!name && !value) continue;
     if (!name) return { problem: `Give the value “${value}” a name.` };
-    if (Object.hasOwn(metadata, name)) return { problem: `The name “${name}” is used twice.` };
-    metadata[name] = value;
+    if (Object.hasOwn(pairs, name)) return { problem: `The name “${name}” is used twice.` };
+    pairs[name] = value;
   }
+  return { pairs };
+}
+
+/** The generate form's metadata as an object, or `{problem}` saying what to fix. */
+function collectMetadata() {
+  const { pairs: metadata, problem } = collectPairs("key-metadata-rows");
+  if (problem) return { problem };
   const size = new TextEncoder().encode(JSON.stringify(metadata)).length;
   if (size > METADATA_MAX_BYTES)
     return { problem: `Metadata is ${size} bytes as JSON; a key's is at most ${METADATA_MAX_BYTES}.` };
@@ -1204,8 +1232,19 @@ async function learnKeysOf(appId, machines) {
   for (const key of fetched) if (key) state.knownKeys.set(key.id, key);
 }
 
-/** The key a machine logged in with: its description over its hint, or its id if unknown. */
+/** The key a machine logged in with: its description over its hint, or its id if unknown;
+ * for a login with an ID token, the trust policy it came through instead. */
 function machineKeyCell(machine) {
+  if (machine.trust_policy_id) {
+    const policy = state.policies.find((p) => p.id === machine.trust_policy_id);
+    return el(
+      "div",
+      { class: "machine-policy", title: machine.trust_policy_id },
+      el("span", { class: "badge badge-ephemeral" }, "Trust policy"),
+      policy && policy.description ? el("div", { class: "cell-text key-description" }, policy.description) : null,
+      el("div", { class: "hint-text muted" }, machine.trust_policy_id),
+    );
+  }
   const key = state.knownKeys.get(machine.key_id);
   if (!key) return el("span", { class: "hint-text" }, machine.key_id || "—");
   const description = key.description
@@ -1270,6 +1309,226 @@ async function logOutMachine(machine) {
   await loadApp();
   $("machines-title").setAttribute("tabindex", "-1");
   $("machines-title").focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trust policies (OIDC workload identity), for a token with trust_policies:write
+
+const GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com";
+const GITHUB_SUBJECT_EXAMPLE = "repo:OWNER/REPO:ref:refs/heads/main";
+
+/** A policy in a sentence's words: its description, else its id. */
+const policyLabel = (policy) => (policy.description ? `“${policy.description}” (${policy.id})` : policy.id);
+
+/** What a policy's machines get: ephemeral with their session lifetime, idle logout. */
+function policyBadges(policy) {
+  const badge = (text, kind = "") => el("span", { class: `badge ${kind}` }, text);
+  const badges = [];
+  if (policy.ephemeral) badges.push(badge("Ephemeral", "badge-ephemeral"));
+  if (policy.session_ttl) badges.push(badge(`Session ${durationText(policy.session_ttl)}`, "badge-ephemeral"));
+  if (policy.idle_timeout) badges.push(badge(`Idle ${durationText(policy.idle_timeout)}`));
+  if (badges.length === 0) badges.push(el("span", { class: "muted" }, "No limits"));
+  return el("div", { class: "badges" }, ...badges);
+}
+
+/** What a policy's tokens must carry: issuer, audience, subject and claims (text only). */
+function tokenMatch(policy) {
+  const claims = Object.entries(policy.claims || {});
+  const line = (label, ...value) => [el("dt", {}, label), el("dd", {}, ...value)];
+  return el(
+    "dl",
+    { class: "token-match" },
+    ...line("Issuer", el("span", { class: "mono-text" }, policy.issuer)),
+    ...line("Audience", el("span", { class: "mono-text" }, policy.audience)),
+    ...line("Subject", el("code", {}, policy.subject)),
+    ...line(
+      "Claims",
+      ...(claims.length
+        ? claims.map(([name, value]) => el("div", { class: "claim" }, el("span", { class: "mono-text muted" }, name), " = ", value))
+        : [el("span", { class: "muted" }, "None")]),
+    ),
+  );
+}
+
+function renderPolicies() {
+  const rows = state.policies.map((policy) => {
+    const row = el(
+      "tr",
+      {},
+      el(
+        "td",
+        { class: "key-cell", "data-label": "Policy" },
+        policy.description
+          ? el("div", { class: "cell-text key-description" }, policy.description)
+          : el("div", { class: "muted key-description" }, "No description"),
+        el("div", { class: "hint-text muted" }, policy.id),
+        tagChips(policy.tags),
+        metadataDetails(policy.metadata),
+      ),
+      el("td", { class: "details-cell", "data-label": "Tokens it accepts" }, tokenMatch(policy)),
+      cell("Machines get", policyBadges(policy)),
+      cell("Created", timeElement(policy.created_at)),
+      el("td", { class: "actions" }, rowButton("Delete", `Delete trust policy ${policyLabel(policy)}`, () => deletePolicy(policy))),
+    );
+    row.dataset.policyId = policy.id;
+    return row;
+  });
+  fillTable("policies", rows);
+  $("policies-more").hidden = !state.next.policies;
+}
+
+/** Opens the new-policy form, empty, in a modal dialog. */
+function openPolicyDialog() {
+  clearMessages();
+  $("policy-form").reset();
+  $("policy-claims-rows").replaceChildren();
+  for (const id of ["policy-error", "policy-issuer-error", "policy-audience-error", "policy-subject-error", "policy-claims-error", "policy-tags-error"]) {
+    showFormError(id, null);
+  }
+  // The lifetimes offered are the generate dialog's (worded with the server's ephemeral TTL).
+  for (const [from, to] of [
+    ["key-session-ttl", "policy-session-ttl"],
+    ["key-idle-timeout", "policy-idle-timeout"],
+  ]) {
+    const options = [...$(from).options].map((option) => option.cloneNode(true));
+    for (const option of options) option.removeAttribute("id");
+    $(to).replaceChildren(...options);
+  }
+  showPolicySessionField();
+  $("policy-app").textContent = state.appId;
+  $("policy-dialog").returnValue = "";
+  $("policy-dialog").showModal();
+  $("policy-issuer").focus();
+}
+
+const showPolicySessionField = () => {
+  $("policy-session-ttl-field").hidden = !$("policy-ephemeral").checked;
+};
+
+/** The GitHub Actions preset: GitHub's issuer, and a subject whose OWNER/REPO is selected,
+ * ready to be typed over. */
+function fillGithubPreset() {
+  $("policy-issuer").value = GITHUB_ACTIONS_ISSUER;
+  if (!$("policy-audience").value.trim()) $("policy-audience").value = "authkeys";
+  const subject = $("policy-subject");
+  subject.value = GITHUB_SUBJECT_EXAMPLE;
+  subject.focus();
+  const start = GITHUB_SUBJECT_EXAMPLE.indexOf("OWNER/REPO");
+  subject.setSelectionRange(start, start + "OWNER/REPO".length);
+  showStatus("Filled in GitHub Actions' issuer: replace OWNER/REPO with your repository.");
+}
+
+/**
+ * The request body the policy form describes, or null after showing, under its field, what
+ * must be fixed first.
+ */
+function policyBody() {
+  const issuer = $("policy-issuer").value.trim();
+  const audience = $("policy-audience").value.trim();
+  const subject = $("policy-subject").value.trim();
+  const issuerProblem = !issuer
+    ? "Enter the issuer of the tokens, e.g. GitHub Actions' (the preset above fills it in)."
+    : !/^https?:\/\/[^\s]+$/.test(issuer)
+      ? "The issuer is a URL: https:// then a host, e.g. https://token.actions.githubusercontent.com."
+      : null;
+  showFormError("policy-issuer-error", issuerProblem);
+  const subjectProblem = !subject
+    ? "Enter the subject the tokens must match (* stands for any run of characters)."
+    : subject.includes("OWNER/REPO")
+      ? "Replace OWNER/REPO with your repository, e.g. repo:acme/api:ref:refs/heads/main."
+      : null;
+  showFormError("policy-subject-error", subjectProblem);
+  const audienceProblem = audience ? null : "Enter the audience the job asks its token for, e.g. authkeys.";
+  showFormError("policy-audience-error", audienceProblem);
+  const { pairs: claims, problem: claimsProblem } = collectPairs("policy-claims-rows");
+  showFormError("policy-claims-error", claimsProblem);
+  const tags = commaList($("policy-tags").value).map((typed) => checkTag(typed, []));
+  const tagProblem = tags.find((tag) => tag.problem);
+  showFormError("policy-tags-error", tagProblem ? tagProblem.problem : null);
+  const problemAt = [
+    [issuerProblem, "policy-issuer"],
+    [audienceProblem, "policy-audience"],
+    [subjectProblem, "policy-subject"],
+    [claimsProblem, "policy-claims-add"],
+    [tagProblem, "policy-tags"],
+  ].find(([problem]) => problem);
+  if (problemAt) {
+    $(problemAt[1]).focus();
+    return null;
+  }
+  const body = { issuer, audience, subject };
+  if (Object.keys(claims).length) body.claims = claims;
+  const description = $("policy-description").value.trim();
+  if (description) body.description = description;
+  body.ephemeral = $("policy-ephemeral").checked;
+  if (body.ephemeral && $("policy-session-ttl").value) body.session_ttl = Number($("policy-session-ttl").value);
+  if ($("policy-idle-timeout").value) body.idle_timeout = Number($("policy-idle-timeout").value);
+  if (tags.length) body.tags = [...new Set(tags.map((tag) => tag.tag))];
+  return body;
+}
+
+async function createPolicy(event) {
+  event.preventDefault();
+  clearMessages();
+  showFormError("policy-error", null);
+  const body = policyBody();
+  if (!body) return;
+  const appId = state.appId;
+  let created;
+  try {
+    created = await api("POST", `${appPath(appId)}/trust-policies`, body);
+  } catch (err) {
+    // As with Generate key: the dialog keeps what was typed and says why, inside it.
+    if (err instanceof ApiError && err.status === 401) {
+      $("policy-dialog").close();
+      fail("Could not create the trust policy", err);
+    } else {
+      showFormError("policy-error", `Could not create the trust policy: ${describeError(err)}`);
+    }
+    return;
+  }
+  $("policy-dialog").close("created");
+  showStatus(`Created trust policy ${created.id} for ${appId}: tokens of ${created.issuer} matching it log in.`);
+  await loadApp();
+  $("policies-title").focus();
+}
+
+async function deletePolicy(policy) {
+  clearMessages();
+  const label = policyLabel(policy);
+  const confirmed = await confirmAction({
+    title: `Delete trust policy ${label}?`,
+    body: [
+      `This logs out every machine that logged in through it, at once, and jobs whose tokens match it can no longer log in.`,
+      "This cannot be undone.",
+    ],
+    confirmLabel: "Delete policy and log out its machines",
+  });
+  if (!confirmed) return;
+  try {
+    await api("DELETE", `${appPath(state.appId)}/trust-policies/${encodeURIComponent(policy.id)}`);
+  } catch (err) {
+    fail(`Could not delete trust policy ${label}`, err);
+    await loadApp();
+    return;
+  }
+  showStatus(`Deleted trust policy ${label}; its machines are logged out.`);
+  await loadApp();
+  $("policies-title").focus();
+}
+
+/** Wires the trust policies' panel and dialog. */
+function startPolicies() {
+  on("policy-open", "click", openPolicyDialog);
+  on("policy-form", "submit", createPolicy);
+  on("policies-more", "click", () => loadMore("policies"));
+  $("policy-preset-github").addEventListener("click", fillGithubPreset);
+  $("policy-claims-add").addEventListener("click", () => addPairRow("policy-claims-rows", "policy-claims-add", "Claim"));
+  $("policy-ephemeral").addEventListener("change", showPolicySessionField);
+  $("policy-cancel").addEventListener("click", () => $("policy-dialog").close());
+  $("policy-dialog").addEventListener("close", () => {
+    if ($("policy-dialog").returnValue !== "created") $("policy-open").focus();
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1368,6 +1627,7 @@ function applyPermissions() {
   $("create-app-form").hidden = !can("apps:write");
   $("delete-app").hidden = !can("apps:write");
   $("generate-open").hidden = !can("keys:write");
+  $("policies-panel").hidden = !can("trust_policies:write");
   $("no-app-text").textContent = can("apps:write")
     ? "Select an app, or create one, to generate and revoke its auth keys."
     : "Select an app to see its auth keys.";
@@ -1823,6 +2083,7 @@ function start() {
     if (storedToken()) busy(() => route({ focus: true }));
   });
   startPages();
+  startPolicies();
   // Keep relative times ("5 min ago", "59 min left") honest while the page stays open, without
   // re-rendering (and so without moving the keyboard focus).
   setInterval(() => {

@@ -234,6 +234,10 @@ pub struct ServeArgs {
     /// The least time between two fetches of one issuer's JWKS, instead of 60 s (tests).
     #[arg(long, hide = true, value_name = "MS")]
     pub oidc_refetch_interval_ms: Option<u64>,
+    /// The longest a fetched JWKS is trusted before it is fetched again, instead of 1 h (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub oidc_jwks_max_age_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -100,6 +100,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
                 authkeys::config::DEFAULT_OIDC_REFETCH_INTERVAL,
                 Duration::from_millis,
             ),
+            jwks_max_age: args.oidc_jwks_max_age_ms.map_or(
+                authkeys::config::DEFAULT_OIDC_JWKS_MAX_AGE,
+                Duration::from_millis,
+            ),
         },
     };
     // Registered before the ready line, so a signal sent as soon as it is read is not lost.

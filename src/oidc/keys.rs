@@ -1,8 +1,10 @@
 //! The issuers' signing keys: discovery (`<issuer>/.well-known/openid-configuration`), then
 //! the JWKS it names, cached per issuer. An unknown `kid` refetches, at most once per
-//! `Settings::refetch_interval` per issuer. Fetches run outside every lock, with ureq's
-//! timeouts, so an issuer that is down or slow delays only the logins that need its keys, and
-//! those by at most `Settings::fetch_timeout`.
+//! `Settings::refetch_interval` per issuer. Keys older than `Settings::jwks_max_age` (1 h) are
+//! not used: the next login of their issuer fetches them again (and is refused if that fails),
+//! so a key the issuer removed stops verifying within that age. Fetches run outside every
+//! lock, with ureq's timeouts, so an issuer that is down or slow delays only the logins that
+//! need its keys, and those by at most `Settings::fetch_timeout`.
 
 use super::Settings;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -34,6 +36,8 @@ struct Issuer {
 #[derive(Default)]
 struct Fetched {
     keys: Option<JwkSet>,
+    /// When `keys` were fetched: past `Settings::jwks_max_age` they are not used.
+    fetched_at: Option<Instant>,
     /// When the last fetch began, successful or not: the refetch limit counts from here.
     last_attempt: Option<Instant>,
     /// A fetch is running: logins of this issuer wait for it (at most its timeout) rather
@@ -75,8 +79,9 @@ impl KeySets {
             || (self.settings.allow_insecure_issuer && issuer.starts_with("http://"))
     }
 
-    /// The key `kid` of `issuer`, fetching its JWKS when it is not cached (or lacks `kid`)
-    /// and the last fetch is older than the refetch interval. The error names the check.
+    /// The key `kid` of `issuer`, fetching its JWKS when it is not cached, lacks `kid` or is
+    /// older than the maximum age, and the last fetch is older than the refetch interval.
+    /// The error names the check.
     pub(crate) fn key(&self, issuer: &str, kid: &str) -> Result<Jwk, String> {
         let entry = {
             let mut issuers = self.issuers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -88,7 +93,7 @@ impl KeySets {
         let mut fetched = entry.fetched.lock().unwrap_or_else(PoisonError::into_inner);
         let waited_since = Instant::now();
         loop {
-            if let Some(key) = fetched.keys.as_ref().and_then(|keys| keys.find(kid)) {
+            if let Some(key) = self.current_keys(&fetched).and_then(|keys| keys.find(kid)) {
                 return Ok(key.clone());
             }
             if !fetched.in_flight {
@@ -105,13 +110,21 @@ impl KeySets {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        // A maximum age shorter than the interval (in tests) limits refetches instead.
+        let least_interval = self
+            .settings
+            .refetch_interval
+            .min(self.settings.jwks_max_age);
         let recent = fetched
             .last_attempt
-            .is_some_and(|at| at.elapsed() < self.settings.refetch_interval);
+            .is_some_and(|at| at.elapsed() < least_interval);
         if recent {
-            return Err(match fetched.keys {
-                Some(_) => "kid: no key with this kid in the issuer's JWKS".into(),
-                None => "jwks: the issuer's keys could not be fetched".into(),
+            return Err(match (self.current_keys(&fetched), &fetched.keys) {
+                (Some(_), _) => "kid: no key with this kid in the issuer's JWKS".into(),
+                (None, Some(_)) => "jwks: the issuer's keys are out of date and could not be \
+                                    fetched again"
+                    .into(),
+                (None, None) => "jwks: the issuer's keys could not be fetched".into(),
             });
         }
         fetched.last_attempt = Some(Instant::now());
@@ -127,6 +140,7 @@ impl KeySets {
             Ok(keys) => {
                 let key = keys.find(kid).cloned();
                 fetched.keys = Some(keys);
+                fetched.fetched_at = Some(Instant::now());
                 key.ok_or_else(|| "kid: no key with this kid in the issuer's JWKS".into())
             }
             Err(reason) => {
@@ -136,6 +150,14 @@ impl KeySets {
                 ))
             }
         }
+    }
+
+    /// The cached keys, unless they are older than the maximum age.
+    fn current_keys<'a>(&self, fetched: &'a Fetched) -> Option<&'a JwkSet> {
+        let fresh = fetched
+            .fetched_at
+            .is_some_and(|at| at.elapsed() < self.settings.jwks_max_age);
+        fetched.keys.as_ref().filter(|_| fresh)
     }
 
     fn fetch(&self, issuer: &str) -> Result<JwkSet, String> {

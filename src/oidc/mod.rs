@@ -20,10 +20,15 @@ pub struct Settings {
     /// The least time between two fetches of one issuer's JWKS, so that tokens with made-up
     /// `kid`s cannot make the server hammer an issuer (`--oidc-refetch-interval-ms`, hidden).
     pub refetch_interval: Duration,
+    /// The longest an issuer's fetched JWKS is trusted: past it the next login of that issuer
+    /// fetches it again, so a key the issuer removed stops verifying
+    /// (`--oidc-jwks-max-age-ms`, hidden).
+    pub jwks_max_age: Duration,
 }
 
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
 
 impl Default for Settings {
     fn default() -> Settings {
@@ -31,6 +36,7 @@ impl Default for Settings {
             allow_insecure_issuer: false,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             refetch_interval: DEFAULT_REFETCH_INTERVAL,
+            jwks_max_age: DEFAULT_JWKS_MAX_AGE,
         }
     }
 }

@@ -52,6 +52,7 @@ pub struct Config {
 
 pub use crate::oidc::{
     DEFAULT_FETCH_TIMEOUT as DEFAULT_OIDC_FETCH_TIMEOUT,
+    DEFAULT_JWKS_MAX_AGE as DEFAULT_OIDC_JWKS_MAX_AGE,
     DEFAULT_REFETCH_INTERVAL as DEFAULT_OIDC_REFETCH_INTERVAL,
 };
 pub const DEFAULT_DB: &str = "./authkeys.db";

@@ -42,6 +42,15 @@ def required_program(name, package):
     return path
 
 
+def read_ready_line(process):
+    """The JSON line a process prints when it is ready, or None if none comes in time."""
+    lines = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(READY_TIMEOUT_SECS)
+    return json.loads(lines[0]) if lines and lines[0].strip() else None
+
+
 class Server:
     """A running authkeys process and a plain HTTP client for it."""
 
@@ -61,14 +70,11 @@ class Server:
         self.admin_token = ready["admin_token"]
 
     def _ready_line(self):
-        lines = []
-        reader = threading.Thread(target=lambda: lines.append(self.process.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(READY_TIMEOUT_SECS)
-        if not lines or not lines[0].strip():
+        ready = read_ready_line(self.process)
+        if ready is None:
             self.stop()
             pytest.fail(f"authkeys printed no ready line\n--- server log ---\n{self.log()}", pytrace=False)
-        return json.loads(lines[0])
+        return ready
 
     def log(self):
         return self.log_path.read_text(errors="replace")
@@ -131,6 +137,24 @@ def server(tmp_path, request):
     running = Server(tmp_path, marker.args if marker else ())
     yield running
     running.stop()
+
+
+@pytest.fixture
+def oidc_issuer():
+    """`authkeys dev-oidc-issuer`, running: its ready line (the issuer's URL, its GitHub-Actions-
+    like token endpoint and the request token that endpoint asks for). Plain http: a server
+    trusts it only with `--oidc-allow-insecure-issuer`."""
+    process = subprocess.Popen(
+        [str(binary()), "dev-oidc-issuer"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
+    try:
+        ready = read_ready_line(process)
+        if ready is None:
+            pytest.fail("authkeys dev-oidc-issuer printed no ready line", pytrace=False)
+        yield ready
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 @pytest.fixture

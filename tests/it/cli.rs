@@ -6,6 +6,7 @@
 use crate::support::*;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -38,12 +39,28 @@ impl Sandbox {
     /// Runs `authkeys args…` with HOME set to the sandbox, no `AUTHKEYS_*`, `XDG_CONFIG_HOME`
     /// or `RUST_LOG` from the developer's environment, and exactly `envs` on top.
     pub(crate) fn run(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        self.run_with_stdin(args, envs, None)
+    }
+
+    /// `run`, with `stdin` written to the command's standard input (else it reads nothing).
+    pub(crate) fn run_with_stdin(
+        &self,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Output {
         let mut command = Command::new(BIN);
         command
             .args(args)
             .current_dir(self.home.path())
             .env("HOME", self.home.path())
-            .stdin(Stdio::null());
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (name, _) in std::env::vars_os() {
             let inherited = name.to_string_lossy();
             if inherited.starts_with("AUTHKEYS_")
@@ -56,7 +73,13 @@ impl Sandbox {
         for (name, value) in envs {
             command.env(name, value);
         }
-        let output = command.output().expect("running authkeys");
+        let mut child = command.spawn().expect("running authkeys");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("a piped stdin");
+            pipe.write_all(input.as_bytes()).expect("writing to stdin");
+            // Dropped here: the command sees the end of its input.
+        }
+        let output = child.wait_with_output().expect("running authkeys");
         Output {
             command: format!("{envs:?} authkeys {args:?}"),
             status: output.status,

@@ -13,13 +13,15 @@ use std::time::{Duration, Instant};
 /// A server that trusts http:// issuers (the dev issuer is plain HTTP on loopback), refetches
 /// a JWKS at most every `refetch_ms`, and never throttles the deliberate failures here.
 fn server_for_issuers(refetch_ms: u64) -> TestServer {
-    TestServer::start_with(
-        Options::default()
-            .arg("--login-failures-burst", "0")
-            .arg("--oidc-refetch-interval-ms", &refetch_ms.to_string())
-            .arg("--oidc-fetch-timeout-ms", "1000")
-            .flag("--oidc-allow-insecure-issuer"),
-    )
+    TestServer::start_with(options_for_issuers(refetch_ms))
+}
+
+fn options_for_issuers(refetch_ms: u64) -> Options {
+    Options::default()
+        .arg("--login-failures-burst", "0")
+        .arg("--oidc-refetch-interval-ms", &refetch_ms.to_string())
+        .arg("--oidc-fetch-timeout-ms", "1000")
+        .flag("--oidc-allow-insecure-issuer")
 }
 
 fn issuer() -> DevIssuer {
@@ -378,6 +380,39 @@ fn a_rotated_key_is_fetched_but_unknown_kids_refetch_at_most_once_per_interval()
     );
 }
 
+/// A key the issuer stopped publishing is trusted no longer than the JWKS's maximum age,
+/// though its `kid` is still cached and unknown kids refetch only once a minute.
+#[test]
+fn a_key_the_issuer_dropped_is_refused_once_the_cached_jwks_is_too_old() {
+    const MAX_AGE: Duration = Duration::from_millis(1_000);
+    let issuer = issuer();
+    let server = TestServer::start_with(
+        options_for_issuers(60_000).arg("--oidc-jwks-max-age-ms", &MAX_AGE.as_millis().to_string()),
+    );
+    let app = server.create_app("ci");
+    create_policy(&server, &app, issuer.url(), json!({}));
+    let fetched = Instant::now();
+    login(
+        &server,
+        &app,
+        &issuer.mint(DevAlg::RS256, &issuer.claims("authkeys")),
+    )
+    .expect(201);
+    assert_eq!(issuer.jwks_served(), 1);
+    // Signed by the key about to be dropped: two rotations unpublish it.
+    let old = issuer.mint(DevAlg::RS256, &issuer.claims("authkeys"));
+    let old_kid = issuer.current_kid(DevAlg::RS256);
+    issuer.rotate().expect("rotating");
+    issuer.rotate().expect("rotating again");
+    std::thread::sleep((MAX_AGE + Duration::from_millis(300)).saturating_sub(fetched.elapsed()));
+    assert_refused(login(&server, &app, &old), &old, "kid");
+    assert_eq!(issuer.jwks_served(), 2, "the old JWKS was fetched again");
+    // The current key, published by the refetch, verifies.
+    assert_ne!(issuer.current_kid(DevAlg::RS256), old_kid);
+    let current = issuer.mint(DevAlg::RS256, &issuer.claims("authkeys"));
+    login(&server, &app, &current).expect(201);
+}
+
 #[test]
 fn an_issuer_that_never_answers_delays_only_its_own_logins() {
     let issuer = issuer();
@@ -637,6 +672,39 @@ fn the_cli_makes_policies_and_logs_in_with_a_token_file_or_github_actions() {
     s.admin(&["trust-policies", "delete", "--app", "ci", &policy_id])
         .success();
     whoami(&s.server, &session).expect_error(401, "invalid_credentials");
+}
+
+/// `login --app APP --id-token-file -` reads the token from stdin (as a CI step pipes it);
+/// empty input is refused before anything is sent.
+#[test]
+fn the_cli_reads_the_id_token_from_stdin() {
+    use crate::cli::Sandbox;
+    let issuer = issuer();
+    let s = Sandbox::with(Options::default().flag("--oidc-allow-insecure-issuer"));
+    let app = s.server.create_app("ci");
+    let policy = create_policy(&s.server, &app, issuer.url(), json!({}));
+    let config = s.config_dir("job");
+    let env = [
+        ("AUTHKEYS_SERVER", s.server.url.as_str()),
+        ("AUTHKEYS_CONFIG_DIR", config.to_str().unwrap()),
+    ];
+    let login_args = ["login", "--app", "ci", "--id-token-file", "-", "--json"];
+    let token = issuer.mint(DevAlg::RS256, &issuer.claims("authkeys"));
+    let piped = s.run_with_stdin(&login_args, &env, Some(&format!("{token}\n")));
+    let logged_in = piped.json();
+    assert_eq!(logged_in["machine"]["trust_policy_id"], policy["id"]);
+    let me = s.machine(&config, &["whoami", "--json"]).json();
+    assert_eq!(me["machine"]["trust_policy_id"], policy["id"]);
+
+    let empty = s.run_with_stdin(&login_args, &env, Some(""));
+    assert!(!empty.status.success(), "{}", empty.stdout);
+    assert!(
+        empty.stderr.contains("holds no ID token"),
+        "{}",
+        empty.stderr
+    );
+    let machines = s.server.admin().get("/v1/apps/ci/machines").expect(200);
+    assert_eq!(machines["machines"].as_array().unwrap().len(), 1);
 }
 
 /// `authkeys dev-oidc-issuer` serves an issuer a server trusts (with
