@@ -900,7 +900,7 @@ fn every_acknowledged_write_survives_repeated_kill_9() {
     }
     assert_eq!(server.terminate().code(), Some(0));
     assert_eq!(integrity_check(&db), "ok");
-    assert_eq!(user_version(&db), 4);
+    assert_eq!(user_version(&db), crate::schema::CURRENT);
 }
 
 // ---------------------------------------------------------------------------------------------

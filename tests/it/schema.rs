@@ -6,7 +6,7 @@ use serde_json::json;
 use std::path::Path;
 
 /// This binary's schema version.
-const CURRENT: i64 = 5;
+pub(crate) const CURRENT: i64 = 5;
 
 /// The schema of version 1 exactly as it shipped, to build databases an older release wrote.
 const SCHEMA_V1: &str = include_str!("fixtures/schema-v1.sql");
