@@ -8,11 +8,15 @@
 mod admin_tokens;
 mod audit;
 mod backup;
+#[cfg(test)]
+mod engine_tests;
 mod files;
 mod pg;
 pub(crate) mod pg_url;
 mod read;
 mod sql;
+#[cfg(test)]
+pub(crate) mod test_db;
 mod webhooks;
 mod write;
 
