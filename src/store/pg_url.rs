@@ -90,10 +90,17 @@ impl PgUrl {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
-        // Not the NOTICEs of re-applying the schema (`… already exists, skipping`) at each start.
+        // Not the NOTICEs of re-applying the schema (`… already exists, skipping`) at each
+        // start; after the URL's own `options` (a search_path, say), which are kept.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c client_min_messages=warning"),
+            None => "-c client_min_messages=warning".to_string(),
+        };
+        if config.get_application_name().is_none() {
+            config.application_name(APPLICATION_NAME);
+        }
         config
-            .options("-c client_min_messages=warning")
-            .application_name(APPLICATION_NAME)
+            .options(&options)
             .tcp_user_timeout(TCP_USER_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
@@ -230,5 +237,18 @@ mod tests {
         let shown = format!("{config_error} {config_error:?}");
         assert!(shown.contains("not a valid PostgreSQL URL"), "{shown}");
         assert!(!shown.contains("hunter22"), "{shown}");
+    }
+
+    /// The URL's own `options` (a search_path, say) and application name are kept.
+    #[test]
+    fn the_urls_own_options_are_kept() {
+        let kept = PgUrl::new("postgres://h/d?options=-c%20search_path%3Dauth&application_name=n")
+            .config()
+            .unwrap();
+        assert_eq!(
+            kept.get_options(),
+            Some("-c search_path=auth -c client_min_messages=warning")
+        );
+        assert_eq!(kept.get_application_name(), Some("n"));
     }
 }
