@@ -7,7 +7,9 @@ mod admin_tokens;
 mod audit;
 mod backup;
 mod files;
+mod pg_pending;
 mod read;
+mod to_postgres;
 mod webhooks;
 mod write;
 
@@ -15,7 +17,10 @@ pub use backup::BackedUp;
 pub(crate) use backup::backup;
 pub use files::Database;
 pub(crate) use files::tighten;
+pub(crate) use pg_pending::*;
 pub(crate) use read::Reader;
+pub use to_postgres::Migrated;
+pub(crate) use to_postgres::migrate as migrate_to_postgres;
 pub(crate) use webhooks::NewWebhook;
 pub(crate) use write::{NewMachine, Writer};
 

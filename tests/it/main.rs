@@ -15,6 +15,7 @@ mod leaks;
 mod lists;
 mod machine_auth;
 mod oidc;
+mod pg_ops;
 mod process;
 mod readme;
 mod reliability;

@@ -7,12 +7,14 @@
 
 mod db;
 mod http;
+mod postgres;
 mod process;
 mod receiver;
 mod server;
 
 pub use db::*;
 pub use http::*;
+pub use postgres::*;
 pub use process::*;
 pub use receiver::*;
 pub use server::*;

@@ -304,6 +304,15 @@ impl ServerProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// A client of this server presenting `bearer`.
+    pub fn client(&self, bearer: Option<&str>) -> Api {
+        Api {
+            url: self.url(),
+            bearer: bearer.map(str::to_string),
+            log_path: self.log_path.clone(),
+        }
+    }
+
     /// Sends `signal` (`TERM`, `INT`, …) and returns at once.
     pub fn send_signal(&self, signal: &str) {
         self.child.signal(signal);
