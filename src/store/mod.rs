@@ -9,6 +9,7 @@ mod backup;
 mod files;
 mod pg_pending;
 mod read;
+mod sql;
 mod to_postgres;
 mod webhooks;
 mod write;
@@ -27,14 +28,16 @@ pub(crate) use write::{NewMachine, Writer};
 use crate::domain::error::{self, Error, StartError};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use sql::Conn;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-/// Converts a SQLite failure into the opaque `Error::Storage`, logging its detail here, at the
-/// store boundary, so that it is recorded once and never sent to a client.
-pub(crate) fn storage(err: rusqlite::Error) -> Error {
+/// Converts a database failure into the opaque `Error::Storage`, logging its detail here, at
+/// the store boundary, so that it is recorded once and never sent to a client.
+pub(crate) fn storage(err: impl Into<sql::SqlError>) -> Error {
+    let err = err.into();
     log::error!("storage error: {err}");
     Error::Storage
 }
@@ -173,7 +176,7 @@ impl Store {
         work: impl FnOnce(&Reader) -> error::Result<T>,
     ) -> error::Result<T> {
         let conn = self.checkout_reader()?;
-        let result = work(&Reader::new(&conn));
+        let result = work(&Reader::new(Conn::Sqlite(&conn)));
         self.return_reader(conn);
         result
     }
@@ -184,10 +187,13 @@ impl Store {
         &self,
         work: impl FnOnce(&Reader) -> error::Result<T>,
     ) -> error::Result<T> {
-        self.read(|r| {
-            let tx = r.conn().unchecked_transaction().map_err(storage)?;
-            work(&Reader::new(&tx))
-        })
+        let conn = self.checkout_reader()?;
+        let result = conn
+            .unchecked_transaction()
+            .map_err(storage)
+            .and_then(|tx| work(&Reader::new(Conn::Sqlite(&tx))));
+        self.return_reader(conn);
+        result
     }
 
     /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer connection, committing
@@ -200,7 +206,7 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(storage)?;
-        let writer = Writer::new(&tx);
+        let writer = Writer::new(Conn::Sqlite(&tx));
         let value = work(&writer)?;
         let machines_added = writer.machines_added();
         tx.commit().map_err(storage)?;
@@ -220,7 +226,7 @@ impl Store {
     /// counted twice. The sweeper calls it once, off the start-up path.
     pub(crate) fn count_machines(&self) -> error::Result<u64> {
         let conn = lock(&self.writer);
-        let count = Reader::new(&conn).machine_rows_of_all_keys()?;
+        let count = Reader::new(Conn::Sqlite(&conn)).machine_rows_of_all_keys()?;
         self.machine_rows
             .store(i64::try_from(count).unwrap_or(i64::MAX), Ordering::Relaxed);
         Ok(count)
@@ -337,7 +343,8 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
     if machine_rows.is_some() && matches!(version, 1 | 2) {
         log::info!("{}: counted each key's machines once", path.display());
     }
-    audit::start_key_expiring_horizon(&tx).map_err(fail)?;
+    audit::start_key_expiring_horizon(Conn::Sqlite(&tx))
+        .map_err(|err| StartError::caused(format!("migrating {}", path.display()), err))?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(fail)?;
     tx.commit().map_err(fail)?;
