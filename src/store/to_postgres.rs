@@ -10,9 +10,10 @@
 //! the highest `seq` SQLite ever handed out), so no id is ever handed out twice.
 
 use super::Store;
+use super::sql::Value;
 use crate::domain::error::StartError;
 use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use postgres::types::{ToSql, Type};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeMap;
@@ -192,12 +193,12 @@ fn copy_table(
     let mut rows = select.query([])?;
     let mut copied = 0u64;
     while let Some(row) = rows.next()? {
-        let cells = (0..types.len())
-            .map(|i| Cell::from_sqlite(row.get_ref(i)?))
+        let values = (0..types.len())
+            .map(|i| value_of(row.get_ref(i)?))
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let params: Vec<&(dyn ToSql + Sync)> = cells
+        let params: Vec<&(dyn ToSql + Sync)> = values
             .iter()
-            .map(|cell| cell as &(dyn ToSql + Sync))
+            .map(|value| value as &(dyn ToSql + Sync))
             .collect();
         writer.write(&params)?;
         copied += 1;
@@ -277,77 +278,22 @@ fn move_sequences_past_copied(
     Ok(())
 }
 
-/// One SQLite value, written as whatever type the target's column has: the PostgreSQL schema
-/// mirrors SQLite's (BIGINT for INTEGER, booleans as 0/1 too; TEXT; BYTEA for BLOB).
-enum Cell {
-    Null,
-    Int(i64),
-    Text(String),
-    Blob(Vec<u8>),
-}
-
-impl Cell {
-    fn from_sqlite(value: ValueRef<'_>) -> rusqlite::Result<Cell> {
-        Ok(match value {
-            ValueRef::Null => Cell::Null,
-            ValueRef::Integer(n) => Cell::Int(n),
-            ValueRef::Text(text) => Cell::Text(
-                std::str::from_utf8(text)
-                    .map_err(|err| rusqlite::Error::Utf8Error(0, err))?
-                    .to_string(),
-            ),
-            ValueRef::Blob(bytes) => Cell::Blob(bytes.to_vec()),
-            // STRICT tables hold no REAL column.
-            ValueRef::Real(_) => {
-                return Err(rusqlite::Error::InvalidColumnType(
-                    0,
-                    "a REAL value".into(),
-                    rusqlite::types::Type::Real,
-                ));
-            }
-        })
-    }
-}
-
-impl Cell {
-    fn kind(&self) -> &'static str {
-        match self {
-            Cell::Null => "null",
-            Cell::Int(_) => "integer",
-            Cell::Text(_) => "text",
-            Cell::Blob(_) => "blob",
+/// A SQLite value as the adapter's `Value`, which PostgreSQL receives as the column's type.
+fn value_of(value: ValueRef<'_>) -> rusqlite::Result<Value<'_>> {
+    Ok(match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(n) => Value::Int(n),
+        ValueRef::Text(text) => Value::Text(
+            std::str::from_utf8(text).map_err(|err| rusqlite::Error::Utf8Error(0, err))?,
+        ),
+        ValueRef::Blob(bytes) => Value::Blob(bytes),
+        // STRICT tables hold no REAL column.
+        ValueRef::Real(_) => {
+            return Err(rusqlite::Error::InvalidColumnType(
+                0,
+                "a REAL value".into(),
+                rusqlite::types::Type::Real,
+            ));
         }
-    }
-}
-
-/// `ToSql` needs `Debug`: the kind only, never the value.
-impl std::fmt::Debug for Cell {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.kind())
-    }
-}
-
-impl ToSql for Cell {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut postgres::types::private::BytesMut,
-    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
-        match self {
-            Cell::Null => Ok(IsNull::Yes),
-            Cell::Int(n) if *ty == Type::INT8 => n.to_sql(ty, out),
-            Cell::Int(n) if *ty == Type::INT4 => i32::try_from(*n)?.to_sql(ty, out),
-            Cell::Int(n) if *ty == Type::BOOL => (*n != 0).to_sql(ty, out),
-            Cell::Text(text) if *ty == Type::TEXT => text.as_str().to_sql(ty, out),
-            Cell::Blob(bytes) if *ty == Type::BYTEA => bytes.as_slice().to_sql(ty, out),
-            // The kind only: a value may be a webhook's secret.
-            other => Err(format!("a {} cannot be written as {ty}", other.kind()).into()),
-        }
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        [Type::INT8, Type::INT4, Type::BOOL, Type::TEXT, Type::BYTEA].contains(ty)
-    }
-
-    to_sql_checked!();
+    })
 }
