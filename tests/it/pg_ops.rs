@@ -263,8 +263,8 @@ fn migrate_copies_every_row_and_a_postgres_server_accepts_and_refuses_as_sqlite_
             .expect(200)
     };
     assert_eq!(verify(&fixture.reusable_key)["valid"], true);
-    assert_eq!(verify(&fixture.revoked_key)["reason"], "revoked");
-    assert_eq!(verify(&fixture.used_key)["reason"], "used");
+    assert_eq!(verify(&fixture.revoked_key)["code"], "revoked");
+    assert_eq!(verify(&fixture.used_key)["code"], "used");
     let login = |key: &str| anonymous.post("/v1/auth/login", &json!({"auth_key": key}));
     login(&fixture.revoked_key).expect_error(401, "auth_key_revoked");
     login(&fixture.used_key).expect_error(401, "auth_key_used");
@@ -443,7 +443,7 @@ fn a_pg_dump_backup_restored_into_a_new_database_serves_the_same_keys() {
             .expect(200)
     };
     assert_eq!(verify(&key)["valid"], true);
-    assert_eq!(verify(&revoked)["reason"], "revoked");
+    assert_eq!(verify(&revoked)["code"], "revoked");
     node.client(Some(&session))
         .get("/v1/auth/whoami")
         .expect(200);
