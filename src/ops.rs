@@ -9,7 +9,7 @@ use crate::domain::token::{self, Secret, TokenKind};
 
 pub use crate::domain::token::Malformed;
 use crate::runtime::admin_token;
-use crate::store::{self, Database, Store};
+use crate::store::{self, Database, PgUrl, Store};
 use std::path::{Path, PathBuf};
 
 pub use crate::domain::scan::{Found, MAX_TOKEN_LEN, TokenFinder};
@@ -45,13 +45,8 @@ pub fn migrate(database: &Database) -> Result<(), StartError> {
 
 /// Copies the SQLite database at `source` (upgraded to this binary's schema first) into the
 /// empty PostgreSQL database at `target` (a `postgres://` URL), in one transaction.
-pub fn migrate_to_postgres(source: &Path, target: &str) -> Result<Migrated, StartError> {
+pub fn migrate_to_postgres(source: &Path, target: &PgUrl) -> Result<Migrated, StartError> {
     store::migrate_to_postgres(source, target)
-}
-
-/// A PostgreSQL URL as it may be shown: without its password.
-pub fn describe_postgres(url: &str) -> String {
-    store::postgres_description(url)
 }
 
 /// Reads and checks a `serve --seed` file (bounded, unknown fields refused).

@@ -170,12 +170,15 @@ fn man(out_dir: Option<&std::path::Path>) -> Result<(), CliError> {
 
 /// `authkeys migrate --from FILE --to postgres://…`: the URL's password is never printed.
 fn migrate(args: &args::MigrateArgs) -> Result<(), CliError> {
-    if !(args.to.starts_with("postgres://") || args.to.starts_with("postgresql://")) {
+    let Database::Postgres(target) = Database::from_arg(&args.to) else {
         return Err(CliError::Usage(
             "--to must be a postgres:// or postgresql:// URL".into(),
         ));
-    }
-    let migrated = ops::migrate_to_postgres(&args.from, &args.to).map_err(CliError::from)?;
+    };
+    let Database::File(source) = Database::from_arg(&args.from) else {
+        return Err(CliError::Usage("--from must be a SQLite database file".into()));
+    };
+    let migrated = ops::migrate_to_postgres(&source, &target).map_err(CliError::from)?;
     let counts: Vec<String> = migrated
         .tables
         .iter()
@@ -183,8 +186,8 @@ fn migrate(args: &args::MigrateArgs) -> Result<(), CliError> {
         .collect();
     say!(
         "migrated {} to {}: {}",
-        args.from.display(),
-        ops::describe_postgres(&args.to),
+        source.display(),
+        target,
         counts.join(", ")
     );
     Ok(())
@@ -192,10 +195,20 @@ fn migrate(args: &args::MigrateArgs) -> Result<(), CliError> {
 
 /// `authkeys backup --db PATH OUT`
 fn backup(args: &args::BackupArgs) -> Result<(), CliError> {
-    let Database::File(source) = Database::from_arg(&args.db) else {
-        return Err(CliError::Message(
-            "a :memory: database lives inside its server process and cannot be backed up".into(),
-        ));
+    let source = match Database::from_arg(&args.db) {
+        Database::File(source) => source,
+        Database::Memory => {
+            return Err(CliError::Message(
+                "a :memory: database lives inside its server process and cannot be backed up"
+                    .into(),
+            ));
+        }
+        Database::Postgres(_) => {
+            return Err(CliError::Message(
+                "authkeys backup copies a SQLite file; back a PostgreSQL database up with pg_dump"
+                    .into(),
+            ));
+        }
     };
     let done = ops::backup(&source, &args.out).map_err(CliError::from)?;
     say!(

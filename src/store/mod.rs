@@ -1,15 +1,22 @@
-//! SQLite storage: opening and migrating the database, and the two ways in: `read` (a pooled
-//! connection of its own, so reads never wait on a write) and `write` (the single writer
-//! connection inside `BEGIN IMMEDIATE`). Every SQL statement of the project lives in this
-//! module; it returns domain types and knows nothing of HTTP.
+//! Storage, on SQLite (a file, the default) or PostgreSQL (`pg.rs`, several nodes): opening
+//! and migrating the database, and the two ways in: `read` (a pooled connection of its own, so
+//! reads never wait on a write) and `write` (the single writer connection inside
+//! `BEGIN IMMEDIATE`, or PostgreSQL's cluster-wide write lock). Every SQL statement of the
+//! project lives in this module, written once for both engines (`sql.rs`); it returns domain
+//! types and knows nothing of HTTP.
 
 mod admin_tokens;
 mod audit;
 mod backup;
+#[cfg(test)]
+mod engine_tests;
 mod files;
-mod pg_pending;
+mod pg;
+pub(crate) mod pg_url;
 mod read;
 mod sql;
+#[cfg(test)]
+pub(crate) mod test_db;
 mod to_postgres;
 mod webhooks;
 mod write;
@@ -18,7 +25,8 @@ pub use backup::BackedUp;
 pub(crate) use backup::backup;
 pub use files::Database;
 pub(crate) use files::tighten;
-pub(crate) use pg_pending::*;
+pub use pg::DEFAULT_POOL_SIZE as DEFAULT_PG_POOL_SIZE;
+pub use pg_url::PgUrl;
 pub(crate) use read::Reader;
 pub use to_postgres::Migrated;
 pub(crate) use to_postgres::migrate as migrate_to_postgres;
@@ -39,7 +47,11 @@ use std::time::Duration;
 pub(crate) fn storage(err: impl Into<sql::SqlError>) -> Error {
     let err = err.into();
     log::error!("storage error: {err}");
-    Error::Storage
+    if err.is_unavailable() {
+        Error::Unavailable
+    } else {
+        Error::Storage
+    }
 }
 
 /// The schema this binary writes; `PRAGMA user_version` records which one a database has.
@@ -122,6 +134,17 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const UNKNOWN: i64 = -1;
 
 pub(crate) struct Store {
+    engine: Engine,
+}
+
+// One per process: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Engine {
+    Sqlite(SqliteStore),
+    Postgres(pg::PgStore),
+}
+
+struct SqliteStore {
     path: PathBuf,
     synchronous: &'static str,
     busy_timeout: Duration,
@@ -129,23 +152,121 @@ pub(crate) struct Store {
     readers: Mutex<Vec<Connection>>,
     /// How many machine rows exist (`UNKNOWN` until `count_machines` has run): changed only
     /// under the writer lock, after the commit of a write that added or deleted some, so it
-    /// is exact without any query. `/metrics` reads it.
+    /// is exact without any query. `/metrics` reads it. (PostgreSQL keeps it in the database,
+    /// since other nodes write too.)
     machine_rows: AtomicI64,
     /// Keeps a `:memory:` instance's scratch directory alive; removes it on drop.
     _scratch: Option<files::ScratchDir>,
 }
 
+/// How a store is opened, beyond where its database is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Options {
+    /// SQLite: how long a statement waits for another process's lock.
+    pub(crate) busy_timeout: Duration,
+    /// PostgreSQL: read connections per node, at most.
+    pub(crate) pg_pool_size: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            busy_timeout: BUSY_TIMEOUT,
+            pg_pool_size: pg::DEFAULT_POOL_SIZE,
+        }
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed, owner-only) and migrates the database.
+    /// Opens (creating if needed, owner-only for a file) and migrates the database.
     pub(crate) fn open(database: &Database) -> Result<Store, StartError> {
-        Store::open_with(database, BUSY_TIMEOUT)
+        Store::open_with(database, Options::default())
     }
 
-    /// `open`, with statements waiting up to `busy_timeout` for another process's lock.
-    pub(crate) fn open_with(
-        database: &Database,
-        busy_timeout: Duration,
-    ) -> Result<Store, StartError> {
+    /// `open`, with `options`.
+    pub(crate) fn open_with(database: &Database, options: Options) -> Result<Store, StartError> {
+        let engine = match database {
+            Database::Postgres(url) => {
+                Engine::Postgres(pg::PgStore::open(url, options.pg_pool_size)?)
+            }
+            _ => Engine::Sqlite(SqliteStore::open(database, options.busy_timeout)?),
+        };
+        Ok(Store { engine })
+    }
+
+    /// The PostgreSQL database's URL (for connections of its own, `pg_url::connect`), `None`
+    /// on SQLite.
+    #[allow(dead_code)] // For the cross-node cache's listener (issue 17).
+    pub(crate) fn postgres_url(&self) -> Option<&PgUrl> {
+        match &self.engine {
+            Engine::Sqlite(_) => None,
+            Engine::Postgres(pg) => Some(pg.url()),
+        }
+    }
+
+    /// Runs `work` on a read connection of its own, for reads of one statement each: each
+    /// statement reads one committed state, so no transaction is needed (the hot paths save a
+    /// BEGIN and a ROLLBACK). Reads never wait on the writer.
+    pub(crate) fn read<T>(
+        &self,
+        work: impl FnOnce(&Reader) -> error::Result<T>,
+    ) -> error::Result<T> {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite.read(work),
+            Engine::Postgres(pg) => pg.read(work),
+        }
+    }
+
+    /// Like `read`, inside one transaction, so that several queries see the same committed
+    /// state.
+    pub(crate) fn snapshot<T>(
+        &self,
+        work: impl FnOnce(&Reader) -> error::Result<T>,
+    ) -> error::Result<T> {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite.snapshot(work),
+            Engine::Postgres(pg) => pg.snapshot(work),
+        }
+    }
+
+    /// Runs `work` in one write transaction (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: the
+    /// cluster-wide write lock), committing if it returns `Ok` and rolling back otherwise.
+    /// Keep `work` short: it holds the lock.
+    pub(crate) fn write<T>(
+        &self,
+        work: impl FnOnce(&Writer) -> error::Result<T>,
+    ) -> error::Result<T> {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite.write(work),
+            Engine::Postgres(pg) => pg.write(work),
+        }
+    }
+
+    /// How many machine rows exist (logged in, including ephemeral ones expired since the
+    /// last sweep), without a count of rows; `None` until `count_machines` has run once (or,
+    /// on PostgreSQL, while the database cannot be read).
+    pub(crate) fn machine_rows(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => {
+                u64::try_from(sqlite.machine_rows.load(Ordering::Relaxed)).ok()
+            }
+            Engine::Postgres(pg) => pg.machine_rows(),
+        }
+    }
+
+    /// Counts the machine rows from the per-key counters (one row per key, not per machine)
+    /// and keeps the count from now on. Under the writer lock, so no write is missed or
+    /// counted twice. The sweeper calls it once, off the start-up path.
+    pub(crate) fn count_machines(&self) -> error::Result<u64> {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite.count_machines(),
+            Engine::Postgres(pg) => pg.count_machines(),
+        }
+    }
+}
+
+impl SqliteStore {
+    fn open(database: &Database, busy_timeout: Duration) -> Result<SqliteStore, StartError> {
         let (path, scratch) = files::prepare(database)?;
         // A throwaway instance has nothing to keep across a power cut; everything else makes
         // each acknowledged write durable before the response is sent.
@@ -157,7 +278,7 @@ impl Store {
             })
             .map_err(|err| StartError::caused(format!("opening {}", path.display()), err))?;
         migrate(&writer, &path)?;
-        Ok(Store {
+        Ok(SqliteStore {
             path,
             synchronous,
             busy_timeout,
@@ -168,25 +289,16 @@ impl Store {
         })
     }
 
-    /// Runs `work` on a read connection of its own, for reads of one statement each: SQLite
-    /// reads every statement from one committed state, so no transaction is needed (the hot
-    /// paths save a BEGIN and a ROLLBACK). Reads never wait on the writer (WAL mode).
-    pub(crate) fn read<T>(
-        &self,
-        work: impl FnOnce(&Reader) -> error::Result<T>,
-    ) -> error::Result<T> {
+    /// Reads never wait on the writer (WAL mode).
+    fn read<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
         let conn = self.checkout_reader()?;
         let result = work(&Reader::new(Conn::Sqlite(&conn)));
         self.return_reader(conn);
         result
     }
 
-    /// Like `read`, inside one (deferred) transaction, so that several queries see the same
-    /// committed state.
-    pub(crate) fn snapshot<T>(
-        &self,
-        work: impl FnOnce(&Reader) -> error::Result<T>,
-    ) -> error::Result<T> {
+    /// A deferred transaction on a read connection.
+    fn snapshot<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
         let conn = self.checkout_reader()?;
         let result = conn
             .unchecked_transaction()
@@ -196,12 +308,7 @@ impl Store {
         result
     }
 
-    /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer connection, committing
-    /// if it returns `Ok` and rolling back otherwise. Keep `work` short: it holds the lock.
-    pub(crate) fn write<T>(
-        &self,
-        work: impl FnOnce(&Writer) -> error::Result<T>,
-    ) -> error::Result<T> {
+    fn write<T>(&self, work: impl FnOnce(&Writer) -> error::Result<T>) -> error::Result<T> {
         let mut conn = lock(&self.writer);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -215,16 +322,7 @@ impl Store {
         Ok(value)
     }
 
-    /// How many machine rows exist (logged in, including ephemeral ones expired since the
-    /// last sweep), without a query; `None` until `count_machines` has run once.
-    pub(crate) fn machine_rows(&self) -> Option<u64> {
-        u64::try_from(self.machine_rows.load(Ordering::Relaxed)).ok()
-    }
-
-    /// Counts the machine rows from the per-key counters (one row per key, not per machine)
-    /// and keeps the count from now on. Under the writer lock, so no write is missed or
-    /// counted twice. The sweeper calls it once, off the start-up path.
-    pub(crate) fn count_machines(&self) -> error::Result<u64> {
+    fn count_machines(&self) -> error::Result<u64> {
         let conn = lock(&self.writer);
         let count = Reader::new(Conn::Sqlite(&conn)).machine_rows_of_all_keys()?;
         self.machine_rows
@@ -458,8 +556,9 @@ mod tests {
             .write(|w| w.delete_expired_machines(Timestamp(10), 7))
             .unwrap();
         let rows = |sql: &str| -> i64 {
-            lock(&store.writer)
-                .query_row(sql, [], |row| row.get(0))
+            store
+                .read(|r| r.optional(sql, sql::args![], |row| row.get(0)))
+                .unwrap()
                 .unwrap()
         };
         let stored = rows("SELECT count(*) FROM machines");

@@ -152,6 +152,29 @@ impl fmt::Display for SqlError {
     }
 }
 
+impl SqlError {
+    /// Whether the database could not be reached (PostgreSQL went away, or is shutting down):
+    /// the store answers `Error::Unavailable` rather than an internal error.
+    pub(crate) fn is_unavailable(&self) -> bool {
+        let SqlError::Postgres(err) = self else {
+            return false;
+        };
+        if err.is_closed() {
+            return true;
+        }
+        match err.code() {
+            // Connection exceptions, and the server shutting down or starting up.
+            Some(code) => {
+                let code = code.code();
+                code.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&code)
+            }
+            None => {
+                std::error::Error::source(err).is_some_and(|cause| cause.is::<std::io::Error>())
+            }
+        }
+    }
+}
+
 impl std::error::Error for SqlError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -369,8 +392,6 @@ pub(crate) struct PgConn {
     statements: RefCell<HashMap<String, (postgres::Statement, Vec<usize>)>>,
 }
 
-// The PostgreSQL store that opens these is the next step of issue 17.
-#[allow(dead_code)]
 impl PgConn {
     pub(crate) fn new(client: postgres::Client) -> PgConn {
         PgConn {
@@ -460,7 +481,6 @@ fn numbered_placeholders(sql: &str) -> (String, Vec<usize>) {
 #[derive(Clone, Copy)]
 pub(crate) enum Conn<'c> {
     Sqlite(&'c rusqlite::Connection),
-    #[allow(dead_code)]
     Postgres(&'c PgConn),
 }
 

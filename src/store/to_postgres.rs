@@ -9,8 +9,9 @@
 //! identity sequence is then moved past the highest value copied (and, for `audit_events`, past
 //! the highest `seq` SQLite ever handed out), so no id is ever handed out twice.
 
-use super::Store;
+use super::pg_url::{self, PgUrl};
 use super::sql::Value;
+use super::{Database, Store, pg};
 use crate::domain::error::StartError;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
@@ -37,7 +38,7 @@ struct Table {
 /// of the same name and the others stay.
 const SETTINGS: &str = "settings";
 
-pub(crate) fn migrate(source: &Path, target: &str) -> Result<Migrated, StartError> {
+pub(crate) fn migrate(source: &Path, target: &PgUrl) -> Result<Migrated, StartError> {
     if !source.is_file() {
         return Err(StartError::new(format!(
             "{}: no such database file",
@@ -45,25 +46,27 @@ pub(crate) fn migrate(source: &Path, target: &str) -> Result<Migrated, StartErro
         )));
     }
     // Upgrades the file to this binary's schema (or refuses a file it cannot read).
-    drop(Store::open(&super::Database::File(source.to_path_buf()))?);
+    drop(Store::open(&Database::File(source.to_path_buf()))?);
     let from = Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|err| StartError::caused(format!("opening {}", source.display()), err))?;
     let tables = tables_in_copy_order(&from)
         .map_err(|err| StartError::caused(format!("reading {}", source.display()), err))?;
-    let described = super::postgres_description(target);
+    // Every message names the database without its password, and never quotes it.
     let fail = |what: &str, err: Box<dyn StdError + Send + Sync>| {
-        StartError::caused(format!("{what} {described}"), err)
+        StartError::new(format!("{what} {target}: {}", target.redact(&err.to_string())))
     };
-    // Refused before anything is written: the schema is created only in an empty database.
-    let mut client = super::postgres_connect(target)?;
-    refuse_unless_empty(&mut client, &tables, &described)?;
-    super::postgres_create(target)?;
+    // Refused before anything is written: the schema is created only in an empty database
+    // (and the store refuses another program's).
+    let mut client = pg_url::connect(target)?;
+    refuse_unless_empty(&mut client, &tables, target)?;
+    drop(Store::open(&Database::Postgres(target.clone()))?);
     let mut tx = client
         .transaction()
         .map_err(|err| fail("starting a transaction on", err.into()))?;
-    super::postgres_lock_writes(&mut tx).map_err(|err| fail("locking", err.into()))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&pg::WRITE_LOCK])
+        .map_err(|err| fail("locking", err.into()))?;
     // Again under the lock: a server started on the target meanwhile may have written.
-    refuse_unless_empty(&mut tx, &tables, &described)?;
+    refuse_unless_empty(&mut tx, &tables, target)?;
     // One read transaction: every table from the same committed state.
     from.execute_batch("BEGIN")
         .map_err(|err| StartError::caused(format!("reading {}", source.display()), err))?;
@@ -77,6 +80,13 @@ pub(crate) fn migrate(source: &Path, target: &str) -> Result<Migrated, StartErro
         .map_err(|err| StartError::caused(format!("reading {}", source.display()), err))?;
     move_sequences_past_copied(&mut tx, &tables, &handed_out)
         .map_err(|err| fail("moving the id sequences of", err))?;
+    // The PostgreSQL store's own count of machine rows (`Store::machine_rows`), which SQLite
+    // keeps in memory instead.
+    tx.execute(
+        "UPDATE counters SET value = (SELECT count(*) FROM machines) WHERE name = 'machine_rows'",
+        &[],
+    )
+    .map_err(|err| fail("counting the machines of", err.into()))?;
     tx.commit()
         .map_err(|err| fail("committing the copy to", err.into()))?;
     Ok(Migrated { tables: copied })
@@ -132,15 +142,18 @@ fn tables_in_copy_order(conn: &Connection) -> rusqlite::Result<Vec<Table>> {
 fn refuse_unless_empty(
     client: &mut impl postgres::GenericClient,
     tables: &[Table],
-    described: &str,
+    target: &PgUrl,
 ) -> Result<(), StartError> {
+    let reading = |err: postgres::Error| {
+        StartError::new(format!("reading {target}: {}", target.redact(&err.to_string())))
+    };
     let existing: Vec<String> = client
         .query(
             "SELECT table_name::text FROM information_schema.tables
               WHERE table_schema = current_schema()",
             &[],
         )
-        .map_err(|err| StartError::caused(format!("reading {described}"), err))?
+        .map_err(reading)?
         .iter()
         .map(|row| row.get(0))
         .collect();
@@ -152,7 +165,7 @@ fn refuse_unless_empty(
         // Table names come from our own schema, never from input.
         let rows: i64 = client
             .query_one(&format!("SELECT count(*) FROM {}", table.name), &[])
-            .map_err(|err| StartError::caused(format!("reading {described}"), err))?
+            .map_err(reading)?
             .get(0);
         if rows > 0 {
             held.push(format!("{} {rows}", table.name));
@@ -162,7 +175,7 @@ fn refuse_unless_empty(
         return Ok(());
     }
     Err(StartError::new(format!(
-        "{described} is not empty ({}): migrate only into a new database, nothing was written",
+        "{target} is not empty ({}): migrate only into a new database, nothing was written",
         held.join(", ")
     )))
 }
