@@ -221,6 +221,19 @@ impl Harness {
         Ok(runs.into_iter().map(median).collect())
     }
 
+    /// The scale database: as many keys as machines, `plan.scale_rows` of each.
+    pub(crate) fn seed_scale(&self, name: &str) -> Result<(PathBuf, PathBuf), String> {
+        let rows = self.plan.scale_rows;
+        self.seed(
+            name,
+            &Seed {
+                keys: rows,
+                machines: rows,
+                expired: false,
+            },
+        )
+    }
+
     pub(crate) fn seed(&self, name: &str, seed: &Seed) -> Result<(PathBuf, PathBuf), String> {
         let db = self.work.join(format!("{name}.db"));
         let tokens = self.work.join(format!("{name}.tokens"));
@@ -551,14 +564,7 @@ pub fn run(quick: bool) -> Result<(), String> {
 
     eprintln!("scale");
     let rows_n = h.plan.scale_rows;
-    let (large_db, large_tokens) = h.seed(
-        "large",
-        &Seed {
-            keys: rows_n,
-            machines: rows_n,
-            expired: false,
-        },
-    )?;
+    let (large_db, large_tokens) = h.seed_scale("large")?;
     let tokens_file = large_tokens.to_string_lossy().to_string();
     let random = Request::GetRandomBearer {
         path: "/v1/auth/whoami",

@@ -133,14 +133,7 @@ pub(crate) fn postgres_rows(h: &Harness) -> Result<Vec<Row>, String> {
 
     // Random tokens over the scale database, copied the same way.
     let n = h.plan.scale_rows;
-    let (large_db, large_tokens) = h.seed(
-        "pg-large",
-        &Seed {
-            keys: n,
-            machines: n,
-            expired: false,
-        },
-    )?;
+    let (large_db, large_tokens) = h.seed_scale("pg-large")?;
     let large_url = fresh_database(&cluster, "authkeys_bench_large")?;
     let copying = migrate(h, &large_db, &large_url)?;
     rows.push(row(

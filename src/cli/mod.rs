@@ -176,7 +176,9 @@ fn migrate(args: &args::MigrateArgs) -> Result<(), CliError> {
         ));
     };
     let Database::File(source) = Database::from_arg(&args.from) else {
-        return Err(CliError::Usage("--from must be a SQLite database file".into()));
+        return Err(CliError::Usage(
+            "--from must be a SQLite database file".into(),
+        ));
     };
     let migrated = ops::migrate_to_postgres(&source, &target).map_err(CliError::from)?;
     let counts: Vec<String> = migrated

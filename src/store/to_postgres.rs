@@ -53,7 +53,10 @@ pub(crate) fn migrate(source: &Path, target: &PgUrl) -> Result<Migrated, StartEr
         .map_err(|err| StartError::caused(format!("reading {}", source.display()), err))?;
     // Every message names the database without its password, and never quotes it.
     let fail = |what: &str, err: Box<dyn StdError + Send + Sync>| {
-        StartError::new(format!("{what} {target}: {}", target.redact(&err.to_string())))
+        StartError::new(format!(
+            "{what} {target}: {}",
+            target.redact(&err.to_string())
+        ))
     };
     // Refused before anything is written: the schema is created only in an empty database
     // (and the store refuses another program's).
@@ -145,7 +148,10 @@ fn refuse_unless_empty(
     target: &PgUrl,
 ) -> Result<(), StartError> {
     let reading = |err: postgres::Error| {
-        StartError::new(format!("reading {target}: {}", target.redact(&err.to_string())))
+        StartError::new(format!(
+            "reading {target}: {}",
+            target.redact(&err.to_string())
+        ))
     };
     let existing: Vec<String> = client
         .query(

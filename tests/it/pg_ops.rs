@@ -4,9 +4,7 @@
 //! refusals (a database that is not empty, another program's, bad credentials), which write
 //! nothing; and a `pg_dump`/`pg_restore` backup served from a new database.
 
-use crate::support::{
-    ADMIN_TOKEN, Api, BIN, Options, PgDatabase, TestServer, open_db, session_of,
-};
+use crate::support::{ADMIN_TOKEN, Api, BIN, Options, PgDatabase, TestServer, open_db, session_of};
 use authkeys::{DevClaims, DevIssuer};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -297,6 +295,15 @@ fn migrate_copies_every_row_and_a_postgres_server_accepts_and_refuses_as_sqlite_
     );
 }
 
+/// Asserts that `output` is a refusal (exit 1) saying `says`, and returns what it printed.
+#[track_caller]
+fn assert_refused(output: &Output, says: &str) -> String {
+    let said = text(output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains(says), "{says:?} missing from: {said}");
+    said
+}
+
 #[test]
 fn migrate_refuses_a_database_that_is_not_empty_and_writes_nothing() {
     let server = TestServer::start();
@@ -312,13 +319,7 @@ fn migrate_refuses_a_database_that_is_not_empty_and_writes_nothing() {
             .get(0)
     };
     let audit_events = count("audit_events");
-    let again = migrate(&db, &target.url);
-    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
-    assert!(
-        text(&again).contains("is not empty (apps 1"),
-        "{}",
-        text(&again)
-    );
+    assert_refused(&migrate(&db, &target.url), "is not empty (apps 1");
     assert_eq!((count("apps"), count("audit_events")), (1, audit_events));
 
     // Another program's database: refused, and nothing of ours created in it.
@@ -327,56 +328,19 @@ fn migrate_refuses_a_database_that_is_not_empty_and_writes_nothing() {
         .client()
         .batch_execute("CREATE TABLE customers (id bigint PRIMARY KEY, name text)")
         .unwrap();
-    let refused = migrate(&db, &foreign.url);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
-    assert!(
-        text(&refused).contains("not an authkeys database"),
-        "{}",
-        text(&refused)
-    );
-    let tables: Vec<String> = foreign
-        .client()
-        .query(
-            "SELECT table_name::text FROM information_schema.tables
-              WHERE table_schema = current_schema()",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert_eq!(tables, ["customers"]);
+    assert_refused(&migrate(&db, &foreign.url), "not an authkeys database");
+    assert_eq!(foreign.tables(), ["customers"]);
 
     // Bad credentials: a clear error that never shows the password given.
     let fresh = PgDatabase::create();
     let wrong = migrate(&db, &fresh.url_with_password("not-the-password-42"));
-    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
-    assert!(
-        !text(&wrong).contains("not-the-password-42"),
-        "{}",
-        text(&wrong)
-    );
-    assert!(
-        text(&wrong).contains("password authentication failed"),
-        "{}",
-        text(&wrong)
-    );
-    // A source that does not exist is not created.
+    let said = assert_refused(&wrong, "password authentication failed");
+    assert!(!said.contains("not-the-password-42"), "{said}");
+    // A source that does not exist is not created, and the target stays empty.
     let missing = server.dir.path().join("missing.db");
-    let absent = migrate(&missing, &fresh.url);
-    assert_eq!(absent.status.code(), Some(1), "{}", text(&absent));
+    assert_refused(&migrate(&missing, &fresh.url), "no such database file");
     assert!(!missing.exists());
-    assert_eq!(
-        fresh
-            .client()
-            .query(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema()",
-                &[]
-            )
-            .unwrap()
-            .len(),
-        0
-    );
+    assert!(fresh.tables().is_empty());
 }
 
 /// The newest PostgreSQL client binaries (those scripts/pg-throwaway's cluster runs).
@@ -464,7 +428,9 @@ fn migrate_continues_audit_seqs_after_the_highest_ever_handed_out() {
     server.create_app("web");
     server.create_app("api");
     let events = server.admin().get("/v1/audit").expect(200)["events"].clone();
-    let highest = events.as_array().unwrap().last().unwrap()["seq"].as_i64().unwrap();
+    let highest = events.as_array().unwrap().last().unwrap()["seq"]
+        .as_i64()
+        .unwrap();
     server.terminate();
     // What the sweeper's retention does once every event is older than the retention.
     open_db(&server.db_path())

@@ -65,6 +65,20 @@ impl PgDatabase {
             .unwrap_or_else(|err| panic!("connecting to {}: {err}", self.name))
     }
 
+    /// The tables in this database's schema, by name.
+    pub fn tables(&self) -> Vec<String> {
+        self.client()
+            .query(
+                "SELECT table_name::text FROM information_schema.tables
+                  WHERE table_schema = current_schema() ORDER BY 1",
+                &[],
+            )
+            .expect("listing the tables")
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
     /// `self.url` with another password, for the tests of refused credentials.
     pub fn url_with_password(&self, password: &str) -> String {
         let (scheme, rest) = self.url.split_once("://").expect("a URL");
