@@ -1,0 +1,305 @@
+//! The cluster against a real PostgreSQL: triggers, barriers, leases, the listener's loss.
+
+use super::notice::Notice;
+use super::testing::TestDatabase;
+use super::*;
+use crate::cache::hot::Invalidation;
+use crate::domain::model::KeyStatus;
+use crate::domain::token::TokenHash;
+use postgres::fallible_iterator::FallibleIterator;
+
+/// Just the columns the triggers read, until the store's schema is here.
+const TABLES: &str = "
+    CREATE TABLE apps (pk BIGINT PRIMARY KEY, deleted_at BIGINT);
+    CREATE TABLE keys (pk BIGINT PRIMARY KEY, hash BYTEA NOT NULL, uses BIGINT NOT NULL,
+                       revoked_at BIGINT, last_used_at BIGINT,
+                       machine_rows BIGINT NOT NULL DEFAULT 0);
+    CREATE TABLE machines (pk BIGINT PRIMARY KEY, token_hash BYTEA NOT NULL,
+                           last_seen_at BIGINT, name TEXT);";
+
+fn database() -> TestDatabase {
+    let db = TestDatabase::new();
+    db.client()
+        .batch_execute(&format!("{TABLES}\n{SCHEMA}"))
+        .expect("the cluster's schema");
+    db
+}
+
+fn hash(n: u8) -> TokenHash {
+    TokenHash([n; 32])
+}
+
+/// A short lease, so that the tests that wait one out are quick.
+const LEASE: Duration = Duration::from_millis(1500);
+
+fn node(db: &TestDatabase) -> (Cluster, Arc<HotCache>) {
+    let cache = Arc::new(HotCache::default());
+    let settings = Settings { lease: LEASE };
+    let cluster = Cluster::start(&db.url, Arc::clone(&cache), true, settings).unwrap();
+    (cluster, cache)
+}
+
+/// Caches a key under `hash` (two misses) and says whether it is cached now.
+fn cache_key(cache: &HotCache, hash: TokenHash) -> bool {
+    let load = || {
+        Ok::<_, ()>(Some(KeyStatus {
+            pk: 1,
+            id: "key_1".into(),
+            app_pk: 1,
+            app: "app".into(),
+            reusable: true,
+            ephemeral: false,
+            expires_at: None,
+            revoked_at: None,
+            uses: 0,
+            policy: Default::default(),
+        }))
+    };
+    cache.key_or_load(hash, load).unwrap();
+    cache.key_or_load(hash, load).unwrap();
+    is_cached(cache, hash)
+}
+
+fn is_cached(cache: &HotCache, hash: TokenHash) -> bool {
+    let mut loaded = false;
+    cache
+        .key_or_load(hash, || {
+            loaded = true;
+            Ok::<_, ()>(None)
+        })
+        .unwrap();
+    !loaded
+}
+
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(20), "never: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What the triggers announce for each kind of change, committed (and nothing for a rollback,
+/// a usage stamp or a counter).
+#[test]
+fn the_triggers_announce_each_change_that_can_make_a_cached_answer_wrong() {
+    let db = database();
+    let mut listener = db.client();
+    listener
+        .batch_execute("LISTEN authkeys_invalidate")
+        .unwrap();
+    let mut writer = db.client();
+    writer
+        .batch_execute(
+            "INSERT INTO apps VALUES (1, NULL);
+             INSERT INTO keys (pk, hash, uses) VALUES (1, '\\x0101010101010101010101010101010101010101010101010101010101010101', 0),
+                                                  (2, '\\x0202020202020202020202020202020202020202020202020202020202020202', 0);
+             INSERT INTO machines (pk, token_hash) VALUES
+                 (1, '\\x0303030303030303030303030303030303030303030303030303030303030303'),
+                 (2, '\\x0404040404040404040404040404040404040404040404040404040404040404'),
+                 (3, '\\x0505050505050505050505050505050505050505050505050505050505050505');",
+        )
+        .unwrap();
+    let mut heard = |sql: &str| -> Vec<Notice> {
+        writer.batch_execute(sql).unwrap();
+        // A round trip on the listening connection delivers what was committed before it.
+        listener.batch_execute("SELECT 1").unwrap();
+        let mut notices = Vec::new();
+        let mut notifications = listener.notifications();
+        let mut iter = notifications.iter();
+        while let Some(n) = iter.next().unwrap() {
+            notices.push(Notice::parse(n.channel(), n.payload()).expect("readable"));
+        }
+        notices
+    };
+    let key = |n| Notice::Invalidate(Invalidation::Key(hash(n)));
+    let session = |n| Notice::Invalidate(Invalidation::Session(hash(n)));
+    let everything = Notice::Invalidate(Invalidation::Everything);
+    assert_eq!(
+        heard("UPDATE keys SET uses = uses + 1, last_used_at = 5 WHERE pk = 1"),
+        [key(1)]
+    );
+    assert_eq!(
+        heard("UPDATE keys SET last_used_at = 9"),
+        [],
+        "usage stamps"
+    );
+    assert_eq!(
+        heard("UPDATE keys SET machine_rows = 3 WHERE pk = 2"),
+        [],
+        "counters"
+    );
+    assert_eq!(heard("UPDATE keys SET revoked_at = 7"), [everything]);
+    assert_eq!(
+        heard("UPDATE machines SET last_seen_at = 9"),
+        [],
+        "usage stamps"
+    );
+    assert_eq!(
+        heard("UPDATE machines SET name = 'x' WHERE pk = 1"),
+        [session(3)]
+    );
+    assert_eq!(
+        heard("BEGIN; DELETE FROM machines WHERE pk = 1; ROLLBACK"),
+        [],
+        "rolled back"
+    );
+    assert_eq!(heard("DELETE FROM machines WHERE pk = 1"), [session(3)]);
+    assert_eq!(
+        heard("DELETE FROM machines WHERE pk = 42"),
+        [],
+        "nothing deleted"
+    );
+    assert_eq!(
+        heard(
+            "BEGIN; DELETE FROM machines WHERE pk = 2; UPDATE keys SET uses = 9 WHERE pk = 2; COMMIT"
+        ),
+        [session(4), key(2)],
+        "in order, at commit"
+    );
+    assert_eq!(heard("DELETE FROM machines"), [session(5)]);
+    assert_eq!(
+        heard("INSERT INTO machines (pk, token_hash) VALUES (6, '\\x06'), (7, '\\x07')"),
+        [],
+        "logins announce through their key"
+    );
+    assert_eq!(
+        heard("DELETE FROM machines"),
+        [everything],
+        "more than one row"
+    );
+    assert_eq!(heard("UPDATE apps SET deleted_at = 1"), [everything]);
+}
+
+/// A change committed on one node is out of every other node's cache when the writer's
+/// `wait_for_peers` returns, through the listener, with no call on the other node.
+#[test]
+fn a_write_returns_only_after_the_other_nodes_dropped_what_it_changed() {
+    let db = database();
+    let (a, _) = node(&db);
+    let (b, b_cache) = node(&db);
+    let (c, c_cache) = node(&db);
+    let mut writer = db.client();
+    for round in 0..20u8 {
+        let key = hash(round);
+        writer
+            .execute(
+                "INSERT INTO keys (pk, hash, uses) VALUES ($1, $2, 0)",
+                &[&i64::from(round), &&key.0[..]],
+            )
+            .unwrap();
+        assert!(cache_key(&b_cache, key) && cache_key(&c_cache, key));
+        writer
+            .execute(
+                "UPDATE keys SET revoked_at = 1 WHERE pk = $1",
+                &[&i64::from(round)],
+            )
+            .unwrap();
+        a.wait_for_peers().unwrap();
+        assert!(!is_cached(&b_cache, key), "round {round}: b still has it");
+        assert!(!is_cached(&c_cache, key), "round {round}: c still has it");
+    }
+    drop((b, c));
+}
+
+/// A node that holds a lease but does not acknowledge holds writers up until its lease runs
+/// out by the database's clock; one whose lease ran out, or a stopped one, not at all.
+#[test]
+fn writers_wait_for_a_silent_node_until_its_lease_runs_out_and_not_for_gone_ones() {
+    let db = database();
+    let (a, _) = node(&db);
+    let mut sql = db.client();
+    let waited = || {
+        let started = Instant::now();
+        a.wait_for_peers().unwrap();
+        started.elapsed()
+    };
+    assert!(waited() < Duration::from_millis(500), "nobody to wait for");
+    sql.execute(
+        "INSERT INTO nodes VALUES ('node_silent', now() + interval '1 second', 0)",
+        &[],
+    )
+    .unwrap();
+    let silent = waited();
+    assert!(
+        silent >= Duration::from_millis(700),
+        "waited {silent:?} only"
+    );
+    assert!(silent < Duration::from_secs(5), "waited {silent:?}");
+    assert!(
+        waited() < Duration::from_millis(500),
+        "its lease has run out"
+    );
+    // A node stopped cleanly leaves: no wait at all.
+    let (b, _) = node(&db);
+    let rows = |sql: &mut Client| {
+        sql.query_one("SELECT count(*) FROM nodes WHERE lease_until > now()", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(rows(&mut sql), 2);
+    b.stop();
+    assert_eq!(rows(&mut sql), 1);
+    assert!(waited() < Duration::from_millis(500));
+}
+
+/// Cutting the listening connection (found by its `application_name`) turns the node's cache
+/// off at once, and the node comes back by itself with an empty cache; meanwhile writers do
+/// not wait for it past its new registration.
+#[test]
+fn a_node_that_loses_its_listener_stops_using_its_cache_and_recovers_empty() {
+    let db = database();
+    let (a, _) = node(&db);
+    let (b, b_cache) = node(&db);
+    let key = hash(1);
+    assert!(cache_key(&b_cache, key));
+    let mut sql = db.client();
+    let killed: i64 = sql
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+              WHERE application_name = $1 AND datname = current_database()",
+            &[&LISTENER_APPLICATION_NAME],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 2, "both nodes' listeners");
+    // Without a query of its own, the node notices within a slice of its listener's loop.
+    eventually("the cache is off", || !b_cache.is_usable());
+    assert!(!is_cached(&b_cache, key));
+    eventually("the cache is back on", || b_cache.is_usable());
+    assert!(!is_cached(&b_cache, key), "it comes back empty");
+    assert!(cache_key(&b_cache, key), "and caches again");
+    let started = Instant::now();
+    a.wait_for_peers().unwrap();
+    assert!(started.elapsed() < LEASE / 2, "b acknowledges again");
+    drop(b);
+}
+
+/// One node at a time runs an exclusive piece of work; the others skip it meanwhile.
+#[test]
+fn exclusive_work_runs_on_one_node_at_a_time() {
+    let db = database();
+    let (a, _) = node(&db);
+    let (b, _) = node(&db);
+    let ran = a
+        .exclusive(Exclusive::Sweep, || {
+            assert_eq!(
+                b.exclusive(Exclusive::Sweep, || ()).unwrap(),
+                None,
+                "b skips"
+            );
+            assert_eq!(
+                b.exclusive(Exclusive::Webhooks, || 2).unwrap(),
+                Some(2),
+                "other work"
+            );
+            1
+        })
+        .unwrap();
+    assert_eq!(ran, Some(1));
+    assert_eq!(
+        b.exclusive(Exclusive::Sweep, || 3).unwrap(),
+        Some(3),
+        "released"
+    );
+}
