@@ -37,22 +37,14 @@ const COORDINATOR_APPLICATION_NAME: &str = "authkeys-coordinator";
 
 /// How long a node's lease runs, and how it is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// A lease's length on the database's clock: the longest a writer waits for a node that
-    /// stopped answering (`--node-lease-ms`, hidden; tests shorten it).
-    pub lease: Duration,
+    /// stopped answering (`Config::node_lease`).
+    pub(crate) lease: Duration,
 }
 
 /// The default lease: a dead node holds up revocations for at most this long.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            lease: DEFAULT_LEASE,
-        }
-    }
-}
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 impl Settings {
     /// The lease is renewed five times per length, so a renewal or two may be slow.

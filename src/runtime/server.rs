@@ -5,6 +5,7 @@ use crate::authority::Authority;
 use crate::authority::leaks::LeakReporters;
 use crate::cache::hot::HotCache;
 use crate::cache::usage::UsageStamps;
+use crate::cluster::Cluster;
 use crate::domain::error::StartError;
 use crate::domain::model::Timestamp;
 use crate::domain::token::Secret;
@@ -40,6 +41,10 @@ impl Server {
         let admin = admin_token::resolve(&store, &config.database, config.admin_token.as_ref())?;
         let stamps = Arc::new(UsageStamps::default());
         let cache = Arc::new(HotCache::default());
+        if !config.cache {
+            cache.set_usable(false);
+        }
+        let cluster: Option<Arc<Cluster>> = None;
         let authority = Arc::new(
             Authority::new(
                 Arc::clone(&store),
@@ -50,6 +55,7 @@ impl Server {
             )
             .with_min_key_timeout(config.min_key_timeout_secs)
             .with_oidc(config.oidc.clone())
+            .with_cluster(cluster.clone())
             .with_leak_reporters(LeakReporters {
                 revocation_api_token: config.revocation_api_token.clone(),
                 github_keys: config.github_secret_scanning_keys.clone(),
@@ -76,12 +82,13 @@ impl Server {
             &config.http,
             Arc::clone(&metrics),
         )?;
-        let webhooks = Deliverer::start(Arc::clone(&store), config.webhooks);
+        let webhooks = Deliverer::start(Arc::clone(&store), config.webhooks, cluster.clone());
         let sweeper = Sweeper::start(
             store,
             stamps,
             cache,
             metrics,
+            cluster.clone(),
             config.sweep_interval,
             config.audit_retention,
         );
