@@ -99,9 +99,12 @@ impl Gate {
     }
 
     /// Applies `change`, then turns the cache on or off to match (under the lock, so two
-    /// changes cannot apply in the wrong order).
+    /// changes cannot apply in the wrong order). The state before the change is applied
+    /// first: a lease that ran out while the watchdog was late is seen to have run out, so a
+    /// renewal after it still empties the cache before turning it on.
     fn update(&self, change: impl FnOnce(&mut State)) {
         let mut state = self.lock();
+        self.apply(&state);
         change(&mut state);
         self.apply(&state);
         self.changed.notify_all();
@@ -166,8 +169,28 @@ mod tests {
         assert!(!cache.is_usable());
         gate.renewed(Instant::now() + Duration::from_secs(60));
         assert!(cache.is_usable());
+
         gate.stop();
         assert!(!cache.is_usable());
         watchdog.join().unwrap();
+    }
+
+    /// A lease that ran out unseen (no watchdog here: as if it were late) still empties the
+    /// cache when the next renewal turns it on: entries from before are not served again.
+    #[test]
+    fn a_renewal_after_an_unseen_lapse_empties_the_cache() {
+        let cache = Arc::new(HotCache::default());
+        let gate = Gate::new(Arc::clone(&cache));
+        gate.registered(Instant::now() + Duration::from_millis(20));
+        let ticket = cache.ticket();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(cache.is_usable(), "nobody has looked yet");
+        gate.renewed(Instant::now() + Duration::from_secs(60));
+        assert!(cache.is_usable());
+        assert_ne!(cache.ticket(), ticket, "emptied on the way");
+        // Renewed within the lease: nothing is emptied.
+        let ticket = cache.ticket();
+        gate.renewed(Instant::now() + Duration::from_secs(60));
+        assert_eq!(cache.ticket(), ticket);
     }
 }
