@@ -7,6 +7,7 @@ use crate::cache::hot::Invalidation;
 use crate::domain::model::KeyStatus;
 use crate::domain::token::TokenHash;
 use postgres::fallible_iterator::FallibleIterator;
+use std::sync::atomic::AtomicBool;
 
 /// Just the columns the triggers read, until the store's schema is here.
 const TABLES: &str = "
@@ -302,4 +303,135 @@ fn exclusive_work_runs_on_one_node_at_a_time() {
         Some(3),
         "released"
     );
+}
+
+/// A TCP forwarder between a node and PostgreSQL that can stop passing bytes while keeping
+/// every connection open: a connection that dies silently, as in a network partition.
+struct Freezer {
+    address: std::net::SocketAddr,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Freezer {
+    fn start(upstream: std::net::SocketAddr) -> Freezer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let accepting = Arc::clone(&frozen);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let frozen = Arc::clone(&accepting);
+                    std::thread::spawn(move || pump(from, to, &frozen));
+                }
+            }
+        });
+        Freezer { address, frozen }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::SeqCst);
+    }
+
+    /// `url` with this forwarder in place of the server.
+    fn url(&self, url: &str, upstream: std::net::SocketAddr) -> String {
+        url.replacen(&upstream.to_string(), &self.address.to_string(), 1)
+    }
+}
+
+impl Drop for Freezer {
+    fn drop(&mut self) {
+        self.freeze(false);
+    }
+}
+
+fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, frozen: &AtomicBool) {
+    use std::io::{Read, Write};
+    let mut buffer = [0; 16 * 1024];
+    loop {
+        while frozen.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        from.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        match from.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(n) => {
+                while frozen.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if to.write_all(&buffer[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn upstream(url: &str) -> std::net::SocketAddr {
+    let config = postgres::Config::from_str(url).unwrap();
+    let host = match &config.get_hosts()[0] {
+        postgres::config::Host::Tcp(host) => host.clone(),
+        other => panic!("expected a TCP host, got {other:?}"),
+    };
+    format!("{host}:{}", config.get_ports()[0]).parse().unwrap()
+}
+
+/// A node whose connections go silent (no error, no answer) cannot acknowledge or renew: the
+/// writer waits until its lease has run out by the database's clock, and by then the node has
+/// turned its cache off by its own clock, so it serves nothing stale; it comes back by itself.
+#[test]
+fn a_node_cut_off_silently_stops_using_its_cache_before_writers_stop_waiting_for_it() {
+    let db = database();
+    let (a, _) = node(&db);
+    let upstream = upstream(&db.url);
+    // Declared before the forwarder, so that a failing test thaws it before stopping b.
+    let b;
+    let freezer = Freezer::start(upstream);
+    let cache = Arc::new(HotCache::default());
+    let settings = Settings { lease: LEASE };
+    let url = freezer.url(&db.url, upstream);
+    b = Cluster::start(&url, Arc::clone(&cache), true, settings).unwrap();
+    let mut writer = db.client();
+    let key = hash(9);
+    writer
+        .execute(
+            "INSERT INTO keys (pk, hash, uses) VALUES (9, $1, 0)",
+            &[&&key.0[..]],
+        )
+        .unwrap();
+    assert!(cache_key(&cache, key));
+    freezer.freeze(true);
+    writer
+        .execute("UPDATE keys SET revoked_at = 1 WHERE pk = 9", &[])
+        .unwrap();
+    let started = Instant::now();
+    a.wait_for_peers().unwrap();
+    let waited = started.elapsed();
+    assert!(
+        !cache.is_usable(),
+        "b's cache must be off before the writer stops waiting for it"
+    );
+    assert!(!is_cached(&cache, key));
+    assert!(
+        waited >= LEASE / 2 && waited < 3 * LEASE,
+        "the writer waited {waited:?} for a lease of {LEASE:?}"
+    );
+    freezer.freeze(false);
+    eventually("b's cache is back on", || cache.is_usable());
+    assert!(!is_cached(&cache, key), "and empty");
+    drop(b);
 }
