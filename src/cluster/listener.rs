@@ -37,7 +37,10 @@ pub(crate) fn run(node: &Node, gate: &Gate, mut client: Option<Client>) {
                     client
                 }
                 Err(err) => {
-                    log::warn!("cluster: cannot listen yet ({err}); retrying");
+                    log::warn!(
+                        "cluster: cannot listen yet ({}); retrying",
+                        node.redact(&err)
+                    );
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
@@ -52,9 +55,10 @@ pub(crate) fn run(node: &Node, gate: &Gate, mut client: Option<Client>) {
             Err(err) => {
                 gate.lost();
                 log::warn!(
-                    "cluster: node {} lost its listening connection ({err}); hot cache off, \
+                    "cluster: node {} lost its listening connection ({}); hot cache off, \
                      every request reads the database until it is back",
-                    node.id
+                    node.id,
+                    node.redact(&err)
                 );
             }
         }

@@ -3,9 +3,9 @@
 //! SQLite has none of this (one process owns the file). ARCHITECTURE.md, "Several nodes",
 //! has the argument for why a revocation that returned on one node is refused on all.
 //!
-//! - `cluster.sql`: the `nodes` table (leases on the database's clock, acknowledged
-//!   barriers), the `barriers` sequence, and the triggers that announce every change that can
-//!   make a cached answer wrong, inside the changing transaction.
+//! - `schema.postgres.sql`, its last part: the `nodes` table (leases on the database's clock,
+//!   acknowledged barriers), the `barriers` sequence, and the triggers that announce every
+//!   change that can make a cached answer wrong, inside the changing transaction.
 //! - `listener`: the thread that hears those announcements and barriers, applies and
 //!   acknowledges them in commit order, and renews the lease.
 //! - `gate`: when the cache may be used (registered and within the lease).
@@ -17,20 +17,16 @@ mod gate;
 mod listener;
 mod notice;
 
-pub(crate) use listener::APPLICATION_NAME as LISTENER_APPLICATION_NAME;
-
 use crate::cache::hot::HotCache;
 use crate::domain::error::{Error, StartError};
+use crate::store::PgUrl;
+use crate::store::pg_url;
 use gate::Gate;
-use postgres::{Client, NoTls};
-use std::str::FromStr;
+use postgres::Client;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// The cluster's SQL (tables, sequence, triggers), applied with the PostgreSQL schema.
-pub(crate) const SCHEMA: &str = include_str!("cluster.sql");
 
 /// The `application_name` of the connection that sends barriers and holds advisory locks.
 const COORDINATOR_APPLICATION_NAME: &str = "authkeys-coordinator";
@@ -65,6 +61,9 @@ impl Settings {
 pub(crate) enum PgError {
     #[error(transparent)]
     Postgres(#[from] postgres::Error),
+    /// Already redacted (`pg_url::connect_with`).
+    #[error("{0}")]
+    Connect(String),
     #[error("the connection is closed")]
     Closed,
     #[error("the node row is gone")]
@@ -75,6 +74,7 @@ pub(crate) enum PgError {
 pub(crate) struct Node {
     /// `node_…`, random per start; in the `nodes` table and in logs.
     id: String,
+    url: PgUrl,
     config: postgres::Config,
     settings: InternalSettings,
     cache: Arc<HotCache>,
@@ -99,14 +99,18 @@ impl Node {
         let mut config = self.config.clone();
         config
             .application_name(application_name)
-            .options("-c synchronous_commit=off")
-            .connect_timeout(self.settings.lease)
+            .options("-c client_min_messages=warning -c synchronous_commit=off")
             .keepalives(true)
             .keepalives_idle(keepalive)
             .keepalives_interval(keepalive)
             .keepalives_retries(2)
             .tcp_user_timeout(self.settings.lease);
-        Ok(config.connect(NoTls)?)
+        pg_url::connect_with(&self.url, &config).map_err(|err| PgError::Connect(err.message))
+    }
+
+    /// `err` as it may be logged: without the URL's password.
+    fn redact(&self, err: &PgError) -> String {
+        self.url.redact(&err.to_string())
     }
 
     fn stopping(&self) -> bool {
@@ -150,16 +154,15 @@ impl Cluster {
     /// and registered before it returns (a failure is a start error); its cache is off until
     /// then.
     pub(crate) fn start(
-        url: &str,
+        url: &PgUrl,
         cache: Arc<HotCache>,
         with_cache: bool,
         settings: Settings,
     ) -> Result<Cluster, StartError> {
-        let config = postgres::Config::from_str(url)
-            .map_err(|err| StartError::caused("reading the PostgreSQL URL", err))?;
         let node = Arc::new(Node {
             id: crate::domain::token::random_id("node_"),
-            config,
+            url: url.clone(),
+            config: url.config()?,
             settings: InternalSettings {
                 lease: settings.lease,
                 renew_every: settings.renew_every(),
@@ -176,17 +179,23 @@ impl Cluster {
         };
         // Connected now, so that the first write does not pay for it (nor a start succeed
         // that could not wait for peers).
-        cluster
-            .coordinate(|_| Ok(()))
-            .map_err(|err| StartError::caused("connecting to PostgreSQL", err))?;
+        cluster.coordinate(|_| Ok(())).map_err(|_| {
+            StartError::new(format!(
+                "connecting to {url} to coordinate with the other nodes (see the log)"
+            ))
+        })?;
         if !with_cache {
             cache.set_usable(false);
             log::info!("cluster: node {} has no hot cache (--cache off)", node.id);
             return Ok(cluster);
         }
         let gate = Arc::new(Gate::new(cache));
-        let client = listener::register(&node, &gate)
-            .map_err(|err| StartError::caused("listening for the other nodes' changes", err))?;
+        let client = listener::register(&node, &gate).map_err(|err| {
+            StartError::new(format!(
+                "listening for the other nodes' changes on {url}: {}",
+                node.redact(&err)
+            ))
+        })?;
         log::info!(
             "cluster: node {} listening (application_name {}); hot cache on",
             node.id,
@@ -214,11 +223,6 @@ impl Cluster {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner) = threads;
         Ok(cluster)
-    }
-
-    /// This node's id (`nodes.id`).
-    pub(crate) fn node_id(&self) -> &str {
-        &self.node.id
     }
 
     /// Returns once every other node that may be using a hot cache has applied every change
@@ -255,7 +259,7 @@ impl Cluster {
                      barrier {barrier} in {} ms",
                     started.elapsed().as_millis()
                 );
-                return Err(Error::Storage);
+                return Err(Error::Unavailable);
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
@@ -299,17 +303,25 @@ impl Cluster {
             if coordinator.as_ref().is_none_or(Client::is_closed) {
                 *coordinator = match self.node.connect(COORDINATOR_APPLICATION_NAME) {
                     Ok(client) => Some(client),
-                    Err(err) => return Err(unavailable(err)),
+                    Err(err) => return Err(self.unavailable(err)),
                 };
             }
             let client = coordinator.as_mut().expect("connected just above");
             match query(client) {
                 Ok(value) => return Ok(value),
                 Err(_) if attempt == 0 && client.is_closed() => *coordinator = None,
-                Err(err) => return Err(unavailable(err)),
+                Err(err) => return Err(self.unavailable(err)),
             }
         }
         unreachable!("the second attempt returns")
+    }
+
+    fn unavailable(&self, err: PgError) -> Error {
+        log::error!(
+            "cluster: the database cannot be reached: {}",
+            self.node.redact(&err)
+        );
+        Error::Unavailable
     }
 
     /// Leaves the cluster: the listener deletes this node's row (so no writer waits for it)
@@ -333,16 +345,9 @@ impl Drop for Cluster {
     }
 }
 
-fn unavailable(err: PgError) -> Error {
-    log::error!("cluster: the database cannot be reached: {err}");
-    Error::Storage
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-#[cfg(test)]
-pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

@@ -1,29 +1,56 @@
 //! The cluster against a real PostgreSQL: triggers, barriers, leases, the listener's loss.
 
+use super::listener::APPLICATION_NAME as LISTENER_APPLICATION_NAME;
 use super::notice::Notice;
-use super::testing::TestDatabase;
 use super::*;
 use crate::cache::hot::Invalidation;
 use crate::domain::model::KeyStatus;
 use crate::domain::token::TokenHash;
+use crate::store::PgUrl;
+use crate::store::test_db::TestDb;
 use postgres::fallible_iterator::FallibleIterator;
 use std::sync::atomic::AtomicBool;
 
-/// Just the columns the triggers read, until the store's schema is here.
-const TABLES: &str = "
-    CREATE TABLE apps (pk BIGINT PRIMARY KEY, deleted_at BIGINT);
-    CREATE TABLE keys (pk BIGINT PRIMARY KEY, hash BYTEA NOT NULL, uses BIGINT NOT NULL,
-                       revoked_at BIGINT, last_used_at BIGINT,
-                       machine_rows BIGINT NOT NULL DEFAULT 0);
-    CREATE TABLE machines (pk BIGINT PRIMARY KEY, token_hash BYTEA NOT NULL,
-                           last_seen_at BIGINT, name TEXT);";
-
-fn database() -> TestDatabase {
-    let db = TestDatabase::new();
+/// A fresh database with the schema (the store creates it) and app 1.
+fn database() -> TestDb {
+    let db = TestDb::postgres();
+    drop(db.open());
     db.client()
-        .batch_execute(&format!("{TABLES}\n{SCHEMA}"))
-        .expect("the cluster's schema");
+        .batch_execute("INSERT INTO apps (pk, id, name, created_at) VALUES (1, 'app', 'App', 0)")
+        .unwrap();
     db
+}
+
+/// The test database's URL, password and all.
+fn raw_url(db: &TestDb) -> String {
+    match db {
+        TestDb::Postgres { server, name } => crate::store::test_db::with_database(server, name),
+        TestDb::Sqlite(_) => unreachable!("a PostgreSQL test database"),
+    }
+}
+
+fn url(db: &TestDb) -> PgUrl {
+    PgUrl::new(&raw_url(db))
+}
+
+/// Inserts key `pk` of app 1 with the hash `hash`.
+fn insert_key(sql: &mut Client, pk: i64, hash: TokenHash) {
+    sql.execute(
+        "INSERT INTO keys (pk, id, app_pk, hash, hint, reusable, ephemeral, created_at)
+         VALUES ($1, $3, 1, $2, 'h', 1, 0, 0)",
+        &[&pk, &&hash.0[..], &format!("key_{pk}")],
+    )
+    .unwrap();
+}
+
+/// Inserts machine `pk` of app 1 with the session token hash `hash`.
+fn insert_machine(sql: &mut Client, pk: i64, hash: TokenHash) {
+    sql.execute(
+        "INSERT INTO machines (pk, id, app_pk, token_hash, ephemeral, created_at)
+         VALUES ($1, $3, 1, $2, 0, 0)",
+        &[&pk, &&hash.0[..], &format!("mch_{pk}")],
+    )
+    .unwrap();
 }
 
 fn hash(n: u8) -> TokenHash {
@@ -33,10 +60,14 @@ fn hash(n: u8) -> TokenHash {
 /// A short lease, so that the tests that wait one out are quick.
 const LEASE: Duration = Duration::from_millis(1500);
 
-fn node(db: &TestDatabase) -> (Cluster, Arc<HotCache>) {
+fn node(db: &TestDb) -> (Cluster, Arc<HotCache>) {
+    node_at(&url(db))
+}
+
+fn node_at(url: &PgUrl) -> (Cluster, Arc<HotCache>) {
     let cache = Arc::new(HotCache::default());
     let settings = Settings { lease: LEASE };
-    let cluster = Cluster::start(&db.url, Arc::clone(&cache), true, settings).unwrap();
+    let cluster = Cluster::start(url, Arc::clone(&cache), true, settings).unwrap();
     (cluster, cache)
 }
 
@@ -90,17 +121,11 @@ fn the_triggers_announce_each_change_that_can_make_a_cached_answer_wrong() {
         .batch_execute("LISTEN authkeys_invalidate")
         .unwrap();
     let mut writer = db.client();
-    writer
-        .batch_execute(
-            "INSERT INTO apps VALUES (1, NULL);
-             INSERT INTO keys (pk, hash, uses) VALUES (1, '\\x0101010101010101010101010101010101010101010101010101010101010101', 0),
-                                                  (2, '\\x0202020202020202020202020202020202020202020202020202020202020202', 0);
-             INSERT INTO machines (pk, token_hash) VALUES
-                 (1, '\\x0303030303030303030303030303030303030303030303030303030303030303'),
-                 (2, '\\x0404040404040404040404040404040404040404040404040404040404040404'),
-                 (3, '\\x0505050505050505050505050505050505050505050505050505050505050505');",
-        )
-        .unwrap();
+    insert_key(&mut writer, 1, hash(1));
+    insert_key(&mut writer, 2, hash(2));
+    for (pk, n) in [(1, 3), (2, 4), (3, 5)] {
+        insert_machine(&mut writer, pk, hash(n));
+    }
     let mut heard = |sql: &str| -> Vec<Notice> {
         writer.batch_execute(sql).unwrap();
         // A round trip on the listening connection delivers what was committed before it.
@@ -160,7 +185,10 @@ fn the_triggers_announce_each_change_that_can_make_a_cached_answer_wrong() {
     );
     assert_eq!(heard("DELETE FROM machines"), [session(5)]);
     assert_eq!(
-        heard("INSERT INTO machines (pk, token_hash) VALUES (6, '\\x06'), (7, '\\x07')"),
+        heard(
+            "INSERT INTO machines (pk, id, app_pk, token_hash, ephemeral, created_at)
+             VALUES (6, 'mch_6', 1, '\\x06', 0, 0), (7, 'mch_7', 1, '\\x07', 0, 0)"
+        ),
         [],
         "logins announce through their key"
     );
@@ -183,17 +211,12 @@ fn a_write_returns_only_after_the_other_nodes_dropped_what_it_changed() {
     let mut writer = db.client();
     for round in 0..20u8 {
         let key = hash(round);
-        writer
-            .execute(
-                "INSERT INTO keys (pk, hash, uses) VALUES ($1, $2, 0)",
-                &[&i64::from(round), &&key.0[..]],
-            )
-            .unwrap();
+        insert_key(&mut writer, i64::from(round) + 10, key);
         assert!(cache_key(&b_cache, key) && cache_key(&c_cache, key));
         writer
             .execute(
                 "UPDATE keys SET revoked_at = 1 WHERE pk = $1",
-                &[&i64::from(round)],
+                &[&(i64::from(round) + 10)],
             )
             .unwrap();
         a.wait_for_peers().unwrap();
@@ -382,7 +405,7 @@ fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, frozen: &Ato
 }
 
 fn upstream(url: &str) -> std::net::SocketAddr {
-    let config = postgres::Config::from_str(url).unwrap();
+    let config: postgres::Config = url.parse().unwrap();
     let host = match &config.get_hosts()[0] {
         postgres::config::Host::Tcp(host) => host.clone(),
         other => panic!("expected a TCP host, got {other:?}"),
@@ -397,22 +420,16 @@ fn upstream(url: &str) -> std::net::SocketAddr {
 fn a_node_cut_off_silently_stops_using_its_cache_before_writers_stop_waiting_for_it() {
     let db = database();
     let (a, _) = node(&db);
-    let upstream = upstream(&db.url);
+    let db_url = raw_url(&db);
+    let upstream = upstream(&db_url);
     // Declared before the forwarder, so that a failing test thaws it before stopping b.
     let b;
     let freezer = Freezer::start(upstream);
-    let cache = Arc::new(HotCache::default());
-    let settings = Settings { lease: LEASE };
-    let url = freezer.url(&db.url, upstream);
-    b = Cluster::start(&url, Arc::clone(&cache), true, settings).unwrap();
+    let (cluster, cache) = node_at(&PgUrl::new(&freezer.url(&db_url, upstream)));
+    b = cluster;
     let mut writer = db.client();
     let key = hash(9);
-    writer
-        .execute(
-            "INSERT INTO keys (pk, hash, uses) VALUES (9, $1, 0)",
-            &[&&key.0[..]],
-        )
-        .unwrap();
+    insert_key(&mut writer, 9, key);
     assert!(cache_key(&cache, key));
     freezer.freeze(true);
     writer
