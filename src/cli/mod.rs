@@ -169,10 +169,20 @@ fn man(out_dir: Option<&std::path::Path>) -> Result<(), CliError> {
 
 /// `authkeys backup --db PATH OUT`
 fn backup(args: &args::BackupArgs) -> Result<(), CliError> {
-    let Database::File(source) = Database::from_arg(&args.db) else {
-        return Err(CliError::Message(
-            "a :memory: database lives inside its server process and cannot be backed up".into(),
-        ));
+    let source = match Database::from_arg(&args.db) {
+        Database::File(source) => source,
+        Database::Memory => {
+            return Err(CliError::Message(
+                "a :memory: database lives inside its server process and cannot be backed up"
+                    .into(),
+            ));
+        }
+        Database::Postgres(_) => {
+            return Err(CliError::Message(
+                "authkeys backup copies a SQLite file; back a PostgreSQL database up with pg_dump"
+                    .into(),
+            ));
+        }
     };
     let done = ops::backup(&source, &args.out).map_err(CliError::from)?;
     say!(
