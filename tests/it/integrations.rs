@@ -1154,10 +1154,7 @@ fn the_machine_gauge_is_kept_by_writes_and_never_counted_at_scrape() {
     let second_id = second["id"].as_str().unwrap();
     let db = server.db();
     db.insert_machines(second_id, "behind", 5, true);
-    db.execute(
-        "UPDATE keys SET machine_rows = machine_rows + 5 WHERE id = ?1",
-        &[second_id],
-    );
+    db.count_machines_written(second_id, 5);
     assert_eq!(gauge(), 1.0, "a scrape counts nothing");
     assert_eq!(server.terminate().code(), Some(0));
     server.restart();

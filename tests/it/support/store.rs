@@ -89,6 +89,11 @@ pub fn start_throwaway_cluster(dir: &Path) -> String {
     url
 }
 
+/// `scripts/pg-throwaway restart DIR`: a fast shutdown of the cluster in `dir`, then a start.
+pub fn restart_throwaway_cluster(dir: &Path) {
+    pg_throwaway("restart", dir);
+}
+
 fn pg_throwaway(command: &str, dir: &Path) -> String {
     let output = Command::new(repository().join("scripts/pg-throwaway"))
         .arg(command)
@@ -158,6 +163,12 @@ impl PgDatabase {
     /// A connection to this database, as the tests read it.
     pub fn connect(&self) -> postgres::Client {
         connect(&self.url)
+    }
+
+    /// The connection to the maintenance database, for statements about this one (terminating
+    /// its backends, say).
+    pub fn connect_to_server(&self) -> postgres::Client {
+        connect(&self.server_url)
     }
 }
 
