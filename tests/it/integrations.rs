@@ -6,8 +6,8 @@
 
 use crate::reliability::raw::Conn;
 use crate::support::{
-    ADMIN_TOKEN, Api, BIN, Options, Reaped, TestServer, eventually, open_db, sample, scrape,
-    session_of, wait_until_refused,
+    ADMIN_TOKEN, Api, BIN, Options, Reaped, TestServer, eventually, sample, scrape, session_of,
+    wait_until_refused,
 };
 use authkeys::TokenKind;
 use authkeys::ops;
@@ -1151,16 +1151,10 @@ fn the_machine_gauge_is_kept_by_writes_and_never_counted_at_scrape() {
 
     // Five machines written straight into the database, as the server would (key counter
     // included): a scrape that counted rows would see them.
-    open_db(&server.db_path())
-        .execute_batch(&format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5)
-             INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, ephemeral, created_at)
-             SELECT 'mch_behind' || i, k.pk, k.app_pk, k.id, randomblob(32), 0, 0
-               FROM n, keys k WHERE k.id = '{0}';
-             UPDATE keys SET machine_rows = machine_rows + 5 WHERE id = '{0}';",
-            second["id"].as_str().unwrap()
-        ))
-        .unwrap();
+    let second_id = second["id"].as_str().unwrap();
+    let db = server.db();
+    db.insert_machines(second_id, "behind", 5, true);
+    db.count_machines_written(second_id, 5);
     assert_eq!(gauge(), 1.0, "a scrape counts nothing");
     assert_eq!(server.terminate().code(), Some(0));
     server.restart();
