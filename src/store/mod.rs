@@ -196,7 +196,6 @@ impl Store {
 
     /// The PostgreSQL database's URL (for connections of its own, `pg_url::connect`), `None`
     /// on SQLite.
-    #[allow(dead_code)] // For the cross-node cache's listener (issue 17).
     pub(crate) fn postgres_url(&self) -> Option<&PgUrl> {
         match &self.engine {
             Engine::Sqlite(_) => None,

@@ -5,9 +5,10 @@
 //! backup` of a database that a running server keeps writing.
 
 use crate::reliability::raw::Conn;
+use crate::support::store::PgDatabase;
 use crate::support::{
-    ADMIN_TOKEN, Api, BIN, Options, PgDatabase, Reaped, ServerProcess, TestServer, eventually,
-    open_db, sample, scrape, session_of, wait_until_refused,
+    ADMIN_TOKEN, Api, BIN, Options, Reaped, TestServer, eventually, sample, scrape, session_of,
+    wait_until_refused,
 };
 use authkeys::TokenKind;
 use authkeys::ops;
@@ -385,19 +386,20 @@ fn behind_nginx_forwarded_clients_are_throttled_apart_and_forged_headers_are_ign
 #[test]
 fn three_nodes_behind_nginx_share_logins_and_a_revocation_holds_on_every_node() {
     let database = PgDatabase::create();
-    let dir = tempfile::tempdir().unwrap();
-    let nodes: Vec<ServerProcess> = (0..3)
-        .map(|n| {
-            database.serve(
-                &dir.path().join(format!("node-{n}.log")),
-                &["--trusted-proxy", "127.0.0.1/32"],
+    let nodes: Vec<TestServer> = (0..3)
+        .map(|_| {
+            TestServer::start_with(
+                Options {
+                    database: Some(database.clone()),
+                    ..Options::default()
+                }
+                .arg("--trusted-proxy", "127.0.0.1/32"),
             )
         })
         .collect();
-    let urls: Vec<String> = nodes.iter().map(ServerProcess::url).collect();
+    let urls: Vec<&str> = nodes.iter().map(|node| node.url.as_str()).collect();
     let upstream = EchoUpstream::start();
-    let addresses: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let proxy = Proxy::start(ProxyKind::NginxCluster, &addresses, upstream.address);
+    let proxy = Proxy::start(ProxyKind::NginxCluster, &urls, upstream.address);
     let through_nginx = |bearer: Option<&str>| {
         let mut api = nodes[0].client(bearer);
         api.url = format!("{}/authkeys", proxy.url);
@@ -422,7 +424,7 @@ fn three_nodes_behind_nginx_share_logins_and_a_revocation_holds_on_every_node() 
             &scrape(&node.client(None)),
             "authkeys_logins_total{outcome=\"success\"}",
         );
-        assert!(logins >= 1.0, "nginx sent no login to {}", node.url());
+        assert!(logins >= 1.0, "nginx sent no login to {}", node.url);
         for session in &sessions {
             node.client(Some(session))
                 .get("/v1/auth/whoami")
@@ -1253,16 +1255,10 @@ fn the_machine_gauge_is_kept_by_writes_and_never_counted_at_scrape() {
 
     // Five machines written straight into the database, as the server would (key counter
     // included): a scrape that counted rows would see them.
-    open_db(&server.db_path())
-        .execute_batch(&format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5)
-             INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, ephemeral, created_at)
-             SELECT 'mch_behind' || i, k.pk, k.app_pk, k.id, randomblob(32), 0, 0
-               FROM n, keys k WHERE k.id = '{0}';
-             UPDATE keys SET machine_rows = machine_rows + 5 WHERE id = '{0}';",
-            second["id"].as_str().unwrap()
-        ))
-        .unwrap();
+    let second_id = second["id"].as_str().unwrap();
+    let db = server.db();
+    db.insert_machines(second_id, "behind", 5, true);
+    db.count_machines_written(second_id, 5);
     assert_eq!(gauge(), 1.0, "a scrape counts nothing");
     assert_eq!(server.terminate().code(), Some(0));
     server.restart();

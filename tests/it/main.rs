@@ -14,6 +14,7 @@ mod key_policy;
 mod leaks;
 mod lists;
 mod machine_auth;
+mod nodes;
 mod oidc;
 mod pg_ops;
 mod process;

@@ -4,11 +4,13 @@
 //! refusals (a database that is not empty, another program's, bad credentials), which write
 //! nothing; and a `pg_dump`/`pg_restore` backup served from a new database.
 
-use crate::support::{ADMIN_TOKEN, Api, BIN, Options, PgDatabase, TestServer, open_db, session_of};
+use crate::support::store::PgDatabase;
+use crate::support::{ADMIN_TOKEN, Api, BIN, Options, TestServer, open_db, session_of};
 use authkeys::{DevClaims, DevIssuer};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 /// What the SQLite server held, and the credentials to try on PostgreSQL afterwards.
 struct Fixture {
@@ -226,14 +228,11 @@ fn migrate_copies_every_row_and_a_postgres_server_accepts_and_refuses_as_sqlite_
         assert!(said.contains(counted), "{counted:?} missing from {said}");
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let node = target.serve(
-        &dir.path().join("node.log"),
-        &[
-            "--login-failures-burst",
-            "0",
-            "--oidc-allow-insecure-issuer",
-        ],
+    let node = serve(
+        &target,
+        Options::default()
+            .arg("--login-failures-burst", "0")
+            .flag("--oidc-allow-insecure-issuer"),
     );
     let admin = node.client(Some(ADMIN_TOKEN));
     assert_eq!(
@@ -295,6 +294,37 @@ fn migrate_copies_every_row_and_a_postgres_server_accepts_and_refuses_as_sqlite_
     );
 }
 
+/// A server on `database` (a PostgreSQL one, whatever the suite's store).
+fn serve(database: &Arc<PgDatabase>, options: Options) -> TestServer {
+    TestServer::start_with(Options {
+        database: Some(database.clone()),
+        ..options
+    })
+}
+
+/// The tables in `database`'s schema, by name.
+fn tables(database: &PgDatabase) -> Vec<String> {
+    database
+        .connect()
+        .query(
+            "SELECT table_name::text FROM information_schema.tables
+              WHERE table_schema = current_schema() ORDER BY 1",
+            &[],
+        )
+        .expect("listing the tables")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// `url` with another password, for the test of refused credentials.
+fn url_with_password(url: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, host_path) = rest.split_once('@').expect("user:password@");
+    let user = userinfo.split(':').next().expect("a user");
+    format!("{scheme}://{user}:{password}@{host_path}")
+}
+
 /// Asserts that `output` is a refusal (exit 1) saying `says`, and returns what it printed.
 #[track_caller]
 fn assert_refused(output: &Output, says: &str) -> String {
@@ -313,7 +343,7 @@ fn migrate_refuses_a_database_that_is_not_empty_and_writes_nothing() {
     assert!(migrate(&db, &target.url).status.success());
     let count = |table: &str| -> i64 {
         target
-            .client()
+            .connect()
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .unwrap()
             .get(0)
@@ -325,22 +355,22 @@ fn migrate_refuses_a_database_that_is_not_empty_and_writes_nothing() {
     // Another program's database: refused, and nothing of ours created in it.
     let foreign = PgDatabase::create();
     foreign
-        .client()
+        .connect()
         .batch_execute("CREATE TABLE customers (id bigint PRIMARY KEY, name text)")
         .unwrap();
     assert_refused(&migrate(&db, &foreign.url), "not an authkeys database");
-    assert_eq!(foreign.tables(), ["customers"]);
+    assert_eq!(tables(&foreign), ["customers"]);
 
     // Bad credentials: a clear error that never shows the password given.
     let fresh = PgDatabase::create();
-    let wrong = migrate(&db, &fresh.url_with_password("not-the-password-42"));
+    let wrong = migrate(&db, &url_with_password(&fresh.url, "not-the-password-42"));
     let said = assert_refused(&wrong, "password authentication failed");
     assert!(!said.contains("not-the-password-42"), "{said}");
     // A source that does not exist is not created, and the target stays empty.
     let missing = server.dir.path().join("missing.db");
     assert_refused(&migrate(&missing, &fresh.url), "no such database file");
     assert!(!missing.exists());
-    assert!(fresh.tables().is_empty());
+    assert!(tables(&fresh).is_empty());
 }
 
 /// The newest PostgreSQL client binaries (those scripts/pg-throwaway's cluster runs).
@@ -359,8 +389,7 @@ fn pg_bin(name: &str) -> PathBuf {
 #[test]
 fn a_pg_dump_backup_restored_into_a_new_database_serves_the_same_keys() {
     let source = PgDatabase::create();
-    let dir = tempfile::tempdir().unwrap();
-    let node = source.serve(&dir.path().join("source.log"), &[]);
+    let node = serve(&source, Options::default());
     let admin = node.client(Some(ADMIN_TOKEN));
     admin.post("/v1/apps", &json!({"id": "web"})).expect(201);
     let key = admin
@@ -383,6 +412,7 @@ fn a_pg_dump_backup_restored_into_a_new_database_serves_the_same_keys() {
         .expect(204);
 
     // As docs/operations.md says: a dump while the node serves, restored into a new database.
+    let dir = tempfile::tempdir().unwrap();
     let dump = dir.path().join("authkeys.dump");
     let run = |command: &mut Command| {
         let output = command.output().expect("running a PostgreSQL client");
@@ -399,7 +429,7 @@ fn a_pg_dump_backup_restored_into_a_new_database_serves_the_same_keys() {
         .arg(format!("--dbname={}", restored.url))
         .arg(&dump));
 
-    let node = restored.serve(&dir.path().join("restored.log"), &[]);
+    let node = serve(&restored, Options::default());
     let anonymous = node.client(None);
     let verify = |key: &Value| {
         anonymous
@@ -440,8 +470,7 @@ fn migrate_continues_audit_seqs_after_the_highest_ever_handed_out() {
     let target = PgDatabase::create();
     let output = migrate(&server.db_path(), &target.url);
     assert!(output.status.success(), "{}", text(&output));
-    let dir = tempfile::tempdir().unwrap();
-    let node = target.serve(&dir.path().join("node.log"), &[]);
+    let node = serve(&target, Options::default());
     let admin = node.client(Some(ADMIN_TOKEN));
     admin.post("/v1/apps", &json!({"id": "new"})).expect(201);
     let events = admin.get("/v1/audit").expect(200)["events"].clone();
