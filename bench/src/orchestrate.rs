@@ -322,17 +322,22 @@ pub(crate) fn credentials(
         .as_str()
         .ok_or_else(|| format!("no key in the response: {key}"))?
         .to_string();
+    let session = login_session(url, &key)?;
+    Ok((key, session))
+}
+
+/// Logs a machine in with `key`; returns its session token.
+pub(crate) fn login_session(url: &str, key: &str) -> Result<String, String> {
     let login = call(
         url,
         "POST",
         "/v1/auth/login",
         Some(json!({"auth_key": key})),
     )?;
-    let session = login["session_token"]
+    Ok(login["session_token"]
         .as_str()
         .ok_or("no session token")?
-        .to_string();
-    Ok((key, session))
+        .to_string())
 }
 
 /// Hot whoami, verify and forward auth of a machine whose key has 8 tags and 1 KiB of

@@ -7,7 +7,9 @@
 //! and the time from a revocation's start to its return with three nodes that all had the
 //! key's sessions cached.
 
-use crate::orchestrate::{Harness, Row, Spawned, call, credentials, load_figure, render, row};
+use crate::orchestrate::{
+    Harness, Row, Spawned, call, credentials, load_figure, login_session, render, row,
+};
 use crate::seed::Seed;
 use crate::wrk::{self, Load, Request};
 use serde_json::json;
@@ -219,18 +221,11 @@ fn revocation_times(urls: &[&str], rounds: usize) -> Result<(f64, f64), String> 
             Some(json!({"reusable": true})),
         )?;
         let (key, id) = (
-            created["key"].clone(),
-            created["id"].as_str().unwrap_or("").to_string(),
+            created["key"].as_str().unwrap_or(""),
+            created["id"].as_str().unwrap_or(""),
         );
         for url in urls {
-            let login = call(
-                url,
-                "POST",
-                "/v1/auth/login",
-                Some(json!({"auth_key": key})),
-            )?;
-            let session = login["session_token"].as_str().ok_or("no session token")?;
-            whoami(url, session)?;
+            whoami(url, &login_session(url, key)?)?;
         }
         let started = Instant::now();
         call(
