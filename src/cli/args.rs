@@ -230,6 +230,15 @@ pub struct ServeArgs {
     #[arg(long, hide = true, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub min_key_timeout_secs: Option<u64>,
+    /// Keep hot whoami and verify answers in memory (on), or read the database on every
+    /// request (off).
+    #[arg(long, env = "AUTHKEYS_CACHE", value_name = "on|off", default_value = "on",
+          value_parser = ["on", "off"])]
+    pub cache: String,
+    /// Milliseconds a node's lease to use its cache runs, with several nodes (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub node_lease_ms: Option<u64>,
     /// Trust OIDC issuers served over plain http:// (for a local test issuer only).
     #[arg(long, env = "AUTHKEYS_OIDC_ALLOW_INSECURE_ISSUER")]
     pub oidc_allow_insecure_issuer: bool,

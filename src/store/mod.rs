@@ -8,11 +8,15 @@
 mod admin_tokens;
 mod audit;
 mod backup;
+#[cfg(test)]
+mod engine_tests;
 mod files;
 mod pg;
 pub(crate) mod pg_url;
 mod read;
 mod sql;
+#[cfg(test)]
+pub(crate) mod test_db;
 mod webhooks;
 mod write;
 
@@ -189,7 +193,6 @@ impl Store {
 
     /// The PostgreSQL database's URL (for connections of its own, `pg_url::connect`), `None`
     /// on SQLite.
-    #[allow(dead_code)] // For the cross-node cache's listener (issue 17).
     pub(crate) fn postgres_url(&self) -> Option<&PgUrl> {
         match &self.engine {
             Engine::Sqlite(_) => None,
