@@ -316,7 +316,7 @@ impl HotCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// What the cache holds for `hash`, without loading anything.
@@ -342,7 +342,8 @@ mod tests {
         })
     }
 
-    fn key_status(id: &str) -> KeyStatus {
+    /// A valid key status with id `id` (also the cluster's tests).
+    pub(crate) fn key_status(id: &str) -> KeyStatus {
         KeyStatus {
             pk: 1,
             id: id.into(),

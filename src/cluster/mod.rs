@@ -108,9 +108,18 @@ impl Node {
         pg_url::connect_with(&self.url, &config).map_err(|err| PgError::Connect(err.message))
     }
 
-    /// `err` as it may be logged: without the URL's password.
+    /// `err` and its causes as one line that may be logged: without the URL's password.
     fn redact(&self, err: &PgError) -> String {
-        self.url.redact(&err.to_string())
+        let mut text = err.to_string();
+        let mut cause = std::error::Error::source(err);
+        while let Some(next) = cause {
+            let next_text = next.to_string();
+            if !text.contains(&next_text) {
+                text = format!("{text}: {next_text}");
+            }
+            cause = next.source();
+        }
+        self.url.redact(&text)
     }
 
     fn stopping(&self) -> bool {

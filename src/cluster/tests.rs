@@ -4,7 +4,7 @@ use super::listener::APPLICATION_NAME as LISTENER_APPLICATION_NAME;
 use super::notice::Notice;
 use super::*;
 use crate::cache::hot::Invalidation;
-use crate::domain::model::KeyStatus;
+use crate::cache::hot::tests::key_status;
 use crate::domain::token::TokenHash;
 use crate::store::PgUrl;
 use crate::store::test_db::TestDb;
@@ -73,20 +73,7 @@ fn node_at(url: &PgUrl) -> (Cluster, Arc<HotCache>) {
 
 /// Caches a key under `hash` (two misses) and says whether it is cached now.
 fn cache_key(cache: &HotCache, hash: TokenHash) -> bool {
-    let load = || {
-        Ok::<_, ()>(Some(KeyStatus {
-            pk: 1,
-            id: "key_1".into(),
-            app_pk: 1,
-            app: "app".into(),
-            reusable: true,
-            ephemeral: false,
-            expires_at: None,
-            revoked_at: None,
-            uses: 0,
-            policy: Default::default(),
-        }))
-    };
+    let load = || Ok::<_, ()>(Some(key_status("key_1")));
     cache.key_or_load(hash, load).unwrap();
     cache.key_or_load(hash, load).unwrap();
     is_cached(cache, hash)

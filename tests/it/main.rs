@@ -6,6 +6,7 @@ mod admin_api;
 mod audit;
 mod cli;
 mod cli_oversight;
+mod cluster;
 mod dashboard;
 mod hostile_http;
 mod hot_path;

@@ -173,10 +173,13 @@ impl Db {
     /// database-wide counter row that every node's gauge reads.
     pub fn count_machines_written(&self, key: &str, count: i64) {
         let count = count.to_string();
-        let by_key = "UPDATE keys SET machine_rows = machine_rows + CAST(CAST(?2 AS TEXT) AS INTEGER) WHERE id = ?1";
+        let by_key =
+            "UPDATE keys SET machine_rows = machine_rows + CAST(CAST(?2 AS TEXT) AS INTEGER)
+                       WHERE id = ?1";
         assert_eq!(self.execute(by_key, &[key, &count]), 1, "no key {key}");
         if let Db::Postgres(_) = self {
-            let total = "UPDATE counters SET value = value + CAST(CAST(?1 AS TEXT) AS INTEGER) WHERE name = 'machine_rows'";
+            let total = "UPDATE counters SET value = value + CAST(CAST(?1 AS TEXT) AS INTEGER)
+                          WHERE name = 'machine_rows'";
             assert_eq!(self.execute(total, &[&count]), 1, "no machine_rows counter");
         }
     }
