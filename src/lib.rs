@@ -18,6 +18,7 @@
 
 mod authority;
 mod cache;
+mod cluster;
 mod domain;
 pub mod http;
 mod metrics;

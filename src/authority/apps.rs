@@ -68,7 +68,7 @@ impl Authority {
             }
             audit::logged_out(w, actor, now, id, &machines, "app_deleted")
         })?;
-        self.cache.invalidate(Invalidation::Everything);
+        self.committed(Invalidation::Everything)?;
         log::info!("deleted app {id}: its keys are revoked and its machines logged out");
         Ok(())
     }
@@ -153,7 +153,7 @@ impl Authority {
             Ok((key, secret))
         })?;
         // The old key's expiry moved: a cached verify answer of it may now be wrong.
-        self.cache.invalidate(Invalidation::Everything);
+        self.committed(Invalidation::Everything)?;
         log::info!("rotated key {key_id} of app {app_id} to {}", key.id);
         Ok((key, secret))
     }
@@ -198,7 +198,7 @@ impl Authority {
             let reason = serde_json::json!({"reason": "admin"});
             revoke_key_recorded(w, app_id, &key, actor, now, reason)
         })?;
-        self.cache.invalidate(Invalidation::Everything);
+        self.committed(Invalidation::Everything)?;
         log::info!("revoked key {key_id} of app {app_id}; logged out {logged_out} machine(s)");
         Ok(())
     }
@@ -257,8 +257,7 @@ impl Authority {
             self.stamps.forget_machine(pk, hash);
         }
         // Admin logouts are rare enough to clear all.
-        self.cache.invalidate(Invalidation::Everything);
-        Ok(())
+        self.committed(Invalidation::Everything)
     }
 }
 

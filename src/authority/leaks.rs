@@ -244,7 +244,7 @@ impl Authority {
         }
         let changed = judged.values().any(|outcome| outcome.code().is_none());
         if changed {
-            self.cache.invalidate(Invalidation::Everything);
+            self.committed(Invalidation::Everything)?;
         }
         Ok(candidates
             .iter()

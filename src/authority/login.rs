@@ -125,7 +125,9 @@ impl Authority {
             )?;
             Ok(machine)
         })?;
-        // The login used the key: a cached "valid" for a single-use key is now wrong.
+        // The login used the key: a cached "valid" for a single-use key is now wrong. Other
+        // nodes hear it from the database without this login waiting for them: a login makes
+        // no credential stop working, and a second login is judged in the write anyway.
         self.cache.invalidate(Invalidation::Key(hash));
         log::info!(
             "machine {} logged in to app {} with key {}",
@@ -157,8 +159,7 @@ impl Authority {
         })?;
         // Authenticating just stamped the machine; its row is gone, so is the stamp.
         self.stamps.forget_machine(session.machine.pk, hash);
-        self.cache.invalidate(Invalidation::Session(hash));
-        Ok(())
+        self.committed(Invalidation::Session(hash))
     }
 }
 

@@ -15,9 +15,10 @@ mod verify;
 mod webhooks;
 
 use crate::cache::app::AppCache;
-use crate::cache::hot::HotCache;
+use crate::cache::hot::{HotCache, Invalidation};
 use crate::cache::usage::UsageStamps;
-use crate::domain::error::Error;
+use crate::cluster::Cluster;
+use crate::domain::error::{Error, Result};
 use crate::domain::model::KeyStatus;
 use crate::domain::model::Timestamp;
 use crate::domain::token::TokenHash;
@@ -29,8 +30,10 @@ pub(crate) struct Authority {
     store: Arc<Store>,
     stamps: Arc<UsageStamps>,
     /// Positive answers for whoami and verify. Every write below that could make one wrong
-    /// invalidates it after committing and before returning.
+    /// invalidates it after committing and before returning (`committed`).
     cache: Arc<HotCache>,
+    /// The other nodes on the same PostgreSQL database, if any (`committed` waits for them).
+    cluster: Option<Arc<Cluster>>,
     /// Apps by pk for session lookups; never stale (see `app_cache`).
     apps: AppCache,
     admin_token: TokenHash,
@@ -104,6 +107,7 @@ impl Authority {
             store,
             stamps,
             cache,
+            cluster: None,
             apps: AppCache::default(),
             admin_token,
             ephemeral_ttl_secs,
@@ -118,6 +122,24 @@ impl Authority {
         Authority {
             oidc: KeySets::new(settings),
             ..self
+        }
+    }
+
+    /// Shares the database with other nodes: revocations, deletions and logouts return only
+    /// once every node that may cache answers has dropped what they changed.
+    pub(crate) fn with_cluster(self, cluster: Option<Arc<Cluster>>) -> Authority {
+        Authority { cluster, ..self }
+    }
+
+    /// After a write that committed: drops what it may have made wrong from this node's hot
+    /// cache, then, with several nodes, waits until every other node has too (or has stopped
+    /// using its cache: `Cluster::wait_for_peers`). Every revocation, deletion and logout
+    /// calls this before it returns.
+    fn committed(&self, what: Invalidation) -> Result<()> {
+        self.cache.invalidate(what);
+        match &self.cluster {
+            Some(cluster) => cluster.wait_for_peers(),
+            None => Ok(()),
         }
     }
 

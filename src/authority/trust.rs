@@ -89,7 +89,7 @@ impl Authority {
             audit::logged_out(w, actor, now, app_id, &machines, "trust_policy_deleted")?;
             Ok(machines.len())
         })?;
-        self.cache.invalidate(Invalidation::Everything);
+        self.committed(Invalidation::Everything)?;
         log::info!(
             "deleted trust policy {policy_id} of app {app_id}; logged out {logged_out} machine(s)"
         );

@@ -6,6 +6,11 @@
 //! A reader that raced with such a write cannot put its stale answer back: it takes a
 //! `generation` ticket before reading the database and `insert` drops the answer if any
 //! invalidation happened since. Expiry is not cached away: callers judge every hit at `now`.
+//!
+//! With several nodes (`cluster`), a node may use its cache only while it hears every other
+//! node's changes: `set_usable(false)` turns hits and insertions off (every request reads the
+//! database) and `set_usable(true)` empties the cache before turning them back on. The hot
+//! path pays one atomic load for it.
 
 use super::Encoded;
 use crate::cache::app::CachedApp;
@@ -13,7 +18,7 @@ use crate::domain::model::KeyStatus;
 use crate::domain::model::Machine;
 use crate::domain::token::TokenHash;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// Entries per map. A full map evicts its oldest insertion: O(1), no latency spike, and a hot
@@ -90,7 +95,7 @@ impl PartialEq for CachedKey {
 }
 
 /// What a write invalidates.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Invalidation {
     /// One session ended (logout).
     Session(TokenHash),
@@ -111,6 +116,8 @@ pub(crate) struct HotCache {
     /// stream of tokens each seen once (a million clients, or a guesser) never takes the
     /// write lock or evicts the hot ones.
     doorkeeper: Box<[AtomicU64]>,
+    /// Whether answers may be served from and put into the cache (see `set_usable`).
+    usable: AtomicBool,
 }
 
 impl Default for HotCache {
@@ -118,6 +125,7 @@ impl Default for HotCache {
         HotCache {
             inner: RwLock::default(),
             doorkeeper: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            usable: AtomicBool::new(true),
         }
     }
 }
@@ -221,6 +229,9 @@ impl HotCache {
         map_mut: fn(&mut Inner) -> &mut Bounded<V>,
         load: impl FnOnce() -> Result<Option<V>, E>,
     ) -> Result<Option<Arc<V>>, E> {
+        if !self.usable.load(Ordering::Acquire) {
+            return Ok(load()?.map(Arc::new));
+        }
         if let Some(hit) = map(&self.read()).get(&hash) {
             return Ok(Some(hit));
         }
@@ -246,9 +257,25 @@ impl HotCache {
             return;
         }
         let mut inner = self.write();
-        if inner.generation == ticket.0 {
+        // Checked under the lock that `set_usable` empties the cache under.
+        if inner.generation == ticket.0 && self.usable.load(Ordering::Acquire) {
             map_mut(&mut inner).insert(hash, value);
         }
+    }
+
+    /// Turns the cache off (`false`: nothing is served from it or put into it, and it is
+    /// emptied) or on again (`true`: emptied first, so nothing cached before is served, and
+    /// every ticket taken before is void).
+    pub(crate) fn set_usable(&self, usable: bool) {
+        let mut inner = self.write();
+        inner.generation += 1;
+        inner.sessions.clear();
+        inner.keys.clear();
+        self.usable.store(usable, Ordering::Release);
+    }
+
+    pub(crate) fn is_usable(&self) -> bool {
+        self.usable.load(Ordering::Acquire)
     }
 
     /// Whether a missed token has missed before (recently enough that its slot still holds
@@ -289,7 +316,7 @@ impl HotCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// What the cache holds for `hash`, without loading anything.
@@ -315,7 +342,8 @@ mod tests {
         })
     }
 
-    fn key_status(id: &str) -> KeyStatus {
+    /// A valid key status with id `id` (also the cluster's tests).
+    pub(crate) fn key_status(id: &str) -> KeyStatus {
         KeyStatus {
             pk: 1,
             id: id.into(),
@@ -399,6 +427,36 @@ mod tests {
         assert!(cached(&cache, &b).is_some());
         insert_key(&cache, ticket, a, key("late"));
         assert_eq!(cached(&cache, &a), None);
+    }
+
+    #[test]
+    fn an_unusable_cache_serves_and_keeps_nothing_and_comes_back_empty() {
+        let cache = HotCache::default();
+        let hash = TokenHash::of("k");
+        let load = |id: &'static str| move || Ok::<_, ()>(Some(key_status(id)));
+        cache.key_or_load(hash, load("a")).unwrap();
+        cache.key_or_load(hash, load("cached")).unwrap();
+        assert!(cached(&cache, &hash).is_some());
+        // A read under way when the cache is turned off does not put its answer back.
+        let ticket = cache.ticket();
+        cache.set_usable(false);
+        assert_eq!(cached(&cache, &hash), None, "emptied");
+        assert_eq!(
+            cache.key_or_load(hash, load("db")).unwrap().unwrap().id,
+            "db",
+            "every request reads"
+        );
+        assert_eq!(cached(&cache, &hash), None, "nothing kept while off");
+        insert_key(&cache, cache.ticket(), hash, key("while off"));
+        assert_eq!(cached(&cache, &hash), None);
+        cache.set_usable(true);
+        insert_key(&cache, ticket, hash, key("stale"));
+        assert_eq!(cached(&cache, &hash), None, "a ticket from before is void");
+        cache.key_or_load(hash, load("fresh")).unwrap();
+        assert_eq!(
+            cached(&cache, &hash).map(|k| k.id.clone()),
+            Some("fresh".into())
+        );
     }
 
     #[test]

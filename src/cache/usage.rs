@@ -176,28 +176,39 @@ impl UsageStamps {
     /// Idle-limited machines' stamps stay visible to `machine_last_seen` as in flight until
     /// `written`.
     pub(crate) fn take(&self) -> PendingStamps {
-        let idle_limited = {
-            let mut in_flight = lock(&self.machines_in_flight);
-            let idle_limited = drain(&self.idle_limited_machines);
-            in_flight.extend(idle_limited.iter().map(|stamp| {
-                (
-                    RowId {
-                        pk: stamp.pk,
-                        hash: stamp.hash,
-                    },
-                    stamp.at,
-                )
-            }));
-            idle_limited
-        };
         let mut machines = drain(&self.machines);
-        machines.extend(idle_limited);
+        machines.extend(self.take_idle_limited_machines());
         machines.sort_unstable_by_key(|stamp| stamp.pk);
         PendingStamps {
             keys: drain(&self.keys),
             machines,
             admin_tokens: drain(&self.admin_tokens),
         }
+    }
+
+    /// Takes only the idle-limited machines' stamps, as `take` does. With several nodes these
+    /// are written often (`sweeper`): another node judges the machine's idleness, and sweeps
+    /// it, from the database.
+    pub(crate) fn take_idle_limited(&self) -> PendingStamps {
+        PendingStamps {
+            machines: self.take_idle_limited_machines(),
+            ..PendingStamps::default()
+        }
+    }
+
+    fn take_idle_limited_machines(&self) -> Vec<Stamp> {
+        let mut in_flight = lock(&self.machines_in_flight);
+        let idle_limited = drain(&self.idle_limited_machines);
+        in_flight.extend(idle_limited.iter().map(|stamp| {
+            (
+                RowId {
+                    pk: stamp.pk,
+                    hash: stamp.hash,
+                },
+                stamp.at,
+            )
+        }));
+        idle_limited
     }
 
     /// The stamps last taken are committed: the database now holds them.
@@ -295,6 +306,36 @@ mod tests {
         assert_eq!(stamps.take().machines, vec![stamp(3, 3, 6), stamp(7, 7, 9)]);
         stamps.written();
         assert_eq!(stamps.machine_last_seen(7, hash(7)), None, "written");
+    }
+
+    #[test]
+    fn taking_only_the_idle_limited_stamps_leaves_the_others_and_keeps_them_in_flight() {
+        let stamps = UsageStamps::default();
+        stamps.key_used(1, hash(1), Timestamp(1));
+        stamps.machine_seen(3, hash(3), Timestamp(2));
+        stamps.idle_limited_machine_seen(7, hash(7), Timestamp(3));
+        let idle = stamps.take_idle_limited();
+        assert_eq!(
+            idle,
+            PendingStamps {
+                machines: vec![stamp(7, 7, 3)],
+                ..PendingStamps::default()
+            }
+        );
+        assert_eq!(
+            stamps.machine_last_seen(7, hash(7)),
+            Some(Timestamp(3)),
+            "in flight"
+        );
+        stamps.restore(idle);
+        assert_eq!(
+            stamps.machine_last_seen(7, hash(7)),
+            Some(Timestamp(3)),
+            "pending"
+        );
+        let all = stamps.take();
+        assert_eq!(all.keys, vec![stamp(1, 1, 1)]);
+        assert_eq!(all.machines, vec![stamp(3, 3, 2), stamp(7, 7, 3)]);
     }
 
     #[test]

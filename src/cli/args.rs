@@ -63,6 +63,9 @@ pub enum Command {
     DevOidcIssuer(super::oidc::DevIssuerArgs),
     /// Copy a database consistently, even while a server is using it.
     Backup(BackupArgs),
+    /// Copy a SQLite database (upgraded first) into an empty PostgreSQL database, in one
+    /// transaction; stop the server first.
+    Migrate(MigrateArgs),
     /// Print a new random auth key for a seed file (`serve --seed`); nothing stores it.
     GenerateKey,
     /// Find auth keys, session tokens and admin tokens in files, directories (recursively)
@@ -122,6 +125,17 @@ pub struct BackupArgs {
     /// Where to write the copy (created or replaced, mode 0600).
     #[arg(value_name = "OUT")]
     pub out: std::path::PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The SQLite database file to copy.
+    #[arg(long, value_name = "FILE")]
+    pub from: String,
+    /// The empty PostgreSQL database to copy it into: postgres://USER:PASSWORD@HOST:PORT/DB.
+    /// From the environment, it stays out of `ps` and shell history.
+    #[arg(long, value_name = "URL", env = "AUTHKEYS_DB", hide_env_values = true)]
+    pub to: String,
 }
 
 #[derive(Args, Debug)]
@@ -230,6 +244,15 @@ pub struct ServeArgs {
     #[arg(long, hide = true, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub min_key_timeout_secs: Option<u64>,
+    /// Keep hot whoami and verify answers in memory (on), or read the database on every
+    /// request (off).
+    #[arg(long, env = "AUTHKEYS_CACHE", value_name = "on|off", default_value = "on",
+          value_parser = ["on", "off"])]
+    pub cache: String,
+    /// Milliseconds a node's lease to use its cache runs, with several nodes (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub node_lease_ms: Option<u64>,
     /// Trust OIDC issuers served over plain http:// (for a local test issuer only).
     #[arg(long, env = "AUTHKEYS_OIDC_ALLOW_INSECURE_ISSUER")]
     pub oidc_allow_insecure_issuer: bool,

@@ -91,6 +91,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         min_key_timeout_secs: args
             .min_key_timeout_secs
             .unwrap_or(Config::default().min_key_timeout_secs),
+        cache: args.cache == "on",
+        node_lease: args
+            .node_lease_ms
+            .map_or(Config::default().node_lease, Duration::from_millis),
         oidc: authkeys::OidcSettings {
             allow_insecure_issuer: args.oidc_allow_insecure_issuer,
             fetch_timeout: args.oidc_fetch_timeout_ms.map_or(

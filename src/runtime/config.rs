@@ -50,6 +50,12 @@ pub struct Config {
     pub min_key_timeout_secs: u64,
     /// How OIDC issuers are reached and trusted (`--oidc-*`).
     pub oidc: crate::oidc::Settings,
+    /// Whether hot whoami and verify answers are kept in memory (`--cache on|off`); off, every
+    /// request reads the database (and, on PostgreSQL, the node holds no lease).
+    pub cache: bool,
+    /// With several nodes on PostgreSQL: how long a node's lease to use its cache runs, the
+    /// longest a revocation waits for a node that stopped answering (tests shorten it).
+    pub node_lease: Duration,
 }
 
 pub use crate::oidc::{
@@ -89,6 +95,8 @@ impl Default for Config {
             webhooks: crate::runtime::webhooks::Delivery::default(),
             min_key_timeout_secs: crate::domain::validate::MIN_KEY_TIMEOUT_SECS,
             oidc: crate::oidc::Settings::default(),
+            cache: true,
+            node_lease: crate::cluster::DEFAULT_LEASE,
         }
     }
 }

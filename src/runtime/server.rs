@@ -5,6 +5,7 @@ use crate::authority::Authority;
 use crate::authority::leaks::LeakReporters;
 use crate::cache::hot::HotCache;
 use crate::cache::usage::UsageStamps;
+use crate::cluster::Cluster;
 use crate::domain::error::StartError;
 use crate::domain::model::Timestamp;
 use crate::domain::token::Secret;
@@ -29,6 +30,19 @@ pub struct Server {
     _listener: Listener,
     _sweeper: Sweeper,
     _webhooks: Deliverer,
+    /// Last: the sweeper's final pass and requests still being answered may need it.
+    _cluster: Leaving,
+}
+
+/// Leaves the cluster (if any) when the server is dropped, whoever else still holds it.
+struct Leaving(Option<Arc<Cluster>>);
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        if let Some(cluster) = &self.0 {
+            cluster.stop();
+        }
+    }
 }
 
 impl Server {
@@ -44,6 +58,21 @@ impl Server {
         let admin = admin_token::resolve(&store, &config.database, config.admin_token.as_ref())?;
         let stamps = Arc::new(UsageStamps::default());
         let cache = Arc::new(HotCache::default());
+        if !config.cache {
+            cache.set_usable(false);
+        }
+        // Several nodes may share a PostgreSQL database: keep this one's cache coherent with
+        // theirs. SQLite: one process owns the file, nothing to do.
+        let cluster = match store.postgres_url() {
+            Some(url) => {
+                let settings = crate::cluster::Settings {
+                    lease: config.node_lease,
+                };
+                let cluster = Cluster::start(url, Arc::clone(&cache), config.cache, settings)?;
+                Some(Arc::new(cluster))
+            }
+            None => None,
+        };
         let authority = Arc::new(
             Authority::new(
                 Arc::clone(&store),
@@ -54,6 +83,7 @@ impl Server {
             )
             .with_min_key_timeout(config.min_key_timeout_secs)
             .with_oidc(config.oidc.clone())
+            .with_cluster(cluster.clone())
             .with_leak_reporters(LeakReporters {
                 revocation_api_token: config.revocation_api_token.clone(),
                 github_keys: config.github_secret_scanning_keys.clone(),
@@ -80,12 +110,13 @@ impl Server {
             &config.http,
             Arc::clone(&metrics),
         )?;
-        let webhooks = Deliverer::start(Arc::clone(&store), config.webhooks);
+        let webhooks = Deliverer::start(Arc::clone(&store), config.webhooks, cluster.clone());
         let sweeper = Sweeper::start(
             store,
             stamps,
             cache,
             metrics,
+            cluster.clone(),
             config.sweep_interval,
             config.audit_retention,
         );
@@ -107,6 +138,7 @@ impl Server {
             _listener: listener,
             _sweeper: sweeper,
             _webhooks: webhooks,
+            _cluster: Leaving(cluster),
         })
     }
 

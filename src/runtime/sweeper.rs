@@ -7,6 +7,7 @@
 use crate::authority::audit;
 use crate::cache::hot::{HotCache, Invalidation};
 use crate::cache::usage::{PendingStamps, UsageStamps};
+use crate::cluster::{Cluster, Exclusive};
 use crate::domain::error::Result;
 use crate::domain::model::{Swept, Timestamp};
 use crate::metrics::Metrics;
@@ -14,7 +15,7 @@ use crate::store::Store;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Rows deleted (or stamped) per write transaction: small enough that the write lock is held
 /// for at most about a tenth of a second, so logins and revocations interleave with a large
@@ -33,26 +34,61 @@ pub(crate) fn sweep(
     audit_retention: Duration,
     now: Timestamp,
 ) -> Result<Swept> {
-    let pending = stamps.take();
-    let mut stamps_written = 0;
-    if !pending.is_empty() {
-        stamps_written = match write_stamps(store, &pending) {
-            Ok(written) => written,
-            Err(err) => {
-                stamps.restore(pending);
-                return Err(err);
-            }
-        };
-        stamps.written();
-        // Cached answers carry the stamps they were read with; dropping them keeps what
-        // whoami shows within one sweep interval of the truth, as the contract promises.
-        cache.invalidate(Invalidation::Everything);
+    let stamps_written = flush(store, stamps, cache, UsageStamps::take)?;
+    let swept = sweep_rows(
+        store,
+        stamps,
+        cache,
+        audit_retention,
+        IDLE_SWEEP_MARGIN_MS,
+        now,
+    )?;
+    Ok(Swept {
+        stamps_written,
+        ..swept
+    })
+}
+
+/// Writes the stamps `take` takes out; answers how many rows were stamped.
+fn flush(
+    store: &Store,
+    stamps: &UsageStamps,
+    cache: &HotCache,
+    take: fn(&UsageStamps) -> PendingStamps,
+) -> Result<usize> {
+    let pending = take(stamps);
+    if pending.is_empty() {
+        return Ok(0);
     }
+    let written = match write_stamps(store, &pending) {
+        Ok(written) => written,
+        Err(err) => {
+            stamps.restore(pending);
+            return Err(err);
+        }
+    };
+    stamps.written();
+    // Cached answers carry the stamps they were read with; dropping them keeps what
+    // whoami shows within one sweep interval of the truth, as the contract promises.
+    cache.invalidate(Invalidation::Everything);
+    Ok(written)
+}
+
+/// The part of a sweep that one node at a time does (`Cluster::exclusive`): deletions of
+/// expired and idle machines (idle ones `idle_margin_ms` late), `key.expiring`, retention.
+fn sweep_rows(
+    store: &Store,
+    stamps: &UsageStamps,
+    cache: &HotCache,
+    audit_retention: Duration,
+    idle_margin_ms: i64,
+    now: Timestamp,
+) -> Result<Swept> {
     let expired_machines =
         in_batches(|| store.write(|w| audit::sweep_expired_machines(w, now, SWEEP_BATCH)))?;
     // Tokens that can no longer be valid cannot be replayed: their `jti`s may go.
     in_batches(|| store.write(|w| w.delete_expired_jtis(now, SWEEP_BATCH)))?;
-    let idle_machines = sweep_idle(store, stamps, now)?;
+    let idle_machines = sweep_idle(store, stamps, now.plus_millis(-idle_margin_ms), now)?;
     if idle_machines > 0 {
         // Not needed for safety (idleness is judged on every request), but their cached
         // sessions are dead weight now.
@@ -64,7 +100,7 @@ pub(crate) fn sweep(
     Ok(Swept {
         expired_machines,
         idle_machines,
-        stamps_written,
+        stamps_written: 0,
     })
 }
 
@@ -85,10 +121,21 @@ fn in_batches(mut batch: impl FnMut() -> Result<usize>) -> Result<usize> {
 /// was judged (not idle) a moment before `now` but had not yet recorded its stamp.
 pub(crate) const IDLE_SWEEP_MARGIN_MS: i64 = 1_000;
 
-/// Logs out the machines idle at `now` (by their stored activity, then by their pending
-/// stamps, which the flush before this one has mostly written), in batches.
-fn sweep_idle(store: &Store, stamps: &UsageStamps, now: Timestamp) -> Result<usize> {
-    let idle_before = now.plus_millis(-IDLE_SWEEP_MARGIN_MS);
+/// With several nodes, how often each writes its idle-limited machines' stamps: another node
+/// judges those machines' idleness, and sweeps them, from the database.
+pub(crate) const CLUSTER_STAMP_INTERVAL: Duration = Duration::from_secs(1);
+/// With several nodes, the idle sweep's margin: above `CLUSTER_STAMP_INTERVAL` with room for
+/// a slow flush, so a machine active on another node is never swept as idle.
+pub(crate) const CLUSTER_IDLE_SWEEP_MARGIN_MS: i64 = 5_000;
+
+/// Logs out the machines idle before `idle_before` (by their stored activity, then by their
+/// pending stamps, which the flush before this one has mostly written), in batches.
+fn sweep_idle(
+    store: &Store,
+    stamps: &UsageStamps,
+    idle_before: Timestamp,
+    now: Timestamp,
+) -> Result<usize> {
     let mut idle_machines = 0;
     loop {
         let (deleted, candidates) = store.write(|w| {
@@ -155,38 +202,61 @@ pub(crate) struct Sweeper {
 }
 
 impl Sweeper {
+    /// With a `cluster`, every node writes its own stamps (its idle-limited machines' every
+    /// `CLUSTER_STAMP_INTERVAL`) and one node at a time does the rest of the sweep.
     pub(crate) fn start(
         store: Arc<Store>,
         stamps: Arc<UsageStamps>,
         cache: Arc<HotCache>,
         metrics: Arc<Metrics>,
+        cluster: Option<Arc<Cluster>>,
         interval: Duration,
         audit_retention: Duration,
     ) -> Sweeper {
         let (wake, woken) = mpsc::sync_channel::<Wake>(4);
-        let flush = wake.clone();
+        let flush_wake = wake.clone();
         stamps.on_many_pending(move || {
             // A full channel already holds a wake-up; nothing is lost by dropping this one.
-            let _ = flush.try_send(Wake::Flush);
+            let _ = flush_wake.try_send(Wake::Flush);
         });
+        let tick = match cluster {
+            Some(_) => interval.min(CLUSTER_STAMP_INTERVAL),
+            None => interval,
+        };
         let thread = thread::Builder::new()
             .name("sweeper".into())
             .spawn(move || {
                 // First, off the start-up path: the machine count `/metrics` shows from then on
                 // (kept by every write). Retried each pass until it succeeds.
                 count_machines(&store);
+                let mut next_sweep = Instant::now() + interval;
                 loop {
                     if store.machine_rows().is_none() {
                         count_machines(&store);
                     }
-                    let stopping = match woken.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) | Ok(Wake::Flush) => false,
-                        Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => true,
+                    let (stopping, woken_early) = match woken.recv_timeout(tick) {
+                        Err(RecvTimeoutError::Timeout) => (false, false),
+                        Ok(Wake::Flush) => (false, true),
+                        Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => (true, true),
                     };
+                    if !woken_early && Instant::now() < next_sweep {
+                        // Only with a cluster: a tick between two sweeps.
+                        let take = UsageStamps::take_idle_limited;
+                        if let Err(err) = flush(&store, &stamps, &cache, take) {
+                            log::warn!("writing usage stamps failed, will retry: {err}");
+                        }
+                        continue;
+                    }
+                    next_sweep = Instant::now() + interval;
                     // A failed sweep is logged and retried next time: the thread keeps going.
-                    let started = std::time::Instant::now();
+                    let started = Instant::now();
                     let now = Timestamp::now();
-                    let result = sweep(&store, &stamps, &cache, audit_retention, now);
+                    let result = match &cluster {
+                        None => sweep(&store, &stamps, &cache, audit_retention, now),
+                        Some(cluster) => {
+                            sweep_shared(&store, &stamps, &cache, cluster, audit_retention, now)
+                        }
+                    };
                     metrics.sweep(&result);
                     match result {
                         Ok(swept) if swept.expired_machines > 0 => log::info!(
@@ -208,6 +278,27 @@ impl Sweeper {
             thread: Some(thread),
         }
     }
+}
+
+/// `sweep` on one of several nodes: this node's stamps, then the rest unless another node is
+/// sweeping now (its sweep covers this one's: nothing here is per node).
+fn sweep_shared(
+    store: &Store,
+    stamps: &UsageStamps,
+    cache: &HotCache,
+    cluster: &Cluster,
+    audit_retention: Duration,
+    now: Timestamp,
+) -> Result<Swept> {
+    let stamps_written = flush(store, stamps, cache, UsageStamps::take)?;
+    let margin = CLUSTER_IDLE_SWEEP_MARGIN_MS;
+    let rows = cluster.exclusive(Exclusive::Sweep, || {
+        sweep_rows(store, stamps, cache, audit_retention, margin, now)
+    })?;
+    Ok(Swept {
+        stamps_written,
+        ..rows.transpose()?.unwrap_or_default()
+    })
 }
 
 impl Drop for Sweeper {

@@ -8,6 +8,7 @@
 //! The HTTP client is ureq (already the CLI's): a timeout on the whole exchange, no redirects
 //! (a 30x is a failed attempt), a bounded response body (a larger one is a failed attempt).
 
+use crate::cluster::{Cluster, Exclusive};
 use crate::domain::audit::Event;
 use crate::domain::error::Result;
 use crate::domain::model::Timestamp;
@@ -185,14 +186,27 @@ pub(crate) struct Deliverer {
 }
 
 impl Deliverer {
-    pub(crate) fn start(store: Arc<Store>, delivery: Delivery) -> Deliverer {
+    /// With a `cluster`, one node at a time delivers (each pass under `Cluster::exclusive`):
+    /// the progress is in the database, so whichever node delivers next goes on from there.
+    pub(crate) fn start(
+        store: Arc<Store>,
+        delivery: Delivery,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Deliverer {
         let (stop, stopped) = mpsc::sync_channel::<()>(1);
         let thread = thread::Builder::new()
             .name("webhooks".into())
             .spawn(move || {
                 let agent = agent(&delivery);
+                let pass = || deliver_pass(&store, &agent, &delivery);
                 loop {
-                    if let Err(err) = deliver_pass(&store, &agent, &delivery) {
+                    let delivered = match &cluster {
+                        None => pass(),
+                        Some(cluster) => cluster
+                            .exclusive(Exclusive::Webhooks, pass)
+                            .and_then(|done| done.unwrap_or(Ok(0))),
+                    };
+                    if let Err(err) = delivered {
                         log::warn!("webhook delivery failed, will retry: {err}");
                     }
                     match stopped.recv_timeout(delivery.poll_interval) {

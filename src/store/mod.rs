@@ -17,6 +17,7 @@ mod read;
 mod sql;
 #[cfg(test)]
 pub(crate) mod test_db;
+mod to_postgres;
 mod webhooks;
 mod write;
 
@@ -27,6 +28,8 @@ pub(crate) use files::tighten;
 pub use pg::DEFAULT_POOL_SIZE as DEFAULT_PG_POOL_SIZE;
 pub use pg_url::PgUrl;
 pub(crate) use read::Reader;
+pub use to_postgres::Migrated;
+pub(crate) use to_postgres::migrate as migrate_to_postgres;
 pub(crate) use webhooks::NewWebhook;
 pub(crate) use write::{NewMachine, Writer};
 
@@ -193,7 +196,6 @@ impl Store {
 
     /// The PostgreSQL database's URL (for connections of its own, `pg_url::connect`), `None`
     /// on SQLite.
-    #[allow(dead_code)] // For the cross-node cache's listener (issue 17).
     pub(crate) fn postgres_url(&self) -> Option<&PgUrl> {
         match &self.engine {
             Engine::Sqlite(_) => None,

@@ -1081,13 +1081,7 @@ fn list_commands_follow_cursors_to_the_end_and_stop_at_the_limit() {
     let reusable = s.create_key("a", &["--reusable"]);
     let other = s.create_key("a", &[]);
     // More apps than one page holds, written straight into the database.
-    open_db(&s.server.db_path())
-        .execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
-             INSERT INTO apps (id, name, created_at) SELECT printf('bulk-%04d', i), 'Bulk', 0 FROM n",
-            [BULK as i64],
-        )
-        .unwrap();
+    s.server.db().insert_apps(BULK as i64);
     let ids = |listing: &Value, field: &str| -> Vec<String> {
         listing[field]
             .as_array()

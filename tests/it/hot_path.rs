@@ -2,6 +2,7 @@
 //! very next request, even when that answer was cached, and cached answers show usage stamps
 //! no older than one sweep interval.
 
+use crate::support::store::{Store, store_for_this_test};
 use crate::support::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -125,4 +126,32 @@ fn whoami_shows_last_seen_within_a_sweep_interval_even_when_cached() {
     wait_for("last_seen_at to appear", Duration::from_secs(5), || {
         whoami_cached(&server, &session)["machine"]["last_seen_at"].is_string()
     });
+}
+
+/// `--cache off`: every request reads the database, so a session deleted behind the server's
+/// back (no invalidation: another process wrote the SQLite file) ends at once. With the cache
+/// on, on SQLite, the same change stays unseen while the answer is cached: the contrast shows
+/// that the test can tell the two apart.
+#[test]
+fn with_the_cache_off_every_request_reads_the_database() {
+    let behind_the_back = |server: &TestServer, login: &Value| {
+        let machine = login["machine"]["id"].as_str().expect("the machine's id");
+        let deleted = server
+            .db()
+            .execute("DELETE FROM machines WHERE id = ?1", &[machine]);
+        assert_eq!(deleted, 1);
+    };
+    let off = TestServer::start_with(Options::default().arg("--cache", "off"));
+    off.create_app("hot");
+    let login = cached_session(&off);
+    behind_the_back(&off, &login);
+    assert_ended(&off, &login);
+
+    if store_for_this_test() == Store::Sqlite {
+        let on = TestServer::start();
+        on.create_app("hot");
+        let login = cached_session(&on);
+        behind_the_back(&on, &login);
+        whoami(&on, &session_of(&login)).expect(200);
+    }
 }

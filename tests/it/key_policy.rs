@@ -394,9 +394,11 @@ fn a_machine_idle_for_its_keys_idle_timeout_is_refused_on_its_next_request() {
         whoami(&server, &session).expect(200);
         last_answer = now_millis();
     }
-    let stored: Option<i64> = open_db(&server.db_path())
-        .query_row("SELECT last_seen_at FROM machines", [], |row| row.get(0))
-        .unwrap();
+    let stored = server
+        .db()
+        .row("SELECT last_seen_at FROM machines", &[])
+        .expect("the machine's row")[0]
+        .as_i64();
     assert_eq!(stored, None, "no request wrote anything");
     assert!(
         now_millis() > created + TIMEOUT_MS,
@@ -428,13 +430,7 @@ fn the_sweeper_logs_out_idle_machines_and_spares_active_ones() {
         whoami(&server, &active).expect(200);
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
-    let rows: Vec<String> = open_db(&server.db_path())
-        .prepare("SELECT id FROM machines")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let rows = server.db().strings("SELECT id FROM machines", &[]);
     let active_id = whoami(&server, &active).expect(200)["machine"]["id"].clone();
     assert_eq!(json!(rows), json!([active_id]), "{}", server.log());
     let listed = server.admin().get("/v1/apps/ci/machines").expect(200);

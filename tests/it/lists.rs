@@ -214,29 +214,10 @@ fn pages_hold_100_rows_by_default_and_at_most_1000() {
     let key = server.create_key("fleet", json!({"reusable": true}));
     let key_id = key["id"].as_str().unwrap();
     // More rows than the largest page, written straight into the database.
-    let conn = open_db(&server.db_path());
-    conn.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
-         INSERT INTO apps (id, name, created_at) SELECT printf('bulk-%04d', i), 'Bulk', 0 FROM n",
-        [ROWS],
-    )
-    .unwrap();
-    conn.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
-         INSERT INTO keys (id, app_pk, hash, hint, reusable, ephemeral, created_at)
-         SELECT 'key_bulk' || i, k.app_pk, randomblob(32), 'ena_bulk…', 0, 0, i
-           FROM n, keys k WHERE k.id = ?2",
-        rusqlite::params![ROWS, key_id],
-    )
-    .unwrap();
-    conn.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
-         INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, ephemeral, created_at)
-         SELECT 'mch_bulk' || i, k.pk, k.app_pk, k.id, randomblob(32), 0, i
-           FROM n, keys k WHERE k.id = ?2",
-        rusqlite::params![ROWS, key_id],
-    )
-    .unwrap();
+    let db = server.db();
+    db.insert_apps(ROWS);
+    db.insert_keys(key_id, "bulk", ROWS);
+    db.insert_machines(key_id, "bulk", ROWS, false);
     server.login(key["key"].as_str().unwrap());
     let admin = server.admin();
     for (path, field) in [

@@ -186,12 +186,10 @@ fn sorted_ids(sessions: &[&Session]) -> Vec<String> {
     ids
 }
 
-/// Rows in the `machines` table, read straight from the SQLite file: the only way to tell a
+/// Rows in the `machines` table, read straight from the database: the only way to tell a
 /// machine that has expired (and no longer counts anywhere) from one the sweeper deleted.
 fn machine_rows(server: &TestServer) -> i64 {
-    let conn = rusqlite::Connection::open(server.db_path()).expect("opening the test database");
-    conn.query_row("SELECT count(*) FROM machines", [], |row| row.get(0))
-        .expect("counting machines")
+    server.db().scalar("SELECT count(*) FROM machines", &[])
 }
 
 /// Asserts every field of a Machine returned for a login made in `[before, after]` with `key`.

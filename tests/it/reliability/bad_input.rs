@@ -3,7 +3,6 @@
 //! each request), and the next request on the same keep-alive connection is answered normally.
 //! Secrets sent in the wrong place (query strings) are refused and never echoed or logged.
 
-use super::db;
 use super::raw::{Conn, RawReply};
 use crate::support::*;
 use serde_json::json;
@@ -88,7 +87,7 @@ impl Case {
 
 /// Sends every case on one connection, checking each answer, the database and the connection.
 fn check_all(target: &Target, cases: Vec<Case>) {
-    let path = target.server.db_path();
+    let db = target.server.db();
     let mut conn = Conn::open(&target.server.url);
     let admin = format!("Bearer {ADMIN_TOKEN}");
     for case in cases {
@@ -99,7 +98,7 @@ fn check_all(target: &Target, cases: Vec<Case>) {
             case.headers,
             String::from_utf8_lossy(&case.body)
         );
-        let before = db::dump(&path);
+        let before = db.dump();
         let headers: Vec<(&str, &str)> = case
             .headers
             .iter()
@@ -132,7 +131,7 @@ fn check_all(target: &Target, cases: Vec<Case>) {
                 fail(target, &described, &reply, "the response echoes a secret");
             }
         }
-        let after = db::dump(&path);
+        let after = db.dump();
         if before != after {
             let changed: Vec<_> = after.iter().filter(|row| !before.contains(row)).collect();
             let lost: Vec<_> = before.iter().filter(|row| !after.contains(row)).collect();
@@ -816,7 +815,9 @@ fn secrets_in_paths_never_reach_the_debug_log_however_encoded() {
 fn sql_injection_in_free_text_is_stored_as_plain_text() {
     let server = TestServer::start();
     let schema = |server: &TestServer| {
-        db::dump(&server.db_path())
+        server
+            .db()
+            .dump()
             .into_iter()
             .filter(|row| row.starts_with("table") || row.starts_with("index"))
             .collect::<Vec<_>>()
@@ -845,12 +846,12 @@ fn sql_injection_in_free_text_is_stored_as_plain_text() {
             .expect(200);
         assert_eq!(listed["machines"][0]["name"], *text);
     }
-    let path = server.db_path();
+    let db = server.db();
     assert_eq!(schema(&server), tables_before);
     let n = INJECTIONS.len() as i64;
     for table in ["apps", "keys", "machines"] {
         assert_eq!(
-            db::scalar(&path, &format!("SELECT count(*) FROM {table}"), []),
+            db.scalar(&format!("SELECT count(*) FROM {table}"), &[]),
             n,
             "{table}"
         );
@@ -859,6 +860,6 @@ fn sql_injection_in_free_text_is_stored_as_plain_text() {
         let stored = "SELECT count(*) FROM apps a JOIN keys k ON k.app_pk = a.pk
                         JOIN machines m ON m.key_pk = k.pk
                        WHERE a.name = ?1 AND k.description = ?1 AND m.name = ?1";
-        assert_eq!(db::scalar(&path, stored, [text]), 1, "{text}");
+        assert_eq!(db.scalar(stored, &[text]), 1, "{text}");
     }
 }

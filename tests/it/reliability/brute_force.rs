@@ -4,7 +4,6 @@
 //! to the refill rate, and leaves other addresses alone. A second client is a second loopback
 //! address (127.0.0.2), which the server sees as another client.
 
-use super::db;
 use super::races::{concurrent_logins, tally, winners_and_losers};
 use super::raw::{Conn, RawReply};
 use crate::support::*;
@@ -169,12 +168,9 @@ fn a_throttled_client_cannot_consume_a_key() {
     // The right key from the throttled address is refused too, before it is looked at.
     retry_after(&login(&mut guesser, single_use_key));
     let uses = "SELECT uses FROM keys WHERE id = ?1";
-    let path = server.db_path();
-    assert_eq!(
-        db::scalar(&path, uses, [single_use["id"].as_str().unwrap()]),
-        0
-    );
-    assert_eq!(db::scalar(&path, "SELECT count(*) FROM machines", []), 0);
+    let db = server.db();
+    assert_eq!(db.scalar(uses, &[single_use["id"].as_str().unwrap()]), 0);
+    assert_eq!(db.scalar("SELECT count(*) FROM machines", &[]), 0);
 
     // From another address the key is still good.
     let mut other = Conn::open_from(&server.url, OTHER_CLIENT);

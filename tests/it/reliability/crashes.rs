@@ -1,10 +1,9 @@
 //! `kill -9` at random moments during a stream of app and key creations, logins and
 //! revocations (by an admin, or by value as a leak report), many rounds on one database. After each restart every acknowledged write (a
-//! response was received) must be there, `PRAGMA integrity_check` must say `ok`, no key
+//! response was received) must be there, the store's integrity check must say `ok`, no key
 //! may be half-revoked (revoked, with machines left), and every change has exactly its audit
 //! events (written in its transaction: both or neither, whenever the kill lands).
 
-use super::db;
 use super::raw::Conn;
 use crate::support::*;
 use serde_json::{Value, json};
@@ -224,18 +223,18 @@ fn write_until_refused(url: &str, mut ledger: Ledger, mut rng: Rng, round: usize
     unreachable!("the loop ends when the server is killed")
 }
 
-/// After a restart: the file is sound, nothing is half-revoked, and every acknowledged write
+/// After a restart: the database is sound, nothing is half-revoked, and every acknowledged write
 /// is there. The write in doubt is settled from what the server now says.
 fn check(server: &TestServer, ledger: &mut Ledger, round: usize) {
-    let path = server.db_path();
+    let db = server.db();
     let context = format!("round {round} (seed {SEED:#x})");
-    assert_eq!(db::integrity_check(&path), "ok", "{context}");
+    assert_eq!(db.integrity_check(), "ok", "{context}");
     assert_eq!(
-        db::half_revoked_machines(&path),
+        db.half_revoked_machines(),
         0,
         "{context}: a half-revoked key"
     );
-    assert_changes_match_their_events(&path, &context);
+    assert_changes_match_their_events(&db, &context);
 
     let mut conn = Conn::open(&server.url);
     let admin = format!("Bearer {ADMIN_TOKEN}");
@@ -305,16 +304,15 @@ fn check(server: &TestServer, ledger: &mut Ledger, round: usize) {
     }
 }
 
-/// Each kind of change in the file equals the events recorded for it: apps and keys created,
+/// Each kind of change in the database equals the events recorded for it: apps and keys created,
 /// keys revoked, logins (each key's `uses`), and machines logged out by revocation (the logins
 /// whose machine is gone: nothing else deletes machines here, the sweeper is idle).
-fn assert_changes_match_their_events(path: &std::path::Path, context: &str) {
-    let count = |sql: &str| db::scalar(path, sql, []);
+fn assert_changes_match_their_events(db: &Db, context: &str) {
+    let count = |sql: &str| db.scalar(sql, &[]);
     let events = |action: &str| {
-        db::scalar(
-            path,
+        db.scalar(
             "SELECT count(*) FROM audit_events WHERE action = ?1",
-            [action],
+            &[action],
         )
     };
     let logins = count("SELECT coalesce(sum(uses), 0) FROM keys");

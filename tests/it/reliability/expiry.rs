@@ -2,7 +2,6 @@
 //! with the sweeper effectively off and across a restart; the sweeper survives a failed sweep
 //! (a database locked by another process) and is joined on shutdown.
 
-use super::db;
 use crate::support::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -103,7 +102,7 @@ fn an_ephemeral_machine_works_until_its_ttl_and_a_restart_keeps_its_expiry() {
     // and counts, and stays refused after another restart.
     let sql = "SELECT count(*) FROM machines WHERE id = ?1";
     assert_eq!(
-        db::scalar(&server.db_path(), sql, [machine["id"].as_str().unwrap()]),
+        server.db().scalar(sql, &[machine["id"].as_str().unwrap()]),
         1
     );
     let listed = server
@@ -136,10 +135,9 @@ fn the_sweeper_keeps_going_after_a_failed_sweep() {
     let login = server.login(key["key"].as_str().unwrap());
     let machine_id = login["machine"]["id"].as_str().unwrap().to_string();
     let rows = |server: &TestServer| {
-        db::scalar(
-            &server.db_path(),
+        server.db().scalar(
             "SELECT count(*) FROM machines WHERE id = ?1",
-            [&machine_id],
+            &[&machine_id],
         )
     };
 
@@ -200,7 +198,7 @@ fn shutdown_stops_the_sweeper_at_once_and_joins_it_after_a_last_sweep() {
     let machine_id = login["machine"]["id"].as_str().unwrap();
     let seen = "SELECT count(*) FROM machines WHERE id = ?1 AND last_seen_at IS NOT NULL";
     // whoami's stamp waits in memory for the sweeper, which would not run for a day.
-    assert_eq!(db::scalar(&server.db_path(), seen, [machine_id]), 0);
+    assert_eq!(server.db().scalar(seen, &[machine_id]), 0);
 
     let started = Instant::now();
     let status = server.terminate();
@@ -213,7 +211,7 @@ fn shutdown_stops_the_sweeper_at_once_and_joins_it_after_a_last_sweep() {
     // The stamp was written before the process exited: the sweeper was woken, ran its last
     // sweep and was joined rather than killed with the process.
     assert_eq!(
-        db::scalar(&server.db_path(), seen, [machine_id]),
+        server.db().scalar(seen, &[machine_id]),
         1,
         "{}",
         server.log()

@@ -1,7 +1,6 @@
 //! Races: concurrent logins with one key, and revocation while clients keep verifying. Every
 //! request is real HTTP on its own connection; the outcome is checked in SQLite too.
 
-use super::db;
 use crate::support::*;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -17,11 +16,20 @@ pub(super) fn concurrent_logins(
     auth_key: &str,
     n: usize,
 ) -> Vec<(u16, Value)> {
+    concurrent_logins_across(&[server], auth_key, n)
+}
+
+/// `concurrent_logins` spread over `servers` (nodes sharing one database), in turn.
+pub(crate) fn concurrent_logins_across(
+    servers: &[&TestServer],
+    auth_key: &str,
+    n: usize,
+) -> Vec<(u16, Value)> {
     let barrier = Barrier::new(n);
     thread::scope(|scope| {
         let logins: Vec<_> = (0..n)
             .map(|i| {
-                let (barrier, api) = (&barrier, server.anonymous());
+                let (barrier, api) = (&barrier, servers[i % servers.len()].anonymous());
                 let body = json!({"auth_key": auth_key, "machine": format!("racer-{i}")});
                 scope.spawn(move || {
                     barrier.wait();
@@ -38,7 +46,7 @@ pub(super) fn concurrent_logins(
 }
 
 /// The successful logins' bodies, and how many logins lost to `auth_key_used`.
-pub(super) fn winners_and_losers(results: &[(u16, Value)]) -> (Vec<&Value>, usize) {
+pub(crate) fn winners_and_losers(results: &[(u16, Value)]) -> (Vec<&Value>, usize) {
     let winners = results
         .iter()
         .filter(|(status, _)| *status == 201)
@@ -52,7 +60,7 @@ pub(super) fn winners_and_losers(results: &[(u16, Value)]) -> (Vec<&Value>, usiz
 }
 
 /// How many answers of each status and error code, for failure messages.
-pub(super) fn tally(results: &[(u16, Value)]) -> std::collections::BTreeMap<String, usize> {
+pub(crate) fn tally(results: &[(u16, Value)]) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
     for (status, body) in results {
         let code = body["error"]["code"].as_str().unwrap_or("");
@@ -93,25 +101,14 @@ fn a_single_use_key_has_exactly_one_winner_among_100_concurrent_logins_20_times(
         );
         let key_id = created["id"].as_str().unwrap();
         let sql = "SELECT count(*) FROM machines m JOIN keys k ON k.pk = m.key_pk WHERE k.id = ?1";
-        assert_eq!(
-            db::scalar(&server.db_path(), sql, [key_id]),
-            1,
-            "round {round}"
-        );
+        assert_eq!(server.db().scalar(sql, &[key_id]), 1, "round {round}");
         let uses = "SELECT uses FROM keys WHERE id = ?1";
-        assert_eq!(
-            db::scalar(&server.db_path(), uses, [key_id]),
-            1,
-            "round {round}"
-        );
+        assert_eq!(server.db().scalar(uses, &[key_id]), 1, "round {round}");
         let winner = winners[0]["machine"]["id"].as_str().unwrap();
         let sql = "SELECT count(*) FROM machines WHERE id = ?1";
-        assert_eq!(db::scalar(&server.db_path(), sql, [winner]), 1);
+        assert_eq!(server.db().scalar(sql, &[winner]), 1);
     }
-    assert_eq!(
-        db::scalar(&server.db_path(), "SELECT count(*) FROM machines", []),
-        20
-    );
+    assert_eq!(server.db().scalar("SELECT count(*) FROM machines", &[]), 20);
     assert_no_storage_errors(&server);
 }
 
@@ -140,12 +137,12 @@ fn a_key_of_n_uses_has_exactly_n_winners_among_more_concurrent_logins_20_times()
                 tally(&results)
             );
             let key_id = created["id"].as_str().unwrap();
-            let path = server.db_path();
+            let db = server.db();
             let sql =
                 "SELECT count(*) FROM machines m JOIN keys k ON k.pk = m.key_pk WHERE k.id = ?1";
-            assert_eq!(db::scalar(&path, sql, [key_id]), uses, "round {round}");
+            assert_eq!(db.scalar(sql, &[key_id]), uses, "round {round}");
             let stored = "SELECT uses FROM keys WHERE id = ?1";
-            assert_eq!(db::scalar(&path, stored, [key_id]), uses, "round {round}");
+            assert_eq!(db.scalar(stored, &[key_id]), uses, "round {round}");
             let key = server
                 .admin()
                 .get(&format!("/v1/apps/{app}/keys/{key_id}"))
@@ -164,7 +161,7 @@ fn a_key_of_n_uses_has_exactly_n_winners_among_more_concurrent_logins_20_times()
         }
     }
     assert_eq!(
-        db::scalar(&server.db_path(), "SELECT count(*) FROM machines", []),
+        server.db().scalar("SELECT count(*) FROM machines", &[]),
         machines
     );
     assert_no_storage_errors(&server);
@@ -193,11 +190,11 @@ fn a_reusable_key_logs_in_200_concurrent_machines_as_200_distinct_sessions() {
     assert_eq!((tokens.len(), machines.len()), (200, 200));
 
     let key_id = created["id"].as_str().unwrap();
-    let path = server.db_path();
+    let db = server.db();
     let sql = "SELECT count(*) FROM machines m JOIN keys k ON k.pk = m.key_pk WHERE k.id = ?1";
-    assert_eq!(db::scalar(&path, sql, [key_id]), 200);
+    assert_eq!(db.scalar(sql, &[key_id]), 200);
     assert_eq!(
-        db::scalar(&path, "SELECT uses FROM keys WHERE id = ?1", [key_id]),
+        db.scalar("SELECT uses FROM keys WHERE id = ?1", &[key_id]),
         200
     );
     // Each session is its own machine.
@@ -364,7 +361,7 @@ fn revoking_while_8_clients_verify_stops_everything_that_starts_after_it_returns
         after >= CLIENTS * ROUNDS_AFTER * 2,
         "too few requests after the revocation"
     );
-    assert_eq!(db::half_revoked_machines(&server.db_path()), 0);
+    assert_eq!(server.db().half_revoked_machines(), 0);
     assert_no_storage_errors(&server);
 }
 

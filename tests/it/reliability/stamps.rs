@@ -6,9 +6,7 @@
 //! seen, must still have no `last_seen_at` after the flush, and its own stamps must still be
 //! written. Keys are never deleted, so their pks are never reused: checked too.
 
-use super::db;
 use crate::support::*;
-use rusqlite::OptionalExtension;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -34,20 +32,15 @@ struct Row {
 
 fn machine_row(server: &TestServer, login: &Value) -> Option<Row> {
     let id = login["machine"]["id"].as_str().expect("machine id");
-    db::open_read_only(&server.db_path())
-        .query_row(
-            "SELECT pk, created_at, last_seen_at FROM machines WHERE id = ?1",
-            [id],
-            |row| {
-                Ok(Row {
-                    pk: row.get(0)?,
-                    created_at: row.get(1)?,
-                    last_seen_at: row.get(2)?,
-                })
-            },
-        )
-        .optional()
-        .expect("reading a machine row")
+    let row = server.db().row(
+        "SELECT pk, created_at, last_seen_at FROM machines WHERE id = ?1",
+        &[id],
+    )?;
+    Some(Row {
+        pk: row[0].as_i64().expect("pk"),
+        created_at: row[1].as_i64().expect("created_at"),
+        last_seen_at: row[2].as_i64(),
+    })
 }
 
 fn existing_row(server: &TestServer, login: &Value) -> Row {
@@ -286,15 +279,18 @@ fn key_rows_outlive_revocation_and_app_deletion_so_key_stamps_stay_with_their_ke
     let server = start(Options::default());
     let key_row = |key: &Value| {
         let id = key["id"].as_str().expect("key id");
-        db::open_read_only(&server.db_path())
-            .query_row(
+        let row = server
+            .db()
+            .row(
                 "SELECT pk, last_used_at, revoked_at FROM keys WHERE id = ?1",
-                [id],
-                |row| Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?)),
+                &[id],
             )
-            .optional()
-            .expect("reading a key row")
-            .unwrap_or_else(|| panic!("key {id} has no row"))
+            .unwrap_or_else(|| panic!("key {id} has no row"));
+        (
+            row[0].as_i64().expect("pk"),
+            row[1].as_i64(),
+            row[2].as_i64(),
+        )
     };
     server.create_app("gone");
     let revoked = server.create_key("gone", json!({}));

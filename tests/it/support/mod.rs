@@ -1,15 +1,17 @@
 //! Test harness: runs the real `authkeys` binary on `127.0.0.1:0` with a real SQLite file in a
-//! temporary directory, reads its ready line (the bound socket is the readiness signal, no
+//! temporary directory (or its own PostgreSQL database: `store`), reads its ready line (the bound socket is the readiness signal, no
 //! sleeps), and talks HTTP to it. Every failed expectation prints the request, the response
 //! and the server's log. One file per concern: `server` (the process and how it is started),
 //! `process` (children killed and reaped however a test ends), `http` (the client and its
-//! replies), `db` (inspecting the database file); waits are all `eventually`.
+//! replies), `db` (inspecting what the server stored, in either store), `store` (which store, and
+//! the PostgreSQL databases); waits are all `eventually`.
 
 mod db;
 mod http;
 mod process;
 mod receiver;
 mod server;
+pub mod store;
 
 pub use db::*;
 pub use http::*;

@@ -2,12 +2,13 @@
 //! database, the test admin token, restarts on the same file) on top of `ServerProcess` (any
 //! `authkeys serve` command line, its ready line and every later stdout line, signals, exit).
 
-use super::{ADMIN_TOKEN, Api, BIN, Reaped, eventually};
+use super::store::{PgDatabase, Store, store_for_this_test};
+use super::{ADMIN_TOKEN, Api, BIN, Db, Reaped, eventually};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -25,6 +26,8 @@ pub struct Options {
     pub memory: bool,
     /// Run the server with at most this many open file descriptors (`ulimit -n`).
     pub fd_limit: Option<u32>,
+    /// Use this PostgreSQL database (shared with other nodes) whatever the suite's store.
+    pub database: Option<Arc<PgDatabase>>,
 }
 
 impl Options {
@@ -48,6 +51,9 @@ pub struct TestServer {
     pub ready_line: Value,
     options: Options,
     process: Option<ServerProcess>,
+    /// The PostgreSQL database, if the server uses one; after `process`, so that it is dropped
+    /// once the server is gone.
+    database: Option<Arc<PgDatabase>>,
     log_path: PathBuf,
     starts: usize,
 }
@@ -59,6 +65,11 @@ impl TestServer {
 
     pub fn start_with(options: Options) -> TestServer {
         let dir = tempfile::tempdir().expect("creating a temp dir");
+        let database = match (&options.database, options.memory) {
+            (Some(database), _) => Some(database.clone()),
+            (None, false) if store_for_this_test() == Store::Postgres => Some(PgDatabase::create()),
+            _ => None,
+        };
         let mut server = TestServer {
             log_path: dir.path().join("server-0.log"),
             dir,
@@ -67,25 +78,53 @@ impl TestServer {
             ready_line: Value::Null,
             options,
             process: None,
+            database,
             starts: 0,
         };
         server.spawn();
         server
     }
 
+    /// The SQLite file. A test that reads it is about SQLite: on PostgreSQL it must read through
+    /// `db()` instead, or be listed in tests/it/sqlite-only.txt.
+    #[track_caller]
     pub fn db_path(&self) -> PathBuf {
+        if let Some(database) = &self.database {
+            panic!(
+                "this test reads the SQLite file, but the server uses PostgreSQL database {}: read \
+                 through TestServer::db(), or list the test in tests/it/sqlite-only.txt",
+                database.name
+            );
+        }
+        self.sqlite_path()
+    }
+
+    fn sqlite_path(&self) -> PathBuf {
         self.dir.path().join("authkeys.db")
+    }
+
+    /// What the server stored, whichever the store.
+    pub fn db(&self) -> Db {
+        match &self.database {
+            Some(database) => Db::Postgres(database.clone()),
+            None => Db::Sqlite(self.db_path()),
+        }
+    }
+
+    /// What `--db` is given: `:memory:`, the SQLite file or the PostgreSQL URL.
+    pub fn db_arg(&self) -> std::ffi::OsString {
+        match (&self.database, self.options.memory) {
+            (Some(database), _) => database.url.clone().into(),
+            (None, true) => ":memory:".into(),
+            (None, false) => self.sqlite_path().into(),
+        }
     }
 
     /// The command line this harness runs, for tests that need to run it themselves.
     pub fn command(&self) -> Command {
         let mut command = Command::new(BIN);
         command.arg("serve").arg("--listen").arg("127.0.0.1:0");
-        if self.options.memory {
-            command.arg("--db").arg(":memory:");
-        } else {
-            command.arg("--db").arg(self.db_path());
-        }
+        command.arg("--db").arg(self.db_arg());
         command.args(&self.options.args);
         command.env_remove("AUTHKEYS_ADMIN_TOKEN");
         if !self.options.generated_admin_token {
