@@ -41,4 +41,4 @@ pub use runtime::config::Config;
 pub use runtime::server::Server;
 /// Webhook delivery settings (`Config::webhooks`).
 pub use runtime::webhooks;
-pub use store::Database;
+pub use store::{Database, PgUrl};

@@ -126,9 +126,15 @@ pub struct BackupArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// SQLite database file, or `:memory:` for a throwaway instance.
+    /// SQLite database file, `:memory:` for a throwaway instance, or a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/name`) for several nodes on one database.
     #[arg(long, env = "AUTHKEYS_DB", default_value = config::DEFAULT_DB)]
     pub db: String,
+    /// PostgreSQL only: read connections per node, at most (plus one for writes).
+    #[arg(long, env = "AUTHKEYS_PG_POOL_SIZE", value_name = "N",
+          default_value_t = config::DEFAULT_PG_POOL_SIZE as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub pg_pool_size: u64,
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "AUTHKEYS_LISTEN", default_value = config::DEFAULT_LISTEN)]
     pub listen: String,

@@ -105,8 +105,12 @@ fn run_command(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve(args) => {
             // Only the server logs. Client commands stay quiet: an HTTP library's trace output
-            // would include the Authorization header.
+            // would include the Authorization header. The PostgreSQL client logs every
+            // statement's parameters at debug (a token or an id pasted into a path among them):
+            // it is held to info whatever RUST_LOG says.
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                .filter_module("tokio_postgres", log::LevelFilter::Info)
+                .filter_module("postgres", log::LevelFilter::Info)
                 .init();
             serve::serve(args)
         }
@@ -169,10 +173,20 @@ fn man(out_dir: Option<&std::path::Path>) -> Result<(), CliError> {
 
 /// `authkeys backup --db PATH OUT`
 fn backup(args: &args::BackupArgs) -> Result<(), CliError> {
-    let Database::File(source) = Database::from_arg(&args.db) else {
-        return Err(CliError::Message(
-            "a :memory: database lives inside its server process and cannot be backed up".into(),
-        ));
+    let source = match Database::from_arg(&args.db) {
+        Database::File(source) => source,
+        Database::Memory => {
+            return Err(CliError::Message(
+                "a :memory: database lives inside its server process and cannot be backed up"
+                    .into(),
+            ));
+        }
+        Database::Postgres(_) => {
+            return Err(CliError::Message(
+                "authkeys backup copies a SQLite file; back a PostgreSQL database up with pg_dump"
+                    .into(),
+            ));
+        }
     };
     let done = ops::backup(&source, &args.out).map_err(CliError::from)?;
     say!(

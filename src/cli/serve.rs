@@ -83,6 +83,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         busy_timeout: args
             .sqlite_busy_timeout_ms
             .map_or(config::DEFAULT_BUSY_TIMEOUT, Duration::from_millis),
+        pg_pool_size: usize::try_from(args.pg_pool_size).unwrap_or(usize::MAX),
         revocation_api_token: args.revocation_api_token.clone().map(Secret::new),
         github_secret_scanning_keys,
         audit_retention: Duration::from_secs(args.audit_retention),

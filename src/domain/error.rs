@@ -42,6 +42,9 @@ pub(crate) enum Error {
     WebhookNotFound,
     /// The database failed; the detail was logged where it happened.
     Storage,
+    /// The database cannot be reached (PostgreSQL went away); the detail was logged where it
+    /// happened. Nothing was done, or, for a write whose commit was cut off, it is unknown.
+    Unavailable,
 }
 
 impl fmt::Display for Error {
@@ -71,6 +74,7 @@ impl fmt::Display for Error {
             }
             Error::WebhookNotFound => f.write_str("no such webhook"),
             Error::Storage => f.write_str("internal error"),
+            Error::Unavailable => f.write_str("the database is unavailable; try again later"),
         }
     }
 }

@@ -75,6 +75,7 @@ impl ApiError {
                 Error::AdminTokenNotFound => (404, "admin_token_not_found"),
                 Error::WebhookNotFound => (404, "webhook_not_found"),
                 Error::Storage => (500, "internal"),
+                Error::Unavailable => (503, "database_unavailable"),
             },
             ApiError::RouteNotFound => (404, "not_found"),
             ApiError::MethodNotAllowed { .. } => (405, "method_not_allowed"),

@@ -78,7 +78,8 @@ fn refuses_credential(err: &Error) -> bool {
         | Error::InvalidField { .. }
         | Error::AdminTokenNotFound
         | Error::WebhookNotFound
-        | Error::Storage => false,
+        | Error::Storage
+        | Error::Unavailable => false,
         // A valid credential without the scope: not a guess either.
         Error::Forbidden(_) | Error::PolicyViolation(_) => false,
     }

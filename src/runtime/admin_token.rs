@@ -125,10 +125,18 @@ fn announce_stored(store: &Store, file: &Path, shadowed: bool) -> Result<(), Sta
 /// Replaces the stored admin token with a new one, written to `<db>.admin-token`. A running
 /// server keeps the token it started with until it is restarted.
 pub(crate) fn rotate(database: &Database) -> Result<PathBuf, StartError> {
-    let Database::File(path) = database else {
-        return Err(StartError::new(
-            "a :memory: database's admin token lives only as long as its server",
-        ));
+    let path = match database {
+        Database::File(path) => path,
+        Database::Memory => {
+            return Err(StartError::new(
+                "a :memory: database's admin token lives only as long as its server",
+            ));
+        }
+        Database::Postgres(_) => {
+            return Err(StartError::new(
+                "with PostgreSQL, set AUTHKEYS_ADMIN_TOKEN on every node instead:                  rotate-admin-token writes the token to a file beside a SQLite database",
+            ));
+        }
     };
     if !path.exists() {
         return Err(StartError::new(format!(

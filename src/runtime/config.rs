@@ -34,6 +34,8 @@ pub struct Config {
     pub http: http::Settings,
     /// How long a statement waits for another process's SQLite lock before failing.
     pub busy_timeout: Duration,
+    /// PostgreSQL: read connections per node, at most (`--pg-pool-size`).
+    pub pg_pool_size: usize,
     /// GitLab's Token Revocation API token (`--revocation-api-token`); its routes are absent
     /// without it.
     pub revocation_api_token: Option<Secret>,
@@ -64,6 +66,8 @@ pub const DEFAULT_WORKERS: usize = 8;
 pub const DEFAULT_AUDIT_RETENTION_SECS: u64 = 90 * 24 * 3600;
 /// How long a statement waits for another process's lock on the database file.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = store::BUSY_TIMEOUT;
+/// Read connections per node on PostgreSQL (`--pg-pool-size`): one per worker thread.
+pub const DEFAULT_PG_POOL_SIZE: usize = store::DEFAULT_PG_POOL_SIZE;
 
 impl Default for Config {
     fn default() -> Config {
@@ -78,6 +82,7 @@ impl Default for Config {
             login_failures: ThrottleLimits::default(),
             http: http::Settings::default(),
             busy_timeout: store::BUSY_TIMEOUT,
+            pg_pool_size: DEFAULT_PG_POOL_SIZE,
             revocation_api_token: None,
             github_secret_scanning_keys: None,
             audit_retention: Duration::from_secs(DEFAULT_AUDIT_RETENTION_SECS),
@@ -123,6 +128,12 @@ mod tests {
                 "docs/configuration.md: {flag} is not documented as {default}: {row:?}"
             );
         }
+        let pool = format!("| `{}` |", config.pg_pool_size);
+        assert!(
+            docs.lines()
+                .any(|line| line.starts_with("| `--pg-pool-size N` |") && line.contains(&pool)),
+            "docs/configuration.md: --pg-pool-size is not documented as {pool}"
+        );
         // Not a flag anyone sets: the wait the store's comment describes.
         assert_eq!(config.busy_timeout, Duration::from_secs(5));
     }

@@ -15,7 +15,7 @@ use crate::runtime::admin_token;
 use crate::runtime::config::Config;
 use crate::runtime::sweeper::Sweeper;
 use crate::runtime::webhooks::Deliverer;
-use crate::store::{Database, Store};
+use crate::store::{self, Database, Store};
 use std::sync::Arc;
 
 /// A running authkeys server. Dropping it shuts it down: in-flight requests are answered, the
@@ -36,7 +36,11 @@ impl Server {
         admin_token::check_configured(config.admin_token.as_ref())?;
         let revocation_api_token = config.revocation_api_token.as_ref();
         admin_token::check_length("AUTHKEYS_REVOCATION_API_TOKEN", revocation_api_token)?;
-        let store = Arc::new(Store::open_with(&config.database, config.busy_timeout)?);
+        let options = store::Options {
+            busy_timeout: config.busy_timeout,
+            pg_pool_size: config.pg_pool_size,
+        };
+        let store = Arc::new(Store::open_with(&config.database, options)?);
         let admin = admin_token::resolve(&store, &config.database, config.admin_token.as_ref())?;
         let stamps = Arc::new(UsageStamps::default());
         let cache = Arc::new(HotCache::default());
@@ -122,11 +126,12 @@ impl Server {
     }
 
     /// The single JSON line printed on stdout when ready. The admin token is included only when
-    /// it was generated for a `:memory:` database, where it exists nowhere else; a configured
-    /// token is never echoed.
+    /// it was generated for a `:memory:` or PostgreSQL database, where it exists nowhere else
+    /// (no file beside a database file; on PostgreSQL only the node that generated it prints
+    /// it, once); a configured token is never echoed.
     pub fn ready_line(&self, database: &Database) -> String {
         let mut line = serde_json::json!({"url": self.url});
-        if let (Database::Memory, true, Some(token)) =
+        if let (Database::Memory | Database::Postgres(_), true, Some(token)) =
             (database, self.token_generated, &self.admin_token)
         {
             line["admin_token"] = token.expose().into();

@@ -2,16 +2,14 @@
 //! (a read: no write on the request path), and the batched `last_used_at` stamps.
 
 use super::read::Reader;
-use super::storage;
-use super::write::Writer;
+use super::sql::{Row, SqlResult, args};
+use super::write::{Writer, stamp_sql};
 use crate::cache::usage::Stamp;
 use crate::domain::access::{AdminToken, Grant, KeyLimits, NewAdminToken, Scope};
 use crate::domain::error::Result;
 use crate::domain::model::Timestamp;
 use crate::domain::page::{Page, PageRequest, Position};
 use crate::domain::token::TokenHash;
-use rusqlite::types::Type;
-use rusqlite::{OptionalExtension, Row, params};
 
 const TOKEN_COLUMNS: &str = "pk, id, name, scopes, apps, hint, created_at, expires_at, \
                              last_used_at, revoked_at, max_key_lifetime, allowed_tags, \
@@ -28,12 +26,12 @@ impl Writer<'_> {
     ) -> Result<AdminToken> {
         let expires_at = new.expires_in_secs.map(|secs| now.plus_secs(secs));
         let scopes: Vec<&str> = new.scopes.iter().map(|scope| scope.as_str()).collect();
-        self.execute(
+        let pk = self.insert(
             "INSERT INTO admin_tokens (id, hash, hint, name, scopes, apps, created_at,
                                        expires_at, max_key_lifetime, allowed_tags,
                                        ephemeral_only)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING pk",
+            args![
                 id,
                 hash.as_bytes(),
                 hint,
@@ -48,7 +46,7 @@ impl Writer<'_> {
             ],
         )?;
         Ok(AdminToken {
-            pk: self.conn().last_insert_rowid(),
+            pk,
             id,
             name: new.name.clone(),
             scopes: new.scopes.clone(),
@@ -70,41 +68,36 @@ impl Writer<'_> {
         id: &str,
         now: Timestamp,
     ) -> Result<Option<AdminToken>> {
-        self.conn()
-            .prepare_cached(&format!(
+        self.optional(
+            &format!(
                 "UPDATE admin_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL
                  RETURNING {TOKEN_COLUMNS}"
-            ))
-            .and_then(|mut stmt| {
-                stmt.query_row(params![id, now.0], |row| Ok(token_from_row(row)?.0))
-                    .optional()
-            })
-            .map_err(storage)
+            ),
+            args![id, now.0],
+            |row| Ok(token_from_row(row)?.0),
+        )
     }
 
     /// Moves `last_used_at` forward for each stamp whose row still holds its hash.
     pub(crate) fn stamp_admin_tokens_used(&self, stamps: &[Stamp]) -> Result<usize> {
-        stamps.iter().try_fold(0, |stamped, stamp| {
-            let changed = self.execute(
-                "UPDATE admin_tokens SET last_used_at = max(coalesce(last_used_at, 0), ?2)
-                  WHERE pk = ?1 AND hash = ?3",
-                params![stamp.pk, stamp.at.0, stamp.hash.as_bytes()],
-            )?;
-            Ok(stamped + changed)
-        })
+        let sql = stamp_sql(
+            self.conn().dialect(),
+            "admin_tokens",
+            "last_used_at",
+            "hash",
+        );
+        self.stamp_rows(&sql, stamps)
     }
 }
 
 impl Reader<'_> {
     /// What the token with this hash may do, if it exists, is unrevoked and unexpired at `now`.
     pub(crate) fn admin_grant(&self, hash: &TokenHash, now: Timestamp) -> Result<Option<Grant>> {
-        let token = self
-            .conn()
-            .prepare_cached(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE hash = ?1"
-            ))
-            .and_then(|mut stmt| stmt.query_row([hash.as_bytes()], token_from_row).optional())
-            .map_err(storage)?;
+        let token = self.optional(
+            &format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE hash = ?1"),
+            args![hash.as_bytes()],
+            token_from_row,
+        )?;
         Ok(token.and_then(|(token, hash)| {
             let live = token.revoked_at.is_none() && token.expires_at.is_none_or(|at| at > now);
             live.then_some(Grant {
@@ -132,7 +125,7 @@ impl Reader<'_> {
             &format!(
                 "SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE pk < ?1 ORDER BY pk DESC LIMIT ?2"
             ),
-            params![before.unwrap_or(i64::MAX), page.fetch()],
+            args![before.unwrap_or(i64::MAX), page.fetch()],
             |row| Ok(token_from_row(row)?.0),
         )?;
         Ok(Page::from_rows(rows, page, |token| Position::AdminToken {
@@ -146,16 +139,13 @@ fn json_text<T: serde::Serialize>(value: T) -> String {
 }
 
 /// A JSON array of strings stored in column `index`.
-fn strings(row: &Row, index: usize) -> rusqlite::Result<Option<Vec<String>>> {
+fn strings(row: &Row, index: usize) -> SqlResult<Option<Vec<String>>> {
     let text: Option<String> = row.get(index)?;
-    text.map(|text| {
-        serde_json::from_str(&text)
-            .map_err(|err| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, err.into()))
-    })
-    .transpose()
+    text.map(|text| serde_json::from_str(&text).map_err(|err| Row::bad_column(index, err)))
+        .transpose()
 }
 
-fn token_from_row(row: &Row) -> rusqlite::Result<(AdminToken, TokenHash)> {
+fn token_from_row(row: &Row) -> SqlResult<(AdminToken, TokenHash)> {
     let scopes = strings(row, 3)?
         .unwrap_or_default()
         .iter()
@@ -170,10 +160,10 @@ fn token_from_row(row: &Row) -> rusqlite::Result<(AdminToken, TokenHash)> {
         apps: strings(row, 4)?,
         hint: row.get(5)?,
         created_at: Timestamp(row.get(6)?),
-        expires_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
-        last_used_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
-        revoked_at: row.get::<_, Option<i64>>(9)?.map(Timestamp),
-        max_key_lifetime: row.get::<_, Option<i64>>(10)?.map(|secs| secs as u64),
+        expires_at: row.get::<Option<i64>>(7)?.map(Timestamp),
+        last_used_at: row.get::<Option<i64>>(8)?.map(Timestamp),
+        revoked_at: row.get::<Option<i64>>(9)?.map(Timestamp),
+        max_key_lifetime: row.get::<Option<i64>>(10)?.map(|secs| secs as u64),
         allowed_tags: strings(row, 11)?,
         ephemeral_only: row.get(12)?,
     };

@@ -3,13 +3,12 @@
 //! `key.expiring` notices.
 
 use super::read::Reader;
-use super::storage;
+use super::sql::{Conn, Row, SqlResult, args};
 use super::write::Writer;
 use crate::domain::audit::{Action, Actor, Event, EventFilter, Named, NewEvent};
 use crate::domain::error::Result;
 use crate::domain::model::Timestamp;
 use crate::domain::page::{Page, PageRequest, Position};
-use rusqlite::{Connection, Row, params};
 
 /// How far ahead of its expiry a key is announced (`key.expiring`): seven days.
 pub(crate) const KEY_EXPIRING_AHEAD_SECS: u64 = 7 * 24 * 3600;
@@ -44,11 +43,11 @@ fn events_page_sql(filter: &EventFilter) -> String {
 /// Starts the `key.expiring` window at `now + 7 days` for a database that has none (a new or
 /// upgraded one): keys already inside it were created inside it, or existed before this
 /// version, and are not announced.
-pub(super) fn start_key_expiring_horizon(conn: &Connection) -> rusqlite::Result<()> {
+pub(super) fn start_key_expiring_horizon(conn: Conn) -> SqlResult<()> {
     let horizon = Timestamp::now().plus_secs(KEY_EXPIRING_AHEAD_SECS);
     conn.execute(
-        "INSERT OR IGNORE INTO settings (name, value) VALUES (?1, ?2)",
-        params![KEY_EXPIRING_HORIZON, horizon.0.to_be_bytes()],
+        "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+        args![KEY_EXPIRING_HORIZON, horizon.0.to_be_bytes()],
     )
     .map(drop)
 }
@@ -61,11 +60,11 @@ impl Writer<'_> {
             id,
             client_addr,
         } = event.actor;
-        self.execute(
+        self.insert(
             "INSERT INTO audit_events (at, action, actor_type, actor_id, app, target_type,
                                        target_id, client_addr, details)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
+            args![
                 event.at.0,
                 event.action.as_str(),
                 kind.as_str(),
@@ -76,8 +75,7 @@ impl Writer<'_> {
                 client_addr,
                 event.details.to_string()
             ],
-        )?;
-        Ok(self.conn().last_insert_rowid())
+        )
     }
 
     /// Deletes up to `limit` of the oldest events recorded before `cutoff`; returns how many.
@@ -87,7 +85,7 @@ impl Writer<'_> {
         self.execute(
             "DELETE FROM audit_events
               WHERE seq IN (SELECT seq FROM audit_events ORDER BY seq LIMIT ?2) AND at < ?1",
-            params![cutoff.0, limit as i64],
+            args![cutoff.0, limit as i64],
         )
     }
 
@@ -103,20 +101,13 @@ impl Writer<'_> {
         if until.0 <= from {
             return Ok(0);
         }
-        let keys: Vec<(String, String, i64)> = self
-            .conn()
-            .prepare_cached(
-                "SELECT k.id, a.id, k.expires_at FROM keys k JOIN apps a ON a.pk = k.app_pk
-                  WHERE k.expires_at > ?1 AND k.expires_at <= ?2 AND k.revoked_at IS NULL
-                  ORDER BY k.expires_at",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map(params![from, until.0], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?
-                .collect()
-            })
-            .map_err(storage)?;
+        let keys: Vec<(String, String, i64)> = self.collect(
+            "SELECT k.id, a.id, k.expires_at FROM keys k JOIN apps a ON a.pk = k.app_pk
+              WHERE k.expires_at > ?1 AND k.expires_at <= ?2 AND k.revoked_at IS NULL
+              ORDER BY k.expires_at",
+            args![from, until.0],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
         let system = Actor::system();
         for (key_id, app, expires_at) in &keys {
             self.record(&NewEvent {
@@ -148,7 +139,7 @@ impl Reader<'_> {
         };
         let rows = self.collect(
             &events_page_sql(filter),
-            params![
+            args![
                 after,
                 filter.app,
                 filter.action.map(Action::as_str),
@@ -168,13 +159,13 @@ impl Reader<'_> {
             &format!(
                 "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
             ),
-            params![seq, limit as i64],
+            args![seq, limit as i64],
             event_from_row,
         )
     }
 }
 
-fn event_from_row(row: &Row) -> rusqlite::Result<Event> {
+fn event_from_row(row: &Row) -> SqlResult<Event> {
     let details: String = row.get(9)?;
     Ok(Event {
         seq: row.get(0)?,
@@ -190,9 +181,8 @@ fn event_from_row(row: &Row) -> rusqlite::Result<Event> {
             id: Some(row.get(7)?),
         },
         client_addr: row.get(8)?,
-        details: serde_json::value::RawValue::from_string(details).map_err(|err| {
-            rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, err.into())
-        })?,
+        details: serde_json::value::RawValue::from_string(details)
+            .map_err(|err| Row::bad_column(9, err))?,
     })
 }
 
@@ -209,13 +199,11 @@ mod tests {
         let plan = |filter: EventFilter| -> Vec<String> {
             store
                 .read(|r| {
-                    r.conn()
-                        .prepare(&format!("EXPLAIN QUERY PLAN {}", events_page_sql(&filter)))
-                        .and_then(|mut stmt| {
-                            stmt.query_map(params![0, "a", "app.created", 1, 9], |row| row.get(3))?
-                                .collect()
-                        })
-                        .map_err(storage)
+                    r.collect(
+                        &format!("EXPLAIN QUERY PLAN {}", events_page_sql(&filter)),
+                        args![0_i64, "a", "app.created", 1_i64, 9_i64],
+                        |row| row.get(3),
+                    )
                 })
                 .unwrap()
         };

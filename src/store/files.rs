@@ -3,22 +3,27 @@
 //! Files left from an earlier run (the database, a `-wal` or `-shm` a crash left behind, the
 //! admin token file) are tightened to 0600 at start, with a warning, if others could read them.
 
+use super::pg_url::PgUrl;
 use crate::domain::error::StartError;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Where the database is: a file, or `:memory:` for a throwaway instance.
+/// Where the database is: a file, `:memory:` for a throwaway instance, or a PostgreSQL
+/// database (a `postgres://` or `postgresql://` URL, shown only redacted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Database {
     File(PathBuf),
     Memory,
+    Postgres(PgUrl),
 }
 
 impl Database {
     pub fn from_arg(arg: &str) -> Database {
         if arg == ":memory:" {
             Database::Memory
+        } else if PgUrl::is_postgres(arg) {
+            Database::Postgres(PgUrl::new(arg))
         } else {
             Database::File(PathBuf::from(arg))
         }
@@ -51,6 +56,9 @@ pub(crate) fn prepare(database: &Database) -> Result<(PathBuf, Option<ScratchDir
             }
             Ok((path.clone(), None))
         }
+        Database::Postgres(url) => Err(StartError::new(format!(
+            "{url} is a PostgreSQL database, not a file"
+        ))),
         Database::Memory => {
             let dir = std::env::temp_dir().join(crate::domain::token::random_id("authkeys-"));
             fs::DirBuilder::new()

@@ -1,13 +1,22 @@
-//! SQLite storage: opening and migrating the database, and the two ways in: `read` (a pooled
-//! connection of its own, so reads never wait on a write) and `write` (the single writer
-//! connection inside `BEGIN IMMEDIATE`). Every SQL statement of the project lives in this
-//! module; it returns domain types and knows nothing of HTTP.
+//! Storage, on SQLite (a file, the default) or PostgreSQL (`pg.rs`, several nodes): opening
+//! and migrating the database, and the two ways in: `read` (a pooled connection of its own, so
+//! reads never wait on a write) and `write` (the single writer connection inside
+//! `BEGIN IMMEDIATE`, or PostgreSQL's cluster-wide write lock). Every SQL statement of the
+//! project lives in this module, written once for both engines (`sql.rs`); it returns domain
+//! types and knows nothing of HTTP.
 
 mod admin_tokens;
 mod audit;
 mod backup;
+#[cfg(test)]
+mod engine_tests;
 mod files;
+mod pg;
+pub(crate) mod pg_url;
 mod read;
+mod sql;
+#[cfg(test)]
+pub(crate) mod test_db;
 mod webhooks;
 mod write;
 
@@ -15,6 +24,8 @@ pub use backup::BackedUp;
 pub(crate) use backup::backup;
 pub use files::Database;
 pub(crate) use files::tighten;
+pub use pg::DEFAULT_POOL_SIZE as DEFAULT_PG_POOL_SIZE;
+pub use pg_url::PgUrl;
 pub(crate) use read::Reader;
 pub(crate) use webhooks::NewWebhook;
 pub(crate) use write::{NewMachine, Writer};
@@ -22,16 +33,22 @@ pub(crate) use write::{NewMachine, Writer};
 use crate::domain::error::{self, Error, StartError};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use sql::Conn;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-/// Converts a SQLite failure into the opaque `Error::Storage`, logging its detail here, at the
-/// store boundary, so that it is recorded once and never sent to a client.
-pub(crate) fn storage(err: rusqlite::Error) -> Error {
+/// Converts a database failure into the opaque `Error::Storage`, logging its detail here, at
+/// the store boundary, so that it is recorded once and never sent to a client.
+pub(crate) fn storage(err: impl Into<sql::SqlError>) -> Error {
+    let err = err.into();
     log::error!("storage error: {err}");
-    Error::Storage
+    if err.is_unavailable() {
+        Error::Unavailable
+    } else {
+        Error::Storage
+    }
 }
 
 /// The schema this binary writes; `PRAGMA user_version` records which one a database has.
@@ -114,6 +131,17 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const UNKNOWN: i64 = -1;
 
 pub(crate) struct Store {
+    engine: Engine,
+}
+
+// One per process: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Engine {
+    Sqlite(SqliteStore),
+    Postgres(pg::PgStore),
+}
+
+struct SqliteStore {
     path: PathBuf,
     synchronous: &'static str,
     busy_timeout: Duration,
@@ -121,23 +149,121 @@ pub(crate) struct Store {
     readers: Mutex<Vec<Connection>>,
     /// How many machine rows exist (`UNKNOWN` until `count_machines` has run): changed only
     /// under the writer lock, after the commit of a write that added or deleted some, so it
-    /// is exact without any query. `/metrics` reads it.
+    /// is exact without any query. `/metrics` reads it. (PostgreSQL keeps it in the database,
+    /// since other nodes write too.)
     machine_rows: AtomicI64,
     /// Keeps a `:memory:` instance's scratch directory alive; removes it on drop.
     _scratch: Option<files::ScratchDir>,
 }
 
+/// How a store is opened, beyond where its database is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Options {
+    /// SQLite: how long a statement waits for another process's lock.
+    pub(crate) busy_timeout: Duration,
+    /// PostgreSQL: read connections per node, at most.
+    pub(crate) pg_pool_size: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            busy_timeout: BUSY_TIMEOUT,
+            pg_pool_size: pg::DEFAULT_POOL_SIZE,
+        }
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed, owner-only) and migrates the database.
+    /// Opens (creating if needed, owner-only for a file) and migrates the database.
     pub(crate) fn open(database: &Database) -> Result<Store, StartError> {
-        Store::open_with(database, BUSY_TIMEOUT)
+        Store::open_with(database, Options::default())
     }
 
-    /// `open`, with statements waiting up to `busy_timeout` for another process's lock.
-    pub(crate) fn open_with(
-        database: &Database,
-        busy_timeout: Duration,
-    ) -> Result<Store, StartError> {
+    /// `open`, with `options`.
+    pub(crate) fn open_with(database: &Database, options: Options) -> Result<Store, StartError> {
+        let engine = match database {
+            Database::Postgres(url) => {
+                Engine::Postgres(pg::PgStore::open(url, options.pg_pool_size)?)
+            }
+            _ => Engine::Sqlite(SqliteStore::open(database, options.busy_timeout)?),
+        };
+        Ok(Store { engine })
+    }
+
+    /// The PostgreSQL database's URL (for connections of its own, `pg_url::connect`), `None`
+    /// on SQLite.
+    #[allow(dead_code)] // For the cross-node cache's listener (issue 17).
+    pub(crate) fn postgres_url(&self) -> Option<&PgUrl> {
+        match &self.engine {
+            Engine::Sqlite(_) => None,
+            Engine::Postgres(pg) => Some(pg.url()),
+        }
+    }
+
+    /// Runs `work` on a read connection of its own, for reads of one statement each: each
+    /// statement reads one committed state, so no transaction is needed (the hot paths save a
+    /// BEGIN and a ROLLBACK). Reads never wait on the writer.
+    pub(crate) fn read<T>(
+        &self,
+        work: impl FnOnce(&Reader) -> error::Result<T>,
+    ) -> error::Result<T> {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite.read(work),
+            Engine::Postgres(pg) => pg.read(work),
+        }
+    }
+
+    /// Like `read`, inside one transaction, so that several queries see the same committed
+    /// state.
+    pub(crate) fn snapshot<T>(
+        &self,
+        work: impl FnOnce(&Reader) -> error::Result<T>,
+    ) -> error::Result<T> {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite.snapshot(work),
+            Engine::Postgres(pg) => pg.snapshot(work),
+        }
+    }
+
+    /// Runs `work` in one write transaction (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: the
+    /// cluster-wide write lock), committing if it returns `Ok` and rolling back otherwise.
+    /// Keep `work` short: it holds the lock.
+    pub(crate) fn write<T>(
+        &self,
+        work: impl FnOnce(&Writer) -> error::Result<T>,
+    ) -> error::Result<T> {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite.write(work),
+            Engine::Postgres(pg) => pg.write(work),
+        }
+    }
+
+    /// How many machine rows exist (logged in, including ephemeral ones expired since the
+    /// last sweep), without a count of rows; `None` until `count_machines` has run once (or,
+    /// on PostgreSQL, while the database cannot be read).
+    pub(crate) fn machine_rows(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => {
+                u64::try_from(sqlite.machine_rows.load(Ordering::Relaxed)).ok()
+            }
+            Engine::Postgres(pg) => pg.machine_rows(),
+        }
+    }
+
+    /// Counts the machine rows from the per-key counters (one row per key, not per machine)
+    /// and keeps the count from now on. Under the writer lock, so no write is missed or
+    /// counted twice. The sweeper calls it once, off the start-up path.
+    pub(crate) fn count_machines(&self) -> error::Result<u64> {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite.count_machines(),
+            Engine::Postgres(pg) => pg.count_machines(),
+        }
+    }
+}
+
+impl SqliteStore {
+    fn open(database: &Database, busy_timeout: Duration) -> Result<SqliteStore, StartError> {
         let (path, scratch) = files::prepare(database)?;
         // A throwaway instance has nothing to keep across a power cut; everything else makes
         // each acknowledged write durable before the response is sent.
@@ -149,7 +275,7 @@ impl Store {
             })
             .map_err(|err| StartError::caused(format!("opening {}", path.display()), err))?;
         migrate(&writer, &path)?;
-        Ok(Store {
+        Ok(SqliteStore {
             path,
             synchronous,
             busy_timeout,
@@ -160,42 +286,31 @@ impl Store {
         })
     }
 
-    /// Runs `work` on a read connection of its own, for reads of one statement each: SQLite
-    /// reads every statement from one committed state, so no transaction is needed (the hot
-    /// paths save a BEGIN and a ROLLBACK). Reads never wait on the writer (WAL mode).
-    pub(crate) fn read<T>(
-        &self,
-        work: impl FnOnce(&Reader) -> error::Result<T>,
-    ) -> error::Result<T> {
+    /// Reads never wait on the writer (WAL mode).
+    fn read<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
         let conn = self.checkout_reader()?;
-        let result = work(&Reader::new(&conn));
+        let result = work(&Reader::new(Conn::Sqlite(&conn)));
         self.return_reader(conn);
         result
     }
 
-    /// Like `read`, inside one (deferred) transaction, so that several queries see the same
-    /// committed state.
-    pub(crate) fn snapshot<T>(
-        &self,
-        work: impl FnOnce(&Reader) -> error::Result<T>,
-    ) -> error::Result<T> {
-        self.read(|r| {
-            let tx = r.conn().unchecked_transaction().map_err(storage)?;
-            work(&Reader::new(&tx))
-        })
+    /// A deferred transaction on a read connection.
+    fn snapshot<T>(&self, work: impl FnOnce(&Reader) -> error::Result<T>) -> error::Result<T> {
+        let conn = self.checkout_reader()?;
+        let result = conn
+            .unchecked_transaction()
+            .map_err(storage)
+            .and_then(|tx| work(&Reader::new(Conn::Sqlite(&tx))));
+        self.return_reader(conn);
+        result
     }
 
-    /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer connection, committing
-    /// if it returns `Ok` and rolling back otherwise. Keep `work` short: it holds the lock.
-    pub(crate) fn write<T>(
-        &self,
-        work: impl FnOnce(&Writer) -> error::Result<T>,
-    ) -> error::Result<T> {
+    fn write<T>(&self, work: impl FnOnce(&Writer) -> error::Result<T>) -> error::Result<T> {
         let mut conn = lock(&self.writer);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(storage)?;
-        let writer = Writer::new(&tx);
+        let writer = Writer::new(Conn::Sqlite(&tx));
         let value = work(&writer)?;
         let machines_added = writer.machines_added();
         tx.commit().map_err(storage)?;
@@ -204,18 +319,9 @@ impl Store {
         Ok(value)
     }
 
-    /// How many machine rows exist (logged in, including ephemeral ones expired since the
-    /// last sweep), without a query; `None` until `count_machines` has run once.
-    pub(crate) fn machine_rows(&self) -> Option<u64> {
-        u64::try_from(self.machine_rows.load(Ordering::Relaxed)).ok()
-    }
-
-    /// Counts the machine rows from the per-key counters (one row per key, not per machine)
-    /// and keeps the count from now on. Under the writer lock, so no write is missed or
-    /// counted twice. The sweeper calls it once, off the start-up path.
-    pub(crate) fn count_machines(&self) -> error::Result<u64> {
+    fn count_machines(&self) -> error::Result<u64> {
         let conn = lock(&self.writer);
-        let count = Reader::new(&conn).machine_rows_of_all_keys()?;
+        let count = Reader::new(Conn::Sqlite(&conn)).machine_rows_of_all_keys()?;
         self.machine_rows
             .store(i64::try_from(count).unwrap_or(i64::MAX), Ordering::Relaxed);
         Ok(count)
@@ -332,7 +438,8 @@ fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), StartError> 
     if machine_rows.is_some() && matches!(version, 1 | 2) {
         log::info!("{}: counted each key's machines once", path.display());
     }
-    audit::start_key_expiring_horizon(&tx).map_err(fail)?;
+    audit::start_key_expiring_horizon(Conn::Sqlite(&tx))
+        .map_err(|err| StartError::caused(format!("migrating {}", path.display()), err))?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(fail)?;
     tx.commit().map_err(fail)?;
@@ -446,8 +553,9 @@ mod tests {
             .write(|w| w.delete_expired_machines(Timestamp(10), 7))
             .unwrap();
         let rows = |sql: &str| -> i64 {
-            lock(&store.writer)
-                .query_row(sql, [], |row| row.get(0))
+            store
+                .read(|r| r.optional(sql, sql::args![], |row| row.get(0)))
+                .unwrap()
                 .unwrap()
         };
         let stored = rows("SELECT count(*) FROM machines");

@@ -1,6 +1,7 @@
 //! Queries. A `Reader` wraps a connection inside a (deferred) transaction, so a handful of
 //! queries made together see one snapshot.
 
+use super::sql::{Conn, Dialect, Row, SqlResult, Value, args};
 use super::storage;
 use crate::domain::error::Result;
 use crate::domain::model::{
@@ -8,7 +9,6 @@ use crate::domain::model::{
 };
 use crate::domain::page::{Page, PageRequest, Position};
 use crate::domain::token::TokenHash;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::HashMap;
 
 const APP_COLUMNS: &str = "a.pk, a.id, a.name, a.created_at";
@@ -43,9 +43,9 @@ fn apps_page_sql() -> String {
     )
 }
 
-fn keys_page_sql(tagged: bool) -> String {
+fn keys_page_sql(dialect: Dialect, tagged: bool) -> String {
     let tags = if tagged {
-        has_every_tag("k", 6)
+        has_every_tag(dialect, "k", 6)
     } else {
         String::new()
     };
@@ -58,9 +58,9 @@ fn keys_page_sql(tagged: bool) -> String {
 }
 
 /// `owner` is `m.app_pk` (an app's machines) or `m.key_pk` (a key's).
-fn machines_page_sql(owner: &str, tagged: bool) -> String {
+fn machines_page_sql(dialect: Dialect, owner: &str, tagged: bool) -> String {
     let tags = if tagged {
-        has_every_tag("m", 5)
+        has_every_tag(dialect, "m", 5)
     } else {
         String::new()
     };
@@ -74,11 +74,11 @@ fn machines_page_sql(owner: &str, tagged: bool) -> String {
 /// A tag filter: the row (`alias`) carries every tag of the JSON array bound at `?param`.
 /// It narrows the rows of the list's index range, so the order and the cursors are the
 /// unfiltered list's; a page reads on until it has its rows.
-fn has_every_tag(alias: &str, param: usize) -> String {
+fn has_every_tag(dialect: Dialect, alias: &str, param: usize) -> String {
     format!(
         "
-            AND NOT EXISTS (SELECT value FROM json_each(?{param})
-                            EXCEPT SELECT value FROM json_each({alias}.tags))"
+            AND {}",
+        dialect.has_every_tag(alias, param)
     )
 }
 
@@ -90,37 +90,40 @@ fn tags_param(tags: &[String]) -> String {
 /// Machines expired at ?1 and not yet swept, per key: a range of `machines_by_expiry`, whose
 /// length is what the sweeper has yet to delete (at most one sweep interval of expiries),
 /// whatever the number of machines.
-const EXPIRED_UNSWEPT: &str = "SELECT key_pk, count(*) FROM machines INDEXED BY machines_by_expiry
-     WHERE expires_at IS NOT NULL AND expires_at <= ?1 GROUP BY key_pk";
+fn expired_unswept_sql(dialect: Dialect) -> String {
+    format!(
+        "SELECT key_pk, count(*) FROM machines{}
+          WHERE expires_at IS NOT NULL AND expires_at <= ?1 GROUP BY key_pk",
+        dialect.indexed_by("machines_by_expiry")
+    )
+}
 
 pub(crate) struct Reader<'c> {
-    conn: &'c Connection,
+    conn: Conn<'c>,
 }
 
 impl<'c> Reader<'c> {
-    pub(super) fn new(conn: &'c Connection) -> Reader<'c> {
+    pub(super) fn new(conn: Conn<'c>) -> Reader<'c> {
         Reader { conn }
     }
 
-    pub(super) fn conn(&self) -> &'c Connection {
+    pub(super) fn conn(&self) -> Conn<'c> {
         self.conn
     }
 
     pub(crate) fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.conn
-            .prepare_cached("SELECT value FROM settings WHERE name = ?1")
-            .and_then(|mut stmt| stmt.query_row([name], |row| row.get(0)).optional())
-            .map_err(storage)
+        self.optional(
+            "SELECT value FROM settings WHERE name = ?1",
+            args![name],
+            |row| row.get(0),
+        )
     }
 
     /// The live (not deleted) app with this public id.
     pub(crate) fn app(&self, id: &str) -> Result<Option<App>> {
         let sql =
             format!("SELECT {APP_COLUMNS} FROM apps a WHERE a.id = ?1 AND a.deleted_at IS NULL");
-        self.conn
-            .prepare_cached(&sql)
-            .and_then(|mut stmt| stmt.query_row([id], app_from_row).optional())
-            .map_err(storage)
+        self.optional(&sql, args![id], app_from_row)
     }
 
     /// A page of the live apps, by id.
@@ -132,7 +135,7 @@ impl<'c> Reader<'c> {
         // Every app id sorts after the empty string.
         let rows = self.collect(
             &apps_page_sql(),
-            params![after.unwrap_or_default(), page.fetch()],
+            args![after.unwrap_or_default(), page.fetch()],
             app_from_row,
         )?;
         Ok(Page::from_rows(rows, page, |app| Position::App {
@@ -142,14 +145,7 @@ impl<'c> Reader<'c> {
 
     pub(crate) fn key(&self, app: &App, key_id: &str, now: Timestamp) -> Result<Option<Key>> {
         let sql = format!("{KEY_SELECT} WHERE k.app_pk = ?1 AND k.id = ?2");
-        let key = self
-            .conn
-            .prepare_cached(&sql)
-            .and_then(|mut stmt| {
-                stmt.query_row(params![app.pk, key_id], key_from_row)
-                    .optional()
-            })
-            .map_err(storage)?;
+        let key = self.optional(&sql, args![app.pk, key_id], key_from_row)?;
         let mut keys = Vec::from_iter(key);
         self.with_active_machines(&mut keys, now)?;
         Ok(keys.pop())
@@ -157,13 +153,11 @@ impl<'c> Reader<'c> {
 
     /// The pk of the app's key with this public id, revoked or not.
     pub(crate) fn key_pk(&self, app: &App, key_id: &str) -> Result<Option<i64>> {
-        self.conn
-            .prepare_cached("SELECT pk FROM keys WHERE id = ?1 AND app_pk = ?2")
-            .and_then(|mut stmt| {
-                stmt.query_row(params![key_id, app.pk], |row| row.get(0))
-                    .optional()
-            })
-            .map_err(storage)
+        self.optional(
+            "SELECT pk FROM keys WHERE id = ?1 AND app_pk = ?2",
+            args![key_id, app.pk],
+            |row| row.get(0),
+        )
     }
 
     /// A page of the app's keys, newest first; revoked ones only when asked for.
@@ -180,17 +174,18 @@ impl<'c> Reader<'c> {
             _ => None,
         })?;
         let (created_at, pk) = after.unwrap_or((i64::MAX, i64::MAX));
+        let dialect = self.conn.dialect();
         let mut rows = if tags.is_empty() {
             self.collect(
-                &keys_page_sql(false),
-                params![app.pk, created_at, pk, include_revoked, page.fetch()],
+                &keys_page_sql(dialect, false),
+                args![app.pk, created_at, pk, include_revoked, page.fetch()],
                 key_from_row,
             )?
         } else {
             let tags = tags_param(tags);
             self.collect(
-                &keys_page_sql(true),
-                params![app.pk, created_at, pk, include_revoked, page.fetch(), tags],
+                &keys_page_sql(dialect, true),
+                args![app.pk, created_at, pk, include_revoked, page.fetch(), tags],
                 key_from_row,
             )?
         };
@@ -208,16 +203,16 @@ impl<'c> Reader<'c> {
         if keys.iter().all(|key| key.machines == 0) {
             return Ok(());
         }
-        let expired: HashMap<i64, i64> = self
-            .conn
-            .prepare_cached(EXPIRED_UNSWEPT)
-            .and_then(|mut stmt| {
-                stmt.query_map([now.0], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect()
-            })
-            .map_err(storage)?;
+        let expired: HashMap<Option<i64>, i64> = self
+            .collect(
+                &expired_unswept_sql(self.conn.dialect()),
+                args![now.0],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?
+            .into_iter()
+            .collect();
         for key in keys {
-            let unswept = expired.get(&key.pk).copied().unwrap_or(0);
+            let unswept = expired.get(&Some(key.pk)).copied().unwrap_or(0);
             key.machines = (key.machines - unswept).max(0);
         }
         Ok(())
@@ -226,14 +221,16 @@ impl<'c> Reader<'c> {
     /// The sum of every key's machine rows (one row per key, never one per machine), plus
     /// the machines of trust policies (a range of `machines_by_key`, the NULL `key_pk`s).
     pub(crate) fn machine_rows_of_all_keys(&self) -> Result<u64> {
-        self.conn
-            .prepare_cached(
-                "SELECT coalesce(sum(machine_rows), 0)
+        let count: i64 = self
+            .conn
+            .query_one(
+                "SELECT CAST(coalesce(sum(machine_rows), 0) AS BIGINT)
                         + (SELECT count(*) FROM machines WHERE key_pk IS NULL) FROM keys",
+                args![],
+                |row| row.get(0),
             )
-            .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
-            .map(|count| u64::try_from(count).unwrap_or(0))
-            .map_err(storage)
+            .map_err(storage)?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     pub(crate) fn key_status(&self, hash: &TokenHash) -> Result<Option<KeyStatus>> {
@@ -242,26 +239,20 @@ impl<'c> Reader<'c> {
                     k.revoked_at, k.uses, {KEY_POLICY_COLUMNS}
                FROM keys k JOIN apps a ON a.pk = k.app_pk WHERE k.hash = ?1"
         );
-        self.conn
-            .prepare_cached(&sql)
-            .and_then(|mut stmt| {
-                stmt.query_row([hash.as_bytes()], |row| {
-                    Ok(KeyStatus {
-                        pk: row.get(0)?,
-                        id: row.get(1)?,
-                        app_pk: row.get(2)?,
-                        app: row.get(3)?,
-                        reusable: row.get(4)?,
-                        ephemeral: row.get(5)?,
-                        expires_at: row.get::<_, Option<i64>>(6)?.map(Timestamp),
-                        revoked_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
-                        uses: row.get(8)?,
-                        policy: policy_from_row(row, 9)?,
-                    })
-                })
-                .optional()
+        self.optional(&sql, args![hash.as_bytes()], |row| {
+            Ok(KeyStatus {
+                pk: row.get(0)?,
+                id: row.get(1)?,
+                app_pk: row.get(2)?,
+                app: row.get(3)?,
+                reusable: row.get(4)?,
+                ephemeral: row.get(5)?,
+                expires_at: row.get::<Option<i64>>(6)?.map(Timestamp),
+                revoked_at: row.get::<Option<i64>>(7)?.map(Timestamp),
+                uses: row.get(8)?,
+                policy: policy_from_row(row, 9)?,
             })
-            .map_err(storage)
+        })
     }
 
     /// The machine holding this session token, and its app's pk. Expired machines are returned
@@ -270,21 +261,15 @@ impl<'c> Reader<'c> {
     /// so does deleting an app. The machine's `app` (the app's public id) is left empty for the
     /// caller, which resolves the app by pk (see `app_cache`).
     pub(crate) fn session(&self, token_hash: &TokenHash) -> Result<Option<(i64, Machine)>> {
-        self.conn
-            .prepare_cached(
-                // `machine_from_row`'s columns, with '' for the app's public id.
-                "SELECT m.pk, m.id, '', m.key_id, m.name, m.ephemeral, m.created_at,
-                        m.expires_at, m.last_seen_at, m.tags, m.metadata, m.trust_policy_id,
-                        m.idle_timeout, m.app_pk
-                   FROM machines m WHERE m.token_hash = ?1",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row([token_hash.as_bytes()], |row| {
-                    Ok((row.get(13)?, machine_from_row(row)?))
-                })
-                .optional()
-            })
-            .map_err(storage)
+        self.optional(
+            // `machine_from_row`'s columns, with '' for the app's public id.
+            "SELECT m.pk, m.id, '', m.key_id, m.name, m.ephemeral, m.created_at,
+                    m.expires_at, m.last_seen_at, m.tags, m.metadata, m.trust_policy_id,
+                    m.idle_timeout, m.app_pk
+               FROM machines m WHERE m.token_hash = ?1",
+            args![token_hash.as_bytes()],
+            |row| Ok((row.get(13)?, machine_from_row(row)?)),
+        )
     }
 
     /// The machine's last stored activity (its last stamped request, or its login), if the
@@ -294,27 +279,20 @@ impl<'c> Reader<'c> {
         pk: i64,
         token_hash: &TokenHash,
     ) -> Result<Option<Timestamp>> {
-        self.conn
-            .prepare_cached(
-                "SELECT max(coalesce(last_seen_at, created_at), created_at) FROM machines
-                  WHERE pk = ?1 AND token_hash = ?2",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(params![pk, token_hash.as_bytes()], |row| {
-                    row.get(0).map(Timestamp)
-                })
-                .optional()
-            })
-            .map_err(storage)
+        let sql = format!(
+            "SELECT {}(coalesce(last_seen_at, created_at), created_at) FROM machines
+              WHERE pk = ?1 AND token_hash = ?2",
+            self.conn.dialect().greatest()
+        );
+        self.optional(&sql, args![pk, token_hash.as_bytes()], |row| {
+            row.get(0).map(Timestamp)
+        })
     }
 
     /// The app with this pk, deleted or not.
     pub(crate) fn app_by_pk(&self, pk: i64) -> Result<Option<App>> {
         let sql = format!("SELECT {APP_COLUMNS} FROM apps a WHERE a.pk = ?1");
-        self.conn
-            .prepare_cached(&sql)
-            .and_then(|mut stmt| stmt.query_row([pk], app_from_row).optional())
-            .map_err(storage)
+        self.optional(&sql, args![pk], app_from_row)
     }
 
     /// A page of the machines that have not expired at `now`, newest first: the app's, or
@@ -333,17 +311,24 @@ impl<'c> Reader<'c> {
             _ => None,
         })?;
         let tagged = !tags.is_empty();
+        let dialect = self.conn.dialect();
         let (sql, owner) = match key_pk {
-            Some(key_pk) => (machines_page_sql("m.key_pk", tagged), key_pk),
-            None => (machines_page_sql("m.app_pk", tagged), app.pk),
+            Some(key_pk) => (machines_page_sql(dialect, "m.key_pk", tagged), key_pk),
+            None => (machines_page_sql(dialect, "m.app_pk", tagged), app.pk),
         };
         let after = after.unwrap_or(i64::MAX);
         let rows = if tagged {
-            let params = params![owner, after, now.0, page.fetch(), tags_param(tags)];
-            self.collect(&sql, params, machine_from_row)?
+            self.collect(
+                &sql,
+                args![owner, after, now.0, page.fetch(), tags_param(tags)],
+                machine_from_row,
+            )?
         } else {
-            let params = params![owner, after, now.0, page.fetch()];
-            self.collect(&sql, params, machine_from_row)?
+            self.collect(
+                &sql,
+                args![owner, after, now.0, page.fetch()],
+                machine_from_row,
+            )?
         };
         Ok(Page::from_rows(rows, page, |machine| Position::Machine {
             pk: machine.pk,
@@ -353,13 +338,7 @@ impl<'c> Reader<'c> {
     pub(crate) fn machine(&self, app: &App, machine_id: &str) -> Result<Option<Machine>> {
         let sql =
             format!("SELECT {MACHINE_COLUMNS} {MACHINE_JOIN} WHERE m.app_pk = ?1 AND m.id = ?2");
-        self.conn
-            .prepare_cached(&sql)
-            .and_then(|mut stmt| {
-                stmt.query_row(params![app.pk, machine_id], machine_from_row)
-                    .optional()
-            })
-            .map_err(storage)
+        self.optional(&sql, args![app.pk, machine_id], machine_from_row)
     }
 
     /// A page of the app's trust policies, newest first.
@@ -375,8 +354,11 @@ impl<'c> Reader<'c> {
         let sql = format!(
             "{TRUST_POLICY_SELECT} WHERE p.app_pk = ?1 AND p.pk < ?2 ORDER BY p.pk DESC LIMIT ?3"
         );
-        let params = params![app.pk, after.unwrap_or(i64::MAX), page.fetch()];
-        let rows = self.collect(&sql, params, trust_policy_from_row)?;
+        let rows = self.collect(
+            &sql,
+            args![app.pk, after.unwrap_or(i64::MAX), page.fetch()],
+            trust_policy_from_row,
+        )?;
         Ok(Page::from_rows(rows, page, |policy| {
             Position::TrustPolicy { pk: policy.pk }
         }))
@@ -389,34 +371,35 @@ impl<'c> Reader<'c> {
         issuer: &str,
     ) -> Result<Vec<TrustPolicy>> {
         let sql = format!("{TRUST_POLICY_SELECT} WHERE p.app_pk = ?1 AND p.issuer = ?2");
-        self.collect(&sql, params![app.pk, issuer], trust_policy_from_row)
+        self.collect(&sql, args![app.pk, issuer], trust_policy_from_row)
     }
 
     pub(crate) fn trust_policy(&self, app: &App, id: &str) -> Result<Option<TrustPolicy>> {
         let sql = format!("{TRUST_POLICY_SELECT} WHERE p.app_pk = ?1 AND p.id = ?2");
-        self.conn
-            .prepare_cached(&sql)
-            .and_then(|mut stmt| {
-                stmt.query_row(params![app.pk, id], trust_policy_from_row)
-                    .optional()
-            })
-            .map_err(storage)
+        self.optional(&sql, args![app.pk, id], trust_policy_from_row)
     }
 
+    /// Every row of a query, each through `map`.
     pub(super) fn collect<T>(
         &self,
         sql: &str,
-        params: impl rusqlite::Params,
-        map: fn(&Row) -> rusqlite::Result<T>,
+        args: &[Value],
+        map: impl FnMut(&Row) -> SqlResult<T>,
     ) -> Result<Vec<T>> {
-        self.conn
-            .prepare_cached(sql)
-            .and_then(|mut stmt| stmt.query_map(params, map)?.collect())
-            .map_err(storage)
+        self.conn.query_map(sql, args, map).map_err(storage)
+    }
+
+    /// The first row of a query through `map`, if it has one.
+    pub(super) fn optional<T>(
+        &self,
+        sql: &str,
+        args: &[Value],
+        map: impl FnOnce(&Row) -> SqlResult<T>,
+    ) -> Result<Option<T>> {
+        self.conn.query_opt(sql, args, map).map_err(storage)
     }
 }
-
-fn app_from_row(row: &Row) -> rusqlite::Result<App> {
+fn app_from_row(row: &Row) -> SqlResult<App> {
     Ok(App {
         pk: row.get(0)?,
         id: row.get(1)?,
@@ -425,7 +408,7 @@ fn app_from_row(row: &Row) -> rusqlite::Result<App> {
     })
 }
 
-fn key_from_row(row: &Row) -> rusqlite::Result<Key> {
+fn key_from_row(row: &Row) -> SqlResult<Key> {
     Ok(Key {
         pk: row.get(0)?,
         id: row.get(1)?,
@@ -435,9 +418,9 @@ fn key_from_row(row: &Row) -> rusqlite::Result<Key> {
         ephemeral: row.get(5)?,
         hint: row.get(6)?,
         created_at: Timestamp(row.get(7)?),
-        expires_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
-        revoked_at: row.get::<_, Option<i64>>(9)?.map(Timestamp),
-        last_used_at: row.get::<_, Option<i64>>(10)?.map(Timestamp),
+        expires_at: row.get::<Option<i64>>(8)?.map(Timestamp),
+        revoked_at: row.get::<Option<i64>>(9)?.map(Timestamp),
+        last_used_at: row.get::<Option<i64>>(10)?.map(Timestamp),
         uses: row.get(11)?,
         machines: row.get(12)?,
         rotated_from: row.get(13)?,
@@ -448,7 +431,7 @@ fn key_from_row(row: &Row) -> rusqlite::Result<Key> {
 }
 
 /// `KEY_POLICY_COLUMNS`, from column `first` on.
-fn policy_from_row(row: &Row, first: usize) -> rusqlite::Result<KeyPolicy> {
+fn policy_from_row(row: &Row, first: usize) -> SqlResult<KeyPolicy> {
     Ok(KeyPolicy {
         tags: tags_from_column(row, first)?,
         metadata: Metadata::from_stored(row.get(first + 1)?),
@@ -459,9 +442,9 @@ fn policy_from_row(row: &Row, first: usize) -> rusqlite::Result<KeyPolicy> {
 }
 
 /// A duration in seconds (stored as an integer; never negative).
-pub(super) fn secs_from_column(row: &Row, column: usize) -> rusqlite::Result<Option<u64>> {
+pub(super) fn secs_from_column(row: &Row, column: usize) -> SqlResult<Option<u64>> {
     Ok(row
-        .get::<_, Option<i64>>(column)?
+        .get::<Option<i64>>(column)?
         .map(|secs| secs.unsigned_abs()))
 }
 
@@ -471,14 +454,12 @@ pub(super) fn secs_to_column(secs: Option<u64>) -> Option<i64> {
 }
 
 /// A stored JSON array of tags.
-fn tags_from_column(row: &Row, column: usize) -> rusqlite::Result<Vec<String>> {
+fn tags_from_column(row: &Row, column: usize) -> SqlResult<Vec<String>> {
     let text: String = row.get(column)?;
-    serde_json::from_str(&text).map_err(|err| {
-        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, err.into())
-    })
+    serde_json::from_str(&text).map_err(|err| Row::bad_column(column, err))
 }
 
-fn trust_policy_from_row(row: &Row) -> rusqlite::Result<TrustPolicy> {
+fn trust_policy_from_row(row: &Row) -> SqlResult<TrustPolicy> {
     Ok(TrustPolicy {
         pk: row.get(0)?,
         id: row.get(1)?,
@@ -497,7 +478,7 @@ fn trust_policy_from_row(row: &Row) -> rusqlite::Result<TrustPolicy> {
     })
 }
 
-fn machine_from_row(row: &Row) -> rusqlite::Result<Machine> {
+fn machine_from_row(row: &Row) -> SqlResult<Machine> {
     Ok(Machine {
         pk: row.get(0)?,
         id: row.get(1)?,
@@ -506,8 +487,8 @@ fn machine_from_row(row: &Row) -> rusqlite::Result<Machine> {
         name: row.get(4)?,
         ephemeral: row.get(5)?,
         created_at: Timestamp(row.get(6)?),
-        expires_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
-        last_seen_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
+        expires_at: row.get::<Option<i64>>(7)?.map(Timestamp),
+        last_seen_at: row.get::<Option<i64>>(8)?.map(Timestamp),
         tags: tags_from_column(row, 9)?,
         metadata: Metadata::from_stored(row.get(10)?),
         trust_policy_id: row.get(11)?,
@@ -522,7 +503,10 @@ mod tests {
     use super::*;
     use crate::store::{Database, Store};
 
-    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+    fn plan(conn: Conn, sql: &str) -> Vec<String> {
+        let Conn::Sqlite(conn) = conn else {
+            panic!("query plans are SQLite's")
+        };
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         // Unbound parameters are NULL; plans do not depend on values (QPSG is on).
         let mut rows = stmt.raw_query();
@@ -553,7 +537,7 @@ mod tests {
             &["SEARCH a USING INDEX apps_live_id (id>?)"],
         );
         check(
-            &keys_page_sql(false),
+            &keys_page_sql(Dialect::Sqlite, false),
             // The keys' range ends at the cursor's `created_at`; ties are cut by `pk`
             // (`pages_split_keys_created_in_one_millisecond`).
             &[
@@ -562,14 +546,14 @@ mod tests {
             ],
         );
         check(
-            &machines_page_sql("m.app_pk", false),
+            &machines_page_sql(Dialect::Sqlite, "m.app_pk", false),
             &[
                 "SEARCH m USING INDEX machines_by_app (app_pk=? AND rowid<?)",
                 app_by_pk,
             ],
         );
         check(
-            &machines_page_sql("m.key_pk", false),
+            &machines_page_sql(Dialect::Sqlite, "m.key_pk", false),
             &[
                 "SEARCH m USING INDEX machines_by_key (key_pk=? AND rowid<?)",
                 app_by_pk,
@@ -579,15 +563,15 @@ mod tests {
         // row's own), so a filtered list keeps the unfiltered list's order and cursors.
         for (sql, range) in [
             (
-                keys_page_sql(true),
+                keys_page_sql(Dialect::Sqlite, true),
                 "SEARCH k USING INDEX keys_by_app (app_pk=? AND created_at<?)",
             ),
             (
-                machines_page_sql("m.app_pk", true),
+                machines_page_sql(Dialect::Sqlite, "m.app_pk", true),
                 "SEARCH m USING INDEX machines_by_app (app_pk=? AND rowid<?)",
             ),
             (
-                machines_page_sql("m.key_pk", true),
+                machines_page_sql(Dialect::Sqlite, "m.key_pk", true),
                 "SEARCH m USING INDEX machines_by_key (key_pk=? AND rowid<?)",
             ),
         ] {
@@ -614,7 +598,7 @@ mod tests {
         }
         // A key's active machines: its counter, less what has expired and is not swept yet.
         check(
-            EXPIRED_UNSWEPT,
+            &expired_unswept_sql(Dialect::Sqlite),
             &[
                 "SEARCH machines USING INDEX machines_by_expiry (expires_at>? AND expires_at<?)",
                 "USE TEMP B-TREE FOR GROUP BY",

@@ -2,14 +2,12 @@
 //! live webhooks and how far each got), and each attempt it records.
 
 use super::read::Reader;
-use super::storage;
+use super::sql::{Row, SqlResult, args};
 use super::write::Writer;
 use crate::domain::error::Result;
 use crate::domain::model::Timestamp;
 use crate::domain::page::{Page, PageRequest, Position};
 use crate::domain::webhook::{Delivery, Outcome, Target, Webhook};
-use rusqlite::types::Type;
-use rusqlite::{OptionalExtension, Row, params};
 
 const WEBHOOK_COLUMNS: &str = "pk, id, url, events, description, created_at";
 const DELIVERY_COLUMNS: &str = "seq, attempts, last_status, last_error, delivered_at, \
@@ -29,10 +27,10 @@ pub(crate) struct NewWebhook<'a> {
 impl Writer<'_> {
     pub(crate) fn insert_webhook(&self, new: &NewWebhook, now: Timestamp) -> Result<Webhook> {
         let events = serde_json::to_string(new.events).expect("strings serialise");
-        self.execute(
+        let pk = self.insert(
             "INSERT INTO webhooks (id, url, events, description, secret, created_at, after_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING pk",
+            args![
                 new.id,
                 new.url,
                 events,
@@ -43,7 +41,7 @@ impl Writer<'_> {
             ],
         )?;
         Ok(Webhook {
-            pk: self.conn().last_insert_rowid(),
+            pk,
             id: new.id.clone(),
             url: new.url.to_string(),
             events: new.events.to_vec(),
@@ -54,12 +52,11 @@ impl Writer<'_> {
 
     /// Deletes the webhook and its deliveries; returns it, or `None` if there is none.
     pub(crate) fn delete_webhook(&self, id: &str) -> Result<Option<Webhook>> {
-        self.conn()
-            .prepare_cached(&format!(
-                "DELETE FROM webhooks WHERE id = ?1 RETURNING {WEBHOOK_COLUMNS}"
-            ))
-            .and_then(|mut stmt| stmt.query_row([id], webhook_from_row).optional())
-            .map_err(storage)
+        self.optional(
+            &format!("DELETE FROM webhooks WHERE id = ?1 RETURNING {WEBHOOK_COLUMNS}"),
+            args![id],
+            webhook_from_row,
+        )
     }
 
     /// Records one attempt to deliver event `seq` to webhook `pk`, made at `now`; the next one,
@@ -74,15 +71,19 @@ impl Writer<'_> {
     ) -> Result<()> {
         let delivered_at = matches!(outcome, Outcome::Delivered(_)).then_some(now.0);
         self.execute(
-            // A webhook deleted during the attempt gets no row (and no foreign key error).
+            // A webhook deleted during the attempt gets no row (and no foreign key error). The
+            // casts give PostgreSQL the parameters' types, which a SELECT list does not.
             "INSERT INTO webhook_deliveries (webhook_pk, seq, attempts, last_status, last_error,
                                              delivered_at, next_attempt_at)
-             SELECT ?1, ?2, 1, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM webhooks WHERE pk = ?1)
+             SELECT CAST(?1 AS BIGINT), CAST(?2 AS BIGINT), 1, CAST(?3 AS BIGINT),
+                    CAST(?4 AS TEXT), CAST(?5 AS BIGINT), CAST(?6 AS BIGINT)
+              WHERE EXISTS (SELECT 1 FROM webhooks WHERE pk = ?1)
              ON CONFLICT (webhook_pk, seq) DO UPDATE SET
-                 attempts = attempts + 1, last_status = excluded.last_status,
+                 attempts = webhook_deliveries.attempts + 1,
+                 last_status = excluded.last_status,
                  last_error = excluded.last_error, delivered_at = excluded.delivered_at,
                  next_attempt_at = excluded.next_attempt_at",
-            params![
+            args![
                 webhook_pk,
                 seq,
                 outcome.status(),
@@ -98,7 +99,7 @@ impl Writer<'_> {
     pub(crate) fn advance_webhook(&self, webhook_pk: i64, seq: i64) -> Result<()> {
         self.execute(
             "UPDATE webhooks SET after_seq = ?2 WHERE pk = ?1 AND after_seq < ?2",
-            params![webhook_pk, seq],
+            args![webhook_pk, seq],
         )
         .map(drop)
     }
@@ -115,7 +116,7 @@ impl Reader<'_> {
             &format!(
                 "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE pk < ?1 ORDER BY pk DESC LIMIT ?2"
             ),
-            params![before.unwrap_or(i64::MAX), page.fetch()],
+            args![before.unwrap_or(i64::MAX), page.fetch()],
             webhook_from_row,
         )?;
         Ok(Page::from_rows(rows, page, |webhook| Position::Webhook {
@@ -124,17 +125,16 @@ impl Reader<'_> {
     }
 
     pub(crate) fn webhook_pk(&self, id: &str) -> Result<Option<i64>> {
-        self.conn()
-            .prepare_cached("SELECT pk FROM webhooks WHERE id = ?1")
-            .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
-            .map_err(storage)
+        self.optional("SELECT pk FROM webhooks WHERE id = ?1", args![id], |row| {
+            row.get(0)
+        })
     }
 
     /// Every webhook, as the delivery thread needs it.
     pub(crate) fn targets(&self) -> Result<Vec<Target>> {
         self.collect(
             "SELECT pk, id, url, events, secret, after_seq FROM webhooks ORDER BY pk",
-            [],
+            args![],
             |row| {
                 Ok(Target {
                     pk: row.get(0)?,
@@ -150,16 +150,14 @@ impl Reader<'_> {
 
     /// Webhook `pk`'s delivery of event `seq`, if attempted.
     pub(crate) fn delivery(&self, webhook_pk: i64, seq: i64) -> Result<Option<Delivery>> {
-        self.conn()
-            .prepare_cached(&format!(
+        self.optional(
+            &format!(
                 "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
                   WHERE webhook_pk = ?1 AND seq = ?2"
-            ))
-            .and_then(|mut stmt| {
-                stmt.query_row(params![webhook_pk, seq], delivery_from_row)
-                    .optional()
-            })
-            .map_err(storage)
+            ),
+            args![webhook_pk, seq],
+            delivery_from_row,
+        )
     }
 
     /// A page of webhook `pk`'s deliveries, newest event first.
@@ -173,7 +171,7 @@ impl Reader<'_> {
                 "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
                   WHERE webhook_pk = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
             ),
-            params![webhook_pk, before.unwrap_or(i64::MAX), page.fetch()],
+            args![webhook_pk, before.unwrap_or(i64::MAX), page.fetch()],
             delivery_from_row,
         )?;
         Ok(Page::from_rows(rows, page, |delivery| Position::Delivery {
@@ -182,13 +180,12 @@ impl Reader<'_> {
     }
 }
 
-fn events(row: &Row, index: usize) -> rusqlite::Result<Vec<String>> {
+fn events(row: &Row, index: usize) -> SqlResult<Vec<String>> {
     let text: String = row.get(index)?;
-    serde_json::from_str(&text)
-        .map_err(|err| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, err.into()))
+    serde_json::from_str(&text).map_err(|err| Row::bad_column(index, err))
 }
 
-fn webhook_from_row(row: &Row) -> rusqlite::Result<Webhook> {
+fn webhook_from_row(row: &Row) -> SqlResult<Webhook> {
     Ok(Webhook {
         pk: row.get(0)?,
         id: row.get(1)?,
@@ -199,13 +196,13 @@ fn webhook_from_row(row: &Row) -> rusqlite::Result<Webhook> {
     })
 }
 
-fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
+fn delivery_from_row(row: &Row) -> SqlResult<Delivery> {
     Ok(Delivery {
         seq: row.get(0)?,
         attempts: row.get(1)?,
         last_status: row.get(2)?,
         last_error: row.get(3)?,
-        delivered_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
-        next_attempt_at: row.get::<_, Option<i64>>(5)?.map(Timestamp),
+        delivered_at: row.get::<Option<i64>>(4)?.map(Timestamp),
+        next_attempt_at: row.get::<Option<i64>>(5)?.map(Timestamp),
     })
 }

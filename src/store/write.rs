@@ -2,6 +2,7 @@
 //! (it derefs to `Reader`) so that a check and the change it guards are one atomic step.
 
 use super::read::{Reader, secs_from_column, secs_to_column};
+use super::sql::{Conn, Dialect, Value, args};
 use super::storage;
 use crate::cache::usage::Stamp;
 use crate::domain::error::Result;
@@ -10,7 +11,6 @@ use crate::domain::model::{
     App, Key, KeyPolicy, Machine, NewKey, NewTrustPolicy, Timestamp, TrustPolicy, uses_remaining,
 };
 use crate::domain::token::TokenHash;
-use rusqlite::{Connection, OptionalExtension, params};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -46,7 +46,7 @@ pub(crate) struct NewMachine<'a> {
 }
 
 impl<'c> Writer<'c> {
-    pub(super) fn new(conn: &'c Connection) -> Writer<'c> {
+    pub(super) fn new(conn: Conn<'c>) -> Writer<'c> {
         Writer {
             reader: Reader::new(conn),
             machines_added: Cell::new(0),
@@ -61,19 +61,24 @@ impl<'c> Writer<'c> {
         self.machines_added.set(self.machines_added.get() + added);
     }
 
-    pub(super) fn conn(&self) -> &'c Connection {
+    pub(super) fn conn(&self) -> Conn<'c> {
         self.reader.conn()
     }
 
-    pub(super) fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+    /// Runs a statement; returns how many rows it changed.
+    pub(super) fn execute(&self, sql: &str, args: &[Value]) -> Result<usize> {
+        self.conn().execute(sql, args).map_err(storage)
+    }
+
+    /// Runs an `INSERT … RETURNING pk`; returns the new row's pk.
+    pub(super) fn insert(&self, sql: &str, args: &[Value]) -> Result<i64> {
         self.conn()
-            .prepare_cached(sql)
-            .and_then(|mut stmt| stmt.execute(params))
+            .query_one(sql, args, |row| row.get(0))
             .map_err(storage)
     }
 
     pub(crate) fn delete_setting(&self, name: &str) -> Result<()> {
-        self.execute("DELETE FROM settings WHERE name = ?1", params![name])
+        self.execute("DELETE FROM settings WHERE name = ?1", args![name])
             .map(drop)
     }
 
@@ -81,19 +86,19 @@ impl<'c> Writer<'c> {
         self.execute(
             "INSERT INTO settings (name, value) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            params![name, value],
+            args![name, value],
         )
         .map(drop)
     }
 
     /// Inserts a live app; the caller has checked that no live app has this id.
     pub(crate) fn insert_app(&self, id: &str, name: &str, now: Timestamp) -> Result<App> {
-        self.execute(
-            "INSERT INTO apps (id, name, created_at) VALUES (?1, ?2, ?3)",
-            params![id, name, now.0],
+        let pk = self.insert(
+            "INSERT INTO apps (id, name, created_at) VALUES (?1, ?2, ?3) RETURNING pk",
+            args![id, name, now.0],
         )?;
         Ok(App {
-            pk: self.conn().last_insert_rowid(),
+            pk,
             id: id.to_string(),
             name: name.to_string(),
             created_at: now,
@@ -109,29 +114,29 @@ impl<'c> Writer<'c> {
     ) -> Result<(Vec<String>, Vec<String>)> {
         let machines = self.strings(
             "DELETE FROM machines WHERE app_pk = ?1 RETURNING id",
-            params![app.pk],
+            args![app.pk],
         )?;
         self.count_machines(-(machines.len() as i64));
         // Revoked keys have no machines (revoking deleted them), so their count is already 0.
         let keys = self.strings(
             "UPDATE keys SET revoked_at = ?2, machine_rows = 0
               WHERE app_pk = ?1 AND revoked_at IS NULL RETURNING id",
-            params![app.pk, now.0],
+            args![app.pk, now.0],
         )?;
-        self.execute("DELETE FROM trust_policies WHERE app_pk = ?1", [app.pk])?;
+        self.execute(
+            "DELETE FROM trust_policies WHERE app_pk = ?1",
+            args![app.pk],
+        )?;
         self.execute(
             "UPDATE apps SET deleted_at = ?2 WHERE pk = ?1",
-            params![app.pk, now.0],
+            args![app.pk, now.0],
         )?;
         Ok((keys, machines))
     }
 
     /// Runs a statement returning one text column per row, and collects it.
-    fn strings(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<String>> {
-        self.conn()
-            .prepare_cached(sql)
-            .and_then(|mut stmt| stmt.query_map(params, |row| row.get(0))?.collect())
-            .map_err(storage)
+    fn strings(&self, sql: &str, args: &[Value]) -> Result<Vec<String>> {
+        self.collect(sql, args, |row| row.get(0))
     }
 
     pub(crate) fn insert_key(
@@ -148,12 +153,13 @@ impl<'c> Writer<'c> {
             max_uses: new.max_uses(),
             ..new.policy.clone()
         };
-        self.execute(
+        let pk = self.insert(
             "INSERT INTO keys (id, app_pk, hash, hint, description, reusable, ephemeral,
                                created_at, expires_at, tags, metadata, max_uses, session_ttl,
                                idle_timeout, rotated_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             RETURNING pk",
+            args![
                 id,
                 app.pk,
                 hash.as_bytes(),
@@ -172,7 +178,7 @@ impl<'c> Writer<'c> {
             ],
         )?;
         Ok(Key {
-            pk: self.conn().last_insert_rowid(),
+            pk,
             id,
             app: app.id.clone(),
             description: new.description.clone(),
@@ -199,12 +205,13 @@ impl<'c> Writer<'c> {
         new_id: &str,
         expires_at: Timestamp,
     ) -> Result<()> {
-        self.execute(
-            "UPDATE keys SET rotated_to = ?2, expires_at = min(coalesce(expires_at, ?3), ?3)
+        let sql = format!(
+            "UPDATE keys SET rotated_to = ?2, expires_at = {}(coalesce(expires_at, ?3), ?3)
               WHERE pk = ?1",
-            params![old.pk, new_id, expires_at.0],
-        )
-        .map(drop)
+            self.conn().dialect().least()
+        );
+        self.execute(&sql, args![old.pk, new_id, expires_at.0])
+            .map(drop)
     }
 
     /// Marks the key revoked and deletes every machine it logged in. Returns the ids of the
@@ -212,11 +219,11 @@ impl<'c> Writer<'c> {
     pub(crate) fn revoke_key(&self, key: &Key, now: Timestamp) -> Result<Vec<String>> {
         self.execute(
             "UPDATE keys SET revoked_at = ?2, machine_rows = 0 WHERE pk = ?1",
-            params![key.pk, now.0],
+            args![key.pk, now.0],
         )?;
         let deleted = self.strings(
             "DELETE FROM machines WHERE key_pk = ?1 RETURNING id",
-            [key.pk],
+            args![key.pk],
         )?;
         self.count_machines(-(deleted.len() as i64));
         Ok(deleted)
@@ -232,15 +239,15 @@ impl<'c> Writer<'c> {
         self.execute(
             "UPDATE keys SET uses = uses + 1, last_used_at = ?2, machine_rows = machine_rows + 1
               WHERE pk = ?1",
-            params![key.pk, now.0],
+            args![key.pk, now.0],
         )?;
         self.count_machines(1);
         let policy = &key.policy;
-        self.execute(
+        let pk = self.insert(
             "INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
                                    created_at, expires_at, tags, metadata, idle_timeout)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING pk",
+            args![
                 new.id,
                 key.pk,
                 key.app_pk,
@@ -256,7 +263,7 @@ impl<'c> Writer<'c> {
             ],
         )?;
         Ok(Machine {
-            pk: self.conn().last_insert_rowid(),
+            pk,
             id: new.id,
             app: key.app.clone(),
             key_id: Some(key.id.clone()),
@@ -284,12 +291,12 @@ impl<'c> Writer<'c> {
     ) -> Result<TrustPolicy> {
         let claims = crate::domain::model::Metadata::from_object(&new.claims);
         let policy = &new.policy;
-        self.execute(
+        let pk = self.insert(
             "INSERT INTO trust_policies (id, app_pk, issuer, audience, subject, claims,
                                          description, ephemeral, session_ttl, idle_timeout,
                                          tags, metadata, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING pk",
+            args![
                 id,
                 app.pk,
                 new.issuer,
@@ -306,7 +313,7 @@ impl<'c> Writer<'c> {
             ],
         )?;
         Ok(TrustPolicy {
-            pk: self.conn().last_insert_rowid(),
+            pk,
             id,
             app: app.id.clone(),
             issuer: new.issuer.clone(),
@@ -327,10 +334,10 @@ impl<'c> Writer<'c> {
     pub(crate) fn delete_trust_policy(&self, policy: &TrustPolicy) -> Result<Vec<String>> {
         let machines = self.strings(
             "DELETE FROM machines WHERE trust_policy_id = ?1 RETURNING id",
-            params![policy.id],
+            args![policy.id],
         )?;
         self.count_machines(-(machines.len() as i64));
-        self.execute("DELETE FROM trust_policies WHERE pk = ?1", [policy.pk])?;
+        self.execute("DELETE FROM trust_policies WHERE pk = ?1", args![policy.pk])?;
         Ok(machines)
     }
 
@@ -344,7 +351,7 @@ impl<'c> Writer<'c> {
         let inserted = self.execute(
             "INSERT INTO oidc_jtis (issuer, jti, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (issuer, jti) DO NOTHING",
-            params![issuer, jti, expires_at.0],
+            args![issuer, jti, expires_at.0],
         )?;
         Ok(inserted == 1)
     }
@@ -352,9 +359,9 @@ impl<'c> Writer<'c> {
     /// Forgets up to `limit` `jti`s of tokens no longer valid at `now`.
     pub(crate) fn delete_expired_jtis(&self, now: Timestamp, limit: usize) -> Result<usize> {
         self.execute(
-            "DELETE FROM oidc_jtis WHERE rowid IN (
-                 SELECT rowid FROM oidc_jtis WHERE expires_at <= ?1 LIMIT ?2)",
-            params![now.0, limit as i64],
+            "DELETE FROM oidc_jtis WHERE (issuer, jti) IN (
+                 SELECT issuer, jti FROM oidc_jtis WHERE expires_at <= ?1 LIMIT ?2)",
+            args![now.0, limit as i64],
         )
     }
 
@@ -367,11 +374,11 @@ impl<'c> Writer<'c> {
         now: Timestamp,
     ) -> Result<Machine> {
         self.count_machines(1);
-        self.execute(
+        let pk = self.insert(
             "INSERT INTO machines (id, app_pk, token_hash, name, ephemeral, created_at,
                                    expires_at, tags, metadata, trust_policy_id, idle_timeout)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING pk",
+            args![
                 new.id,
                 app.pk,
                 new.token_hash.as_bytes(),
@@ -386,7 +393,7 @@ impl<'c> Writer<'c> {
             ],
         )?;
         Ok(Machine {
-            pk: self.conn().last_insert_rowid(),
+            pk,
             id: new.id,
             app: app.id.clone(),
             key_id: None,
@@ -405,14 +412,11 @@ impl<'c> Writer<'c> {
     }
 
     pub(crate) fn delete_machine(&self, machine_pk: i64) -> Result<Option<TokenHash>> {
-        let deleted: Option<([u8; 32], Option<i64>)> = self
-            .conn()
-            .prepare_cached("DELETE FROM machines WHERE pk = ?1 RETURNING token_hash, key_pk")
-            .and_then(|mut stmt| {
-                stmt.query_row([machine_pk], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()
-            })
-            .map_err(storage)?;
+        let deleted: Option<([u8; 32], Option<i64>)> = self.optional(
+            "DELETE FROM machines WHERE pk = ?1 RETURNING token_hash, key_pk",
+            args![machine_pk],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         let Some((hash, key_pk)) = deleted else {
             return Ok(None);
         };
@@ -431,7 +435,7 @@ impl<'c> Writer<'c> {
             "DELETE FROM machines WHERE pk IN (
                  SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)
              RETURNING key_pk, id, app_pk",
-            params![now.0, limit as i64],
+            args![now.0, limit as i64],
         )
     }
 
@@ -445,22 +449,16 @@ impl<'c> Writer<'c> {
         limit: usize,
         active: impl Fn(i64, &TokenHash, u64) -> bool,
     ) -> Result<(Vec<IdleMachine>, usize)> {
-        let candidates: Vec<(IdleMachine, u64)> = self
-            .conn()
-            .prepare_cached(IDLE_MACHINES)
-            .and_then(|mut stmt| {
-                stmt.query_map(params![idle_before.0, limit as i64], |row| {
-                    let machine = IdleMachine {
-                        pk: row.get(0)?,
-                        hash: TokenHash(row.get(1)?),
-                        id: row.get(3)?,
-                        app_pk: row.get(4)?,
-                    };
-                    Ok((machine, secs_from_column(row, 2)?.unwrap_or(0)))
-                })?
-                .collect()
-            })
-            .map_err(storage)?;
+        let candidates: Vec<(IdleMachine, u64)> =
+            self.collect(IDLE_MACHINES, args![idle_before.0, limit as i64], |row| {
+                let machine = IdleMachine {
+                    pk: row.get(0)?,
+                    hash: TokenHash(row.get(1)?),
+                    id: row.get(3)?,
+                    app_pk: row.get(4)?,
+                };
+                Ok((machine, secs_from_column(row, 2)?.unwrap_or(0)))
+            })?;
         let count = candidates.len();
         let mut deleted = Vec::new();
         for (machine, timeout) in candidates {
@@ -476,24 +474,12 @@ impl<'c> Writer<'c> {
     /// Runs a `DELETE … RETURNING key_pk, id, app_pk` of machines and takes what it deleted
     /// off each key's `machine_rows`, in this transaction. Returns the deleted machines' ids
     /// and app pks.
-    fn delete_returning_key_pks(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-    ) -> Result<Vec<(String, i64)>> {
+    fn delete_returning_key_pks(&self, sql: &str, args: &[Value]) -> Result<Vec<(String, i64)>> {
         let mut per_key: HashMap<Option<i64>, i64> = HashMap::new();
-        let mut deleted = Vec::new();
-        self.conn()
-            .prepare_cached(sql)
-            .and_then(|mut stmt| {
-                let mut rows = stmt.query(params)?;
-                while let Some(row) = rows.next()? {
-                    *per_key.entry(row.get(0)?).or_default() += 1;
-                    deleted.push((row.get(1)?, row.get(2)?));
-                }
-                Ok(())
-            })
-            .map_err(storage)?;
+        let deleted = self.collect(sql, args, |row| {
+            *per_key.entry(row.get(0)?).or_default() += 1;
+            Ok((row.get(1)?, row.get(2)?))
+        })?;
         for (key_pk, count) in per_key {
             self.machines_deleted(key_pk, count)?;
         }
@@ -506,7 +492,7 @@ impl<'c> Writer<'c> {
         if let Some(key_pk) = key_pk {
             self.execute(
                 "UPDATE keys SET machine_rows = machine_rows - ?2 WHERE pk = ?1",
-                params![key_pk, count],
+                args![key_pk, count],
             )?;
         }
         self.count_machines(-count);
@@ -516,19 +502,18 @@ impl<'c> Writer<'c> {
     /// Moves `last_used_at` forward (never back) for each stamp whose key row still holds its
     /// hash; returns how many rows were stamped.
     pub(crate) fn stamp_keys_used(&self, stamps: &[Stamp]) -> Result<usize> {
-        self.stamp_rows(STAMP_KEY_USED, stamps)
+        self.stamp_rows(&stamp_key_used_sql(self.conn().dialect()), stamps)
     }
 
     /// Moves `last_seen_at` forward (never back) for each stamp whose machine row still holds
     /// its token hash; returns how many rows were stamped.
     pub(crate) fn stamp_machines_seen(&self, stamps: &[Stamp]) -> Result<usize> {
-        self.stamp_rows(STAMP_MACHINE_SEEN, stamps)
+        self.stamp_rows(&stamp_machine_seen_sql(self.conn().dialect()), stamps)
     }
 
-    fn stamp_rows(&self, sql: &str, stamps: &[Stamp]) -> Result<usize> {
+    pub(super) fn stamp_rows(&self, sql: &str, stamps: &[Stamp]) -> Result<usize> {
         stamps.iter().try_fold(0, |stamped, stamp| {
-            let changed =
-                self.execute(sql, params![stamp.pk, stamp.at.0, stamp.hash.as_bytes()])?;
+            let changed = self.execute(sql, args![stamp.pk, stamp.at.0, stamp.hash.as_bytes()])?;
             Ok(stamped + changed)
         })
     }
@@ -550,11 +535,23 @@ fn tags_json(tags: &[String]) -> String {
 /// row (the stamps come in pk order, so neighbours share pages); the hash, compared on that
 /// same row, makes sure it is still the row that was stamped: SQLite reuses the pk of a
 /// deleted newest row, never a token hash. A stamp whose row is gone changes nothing.
-const STAMP_KEY_USED: &str = "UPDATE keys SET last_used_at = max(coalesce(last_used_at, 0), ?2)
-     WHERE pk = ?1 AND hash = ?3";
-const STAMP_MACHINE_SEEN: &str =
-    "UPDATE machines SET last_seen_at = max(coalesce(last_seen_at, 0), ?2)
-     WHERE pk = ?1 AND token_hash = ?3";
+fn stamp_key_used_sql(dialect: Dialect) -> String {
+    stamp_sql(dialect, "keys", "last_used_at", "hash")
+}
+
+fn stamp_machine_seen_sql(dialect: Dialect) -> String {
+    stamp_sql(dialect, "machines", "last_seen_at", "token_hash")
+}
+
+/// Moves `table.column` forward to `?2` (never back) on the row with pk `?1` if its
+/// `hash_column` still holds `?3`.
+pub(super) fn stamp_sql(dialect: Dialect, table: &str, column: &str, hash_column: &str) -> String {
+    format!(
+        "UPDATE {table} SET {column} = {}(coalesce({column}, 0), ?2)
+          WHERE pk = ?1 AND {hash_column} = ?3",
+        dialect.greatest()
+    )
+}
 
 #[cfg(test)]
 mod tests {
@@ -562,16 +559,11 @@ mod tests {
     use crate::store::{Database, Store};
 
     /// The query plan of `sql` (with parameters `params`) on a fresh store.
-    fn plan(sql: &str, params: impl rusqlite::Params + Copy) -> Vec<String> {
+    fn plan(sql: &str, args: &[Value]) -> Vec<String> {
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).expect("a store");
         store
-            .write(|w| {
-                w.conn()
-                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                    .and_then(|mut stmt| stmt.query_map(params, |row| row.get(3))?.collect())
-                    .map_err(storage)
-            })
+            .write(|w| w.collect(&format!("EXPLAIN QUERY PLAN {sql}"), args, |row| row.get(3)))
             .expect("explaining the statement")
     }
 
@@ -579,8 +571,12 @@ mod tests {
     /// writes in, not through the token-hash index.
     #[test]
     fn a_stamp_finds_its_row_by_pk() {
-        for (sql, table) in [(STAMP_KEY_USED, "keys"), (STAMP_MACHINE_SEEN, "machines")] {
-            let plan = plan(sql, params![1, 1, [0u8; 32]]);
+        let sqlite = Dialect::Sqlite;
+        for (sql, table) in [
+            (stamp_key_used_sql(sqlite), "keys"),
+            (stamp_machine_seen_sql(sqlite), "machines"),
+        ] {
+            let plan = plan(&sql, args![1_i64, 1_i64, [0u8; 32]]);
             assert_eq!(
                 plan,
                 [format!(
@@ -594,7 +590,7 @@ mod tests {
     #[test]
     fn idle_machines_are_one_index_range() {
         assert_eq!(
-            plan(IDLE_MACHINES, params![0, 1]),
+            plan(IDLE_MACHINES, args![0_i64, 1_i64]),
             ["SEARCH machines USING INDEX machines_by_idle_deadline (<expr><?)"]
         );
     }
