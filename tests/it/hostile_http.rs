@@ -167,6 +167,22 @@ fn exchange_within(address: SocketAddr, request: &[u8], wait: Duration) -> Raw {
     read_until_closed(&mut stream, wait)
 }
 
+/// `exchange` of each request on its own connection, all at once; the replies in order.
+fn exchange_concurrently<'a>(
+    address: SocketAddr,
+    requests: impl Iterator<Item = &'a Vec<u8>>,
+) -> Vec<Raw> {
+    thread::scope(|scope| {
+        let exchanges: Vec<_> = requests
+            .map(|request| scope.spawn(move || exchange(address, request)))
+            .collect();
+        exchanges
+            .into_iter()
+            .map(|exchange| exchange.join().expect("an exchange panicked"))
+            .collect()
+    })
+}
+
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
 
 /// One `GET /healthz` on a new connection; returns how long the answer took.
@@ -480,44 +496,63 @@ fn ambiguous_or_malformed_body_framing_is_refused_and_the_connection_closed() {
         ("a space before the colon", "Content-Length : 5\r\n"),
         ("a folded header", "X-A: a\r\n Content-Length: 5\r\n"),
     ];
-    for (what, headers) in cases {
-        let request = format!("POST /v1/auth/login HTTP/1.1\r\n{headers}\r\n0\r\n\r\n{smuggled}");
-        exchange(address, request.as_bytes()).expect_refusal(400, "malformed_request", what);
-    }
+    let mut refused: Vec<(&str, Vec<u8>, u16, &str)> = cases
+        .iter()
+        .map(|(what, headers)| {
+            let request =
+                format!("POST /v1/auth/login HTTP/1.1\r\n{headers}\r\n0\r\n\r\n{smuggled}");
+            (*what, request.into_bytes(), 400, "malformed_request")
+        })
+        .collect();
     let request = format!(
         "POST /v1/auth/login HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
     );
-    exchange(address, request.as_bytes()).expect_refusal(
+    refused.push((
+        "chunked in HTTP/1.0",
+        request.into_bytes(),
         400,
         "malformed_request",
-        "chunked in HTTP/1.0",
-    );
+    ));
     let request = format!(
         "POST /v1/auth/login HTTP/1.1\r\nContent-Length: 99999999999999999999999999\r\n\r\n{smuggled}"
     );
-    exchange(address, request.as_bytes()).expect_refusal(
+    refused.push((
+        "a Content-Length beyond 64 bits",
+        request.into_bytes(),
         413,
         "body_too_large",
-        "a Content-Length beyond 64 bits",
-    );
+    ));
     let oversized = format!(
         "POST /v1/auth/login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n{smuggled}",
         70_000,
         "x".repeat(70_000)
     );
-    exchange(address, oversized.as_bytes()).expect_refusal(
+    refused.push((
+        "a chunked body over 64 KiB",
+        oversized.into_bytes(),
         413,
         "body_too_large",
-        "a chunked body over 64 KiB",
-    );
+    ));
     let request = b"POST /v1/auth/login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
-    exchange(address, request).expect_refusal(400, "malformed_request", "a bad chunk size");
+    refused.push((
+        "a bad chunk size",
+        request.to_vec(),
+        400,
+        "malformed_request",
+    ));
     let request = format!("GET /healthz HTTP/2.0\r\n\r\n{smuggled}");
-    exchange(address, request.as_bytes()).expect_refusal(
+    refused.push((
+        "HTTP/2.0",
+        request.into_bytes(),
         505,
         "http_version_not_supported",
-        "HTTP/2.0",
-    );
+    ));
+    // Each on its own connection, all at once: after each refusal the server lingers until the
+    // client is quiet, which one after another would add up to seconds.
+    let replies = exchange_concurrently(address, refused.iter().map(|(_, request, ..)| request));
+    for ((what, _, status, code), reply) in refused.iter().zip(replies) {
+        reply.expect_refusal(*status, code, what);
+    }
 
     // Well-framed bodies still work, chunked included.
     let login = "{\"auth_key\": \"nope\"}";
@@ -550,12 +585,16 @@ fn a_chunk_size_is_hex_digits_only_with_optional_extensions() {
     };
     // Each is read as 0x14 by a lenient parser (trimming, or a sign) and refused by a strict
     // one: the disagreement request smuggling is made of.
-    for size in ["+14", " 14", "14 ", "14\t", "0x14", "14 ;ext=1"] {
-        exchange(address, request(size).as_bytes()).expect_refusal(
-            400,
-            "malformed_request",
-            &format!("chunk size {size:?}"),
-        );
+    let sizes = ["+14", " 14", "14 ", "14\t", "0x14", "14 ;ext=1"];
+    let requests: Vec<Vec<u8>> = sizes
+        .iter()
+        .map(|size| request(size).into_bytes())
+        .collect();
+    for (size, reply) in sizes
+        .iter()
+        .zip(exchange_concurrently(address, requests.iter()))
+    {
+        reply.expect_refusal(400, "malformed_request", &format!("chunk size {size:?}"));
     }
     for size in ["14", "14;ext=1", "014"] {
         let reply = exchange(address, request(size).as_bytes());

@@ -519,7 +519,7 @@ mod test {
     use std::net::{TcpListener, TcpStream};
     use std::time::{Duration, Instant};
 
-    const IDLE: Duration = Duration::from_millis(2000);
+    const IDLE: Duration = Duration::from_millis(1500);
     const REQUEST: Duration = Duration::from_millis(1000);
 
     /// A server answering every request with `ok`, under short deadlines.
