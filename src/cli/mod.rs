@@ -105,8 +105,12 @@ fn run_command(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve(args) => {
             // Only the server logs. Client commands stay quiet: an HTTP library's trace output
-            // would include the Authorization header.
+            // would include the Authorization header. The PostgreSQL client logs every
+            // statement's parameters at debug (a token or an id pasted into a path among them):
+            // it is held to info whatever RUST_LOG says.
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                .filter_module("tokio_postgres", log::LevelFilter::Info)
+                .filter_module("postgres", log::LevelFilter::Info)
                 .init();
             serve::serve(args)
         }

@@ -136,6 +136,12 @@ mod tests {
                 "docs/configuration.md: {flag} is not documented as {default}: {row:?}"
             );
         }
+        let pool = format!("| `{}` |", config.pg_pool_size);
+        assert!(
+            docs.lines()
+                .any(|line| line.starts_with("| `--pg-pool-size N` |") && line.contains(&pool)),
+            "docs/configuration.md: --pg-pool-size is not documented as {pool}"
+        );
         // Not a flag anyone sets: the wait the store's comment describes.
         assert_eq!(config.busy_timeout, Duration::from_secs(5));
     }

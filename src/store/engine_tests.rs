@@ -19,6 +19,13 @@ use std::time::{Duration, Instant};
 
 const NOW: Timestamp = Timestamp(1_000);
 
+fn reusable() -> NewKey {
+    NewKey {
+        reusable: true,
+        ..NewKey::default()
+    }
+}
+
 /// One node: an authority on its own `Store` of the database.
 struct Node {
     store: Arc<Store>,
@@ -106,11 +113,7 @@ fn max_uses_admits_exactly_that_many_logins_across_two_nodes(db: &TestDb) {
 /// `machine.logged_out` event each, in the revocation's transaction.
 fn a_revocation_cascades_to_the_machines_of_another_node(db: &TestDb) {
     let (a, b) = (node(db), node(db));
-    let new = NewKey {
-        reusable: true,
-        ..NewKey::default()
-    };
-    let key = key(&a, &new);
+    let key = key(&a, &reusable());
     let sessions: Vec<Secret> = (0..3)
         .map(|_| a.login(key.expose(), None, None, NOW).unwrap().0)
         .collect();
@@ -202,11 +205,7 @@ fn three_nodes_creating_the_schema_at_once_all_start(db: &TestDb) {
 /// Machine rows added on one node and deleted on another: the kept counts equal the rows.
 fn machine_counts_stay_exact_across_two_nodes(db: &TestDb) {
     let (a, b) = (node(db), node(db));
-    let new = NewKey {
-        reusable: true,
-        ..NewKey::default()
-    };
-    let key = key(&a, &new);
+    let key = key(&a, &reusable());
     let status = a
         .store
         .read(|r| r.key_status(&key.hash()))
@@ -268,11 +267,7 @@ on_both_engines!(
 fn postgres_machine_rows_are_right_on_every_node() {
     let db = TestDb::postgres();
     let (a, b) = (node(&db), node(&db));
-    let new = NewKey {
-        reusable: true,
-        ..NewKey::default()
-    };
-    let key = key(&a, &new);
+    let key = key(&a, &reusable());
     a.login(key.expose(), None, None, NOW).unwrap();
     let (session, _) = b.login(key.expose(), None, None, NOW).unwrap();
     assert_eq!(a.store.machine_rows(), Some(2));

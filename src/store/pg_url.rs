@@ -8,8 +8,9 @@ use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// How long a connection attempt may take, the server's authentication included.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection attempt may take, the server's authentication included (generous:
+/// a loaded server takes seconds to authenticate a new connection).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long sent data may stay unacknowledged before the kernel gives the connection up: a
 /// server that vanished (a cut network) fails the statement instead of hanging it forever.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
