@@ -9,11 +9,11 @@ use crate::domain::token::{self, Secret, TokenKind};
 
 pub use crate::domain::token::Malformed;
 use crate::runtime::admin_token;
-use crate::store::{self, Database, Store};
+use crate::store::{self, Database, PgUrl, Store};
 use std::path::{Path, PathBuf};
 
 pub use crate::domain::scan::{Found, MAX_TOKEN_LEN, TokenFinder};
-pub use crate::store::BackedUp;
+pub use crate::store::{BackedUp, Migrated};
 
 /// Copies the database at `source` to `out` (created or replaced, mode 0600) in one
 /// consistent snapshot, while a server may be running on it.
@@ -41,6 +41,12 @@ pub fn check_token(kind: TokenKind, token: &str) -> Result<(), Malformed> {
 /// Creates the database if it does not exist and brings its schema to this version.
 pub fn migrate(database: &Database) -> Result<(), StartError> {
     Store::open(database).map(drop)
+}
+
+/// Copies the SQLite database at `source` (upgraded to this binary's schema first) into the
+/// empty PostgreSQL database at `target` (a `postgres://` URL), in one transaction.
+pub fn migrate_to_postgres(source: &Path, target: &PgUrl) -> Result<Migrated, StartError> {
+    store::migrate_to_postgres(source, target)
 }
 
 /// Reads and checks a `serve --seed` file (bounded, unknown fields refused).

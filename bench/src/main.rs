@@ -7,7 +7,9 @@
 //! - `seed …` fills a database with millions of rows directly, not through HTTP;
 //! - `insert-loop --db PATH --seconds N` is the login baseline: the same insert-and-commit
 //!   done through rusqlite in a loop;
-//! - `scan [--quick]` runs only the `authkeys scan` against grep scenario of `run`.
+//! - `scan [--quick]` runs only the `authkeys scan` against grep scenario of `run`;
+//! - `postgres [--quick]` runs only the PostgreSQL scenario of `run` (three nodes against a
+//!   SQLite node).
 //!
 //! This is a measuring tool, not the product: it writes SQL directly where the product would
 //! go through the store, to generate data fast and to measure SQLite itself.
@@ -15,6 +17,7 @@
 mod ceiling;
 mod cost;
 mod orchestrate;
+mod postgres_run;
 mod scan;
 mod seed;
 mod wrk;
@@ -30,10 +33,11 @@ fn main() -> ExitCode {
         Some("seed") => seed::seed_command(&args[1..]),
         Some("insert-loop") => seed::insert_loop_command(&args[1..]),
         Some("scan") => scan::scan_command(args.iter().any(|a| a == "--quick")),
+        Some("postgres") => postgres_run::postgres_command(args.iter().any(|a| a == "--quick")),
         _ => Err(
             "usage: authkeys-bench run [--quick] | cost | ceiling empty|lookup --db PATH | \
              seed --db PATH --keys N --machines N [--expired] --tokens PATH | \
-             insert-loop --db PATH --seconds N"
+             insert-loop --db PATH --seconds N | scan [--quick] | postgres [--quick]"
                 .to_string(),
         ),
     };

@@ -18,12 +18,12 @@ pub(crate) const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
 const UPSTREAM_WORKERS: usize = 4;
 
 /// Sizes and durations: the full run, or a quick one for CI that only proves the harness works.
-struct Plan {
-    quick: bool,
-    rounds: usize,
-    seconds: u64,
+pub(crate) struct Plan {
+    pub(crate) quick: bool,
+    pub(crate) rounds: usize,
+    pub(crate) seconds: u64,
     sweep_seconds: u64,
-    scale_rows: u64,
+    pub(crate) scale_rows: u64,
     medium_rows: u64,
 }
 
@@ -55,15 +55,15 @@ impl Plan {
 }
 
 /// A server process started for a scenario; killed on drop.
-struct Spawned {
+pub(crate) struct Spawned {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     log: PathBuf,
     startup: Duration,
 }
 
 impl Spawned {
-    fn start(mut command: Command, log: PathBuf) -> Result<Spawned, String> {
+    pub(crate) fn start(mut command: Command, log: PathBuf) -> Result<Spawned, String> {
         let log_file = std::fs::File::create(&log).map_err(|err| err.to_string())?;
         let started = Instant::now();
         let mut child = command
@@ -121,16 +121,37 @@ impl Drop for Spawned {
     }
 }
 
-struct Harness {
-    plan: Plan,
-    work: PathBuf,
-    authkeys: PathBuf,
+pub(crate) struct Harness {
+    pub(crate) plan: Plan,
+    pub(crate) work: PathBuf,
+    pub(crate) authkeys: PathBuf,
     bench: PathBuf,
     upstream: PathBuf,
 }
 
 impl Harness {
-    fn authkeys(&self, db: &Path, extra: &[&str], name: &str) -> Result<Spawned, String> {
+    /// The harness of a run: the binaries beside this one, a fresh work directory.
+    pub(crate) fn new(quick: bool) -> Result<Harness, String> {
+        let bench = std::env::current_exe().map_err(|err| err.to_string())?;
+        let release = bench.parent().ok_or("no binary directory")?.to_path_buf();
+        let work = release.join("bench-work");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).map_err(|err| err.to_string())?;
+        Ok(Harness {
+            plan: Plan::new(quick),
+            work,
+            authkeys: release.join("authkeys"),
+            bench,
+            upstream: release.join("authkeys-upstream-ceiling"),
+        })
+    }
+
+    pub(crate) fn authkeys(
+        &self,
+        db: &Path,
+        extra: &[&str],
+        name: &str,
+    ) -> Result<Spawned, String> {
         let mut command = Command::new(&self.authkeys);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
@@ -158,7 +179,12 @@ impl Harness {
     }
 
     /// The median (by requests per second) of `rounds` runs.
-    fn load(&self, url: &str, request: &Request, connections: u32) -> Result<Load, String> {
+    pub(crate) fn load(
+        &self,
+        url: &str,
+        request: &Request,
+        connections: u32,
+    ) -> Result<Load, String> {
         let runs = (0..self.plan.rounds)
             .map(|_| wrk::run(url, request, connections, self.plan.seconds))
             .collect::<Result<Vec<_>, _>>()?;
@@ -167,7 +193,7 @@ impl Harness {
 
     /// Loads a reference server and authkeys with the same requests, alternating round by
     /// round so that drift in the machine's load affects both alike; returns both medians.
-    fn compare(
+    pub(crate) fn compare(
         &self,
         reference: &str,
         ours: &str,
@@ -180,7 +206,7 @@ impl Harness {
 
     /// Loads each server in turn with the same requests, round by round, so that drift in
     /// the machine's load affects all alike; returns each one's median, in order.
-    fn interleaved(
+    pub(crate) fn interleaved(
         &self,
         urls: &[&str],
         request: &Request,
@@ -195,7 +221,20 @@ impl Harness {
         Ok(runs.into_iter().map(median).collect())
     }
 
-    fn seed(&self, name: &str, seed: &Seed) -> Result<(PathBuf, PathBuf), String> {
+    /// The scale database: as many keys as machines, `plan.scale_rows` of each.
+    pub(crate) fn seed_scale(&self, name: &str) -> Result<(PathBuf, PathBuf), String> {
+        let rows = self.plan.scale_rows;
+        self.seed(
+            name,
+            &Seed {
+                keys: rows,
+                machines: rows,
+                expired: false,
+            },
+        )
+    }
+
+    pub(crate) fn seed(&self, name: &str, seed: &Seed) -> Result<(PathBuf, PathBuf), String> {
         let db = self.work.join(format!("{name}.db"));
         let tokens = self.work.join(format!("{name}.tokens"));
         let started = Instant::now();
@@ -211,7 +250,7 @@ impl Harness {
 }
 
 /// The run with the median rate; failures are summed over all runs.
-fn median(mut runs: Vec<Load>) -> Load {
+pub(crate) fn median(mut runs: Vec<Load>) -> Load {
     runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
     let mut median = runs[runs.len() / 2];
     median.failures = runs.iter().map(|run| run.failures).sum();
@@ -219,7 +258,12 @@ fn median(mut runs: Vec<Load>) -> Load {
 }
 
 /// An admin or anonymous call used to set a scenario up.
-fn call(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+pub(crate) fn call(
+    url: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -231,13 +275,22 @@ fn call(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<Valu
             .post(&target)
             .header("Authorization", &auth)
             .send_json(body),
+        ("DELETE", _) => agent.delete(&target).header("Authorization", &auth).call(),
         _ => agent.get(&target).header("Authorization", &auth).call(),
     }
     .map_err(|err| err.to_string())?;
-    response
+    let status = response.status().as_u16();
+    if status == 204 {
+        return Ok(Value::Null);
+    }
+    let body = response
         .body_mut()
         .read_json::<Value>()
-        .map_err(|err| err.to_string())
+        .map_err(|err| err.to_string())?;
+    if status >= 400 {
+        return Err(format!("{method} {path}: {status} {body}"));
+    }
+    Ok(body)
 }
 
 /// Creates an app and a reusable key, logs one machine in; returns (key, session token).
@@ -258,24 +311,33 @@ fn tagged_credentials(url: &str) -> Result<(String, String), String> {
 
 /// Creates app `app` and a key of `key_body` in it, logs one machine in with the key;
 /// returns (key, session token).
-fn credentials(url: &str, app: &str, key_body: Value) -> Result<(String, String), String> {
+pub(crate) fn credentials(
+    url: &str,
+    app: &str,
+    key_body: Value,
+) -> Result<(String, String), String> {
     call(url, "POST", "/v1/apps", Some(json!({"id": app})))?;
     let key = call(url, "POST", &format!("/v1/apps/{app}/keys"), Some(key_body))?;
     let key = key["key"]
         .as_str()
         .ok_or_else(|| format!("no key in the response: {key}"))?
         .to_string();
+    let session = login_session(url, &key)?;
+    Ok((key, session))
+}
+
+/// Logs a machine in with `key`; returns its session token.
+pub(crate) fn login_session(url: &str, key: &str) -> Result<String, String> {
     let login = call(
         url,
         "POST",
         "/v1/auth/login",
         Some(json!({"auth_key": key})),
     )?;
-    let session = login["session_token"]
+    Ok(login["session_token"]
         .as_str()
         .ok_or("no session token")?
-        .to_string();
-    Ok((key, session))
+        .to_string())
 }
 
 /// Hot whoami, verify and forward auth of a machine whose key has 8 tags and 1 KiB of
@@ -333,14 +395,14 @@ fn key_policy_hot(
 }
 
 /// One row of the result table.
-struct Row {
+pub(crate) struct Row {
     scenario: String,
     figure: String,
     target: String,
     ok: Option<bool>,
 }
 
-fn row(scenario: &str, figure: String, target: &str, ok: Option<bool>) -> Row {
+pub(crate) fn row(scenario: &str, figure: String, target: &str, ok: Option<bool>) -> Row {
     Row {
         scenario: scenario.into(),
         figure,
@@ -349,7 +411,7 @@ fn row(scenario: &str, figure: String, target: &str, ok: Option<bool>) -> Row {
     }
 }
 
-fn load_figure(load: &Load) -> String {
+pub(crate) fn load_figure(load: &Load) -> String {
     format!(
         "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} failed",
         load.rps, load.p50_ms, load.p99_ms, load.failures
@@ -357,19 +419,8 @@ fn load_figure(load: &Load) -> String {
 }
 
 pub fn run(quick: bool) -> Result<(), String> {
-    let plan = Plan::new(quick);
-    let bench = std::env::current_exe().map_err(|err| err.to_string())?;
-    let release = bench.parent().ok_or("no binary directory")?.to_path_buf();
-    let work = release.join("bench-work");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|err| err.to_string())?;
-    let h = Harness {
-        plan,
-        work,
-        authkeys: release.join("authkeys"),
-        bench,
-        upstream: release.join("authkeys-upstream-ceiling"),
-    };
+    let h = Harness::new(quick)?;
+    let release = h.bench.parent().ok_or("no binary directory")?.to_path_buf();
     let mut rows = Vec::new();
     let c = 32;
 
@@ -518,14 +569,7 @@ pub fn run(quick: bool) -> Result<(), String> {
 
     eprintln!("scale");
     let rows_n = h.plan.scale_rows;
-    let (large_db, large_tokens) = h.seed(
-        "large",
-        &Seed {
-            keys: rows_n,
-            machines: rows_n,
-            expired: false,
-        },
-    )?;
+    let (large_db, large_tokens) = h.seed_scale("large")?;
     let tokens_file = large_tokens.to_string_lossy().to_string();
     let random = Request::GetRandomBearer {
         path: "/v1/auth/whoami",
@@ -575,6 +619,9 @@ pub fn run(quick: bool) -> Result<(), String> {
 
     eprintln!("sweep under load");
     rows.extend(sweep_under_load(&h)?);
+
+    eprintln!("PostgreSQL: three nodes on one database, against a SQLite node");
+    rows.extend(crate::postgres_run::postgres_rows(&h)?);
 
     eprintln!("authkeys scan against grep");
     let target = release.parent().ok_or("no target directory")?;
@@ -742,7 +789,7 @@ fn sweep_under_load(h: &Harness) -> Result<Vec<Row>, String> {
     ])
 }
 
-fn render(plan: &Plan, rows: &[Row]) -> String {
+pub(crate) fn render(plan: &Plan, rows: &[Row]) -> String {
     let mut out = String::new();
     let machine = machine_description();
     let _ = writeln!(

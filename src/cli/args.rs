@@ -63,6 +63,9 @@ pub enum Command {
     DevOidcIssuer(super::oidc::DevIssuerArgs),
     /// Copy a database consistently, even while a server is using it.
     Backup(BackupArgs),
+    /// Copy a SQLite database (upgraded first) into an empty PostgreSQL database, in one
+    /// transaction; stop the server first.
+    Migrate(MigrateArgs),
     /// Print a new random auth key for a seed file (`serve --seed`); nothing stores it.
     GenerateKey,
     /// Find auth keys, session tokens and admin tokens in files, directories (recursively)
@@ -122,6 +125,17 @@ pub struct BackupArgs {
     /// Where to write the copy (created or replaced, mode 0600).
     #[arg(value_name = "OUT")]
     pub out: std::path::PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The SQLite database file to copy.
+    #[arg(long, value_name = "FILE")]
+    pub from: String,
+    /// The empty PostgreSQL database to copy it into: postgres://USER:PASSWORD@HOST:PORT/DB.
+    /// From the environment, it stays out of `ps` and shell history.
+    #[arg(long, value_name = "URL", env = "AUTHKEYS_DB", hide_env_values = true)]
+    pub to: String,
 }
 
 #[derive(Args, Debug)]

@@ -127,6 +127,7 @@ fn run_command(command: Command) -> Result<(), CliError> {
         Command::TrustPolicies(command) => oidc::trust_policies(command),
         Command::DevOidcIssuer(args) => oidc::dev_issuer(args),
         Command::Backup(args) => backup(&args),
+        Command::Migrate(args) => migrate(&args),
         Command::RotateAdminToken(args) => {
             let file =
                 ops::rotate_admin_token(&Database::from_arg(&args.db)).map_err(CliError::from)?;
@@ -168,6 +169,33 @@ fn man(out_dir: Option<&std::path::Path>) -> Result<(), CliError> {
             say!("{}", String::from_utf8_lossy(&page).trim_end());
         }
     }
+    Ok(())
+}
+
+/// `authkeys migrate --from FILE --to postgres://…`: the URL's password is never printed.
+fn migrate(args: &args::MigrateArgs) -> Result<(), CliError> {
+    let Database::Postgres(target) = Database::from_arg(&args.to) else {
+        return Err(CliError::Usage(
+            "--to must be a postgres:// or postgresql:// URL".into(),
+        ));
+    };
+    let Database::File(source) = Database::from_arg(&args.from) else {
+        return Err(CliError::Usage(
+            "--from must be a SQLite database file".into(),
+        ));
+    };
+    let migrated = ops::migrate_to_postgres(&source, &target).map_err(CliError::from)?;
+    let counts: Vec<String> = migrated
+        .tables
+        .iter()
+        .map(|(table, rows)| format!("{table} {rows}"))
+        .collect();
+    say!(
+        "migrated {} to {}: {}",
+        source.display(),
+        target,
+        counts.join(", ")
+    );
     Ok(())
 }
 

@@ -97,9 +97,14 @@ impl Node {
         // Keepalive times are whole seconds to the kernel, at least one.
         let keepalive = Duration::from_secs(self.settings.renew_every.as_secs().max(1));
         let mut config = self.config.clone();
+        // After the store's options, which keep the URL's own (a search_path, say).
+        let options = format!(
+            "{} -c synchronous_commit=off",
+            config.get_options().unwrap_or_default()
+        );
         config
             .application_name(application_name)
-            .options("-c client_min_messages=warning -c synchronous_commit=off")
+            .options(options.trim_start())
             .keepalives(true)
             .keepalives_idle(keepalive)
             .keepalives_interval(keepalive)

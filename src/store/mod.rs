@@ -17,6 +17,7 @@ mod read;
 mod sql;
 #[cfg(test)]
 pub(crate) mod test_db;
+mod to_postgres;
 mod webhooks;
 mod write;
 
@@ -27,6 +28,8 @@ pub(crate) use files::tighten;
 pub use pg::DEFAULT_POOL_SIZE as DEFAULT_PG_POOL_SIZE;
 pub use pg_url::PgUrl;
 pub(crate) use read::Reader;
+pub use to_postgres::Migrated;
+pub(crate) use to_postgres::migrate as migrate_to_postgres;
 pub(crate) use webhooks::NewWebhook;
 pub(crate) use write::{NewMachine, Writer};
 

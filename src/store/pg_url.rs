@@ -5,6 +5,7 @@
 use crate::domain::error::StartError;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -14,6 +15,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long sent data may stay unacknowledged before the kernel gives the connection up: a
 /// server that vanished (a cut network) fails the statement instead of hanging it forever.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connection attempts left running past their timeout (each on a thread of its own, until
+/// the server answers or the socket fails), at most: beyond it a new attempt is refused at
+/// once, so a server that accepts and never answers cannot pile up threads.
+const MAX_ATTEMPTS_IN_FLIGHT: usize = 16;
 /// What the server's `pg_stat_activity` shows for our connections.
 const APPLICATION_NAME: &str = "authkeys";
 
@@ -90,10 +95,17 @@ impl PgUrl {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
-        // Not the NOTICEs of re-applying the schema (`… already exists, skipping`) at each start.
+        // Not the NOTICEs of re-applying the schema (`… already exists, skipping`) at each
+        // start; after the URL's own `options` (a search_path, say), which are kept.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c client_min_messages=warning"),
+            None => "-c client_min_messages=warning".to_string(),
+        };
+        if config.get_application_name().is_none() {
+            config.application_name(APPLICATION_NAME);
+        }
         config
-            .options("-c client_min_messages=warning")
-            .application_name(APPLICATION_NAME)
+            .options(&options)
             .tcp_user_timeout(TCP_USER_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
@@ -154,19 +166,42 @@ pub(crate) fn connect_with(
     url: &PgUrl,
     config: &postgres::Config,
 ) -> Result<postgres::Client, ConnectError> {
+    static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+    connect_counted(&IN_FLIGHT, url, config)
+}
+
+/// `connect_with`, counting the attempts still running in `in_flight`.
+fn connect_counted(
+    in_flight: &'static AtomicUsize,
+    url: &PgUrl,
+    config: &postgres::Config,
+) -> Result<postgres::Client, ConnectError> {
     let timeout = config
         .get_connect_timeout()
         .copied()
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_ATTEMPTS_IN_FLIGHT {
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        return Err(ConnectError {
+            message: format!(
+                "connecting to {}: {MAX_ATTEMPTS_IN_FLIGHT} earlier attempts are still waiting",
+                url.redacted()
+            ),
+        });
+    }
     let (sent, received) = mpsc::channel();
     let config = config.clone();
     std::thread::Builder::new()
         .name("pg-connect".into())
         .spawn(move || {
             let _ = sent.send(config.connect(postgres::NoTls));
+            in_flight.fetch_sub(1, Ordering::SeqCst);
         })
-        .map_err(|err| ConnectError {
-            message: format!("connecting to {}: {err}", url.redacted()),
+        .map_err(|err| {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            ConnectError {
+                message: format!("connecting to {}: {err}", url.redacted()),
+            }
         })?;
     match received.recv_timeout(timeout) {
         Ok(Ok(client)) => Ok(client),
@@ -230,5 +265,68 @@ mod tests {
         let shown = format!("{config_error} {config_error:?}");
         assert!(shown.contains("not a valid PostgreSQL URL"), "{shown}");
         assert!(!shown.contains("hunter22"), "{shown}");
+    }
+
+    /// The URL's own `options` (a search_path, say) and application name are kept.
+    #[test]
+    fn the_urls_own_options_are_kept() {
+        let kept = PgUrl::new("postgres://h/d?options=-c%20search_path%3Dauth&application_name=n")
+            .config()
+            .unwrap();
+        assert_eq!(
+            kept.get_options(),
+            Some("-c search_path=auth -c client_min_messages=warning")
+        );
+        assert_eq!(kept.get_application_name(), Some("n"));
+    }
+
+    /// A server that accepts and never answers holds at most `MAX_ATTEMPTS_IN_FLIGHT` attempts
+    /// (threads); one more is refused at once, and they all end once the server goes.
+    #[test]
+    fn attempts_left_waiting_on_a_silent_server_are_bounded() {
+        static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let url = PgUrl::new(&format!(
+            "postgres://u:pw@127.0.0.1:{port}/d?connect_timeout=1"
+        ));
+        let config = url.config().unwrap();
+        let results: Vec<String> = std::thread::scope(|scope| {
+            let attempts: Vec<_> = (0..MAX_ATTEMPTS_IN_FLIGHT)
+                .map(|_| scope.spawn(|| connect_counted(&IN_FLIGHT, &url, &config)))
+                .collect();
+            // Once every attempt is under way, one more.
+            while IN_FLIGHT.load(Ordering::SeqCst) < MAX_ATTEMPTS_IN_FLIGHT {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let extra = connect_counted(&IN_FLIGHT, &url, &config);
+            attempts
+                .into_iter()
+                .map(|attempt| attempt.join().unwrap())
+                .chain([extra])
+                .map(|result| result.err().expect("no server answers").message)
+                .collect()
+        });
+        let waiting = results
+            .iter()
+            .filter(|message| message.contains("no answer within 1000 ms"))
+            .count();
+        assert_eq!(waiting, MAX_ATTEMPTS_IN_FLIGHT, "{results:?}");
+        assert!(
+            results
+                .last()
+                .unwrap()
+                .contains("earlier attempts are still waiting"),
+            "{results:?}"
+        );
+        drop(silent);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while IN_FLIGHT.load(Ordering::SeqCst) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "attempts left running"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

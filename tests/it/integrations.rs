@@ -5,6 +5,7 @@
 //! backup` of a database that a running server keeps writing.
 
 use crate::reliability::raw::Conn;
+use crate::support::store::PgDatabase;
 use crate::support::{
     ADMIN_TOKEN, Api, BIN, Options, Reaped, TestServer, eventually, sample, scrape, session_of,
     wait_until_refused,
@@ -80,6 +81,8 @@ impl Drop for EchoUpstream {
 #[derive(Clone, Copy, Debug)]
 enum ProxyKind {
     Nginx,
+    /// `examples/nginx-cluster.conf`: nginx in front of three nodes.
+    NginxCluster,
     Caddy,
 }
 
@@ -92,8 +95,12 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(kind: ProxyKind, authkeys: &str, upstream: SocketAddr) -> Proxy {
-        let authkeys = authkeys.trim_start_matches("http://");
+    /// `authkeys`: the URL of each authkeys node the example names (one, or three).
+    fn start(kind: ProxyKind, authkeys: &[&str], upstream: SocketAddr) -> Proxy {
+        let authkeys: Vec<&str> = authkeys
+            .iter()
+            .map(|url| url.trim_start_matches("http://"))
+            .collect();
         // A port freed just now could be taken again before the proxy binds it: retry.
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -102,8 +109,25 @@ impl Proxy {
                 .port();
             let dir = tempfile::tempdir().expect("a temp dir for the proxy");
             let mut command = match kind {
-                ProxyKind::Nginx => nginx_command(dir.path(), authkeys, upstream, port),
-                ProxyKind::Caddy => caddy_command(dir.path(), authkeys, upstream, port),
+                ProxyKind::Nginx => nginx_command(
+                    dir.path(),
+                    "examples/nginx.conf",
+                    &[("server 127.0.0.1:7373;", authkeys[0])],
+                    upstream,
+                    port,
+                ),
+                ProxyKind::NginxCluster => nginx_command(
+                    dir.path(),
+                    "examples/nginx-cluster.conf",
+                    &[
+                        ("server 127.0.0.1:7371;", authkeys[0]),
+                        ("server 127.0.0.1:7372;", authkeys[1]),
+                        ("server 127.0.0.1:7373;", authkeys[2]),
+                    ],
+                    upstream,
+                    port,
+                ),
+                ProxyKind::Caddy => caddy_command(dir.path(), authkeys[0], upstream, port),
             };
             let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("a log");
             let mut child = Reaped::new(
@@ -158,20 +182,26 @@ fn read_logs(dir: &Path) -> String {
         .join("\n")
 }
 
-/// `examples/nginx.conf` with its addresses replaced, inside a minimal main config whose
-/// pid, log and temp paths are all in `dir`.
-fn nginx_command(dir: &Path, authkeys: &str, upstream: SocketAddr, port: u16) -> Command {
-    let site = example_with(
-        "examples/nginx.conf",
-        &[
-            ("server 127.0.0.1:7373;", format!("server {authkeys};")),
-            ("server 127.0.0.1:8080;", format!("server {upstream};")),
-            (
-                "listen 127.0.0.1:8000;",
-                format!("listen 127.0.0.1:{port};"),
-            ),
-        ],
-    );
+/// An nginx example with its addresses replaced (each authkeys node's placeholder `server`
+/// line by the node's address), inside a minimal main config whose pid, log and temp paths
+/// are all in `dir`.
+fn nginx_command(
+    dir: &Path,
+    example: &str,
+    nodes: &[(&str, &str)],
+    upstream: SocketAddr,
+    port: u16,
+) -> Command {
+    let mut replacements: Vec<(&str, String)> = nodes
+        .iter()
+        .map(|(placeholder, address)| (*placeholder, format!("server {address};")))
+        .collect();
+    replacements.push(("server 127.0.0.1:8080;", format!("server {upstream};")));
+    replacements.push((
+        "listen 127.0.0.1:8000;",
+        format!("listen 127.0.0.1:{port};"),
+    ));
+    let site = example_with(example, &replacements);
     std::fs::write(dir.join("site.conf"), site).expect("writing site.conf");
     let d = dir.display();
     let main = format!(
@@ -304,7 +334,7 @@ fn behind_nginx_forwarded_clients_are_throttled_apart_and_forged_headers_are_ign
             .arg("--trusted-proxy", "127.0.0.1/32"),
     );
     let upstream = EchoUpstream::start();
-    let proxy = Proxy::start(ProxyKind::Nginx, &server.url, upstream.address);
+    let proxy = Proxy::start(ProxyKind::Nginx, &[&server.url], upstream.address);
     let client = |last: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
     let failed_login = |conn: &mut Conn, target: &str, forged: &str| {
         let headers = [
@@ -349,10 +379,84 @@ fn behind_nginx_forwarded_clients_are_throttled_apart_and_forged_headers_are_ign
     assert_eq!(reply.status, 403, "{reply:?}");
 }
 
+/// README's three-node example: three real nodes on one PostgreSQL database behind
+/// `examples/nginx-cluster.conf`. Logins through nginx land on every node; once a revocation
+/// through nginx has returned, each node refuses the key's sessions when asked directly,
+/// although each had just accepted them (and cached the answer).
+#[test]
+fn three_nodes_behind_nginx_share_logins_and_a_revocation_holds_on_every_node() {
+    let database = PgDatabase::create();
+    let nodes: Vec<TestServer> = (0..3)
+        .map(|_| {
+            TestServer::start_with(
+                Options {
+                    database: Some(database.clone()),
+                    ..Options::default()
+                }
+                .arg("--trusted-proxy", "127.0.0.1/32"),
+            )
+        })
+        .collect();
+    let urls: Vec<&str> = nodes.iter().map(|node| node.url.as_str()).collect();
+    let upstream = EchoUpstream::start();
+    let proxy = Proxy::start(ProxyKind::NginxCluster, &urls, upstream.address);
+    let through_nginx = |bearer: Option<&str>| {
+        let mut api = nodes[0].client(bearer);
+        api.url = format!("{}/authkeys", proxy.url);
+        api
+    };
+    let admin = through_nginx(Some(ADMIN_TOKEN));
+    admin.post("/v1/apps", &json!({"id": "web"})).expect(201);
+    let key = admin
+        .post("/v1/apps/web/keys", &json!({"reusable": true}))
+        .expect(201);
+    let sessions: Vec<String> = (0..6)
+        .map(|_| {
+            session_of(
+                &through_nginx(None)
+                    .post("/v1/auth/login", &json!({"auth_key": key["key"]}))
+                    .expect(201),
+            )
+        })
+        .collect();
+    for node in &nodes {
+        let logins = sample(
+            &scrape(&node.client(None)),
+            "authkeys_logins_total{outcome=\"success\"}",
+        );
+        assert!(logins >= 1.0, "nginx sent no login to {}", node.url);
+        for session in &sessions {
+            node.client(Some(session))
+                .get("/v1/auth/whoami")
+                .expect(200);
+        }
+    }
+    for session in &sessions {
+        assert_eq!(through(&proxy, "GET", Some(session), &[]).0, 200);
+    }
+
+    admin
+        .delete(&format!(
+            "/v1/apps/web/keys/{}",
+            key["id"].as_str().unwrap()
+        ))
+        .expect(204);
+    for node in &nodes {
+        for session in &sessions {
+            node.client(Some(session))
+                .get("/v1/auth/whoami")
+                .expect_error(401, "invalid_credentials");
+        }
+    }
+    for session in &sessions {
+        assert_eq!(through(&proxy, "GET", Some(session), &[]).0, 401);
+    }
+}
+
 fn check_forward_auth(kind: ProxyKind) {
     let server = TestServer::start_with(Options::default().arg("--ephemeral-ttl", "1"));
     let upstream = EchoUpstream::start();
-    let proxy = Proxy::start(kind, &server.url, upstream.address);
+    let proxy = Proxy::start(kind, &[&server.url], upstream.address);
     server.create_app("web");
 
     let key = server.create_key(

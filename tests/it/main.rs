@@ -17,6 +17,7 @@ mod lists;
 mod machine_auth;
 mod nodes;
 mod oidc;
+mod pg_ops;
 mod process;
 mod readme;
 mod reliability;
