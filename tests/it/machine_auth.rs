@@ -648,8 +648,6 @@ fn logout_ends_the_session_once() {
 #[test]
 fn verify_reports_valid_keys_and_why_others_are_not() {
     let server = server_with_app(Options::default());
-    // Two seconds, so that the first verify below comes before expiry on a loaded machine.
-    let expiring = issue(&server, json!({"expires_in": 2}));
     let dated = issue(&server, json!({"reusable": true, "expires_in": 3600}));
     let used = issue(&server, json!({}));
     login(&server, &used.secret);
@@ -666,6 +664,9 @@ fn verify_reports_valid_keys_and_why_others_are_not() {
         .iter()
         .map(|&(reusable, ephemeral)| issue_type(&server, reusable, ephemeral))
         .collect();
+    // Two seconds, issued just before its first verify, which must come before expiry on a
+    // loaded machine.
+    let expiring = issue(&server, json!({"expires_in": 2}));
     assert_eq!(verify(&server, &expiring.secret), valid_verdict(&expiring));
     sleep_past(&expiring.created["expires_at"]);
 

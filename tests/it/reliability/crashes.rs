@@ -7,11 +7,14 @@
 use super::raw::Conn;
 use crate::support::*;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
 const ROUNDS: usize = 15;
-/// The stream of writes runs for up to this long before the kill.
+/// The stream of writes runs for up to this long after its first acknowledged write (a
+/// restarted server's first requests may be slow: PostgreSQL connections) before the kill.
 const MAX_RUN_MS: u64 = 300;
 /// Fixed so that a failure can be replayed; the moments of the kills still vary with timing.
 const SEED: u64 = 0x5eed_a17b_0c3d_9e21;
@@ -95,7 +98,13 @@ fn every_acknowledged_write_survives_kill_9_and_nothing_is_half_revoked() {
         let run_for = Duration::from_millis(rng.below(MAX_RUN_MS));
         let url = server.url.clone();
         let seed = rng.below(u64::MAX) | 1;
-        let writer = thread::spawn(move || write_until_refused(&url, ledger, Rng(seed), round));
+        let progress = Arc::new(AtomicUsize::new(0));
+        let written = progress.clone();
+        let writer =
+            thread::spawn(move || write_until_refused(&url, ledger, Rng(seed), round, &written));
+        wait_for("the round's first write", Duration::from_secs(30), || {
+            progress.load(Ordering::SeqCst) > 0
+        });
         thread::sleep(run_for);
         server.kill9();
         ledger = writer.join().expect("the writer thread panicked");
@@ -115,8 +124,15 @@ fn every_acknowledged_write_survives_kill_9_and_nothing_is_half_revoked() {
     }
 }
 
-/// Sends writes until the server stops answering, recording each acknowledged one.
-fn write_until_refused(url: &str, mut ledger: Ledger, mut rng: Rng, round: usize) -> Ledger {
+/// Sends writes until the server stops answering, recording each acknowledged one (and
+/// counting it in `progress`).
+fn write_until_refused(
+    url: &str,
+    mut ledger: Ledger,
+    mut rng: Rng,
+    round: usize,
+    progress: &AtomicUsize,
+) -> Ledger {
     let Ok(mut conn) = Conn::try_open(url, None) else {
         return ledger; // killed before the first connection
     };
@@ -197,6 +213,7 @@ fn write_until_refused(url: &str, mut ledger: Ledger, mut rng: Rng, round: usize
             reply.json
         );
         ledger.acknowledged += 1;
+        progress.fetch_add(1, Ordering::SeqCst);
         match op {
             InDoubt::CreateApp(id) => ledger.apps.push(id),
             InDoubt::CreateKey => ledger.keys.push(KeyRecord {
