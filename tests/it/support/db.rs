@@ -54,10 +54,7 @@ impl Db {
                 .unwrap_or_else(|err| panic!("{sql}: {err}"))
             }
             Db::Postgres(database) => {
-                let params: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|param| param as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
+                let params = pg_params(params);
                 database
                     .connect()
                     .query(&dollar_placeholders(sql), &params)
@@ -110,10 +107,7 @@ impl Db {
                 .unwrap_or_else(|err| panic!("{sql}: {err}"))
                 as u64,
             Db::Postgres(database) => {
-                let params: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|param| param as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
+                let params = pg_params(params);
                 database
                     .connect()
                     .execute(&dollar_placeholders(sql), &params)
@@ -410,4 +404,12 @@ fn dump_postgres(client: &mut postgres::Client) -> Vec<String> {
         );
     }
     dump
+}
+
+/// Text parameters as the postgres crate takes them.
+fn pg_params<'a>(params: &'a [&'a str]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|param| param as &(dyn postgres::types::ToSql + Sync))
+        .collect()
 }
