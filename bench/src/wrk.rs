@@ -2,6 +2,7 @@
 //! callback prints one JSON line of results, so nothing parses wrk's human output.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One load run's results.
 #[derive(Clone, Copy, Debug, Default)]
@@ -73,7 +74,10 @@ fn script(request: &Request) -> String {
 pub fn run(url: &str, request: &Request, connections: u32, seconds: u64) -> Result<Load, String> {
     let dir = std::env::temp_dir().join(format!("authkeys-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
-    let script_path = dir.join(format!("load-{connections}-{seconds}.lua"));
+    // Several loads run at once (three nodes): each gets its own script, or one run's write
+    // truncates the file another wrk is reading and that run prints no result.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let script_path = dir.join(format!("load-{}.lua", NEXT.fetch_add(1, Ordering::Relaxed)));
     std::fs::write(&script_path, script(request)).map_err(|err| err.to_string())?;
     let output = Command::new("wrk")
         .args([
