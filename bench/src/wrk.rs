@@ -1,8 +1,11 @@
 //! Runs `wrk` (keep-alive HTTP load, C, epoll) with a generated Lua script whose `done`
 //! callback prints one JSON line of results, so nothing parses wrk's human output.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// One load run's results.
 #[derive(Clone, Copy, Debug, Default)]
@@ -79,6 +82,7 @@ pub fn run(url: &str, request: &Request, connections: u32, seconds: u64) -> Resu
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let script_path = dir.join(format!("load-{}.lua", NEXT.fetch_add(1, Ordering::Relaxed)));
     std::fs::write(&script_path, script(request)).map_err(|err| err.to_string())?;
+    warm_up(url, connections + 8)?;
     let output = Command::new("wrk")
         .args([
             "-t2",
@@ -110,4 +114,37 @@ pub fn run(url: &str, request: &Request, connections: u32, seconds: u64) -> Resu
         p99_ms: number("p99_us") / 1000.0,
         failures: number("failures") as u64,
     })
+}
+
+/// Opens `connections` keep-alive connections one after another, each answered before the
+/// next opens, and closes them all, so that a server with a thread per connection starts the
+/// run with that many threads.
+///
+/// tiny_http 0.12.0 as published needs it to be measured fairly: its `TaskPool` spawns a
+/// thread for a new connection only when it sees no idle one, and counts a woken thread idle
+/// until it runs, so when wrk opens 32 connections at once most are queued behind the few
+/// threads that took the first ones, and those connections are never served for the whole run
+/// (4 of 32 answered in one second, measured). wrk records no latency for a request that never
+/// completes, so the ceiling would report the throughput and p99 of the few connections it
+/// serves. Warmed, its idle threads outnumber wrk's connections and every connection is served.
+/// Every server measured is warmed alike.
+fn warm_up(url: &str, connections: u32) -> Result<(), String> {
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut open = Vec::new();
+    for _ in 0..connections {
+        let mut stream = TcpStream::connect(address).map_err(|err| format!("warm-up: {err}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|err| err.to_string())?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .map_err(|err| format!("warm-up: {err}"))?;
+        // The first bytes of the answer are enough: a thread has taken the connection.
+        let mut first = [0u8; 1];
+        stream
+            .read_exact(&mut first)
+            .map_err(|err| format!("warm-up: no answer from {address}: {err}"))?;
+        open.push(stream);
+    }
+    Ok(())
 }
