@@ -8,9 +8,13 @@
 //! invalidation happened since. Expiry is not cached away: callers judge every hit at `now`.
 //!
 //! With several nodes (`cluster`), a node may use its cache only while it hears every other
-//! node's changes: `set_usable(false)` turns hits and insertions off (every request reads the
-//! database) and `set_usable(true)` empties the cache before turning them back on. The hot
-//! path pays one atomic load for it.
+//! node's changes and its lease holds: `set_usable(false)` turns hits and insertions off (every
+//! request reads the database), `use_until(deadline)` turns them on until the lease's deadline,
+//! emptying the cache first unless it was in use, and `set_usable(true)` turns them on for good
+//! (one node). The deadline is checked by every request itself, not only by a watchdog: a node
+//! frozen past its lease (SIGSTOP, a paused VM) serves nothing from its cache when it runs
+//! again, whichever of its threads runs first. The hot path pays one atomic load for it, and
+//! a monotonic clock read only while a lease is in force.
 
 use super::Encoded;
 use crate::cache::app::CachedApp;
@@ -18,8 +22,9 @@ use crate::domain::model::KeyStatus;
 use crate::domain::model::Machine;
 use crate::domain::token::TokenHash;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::time::Instant;
 
 /// Entries per map. A full map evicts its oldest insertion: O(1), no latency spike, and a hot
 /// token that was evicted is back after two misses. About 1 KiB per session.
@@ -116,18 +121,42 @@ pub(crate) struct HotCache {
     /// stream of tokens each seen once (a million clients, or a guesser) never takes the
     /// write lock or evicts the hot ones.
     doorkeeper: Box<[AtomicU64]>,
-    /// Whether answers may be served from and put into the cache (see `set_usable`).
-    usable: AtomicBool,
+    /// Until when answers may be served from and put into the cache (see `set_usable`):
+    /// `OFF`, `ALWAYS`, or a lease's deadline in nanoseconds since `EPOCH`.
+    usable_until: AtomicU64,
+}
+
+const OFF: u64 = 0;
+const ALWAYS: u64 = u64::MAX;
+
+/// The origin of `usable_until`'s deadlines (a monotonic clock: wall-clock jumps do not move a
+/// lease).
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// `at` as a deadline for `usable_until`: never `OFF` or `ALWAYS` themselves.
+fn deadline(at: Instant) -> u64 {
+    let nanos = at.saturating_duration_since(*EPOCH).as_nanos();
+    u64::try_from(nanos)
+        .unwrap_or(ALWAYS)
+        .clamp(OFF + 1, ALWAYS - 1)
 }
 
 impl Default for HotCache {
     fn default() -> HotCache {
+        LazyLock::force(&EPOCH);
         HotCache {
             inner: RwLock::default(),
             doorkeeper: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            usable: AtomicBool::new(true),
+            usable_until: AtomicU64::new(ALWAYS),
         }
     }
+}
+
+/// Empties the maps and voids every ticket taken before.
+fn drop_all(inner: &mut Inner) {
+    inner.generation += 1;
+    inner.sessions.clear();
+    inner.keys.clear();
 }
 
 #[derive(Default)]
@@ -229,7 +258,7 @@ impl HotCache {
         map_mut: fn(&mut Inner) -> &mut Bounded<V>,
         load: impl FnOnce() -> Result<Option<V>, E>,
     ) -> Result<Option<Arc<V>>, E> {
-        if !self.usable.load(Ordering::Acquire) {
+        if !self.is_usable() {
             return Ok(load()?.map(Arc::new));
         }
         if let Some(hit) = map(&self.read()).get(&hash) {
@@ -258,7 +287,7 @@ impl HotCache {
         }
         let mut inner = self.write();
         // Checked under the lock that `set_usable` empties the cache under.
-        if inner.generation == ticket.0 && self.usable.load(Ordering::Acquire) {
+        if inner.generation == ticket.0 && self.is_usable() {
             map_mut(&mut inner).insert(hash, value);
         }
     }
@@ -267,15 +296,39 @@ impl HotCache {
     /// emptied) or on again (`true`: emptied first, so nothing cached before is served, and
     /// every ticket taken before is void).
     pub(crate) fn set_usable(&self, usable: bool) {
-        let mut inner = self.write();
-        inner.generation += 1;
-        inner.sessions.clear();
-        inner.keys.clear();
-        self.usable.store(usable, Ordering::Release);
+        self.empty_and_set(if usable { ALWAYS } else { OFF });
     }
 
+    /// Turns the cache on until `until` (a lease's deadline by this node's clock). If it was in
+    /// use, only the deadline moves; if it was off or its last deadline had passed, it is
+    /// emptied first, as by `set_usable(true)`.
+    pub(crate) fn use_until(&self, until: Instant) {
+        let until = deadline(until);
+        let mut inner = self.write();
+        if !self.is_usable() {
+            drop_all(&mut inner);
+        }
+        self.usable_until.store(until, Ordering::Release);
+    }
+
+    fn empty_and_set(&self, until: u64) {
+        let mut inner = self.write();
+        drop_all(&mut inner);
+        self.usable_until.store(until, Ordering::Release);
+    }
+
+    /// Whether answers may be served from and put into the cache now.
     pub(crate) fn is_usable(&self) -> bool {
-        self.usable.load(Ordering::Acquire)
+        match self.usable_until.load(Ordering::Acquire) {
+            ALWAYS => true,
+            OFF => false,
+            until => deadline(Instant::now()) < until,
+        }
+    }
+
+    /// Whether the cache is turned on, though its deadline may have passed.
+    pub(crate) fn is_on(&self) -> bool {
+        self.usable_until.load(Ordering::Acquire) != OFF
     }
 
     /// Whether a missed token has missed before (recently enough that its slot still holds
@@ -456,6 +509,44 @@ pub(crate) mod tests {
         assert_eq!(
             cached(&cache, &hash).map(|k| k.id.clone()),
             Some("fresh".into())
+        );
+    }
+
+    /// A node frozen past its lease may run a request before anything turns its cache off:
+    /// the deadline alone stops the cache from answering, and a renewal after the lapse
+    /// empties it.
+    #[test]
+    fn past_its_deadline_the_cache_serves_nothing_until_renewed_and_emptied() {
+        // Long enough that a loaded machine runs the first three reads within it.
+        const LEASE: std::time::Duration = std::time::Duration::from_secs(2);
+        let cache = HotCache::default();
+        let hash = TokenHash::of("k");
+        let load = |id: &'static str| move || Ok::<_, ()>(Some(key_status(id)));
+        cache.use_until(Instant::now() + LEASE);
+        cache.key_or_load(hash, load("a")).unwrap();
+        cache.key_or_load(hash, load("cached")).unwrap();
+        assert_eq!(
+            cache.key_or_load(hash, load("db")).unwrap().unwrap().id,
+            "cached",
+            "served from the cache within the lease"
+        );
+        // A renewal within the lease keeps what is cached.
+        let ticket = cache.ticket();
+        cache.use_until(Instant::now() + LEASE);
+        assert_eq!(cache.ticket(), ticket);
+        std::thread::sleep(LEASE + LEASE / 4);
+        assert!(cache.is_on(), "nothing turned it off");
+        assert_eq!(
+            cache.key_or_load(hash, load("db")).unwrap().unwrap().id,
+            "db",
+            "past the deadline every request reads"
+        );
+        insert_key(&cache, cache.ticket(), hash, key("late"));
+        cache.use_until(Instant::now() + std::time::Duration::from_secs(60));
+        assert_eq!(
+            cached(&cache, &hash),
+            None,
+            "a renewal after the lapse empties it"
         );
     }
 

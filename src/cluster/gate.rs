@@ -1,8 +1,10 @@
 //! When a node may use its hot cache: while its listener is registered (listening, and its
 //! node row written after its `LISTEN`) and its lease holds by its own clock. The listener
 //! thread reports both; a watchdog thread turns the cache off when the lease's local deadline
-//! passes without a renewal, whatever the listener thread is stuck on. The hot path only reads
-//! `HotCache`'s flag.
+//! passes without a renewal, whatever the listener thread is stuck on. The cache itself holds
+//! the lease's deadline too (`HotCache::use_until`), and every request checks it: after a
+//! freeze longer than the lease, no request is served from the cache even if it runs before
+//! the watchdog.
 
 use crate::cache::hot::HotCache;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -111,16 +113,23 @@ impl Gate {
     }
 
     fn apply(&self, state: &State) {
-        let usable = !state.stopping
-            && state.registered
-            && state.deadline.is_some_and(|at| at > Instant::now());
-        if usable == self.cache.is_usable() {
+        let now = Instant::now();
+        let lease = state
+            .deadline
+            .filter(|at| *at > now && state.registered && !state.stopping);
+        let was_on = self.cache.is_on();
+        if let Some(deadline) = lease {
+            self.cache.use_until(deadline);
+            if !was_on {
+                log::info!("cluster: hot cache on (listening, lease held)");
+            }
             return;
         }
-        self.cache.set_usable(usable);
-        if usable {
-            log::info!("cluster: hot cache on (listening, lease held)");
-        } else if !state.stopping {
+        if !was_on {
+            return;
+        }
+        self.cache.set_usable(false);
+        if !state.stopping {
             let why = if state.registered {
                 "the lease ran out before it was renewed"
             } else {
@@ -155,9 +164,9 @@ mod tests {
         assert!(!cache.is_usable());
         gate.registered(Instant::now() + Duration::from_millis(100));
         assert!(cache.is_usable());
-        // Not renewed: the watchdog turns it off at the deadline, by itself.
+        // Not renewed: the watchdog turns it off at the deadline, by itself (and empties it).
         let started = Instant::now();
-        while cache.is_usable() {
+        while cache.is_on() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "never turned off"
@@ -184,7 +193,11 @@ mod tests {
         gate.registered(Instant::now() + Duration::from_millis(20));
         let ticket = cache.ticket();
         std::thread::sleep(Duration::from_millis(40));
-        assert!(cache.is_usable(), "nobody has looked yet");
+        assert!(cache.is_on(), "nobody has turned it off yet");
+        assert!(
+            !cache.is_usable(),
+            "yet past the deadline it serves nothing"
+        );
         gate.renewed(Instant::now() + Duration::from_secs(60));
         assert!(cache.is_usable());
         assert_ne!(cache.ticket(), ticket, "emptied on the way");
