@@ -296,7 +296,10 @@ impl HotCache {
     /// emptied) or on again (`true`: emptied first, so nothing cached before is served, and
     /// every ticket taken before is void).
     pub(crate) fn set_usable(&self, usable: bool) {
-        self.empty_and_set(if usable { ALWAYS } else { OFF });
+        let mut inner = self.write();
+        drop_all(&mut inner);
+        let until = if usable { ALWAYS } else { OFF };
+        self.usable_until.store(until, Ordering::Release);
     }
 
     /// Turns the cache on until `until` (a lease's deadline by this node's clock). If it was in
@@ -308,12 +311,6 @@ impl HotCache {
         if !self.is_usable() {
             drop_all(&mut inner);
         }
-        self.usable_until.store(until, Ordering::Release);
-    }
-
-    fn empty_and_set(&self, until: u64) {
-        let mut inner = self.write();
-        drop_all(&mut inner);
         self.usable_until.store(until, Ordering::Release);
     }
 
