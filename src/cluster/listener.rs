@@ -48,10 +48,7 @@ pub(crate) fn run(node: &Node, gate: &Gate, mut client: Option<Client>) {
             },
         };
         match serve(node, gate, &mut connected) {
-            Ok(()) => {
-                // Stopping: a clean shutdown takes this node out of every barrier now.
-                let _ = connected.execute("DELETE FROM nodes WHERE id = $1", &[&node.id]);
-            }
+            Ok(()) => client = Some(connected),
             Err(err) => {
                 gate.lost();
                 log::warn!(
@@ -62,6 +59,17 @@ pub(crate) fn run(node: &Node, gate: &Gate, mut client: Option<Client>) {
                 );
             }
         }
+    }
+    // Stopping: a clean shutdown takes this node out of every barrier now. Also when the stop
+    // came before this thread first ran, with the connection `register` handed it.
+    if let Some(mut connected) = client
+        && let Err(err) = connected.execute("DELETE FROM nodes WHERE id = $1", &[&node.id])
+    {
+        log::warn!(
+            "cluster: node {} could not leave cleanly ({}); writers wait for its lease to run out",
+            node.id,
+            node.redact(&err.into())
+        );
     }
     gate.stop();
 }

@@ -254,6 +254,32 @@ fn writers_wait_for_a_silent_node_until_its_lease_runs_out_and_not_for_gone_ones
     assert!(waited() < Duration::from_millis(500));
 }
 
+/// The stop can come before the listener thread first runs (a loaded machine): the node still
+/// leaves, with the connection its start registered on, and writers do not wait for it.
+#[test]
+fn a_node_stopped_before_its_listener_first_ran_still_leaves() {
+    let db = database();
+    let (a, cache) = node(&db);
+    a.stop();
+    let mut sql = db.client();
+    let rows = |sql: &mut Client| {
+        sql.query_one("SELECT count(*) FROM nodes", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(rows(&mut sql), 0, "stopped after its listener ran: gone");
+    // As `Cluster::start` hands the thread its registered connection, but already stopping.
+    let gate = Gate::new(cache);
+    let registered = listener::register(&a.node, &gate).unwrap();
+    assert_eq!(rows(&mut sql), 1);
+    listener::run(&a.node, &gate, Some(registered));
+    assert_eq!(
+        rows(&mut sql),
+        0,
+        "stopped before its listener ran: gone too"
+    );
+}
+
 /// Cutting the listening connection (found by its `application_name`) turns the node's cache
 /// off at once, and the node comes back by itself with an empty cache; meanwhile writers do
 /// not wait for it past its new registration.
