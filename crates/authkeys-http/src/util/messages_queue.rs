@@ -168,7 +168,11 @@ mod tests {
             let value = received
                 .recv_timeout(Duration::from_secs(10))
                 .expect("an element stayed queued while the poppers slept");
-            assert!(!std::mem::replace(&mut seen[value], true), "{value} twice");
+            assert!(
+                !std::mem::replace(&mut seen[value], true),
+                "{} twice",
+                value
+            );
         }
         for _ in 0..POPPERS {
             queue.unblock();
