@@ -446,6 +446,36 @@ fn format_and_bidi_characters_in_names_and_descriptions_get_422_naming_the_field
             )
             .expect(422, "invalid_field")
             .naming("`machine`"),
+            // Every other name or description an admin gives: each request valid but for it.
+            case(
+                "POST",
+                "/v1/admin-tokens",
+                format!(r#"{{"name": "{text}", "scopes": ["keys:read"]}}"#),
+            )
+            .admin()
+            .expect(422, "invalid_field")
+            .naming("`name`"),
+            case(
+                "POST",
+                "/v1/webhooks",
+                format!(
+                    r#"{{"url": "http://127.0.0.1:9/hook", "events": ["*"], "description": "{text}"}}"#
+                ),
+            )
+            .admin()
+            .expect(422, "invalid_field")
+            .naming("`description`"),
+            case(
+                "POST",
+                "/v1/apps/victim/trust-policies",
+                format!(
+                    r#"{{"issuer": "https://issuer.example", "audience": "authkeys",
+                         "subject": "repo:acme/api:ref:refs/heads/main", "description": "{text}"}}"#
+                ),
+            )
+            .admin()
+            .expect(422, "invalid_field")
+            .naming("`description`"),
         ]);
     }
     check_all(&target, cases);
