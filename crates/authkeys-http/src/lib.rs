@@ -182,14 +182,36 @@ pub struct IncomingRequests<'a> {
 }
 
 /// Represents the parameters required to create a server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// The addresses to try to listen to.
     pub addr: ConfigListenAddr,
 
     /// authkeys patch: the bounds enforced on every connection.
     pub limits: Limits,
+
+    /// authkeys patch: a first answer on the connection's own thread (see `InlineHandler`);
+    /// `None` hands every request to `recv()`.
+    pub inline: Option<Arc<InlineHandler>>,
 }
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("addr", &self.addr)
+            .field("limits", &self.limits)
+            .field("inline", &self.inline.is_some())
+            .finish()
+    }
+}
+
+/// authkeys patch: called on the connection's own thread with each request, read whole within
+/// the limits, before it is queued for `recv()`. It answers the request (`respond`) and returns
+/// `None`, or returns it untouched to have it queued. Answering here saves handing the request
+/// to another thread and waking it: for what can be answered from memory at once. Anything that
+/// may block (a database, the network) belongs to the threads calling `recv()`, so that their
+/// number bounds it.
+pub type InlineHandler = dyn Fn(Request) -> Option<Request> + Send + Sync;
 
 impl Server {
     /// Shortcut for a simple server on a specific address.
@@ -201,6 +223,7 @@ impl Server {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::from_socket_addrs(addr)?,
             limits: Limits::default(),
+            inline: None,
         })
     }
 
@@ -213,13 +236,14 @@ impl Server {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::unix_from_path(path),
             limits: Limits::default(),
+            inline: None,
         })
     }
 
     /// Builds a new server that listens on the specified address.
     pub fn new(config: ServerConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = config.addr.bind()?;
-        Self::from_listener_with_limits(listener, config.limits)
+        Self::start(listener, config.limits, config.inline)
     }
 
     /// Builds a new server using the specified TCP listener.
@@ -237,7 +261,14 @@ impl Server {
         listener: L,
         limits: Limits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = listener.into();
+        Self::start(listener.into(), limits, None)
+    }
+
+    fn start(
+        listener: Listener,
+        limits: Limits,
+        inline: Option<Arc<InlineHandler>>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let limits = Arc::new(limits);
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -326,10 +357,11 @@ impl Server {
 
                 let messages = inside_messages.clone();
                 let close = inside_close_trigger.clone();
+                let inline = inline.clone();
                 let mut client = Some(new_client);
                 tasks_pool.spawn(Box::new(move || {
                     if let Some(client) = client.take() {
-                        serve_connection(client, &messages, &close);
+                        serve_connection(client, &messages, inline.as_deref(), &close);
                     }
                 }));
             }
@@ -514,9 +546,13 @@ fn accept_failed(err: IoError, failures: &mut u32) {
 /// One channel per connection carries every "answered" notice (each request sends exactly
 /// one, when answered or dropped): a channel per request cost an allocation of its first
 /// block on every request.
+///
+/// A request `inline` answers is answered by this thread and not queued; its notice is then
+/// already there, and the next wait finds it.
 fn serve_connection(
     mut client: ClientConnection,
     messages: &MessagesQueue<Message>,
+    inline: Option<&InlineHandler>,
     close: &AtomicBool,
 ) {
     let (sender, answered) = mpsc::channel();
@@ -539,7 +575,14 @@ fn serve_connection(
             return;
         }
         let Some(rq) = client.next() else { return };
-        messages.push(rq.with_notify_sender(sender.clone()).into());
+        let rq = rq.with_notify_sender(sender.clone());
+        let unanswered = match inline {
+            Some(answer) => answer(rq),
+            None => Some(rq),
+        };
+        if let Some(rq) = unanswered {
+            messages.push(rq.into());
+        }
         pending = true;
     }
 }

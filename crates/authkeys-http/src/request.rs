@@ -50,8 +50,9 @@ use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 ///
 /// If you want to build fake requests to test your server, use [`TestRequest`](crate::test::TestRequest).
 pub struct Request {
-    // where to read the body from
-    data_reader: Option<Box<dyn Read + Send + 'static>>,
+    // where to read the body from (authkeys patch: the whole body, read before the request
+    // is handed over; see `body`)
+    data_reader: Option<Cursor<Vec<u8>>>,
 
     // if this writer is empty, then the request has been answered
     response_writer: Option<Box<dyn Write + Send + 'static>>,
@@ -210,12 +211,11 @@ where
         BodyFraming::Length(length) => Some(length),
         _ => None,
     };
-    let reader = Box::new(Cursor::new(body)) as Box<dyn Read + Send + 'static>;
     let expects_continue = false; // answered above
 
     Ok(Request {
         in_progress: None,
-        data_reader: Some(reader),
+        data_reader: Some(Cursor::new(body)),
         response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
         remote_addr,
         method,
@@ -353,6 +353,13 @@ impl Request {
         self.data_reader.as_mut().unwrap()
     }
 
+    /// authkeys patch: the whole body, however much of it `as_reader` has read. It was read
+    /// (within `Limits::max_body`) before the request was handed over, so this is a borrow:
+    /// looking at the body leaves it for whoever answers the request.
+    pub fn body(&self) -> &[u8] {
+        self.data_reader.as_ref().map_or(&[], |body| body.get_ref())
+    }
+
     /// Turns the `Request` into a writer.
     ///
     /// The writer has a raw access to the stream to the user.
@@ -401,7 +408,7 @@ impl Request {
 
         let mut reader = None;
         mem::swap(&mut self.data_reader, &mut reader);
-        reader.unwrap()
+        Box::new(reader.unwrap())
     }
 
     /// Sends a response to this request.

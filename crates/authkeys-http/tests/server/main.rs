@@ -7,5 +7,6 @@ mod accept_failures;
 mod connections;
 mod deadlines;
 mod framing;
+mod inline;
 mod limits;
 mod responses;

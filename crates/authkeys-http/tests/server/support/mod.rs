@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use authkeys_http::{Limits, Request, Response, Server};
+use authkeys_http::{
+    ConfigListenAddr, InlineHandler, Limits, Request, Response, Server, ServerConfig,
+};
 
 /// The longest any test waits for something the server should do promptly.
 pub const PATIENCE: Duration = Duration::from_secs(5);
@@ -58,6 +60,23 @@ impl TestServer {
         TestServer {
             server: Arc::new(server),
             address,
+            stop: Arc::new(AtomicBool::new(false)),
+            worker: None,
+        }
+    }
+
+    /// A server that tries `inline` on each connection's thread first; the test calls `recv`
+    /// for the requests it gives back.
+    pub fn with_inline(limits: Limits, inline: Arc<InlineHandler>) -> TestServer {
+        let server = Server::new(ServerConfig {
+            addr: ConfigListenAddr::from_socket_addrs("127.0.0.1:0").expect("an address"),
+            limits,
+            inline: Some(inline),
+        })
+        .expect("server");
+        TestServer {
+            address: server.server_addr().to_ip().expect("an IP address"),
+            server: Arc::new(server),
             stop: Arc::new(AtomicBool::new(false)),
             worker: None,
         }
