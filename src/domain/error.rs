@@ -45,6 +45,9 @@ pub(crate) enum Error {
     /// The database cannot be reached (PostgreSQL went away); the detail was logged where it
     /// happened. Nothing was done, or, for a write whose commit was cut off, it is unknown.
     Unavailable,
+    /// The answer needs the database, which this thread may not use (`store::memory_only`):
+    /// nothing was done, and the request goes to a thread that may. Never reaches a client.
+    NeedsDatabase,
 }
 
 impl fmt::Display for Error {
@@ -75,6 +78,7 @@ impl fmt::Display for Error {
             Error::WebhookNotFound => f.write_str("no such webhook"),
             Error::Storage => f.write_str("internal error"),
             Error::Unavailable => f.write_str("the database is unavailable; try again later"),
+            Error::NeedsDatabase => f.write_str("internal error"),
         }
     }
 }

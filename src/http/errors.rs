@@ -74,7 +74,7 @@ impl ApiError {
                 Error::PolicyViolation(_) => (422, "policy_violation"),
                 Error::AdminTokenNotFound => (404, "admin_token_not_found"),
                 Error::WebhookNotFound => (404, "webhook_not_found"),
-                Error::Storage => (500, "internal"),
+                Error::Storage | Error::NeedsDatabase => (500, "internal"),
                 Error::Unavailable => (503, "database_unavailable"),
             },
             ApiError::RouteNotFound => (404, "not_found"),

@@ -1,6 +1,8 @@
 //! The authkeys-http adapter: a fixed pool of worker threads that take requests authkeys-http has
 //! already read whole within `http::limits`, call the handler (in production `http::handle`)
 //! under `catch_unwind`, and write the response. Workers never wait on a client's input.
+//! An optional inline handler (in production `http::handle_in_memory`) is tried first on the
+//! connection's own thread, for what is answered from memory without a handoff to a worker.
 //! Shutdown unblocks and joins every worker after the requests already received are answered.
 
 use super::forwarded::TrustedProxies;
@@ -8,7 +10,7 @@ use super::limits::{self, Settings};
 use super::{ApiError, MAX_BODY_BYTES, ROUTE_LABELS, Request, Response, routes};
 use crate::domain::error::StartError;
 use crate::metrics::Metrics;
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +20,12 @@ use std::time::{Duration, Instant};
 
 /// What the workers call for each request.
 pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+
+/// What a connection's own thread calls first for each of its requests: the answer, if it is
+/// at hand in memory, or `None` to hand the request to a worker. It must never block (on the
+/// database, the network, a lock held across either): every connection has a thread, and
+/// only the workers' number bounds what waits.
+pub type InlineHandler = dyn Fn(&Request) -> Option<Response> + Send + Sync;
 
 pub struct Listener {
     server: Arc<authkeys_http::Server>,
@@ -35,14 +43,16 @@ impl Listener {
         workers: usize,
     ) -> Result<Listener, StartError> {
         let metrics = Arc::new(Metrics::new(ROUTE_LABELS));
-        Listener::start_with(listen, handler, workers, &Settings::default(), metrics)
+        let settings = Settings::default();
+        Listener::start_with(listen, handler, None, workers, &settings, metrics)
     }
 
-    /// A listener with `settings`; requests refused before they reach `handler` (malformed,
-    /// too large, too slow) are counted in `metrics`.
+    /// A listener with `settings` that tries `inline` first, if given; requests refused before
+    /// they reach a handler (malformed, too large, too slow) are counted in `metrics`.
     pub(crate) fn start_with(
         listen: &str,
         handler: Arc<Handler>,
+        inline: Option<Arc<InlineHandler>>,
         workers: usize,
         settings: &Settings,
         metrics: Arc<Metrics>,
@@ -60,6 +70,11 @@ impl Listener {
             addr: authkeys_http::ConfigListenAddr::from_socket_addrs(listen)
                 .map_err(|err| cannot_listen(err.into()))?,
             limits: limits::limits(settings, Arc::new(rejection_response)),
+            inline: inline.map(|inline| {
+                let trusted = settings.trusted_proxies.clone();
+                Arc::new(move |raw| answer_inline(&*inline, &trusted, raw))
+                    as Arc<authkeys_http::InlineHandler>
+            }),
         })
         .map_err(cannot_listen)?;
         let address = server
@@ -141,31 +156,69 @@ fn serve(
     }
 }
 
-fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: authkeys_http::Request) {
+fn respond(handler: &Handler, trusted: &TrustedProxies, raw: authkeys_http::Request) {
     // Timed only for the debug line: a clock read per request is not free.
     let started = log::log_enabled!(log::Level::Debug).then(Instant::now);
-    let method = raw.method().as_str().to_string();
-    let mut request = Request::new(&method, raw.url());
-    let read = read_body(&mut raw).and_then(|body| Ok((body, authorization(&raw)?)));
-    let response = match read {
-        Ok((body, authorization)) => {
-            request.body = body;
-            request.authorization = authorization;
-            request.content_type = header(&raw, "Content-Type");
-            request.github_key_identifier = header(&raw, "Github-Public-Key-Identifier");
-            request.github_signature = header(&raw, "Github-Public-Key-Signature");
-            request.remote_addr = client_address(trusted, &raw);
-            guarded(|| handler(&request))
+    let response = match request_of(trusted, &raw) {
+        Ok(request) => {
+            let response = guarded(|| handler(&request));
+            return write(raw, &request, response, started);
         }
         Err(err) => Response::error(&err),
     };
+    let request = Request::new(raw.method().as_str(), raw.url());
+    write(raw, &request, response, started);
+}
+
+/// Answers `raw` with `inline` if it can; otherwise gives it back for a worker. A request that
+/// cannot be read (a bad body, two `Authorization` headers) goes to a worker too, which answers
+/// its error.
+fn answer_inline(
+    inline: &InlineHandler,
+    trusted: &TrustedProxies,
+    raw: authkeys_http::Request,
+) -> Option<authkeys_http::Request> {
+    let started = log::log_enabled!(log::Level::Debug).then(Instant::now);
+    let Ok(request) = request_of(trusted, &raw) else {
+        return Some(raw);
+    };
+    match guarded(|| inline(&request)) {
+        None => Some(raw),
+        Some(response) => {
+            write(raw, &request, response, started);
+            None
+        }
+    }
+}
+
+/// The request as `http` sees it: method, target, the headers it reads, the body and the
+/// client's address. Leaves `raw` as it was, so that a worker can still answer it.
+fn request_of(trusted: &TrustedProxies, raw: &authkeys_http::Request) -> Result<Request, ApiError> {
+    let mut request = Request::new(raw.method().as_str(), raw.url());
+    request.body = body(raw)?;
+    request.authorization = authorization(raw)?;
+    request.content_type = header(raw, "Content-Type");
+    request.github_key_identifier = header(raw, "Github-Public-Key-Identifier");
+    request.github_signature = header(raw, "Github-Public-Key-Signature");
+    request.remote_addr = client_address(trusted, raw);
+    Ok(request)
+}
+
+/// Writes `response` to `request`'s connection, and the access line at debug level.
+fn write(
+    raw: authkeys_http::Request,
+    request: &Request,
+    response: Response,
+    started: Option<Instant>,
+) {
     let status = response.status;
     if let Err(err) = raw.respond(to_tiny(response)) {
         log::debug!("writing a response failed (client gone?): {err}");
     }
     if let Some(started) = started {
         log::debug!(
-            "{method} {} {status} {}µs",
+            "{} {} {status} {}µs",
+            request.method,
             // A secret pasted into a URL must not reach the log, whatever its shape or encoding.
             crate::domain::token::redact_path(&request.path),
             started.elapsed().as_micros()
@@ -224,18 +277,13 @@ fn tiny_header(name: &str, value: &str) -> Result<authkeys_http::Header, ()> {
     }
 }
 
-/// Takes the body. authkeys-http has already read it whole and refused one over `MAX_BODY_BYTES`
-/// (see `http::limits`), so this reads from memory; the bound is checked again regardless.
-fn read_body(raw: &mut authkeys_http::Request) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    raw.as_reader()
-        .take(MAX_BODY_BYTES as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|err| ApiError::MalformedBody(format!("reading the body failed: {err}")))?;
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::BodyTooLarge);
+/// The body. authkeys-http has already read it whole and refused one over `MAX_BODY_BYTES`
+/// (see `http::limits`); the bound is checked again regardless.
+fn body(raw: &authkeys_http::Request) -> Result<Vec<u8>, ApiError> {
+    match raw.body() {
+        body if body.len() > MAX_BODY_BYTES => Err(ApiError::BodyTooLarge),
+        body => Ok(body.to_vec()),
     }
-    Ok(body)
 }
 
 /// The client's address: the peer's, or the one a trusted proxy forwarded (`forwarded`). A
@@ -280,10 +328,11 @@ fn header(raw: &authkeys_http::Request, name: &'static str) -> Option<String> {
         .map(|header| header.value.as_str().to_string())
 }
 
-/// Runs a handler so that a panic (a bug) becomes a 500 and the worker keeps serving.
-pub(crate) fn guarded(work: impl FnOnce() -> Response) -> Response {
+/// Runs a handler so that a panic (a bug) becomes a 500 and the thread keeps serving. `T` is
+/// `Response`, or the inline handler's `Option<Response>`.
+fn guarded<T: From<Response>>(work: impl FnOnce() -> T) -> T {
     panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
         log::error!("a request handler panicked; answered 500");
-        Response::error(&ApiError::Internal)
+        T::from(Response::error(&ApiError::Internal))
     })
 }

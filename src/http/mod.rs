@@ -12,6 +12,8 @@ mod dashboard;
 mod dto;
 mod errors;
 mod forwarded;
+#[cfg(test)]
+mod in_memory_tests;
 mod integration;
 mod leaks;
 mod limits;
@@ -33,6 +35,7 @@ pub(crate) use errors::ApiError;
 pub(crate) use routes::ROUTE_LABELS;
 
 use crate::authority::Authority;
+use crate::domain::error::Error;
 use crate::domain::model::Timestamp;
 use crate::http::throttle::Throttle;
 use crate::metrics::{self, Metrics};
@@ -69,12 +72,49 @@ pub(crate) fn handle(
     let response = match route {
         Some(route) => dispatch(&ctx, route),
         None => Err(ApiError::RouteNotFound),
+    };
+    counted(&ctx, route, response, started)
+}
+
+/// Answers `request` exactly as `handle` would, if that takes nothing but memory; `None` if it
+/// would need the database, and then nothing was counted, throttled or stamped: a worker
+/// answers it with `handle`. Tried only for the routes machines and services call on every
+/// request (`Route::is_hot`), whose answer for a cached credential is in memory; the listener
+/// calls this on the connection's own thread, which saves handing the request to a worker.
+pub(crate) fn handle_in_memory(
+    authority: &Authority,
+    throttle: &Throttle,
+    metrics: &Metrics,
+    request: &Request,
+    now: Timestamp,
+) -> Option<Response> {
+    let started = Instant::now();
+    let route = Route::parse(&request.path).filter(|route| route.is_hot())?;
+    let ctx = Ctx {
+        authority,
+        throttle,
+        metrics,
+        request,
+        now,
+    };
+    match crate::store::memory_only(|| dispatch(&ctx, route)) {
+        Err(ApiError::Domain(Error::NeedsDatabase)) => None,
+        response => Some(counted(&ctx, Some(route), response, started)),
     }
-    .unwrap_or_else(|err| Response::error(&err));
+}
+
+/// The response for `response`, counted under its route.
+fn counted(
+    ctx: &Ctx,
+    route: Option<Route>,
+    response: Result<Response, ApiError>,
+    started: Instant,
+) -> Response {
+    let response = response.unwrap_or_else(|err| Response::error(&err));
     let template = route.map_or(routes::UNMATCHED, Route::template);
-    metrics.request(
+    ctx.metrics.request(
         template,
-        &request.method,
+        &ctx.request.method,
         response.status,
         started.elapsed(),
     );
@@ -135,6 +175,9 @@ fn dispatch(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
         // Every other route takes a credential, a new one included (it falls to `admin`).
         _ => {
             let answer = throttled(throttle, request, now, || credentialed(ctx, route));
+            if let Err(err @ ApiError::Domain(Error::NeedsDatabase)) = answer.result {
+                return Err(err); // not answered: nothing to count
+            }
             match route {
                 Route::Login => metrics.login(outcome(&answer.result, "success")),
                 Route::Verify => metrics.verify(

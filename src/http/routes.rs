@@ -137,6 +137,15 @@ impl<'a> Route<'a> {
         Some(route)
     }
 
+    /// Whether machines and services call this route on every request, and its answer for a
+    /// cached credential needs nothing but memory: what `handle_in_memory` tries first.
+    pub(crate) fn is_hot(self) -> bool {
+        matches!(
+            self,
+            Route::Health | Route::Whoami | Route::Verify | Route::ForwardAuth
+        )
+    }
+
     /// The methods this route answers, for dispatch and for the `Allow` header of a 405.
     pub(crate) fn methods(self) -> &'static [&'static str] {
         match self {

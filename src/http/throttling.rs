@@ -79,7 +79,8 @@ fn refuses_credential(err: &Error) -> bool {
         | Error::AdminTokenNotFound
         | Error::WebhookNotFound
         | Error::Storage
-        | Error::Unavailable => false,
+        | Error::Unavailable
+        | Error::NeedsDatabase => false,
         // A valid credential without the scope: not a guess either.
         Error::Forbidden(_) | Error::PolicyViolation(_) => false,
     }

@@ -97,15 +97,24 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::new(http::ROUTE_LABELS));
         let throttle = Throttle::new(config.login_failures);
+        let throttle = Arc::new(throttle);
         let handler = {
+            let (authority, throttle) = (Arc::clone(&authority), Arc::clone(&throttle));
             let metrics = Arc::clone(&metrics);
             move |request: &http::Request| {
                 http::handle(&authority, &throttle, &metrics, request, Timestamp::now())
             }
         };
+        let inline = {
+            let metrics = Arc::clone(&metrics);
+            move |request: &http::Request| {
+                http::handle_in_memory(&authority, &throttle, &metrics, request, Timestamp::now())
+            }
+        };
         let listener = Listener::start_with(
             &config.listen,
             Arc::new(handler),
+            Some(Arc::new(inline)),
             config.workers,
             &config.http,
             Arc::clone(&metrics),

@@ -37,6 +37,7 @@ use crate::domain::error::{self, Error, StartError};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use sql::Conn;
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -51,6 +52,35 @@ pub(crate) fn storage(err: impl Into<sql::SqlError>) -> Error {
         Error::Unavailable
     } else {
         Error::Storage
+    }
+}
+
+thread_local! {
+    /// Whether this thread is inside `memory_only`.
+    static MEMORY_ONLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `work` with the database closed to this thread: every `read`, `snapshot` and `write`
+/// fails at once with `Error::NeedsDatabase`, running nothing. The HTTP connection threads
+/// answer the requests they can this way (`http::handle_in_memory`), so that none of them ever
+/// waits on the database, whose work stays on the bounded pool of workers.
+pub(crate) fn memory_only<T>(work: impl FnOnce() -> T) -> T {
+    /// Opens the database to the thread again however `work` ends, a panic included.
+    struct Reopen(bool);
+    impl Drop for Reopen {
+        fn drop(&mut self) {
+            MEMORY_ONLY.set(self.0);
+        }
+    }
+    let _reopen = Reopen(MEMORY_ONLY.replace(true));
+    work()
+}
+
+/// `Err(NeedsDatabase)` inside `memory_only`.
+fn database_open() -> error::Result<()> {
+    match MEMORY_ONLY.get() {
+        true => Err(Error::NeedsDatabase),
+        false => Ok(()),
     }
 }
 
@@ -210,6 +240,7 @@ impl Store {
         &self,
         work: impl FnOnce(&Reader) -> error::Result<T>,
     ) -> error::Result<T> {
+        database_open()?;
         match &self.engine {
             Engine::Sqlite(sqlite) => sqlite.read(work),
             Engine::Postgres(pg) => pg.read(work),
@@ -222,6 +253,7 @@ impl Store {
         &self,
         work: impl FnOnce(&Reader) -> error::Result<T>,
     ) -> error::Result<T> {
+        database_open()?;
         match &self.engine {
             Engine::Sqlite(sqlite) => sqlite.snapshot(work),
             Engine::Postgres(pg) => pg.snapshot(work),
@@ -235,6 +267,7 @@ impl Store {
         &self,
         work: impl FnOnce(&Writer) -> error::Result<T>,
     ) -> error::Result<T> {
+        database_open()?;
         match &self.engine {
             Engine::Sqlite(sqlite) => sqlite.write(work),
             Engine::Postgres(pg) => pg.write(work),
