@@ -1,6 +1,9 @@
 //! The reference servers every ratio is measured against: authkeys-http with the same number of
 //! worker threads as authkeys, answering a small JSON body either directly (`empty`) or after
-//! one indexed SQLite lookup of the bearer token's hash (`lookup`).
+//! one indexed SQLite lookup of the bearer token's hash (`lookup`). As authkeys does, the empty
+//! server answers on the connection's own thread (authkeys-http's inline handler: what is in
+//! memory needs no handoff), and the lookup server on its workers (what reads a database is
+//! bounded by them).
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use sha2::{Digest, Sha256};
@@ -13,7 +16,19 @@ pub fn serve(args: &[String]) -> Result<(), String> {
         _ => return Err("ceiling takes empty or lookup".into()),
     };
     let db = crate::flag(args, "--db").unwrap_or(":memory:").to_string();
-    let server = authkeys_http::Server::http("127.0.0.1:0").map_err(|err| err.to_string())?;
+    let inline = (!lookup).then(|| {
+        Arc::new(|request: authkeys_http::Request| {
+            let _ = request.respond(empty_response());
+            None
+        }) as Arc<authkeys_http::InlineHandler>
+    });
+    let server = authkeys_http::Server::new(authkeys_http::ServerConfig {
+        addr: authkeys_http::ConfigListenAddr::from_socket_addrs("127.0.0.1:0")
+            .map_err(|err| err.to_string())?,
+        limits: authkeys_http::Limits::default(),
+        inline,
+    })
+    .map_err(|err| err.to_string())?;
     let address = server.server_addr().to_ip().expect("an IP listener");
     let server = Arc::new(server);
     let workers: Vec<_> = (0..authkeys::config::DEFAULT_WORKERS)
@@ -26,14 +41,10 @@ pub fn serve(args: &[String]) -> Result<(), String> {
                     Connection::open_with_flags(&db, flags).expect("opening the database")
                 });
                 while let Ok(request) = server.recv() {
-                    let body = match &conn {
-                        None => r#"{"status":"ok"}"#.to_string(),
-                        Some(conn) => lookup_body(conn, &request),
+                    let response = match &conn {
+                        None => empty_response(),
+                        Some(conn) => json_response(lookup_body(conn, &request)),
                     };
-                    let header =
-                        authkeys_http::Header::from_bytes("Content-Type", "application/json")
-                            .expect("a valid header");
-                    let response = authkeys_http::Response::from_string(body).with_header(header);
                     let _ = request.respond(response);
                 }
             })
@@ -47,6 +58,16 @@ pub fn serve(args: &[String]) -> Result<(), String> {
         let _ = worker.join();
     }
     Ok(())
+}
+
+fn empty_response() -> authkeys_http::Response<std::io::Cursor<Vec<u8>>> {
+    json_response(r#"{"status":"ok"}"#.to_string())
+}
+
+fn json_response(body: String) -> authkeys_http::Response<std::io::Cursor<Vec<u8>>> {
+    let header = authkeys_http::Header::from_bytes("Content-Type", "application/json")
+        .expect("a valid header");
+    authkeys_http::Response::from_string(body).with_header(header)
 }
 
 fn lookup_body(conn: &Connection, request: &authkeys_http::Request) -> String {
