@@ -32,6 +32,10 @@ pub struct Listener {
     address: SocketAddr,
     stopping: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
+    /// The only strong reference to the inline handler: authkeys-http's connection threads,
+    /// which outlive the listener by up to their idle timeout, hold a `Weak` one, so that what
+    /// the handler holds (the authority, its store) goes with the listener.
+    inline: Option<Arc<InlineHandler>>,
     request_timeout: Duration,
 }
 
@@ -70,10 +74,12 @@ impl Listener {
             addr: authkeys_http::ConfigListenAddr::from_socket_addrs(listen)
                 .map_err(|err| cannot_listen(err.into()))?,
             limits: limits::limits(settings, Arc::new(rejection_response)),
-            inline: inline.map(|inline| {
-                let trusted = settings.trusted_proxies.clone();
-                Arc::new(move |raw| answer_inline(&*inline, &trusted, raw))
-                    as Arc<authkeys_http::InlineHandler>
+            inline: inline.as_ref().map(|inline| {
+                let (inline, trusted) = (Arc::downgrade(inline), settings.trusted_proxies.clone());
+                Arc::new(move |raw| match inline.upgrade() {
+                    Some(inline) => answer_inline(&*inline, &trusted, raw),
+                    None => Some(raw),
+                }) as Arc<authkeys_http::InlineHandler>
             }),
         })
         .map_err(cannot_listen)?;
@@ -100,6 +106,7 @@ impl Listener {
             address,
             stopping,
             workers,
+            inline,
             request_timeout: settings.request_timeout,
         })
     }
@@ -132,6 +139,7 @@ impl Listener {
                 log::error!("an HTTP worker thread panicked");
             }
         }
+        self.inline = None;
     }
 }
 
@@ -335,4 +343,46 @@ fn guarded<T: From<Response>>(work: impl FnOnce() -> T) -> T {
         log::error!("a request handler panicked; answered 500");
         T::from(Response::error(&ApiError::Internal))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    /// The inline handler, and what it holds (in production the authority and its store), goes
+    /// with the listener, though authkeys-http's connection threads live on for kept-alive
+    /// connections.
+    #[test]
+    fn what_the_inline_handler_holds_is_released_with_the_listener() {
+        let held = Arc::new(());
+        let inline = {
+            let held = Arc::clone(&held);
+            move |_: &Request| {
+                let _ = &held;
+                Some(Response::no_content())
+            }
+        };
+        let worker = |_: &Request| Response::error(&ApiError::Internal);
+        let metrics = Arc::new(Metrics::new(ROUTE_LABELS));
+        let listener = Listener::start_with(
+            "127.0.0.1:0",
+            Arc::new(worker),
+            Some(Arc::new(inline)),
+            1,
+            &Settings::default(),
+            metrics,
+        )
+        .expect("listening");
+        let mut kept_alive = TcpStream::connect(listener.address()).expect("connecting");
+        kept_alive
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("sending");
+        let mut answer = [0u8; 12];
+        kept_alive.read_exact(&mut answer).expect("an answer");
+        assert_eq!(&answer, b"HTTP/1.1 204", "answered inline");
+        drop(listener);
+        assert_eq!(Arc::strong_count(&held), 1, "still held after the listener");
+    }
 }
