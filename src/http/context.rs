@@ -19,7 +19,23 @@ pub(super) struct Ctx<'a> {
     pub(super) now: Timestamp,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub(super) fn new(
+        authority: &'a Authority,
+        throttle: &'a Throttle,
+        metrics: &'a Metrics,
+        request: &'a Request,
+        now: Timestamp,
+    ) -> Ctx<'a> {
+        Ctx {
+            authority,
+            throttle,
+            metrics,
+            request,
+            now,
+        }
+    }
+
     /// The client's address as the audit log records it: the listener's decision, which
     /// honours `--trusted-proxy`.
     pub(super) fn client_addr(&self) -> Option<String> {

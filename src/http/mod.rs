@@ -62,13 +62,7 @@ pub(crate) fn handle(
 ) -> Response {
     let started = Instant::now();
     let route = Route::parse(&request.path);
-    let ctx = Ctx {
-        authority,
-        throttle,
-        metrics,
-        request,
-        now,
-    };
+    let ctx = Ctx::new(authority, throttle, metrics, request, now);
     let response = match route {
         Some(route) => dispatch(&ctx, route),
         None => Err(ApiError::RouteNotFound),
@@ -90,13 +84,7 @@ pub(crate) fn handle_in_memory(
 ) -> Option<Response> {
     let started = Instant::now();
     let route = Route::parse(&request.path).filter(|route| route.is_hot())?;
-    let ctx = Ctx {
-        authority,
-        throttle,
-        metrics,
-        request,
-        now,
-    };
+    let ctx = Ctx::new(authority, throttle, metrics, request, now);
     match crate::store::memory_only(|| dispatch(&ctx, route)) {
         Err(ApiError::Domain(Error::NeedsDatabase)) => None,
         response => Some(counted(&ctx, Some(route), response, started)),
