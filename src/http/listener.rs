@@ -167,14 +167,16 @@ fn serve(
 fn respond(handler: &Handler, trusted: &TrustedProxies, raw: authkeys_http::Request) {
     // Timed only for the debug line: a clock read per request is not free.
     let started = log::log_enabled!(log::Level::Debug).then(Instant::now);
-    let response = match request_of(trusted, &raw) {
+    let (request, response) = match request_of(trusted, &raw) {
         Ok(request) => {
             let response = guarded(|| handler(&request));
-            return write(raw, &request, response, started);
+            (request, response)
         }
-        Err(err) => Response::error(&err),
+        Err(err) => (
+            Request::new(raw.method().as_str(), raw.url()),
+            Response::error(&err),
+        ),
     };
-    let request = Request::new(raw.method().as_str(), raw.url());
     write(raw, &request, response, started);
 }
 
