@@ -113,7 +113,13 @@ where
     // separators through `write!`, and built (and validated) a `Header` for each of
     // `Server`, `Date` and `Content-Length` on every response; those are now written
     // straight into the head.
-    let mut head = Vec::with_capacity(256);
+    // Sized once: the status line, `Server`, `Date`, `Content-Length` and the blank line fit
+    // in 128 bytes.
+    let own: usize = headers
+        .iter()
+        .map(|h| h.field.as_str().len() + h.value.len() + 4)
+        .sum();
+    let mut head = Vec::with_capacity(128 + own);
     write!(
         &mut head,
         "HTTP/{}.{} {} {}\r\n",

@@ -30,6 +30,26 @@ fn a_header_with_a_control_character_or_an_empty_name_is_refused() {
     assert_eq!(tabbed.value.as_str(), "a\tb");
 }
 
+#[test]
+fn every_byte_is_judged_alike_wherever_it_stands_in_a_long_value() {
+    // The check runs many bytes at a time; a byte must be refused or kept the same at every
+    // position, in the name as in the value.
+    for byte in 0..=u8::MAX {
+        let allowed = byte == b'\t' || (b' '..=b'~').contains(&byte);
+        for position in [0, 7, 15, 16, 31, 32, 63, 99] {
+            let mut text = vec![b'a'; 100];
+            text[position] = byte;
+            let as_value = Header::from_bytes(&b"X-Long"[..], text.clone()).is_ok();
+            let as_name = Header::from_bytes(text, &b"v"[..]).is_ok();
+            assert_eq!(
+                as_value, allowed,
+                "byte {byte:#04x} at {position} in a value"
+            );
+            assert_eq!(as_name, allowed, "byte {byte:#04x} at {position} in a name");
+        }
+    }
+}
+
 /// Records every `write` call it receives.
 #[derive(Default)]
 struct Writes(Vec<Vec<u8>>);
