@@ -30,7 +30,8 @@ impl Writer<'_> {
             "INSERT INTO admin_tokens (id, hash, hint, name, scopes, apps, created_at,
                                        expires_at, max_key_lifetime, allowed_tags,
                                        ephemeral_only)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING pk",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "pk",
             args![
                 id,
                 hash.as_bytes(),

@@ -63,7 +63,8 @@ impl Writer<'_> {
         self.insert(
             "INSERT INTO audit_events (at, action, actor_type, actor_id, app, target_type,
                                        target_id, client_addr, details)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "seq",
             args![
                 event.at.0,
                 event.action.as_str(),

@@ -506,6 +506,23 @@ impl<'c> Conn<'c> {
         }
     }
 
+    /// Runs an `INSERT` (written without `RETURNING`) of one row; returns the new row's
+    /// `key`, the table's integer primary key. SQLite is asked for its last rowid instead of
+    /// `RETURNING`: it runs `RETURNING` as a trigger, which makes it copy every page the insert
+    /// changes into a statement journal (a temporary file) first.
+    pub(crate) fn insert(&self, sql: &str, key: &str, args: &[Value]) -> SqlResult<i64> {
+        match self {
+            Conn::Sqlite(conn) => {
+                conn.prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(args))?;
+                Ok(conn.last_insert_rowid())
+            }
+            Conn::Postgres(_) => {
+                self.query_one(&format!("{sql} RETURNING {key}"), args, |row| row.get(0))
+            }
+        }
+    }
+
     /// Every row of a query, each through `map`.
     pub(crate) fn query_map<T>(
         &self,

@@ -29,7 +29,8 @@ impl Writer<'_> {
         let events = serde_json::to_string(new.events).expect("strings serialise");
         let pk = self.insert(
             "INSERT INTO webhooks (id, url, events, description, secret, created_at, after_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING pk",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "pk",
             args![
                 new.id,
                 new.url,

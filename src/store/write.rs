@@ -70,11 +70,9 @@ impl<'c> Writer<'c> {
         self.conn().execute(sql, args).map_err(storage)
     }
 
-    /// Runs an `INSERT … RETURNING pk`; returns the new row's pk.
-    pub(super) fn insert(&self, sql: &str, args: &[Value]) -> Result<i64> {
-        self.conn()
-            .query_one(sql, args, |row| row.get(0))
-            .map_err(storage)
+    /// Runs an `INSERT` of one row; returns its `key` (the table's integer primary key).
+    pub(super) fn insert(&self, sql: &str, key: &str, args: &[Value]) -> Result<i64> {
+        self.conn().insert(sql, key, args).map_err(storage)
     }
 
     pub(crate) fn delete_setting(&self, name: &str) -> Result<()> {
@@ -94,7 +92,8 @@ impl<'c> Writer<'c> {
     /// Inserts a live app; the caller has checked that no live app has this id.
     pub(crate) fn insert_app(&self, id: &str, name: &str, now: Timestamp) -> Result<App> {
         let pk = self.insert(
-            "INSERT INTO apps (id, name, created_at) VALUES (?1, ?2, ?3) RETURNING pk",
+            "INSERT INTO apps (id, name, created_at) VALUES (?1, ?2, ?3)",
+            "pk",
             args![id, name, now.0],
         )?;
         Ok(App {
@@ -157,8 +156,8 @@ impl<'c> Writer<'c> {
             "INSERT INTO keys (id, app_pk, hash, hint, description, reusable, ephemeral,
                                created_at, expires_at, tags, metadata, max_uses, session_ttl,
                                idle_timeout, rotated_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-             RETURNING pk",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            "pk",
             args![
                 id,
                 app.pk,
@@ -246,7 +245,8 @@ impl<'c> Writer<'c> {
         let pk = self.insert(
             "INSERT INTO machines (id, key_pk, app_pk, key_id, token_hash, name, ephemeral,
                                    created_at, expires_at, tags, metadata, idle_timeout)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING pk",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "pk",
             args![
                 new.id,
                 key.pk,
@@ -295,7 +295,8 @@ impl<'c> Writer<'c> {
             "INSERT INTO trust_policies (id, app_pk, issuer, audience, subject, claims,
                                          description, ephemeral, session_ttl, idle_timeout,
                                          tags, metadata, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING pk",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            "pk",
             args![
                 id,
                 app.pk,
@@ -377,7 +378,8 @@ impl<'c> Writer<'c> {
         let pk = self.insert(
             "INSERT INTO machines (id, app_pk, token_hash, name, ephemeral, created_at,
                                    expires_at, tags, metadata, trust_policy_id, idle_timeout)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING pk",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "pk",
             args![
                 new.id,
                 app.pk,
@@ -431,12 +433,37 @@ impl<'c> Writer<'c> {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<(String, i64)>> {
-        self.delete_returning_key_pks(
-            "DELETE FROM machines WHERE pk IN (
-                 SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)
-             RETURNING key_pk, id, app_pk",
-            args![now.0, limit as i64],
-        )
+        match self.conn().dialect() {
+            Dialect::Postgres => self.delete_returning_key_pks(
+                "DELETE FROM machines WHERE pk IN (
+                     SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)
+                 RETURNING key_pk, id, app_pk",
+                args![now.0, limit as i64],
+            ),
+            // Row by row: SQLite keeps a statement journal (a copy of every page it changes,
+            // tens of MiB a batch, written to a temporary file) for a `DELETE … RETURNING` of
+            // many rows inside a transaction, which was most of what a large sweep wrote.
+            // Under the write lock the rows cannot change between the two statements.
+            Dialect::Sqlite => {
+                let expired: Vec<(i64, Option<i64>, String, i64)> = self.collect(
+                    "SELECT pk, key_pk, id, app_pk FROM machines WHERE expires_at <= ?1 LIMIT ?2",
+                    args![now.0, limit as i64],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                )?;
+                let mut per_key: HashMap<Option<i64>, i64> = HashMap::new();
+                for (pk, key_pk, _, _) in &expired {
+                    self.execute("DELETE FROM machines WHERE pk = ?1", args![*pk])?;
+                    *per_key.entry(*key_pk).or_default() += 1;
+                }
+                for (key_pk, count) in per_key {
+                    self.machines_deleted(key_pk, count)?;
+                }
+                Ok(expired
+                    .into_iter()
+                    .map(|(_, _, id, app_pk)| (id, app_pk))
+                    .collect())
+            }
+        }
     }
 
     /// Deletes up to `limit` machines whose stored activity is older than their idle timeout
