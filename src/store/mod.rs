@@ -274,6 +274,22 @@ impl Store {
         }
     }
 
+    /// Runs `work`, many write transactions deleting or changing a large backlog of rows, with
+    /// the SQLite writer given a larger page cache and fewer WAL checkpoints (see
+    /// `BULK_WRITER_CACHE_KIB`); afterwards the usual ones are back and the WAL is
+    /// checkpointed. Other writes that interleave run the same way meanwhile. PostgreSQL: just
+    /// `work`.
+    pub(crate) fn bulk_writes<T>(
+        &self,
+        work: impl FnOnce() -> error::Result<T>,
+    ) -> error::Result<T> {
+        database_open()?;
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite.bulk_writes(work),
+            Engine::Postgres(_) => work(),
+        }
+    }
+
     /// How many machine rows exist (logged in, including ephemeral ones expired since the
     /// last sweep), without a count of rows; `None` until `count_machines` has run once (or,
     /// on PostgreSQL, while the database cannot be read).
@@ -354,6 +370,23 @@ impl SqliteStore {
         Ok(value)
     }
 
+    /// See `Store::bulk_writes`.
+    fn bulk_writes<T>(&self, work: impl FnOnce() -> error::Result<T>) -> error::Result<T> {
+        set_writer_pragmas(
+            &lock(&self.writer),
+            BULK_WRITER_CACHE_KIB,
+            BULK_AUTOCHECKPOINT,
+        )
+        .map_err(storage)?;
+        let done = work();
+        let conn = lock(&self.writer);
+        let restored = set_writer_pragmas(&conn, WRITER_CACHE_KIB, AUTOCHECKPOINT)
+            .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())));
+        let value = done?;
+        restored.map_err(storage)?;
+        Ok(value)
+    }
+
     fn count_machines(&self) -> error::Result<u64> {
         let conn = lock(&self.writer);
         let count = Reader::new(Conn::Sqlite(&conn)).machine_rows_of_all_keys()?;
@@ -392,6 +425,28 @@ impl SqliteStore {
 /// on drop), so the connection is still usable: poisoning carries no information here.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The writer's page cache (SQLite's default) and automatic checkpoint (SQLite's default, in
+/// pages: about 4 MiB of WAL).
+const WRITER_CACHE_KIB: i64 = 2000;
+const AUTOCHECKPOINT: i64 = 1000;
+/// The same during `Store::bulk_writes`. Deleting a million expired machines in batches dirties
+/// a few thousand random index pages per batch (`token_hash` above all); a cache that holds them
+/// reads each once, and a WAL of up to 64 MiB between checkpoints writes a page rewritten by
+/// several batches to the database file once. Measured (`sweep of 1000000 expired machines`):
+/// 92 s with the defaults, 50 s with these and batches of 10,000; the cache costs up to 14 MiB
+/// more memory while it is full.
+const BULK_WRITER_CACHE_KIB: i64 = 16 * 1024;
+const BULK_AUTOCHECKPOINT: i64 = 16 * 1024;
+
+fn set_writer_pragmas(
+    conn: &Connection,
+    cache_kib: i64,
+    autocheckpoint: i64,
+) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
+    conn.pragma_update(None, "wal_autocheckpoint", autocheckpoint)
 }
 
 fn open_connection(
@@ -528,6 +583,39 @@ mod tests {
     use super::*;
     use crate::domain::model::{NewKey, Timestamp};
     use crate::domain::token::{self, TokenKind};
+
+    /// The writer's cache size and automatic checkpoint, as SQLite reports them.
+    fn writer_pragmas(store: &Store) -> (i64, i64) {
+        let Engine::Sqlite(sqlite) = &store.engine else {
+            panic!("a SQLite store")
+        };
+        let conn = lock(&sqlite.writer);
+        let get = |name| {
+            conn.pragma_query_value(None, name, |row| row.get(0))
+                .unwrap()
+        };
+        (get("cache_size"), get("wal_autocheckpoint"))
+    }
+
+    #[test]
+    fn bulk_writes_widen_the_writer_only_while_they_run_even_when_they_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
+        let usual = (-WRITER_CACHE_KIB, AUTOCHECKPOINT);
+        let bulk = (-BULK_WRITER_CACHE_KIB, BULK_AUTOCHECKPOINT);
+        assert_eq!(writer_pragmas(&store), usual);
+        let inside = store.bulk_writes(|| Ok(writer_pragmas(&store))).unwrap();
+        assert_eq!(inside, bulk);
+        assert_eq!(writer_pragmas(&store), usual);
+        let failed: error::Result<()> = store.bulk_writes(|| {
+            store.write(|w| w.insert_app("app", "App", Timestamp(0)))?;
+            Err(error::Error::AppNotFound)
+        });
+        assert!(matches!(failed, Err(error::Error::AppNotFound)));
+        assert_eq!(writer_pragmas(&store), usual);
+        let kept = store.read(|r| r.app("app")).unwrap();
+        assert!(kept.is_some(), "a write that committed inside stays");
+    }
 
     /// The kept count of machine rows, and each key's counter, equal the rows themselves after
     /// writers that add and delete machines race with the first count.
