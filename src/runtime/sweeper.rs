@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 /// Rows deleted (or stamped) per write transaction: small enough that logins and revocations
 /// interleave with a large sweep, large enough that a million expired machines go within a
 /// minute. Measured sweeping 1,000,000 expired machines (with their `machine.logged_out`
-/// events, in `Store::bulk_writes`) on 2 cores: 5,000 per batch took 60 s, 10,000 took 50 s,
-/// half a second per batch on average either way (a batch that checkpoints the WAL is longer).
-pub(crate) const SWEEP_BATCH: usize = 10_000;
+/// events, in `Store::bulk_writes`) on 2 cores without other load: batches of 10,000 took
+/// 44.4 s, of 20,000 38.9 s, 0.4 and 0.8 s per batch on average (a batch that checkpoints the
+/// WAL takes longer); under verify load the sweep takes about half as long again.
+pub(crate) const SWEEP_BATCH: usize = 20_000;
 
 /// Deletes every machine expired at `now`, in batches (each with its `machine.logged_out`
 /// events), writes pending usage stamps, records `key.expiring` for keys that came within
