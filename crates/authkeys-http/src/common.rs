@@ -188,7 +188,7 @@ impl Header {
 
 /// Whether every byte is printable ASCII or a tab: no control character, nothing beyond ASCII.
 /// One pass without an early exit, which the compiler vectorises (authkeys patch: a byte-wise
-/// `any` was most of the cost of a response with a few long headers, per callgrind).
+/// `any` was nearly half of what building a forward-auth answer's headers cost, per callgrind).
 fn is_field_text(bytes: &[u8]) -> bool {
     bytes.iter().fold(true, |ok, &b| {
         ok & ((b.wrapping_sub(b' ') < 0x5f) | (b == b'\t'))
