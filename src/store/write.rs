@@ -45,6 +45,10 @@ pub(crate) struct NewMachine<'a> {
     pub(crate) expires_at: Option<Timestamp>,
 }
 
+/// A machine a write deleted: its key's pk (`None` for a trust policy's machine), its id and its
+/// app's pk.
+type DeletedMachine = (Option<i64>, String, i64);
+
 impl<'c> Writer<'c> {
     pub(super) fn new(conn: Conn<'c>) -> Writer<'c> {
         Writer {
@@ -433,37 +437,32 @@ impl<'c> Writer<'c> {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<(String, i64)>> {
-        match self.conn().dialect() {
-            Dialect::Postgres => self.delete_returning_key_pks(
+        let limit = limit as i64;
+        let deleted = match self.conn().dialect() {
+            Dialect::Postgres => self.collect(
                 "DELETE FROM machines WHERE pk IN (
                      SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)
                  RETURNING key_pk, id, app_pk",
-                args![now.0, limit as i64],
-            ),
+                args![now.0, limit],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?,
             // Row by row: SQLite keeps a statement journal (a copy of every page it changes,
             // tens of MiB a batch, written to a temporary file) for a `DELETE … RETURNING` of
             // many rows inside a transaction, which was most of what a large sweep wrote.
             // Under the write lock the rows cannot change between the two statements.
             Dialect::Sqlite => {
-                let expired: Vec<(i64, Option<i64>, String, i64)> = self.collect(
+                let expired: Vec<(i64, DeletedMachine)> = self.collect(
                     "SELECT pk, key_pk, id, app_pk FROM machines WHERE expires_at <= ?1 LIMIT ?2",
-                    args![now.0, limit as i64],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                    args![now.0, limit],
+                    |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?, row.get(3)?))),
                 )?;
-                let mut per_key: HashMap<Option<i64>, i64> = HashMap::new();
-                for (pk, key_pk, _, _) in &expired {
+                for (pk, _) in &expired {
                     self.execute("DELETE FROM machines WHERE pk = ?1", args![*pk])?;
-                    *per_key.entry(*key_pk).or_default() += 1;
                 }
-                for (key_pk, count) in per_key {
-                    self.machines_deleted(key_pk, count)?;
-                }
-                Ok(expired
-                    .into_iter()
-                    .map(|(_, _, id, app_pk)| (id, app_pk))
-                    .collect())
+                expired.into_iter().map(|(_, machine)| machine).collect()
             }
-        }
+        };
+        self.taken_off_their_keys(deleted)
     }
 
     /// Deletes up to `limit` machines whose stored activity is older than their idle timeout
@@ -498,19 +497,20 @@ impl<'c> Writer<'c> {
         Ok((deleted, count))
     }
 
-    /// Runs a `DELETE … RETURNING key_pk, id, app_pk` of machines and takes what it deleted
-    /// off each key's `machine_rows`, in this transaction. Returns the deleted machines' ids
-    /// and app pks.
-    fn delete_returning_key_pks(&self, sql: &str, args: &[Value]) -> Result<Vec<(String, i64)>> {
+    /// Takes deleted machines off each key's `machine_rows`, in this transaction. Returns their
+    /// ids and app pks.
+    fn taken_off_their_keys(&self, deleted: Vec<DeletedMachine>) -> Result<Vec<(String, i64)>> {
         let mut per_key: HashMap<Option<i64>, i64> = HashMap::new();
-        let deleted = self.collect(sql, args, |row| {
-            *per_key.entry(row.get(0)?).or_default() += 1;
-            Ok((row.get(1)?, row.get(2)?))
-        })?;
+        for (key_pk, _, _) in &deleted {
+            *per_key.entry(*key_pk).or_default() += 1;
+        }
         for (key_pk, count) in per_key {
             self.machines_deleted(key_pk, count)?;
         }
-        Ok(deleted)
+        Ok(deleted
+            .into_iter()
+            .map(|(_, id, app_pk)| (id, app_pk))
+            .collect())
     }
 
     /// Takes `count` deleted machines off their key's `machine_rows` and the store's count.
