@@ -6,7 +6,7 @@ use super::Authority;
 use crate::domain::access::Principal;
 use crate::domain::audit::{Action, Actor, Event, EventFilter, NewEvent};
 use crate::domain::error::{Error, Result};
-use crate::domain::model::Timestamp;
+use crate::domain::model::{Batch, Timestamp};
 use crate::domain::page::{Page, PageRequest};
 use crate::store::Writer;
 use serde_json::Value;
@@ -58,16 +58,25 @@ pub(crate) fn logged_out(
 }
 
 /// Deletes up to `limit` machines expired at `now`, with a `machine.logged_out` event each
-/// (actor `system`), in one transaction; returns how many.
-pub(crate) fn sweep_expired_machines(w: &Writer, now: Timestamp, limit: usize) -> Result<usize> {
-    let deleted = w.delete_expired_machines(now, limit)?;
+/// (actor `system`), in one transaction, stopping early when `give_way` says so (see
+/// `Writer::delete_expired_machines`).
+pub(crate) fn sweep_expired_machines(
+    w: &Writer,
+    now: Timestamp,
+    limit: usize,
+    give_way: impl Fn(usize) -> bool,
+) -> Result<Batch> {
+    let deleted = w.delete_expired_machines(now, limit, give_way)?;
     swept(
         w,
         now,
-        deleted.iter().map(|(id, app)| (id.as_str(), *app)),
+        deleted.machines.iter().map(|(id, app)| (id.as_str(), *app)),
         "expired",
     )?;
-    Ok(deleted.len())
+    Ok(Batch {
+        done: deleted.machines.len(),
+        more: deleted.more,
+    })
 }
 
 /// `machine.logged_out` (actor `system`) for each `(machine id, app pk)` the sweeper deleted

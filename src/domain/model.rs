@@ -291,6 +291,24 @@ pub(crate) struct Swept {
     pub(crate) stamps_written: usize,
 }
 
+/// What one batch of a sweep's deletions did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Batch {
+    pub(crate) done: usize,
+    /// Whether more may be left: the batch was full, or stopped early.
+    pub(crate) more: bool,
+}
+
+impl Batch {
+    /// `done` rows of a batch of at most `limit`: more may be left if it was full.
+    pub(crate) fn of(done: usize, limit: usize) -> Batch {
+        Batch {
+            done,
+            more: done == limit,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,8 +39,8 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use sql::Conn;
 use std::cell::Cell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 /// Converts a database failure into the opaque `Error::Storage`, logging its detail here, at
@@ -179,6 +179,8 @@ struct SqliteStore {
     synchronous: &'static str,
     busy_timeout: Duration,
     writer: Mutex<Connection>,
+    /// How many threads wait for `writer` now (see `Store::writer_wanted`).
+    writer_waiters: AtomicUsize,
     readers: Mutex<Vec<Connection>>,
     /// How many machine rows exist (`UNKNOWN` until `count_machines` has run): changed only
     /// under the writer lock, after the commit of a write that added or deleted some, so it
@@ -290,6 +292,17 @@ impl Store {
         }
     }
 
+    /// Whether another write waits for the one running now (SQLite; always `false` on
+    /// PostgreSQL, whose long writes are single statements). A long batch of deletions checks
+    /// it between rows and commits early, so that a thread running it at a low CPU priority
+    /// never keeps logins and revocations waiting (see `sweeper::sweep_backlog`).
+    pub(crate) fn writer_wanted(&self) -> bool {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite.writer_waiters.load(Ordering::Relaxed) > 0,
+            Engine::Postgres(_) => false,
+        }
+    }
+
     /// How many machine rows exist (logged in, including ephemeral ones expired since the
     /// last sweep), without a count of rows; `None` until `count_machines` has run once (or,
     /// on PostgreSQL, while the database cannot be read).
@@ -331,6 +344,7 @@ impl SqliteStore {
             synchronous,
             busy_timeout,
             writer: Mutex::new(writer),
+            writer_waiters: AtomicUsize::new(0),
             readers: Mutex::new(Vec::new()),
             machine_rows: AtomicI64::new(UNKNOWN),
             _scratch: scratch,
@@ -357,7 +371,7 @@ impl SqliteStore {
     }
 
     fn write<T>(&self, work: impl FnOnce(&Writer) -> error::Result<T>) -> error::Result<T> {
-        let mut conn = lock(&self.writer);
+        let mut conn = self.lock_writer();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(storage)?;
@@ -370,16 +384,30 @@ impl SqliteStore {
         Ok(value)
     }
 
+    /// The writer, counted in `writer_waiters` while it has to wait for it.
+    fn lock_writer(&self) -> MutexGuard<'_, Connection> {
+        match self.writer.try_lock() {
+            Ok(conn) => conn,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.writer_waiters.fetch_add(1, Ordering::Relaxed);
+                let conn = lock(&self.writer);
+                self.writer_waiters.fetch_sub(1, Ordering::Relaxed);
+                conn
+            }
+        }
+    }
+
     /// See `Store::bulk_writes`.
     fn bulk_writes<T>(&self, work: impl FnOnce() -> error::Result<T>) -> error::Result<T> {
         set_writer_pragmas(
-            &lock(&self.writer),
+            &self.lock_writer(),
             BULK_WRITER_CACHE_KIB,
             BULK_AUTOCHECKPOINT,
         )
         .map_err(storage)?;
         let done = work();
-        let conn = lock(&self.writer);
+        let conn = self.lock_writer();
         let restored = set_writer_pragmas(&conn, WRITER_CACHE_KIB, AUTOCHECKPOINT)
             .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())));
         let value = done?;
@@ -388,7 +416,7 @@ impl SqliteStore {
     }
 
     fn count_machines(&self) -> error::Result<u64> {
-        let conn = lock(&self.writer);
+        let conn = self.lock_writer();
         let count = Reader::new(Conn::Sqlite(&conn)).machine_rows_of_all_keys()?;
         self.machine_rows
             .store(i64::try_from(count).unwrap_or(i64::MAX), Ordering::Relaxed);
@@ -619,6 +647,81 @@ mod tests {
         assert!(kept.is_some(), "a write that committed inside stays");
     }
 
+    /// `writer_wanted` holds exactly while another write waits for the running one.
+    #[test]
+    fn a_running_write_sees_when_another_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
+        assert!(!store.writer_wanted());
+        let (started, running) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| {
+                store.write(|_| {
+                    started.send(()).unwrap();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while !store.writer_wanted() {
+                        assert!(std::time::Instant::now() < deadline, "never saw it waiting");
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Ok(())
+                })
+            });
+            running.recv().unwrap();
+            store
+                .write(|w| w.insert_app("app", "App", Timestamp(0)))
+                .unwrap();
+            first.join().unwrap().unwrap();
+        });
+        assert!(!store.writer_wanted(), "no write waits any more");
+    }
+
+    /// A batch of expired machines stops where `give_way` says, and says more are left.
+    #[test]
+    fn a_batch_of_expired_machines_stops_when_told_to_give_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
+        store
+            .write(|w| {
+                let app = w.insert_app("app", "App", Timestamp(0))?;
+                let secret = token::generate(TokenKind::AuthKey);
+                let reusable = NewKey {
+                    reusable: true,
+                    ..NewKey::default()
+                };
+                let hint = token::hint(&secret);
+                w.insert_key(
+                    &app,
+                    "key_1".into(),
+                    &secret.hash(),
+                    hint,
+                    &reusable,
+                    Timestamp(0),
+                )?;
+                let key = w.key_status(&secret.hash())?.expect("the key");
+                for n in 0..10 {
+                    let machine = NewMachine {
+                        id: format!("mch_{n}"),
+                        token_hash: token::generate(TokenKind::Session).hash(),
+                        name: None,
+                        expires_at: Some(Timestamp(10)),
+                    };
+                    w.insert_machine(&key, machine, Timestamp(0))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        store.count_machines().unwrap();
+        let expired = |give_way: fn(usize) -> bool| {
+            let batch = store
+                .write(|w| w.delete_expired_machines(Timestamp(10), 8, give_way))
+                .unwrap();
+            (batch.machines.len(), batch.more, store.machine_rows())
+        };
+        assert_eq!(expired(|done| done >= 3), (3, true, Some(7)));
+        assert_eq!(expired(|_| false), (7, false, Some(0)));
+        assert_eq!(expired(|_| false), (0, false, Some(0)));
+    }
+
     /// The kept count of machine rows, and each key's counter, equal the rows themselves after
     /// writers that add and delete machines race with the first count.
     #[test]
@@ -675,7 +778,7 @@ mod tests {
             scope.spawn(|| store.count_machines().unwrap());
         });
         store
-            .write(|w| w.delete_expired_machines(Timestamp(10), 7))
+            .write(|w| w.delete_expired_machines(Timestamp(10), 7, |_| false))
             .unwrap();
         let rows = |sql: &str| -> i64 {
             store

@@ -49,6 +49,14 @@ pub(crate) struct NewMachine<'a> {
 /// app's pk.
 type DeletedMachine = (Option<i64>, String, i64);
 
+/// What `Writer::delete_expired_machines` deleted.
+pub(crate) struct ExpiredBatch {
+    /// Each deleted machine's id and app pk.
+    pub(crate) machines: Vec<(String, i64)>,
+    /// Whether more expired machines may be left: the batch was full, or gave way.
+    pub(crate) more: bool,
+}
+
 impl<'c> Writer<'c> {
     pub(super) fn new(conn: Conn<'c>) -> Writer<'c> {
         Writer {
@@ -430,22 +438,28 @@ impl<'c> Writer<'c> {
         Ok(Some(TokenHash(hash)))
     }
 
-    /// Deletes up to `limit` machines that expired at or before `now`; returns each one's id
-    /// and app pk.
+    /// Deletes up to `limit` machines that expired at or before `now`: on PostgreSQL in one
+    /// statement, on SQLite row by row, stopping early once `give_way(rows deleted so far)`
+    /// says so (another write waits). Returns the deleted machines' ids and app pks, and
+    /// whether more may be left.
     pub(crate) fn delete_expired_machines(
         &self,
         now: Timestamp,
         limit: usize,
-    ) -> Result<Vec<(String, i64)>> {
-        let limit = limit as i64;
-        let deleted = match self.conn().dialect() {
-            Dialect::Postgres => self.collect(
-                "DELETE FROM machines WHERE pk IN (
-                     SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)
-                 RETURNING key_pk, id, app_pk",
-                args![now.0, limit],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )?,
+        give_way: impl Fn(usize) -> bool,
+    ) -> Result<ExpiredBatch> {
+        let (deleted, more) = match self.conn().dialect() {
+            Dialect::Postgres => {
+                let deleted: Vec<DeletedMachine> = self.collect(
+                    "DELETE FROM machines WHERE pk IN (
+                         SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)
+                     RETURNING key_pk, id, app_pk",
+                    args![now.0, limit as i64],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )?;
+                let more = deleted.len() == limit;
+                (deleted, more)
+            }
             // Row by row: SQLite keeps a statement journal (a copy of every page it changes,
             // tens of MiB a batch, written to a temporary file) for a `DELETE … RETURNING` of
             // many rows inside a transaction, which was most of what a large sweep wrote.
@@ -453,16 +467,26 @@ impl<'c> Writer<'c> {
             Dialect::Sqlite => {
                 let expired: Vec<(i64, DeletedMachine)> = self.collect(
                     "SELECT pk, key_pk, id, app_pk FROM machines WHERE expires_at <= ?1 LIMIT ?2",
-                    args![now.0, limit],
+                    args![now.0, limit as i64],
                     |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?, row.get(3)?))),
                 )?;
-                for (pk, _) in &expired {
-                    self.execute("DELETE FROM machines WHERE pk = ?1", args![*pk])?;
+                let mut more = expired.len() == limit;
+                let mut deleted = Vec::with_capacity(expired.len());
+                for (pk, machine) in expired {
+                    if give_way(deleted.len()) {
+                        more = true;
+                        break;
+                    }
+                    self.execute("DELETE FROM machines WHERE pk = ?1", args![pk])?;
+                    deleted.push(machine);
                 }
-                expired.into_iter().map(|(_, machine)| machine).collect()
+                (deleted, more)
             }
         };
-        self.taken_off_their_keys(deleted)
+        Ok(ExpiredBatch {
+            machines: self.taken_off_their_keys(deleted)?,
+            more,
+        })
     }
 
     /// Deletes up to `limit` machines whose stored activity is older than their idle timeout
