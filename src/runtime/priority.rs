@@ -15,7 +15,7 @@ pub(crate) const BACKLOG_NICENESS: i32 = 10;
 /// on at the usual priority.
 pub(crate) fn lower_this_thread(by: i32) {
     if let Err(err) = lower(by) {
-        log::debug!("could not lower this thread's priority: {err}");
+        log::info!("could not lower this thread's priority, it runs at the server's: {err}");
     }
 }
 
