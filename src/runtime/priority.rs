@@ -1,13 +1,14 @@
 //! The CPU priority of one thread: the sweeper's backlog runs below the request threads.
 
 /// How much lower than the process the thread that deletes a backlog of expired machines runs
-/// (its nice value goes up by this much, to 19 at most). Sweeping 1,000,000 expired machines
-/// while 32 connections verify a key on 2 cores (`authkeys-bench sweep`): at the process's
-/// priority, verify's p99 14.8 ms and the sweep 44.7 s; at +10, 4.4–5.0 ms and 49.8–52.2 s
-/// (four runs). Reniced by hand, +19 gave 3.6 ms and 48.2 s: +10 rather than +19 so that a
-/// backlog still moves under a load that keeps every core busy (a CPU weight about a tenth of
-/// a request thread's, against about a seventieth).
-pub(crate) const BACKLOG_NICENESS: i32 = 10;
+/// (its nice value goes up by this much, to 19 at most: a CPU weight about a third of a
+/// request thread's). Sweeping 1,000,000 expired machines while 32 connections verify a key
+/// and one logs in every 50 ms, on 2 cores (`authkeys-bench sweep`): at the process's
+/// priority, verify's p99 14.8 ms and the sweep 44.7 s; alternated in one half hour, +10 gave
+/// p99 5.5 and 7.3 ms with sweeps of 61.8 and 60.2 s, +5 gave 6.0 and 7.7 ms with 58.7 and
+/// 53.1 s (and logins waited less: p99 1.3 and 0.9 s). +5, then: the backlog still moves
+/// under a load that keeps every core busy.
+pub(crate) const BACKLOG_NICENESS: i32 = 5;
 
 /// Lowers the calling thread's CPU priority by `by` (raises its nice value, to 19 at most).
 /// One way only: without `CAP_SYS_NICE` a thread cannot raise its priority again, so only a

@@ -49,6 +49,10 @@ pub(crate) struct NewMachine<'a> {
 /// app's pk.
 type DeletedMachine = (Option<i64>, String, i64);
 
+/// How many expired machines SQLite's sweep reads at a time (see
+/// `Writer::delete_expired_machines_row_by_row`).
+const EXPIRED_CHUNK: usize = 500;
+
 /// What `Writer::delete_expired_machines` deleted.
 pub(crate) struct ExpiredBatch {
     /// Each deleted machine's id and app pk.
@@ -460,33 +464,48 @@ impl<'c> Writer<'c> {
                 let more = deleted.len() == limit;
                 (deleted, more)
             }
-            // Row by row: SQLite keeps a statement journal (a copy of every page it changes,
-            // tens of MiB a batch, written to a temporary file) for a `DELETE … RETURNING` of
-            // many rows inside a transaction, which was most of what a large sweep wrote.
-            // Under the write lock the rows cannot change between the two statements.
-            Dialect::Sqlite => {
-                let expired: Vec<(i64, DeletedMachine)> = self.collect(
-                    "SELECT pk, key_pk, id, app_pk FROM machines WHERE expires_at <= ?1 LIMIT ?2",
-                    args![now.0, limit as i64],
-                    |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?, row.get(3)?))),
-                )?;
-                let mut more = expired.len() == limit;
-                let mut deleted = Vec::with_capacity(expired.len());
-                for (pk, machine) in expired {
-                    if give_way(deleted.len()) {
-                        more = true;
-                        break;
-                    }
-                    self.execute("DELETE FROM machines WHERE pk = ?1", args![pk])?;
-                    deleted.push(machine);
-                }
-                (deleted, more)
-            }
+            Dialect::Sqlite => self.delete_expired_machines_row_by_row(now, limit, give_way)?,
         };
         Ok(ExpiredBatch {
             machines: self.taken_off_their_keys(deleted)?,
             more,
         })
+    }
+
+    /// SQLite's `delete_expired_machines`. Row by row: SQLite keeps a statement journal (a copy
+    /// of every page it changes, tens of MiB a batch, written to a temporary file) for a
+    /// `DELETE … RETURNING` of many rows inside a transaction, which was most of what a large
+    /// sweep wrote. Under the write lock the rows cannot change between the statements. The
+    /// rows are read `EXPIRED_CHUNK` at a time, so a batch that gives way early (with a login
+    /// every 50 ms during a sweep, every few hundred rows) has not read a whole batch's rows for
+    /// nothing.
+    fn delete_expired_machines_row_by_row(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        give_way: impl Fn(usize) -> bool,
+    ) -> Result<(Vec<DeletedMachine>, bool)> {
+        let mut deleted = Vec::new();
+        while deleted.len() < limit {
+            let wanted = (limit - deleted.len()).min(EXPIRED_CHUNK);
+            let chunk: Vec<(i64, DeletedMachine)> = self.collect(
+                "SELECT pk, key_pk, id, app_pk FROM machines WHERE expires_at <= ?1 LIMIT ?2",
+                args![now.0, wanted as i64],
+                |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?, row.get(3)?))),
+            )?;
+            let last = chunk.len() < wanted;
+            for (pk, machine) in chunk {
+                if give_way(deleted.len()) {
+                    return Ok((deleted, true));
+                }
+                self.execute("DELETE FROM machines WHERE pk = ?1", args![pk])?;
+                deleted.push(machine);
+            }
+            if last {
+                return Ok((deleted, false));
+            }
+        }
+        Ok((deleted, true))
     }
 
     /// Deletes up to `limit` machines whose stored activity is older than their idle timeout
