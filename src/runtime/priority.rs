@@ -6,7 +6,7 @@
 /// and one logs in every 50 ms, on 2 cores (`authkeys-bench sweep`): at the process's
 /// priority, verify's p99 14.8 ms and the sweep 44.7 s; alternated in one half hour, +10 gave
 /// p99 5.5 and 7.3 ms with sweeps of 61.8 and 60.2 s, +5 gave 6.0 and 7.7 ms with 58.7 and
-/// 53.1 s (and logins waited less: p99 1.3 and 0.9 s). +5, then: the backlog still moves
+/// 53.1 s (logins alike: p99 0.9–1.3 s either way). +5, then: the backlog still moves
 /// under a load that keeps every core busy.
 pub(crate) const BACKLOG_NICENESS: i32 = 5;
 
