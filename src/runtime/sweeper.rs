@@ -548,6 +548,23 @@ mod tests {
         assert_eq!(counts(&store, i64::MAX), (1, Some(1)));
     }
 
+    /// A batch of expired machines stops where `give_way` says, and says more are left.
+    #[test]
+    fn a_batch_of_expired_machines_stops_when_told_to_give_way() {
+        let (_dir, store, _) = store_with_machines(&[Some(10); 10]);
+        store.count_machines().unwrap();
+        let expired = |give_way: fn(usize) -> bool| {
+            let batch = store
+                .write(|w| w.delete_expired_machines(Timestamp(10), 8, give_way))
+                .unwrap();
+            (batch.machines.len(), batch.more, store.machine_rows())
+        };
+        assert_eq!(expired(|done| done >= 3), (3, true, Some(7)));
+        assert_eq!(counts(&store, 0), (7, Some(7)));
+        assert_eq!(expired(|_| false), (7, false, Some(0)));
+        assert_eq!(expired(|_| false), (0, false, Some(0)));
+    }
+
     /// A backlog's batches give way to writes that wait: with writes arriving all the time,
     /// some run between the first and last rows of the backlog's one batch.
     #[test]

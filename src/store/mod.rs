@@ -675,53 +675,6 @@ mod tests {
         assert!(!store.writer_wanted(), "no write waits any more");
     }
 
-    /// A batch of expired machines stops where `give_way` says, and says more are left.
-    #[test]
-    fn a_batch_of_expired_machines_stops_when_told_to_give_way() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
-        store
-            .write(|w| {
-                let app = w.insert_app("app", "App", Timestamp(0))?;
-                let secret = token::generate(TokenKind::AuthKey);
-                let reusable = NewKey {
-                    reusable: true,
-                    ..NewKey::default()
-                };
-                let hint = token::hint(&secret);
-                w.insert_key(
-                    &app,
-                    "key_1".into(),
-                    &secret.hash(),
-                    hint,
-                    &reusable,
-                    Timestamp(0),
-                )?;
-                let key = w.key_status(&secret.hash())?.expect("the key");
-                for n in 0..10 {
-                    let machine = NewMachine {
-                        id: format!("mch_{n}"),
-                        token_hash: token::generate(TokenKind::Session).hash(),
-                        name: None,
-                        expires_at: Some(Timestamp(10)),
-                    };
-                    w.insert_machine(&key, machine, Timestamp(0))?;
-                }
-                Ok(())
-            })
-            .unwrap();
-        store.count_machines().unwrap();
-        let expired = |give_way: fn(usize) -> bool| {
-            let batch = store
-                .write(|w| w.delete_expired_machines(Timestamp(10), 8, give_way))
-                .unwrap();
-            (batch.machines.len(), batch.more, store.machine_rows())
-        };
-        assert_eq!(expired(|done| done >= 3), (3, true, Some(7)));
-        assert_eq!(expired(|_| false), (7, false, Some(0)));
-        assert_eq!(expired(|_| false), (0, false, Some(0)));
-    }
-
     /// The kept count of machine rows, and each key's counter, equal the rows themselves after
     /// writers that add and delete machines race with the first count.
     #[test]
