@@ -90,6 +90,8 @@ fn sweep_rows(
     let first = store.write(|w| expired_batch(w, store, now))?;
     let mut expired_machines = first.done;
     if first.more {
+        // A backlog (a mass expiry, or a server that was down), or a first batch that gave
+        // way to a write: the rest on the backlog's thread.
         expired_machines += sweep_backlog(store, now)?;
     }
     // Tokens that can no longer be valid cannot be replayed: their `jti`s may go.
@@ -142,6 +144,7 @@ fn expired_batch(w: &Writer, store: &Store, now: Timestamp) -> Result<Batch> {
         done >= GIVE_WAY_AFTER && store.writer_wanted()
     })
 }
+
 /// At most how long a backlog's thread waits for the writes it gave way to to take the lock.
 const HAND_OVER: Duration = Duration::from_millis(100);
 
