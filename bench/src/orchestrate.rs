@@ -800,6 +800,9 @@ fn sweep_under_load(h: &Harness) -> Result<Vec<Row>, String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    if logins.is_empty() {
+        return Err("no login completed while the sweep ran".into());
+    }
     logins.sort_by(f64::total_cmp);
     let percentile = |p: f64| logins[((logins.len() - 1) as f64 * p).round() as usize];
     let (login_p99, login_max) = (percentile(0.99), percentile(1.0));
