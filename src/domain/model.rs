@@ -299,16 +299,6 @@ pub(crate) struct Batch {
     pub(crate) more: bool,
 }
 
-impl Batch {
-    /// `done` rows of a batch of at most `limit`: more may be left if it was full.
-    pub(crate) fn of(done: usize, limit: usize) -> Batch {
-        Batch {
-            done,
-            more: done == limit,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

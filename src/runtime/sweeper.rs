@@ -95,10 +95,7 @@ fn sweep_rows(
         expired_machines += sweep_backlog(store, now)?;
     }
     // Tokens that can no longer be valid cannot be replayed: their `jti`s may go.
-    in_batches(|| {
-        let done = store.write(|w| w.delete_expired_jtis(now, SWEEP_BATCH))?;
-        Ok(Batch::of(done, SWEEP_BATCH))
-    })?;
+    in_counted_batches(|| store.write(|w| w.delete_expired_jtis(now, SWEEP_BATCH)))?;
     let idle_machines = sweep_idle(store, stamps, now.plus_millis(-idle_margin_ms), now)?;
     if idle_machines > 0 {
         // Not needed for safety (idleness is judged on every request), but their cached
@@ -107,10 +104,7 @@ fn sweep_rows(
     }
     store.write(|w| w.announce_expiring_keys(now))?;
     let cutoff = Timestamp(now.0.saturating_sub(audit_retention.as_millis() as i64));
-    in_batches(|| {
-        let done = store.write(|w| w.delete_events_before(cutoff, SWEEP_BATCH))?;
-        Ok(Batch::of(done, SWEEP_BATCH))
-    })?;
+    in_counted_batches(|| store.write(|w| w.delete_events_before(cutoff, SWEEP_BATCH)))?;
     Ok(Swept {
         expired_machines,
         idle_machines,
@@ -128,6 +122,18 @@ fn in_batches(mut batch: impl FnMut() -> Result<Batch>) -> Result<usize> {
             return Ok(done);
         }
     }
+}
+
+/// `in_batches` for a `batch` that answers how many rows it did: more are left after a
+/// whole `SWEEP_BATCH`.
+fn in_counted_batches(mut batch: impl FnMut() -> Result<usize>) -> Result<usize> {
+    in_batches(|| {
+        let done = batch()?;
+        Ok(Batch {
+            done,
+            more: done == SWEEP_BATCH,
+        })
+    })
 }
 
 /// The fewest rows a batch of expired machines deletes before it gives way to a waiting
