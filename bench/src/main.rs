@@ -7,6 +7,8 @@
 //! - `seed …` fills a database with millions of rows directly, not through HTTP;
 //! - `insert-loop --db PATH --seconds N` is the login baseline: the same insert-and-commit
 //!   done through rusqlite in a loop;
+//! - `scale [--quick]` runs only the scale scenario of `run` (random-token whoami over the
+//!   large database against one lookup, its RSS and start-up);
 //! - `sweep [--quick]` runs only the sweep under load scenario of `run`;
 //! - `scan [--quick]` runs only the `authkeys scan` against grep scenario of `run`;
 //! - `postgres [--quick]` runs only the PostgreSQL scenario of `run` (three nodes against a
@@ -33,13 +35,14 @@ fn main() -> ExitCode {
         Some("cost") => cost::cost_command(),
         Some("seed") => seed::seed_command(&args[1..]),
         Some("insert-loop") => seed::insert_loop_command(&args[1..]),
+        Some("scale") => orchestrate::scale_command(args.iter().any(|a| a == "--quick")),
         Some("sweep") => orchestrate::sweep_command(args.iter().any(|a| a == "--quick")),
         Some("scan") => scan::scan_command(args.iter().any(|a| a == "--quick")),
         Some("postgres") => postgres_run::postgres_command(args.iter().any(|a| a == "--quick")),
         _ => Err(
             "usage: authkeys-bench run [--quick] | cost | ceiling empty|lookup --db PATH | \
              seed --db PATH --keys N --machines N [--expired] --tokens PATH | \
-             insert-loop --db PATH --seconds N | sweep [--quick] | scan [--quick] | \
+             insert-loop --db PATH --seconds N | scale [--quick] | sweep [--quick] | scan [--quick] | \
              postgres [--quick]"
                 .to_string(),
         ),

@@ -568,54 +568,7 @@ pub fn run(quick: bool) -> Result<(), String> {
     drop(server);
 
     eprintln!("scale");
-    let rows_n = h.plan.scale_rows;
-    let (large_db, large_tokens) = h.seed_scale("large")?;
-    let tokens_file = large_tokens.to_string_lossy().to_string();
-    let random = Request::GetRandomBearer {
-        path: "/v1/auth/whoami",
-        tokens_file: &tokens_file,
-    };
-    let mut startups = Vec::new();
-    for n in 0..h.plan.rounds {
-        startups.push(
-            h.authkeys(&large_db, &[], &format!("startup-{n}"))?
-                .startup
-                .as_secs_f64()
-                * 1000.0,
-        );
-    }
-    startups.sort_by(f64::total_cmp);
-    let startup = startups[startups.len() / 2];
-    let server = h.authkeys(&large_db, &[], "authkeys-large")?;
-    let lookup = h.ceiling("lookup", Some(&large_db), "ceiling-lookup-large")?;
-    let (lookup_large, scale) = h.compare(&lookup.url, &server.url, &random, c)?;
-    let large_rss = server.peak_rss_mib();
-    drop((server, lookup));
-    let ratio = scale.rps / lookup_large.rps;
-    rows.push(row(
-        &format!("ceiling: one lookup, {rows_n} rows, random tokens"),
-        load_figure(&lookup_large),
-        "",
-        None,
-    ));
-    rows.push(row(
-        &format!("whoami, {rows_n} keys + {rows_n} machines, random tokens"),
-        format!("{} = {:.0}% of lookup", load_figure(&scale), ratio * 100.0),
-        "≥ 90% of lookup",
-        Some(ratio >= 0.9 && scale.failures == 0),
-    ));
-    rows.push(row(
-        "peak RSS under load, large database",
-        format!("{large_rss:.1} MiB"),
-        "≤ 64 MiB",
-        Some(large_rss <= 64.0),
-    ));
-    rows.push(row(
-        "start-up to ready line, large database",
-        format!("{startup:.1} ms"),
-        "≤ 100 ms",
-        Some(startup <= 100.0),
-    ));
+    rows.extend(scale(&h, c)?);
 
     eprintln!("sweep under load");
     rows.extend(sweep_under_load(&h)?);
@@ -725,6 +678,68 @@ fn mixed_load_wal(h: &Harness, server: &Spawned, key: &str, tokens: &Path) -> Re
 }
 
 /// `authkeys-bench sweep [--quick]`: only the sweep under load.
+pub(crate) fn scale_command(quick: bool) -> Result<(), String> {
+    let h = Harness::new(quick)?;
+    let rows = scale(&h, 32)?;
+    println!("{}", render(&h.plan, &rows));
+    Ok(())
+}
+
+/// The scale database: whoami with random tokens against one indexed lookup, interleaved,
+/// the peak RSS meanwhile and the start-up time.
+fn scale(h: &Harness, c: u32) -> Result<Vec<Row>, String> {
+    let rows_n = h.plan.scale_rows;
+    let (large_db, large_tokens) = h.seed_scale("large")?;
+    let tokens_file = large_tokens.to_string_lossy().to_string();
+    let random = Request::GetRandomBearer {
+        path: "/v1/auth/whoami",
+        tokens_file: &tokens_file,
+    };
+    let mut rows = Vec::new();
+    let mut startups = Vec::new();
+    for n in 0..h.plan.rounds {
+        startups.push(
+            h.authkeys(&large_db, &[], &format!("startup-{n}"))?
+                .startup
+                .as_secs_f64()
+                * 1000.0,
+        );
+    }
+    startups.sort_by(f64::total_cmp);
+    let startup = startups[startups.len() / 2];
+    let server = h.authkeys(&large_db, &[], "authkeys-large")?;
+    let lookup = h.ceiling("lookup", Some(&large_db), "ceiling-lookup-large")?;
+    let (lookup_large, scale) = h.compare(&lookup.url, &server.url, &random, c)?;
+    let large_rss = server.peak_rss_mib();
+    drop((server, lookup));
+    let ratio = scale.rps / lookup_large.rps;
+    rows.push(row(
+        &format!("ceiling: one lookup, {rows_n} rows, random tokens"),
+        load_figure(&lookup_large),
+        "",
+        None,
+    ));
+    rows.push(row(
+        &format!("whoami, {rows_n} keys + {rows_n} machines, random tokens"),
+        format!("{} = {:.0}% of lookup", load_figure(&scale), ratio * 100.0),
+        "≥ 90% of lookup",
+        Some(ratio >= 0.9 && scale.failures == 0),
+    ));
+    rows.push(row(
+        "peak RSS under load, large database",
+        format!("{large_rss:.1} MiB"),
+        "≤ 64 MiB",
+        Some(large_rss <= 64.0),
+    ));
+    rows.push(row(
+        "start-up to ready line, large database",
+        format!("{startup:.1} ms"),
+        "≤ 100 ms",
+        Some(startup <= 100.0),
+    ));
+    Ok(rows)
+}
+
 pub(crate) fn sweep_command(quick: bool) -> Result<(), String> {
     let h = Harness::new(quick)?;
     let rows = sweep_under_load(&h)?;
