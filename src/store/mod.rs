@@ -150,12 +150,27 @@ const UPGRADE_TO_5: [&str; 3] = [UPGRADE_TO_5_SET_ASIDE, SCHEMA, UPGRADE_TO_5_CO
 const ADD_MACHINE_ROWS: &str = "
     ALTER TABLE keys ADD COLUMN machine_rows INTEGER NOT NULL DEFAULT 0;
     UPDATE keys SET machine_rows = (SELECT count(*) FROM machines m WHERE m.key_pk = keys.pk);";
-/// Page cache of each reader connection (SQLite's default is 2 MiB). There is one reader per
-/// concurrent read, so this is paid about once per worker thread: with 2 MiB, random reads of
-/// a small database filled eight caches, a third of the server's memory. 1 MiB still holds
-/// the interior pages of a 1,000,000-row token index and table (measured: 2.9 page reads per
-/// random session lookup, against 2.3 with 2 MiB and 3.4 with 512 KiB).
+/// Page cache of each reader connection (SQLite's default is 2 MiB), by the size of the
+/// database when the reader opens. There is one reader per concurrent read, so this is paid
+/// about once per worker thread. A random lookup reads the interior pages of an index and of
+/// its table, which a cache keeps, and one leaf of each, which it never reuses. A small
+/// database's interior pages fit in 1 MiB: with 2 MiB, random reads of one filled eight caches
+/// with leaves, a third of the server's memory. A large one's do not: at 1,000,000 machines
+/// (96,000 pages) the session lookup's two trees have 201 interior pages, and random session
+/// lookups read 2.88 pages each with 1 MiB, 2.54 with 1.5 MiB and 2.32 with 2 MiB (`strace
+/// -c`; a bare SQLite connection with 2 MiB doing one lookup of the same rows: 2.35). 2 MiB
+/// took the peak RSS of that database under load from 52.7 to 64.2 MiB, 1.5 MiB to 58.1.
+fn reader_cache_kib(database_pages: i64) -> i64 {
+    if database_pages >= LARGE_DATABASE_PAGES {
+        LARGE_READER_CACHE_KIB
+    } else {
+        READER_CACHE_KIB
+    }
+}
 const READER_CACHE_KIB: i64 = 1024;
+const LARGE_READER_CACHE_KIB: i64 = 1536;
+/// 64 MiB of 4 KiB pages: past this, the lookups' interior pages outgrow 1 MiB of cache.
+const LARGE_DATABASE_PAGES: i64 = 16 * 1024;
 /// How long a statement waits for a lock before failing. Writers are serialised by a mutex
 /// first, so this only matters when another process (a backup, a second server) holds it.
 /// `Config::busy_timeout` by default; the tests that wait one out set it short.
@@ -438,7 +453,8 @@ impl SqliteStore {
         }
         open_connection(&self.path, self.synchronous, self.busy_timeout)
             .and_then(|conn| {
-                conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+                let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+                conn.pragma_update(None, "cache_size", -reader_cache_kib(pages))?;
                 Ok(conn)
             })
             .map_err(storage)
@@ -645,6 +661,34 @@ mod tests {
         assert_eq!(writer_pragmas(&store), usual);
         let kept = store.read(|r| r.app("app")).unwrap();
         assert!(kept.is_some(), "a write that committed inside stays");
+    }
+
+    /// The cache size of a reader opened now, as SQLite reports it.
+    fn new_reader_cache_size(store: &Store) -> i64 {
+        let Engine::Sqlite(sqlite) = &store.engine else {
+            panic!("a SQLite store")
+        };
+        lock(&sqlite.readers).clear();
+        let conn = sqlite.checkout_reader().unwrap();
+        conn.pragma_query_value(None, "cache_size", |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn readers_of_a_large_database_get_the_larger_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
+        assert_eq!(new_reader_cache_size(&store), -READER_CACHE_KIB);
+        let Engine::Sqlite(sqlite) = &store.engine else {
+            panic!("a SQLite store")
+        };
+        let bytes = LARGE_DATABASE_PAGES * 4096;
+        lock(&sqlite.writer)
+            .execute_batch(&format!(
+                "CREATE TABLE filler (b BLOB); INSERT INTO filler VALUES (zeroblob({bytes}));"
+            ))
+            .unwrap();
+        assert_eq!(new_reader_cache_size(&store), -LARGE_READER_CACHE_KIB);
     }
 
     /// `writer_wanted` holds exactly while another write waits for the running one.
