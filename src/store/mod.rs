@@ -630,11 +630,16 @@ mod tests {
     use crate::domain::model::{NewKey, Timestamp};
     use crate::domain::token::{self, TokenKind};
 
-    /// The writer's cache size and automatic checkpoint, as SQLite reports them.
-    fn writer_pragmas(store: &Store) -> (i64, i64) {
+    fn sqlite_of(store: &Store) -> &SqliteStore {
         let Engine::Sqlite(sqlite) = &store.engine else {
             panic!("a SQLite store")
         };
+        sqlite
+    }
+
+    /// The writer's cache size and automatic checkpoint, as SQLite reports them.
+    fn writer_pragmas(store: &Store) -> (i64, i64) {
+        let sqlite = sqlite_of(store);
         let conn = lock(&sqlite.writer);
         let get = |name| {
             conn.pragma_query_value(None, name, |row| row.get(0))
@@ -665,9 +670,7 @@ mod tests {
 
     /// The cache size of a reader opened now, as SQLite reports it.
     fn new_reader_cache_size(store: &Store) -> i64 {
-        let Engine::Sqlite(sqlite) = &store.engine else {
-            panic!("a SQLite store")
-        };
+        let sqlite = sqlite_of(store);
         lock(&sqlite.readers).clear();
         let conn = sqlite.checkout_reader().unwrap();
         conn.pragma_query_value(None, "cache_size", |row| row.get(0))
@@ -679,9 +682,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).unwrap();
         assert_eq!(new_reader_cache_size(&store), -READER_CACHE_KIB);
-        let Engine::Sqlite(sqlite) = &store.engine else {
-            panic!("a SQLite store")
-        };
+        let sqlite = sqlite_of(&store);
         let bytes = LARGE_DATABASE_PAGES * 4096;
         lock(&sqlite.writer)
             .execute_batch(&format!(
