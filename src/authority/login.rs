@@ -11,15 +11,18 @@ use crate::domain::validate;
 use crate::store::NewMachine;
 use std::sync::Arc;
 
+/// The hash of `bearer` if it is a well-formed session token (shape and checksum; no lookup).
+pub(crate) fn session_hash(bearer: &str) -> Result<TokenHash> {
+    token::parse(TokenKind::Session, bearer).map_err(|_| Error::InvalidCredentials)
+}
+
 impl Authority {
     /// The app and machine behind a session token, if it is still valid at `now`.
     pub(crate) fn authenticate_session(
         &self,
-        bearer: &str,
+        hash: TokenHash,
         now: Timestamp,
     ) -> Result<Arc<Session>> {
-        let hash =
-            token::parse(TokenKind::Session, bearer).map_err(|_| Error::InvalidCredentials)?;
         let session = self
             .cache
             .session_or_load(hash, || {
@@ -138,15 +141,14 @@ impl Authority {
         Ok((session, machine))
     }
 
-    /// Ends the session behind `bearer`.
+    /// Ends the session whose token's hash is `hash`.
     pub(crate) fn logout(
         &self,
-        bearer: &str,
+        hash: TokenHash,
         client_addr: Option<String>,
         now: Timestamp,
     ) -> Result<()> {
-        let session = self.authenticate_session(bearer, now)?;
-        let hash = TokenHash::of(bearer);
+        let session = self.authenticate_session(hash, now)?;
         let machine = &session.machine;
         let actor = Actor::machine(&machine.id, client_addr);
         self.store.write(|w| {
@@ -216,7 +218,7 @@ mod tests {
 
     fn at(authority: &Authority, session: &Secret, millis: i64) -> Result<()> {
         authority
-            .authenticate_session(session.expose(), Timestamp(millis))
+            .authenticate_session(session.hash(), Timestamp(millis))
             .map(drop)
     }
 

@@ -13,6 +13,7 @@ pub(crate) mod seed;
 mod trust;
 mod verify;
 mod webhooks;
+pub(crate) use login::session_hash;
 
 use crate::cache::app::AppCache;
 use crate::cache::hot::{HotCache, Invalidation};

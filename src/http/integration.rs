@@ -49,8 +49,10 @@ pub(super) fn verify(ctx: &Ctx) -> Answer {
 
 /// `GET /v1/forward-auth`: the session's identity as headers for a reverse proxy to pass on,
 /// with an empty body. Same rules as whoami: expiry per request, revocation immediate.
-pub(super) fn forward_auth(ctx: &Ctx, bearer: &str) -> Result<Response, ApiError> {
-    let session = ctx.authority.authenticate_session(bearer, ctx.now)?;
+pub(super) fn forward_auth(ctx: &Ctx) -> Result<Response, ApiError> {
+    let session = ctx
+        .authority
+        .authenticate_session(ctx.request.session_hash()?, ctx.now)?;
     Ok(Response {
         status: 200,
         headers: vec![

@@ -164,36 +164,45 @@ fn serve(
     }
 }
 
-fn respond(handler: &Handler, trusted: &TrustedProxies, raw: authkeys_http::Request) {
+fn respond(handler: &Handler, trusted: &TrustedProxies, mut raw: authkeys_http::Request) {
     // Timed only for the debug line: a clock read per request is not free.
     let started = log::log_enabled!(log::Level::Debug).then(Instant::now);
-    let (request, response) = match request_of(trusted, &raw) {
-        Ok(request) => {
-            let response = guarded(|| handler(&request));
-            (request, response)
-        }
-        Err(err) => (
-            Request::new(raw.method().as_str(), raw.url()),
-            Response::error(&err),
-        ),
-    };
+    // What the connection's thread read, and worked out, before it gave the request back.
+    let handed_over = raw
+        .take_handed_over()
+        .and_then(|state| state.downcast::<Request>().ok());
+    let (request, response) =
+        match handed_over.map_or_else(|| request_of(trusted, &raw), |r| Ok(*r)) {
+            Ok(request) => {
+                let response = guarded(|| handler(&request));
+                (request, response)
+            }
+            Err(err) => (
+                Request::new(raw.method().as_str(), raw.url()),
+                Response::error(&err),
+            ),
+        };
     write(raw, &request, response, started);
 }
 
-/// Answers `raw` with `inline` if it can; otherwise gives it back for a worker. A request that
-/// cannot be read (a bad body, two `Authorization` headers) goes to a worker too, which answers
-/// its error.
+/// Answers `raw` with `inline` if it can; otherwise gives it back for a worker, with the request
+/// as read here (and what `inline` worked out from it, such as the bearer token's hash), so the
+/// worker does not read it again. A request that cannot be read (a bad body, two
+/// `Authorization` headers) goes to a worker too, which answers its error.
 fn answer_inline(
     inline: &InlineHandler,
     trusted: &TrustedProxies,
-    raw: authkeys_http::Request,
+    mut raw: authkeys_http::Request,
 ) -> Option<authkeys_http::Request> {
     let started = log::log_enabled!(log::Level::Debug).then(Instant::now);
     let Ok(request) = request_of(trusted, &raw) else {
         return Some(raw);
     };
     match guarded(|| inline(&request)) {
-        None => Some(raw),
+        None => {
+            raw.hand_over(Box::new(request));
+            Some(raw)
+        }
         Some(response) => {
             write(raw, &request, response, started);
             None
@@ -391,5 +400,43 @@ mod tests {
         assert_eq!(&answer, b"HTTP/1.1 204", "answered inline");
         drop(listener);
         assert_eq!(Arc::strong_count(&held), 1, "still held after the listener");
+    }
+
+    /// A request the inline handler gives back reaches the worker as the inline handler read
+    /// it, with what it worked out: the bearer token is hashed once.
+    #[test]
+    fn a_request_given_back_reaches_the_worker_with_what_was_worked_out() {
+        let token = crate::domain::token::generate(crate::domain::token::TokenKind::Session);
+        let inline = |request: &Request| {
+            assert!(!request.session_hash_worked_out(), "a fresh request");
+            request.session_hash().expect("a session token");
+            None
+        };
+        let worker = |request: &Request| match request.session_hash_worked_out() {
+            true => Response::no_content(),
+            false => Response::error(&ApiError::Internal),
+        };
+        let metrics = Arc::new(Metrics::new(ROUTE_LABELS));
+        let listener = Listener::start_with(
+            "127.0.0.1:0",
+            Arc::new(worker),
+            Some(Arc::new(inline)),
+            1,
+            &Settings::default(),
+            metrics,
+        )
+        .expect("listening");
+        let mut stream = TcpStream::connect(listener.address()).expect("connecting");
+        let head = format!(
+            "GET /v1/auth/whoami HTTP/1.1\r\nAuthorization: Bearer {}\r\n\r\n",
+            token.expose()
+        );
+        stream.write_all(head.as_bytes()).expect("sending");
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).expect("an answer");
+        assert_eq!(
+            &answer, b"HTTP/1.1 204",
+            "the worker saw the hash worked out"
+        );
     }
 }

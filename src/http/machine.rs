@@ -52,12 +52,13 @@ fn missing_field(field: &'static str, reason: &str) -> ApiError {
 }
 
 /// Endpoints that take a machine's session token.
-pub(super) fn session(ctx: &Ctx, route: Route, bearer: &str) -> Result<Response, ApiError> {
+pub(super) fn session(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
+    let hash = ctx.request.session_hash()?;
     if route == Route::Logout {
-        ctx.authority.logout(bearer, ctx.client_addr(), ctx.now)?;
+        ctx.authority.logout(hash, ctx.client_addr(), ctx.now)?;
         return Ok(Response::no_content());
     }
-    let session = ctx.authority.authenticate_session(bearer, ctx.now)?;
+    let session = ctx.authority.authenticate_session(hash, ctx.now)?;
     let body = session.encoded.get_or_encode(|| {
         let app = session.app.encoded.get_or_encode(|| {
             serde_json::value::to_raw_value(&session.app.app).expect("an app always serialises")

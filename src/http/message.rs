@@ -4,9 +4,11 @@
 use super::errors::ApiError;
 use crate::domain::error::Error;
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::token::TokenHash;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 /// An HTTP request as the handler sees it: the body is already read and bounded.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +26,10 @@ pub struct Request {
     pub body: Vec<u8>,
     /// The client's address, for throttling failed authentication attempts per client.
     pub remote_addr: Option<SocketAddr>,
+    /// The bearer token's hash as a session token (`None`: not one), worked out from
+    /// `authorization` once: a request the connection's thread could not answer from memory
+    /// reaches a worker with it (see `listener::answer_inline`).
+    session_hash: OnceLock<Option<TokenHash>>,
 }
 
 impl Request {
@@ -51,6 +57,20 @@ impl Request {
         } else {
             Err(Error::InvalidCredentials)
         }
+    }
+
+    /// The bearer token as a session token: its hash, or why it is not one.
+    pub(crate) fn session_hash(&self) -> Result<TokenHash, Error> {
+        let bearer = self.bearer()?;
+        self.session_hash
+            .get_or_init(|| crate::authority::session_hash(bearer).ok())
+            .ok_or(Error::InvalidCredentials)
+    }
+
+    /// Whether `session_hash` has been worked out already.
+    #[cfg(test)]
+    pub(crate) fn session_hash_worked_out(&self) -> bool {
+        self.session_hash.get().is_some()
     }
 
     /// Decodes a JSON array body (the leak reports of GitLab and GitHub) into `T`s: 415 unless

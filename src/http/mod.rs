@@ -188,18 +188,13 @@ fn credentialed(ctx: &Ctx, route: Route) -> Answer {
         Route::Verify => integration::verify(ctx),
         // A proxy's subrequest carries the protected request's query string, which is not
         // ours to judge: forward-auth reads only the bearer token.
-        Route::ForwardAuth => Answer::from(
-            request
-                .bearer()
-                .map_err(ApiError::from)
-                .and_then(|bearer| integration::forward_auth(ctx, bearer)),
-        ),
+        Route::ForwardAuth => Answer::from(integration::forward_auth(ctx)),
         Route::RevocableTokenTypes => Answer::from(leaks::gitlab(ctx, false)),
         Route::RevokeTokens => Answer::from(leaks::gitlab(ctx, true)),
         Route::GithubSecretScanning => Answer::from(leaks::github(ctx)),
         Route::Whoami | Route::Logout => Answer::from((|| {
             request.query_params(&[])?;
-            machine::session(ctx, route, request.bearer()?)
+            machine::session(ctx, route)
         })()),
         // The admin routes: the token, then its scope and apps (`access`), then the handler.
         _ => Answer::from((|| {

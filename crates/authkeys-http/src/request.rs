@@ -1,6 +1,7 @@
 use std::io::Error as IoError;
 use std::io::{self, Cursor, ErrorKind, Read, Write};
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -78,6 +79,10 @@ pub struct Request {
 
     // authkeys patch: counts this request as in progress until it is answered (dropped).
     in_progress: Option<InProgress>,
+
+    // authkeys patch: what an inline handler that gave the request back left for the worker
+    // (see `hand_over`).
+    handed_over: Option<Box<dyn Any + Send>>,
 }
 
 /// authkeys patch: one request counted in `Server::requests_in_progress`, from its first byte
@@ -215,6 +220,7 @@ where
 
     Ok(Request {
         in_progress: None,
+        handed_over: None,
         data_reader: Some(Cursor::new(body)),
         response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
         remote_addr,
@@ -451,6 +457,18 @@ impl Request {
             ErrorKind::ConnectionReset => Ok(()),
             _ => Err(err),
         })
+    }
+
+    /// authkeys patch: leaves `state` with the request for whoever answers it next. An inline
+    /// handler that gives a request back keeps what it already worked out (the request as the
+    /// application parsed it, say), so the worker does not work it out again.
+    pub fn hand_over(&mut self, state: Box<dyn Any + Send>) {
+        self.handed_over = Some(state);
+    }
+
+    /// authkeys patch: takes what `hand_over` left, if anything.
+    pub fn take_handed_over(&mut self) -> Option<Box<dyn Any + Send>> {
+        self.handed_over.take()
     }
 
     /// authkeys patch: attaches the in-progress count this request holds until answered.

@@ -11,10 +11,15 @@ use crate::support::{limits, read_response, TestServer, PATIENCE};
 use authkeys_http::{Limits, Request, Response};
 
 /// Answers `/inline` with the body it was sent, prefixed; gives back every other request after
-/// looking at its body, as authkeys does before it finds it needs its database.
-fn inline(request: Request) -> Option<Request> {
+/// looking at its body, as authkeys does before it finds it needs its database, and leaves a
+/// note of what it saw with `/handed` ones.
+fn inline(mut request: Request) -> Option<Request> {
     if request.url() != "/inline" {
         assert!(request.body().len() <= 1024, "bodies are bounded");
+        if request.url() == "/handed" {
+            let seen = format!("saw {} bytes", request.body().len());
+            request.hand_over(Box::new(seen));
+        }
         return Some(request);
     }
     let body = [b"inline: ".as_slice(), request.body()].concat();
@@ -65,6 +70,45 @@ fn a_request_answered_inline_never_reaches_recv_and_one_given_back_arrives_whole
         .expect("answering");
     assert_eq!(read_response(&mut stream).body(), b"from recv");
     assert_eq!(server.server.requests_in_progress(), 0);
+}
+
+/// What the inline handler hands over with a request it gives back reaches the worker with
+/// that request only, once.
+#[test]
+fn what_the_inline_handler_hands_over_reaches_the_worker_with_its_request() {
+    let server = server();
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /handed HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+        .expect("sending");
+    let mut handed = server
+        .recv_within(PATIENCE)
+        .expect("the request given back");
+    let note = handed.take_handed_over().expect("the handler's note");
+    assert_eq!(
+        note.downcast_ref::<String>().map(String::as_str),
+        Some("saw 5 bytes")
+    );
+    assert!(handed.take_handed_over().is_none(), "taken once");
+    handed
+        .respond(Response::from_string("ok"))
+        .expect("answering");
+    assert_eq!(read_response(&mut stream).body(), b"ok");
+
+    stream
+        .write_all(b"GET /queued HTTP/1.1\r\n\r\n")
+        .expect("sending");
+    let mut queued = server
+        .recv_within(PATIENCE)
+        .expect("the request given back");
+    assert!(
+        queued.take_handed_over().is_none(),
+        "nothing was handed over with it"
+    );
+    queued
+        .respond(Response::from_string("ok"))
+        .expect("answering");
+    assert_eq!(read_response(&mut stream).body(), b"ok");
 }
 
 /// Pipelined requests keep their order whichever thread answers each: the one after a request
