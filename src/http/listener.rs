@@ -367,6 +367,32 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
+    /// A listener on 127.0.0.1:0 with one `worker` and `inline` tried first.
+    fn one_worker_listener(
+        worker: impl Fn(&Request) -> Response + Send + Sync + 'static,
+        inline: impl Fn(&Request) -> Option<Response> + Send + Sync + 'static,
+    ) -> Listener {
+        let metrics = Arc::new(Metrics::new(ROUTE_LABELS));
+        let settings = Settings::default();
+        Listener::start_with(
+            "127.0.0.1:0",
+            Arc::new(worker),
+            Some(Arc::new(inline)),
+            1,
+            &settings,
+            metrics,
+        )
+        .expect("listening")
+    }
+
+    /// Sends `request` and reads the first 12 bytes of the answer (`HTTP/1.1 NNN`).
+    fn status_line(stream: &mut TcpStream, request: &str) -> [u8; 12] {
+        stream.write_all(request.as_bytes()).expect("sending");
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).expect("an answer");
+        answer
+    }
+
     /// The inline handler, and what it holds (in production the authority and its store), goes
     /// with the listener, though authkeys-http's connection threads live on for kept-alive
     /// connections.
@@ -381,22 +407,9 @@ mod tests {
             }
         };
         let worker = |_: &Request| Response::error(&ApiError::Internal);
-        let metrics = Arc::new(Metrics::new(ROUTE_LABELS));
-        let listener = Listener::start_with(
-            "127.0.0.1:0",
-            Arc::new(worker),
-            Some(Arc::new(inline)),
-            1,
-            &Settings::default(),
-            metrics,
-        )
-        .expect("listening");
+        let listener = one_worker_listener(worker, inline);
         let mut kept_alive = TcpStream::connect(listener.address()).expect("connecting");
-        kept_alive
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("sending");
-        let mut answer = [0u8; 12];
-        kept_alive.read_exact(&mut answer).expect("an answer");
+        let answer = status_line(&mut kept_alive, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(&answer, b"HTTP/1.1 204", "answered inline");
         drop(listener);
         assert_eq!(Arc::strong_count(&held), 1, "still held after the listener");
@@ -416,24 +429,13 @@ mod tests {
             true => Response::no_content(),
             false => Response::error(&ApiError::Internal),
         };
-        let metrics = Arc::new(Metrics::new(ROUTE_LABELS));
-        let listener = Listener::start_with(
-            "127.0.0.1:0",
-            Arc::new(worker),
-            Some(Arc::new(inline)),
-            1,
-            &Settings::default(),
-            metrics,
-        )
-        .expect("listening");
+        let listener = one_worker_listener(worker, inline);
         let mut stream = TcpStream::connect(listener.address()).expect("connecting");
         let head = format!(
             "GET /v1/auth/whoami HTTP/1.1\r\nAuthorization: Bearer {}\r\n\r\n",
             token.expose()
         );
-        stream.write_all(head.as_bytes()).expect("sending");
-        let mut answer = [0u8; 12];
-        stream.read_exact(&mut answer).expect("an answer");
+        let answer = status_line(&mut stream, &head);
         assert_eq!(
             &answer, b"HTTP/1.1 204",
             "the worker saw the hash worked out"
