@@ -318,6 +318,13 @@ impl Store {
         }
     }
 
+    /// Whether a long write gives way to writes that wait (`writer_wanted`) between its rows:
+    /// on SQLite a batch of expired machines is deleted row by row and may commit early; on
+    /// PostgreSQL it is one statement, holding its rows' locks until it commits.
+    pub(crate) fn long_writes_give_way(&self) -> bool {
+        matches!(self.engine, Engine::Sqlite(_))
+    }
+
     /// How many machine rows exist (logged in, including ephemeral ones expired since the
     /// last sweep), without a count of rows; `None` until `count_machines` has run once (or,
     /// on PostgreSQL, while the database cannot be read).
