@@ -66,16 +66,9 @@ pub(crate) fn sweep_expired_machines(
     limit: usize,
     give_way: impl Fn(usize) -> bool,
 ) -> Result<Batch> {
-    let deleted = w.delete_expired_machines(now, limit, give_way)?;
-    swept(
-        w,
-        now,
-        deleted.machines.iter().map(|(id, app)| (id.as_str(), *app)),
-        "expired",
-    )?;
-    Ok(Batch {
-        done: deleted.machines.len(),
-        more: deleted.more,
+    let mut events = SweptMachines::new(w, now, "expired");
+    w.delete_expired_machines(now, limit, give_way, |id, app_pk| {
+        events.logged_out(id, app_pk)
     })
 }
 
@@ -85,20 +78,46 @@ pub(crate) fn swept<'m>(
     w: &Writer,
     now: Timestamp,
     machines: impl Iterator<Item = (&'m str, i64)>,
-    reason: &str,
+    reason: &'static str,
 ) -> Result<()> {
-    let system = Actor::system();
-    let mut apps: HashMap<i64, String> = HashMap::new();
-    for (machine, app_pk) in machines {
-        let app = match apps.entry(app_pk) {
+    let mut events = SweptMachines::new(w, now, reason);
+    machines
+        .into_iter()
+        .try_for_each(|(id, app_pk)| events.logged_out(id, app_pk))
+}
+
+/// Records `machine.logged_out` (actor `system`) for machines the sweeper deletes in one
+/// transaction, one at a time, looking each app's id up once.
+struct SweptMachines<'w, 'c> {
+    w: &'w Writer<'c>,
+    now: Timestamp,
+    reason: &'static str,
+    system: Actor,
+    apps: HashMap<i64, String>,
+}
+
+impl<'w, 'c> SweptMachines<'w, 'c> {
+    fn new(w: &'w Writer<'c>, now: Timestamp, reason: &'static str) -> Self {
+        SweptMachines {
+            w,
+            now,
+            reason,
+            system: Actor::system(),
+            apps: HashMap::new(),
+        }
+    }
+
+    fn logged_out(&mut self, machine: &str, app_pk: i64) -> Result<()> {
+        let app = match self.apps.entry(app_pk) {
             Entry::Occupied(known) => known.into_mut(),
             // A machine row belongs to a live app (deleting an app deletes its machines).
-            Entry::Vacant(new) => new.insert(w.app_by_pk(app_pk)?.ok_or(Error::AppNotFound)?.id),
+            Entry::Vacant(new) => {
+                new.insert(self.w.app_by_pk(app_pk)?.ok_or(Error::AppNotFound)?.id)
+            }
         };
         let ids = [machine.to_string()];
-        logged_out(w, &system, now, app, &ids, reason)?;
+        logged_out(self.w, &self.system, self.now, app, &ids, self.reason)
     }
-    Ok(())
 }
 
 impl Authority {

@@ -19,12 +19,13 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// Rows deleted (or stamped) per write transaction: small enough that logins and revocations
-/// interleave with a large sweep, large enough that a million expired machines go within a
-/// minute. Measured sweeping 1,000,000 expired machines (with their `machine.logged_out`
-/// events, in `Store::bulk_writes`) on 2 cores without other load: batches of 10,000 took
-/// 44.4 s, of 20,000 38.9 s, 0.4 and 0.8 s per batch on average (a batch that checkpoints the
-/// WAL takes longer); under verify load the sweep takes about half as long again.
+/// Rows deleted (or stamped) per write transaction where a batch runs at the request threads'
+/// priority or cannot give way to waiting writes: the first batch of expired machines, the
+/// backlog on PostgreSQL, idle machines, `jti`s, audit retention. Small enough that logins and
+/// revocations interleave with a large sweep. Measured sweeping 1,000,000 expired machines
+/// (with their `machine.logged_out` events, in `Store::bulk_writes`) on 2 cores without other
+/// load, when every batch was this size: batches of 10,000 took 44.4 s, of 20,000 38.9 s, 0.4
+/// and 0.8 s per batch on average (a SQLite backlog now uses `BACKLOG_BATCH`).
 pub(crate) const SWEEP_BATCH: usize = 20_000;
 
 /// Deletes every machine expired at `now`, in batches (each with its `machine.logged_out`
@@ -87,7 +88,7 @@ fn sweep_rows(
     idle_margin_ms: i64,
     now: Timestamp,
 ) -> Result<Swept> {
-    let first = store.write(|w| expired_batch(w, store, now, SWEEP_BATCH))?;
+    let first = store.write(|w| expired_batch(w, store, now, SWEEP_BATCH, MOST_HELD))?;
     let mut expired_machines = first.done;
     if first.more {
         // A backlog (a mass expiry, or a server that was down), or a first batch that gave
@@ -137,8 +138,8 @@ fn in_counted_batches(mut batch: impl FnMut() -> Result<usize>) -> Result<usize>
 }
 
 /// The fewest rows a batch of expired machines deletes before it gives way to a waiting
-/// write, so that a sweep still moves under a steady stream of logins: about 8 ms of work at
-/// the usual priority (a million rows, with their events, take about 40 s). Measured with one
+/// write, so that a sweep still moves under a steady stream of logins: a few ms of work at
+/// the usual priority (a million rows, with their events, take 14–17 s). Measured with one
 /// login every 50 ms while 1,000,000 expired machines were swept under verify load: giving
 /// way after 1,000 rows, a login waited for the rest of a batch at the backlog's priority and
 /// its commit, 0.5–1.5 s; after 200, p50 7 ms, p99 1.3 s (without giving way: 7.7 s).
@@ -165,10 +166,26 @@ fn backlog_batch(store: &Store) -> usize {
     }
 }
 
-/// One batch of up to `limit` expired machines, giving way to waiting writes.
-fn expired_batch(w: &Writer, store: &Store, now: Timestamp, limit: usize) -> Result<Batch> {
+/// The longest a batch of expired machines holds the write lock before it commits, waiting
+/// writes or not (after `GIVE_WAY_AFTER` rows). `Store::writer_wanted` counts this process's
+/// writes only: another process writing the same SQLite file (a second server, `authkeys
+/// rotate-admin-token`) waits through its busy timeout (5 s by default), and a batch of
+/// `BACKLOG_BATCH` rows starved of CPU could outlast it. Without other load a batch of
+/// 100,000 rows takes about 1.5 s, so this costs a backlog alone a few commits.
+const MOST_HELD: Duration = Duration::from_secs(1);
+
+/// One batch of up to `limit` expired machines, giving way to waiting writes and after
+/// holding the write lock for `most_held`.
+fn expired_batch(
+    w: &Writer,
+    store: &Store,
+    now: Timestamp,
+    limit: usize,
+    most_held: Duration,
+) -> Result<Batch> {
+    let started = Instant::now();
     audit::sweep_expired_machines(w, now, limit, |done| {
-        done >= GIVE_WAY_AFTER && store.writer_wanted()
+        done >= GIVE_WAY_AFTER && (store.writer_wanted() || started.elapsed() >= most_held)
     })
 }
 
@@ -197,7 +214,8 @@ fn sweep_backlog(store: &Store, now: Timestamp) -> Result<usize> {
     let backlog = || {
         store.bulk_writes(|| {
             in_batches(|| {
-                let batch = store.write(|w| expired_batch(w, store, now, backlog_batch(store)))?;
+                let limit = backlog_batch(store);
+                let batch = store.write(|w| expired_batch(w, store, now, limit, MOST_HELD))?;
                 hand_over(store);
                 Ok(batch)
             })
@@ -578,16 +596,25 @@ mod tests {
         assert_eq!(counts(&store, i64::MAX), (1, Some(1)));
     }
 
-    /// A batch of expired machines stops where `give_way` says, and says more are left.
+    /// A batch of expired machines stops where `give_way` says, and says more are left; each
+    /// machine it deleted was handed on before it stopped.
     #[test]
     fn a_batch_of_expired_machines_stops_when_told_to_give_way() {
         let (_dir, store, _) = store_with_machines(&[Some(10); 10]);
         store.count_machines().unwrap();
         let expired = |give_way: fn(usize) -> bool| {
+            let mut handed_on = Vec::new();
             let batch = store
-                .write(|w| w.delete_expired_machines(Timestamp(10), 8, give_way))
+                .write(|w| {
+                    w.delete_expired_machines(Timestamp(10), 8, give_way, |id, _| {
+                        handed_on.push(id.to_string());
+                        Ok(())
+                    })
+                })
                 .unwrap();
-            (batch.machines.len(), batch.more, store.machine_rows())
+            assert_eq!(handed_on.len(), batch.done);
+            assert!(machine_ids(&store).iter().all(|id| !handed_on.contains(id)));
+            (batch.done, batch.more, store.machine_rows())
         };
         assert_eq!(expired(|done| done >= 3), (3, true, Some(7)));
         assert_eq!(counts(&store, 0), (7, Some(7)));
@@ -595,26 +622,56 @@ mod tests {
         assert_eq!(expired(|_| false), (0, false, Some(0)));
     }
 
+    /// A batch of expired machines commits once it has held the write lock for its time,
+    /// with no write waiting (one from another process would not be counted), after the
+    /// fewest rows it deletes before giving way.
+    #[test]
+    fn a_batch_of_expired_machines_commits_after_holding_the_lock_for_its_time() {
+        let (_dir, store, _) = store_with_machines(&[Some(10); GIVE_WAY_AFTER + 100]);
+        let batch = |most_held| {
+            store
+                .write(|w| expired_batch(w, &store, Timestamp(10), 1_000, most_held))
+                .unwrap()
+        };
+        let done = Batch {
+            done: GIVE_WAY_AFTER,
+            more: true,
+        };
+        assert_eq!(batch(Duration::ZERO), done);
+        assert_eq!(machine_ids(&store).len(), 100);
+        let rest = Batch {
+            done: 100,
+            more: false,
+        };
+        assert_eq!(batch(Duration::from_secs(3600)), rest);
+    }
+
     /// A backlog's batches give way to writes that wait: with writes arriving all the time,
-    /// some run in the middle of a batch. Batches that never gave way would let them see only
-    /// all the rows, the backlog left after the first whole batch, or none; which batch gives
-    /// way first depends on when the writing thread starts, so any other count will do.
+    /// some run in the middle of its batches. The first batch gives way once (the rest is a
+    /// backlog, fewer rows than one of its batches); a backlog that never gave way would let
+    /// the writes see only that and none left, and batches that never gave way only all the
+    /// rows, the backlog after a whole first batch, or none.
     #[test]
     fn a_backlog_gives_way_to_waiting_writes_in_the_middle_of_its_batches() {
         let backlog = 5 * GIVE_WAY_AFTER;
         let (_dir, store, _) = store_with_machines(&vec![Some(1_000); SWEEP_BATCH + backlog]);
         let stamps = UsageStamps::default();
         let cache = HotCache::default();
-        let swept = std::sync::atomic::AtomicBool::new(false);
+        let swept = &std::sync::atomic::AtomicBool::new(false);
+        let store = &store;
+        let (writing, first_write) = std::sync::mpsc::channel();
         let seen = std::thread::scope(|scope| {
-            let writes = scope.spawn(|| {
+            let writes = scope.spawn(move || {
                 let mut seen = Vec::new();
                 while !swept.load(std::sync::atomic::Ordering::Relaxed) {
                     seen.push(store.write(|w| w.machine_rows_of_all_keys()).unwrap() as usize);
+                    let _ = writing.send(());
                 }
                 seen
             });
-            let done = sweep(&store, &stamps, &cache, RETENTION, Timestamp(1_000)).unwrap();
+            // Writes already arrive when the sweep starts, whenever the thread is scheduled.
+            first_write.recv().unwrap();
+            let done = sweep(store, &stamps, &cache, RETENTION, Timestamp(1_000)).unwrap();
             swept.store(true, std::sync::atomic::Ordering::Relaxed);
             assert_eq!(done.expired_machines, SWEEP_BATCH + backlog);
             writes.join().unwrap()
@@ -629,7 +686,7 @@ mod tests {
             inside.count() >= 2,
             "writes ran only between batches: rows left as they saw them {seen:?}"
         );
-        assert_eq!(machine_ids(&store), Vec::<String>::new());
+        assert_eq!(machine_ids(store), Vec::<String>::new());
     }
 
     #[test]

@@ -320,7 +320,8 @@ impl Store {
 
     /// Whether a long write gives way to writes that wait (`writer_wanted`) between its rows:
     /// on SQLite a batch of expired machines is deleted row by row and may commit early; on
-    /// PostgreSQL it is one statement, holding its rows' locks until it commits.
+    /// PostgreSQL it is one statement, and its transaction holds the cluster's write lock
+    /// (`pg_advisory_xact_lock`) until it commits, whatever waits.
     pub(crate) fn long_writes_give_way(&self) -> bool {
         matches!(self.engine, Engine::Sqlite(_))
     }
@@ -833,7 +834,7 @@ mod tests {
             scope.spawn(|| store.count_machines().unwrap());
         });
         store
-            .write(|w| w.delete_expired_machines(Timestamp(10), 7, |_| false))
+            .write(|w| w.delete_expired_machines(Timestamp(10), 7, |_| false, |_, _| Ok(())))
             .unwrap();
         let rows = |sql: &str| -> i64 {
             store

@@ -6,10 +6,10 @@ use super::sql::{Conn, Dialect, Value, args};
 use super::storage;
 use crate::cache::usage::Stamp;
 use crate::domain::error::Result;
-use crate::domain::model::KeyStatus;
 use crate::domain::model::{
     App, Key, KeyPolicy, Machine, NewKey, NewTrustPolicy, Timestamp, TrustPolicy, uses_remaining,
 };
+use crate::domain::model::{Batch, KeyStatus};
 use crate::domain::token::TokenHash;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -53,12 +53,32 @@ type DeletedMachine = (Option<i64>, String, i64);
 /// `Writer::delete_expired_machines_row_by_row`).
 const EXPIRED_CHUNK: usize = 500;
 
-/// What `Writer::delete_expired_machines` deleted.
-pub(crate) struct ExpiredBatch {
-    /// Each deleted machine's id and app pk.
-    pub(crate) machines: Vec<(String, i64)>,
-    /// Whether more expired machines may be left: the batch was full, or gave way.
-    pub(crate) more: bool,
+/// How many keys a batch of deletions counts machines for before it updates their
+/// `machine_rows`: one `UPDATE` per key per batch where a few keys have many machines, and a
+/// bounded number left for the end of a batch where each key has few.
+const KEY_COUNTERS_HELD: usize = 2_000;
+
+/// Deleted machines counted per key (`None`: trust policies' machines), to take off each key's
+/// `machine_rows` with one `UPDATE` per key rather than per machine.
+#[derive(Default)]
+struct KeyCounters(HashMap<Option<i64>, i64>);
+
+impl KeyCounters {
+    fn add(&mut self, w: &Writer, key_pk: Option<i64>) -> Result<()> {
+        *self.0.entry(key_pk).or_default() += 1;
+        if self.0.len() > KEY_COUNTERS_HELD {
+            self.apply(w)?;
+        }
+        Ok(())
+    }
+
+    /// Applies what was counted, in `w`'s transaction, and starts again.
+    fn apply(&mut self, w: &Writer) -> Result<()> {
+        for (key_pk, count) in self.0.drain() {
+            w.machines_deleted(key_pk, count)?;
+        }
+        Ok(())
+    }
 }
 
 impl<'c> Writer<'c> {
@@ -444,32 +464,44 @@ impl<'c> Writer<'c> {
 
     /// Deletes up to `limit` machines that expired at or before `now`: on PostgreSQL in one
     /// statement, on SQLite row by row, stopping early once `give_way(rows deleted so far)`
-    /// says so (another write waits). Returns the deleted machines' ids and app pks, and
-    /// whether more may be left.
+    /// says so (another write waits). Calls `deleted(id, app pk)` for each machine, in this
+    /// transaction, as it goes (on SQLite right after its row), so that what a batch still
+    /// has to do when it gives way does not grow with the rows it did. Returns how many it
+    /// deleted and whether more may be left.
     pub(crate) fn delete_expired_machines(
         &self,
         now: Timestamp,
         limit: usize,
         give_way: impl Fn(usize) -> bool,
-    ) -> Result<ExpiredBatch> {
-        let (deleted, more) = match self.conn().dialect() {
+        mut deleted: impl FnMut(&str, i64) -> Result<()>,
+    ) -> Result<Batch> {
+        let mut counters = KeyCounters::default();
+        let mut take = |(key_pk, id, app_pk): DeletedMachine| {
+            counters.add(self, key_pk)?;
+            deleted(&id, app_pk)
+        };
+        let batch = match self.conn().dialect() {
             Dialect::Postgres => {
-                let deleted: Vec<DeletedMachine> = self.collect(
+                let rows: Vec<DeletedMachine> = self.collect(
                     "DELETE FROM machines WHERE pk IN (
                          SELECT pk FROM machines WHERE expires_at <= ?1 LIMIT ?2)
                      RETURNING key_pk, id, app_pk",
                     args![now.0, limit as i64],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )?;
-                let more = deleted.len() == limit;
-                (deleted, more)
+                let done = rows.len();
+                rows.into_iter().try_for_each(&mut take)?;
+                Batch {
+                    done,
+                    more: done == limit,
+                }
             }
-            Dialect::Sqlite => self.delete_expired_machines_row_by_row(now, limit, give_way)?,
+            Dialect::Sqlite => {
+                self.delete_expired_machines_row_by_row(now, limit, give_way, &mut take)?
+            }
         };
-        Ok(ExpiredBatch {
-            machines: self.taken_off_their_keys(deleted)?,
-            more,
-        })
+        counters.apply(self)?;
+        Ok(batch)
     }
 
     /// SQLite's `delete_expired_machines`. Row by row: SQLite keeps a statement journal (a copy
@@ -484,10 +516,11 @@ impl<'c> Writer<'c> {
         now: Timestamp,
         limit: usize,
         give_way: impl Fn(usize) -> bool,
-    ) -> Result<(Vec<DeletedMachine>, bool)> {
-        let mut deleted = Vec::new();
-        while deleted.len() < limit {
-            let wanted = (limit - deleted.len()).min(EXPIRED_CHUNK);
+        mut deleted: impl FnMut(DeletedMachine) -> Result<()>,
+    ) -> Result<Batch> {
+        let mut done = 0;
+        while done < limit {
+            let wanted = (limit - done).min(EXPIRED_CHUNK);
             let chunk: Vec<(i64, DeletedMachine)> = self.collect(
                 "SELECT pk, key_pk, id, app_pk FROM machines WHERE expires_at <= ?1 LIMIT ?2",
                 args![now.0, wanted as i64],
@@ -495,17 +528,18 @@ impl<'c> Writer<'c> {
             )?;
             let last = chunk.len() < wanted;
             for (pk, machine) in chunk {
-                if give_way(deleted.len()) {
-                    return Ok((deleted, true));
+                if give_way(done) {
+                    return Ok(Batch { done, more: true });
                 }
                 self.execute("DELETE FROM machines WHERE pk = ?1", args![pk])?;
-                deleted.push(machine);
+                deleted(machine)?;
+                done += 1;
             }
             if last {
-                return Ok((deleted, false));
+                return Ok(Batch { done, more: false });
             }
         }
-        Ok((deleted, true))
+        Ok(Batch { done, more: true })
     }
 
     /// Deletes up to `limit` machines whose stored activity is older than their idle timeout
@@ -538,22 +572,6 @@ impl<'c> Writer<'c> {
             }
         }
         Ok((deleted, count))
-    }
-
-    /// Takes deleted machines off each key's `machine_rows`, in this transaction. Returns their
-    /// ids and app pks.
-    fn taken_off_their_keys(&self, deleted: Vec<DeletedMachine>) -> Result<Vec<(String, i64)>> {
-        let mut per_key: HashMap<Option<i64>, i64> = HashMap::new();
-        for (key_pk, _, _) in &deleted {
-            *per_key.entry(*key_pk).or_default() += 1;
-        }
-        for (key_pk, count) in per_key {
-            self.machines_deleted(key_pk, count)?;
-        }
-        Ok(deleted
-            .into_iter()
-            .map(|(_, id, app_pk)| (id, app_pk))
-            .collect())
     }
 
     /// Takes `count` deleted machines off their key's `machine_rows` and the store's count.
@@ -654,6 +672,77 @@ mod tests {
                 )]
             );
         }
+    }
+
+    /// Each key's `machine_rows` and the store's count stay exact after a batch of expiries
+    /// spread over more keys than a batch holds counters for (so they are applied as it goes).
+    #[test]
+    fn key_counters_stay_exact_when_a_batch_spans_more_keys_than_it_holds() {
+        use crate::domain::model::NewKey;
+        use crate::domain::token::{self, TokenKind};
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(&Database::File(dir.path().join("authkeys.db"))).expect("a store");
+        let reusable = NewKey {
+            reusable: true,
+            ..NewKey::default()
+        };
+        let keys = KEY_COUNTERS_HELD + 500;
+        store
+            .write(|w| {
+                let app = w.insert_app("app", "App", Timestamp(0))?;
+                for n in 0..keys {
+                    let secret = token::generate(TokenKind::AuthKey);
+                    let hint = token::hint(&secret);
+                    let hash = secret.hash();
+                    w.insert_key(
+                        &app,
+                        format!("key_{n}"),
+                        &hash,
+                        hint,
+                        &reusable,
+                        Timestamp(0),
+                    )?;
+                    let key = w.key_status(&hash)?.expect("the key just inserted");
+                    // Two machines for the first key, one expired and one not for the rest.
+                    for (m, expires_at) in [(0, Some(10)), (1, (n == 0).then_some(10))] {
+                        let machine = NewMachine {
+                            id: format!("mch_{n}_{m}"),
+                            token_hash: token::generate(TokenKind::Session).hash(),
+                            name: None,
+                            expires_at: expires_at.map(Timestamp),
+                        };
+                        w.insert_machine(&key, machine, Timestamp(0))?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        store.count_machines().unwrap();
+        let batch = store
+            .write(|w| {
+                w.delete_expired_machines(Timestamp(10), usize::MAX, |_| false, |_, _| Ok(()))
+            })
+            .unwrap();
+        assert_eq!(
+            batch,
+            Batch {
+                done: keys + 1,
+                more: false
+            }
+        );
+        let count = |sql: &str| -> i64 {
+            store
+                .read(|r| r.optional(sql, args![], |row| row.get(0)))
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(count("SELECT count(*) FROM machines"), keys as i64 - 1);
+        assert_eq!(store.machine_rows(), Some(keys as u64 - 1));
+        let drifted = count(
+            "SELECT count(*) FROM keys k
+              WHERE k.machine_rows != (SELECT count(*) FROM machines m WHERE m.key_pk = k.pk)",
+        );
+        assert_eq!(drifted, 0);
     }
 
     /// The sweeper finds idle machines with one range of their index, however many there are.
