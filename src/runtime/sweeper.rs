@@ -146,15 +146,16 @@ fn in_counted_batches(mut batch: impl FnMut() -> Result<usize>) -> Result<usize>
 const GIVE_WAY_AFTER: usize = 200;
 
 /// Rows per batch on the backlog's thread, on SQLite (`Store::long_writes_give_way`; on
-/// PostgreSQL a batch is one statement that holds its rows' locks, so it stays at
-/// `SWEEP_BATCH`). A batch gives way to any write that waits, so its size costs logins
-/// nothing; what it sets is how often the backlog commits when nothing waits, and each
-/// commit writes again every index page its rows touched, the random ones (`token_hash`,
-/// `machines_by_key`) about one page per row. Sweeping 1,000,000 expired machines without
-/// other load: batches of 20,000 wrote 3.3 GB in 21.3 s, of 100,000 1.1 GB in 14.1 s; under
-/// `authkeys-bench sweep` (alternated) 51.3–55.4 s against 42.3–46.7 s, logins' p99 alike
-/// (0.5–1.4 s). The cost: a batch's rows in memory (about 8 MiB) and a WAL that reached
-/// 286 MiB (checkpoints every 256 MiB in `Store::bulk_writes`).
+/// PostgreSQL a batch is one statement whose transaction holds the cluster's write lock, so
+/// it stays at `SWEEP_BATCH`). A batch gives way to any write that waits, with only its key
+/// counters and its commit left to do (each event is written with its row), and commits after
+/// `MOST_HELD` anyway; what its size sets is how often the backlog commits when nothing
+/// waits. Each commit writes again every index page its rows touched, the random ones
+/// (`token_hash`, `machines_by_key`) about one page per row. Sweeping 1,000,000 expired
+/// machines without other load: batches of 20,000 wrote 3.3 GB in 21–26 s, of 100,000 1.1 GB
+/// in 14–22 s (1.4 GB in 21 s with `MOST_HELD`); under `authkeys-bench sweep`, alternated,
+/// 53.6–58.2 s against 49.4–50.9 s, logins' p99 alike (0.4–1.3 s). The cost: a WAL that
+/// reached 286 MiB (checkpoints every 256 MiB in `Store::bulk_writes`, plus a batch).
 const BACKLOG_BATCH: usize = 100_000;
 
 /// How many rows a batch of the backlog deletes on `store`.
