@@ -7,9 +7,9 @@ use super::storage;
 use crate::cache::usage::Stamp;
 use crate::domain::error::Result;
 use crate::domain::model::{
-    App, Key, KeyPolicy, Machine, NewKey, NewTrustPolicy, Timestamp, TrustPolicy, uses_remaining,
+    App, Batch, Key, KeyPolicy, KeyStatus, Machine, NewKey, NewTrustPolicy, Timestamp, TrustPolicy,
+    uses_remaining,
 };
-use crate::domain::model::{Batch, KeyStatus};
 use crate::domain::token::TokenHash;
 use std::cell::Cell;
 use std::collections::HashMap;
