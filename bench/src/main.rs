@@ -35,6 +35,11 @@ fn main() -> ExitCode {
         Some("cost") => cost::cost_command(),
         Some("seed") => seed::seed_command(&args[1..]),
         Some("insert-loop") => seed::insert_loop_command(&args[1..]),
+        Some("hot") => {
+            let serve_flags = args.iter().skip_while(|a| *a != "--").skip(1);
+            let serve_flags: Vec<&str> = serve_flags.map(String::as_str).collect();
+            orchestrate::hot_command(args[1..].first().is_some_and(|a| a == "--quick"), &serve_flags)
+        }
         Some("scale") => orchestrate::scale_command(args.iter().any(|a| a == "--quick")),
         Some("sweep") => orchestrate::sweep_command(args.iter().any(|a| a == "--quick")),
         Some("scan") => scan::scan_command(args.iter().any(|a| a == "--quick")),
@@ -42,7 +47,7 @@ fn main() -> ExitCode {
         _ => Err(
             "usage: authkeys-bench run [--quick] | cost | ceiling empty|lookup --db PATH | \
              seed --db PATH --keys N --machines N [--expired] --tokens PATH | \
-             insert-loop --db PATH --seconds N | scale [--quick] | sweep [--quick] | scan [--quick] | \
+             insert-loop --db PATH --seconds N | hot [--quick] [-- SERVE-FLAGS…] | scale [--quick] | sweep [--quick] | scan [--quick] | \
              postgres [--quick]"
                 .to_string(),
         ),
