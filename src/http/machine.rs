@@ -52,6 +52,9 @@ fn missing_field(field: &'static str, reason: &str) -> ApiError {
 }
 
 /// Endpoints that take a machine's session token.
+/// The bytes reserved for an encoded identity (see `session`).
+const IDENTITY_CAPACITY: usize = 512;
+
 pub(super) fn session(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
     let hash = ctx.request.session_hash()?;
     if route == Route::Logout {
@@ -67,7 +70,11 @@ pub(super) fn session(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
             app,
             machine: &session.machine,
         };
-        serde_json::to_vec(&identity).expect("an identity always serialises")
+        // Room for the usual identity (about 320 bytes with no tags or metadata), so that
+        // encoding it does not grow the buffer several times over.
+        let mut body = Vec::with_capacity(IDENTITY_CAPACITY);
+        serde_json::to_writer(&mut body, &identity).expect("an identity always serialises");
+        body
     });
     Ok(Response::body(200, "application/json", body.clone()))
 }
