@@ -7,6 +7,8 @@
 //! - `seed …` fills a database with millions of rows directly, not through HTTP;
 //! - `insert-loop --db PATH --seconds N` is the login baseline: the same insert-and-commit
 //!   done through rusqlite in a loop;
+//! - `hot [--quick] [-- SERVE-FLAGS…]` runs only the hot requests of `run` (`/healthz`, whoami
+//!   and verify against both empty ceilings), authkeys started with the `serve` flags given;
 //! - `scale [--quick]` runs only the scale scenario of `run` (random-token whoami over the
 //!   large database against one lookup, its RSS and start-up);
 //! - `sweep [--quick]` runs only the sweep under load scenario of `run`;
@@ -35,11 +37,7 @@ fn main() -> ExitCode {
         Some("cost") => cost::cost_command(),
         Some("seed") => seed::seed_command(&args[1..]),
         Some("insert-loop") => seed::insert_loop_command(&args[1..]),
-        Some("hot") => {
-            let serve_flags = args.iter().skip_while(|a| *a != "--").skip(1);
-            let serve_flags: Vec<&str> = serve_flags.map(String::as_str).collect();
-            orchestrate::hot_command(args[1..].first().is_some_and(|a| a == "--quick"), &serve_flags)
-        }
+        Some("hot") => hot(&args[1..]),
         Some("scale") => orchestrate::scale_command(args.iter().any(|a| a == "--quick")),
         Some("sweep") => orchestrate::sweep_command(args.iter().any(|a| a == "--quick")),
         Some("scan") => scan::scan_command(args.iter().any(|a| a == "--quick")),
@@ -59,6 +57,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `hot [--quick] [-- SERVE-FLAGS…]`: flags before `--` other than `--quick` are refused, so
+/// a `serve` flag given without `--` cannot be silently left out of an A/B run.
+fn hot(args: &[String]) -> Result<(), String> {
+    let ours = args.iter().take_while(|arg| *arg != "--");
+    let serve_flags: Vec<&str> = args
+        .iter()
+        .skip_while(|arg| *arg != "--")
+        .skip(1)
+        .map(String::as_str)
+        .collect();
+    let mut quick = false;
+    for arg in ours {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            other => {
+                return Err(format!(
+                    "hot: unknown flag {other} (serve flags go after --)"
+                ));
+            }
+        }
+    }
+    orchestrate::hot_command(quick, &serve_flags)
 }
 
 /// The value after `--name` in `args`.

@@ -555,7 +555,7 @@ pub fn run(quick: bool) -> Result<(), String> {
         None,
     ));
     eprintln!("key policy: 8 tags and 1 KiB of metadata per key");
-    let empty = h.ceiling("empty", None, "ceiling-empty")?;
+    let empty = h.ceiling("empty", None, "ceiling-empty-policy")?;
     let policy_rows = key_policy_hot(&h, &empty.url, &server.url, c)?;
     drop(empty);
     rows.extend(policy_rows);
@@ -726,7 +726,8 @@ fn mixed_load_wal(h: &Harness, server: &Spawned, key: &str, tokens: &Path) -> Re
     Ok(max as f64 / (1024.0 * 1024.0))
 }
 
-/// `authkeys-bench sweep [--quick]`: only the sweep under load.
+/// `authkeys-bench scale [--quick]`: only the scale scenario (random-token whoami against one
+/// lookup on the large database, its peak RSS and start-up).
 pub(crate) fn scale_command(quick: bool) -> Result<(), String> {
     let h = Harness::new(quick)?;
     let rows = scale(&h, 32)?;

@@ -51,10 +51,10 @@ fn missing_field(field: &'static str, reason: &str) -> ApiError {
     })
 }
 
-/// Endpoints that take a machine's session token.
 /// The bytes reserved for an encoded identity (see `session`).
 const IDENTITY_CAPACITY: usize = 512;
 
+/// Endpoints that take a machine's session token.
 pub(super) fn session(ctx: &Ctx, route: Route) -> Result<Response, ApiError> {
     let hash = ctx.request.session_hash()?;
     if route == Route::Logout {
