@@ -4,7 +4,7 @@
 use super::read::{Reader, secs_from_column, secs_to_column};
 use super::sql::{Conn, Dialect, Value, args};
 use super::storage;
-use crate::cache::usage::Stamp;
+use crate::cache::usage::{HASH_PREFIX_LEN, Stamp};
 use crate::domain::error::Result;
 use crate::domain::model::{
     App, Batch, Key, KeyPolicy, KeyStatus, Machine, NewKey, NewTrustPolicy, Timestamp, TrustPolicy,
@@ -601,7 +601,8 @@ impl<'c> Writer<'c> {
 
     pub(super) fn stamp_rows(&self, sql: &str, stamps: &[Stamp]) -> Result<usize> {
         stamps.iter().try_fold(0, |stamped, stamp| {
-            let changed = self.execute(sql, args![stamp.pk, stamp.at.0, stamp.hash.as_bytes()])?;
+            let changed =
+                self.execute(sql, args![stamp.pk, stamp.at.0, stamp.hash.0.as_slice()])?;
             Ok(stamped + changed)
         })
     }
@@ -619,10 +620,11 @@ fn tags_json(tags: &[String]) -> String {
     serde_json::to_string(tags).expect("strings always serialise")
 }
 
-/// The usage-stamp updates: `?1` pk, `?2` time, `?3` the row's token hash. The pk finds the
-/// row (the stamps come in pk order, so neighbours share pages); the hash, compared on that
-/// same row, makes sure it is still the row that was stamped: SQLite reuses the pk of a
-/// deleted newest row, never a token hash. A stamp whose row is gone changes nothing.
+/// The usage-stamp updates: `?1` pk, `?2` time, `?3` the first `HASH_PREFIX_LEN` bytes of the
+/// row's token hash (all a pending stamp keeps, see `usage::Stamp`). The pk finds the row (the
+/// stamps come in pk order, so neighbours share pages); the hash prefix, compared on that same
+/// row, makes sure it is still the row that was stamped: SQLite reuses the pk of a deleted
+/// newest row, never a token hash. A stamp whose row is gone changes nothing.
 fn stamp_key_used_sql(dialect: Dialect) -> String {
     stamp_sql(dialect, "keys", "last_used_at", "hash")
 }
@@ -636,7 +638,7 @@ fn stamp_machine_seen_sql(dialect: Dialect) -> String {
 pub(super) fn stamp_sql(dialect: Dialect, table: &str, column: &str, hash_column: &str) -> String {
     format!(
         "UPDATE {table} SET {column} = {}(coalesce({column}, 0), ?2)
-          WHERE pk = ?1 AND {hash_column} = ?3",
+          WHERE pk = ?1 AND substr({hash_column}, 1, {HASH_PREFIX_LEN}) = ?3",
         dialect.greatest()
     )
 }
