@@ -223,6 +223,18 @@ impl Harness {
         Ok(runs.into_iter().map(median).collect())
     }
 
+    /// The small database of the hot requests: 100 keys, `plan.medium_rows` machines.
+    pub(crate) fn seed_small(&self) -> Result<(PathBuf, PathBuf), String> {
+        self.seed(
+            "small",
+            &Seed {
+                keys: 100,
+                machines: self.plan.medium_rows,
+                expired: false,
+            },
+        )
+    }
+
     /// The scale database: as many keys as machines, `plan.scale_rows` of each.
     pub(crate) fn seed_scale(&self, name: &str) -> Result<(PathBuf, PathBuf), String> {
         let rows = self.plan.scale_rows;
@@ -430,14 +442,7 @@ fn hot_against_ceilings(
 /// alone (about 4 minutes), authkeys started with the given `serve` flags.
 pub(crate) fn hot_command(quick: bool, serve_flags: &[&str]) -> Result<(), String> {
     let h = Harness::new(quick)?;
-    let (db, _) = h.seed(
-        "small",
-        &Seed {
-            keys: 100,
-            machines: h.plan.medium_rows,
-            expired: false,
-        },
-    )?;
+    let (db, _) = h.seed_small()?;
     let server = h.authkeys(&db, serve_flags, "authkeys-small")?;
     let (key, session) = hot_credentials(&server.url)?;
     let rows = hot_against_ceilings(&h, &server.url, &key, &session, 32)?;
@@ -530,14 +535,7 @@ pub fn run(quick: bool) -> Result<(), String> {
     let c = 32;
 
     eprintln!("ceilings, whoami and verify on a small database");
-    let (small_db, small_tokens) = h.seed(
-        "small",
-        &Seed {
-            keys: 100,
-            machines: h.plan.medium_rows,
-            expired: false,
-        },
-    )?;
+    let (small_db, small_tokens) = h.seed_small()?;
     let server = h.authkeys(&small_db, &[], "authkeys-small")?;
     let (key, session) = hot_credentials(&server.url)?;
     let whoami_request = Request::Get {
