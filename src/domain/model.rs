@@ -25,10 +25,15 @@ impl Timestamp {
     }
 
     pub fn to_rfc3339(self) -> String {
+        self.with_rfc3339(str::to_string)
+    }
+
+    /// `use_text` given the RFC 3339 form, allocated only outside the years 0 to 9999.
+    fn with_rfc3339<R>(self, use_text: impl FnOnce(&str) -> R) -> R {
         let mut text = [0; RFC3339_LEN];
         match self.rfc3339_in(&mut text) {
-            Some(text) => text.to_string(),
-            None => self.chrono_rfc3339(),
+            Some(text) => use_text(text),
+            None => use_text(&self.chrono_rfc3339()),
         }
     }
 
@@ -72,11 +77,7 @@ const RFC3339_LEN: usize = 24;
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut text = [0; RFC3339_LEN];
-        match self.rfc3339_in(&mut text) {
-            Some(text) => serializer.serialize_str(text),
-            None => serializer.serialize_str(&self.chrono_rfc3339()),
-        }
+        self.with_rfc3339(|text| serializer.serialize_str(text))
     }
 }
 
