@@ -11,6 +11,9 @@
 //!   and verify against both empty ceilings), authkeys started with the `serve` flags given;
 //! - `scale [--quick]` runs only the scale scenario of `run` (random-token whoami over the
 //!   large database against one lookup, its RSS and start-up);
+//! - `revision --authkeys PATH --seeder PATH [--name NAME] [--quick]` runs the scale scenario's random-token
+//!   whoami for another build of authkeys (seeded by its own `authkeys-bench`, `--seeder`) and
+//!   for this one, each against one lookup, in one run (`scripts/compare-revision`);
 //! - `sweep [--quick]` runs only the sweep under load scenario of `run`;
 //! - `scan [--quick]` runs only the `authkeys scan` against grep scenario of `run`;
 //! - `postgres [--quick]` runs only the PostgreSQL scenario of `run` (three nodes against a
@@ -23,6 +26,7 @@ mod ceiling;
 mod cost;
 mod orchestrate;
 mod postgres_run;
+mod revision;
 mod scan;
 mod seed;
 mod wrk;
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Some("seed") => seed::seed_command(&args[1..]),
         Some("insert-loop") => seed::insert_loop_command(&args[1..]),
         Some("hot") => hot(&args[1..]),
+        Some("revision") => revision::revision_command(&args[1..]),
         Some("scale") => orchestrate::scale_command(args.iter().any(|a| a == "--quick")),
         Some("sweep") => orchestrate::sweep_command(args.iter().any(|a| a == "--quick")),
         Some("scan") => scan::scan_command(args.iter().any(|a| a == "--quick")),
@@ -45,7 +50,8 @@ fn main() -> ExitCode {
         _ => Err(
             "usage: authkeys-bench run [--quick] | cost | ceiling empty|lookup --db PATH | \
              seed --db PATH --keys N --machines N [--expired] --tokens PATH | \
-             insert-loop --db PATH --seconds N | hot [--quick] [-- SERVE-FLAGS…] | scale [--quick] | sweep [--quick] | scan [--quick] | \
+             insert-loop --db PATH --seconds N | hot [--quick] [-- SERVE-FLAGS…] | scale [--quick] | \
+             revision --authkeys PATH --seeder PATH [--name NAME] [--quick] | sweep [--quick] | scan [--quick] | \
              postgres [--quick]"
                 .to_string(),
         ),

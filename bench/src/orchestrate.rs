@@ -152,7 +152,18 @@ impl Harness {
         extra: &[&str],
         name: &str,
     ) -> Result<Spawned, String> {
-        let mut command = Command::new(&self.authkeys);
+        self.authkeys_from(&self.authkeys, db, extra, name)
+    }
+
+    /// `authkeys serve` of the binary at `binary` (this build's, or another revision's).
+    pub(crate) fn authkeys_from(
+        &self,
+        binary: &Path,
+        db: &Path,
+        extra: &[&str],
+        name: &str,
+    ) -> Result<Spawned, String> {
+        let mut command = Command::new(binary);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
@@ -162,7 +173,12 @@ impl Harness {
         Spawned::start(command, self.work.join(format!("{name}.log")))
     }
 
-    fn ceiling(&self, mode: &str, db: Option<&Path>, name: &str) -> Result<Spawned, String> {
+    pub(crate) fn ceiling(
+        &self,
+        mode: &str,
+        db: Option<&Path>,
+        name: &str,
+    ) -> Result<Spawned, String> {
         let mut command = Command::new(&self.bench);
         command.args(["ceiling", mode]);
         if let Some(db) = db {
@@ -212,9 +228,19 @@ impl Harness {
         request: &Request,
         connections: u32,
     ) -> Result<Vec<Load>, String> {
-        let mut runs = vec![Vec::new(); urls.len()];
+        let loads: Vec<_> = urls.iter().map(|url| (*url, request)).collect();
+        self.interleaved_loads(&loads, connections)
+    }
+
+    /// As `interleaved`, each server with its own requests.
+    pub(crate) fn interleaved_loads(
+        &self,
+        loads: &[(&str, &Request)],
+        connections: u32,
+    ) -> Result<Vec<Load>, String> {
+        let mut runs = vec![Vec::new(); loads.len()];
         for _ in 0..self.plan.rounds {
-            for (url, runs) in urls.iter().zip(&mut runs) {
+            for ((url, request), runs) in loads.iter().zip(&mut runs) {
                 let load = wrk::run(url, request, connections, self.plan.seconds)?;
                 eprintln!("    {url}: {}", load_figure(&load));
                 runs.push(load);
