@@ -280,9 +280,10 @@ fn a_node_stopped_before_its_listener_first_ran_still_leaves() {
     );
 }
 
-/// Cutting the listening connection (found by its `application_name`) turns the node's cache
-/// off at once, and the node comes back by itself with an empty cache; meanwhile writers do
-/// not wait for it past its new registration.
+/// Cutting the listening connection (found by its `application_name`) empties the node's cache
+/// at once (nothing else in this test can: it writes nothing the triggers announce), and the
+/// node comes back by itself with an empty cache; meanwhile writers do not wait for it past its
+/// new registration. That the cache is off until then is `gate::tests`'.
 #[test]
 fn a_node_that_loses_its_listener_stops_using_its_cache_and_recovers_empty() {
     let db = database();
@@ -303,7 +304,8 @@ fn a_node_that_loses_its_listener_stops_using_its_cache_and_recovers_empty() {
     assert_eq!(killed, 2, "both nodes' listeners");
     // Without a query of its own, the node notices within a slice of its listener's loop and
     // empties its cache (voiding every ticket). Watched by the ticket, not the off window: a
-    // listener that reconnects within one poll would turn the cache off and on again unseen.
+    // listener that reconnects between two of `eventually`'s 10 ms polls turns the cache off
+    // and on again unseen.
     eventually("the cache is dropped", || b_cache.ticket() != before);
     assert!(!is_cached(&b_cache, key));
     eventually("the cache is back on", || b_cache.is_usable());
