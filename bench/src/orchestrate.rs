@@ -261,22 +261,30 @@ impl Harness {
         )
     }
 
-    /// The scale database: as many keys as machines, `plan.scale_rows` of each.
+    /// The scale database (`scale_seed`).
     pub(crate) fn seed_scale(&self, name: &str) -> Result<(PathBuf, PathBuf), String> {
-        let rows = self.plan.scale_rows;
-        self.seed(
-            name,
-            &Seed {
-                keys: rows,
-                machines: rows,
-                expired: false,
-            },
+        self.seed(name, &self.scale_seed())
+    }
+
+    /// The scale database's seed: as many keys as machines, `plan.scale_rows` of each.
+    pub(crate) fn scale_seed(&self) -> Seed {
+        Seed {
+            keys: self.plan.scale_rows,
+            machines: self.plan.scale_rows,
+            expired: false,
+        }
+    }
+
+    /// Where the database named `name` and its tokens go.
+    pub(crate) fn seed_paths(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.work.join(format!("{name}.db")),
+            self.work.join(format!("{name}.tokens")),
         )
     }
 
     pub(crate) fn seed(&self, name: &str, seed: &Seed) -> Result<(PathBuf, PathBuf), String> {
-        let db = self.work.join(format!("{name}.db"));
-        let tokens = self.work.join(format!("{name}.tokens"));
+        let (db, tokens) = self.seed_paths(name);
         let started = Instant::now();
         seed_database(&db, seed, &tokens)?;
         eprintln!(
@@ -922,11 +930,16 @@ fn sweep_under_load(h: &Harness) -> Result<Vec<Row>, String> {
 }
 
 pub(crate) fn render(plan: &Plan, rows: &[Row]) -> String {
+    render_by("scripts/bench", plan, rows)
+}
+
+/// The table, headed by what measured it (`by`), on which machine, and how.
+pub(crate) fn render_by(by: &str, plan: &Plan, rows: &[Row]) -> String {
     let mut out = String::new();
     let machine = machine_description();
     let _ = writeln!(
         out,
-        "Measured by `scripts/bench`{} on {machine}. Load: wrk, 2 threads, keep-alive, on \
+        "Measured by `{by}`{} on {machine}. Load: wrk, 2 threads, keep-alive, on \
          loopback, sharing the machine's cores with the server. Each figure is the median of \
          {} rounds of {} s; ratios compare with baselines measured in the same run.\n",
         if plan.quick {
