@@ -11,9 +11,10 @@
 //!   and verify against both empty ceilings), authkeys started with the `serve` flags given;
 //! - `scale [--quick]` runs only the scale scenario of `run` (random-token whoami over the
 //!   large database against one lookup, its RSS and start-up);
-//! - `revision --authkeys PATH --seeder PATH [--name NAME] [--quick]` runs the scale scenario's random-token
-//!   whoami for another build of authkeys (seeded by its own `authkeys-bench`, `--seeder`) and
-//!   for this one, each against one lookup, in one run (`scripts/compare-revision`);
+//! - `revision --authkeys PATH --seeder PATH [--name NAME] [--quick]` runs the scale
+//!   scenario's random-token whoami for another build of authkeys (on a database seeded by its
+//!   own `authkeys-bench`, `--seeder`) and for this one, each against this tree's lookup
+//!   server on its own database, in one run (`scripts/compare-revision`);
 //! - `sweep [--quick]` runs only the sweep under load scenario of `run`;
 //! - `scan [--quick]` runs only the `authkeys scan` against grep scenario of `run`;
 //! - `postgres [--quick]` runs only the PostgreSQL scenario of `run` (three nodes against a

@@ -13,7 +13,7 @@
 //! server's sweeper still writes after its load (the last usage stamps) falls on its own
 //! lookup's load, not on the other build's.
 
-use crate::orchestrate::{Harness, load_figure, render_by, row};
+use crate::orchestrate::{Harness, Row, load_figure, render_by, row};
 use crate::wrk::{Load, Request};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,12 +66,7 @@ pub(crate) fn revision_command(args: &[String]) -> Result<(), String> {
 }
 
 /// One build's two rows: its lookup, and its whoami as a share of that lookup.
-fn build_rows(
-    h: &Harness,
-    build: &str,
-    authkeys: &Load,
-    lookup: &Load,
-) -> [crate::orchestrate::Row; 2] {
+fn build_rows(h: &Harness, build: &str, authkeys: &Load, lookup: &Load) -> [Row; 2] {
     let rows_n = h.plan.scale_rows;
     [
         row(
